@@ -1,0 +1,369 @@
+//! The export thread: drains the span queue in batches and hands them to an exporter.
+//!
+//! The queue is bounded ([`crate::BatchConfig::max_queue_size`]); when it is full a closing
+//! span is dropped and counted, never waited for, so a slow or dead collector cannot stall
+//! the application. The first drop and the first failed export are logged once; the totals
+//! are in [`TelemetryStats`] and are logged again at shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{SpanContext, TraceFlags};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+
+use crate::config::BatchConfig;
+use crate::layer::FinishedSpan;
+
+/// Counters of the export pipeline, readable at any time.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    failed: AtomicU64,
+    failed_requests: AtomicU64,
+}
+
+/// What the export pipeline has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TelemetryStats {
+    /// Spans the exporter accepted.
+    pub spans_exported: u64,
+    /// Spans dropped because the queue was full (or telemetry had shut down).
+    pub spans_dropped: u64,
+    /// Spans lost in exports that failed.
+    pub spans_failed: u64,
+    /// Export requests that failed.
+    pub failed_exports: u64,
+}
+
+impl Counters {
+    pub(crate) fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> TelemetryStats {
+        TelemetryStats {
+            spans_exported: self.exported.load(Ordering::Relaxed),
+            spans_dropped: self.dropped.load(Ordering::Relaxed),
+            spans_failed: self.failed.load(Ordering::Relaxed),
+            failed_exports: self.failed_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Messages to the export thread. The channel carrying them holds a few at most.
+pub(crate) enum Control {
+    /// The queue holds a full batch.
+    BatchReady,
+    /// Export everything queued, then answer.
+    Flush(SyncSender<Result<(), String>>),
+    /// Export everything queued, shut the exporter down, answer and stop.
+    Shutdown(SyncSender<Result<(), String>>),
+}
+
+/// The producer side, shared by the layer.
+#[derive(Debug)]
+pub(crate) struct ExportQueue {
+    spans: ArrayQueue<FinishedSpan>,
+    batch_size: usize,
+    notified: AtomicBool,
+    closed: AtomicBool,
+    control: SyncSender<Control>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Control::BatchReady => "BatchReady",
+            Control::Flush(_) => "Flush",
+            Control::Shutdown(_) => "Shutdown",
+        })
+    }
+}
+
+impl ExportQueue {
+    /// Queues a span without blocking; a full queue drops it and counts the drop.
+    pub(crate) fn push(&self, span: FinishedSpan) {
+        if self.closed.load(Ordering::Relaxed) || self.spans.push(span).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.spans.len() >= self.batch_size && !self.notified.swap(true, Ordering::AcqRel) {
+            // A full control channel already holds a wake-up; nothing is lost.
+            let _ = self.control.try_send(Control::BatchReady);
+        }
+    }
+
+    /// Takes one queued span out and discards it; false when the queue is empty.
+    pub(crate) fn pop_for_discard(&self) -> bool {
+        self.spans.pop().is_some()
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn control(&self) -> &SyncSender<Control> {
+        &self.control
+    }
+}
+
+/// Creates the queue and starts the export thread, which builds its exporter with `make`
+/// (so an exporter that needs its own runtime, such as the blocking HTTP client, is built
+/// away from the caller's). Returns once the exporter is built, or with its build error.
+pub(crate) fn start<E, F>(
+    make: F,
+    resource: Resource,
+    batch: BatchConfig,
+) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
+where
+    E: SpanExporter + 'static,
+    F: FnOnce() -> Result<E, String> + Send + 'static,
+{
+    let (control_tx, control_rx) = mpsc::sync_channel(4);
+    let queue = Arc::new(ExportQueue {
+        spans: ArrayQueue::new(batch.max_queue_size),
+        batch_size: batch.max_export_batch_size,
+        notified: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        control: control_tx,
+        counters: Arc::new(Counters::default()),
+    });
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let worker_queue = queue.clone();
+    let handle = std::thread::Builder::new()
+        .name("zerostate-otlp-export".into())
+        .spawn(move || {
+            let mut exporter = match make() {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            exporter.set_resource(&resource);
+            let _ = ready_tx.send(Ok(()));
+            Worker::new(exporter, worker_queue, batch).run(control_rx);
+        })
+        .map_err(|e| format!("could not start the export thread: {e}"))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok((queue, handle)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the export thread stopped while building the exporter".into()),
+    }
+}
+
+struct Worker<E> {
+    exporter: E,
+    queue: Arc<ExportQueue>,
+    batch: BatchConfig,
+    scopes: HashMap<&'static str, InstrumentationScope>,
+    drop_reported: bool,
+    failing_since: Option<(Instant, u64)>,
+}
+
+impl<E: SpanExporter> Worker<E> {
+    fn new(exporter: E, queue: Arc<ExportQueue>, batch: BatchConfig) -> Self {
+        Self {
+            exporter,
+            queue,
+            batch,
+            scopes: HashMap::new(),
+            drop_reported: false,
+            failing_since: None,
+        }
+    }
+
+    fn run(mut self, control: Receiver<Control>) {
+        loop {
+            match control.recv_timeout(self.batch.scheduled_delay()) {
+                // Failures are counted and logged by `export`; nobody waits for these.
+                Ok(Control::BatchReady) => {
+                    let _ = self.drain(true);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.drain(false);
+                }
+                Ok(Control::Flush(ack)) => {
+                    let result = self.drain(false);
+                    let _ = ack.send(result);
+                }
+                Ok(Control::Shutdown(ack)) => {
+                    self.queue.close();
+                    let mut result = self.drain(false);
+                    if let Err(e) = self
+                        .exporter
+                        .shutdown_with_timeout(self.batch.export_timeout())
+                    {
+                        result = result.and(Err(format!("exporter shutdown failed: {e}")));
+                    }
+                    self.report_totals();
+                    let _ = ack.send(result);
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.drain(false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Exports what is queued: only full batches when `full_only`, else everything.
+    fn drain(&mut self, full_only: bool) -> Result<(), String> {
+        self.queue.notified.store(false, Ordering::Release);
+        let mut result = Ok(());
+        loop {
+            let len = self.queue.spans.len();
+            if len == 0 || (full_only && len < self.batch.max_export_batch_size) {
+                break;
+            }
+            let queue = self.queue.clone();
+            let batch: Vec<SpanData> = std::iter::from_fn(|| queue.spans.pop())
+                .take(self.batch.max_export_batch_size)
+                .map(|s| self.convert(s))
+                .collect();
+            if let Err(e) = self.export(batch) {
+                result = Err(e);
+            }
+        }
+        self.report_drops();
+        result
+    }
+
+    fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
+        let n = batch.len() as u64;
+        let counters = &self.queue.counters;
+        match futures_executor::block_on(self.exporter.export(batch)) {
+            Ok(()) => {
+                counters.exported.fetch_add(n, Ordering::Relaxed);
+                if let Some((since, failures)) = self.failing_since.take() {
+                    tracing::info!(
+                        target: "zerostate_telemetry",
+                        failures,
+                        "span export recovered after {:.1}s of failures",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                counters.failed.fetch_add(n, Ordering::Relaxed);
+                counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+                let message = format!("span export failed, {n} spans lost: {e}");
+                match &mut self.failing_since {
+                    Some((_, failures)) => *failures += 1,
+                    None => {
+                        tracing::warn!(
+                            target: "zerostate_telemetry",
+                            "{message} (further failures are counted, not logged, until export recovers)"
+                        );
+                        self.failing_since = Some((Instant::now(), 1));
+                    }
+                }
+                Err(message)
+            }
+        }
+    }
+
+    fn report_drops(&mut self) {
+        if !self.drop_reported && self.queue.counters.dropped.load(Ordering::Relaxed) > 0 {
+            self.drop_reported = true;
+            tracing::warn!(
+                target: "zerostate_telemetry",
+                queue = self.batch.max_queue_size,
+                "span export queue is full; spans are being dropped (further drops are counted, not logged)"
+            );
+        }
+    }
+
+    fn report_totals(&self) {
+        let s = self.queue.counters.snapshot();
+        if s.spans_dropped > 0 || s.spans_failed > 0 {
+            tracing::warn!(
+                target: "zerostate_telemetry",
+                exported = s.spans_exported,
+                dropped = s.spans_dropped,
+                failed = s.spans_failed,
+                "telemetry shut down with spans lost"
+            );
+        }
+    }
+
+    fn convert(&mut self, span: FinishedSpan) -> SpanData {
+        let r = span.record;
+        let scope_name = r.target.split("::").next().unwrap_or(r.target);
+        let scope = self
+            .scopes
+            .entry(scope_name)
+            .or_insert_with(|| InstrumentationScope::builder(scope_name).build())
+            .clone();
+        let trace_state = opentelemetry::trace::TraceState::from_key_value(r.trace_state.iter())
+            .unwrap_or_default();
+        SpanData {
+            span_context: SpanContext::new(
+                r.trace_id,
+                r.span_id,
+                TraceFlags::new(r.flags),
+                false,
+                trace_state,
+            ),
+            parent_span_id: r.parent_span_id,
+            parent_span_is_remote: r.parent_is_remote,
+            span_kind: r.kind,
+            name: r.name,
+            start_time: r.start,
+            end_time: span.end,
+            attributes: r.attributes,
+            dropped_attributes_count: r.dropped_attributes,
+            events: {
+                let mut events = SpanEvents::default();
+                events.events = r.events;
+                events.dropped_count = r.dropped_events;
+                events
+            },
+            links: SpanLinks::default(),
+            status: r.status,
+            instrumentation_scope: scope,
+        }
+    }
+}
+
+/// Sends `make(ack)` to the export thread and waits at most `timeout` for the answer.
+pub(crate) fn request(
+    queue: &ExportQueue,
+    make: impl FnOnce(SyncSender<Result<(), String>>) -> Control,
+    timeout: Duration,
+) -> Result<(), crate::FlushError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let deadline = Instant::now() + timeout;
+    let mut msg = make(tx);
+    // The control channel is tiny; wait for room until the deadline rather than block.
+    loop {
+        match queue.control().try_send(msg) {
+            Ok(()) => break,
+            Err(mpsc::TrySendError::Full(m)) => {
+                if Instant::now() >= deadline {
+                    return Err(crate::FlushError::TimedOut(timeout));
+                }
+                msg = m;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(crate::FlushError::ShutDown),
+        }
+    }
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(crate::FlushError::Export(e)),
+        Err(RecvTimeoutError::Timeout) => Err(crate::FlushError::TimedOut(timeout)),
+        Err(RecvTimeoutError::Disconnected) => Err(crate::FlushError::ShutDown),
+    }
+}

@@ -1,0 +1,401 @@
+//! The `tracing` layer that turns spans into OpenTelemetry spans.
+//!
+//! Everything on the calling thread is kept small: ids come from a thread-local generator,
+//! the sampling decision is a comparison, attributes go into a vector, and a closed span is
+//! moved into a bounded lock-free queue. Conversion to OpenTelemetry's `SpanData` and the
+//! OTLP request happen on the export thread ([`crate::export`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{Event, SpanKind, Status};
+use opentelemetry::{Key, KeyValue, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event as TracingEvent, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use crate::config::Sampling;
+use crate::context::{
+    Baggage, FLAG_RANDOM, FLAG_SAMPLED, SpanId, TraceContext, TraceFlags, TraceId, TraceState, ids,
+};
+use crate::export::ExportQueue;
+use crate::names::field;
+
+/// The most attributes kept on one span; more are counted as dropped.
+pub const MAX_ATTRIBUTES: usize = 128;
+/// The most events kept on one span; more are counted as dropped.
+pub const MAX_EVENTS: usize = 128;
+
+/// What the layer keeps about an open span (stored in the span's registry extensions).
+#[derive(Debug)]
+pub(crate) struct SpanRecord {
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) target: &'static str,
+    pub(crate) kind: SpanKind,
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) parent_span_id: SpanId,
+    pub(crate) parent_is_remote: bool,
+    pub(crate) flags: u8,
+    pub(crate) trace_state: TraceState,
+    pub(crate) baggage: Baggage,
+    pub(crate) start: SystemTime,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) dropped_attributes: u32,
+    pub(crate) events: Vec<Event>,
+    pub(crate) dropped_events: u32,
+    pub(crate) status: Status,
+}
+
+impl SpanRecord {
+    pub(crate) fn is_sampled(&self) -> bool {
+        self.flags & FLAG_SAMPLED != 0
+    }
+
+    pub(crate) fn context(&self) -> TraceContext {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            flags: TraceFlags::new(self.flags),
+            trace_state: self.trace_state.clone(),
+            baggage: self.baggage.clone(),
+            is_remote: false,
+        }
+    }
+
+    pub(crate) fn set_attribute(&mut self, kv: KeyValue) {
+        if let Some(existing) = self.attributes.iter_mut().find(|a| a.key == kv.key) {
+            *existing = kv;
+        } else if self.attributes.len() < MAX_ATTRIBUTES {
+            self.attributes.push(kv);
+        } else {
+            self.dropped_attributes += 1;
+        }
+    }
+
+    pub(crate) fn add_event(&mut self, event: Event) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push(event);
+        } else {
+            self.dropped_events += 1;
+        }
+    }
+
+    /// Re-parents the span under `cx`, deciding sampling again with `sampling`.
+    pub(crate) fn set_parent(&mut self, cx: &TraceContext, sampling: &Sampling) {
+        self.trace_id = cx.trace_id;
+        self.parent_span_id = cx.span_id;
+        self.parent_is_remote = cx.is_remote;
+        let sampled = if sampling.parent_based {
+            cx.is_sampled()
+        } else {
+            ratio_keeps(cx.trace_id, sampling.ratio)
+        };
+        self.flags = (cx.flags.to_u8() & !FLAG_SAMPLED) | if sampled { FLAG_SAMPLED } else { 0 };
+        self.trace_state = cx.trace_state.clone();
+        self.baggage = cx.baggage.clone();
+    }
+}
+
+/// A closed span waiting for export.
+#[derive(Debug)]
+pub(crate) struct FinishedSpan {
+    pub(crate) record: SpanRecord,
+    pub(crate) end: SystemTime,
+}
+
+/// The layer. Install it behind a filter (see [`crate::TelemetryBuilder`]).
+#[derive(Debug)]
+pub struct SpanLayer {
+    pub(crate) sampling: Sampling,
+    pub(crate) queue: Option<Arc<ExportQueue>>,
+}
+
+/// The trace-id ratio decision of the OpenTelemetry specification: the trace is kept when
+/// the low 63 bits of its id fall below `ratio * 2^63`, so every node that sees the trace
+/// id decides the same way.
+pub(crate) fn ratio_keeps(trace_id: TraceId, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let bytes = trace_id.to_bytes();
+    let low = u64::from_be_bytes([
+        bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15],
+    ]) >> 1;
+    // `as` saturates; ratio is in (0, 1) here so the product is below 2^63.
+    let bound = (ratio * (1u64 << 63) as f64) as u64;
+    low < bound
+}
+
+/// The record of `span`, or of its nearest ancestor that has one.
+pub(crate) fn nearest<'a, R, T>(span: SpanRef<'a, R>, f: impl FnOnce(&SpanRecord) -> T) -> Option<T>
+where
+    R: LookupSpan<'a>,
+{
+    let mut f = Some(f);
+    for s in span.scope() {
+        let ext = s.extensions();
+        if let Some(rec) = ext.get::<SpanRecord>() {
+            return f.take().map(|f| f(rec));
+        }
+    }
+    None
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let parent = span.parent().and_then(|p| {
+            nearest(p, |r| {
+                (
+                    r.trace_id,
+                    r.span_id,
+                    r.flags,
+                    r.trace_state.clone(),
+                    r.baggage.clone(),
+                )
+            })
+        });
+        let (trace_id, parent_span_id, flags, trace_state, baggage) = match parent {
+            Some((trace_id, span_id, flags, state, baggage)) => {
+                let sampled = if self.sampling.parent_based {
+                    flags & FLAG_SAMPLED != 0
+                } else {
+                    ratio_keeps(trace_id, self.sampling.ratio)
+                };
+                let flags = (flags & !FLAG_SAMPLED) | if sampled { FLAG_SAMPLED } else { 0 };
+                (trace_id, span_id, flags, state, baggage)
+            }
+            None => {
+                let trace_id = ids::trace_id();
+                let sampled = ratio_keeps(trace_id, self.sampling.ratio);
+                let flags = FLAG_RANDOM | if sampled { FLAG_SAMPLED } else { 0 };
+                (
+                    trace_id,
+                    SpanId::INVALID,
+                    flags,
+                    TraceState::default(),
+                    Baggage::default(),
+                )
+            }
+        };
+        let meta = attrs.metadata();
+        let mut record = SpanRecord {
+            name: Cow::Borrowed(meta.name()),
+            target: meta.target(),
+            kind: SpanKind::Internal,
+            trace_id,
+            span_id: ids::span_id(),
+            parent_span_id,
+            parent_is_remote: false,
+            flags,
+            trace_state,
+            baggage,
+            start: SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes: 0,
+            events: Vec::new(),
+            dropped_events: 0,
+            status: Status::Unset,
+        };
+        if record.is_sampled() {
+            attrs.record(&mut SpanVisitor(&mut record));
+        }
+        span.extensions_mut().insert(record);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut ext = span.extensions_mut();
+        if let Some(record) = ext.get_mut::<SpanRecord>()
+            && record.is_sampled()
+        {
+            values.record(&mut SpanVisitor(record));
+        }
+    }
+
+    fn on_event(&self, event: &TracingEvent<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        for s in span.scope() {
+            let mut ext = s.extensions_mut();
+            let Some(record) = ext.get_mut::<SpanRecord>() else {
+                continue;
+            };
+            if !record.is_sampled() {
+                return;
+            }
+            let mut visitor = EventVisitor::default();
+            event.record(&mut visitor);
+            let level = *event.metadata().level();
+            let name = visitor
+                .message
+                .take()
+                .unwrap_or_else(|| event.metadata().name().to_owned());
+            if level == Level::ERROR && !matches!(record.status, Status::Error { .. }) {
+                record.status = Status::error(name.clone());
+            }
+            visitor
+                .attributes
+                .push(KeyValue::new("level", level.as_str()));
+            record.add_event(Event::new(name, SystemTime::now(), visitor.attributes, 0));
+            return;
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(queue) = &self.queue else { return };
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(record) = span.extensions_mut().remove::<SpanRecord>() else {
+            return;
+        };
+        if record.is_sampled() {
+            queue.push(FinishedSpan {
+                record,
+                end: SystemTime::now(),
+            });
+        }
+    }
+}
+
+/// Records span fields as attributes, honouring the `otel.*` fields.
+struct SpanVisitor<'a>(&'a mut SpanRecord);
+
+impl SpanVisitor<'_> {
+    fn special(&mut self, name: &str, value: &str) -> bool {
+        match name {
+            field::OTEL_NAME => self.0.name = Cow::Owned(value.to_owned()),
+            field::OTEL_KIND => {
+                self.0.kind = match value {
+                    "server" => SpanKind::Server,
+                    "client" => SpanKind::Client,
+                    "producer" => SpanKind::Producer,
+                    "consumer" => SpanKind::Consumer,
+                    _ => SpanKind::Internal,
+                }
+            }
+            field::OTEL_STATUS_CODE => match value {
+                "ok" | "OK" | "Ok" => self.0.status = Status::Ok,
+                "error" | "ERROR" | "Error" if !matches!(self.0.status, Status::Error { .. }) => {
+                    self.0.status = Status::error("");
+                }
+                _ => {}
+            },
+            field::OTEL_STATUS_DESCRIPTION => self.0.status = Status::error(value.to_owned()),
+            _ => return false,
+        }
+        true
+    }
+
+    fn put(&mut self, field: &Field, value: Value) {
+        self.0
+            .set_attribute(KeyValue::new(Key::from_static_str(field.name()), value));
+    }
+}
+
+impl Visit for SpanVisitor<'_> {
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        self.put(f, Value::I64(v));
+    }
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        self.put(
+            f,
+            i64::try_from(v).map_or_else(|_| Value::from(v.to_string()), Value::I64),
+        );
+    }
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        self.put(f, Value::F64(v));
+    }
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        self.put(f, Value::Bool(v));
+    }
+    fn record_str(&mut self, f: &Field, v: &str) {
+        if !self.special(f.name(), v) {
+            self.put(f, Value::from(v.to_owned()));
+        }
+    }
+    fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
+        self.put(f, Value::from(crate::span_ext::error_chain(v)));
+    }
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        let s = format!("{v:?}");
+        if !self.special(f.name(), &s) {
+            self.put(f, Value::from(s));
+        }
+    }
+}
+
+/// Collects an event's message and fields.
+#[derive(Default)]
+struct EventVisitor {
+    message: Option<String>,
+    attributes: Vec<KeyValue>,
+}
+
+impl EventVisitor {
+    fn put(&mut self, f: &Field, value: Value) {
+        if self.attributes.len() < MAX_ATTRIBUTES {
+            self.attributes
+                .push(KeyValue::new(Key::from_static_str(f.name()), value));
+        }
+    }
+}
+
+impl Visit for EventVisitor {
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        self.put(f, Value::I64(v));
+    }
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        self.put(
+            f,
+            i64::try_from(v).map_or_else(|_| Value::from(v.to_string()), Value::I64),
+        );
+    }
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        self.put(f, Value::F64(v));
+    }
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        self.put(f, Value::Bool(v));
+    }
+    fn record_str(&mut self, f: &Field, v: &str) {
+        if f.name() == "message" {
+            self.message = Some(v.to_owned());
+        } else {
+            self.put(f, Value::from(v.to_owned()));
+        }
+    }
+    fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
+        self.put(f, Value::from(crate::span_ext::error_chain(v)));
+    }
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        if f.name() == "message" {
+            self.message = Some(format!("{v:?}"));
+        } else {
+            self.put(f, Value::from(format!("{v:?}")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_bounds_are_exact() {
+        let id = TraceId::from(u128::MAX);
+        assert!(ratio_keeps(id, 1.0));
+        assert!(!ratio_keeps(id, 0.0));
+        assert!(!ratio_keeps(id, 0.5));
+        assert!(ratio_keeps(TraceId::from(1u128), 0.5));
+    }
+}
