@@ -1,0 +1,171 @@
+//! What the tests share: a scoped subscriber over an in-memory exporter, a capturing log
+//! writer, and a small OTLP/HTTP receiver.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use prost::Message;
+use tracing::Dispatch;
+use zerostate_telemetry::{LogFormat, TelemetryBuilder, TelemetryConfig, TelemetryGuard};
+
+/// A config for tests: fast batches, no logs.
+pub(crate) fn test_config() -> TelemetryConfig {
+    let mut c = TelemetryConfig::default();
+    c.service_name = "test-node".into();
+    c.batch.scheduled_delay_ms = 50;
+    c.log_format = LogFormat::Off;
+    c
+}
+
+/// A subscriber exporting to memory.
+pub(crate) struct Captured {
+    pub(crate) dispatch: Dispatch,
+    pub(crate) guard: TelemetryGuard,
+    pub(crate) exporter: InMemorySpanExporter,
+}
+
+impl Captured {
+    pub(crate) fn new(config: TelemetryConfig) -> Self {
+        let exporter = InMemorySpanExporter::default();
+        let (dispatch, guard) = TelemetryBuilder::new(config)
+            .with_exporter(exporter.clone())
+            .build()
+            .expect("telemetry builds");
+        Self {
+            dispatch,
+            guard,
+            exporter,
+        }
+    }
+
+    /// Runs `f` with this subscriber as the thread's default.
+    pub(crate) fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        tracing::dispatcher::with_default(&self.dispatch, f)
+    }
+
+    /// Flushes and returns every span exported so far.
+    pub(crate) fn spans(&self) -> Vec<SpanData> {
+        self.guard.force_flush().expect("flush");
+        self.exporter.get_finished_spans().expect("spans")
+    }
+}
+
+/// The span named `name`; panics with the names present when there is none.
+pub(crate) fn find<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        let names: Vec<_> = spans.iter().map(|s| s.name.as_ref()).collect();
+        panic!("no span {name:?} among {names:?}")
+    })
+}
+
+/// The string value of attribute `key` on `span`.
+pub(crate) fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+}
+
+/// A `MakeWriter` that keeps everything written, for log assertions.
+#[derive(Clone, Default)]
+pub(crate) struct LogBuffer(pub(crate) Arc<Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8 logs")
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// One request the OTLP receiver got.
+pub(crate) struct Received {
+    pub(crate) headers: HeaderMap,
+    pub(crate) request: ExportTraceServiceRequest,
+}
+
+/// An OTLP/HTTP traces receiver on an ephemeral loopback port, run on its own runtime.
+pub(crate) struct OtlpReceiver {
+    pub(crate) addr: SocketAddr,
+    pub(crate) received: Arc<Mutex<Vec<Received>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl OtlpReceiver {
+    pub(crate) fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let store = received.clone();
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let store = store.clone();
+                async move {
+                    let mut bytes = body.to_vec();
+                    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+                        let mut out = Vec::new();
+                        if flate2::read::GzDecoder::new(&bytes[..])
+                            .read_to_end(&mut out)
+                            .is_err()
+                        {
+                            return StatusCode::BAD_REQUEST;
+                        }
+                        bytes = out;
+                    }
+                    match ExportTraceServiceRequest::decode(&bytes[..]) {
+                        Ok(request) => {
+                            store
+                                .lock()
+                                .expect("lock")
+                                .push(Received { headers, request });
+                            StatusCode::OK
+                        }
+                        Err(_) => StatusCode::BAD_REQUEST,
+                    }
+                }
+            }),
+        );
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            received,
+            _runtime: runtime,
+        }
+    }
+
+    pub(crate) fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

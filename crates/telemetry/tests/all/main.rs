@@ -1,0 +1,9 @@
+//! Integration tests of the telemetry crate: one binary, one module per topic.
+
+mod dead_collector;
+mod harness;
+mod logs;
+mod otlp;
+mod sampling;
+mod spans;
+mod w3c;
