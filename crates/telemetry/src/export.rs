@@ -18,8 +18,9 @@ use opentelemetry::trace::{SpanContext, TraceFlags};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 
+use crate::clock::WallAnchor;
 use crate::config::BatchConfig;
-use crate::layer::FinishedSpan;
+use crate::layer::{RecordPool, SpanRecord};
 
 /// Counters of the export pipeline, readable at any time.
 #[derive(Debug, Default)]
@@ -71,7 +72,7 @@ pub(crate) enum Control {
 /// The producer side, shared by the layer.
 #[derive(Debug)]
 pub(crate) struct ExportQueue {
-    spans: ArrayQueue<FinishedSpan>,
+    spans: ArrayQueue<Box<SpanRecord>>,
     batch_size: usize,
     notified: AtomicBool,
     closed: AtomicBool,
@@ -90,16 +91,22 @@ impl std::fmt::Debug for Control {
 }
 
 impl ExportQueue {
-    /// Queues a span without blocking; a full queue drops it and counts the drop.
-    pub(crate) fn push(&self, span: FinishedSpan) {
-        if self.closed.load(Ordering::Relaxed) || self.spans.push(span).is_err() {
+    /// Queues a span without blocking. A full (or closed) queue counts the drop and hands
+    /// the record back for reuse.
+    pub(crate) fn push(&self, span: Box<SpanRecord>) -> Result<(), Box<SpanRecord>> {
+        if self.closed.load(Ordering::Relaxed) {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Err(span);
+        }
+        if let Err(span) = self.spans.push(span) {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(span);
         }
         if self.spans.len() >= self.batch_size && !self.notified.swap(true, Ordering::AcqRel) {
             // A full control channel already holds a wake-up; nothing is lost.
             let _ = self.control.try_send(Control::BatchReady);
         }
+        Ok(())
     }
 
     /// Takes one queued span out and discards it; false when the queue is empty.
@@ -123,6 +130,7 @@ pub(crate) fn start<E, F>(
     make: F,
     resource: Resource,
     batch: BatchConfig,
+    pool: Arc<RecordPool>,
 ) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
 where
     E: SpanExporter + 'static,
@@ -151,7 +159,7 @@ where
             };
             exporter.set_resource(&resource);
             let _ = ready_tx.send(Ok(()));
-            Worker::new(exporter, worker_queue, batch).run(control_rx);
+            Worker::new(exporter, worker_queue, batch, pool).run(control_rx);
         })
         .map_err(|e| format!("could not start the export thread: {e}"))?;
     match ready_rx.recv() {
@@ -165,17 +173,26 @@ struct Worker<E> {
     exporter: E,
     queue: Arc<ExportQueue>,
     batch: BatchConfig,
+    pool: Arc<RecordPool>,
+    anchor: WallAnchor,
     scopes: HashMap<&'static str, InstrumentationScope>,
     drop_reported: bool,
     failing_since: Option<(Instant, u64)>,
 }
 
 impl<E: SpanExporter> Worker<E> {
-    fn new(exporter: E, queue: Arc<ExportQueue>, batch: BatchConfig) -> Self {
+    fn new(
+        exporter: E,
+        queue: Arc<ExportQueue>,
+        batch: BatchConfig,
+        pool: Arc<RecordPool>,
+    ) -> Self {
         Self {
             exporter,
             queue,
             batch,
+            pool,
+            anchor: WallAnchor::new(),
             scopes: HashMap::new(),
             drop_reported: false,
             failing_since: None,
@@ -220,6 +237,7 @@ impl<E: SpanExporter> Worker<E> {
     /// Exports what is queued: only full batches when `full_only`, else everything.
     fn drain(&mut self, full_only: bool) -> Result<(), String> {
         self.queue.notified.store(false, Ordering::Release);
+        self.anchor = WallAnchor::new();
         let mut result = Ok(());
         loop {
             let len = self.queue.spans.len();
@@ -298,17 +316,28 @@ impl<E: SpanExporter> Worker<E> {
         }
     }
 
-    fn convert(&mut self, span: FinishedSpan) -> SpanData {
-        let r = span.record;
-        let scope_name = r.target.split("::").next().unwrap_or(r.target);
+    /// Builds the exported form of `r` on this thread (new allocations here, so memory the
+    /// calling thread allocated is not freed here) and returns the record to the pool.
+    fn convert(&mut self, mut r: Box<SpanRecord>) -> SpanData {
+        // Spans of one target arrive in runs; the map is only consulted when it changes.
         let scope = self
             .scopes
-            .entry(scope_name)
-            .or_insert_with(|| InstrumentationScope::builder(scope_name).build())
+            .entry(r.target)
+            .or_insert_with(|| {
+                let name = r.target.split("::").next().unwrap_or(r.target);
+                InstrumentationScope::builder(name).build()
+            })
             .clone();
-        let trace_state = opentelemetry::trace::TraceState::from_key_value(r.trace_state.iter())
-            .unwrap_or_default();
-        SpanData {
+        let trace_state = if r.trace_state.is_empty() {
+            opentelemetry::trace::TraceState::default()
+        } else {
+            opentelemetry::trace::TraceState::from_key_value(r.trace_state.iter())
+                .unwrap_or_default()
+        };
+        let mut events = SpanEvents::default();
+        events.events = r.events.drain(..).collect();
+        events.dropped_count = r.dropped_events;
+        let data = SpanData {
             span_context: SpanContext::new(
                 r.trace_id,
                 r.span_id,
@@ -318,22 +347,19 @@ impl<E: SpanExporter> Worker<E> {
             ),
             parent_span_id: r.parent_span_id,
             parent_span_is_remote: r.parent_is_remote,
-            span_kind: r.kind,
-            name: r.name,
-            start_time: r.start,
-            end_time: span.end,
-            attributes: r.attributes,
+            span_kind: r.kind.clone(),
+            name: std::mem::replace(&mut r.name, std::borrow::Cow::Borrowed("")),
+            start_time: self.anchor.wall(r.start),
+            end_time: self.anchor.wall(r.end),
+            attributes: r.attributes.drain(..).collect(),
             dropped_attributes_count: r.dropped_attributes,
-            events: {
-                let mut events = SpanEvents::default();
-                events.events = r.events;
-                events.dropped_count = r.dropped_events;
-                events
-            },
+            events,
             links: SpanLinks::default(),
-            status: r.status,
+            status: std::mem::replace(&mut r.status, opentelemetry::trace::Status::Unset),
             instrumentation_scope: scope,
-        }
+        };
+        self.pool.give(r);
+        data
     }
 }
 

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crossbeam_queue::ArrayQueue;
+
 use opentelemetry::trace::{Event, SpanKind, Status};
 use opentelemetry::{Key, KeyValue, Value};
 use tracing::field::{Field, Visit};
@@ -17,6 +19,7 @@ use tracing::{Event as TracingEvent, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
+use crate::clock::{self, Timestamp};
 use crate::config::Sampling;
 use crate::context::{
     Baggage, FLAG_RANDOM, FLAG_SAMPLED, SpanId, TraceContext, TraceFlags, TraceId, TraceState, ids,
@@ -42,7 +45,8 @@ pub(crate) struct SpanRecord {
     pub(crate) flags: u8,
     pub(crate) trace_state: TraceState,
     pub(crate) baggage: Baggage,
-    pub(crate) start: SystemTime,
+    pub(crate) start: Timestamp,
+    pub(crate) end: Timestamp,
     pub(crate) attributes: Vec<KeyValue>,
     pub(crate) dropped_attributes: u32,
     pub(crate) events: Vec<Event>,
@@ -100,11 +104,80 @@ impl SpanRecord {
     }
 }
 
-/// A closed span waiting for export.
+/// How a record sits in a span's registry extensions: boxed once, and the box travels to
+/// the export thread and back through [`RecordPool`], so the calling thread neither
+/// allocates per span nor has its memory freed by another thread in the steady state.
+pub(crate) struct Slot(pub(crate) Box<SpanRecord>);
+
+/// The record in `ext`, if the layer recorded this span.
+pub(crate) fn record<'a>(
+    ext: &'a tracing_subscriber::registry::Extensions<'_>,
+) -> Option<&'a SpanRecord> {
+    ext.get::<Slot>().map(|s| &*s.0)
+}
+
+/// The record in `ext`, mutably.
+pub(crate) fn record_mut<'a>(
+    ext: &'a mut tracing_subscriber::registry::ExtensionsMut<'_>,
+) -> Option<&'a mut SpanRecord> {
+    ext.get_mut::<Slot>().map(|s| &mut *s.0)
+}
+
+/// Emptied records waiting to be reused; bounded, and a record that does not fit is freed.
 #[derive(Debug)]
-pub(crate) struct FinishedSpan {
-    pub(crate) record: SpanRecord,
-    pub(crate) end: SystemTime,
+pub(crate) struct RecordPool(ArrayQueue<Box<SpanRecord>>);
+
+/// Vectors larger than this are not kept in a pooled record, so the pool stays small.
+const POOLED_CAPACITY: usize = 16;
+
+impl RecordPool {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self(ArrayQueue::new(capacity.max(1)))
+    }
+
+    fn take(&self) -> Box<SpanRecord> {
+        self.0.pop().unwrap_or_else(|| {
+            Box::new(SpanRecord {
+                name: Cow::Borrowed(""),
+                target: "",
+                kind: SpanKind::Internal,
+                trace_id: TraceId::INVALID,
+                span_id: SpanId::INVALID,
+                parent_span_id: SpanId::INVALID,
+                parent_is_remote: false,
+                flags: 0,
+                trace_state: TraceState::default(),
+                baggage: Baggage::default(),
+                start: clock::now(),
+                end: clock::now(),
+                attributes: Vec::new(),
+                dropped_attributes: 0,
+                events: Vec::new(),
+                dropped_events: 0,
+                status: Status::Unset,
+            })
+        })
+    }
+
+    /// Returns a record for reuse, dropping what it still refers to.
+    pub(crate) fn give(&self, mut record: Box<SpanRecord>) {
+        record.name = Cow::Borrowed("");
+        record.trace_state = TraceState::default();
+        record.baggage = Baggage::default();
+        record.status = Status::Unset;
+        if record.attributes.capacity() > POOLED_CAPACITY {
+            record.attributes = Vec::new();
+        } else {
+            record.attributes.clear();
+        }
+        if record.events.capacity() > POOLED_CAPACITY {
+            record.events = Vec::new();
+        } else {
+            record.events.clear();
+        }
+        // A full pool frees the record instead.
+        let _ = self.0.push(record);
+    }
 }
 
 /// The layer. Install it behind a filter (see [`crate::TelemetryBuilder`]).
@@ -112,6 +185,7 @@ pub(crate) struct FinishedSpan {
 pub struct SpanLayer {
     pub(crate) sampling: Sampling,
     pub(crate) queue: Option<Arc<ExportQueue>>,
+    pub(crate) pool: Arc<RecordPool>,
 }
 
 /// The trace-id ratio decision of the OpenTelemetry specification: the trace is kept when
@@ -141,7 +215,7 @@ where
     let mut f = Some(f);
     for s in span.scope() {
         let ext = s.extensions();
-        if let Some(rec) = ext.get::<SpanRecord>() {
+        if let Some(rec) = record(&ext) {
             return f.take().map(|f| f(rec));
         }
     }
@@ -189,37 +263,41 @@ where
             }
         };
         let meta = attrs.metadata();
-        let mut record = SpanRecord {
-            name: Cow::Borrowed(meta.name()),
-            target: meta.target(),
-            kind: SpanKind::Internal,
-            trace_id,
-            span_id: ids::span_id(),
-            parent_span_id,
-            parent_is_remote: false,
-            flags,
-            trace_state,
-            baggage,
-            start: SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes: 0,
-            events: Vec::new(),
-            dropped_events: 0,
-            status: Status::Unset,
-        };
-        if record.is_sampled() {
-            attrs.record(&mut SpanVisitor(&mut record));
+        let mut record = self.pool.take();
+        let r = &mut *record;
+        r.name = Cow::Borrowed(meta.name());
+        r.target = meta.target();
+        r.kind = SpanKind::Internal;
+        r.trace_id = trace_id;
+        r.span_id = ids::span_id();
+        r.parent_span_id = parent_span_id;
+        r.parent_is_remote = false;
+        r.flags = flags;
+        r.trace_state = trace_state;
+        r.baggage = baggage;
+        r.start = clock::now();
+        r.dropped_attributes = 0;
+        r.dropped_events = 0;
+        if r.is_sampled() {
+            // Field names of one callsite are unique: no need to look for duplicates.
+            attrs.record(&mut SpanVisitor {
+                record: r,
+                dedupe: false,
+            });
         }
-        span.extensions_mut().insert(record);
+        span.extensions_mut().insert(Slot(record));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        if let Some(record) = ext.get_mut::<SpanRecord>()
+        if let Some(record) = record_mut(&mut ext)
             && record.is_sampled()
         {
-            values.record(&mut SpanVisitor(record));
+            values.record(&mut SpanVisitor {
+                record,
+                dedupe: true,
+            });
         }
     }
 
@@ -229,7 +307,7 @@ where
         };
         for s in span.scope() {
             let mut ext = s.extensions_mut();
-            let Some(record) = ext.get_mut::<SpanRecord>() else {
+            let Some(record) = record_mut(&mut ext) else {
                 continue;
             };
             if !record.is_sampled() {
@@ -254,29 +332,34 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(queue) = &self.queue else { return };
         let Some(span) = ctx.span(&id) else { return };
-        let Some(record) = span.extensions_mut().remove::<SpanRecord>() else {
+        let Some(Slot(mut record)) = span.extensions_mut().remove::<Slot>() else {
             return;
         };
-        if record.is_sampled() {
-            queue.push(FinishedSpan {
-                record,
-                end: SystemTime::now(),
-            });
+        match &self.queue {
+            Some(queue) if record.is_sampled() => {
+                record.end = clock::now();
+                if let Err(record) = queue.push(record) {
+                    self.pool.give(record);
+                }
+            }
+            _ => self.pool.give(record),
         }
     }
 }
 
 /// Records span fields as attributes, honouring the `otel.*` fields.
-struct SpanVisitor<'a>(&'a mut SpanRecord);
+struct SpanVisitor<'a> {
+    record: &'a mut SpanRecord,
+    dedupe: bool,
+}
 
 impl SpanVisitor<'_> {
     fn special(&mut self, name: &str, value: &str) -> bool {
         match name {
-            field::OTEL_NAME => self.0.name = Cow::Owned(value.to_owned()),
+            field::OTEL_NAME => self.record.name = Cow::Owned(value.to_owned()),
             field::OTEL_KIND => {
-                self.0.kind = match value {
+                self.record.kind = match value {
                     "server" => SpanKind::Server,
                     "client" => SpanKind::Client,
                     "producer" => SpanKind::Producer,
@@ -285,21 +368,29 @@ impl SpanVisitor<'_> {
                 }
             }
             field::OTEL_STATUS_CODE => match value {
-                "ok" | "OK" | "Ok" => self.0.status = Status::Ok,
-                "error" | "ERROR" | "Error" if !matches!(self.0.status, Status::Error { .. }) => {
-                    self.0.status = Status::error("");
+                "ok" | "OK" | "Ok" => self.record.status = Status::Ok,
+                "error" | "ERROR" | "Error"
+                    if !matches!(self.record.status, Status::Error { .. }) =>
+                {
+                    self.record.status = Status::error("");
                 }
                 _ => {}
             },
-            field::OTEL_STATUS_DESCRIPTION => self.0.status = Status::error(value.to_owned()),
+            field::OTEL_STATUS_DESCRIPTION => self.record.status = Status::error(value.to_owned()),
             _ => return false,
         }
         true
     }
 
     fn put(&mut self, field: &Field, value: Value) {
-        self.0
-            .set_attribute(KeyValue::new(Key::from_static_str(field.name()), value));
+        let kv = KeyValue::new(Key::from_static_str(field.name()), value);
+        if self.dedupe {
+            self.record.set_attribute(kv);
+        } else if self.record.attributes.len() < MAX_ATTRIBUTES {
+            self.record.attributes.push(kv);
+        } else {
+            self.record.dropped_attributes += 1;
+        }
     }
 }
 

@@ -31,6 +31,7 @@
 //!
 //! This crate has no feature flags.
 
+mod clock;
 pub mod config;
 pub mod context;
 mod export;

@@ -11,7 +11,7 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::layer::SpanRecord;
+use crate::layer::record;
 
 /// Formats one event per line, as text or as a JSON object.
 #[derive(Debug, Clone, Copy)]
@@ -35,8 +35,7 @@ where
         let ids = ctx.event_scope().and_then(|scope| {
             scope.into_iter().find_map(|s| {
                 let ext = s.extensions();
-                ext.get::<SpanRecord>()
-                    .map(|r| (r.trace_id, r.span_id, s.name()))
+                record(&ext).map(|r| (r.trace_id, r.span_id, s.name()))
             })
         });
         let mut visitor = JsonVisitor::default();

@@ -1,5 +1,6 @@
 //! Installing telemetry: the subscriber, the export thread, and the guard that stops them.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{ConfigError, LogFormat, TelemetryConfig};
 use crate::export::{self, Control, ExportQueue, TelemetryStats};
-use crate::layer::SpanLayer;
+use crate::layer::{RecordPool, SpanLayer};
 use crate::names::attr;
 
 /// Why telemetry could not be installed.
@@ -67,7 +68,8 @@ type SpawnExporter = Box<
     dyn FnOnce(
             Resource,
             crate::BatchConfig,
-        ) -> Result<(std::sync::Arc<ExportQueue>, JoinHandle<()>), String>
+            Arc<RecordPool>,
+        ) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
         + Send,
 >;
 
@@ -98,8 +100,8 @@ impl TelemetryBuilder {
 
     /// Exports to `exporter` instead of OTLP/HTTP (an in-memory exporter in tests, say).
     pub fn with_exporter<E: SpanExporter + Send + 'static>(mut self, exporter: E) -> Self {
-        self.exporter = Some(Box::new(move |resource, batch| {
-            export::start(move || Ok(exporter), resource, batch)
+        self.exporter = Some(Box::new(move |resource, batch, pool| {
+            export::start(move || Ok(exporter), resource, batch, pool)
         }));
         self
     }
@@ -139,6 +141,7 @@ impl TelemetryBuilder {
     pub fn build(self) -> Result<(Dispatch, TelemetryGuard), InitError> {
         let config = self.config;
         config.validate()?;
+        crate::clock::warm_up();
         let span_filter: Targets =
             config
                 .span_filter
@@ -158,6 +161,8 @@ impl TelemetryBuilder {
                 reason: e.to_string(),
             })?;
 
+        // Records in flight: those queued for export plus those of open spans reused again.
+        let pool = Arc::new(RecordPool::new(config.batch.max_queue_size));
         let worker = if config.enabled {
             let resource = Self::resource(&config);
             let spawn = match self.exporter {
@@ -165,9 +170,11 @@ impl TelemetryBuilder {
                 None => otlp_spawner(&config),
             };
             let (queue, handle) =
-                spawn(resource, config.batch).map_err(|reason| InitError::Exporter {
-                    endpoint: config.traces_url(),
-                    reason,
+                spawn(resource, config.batch, pool.clone()).map_err(|reason| {
+                    InitError::Exporter {
+                        endpoint: config.traces_url(),
+                        reason,
+                    }
                 })?;
             Some((queue, handle))
         } else {
@@ -177,6 +184,7 @@ impl TelemetryBuilder {
         let span_layer = SpanLayer {
             sampling: config.sampling,
             queue: worker.as_ref().map(|(q, _)| q.clone()),
+            pool,
         }
         .with_filter(span_filter);
 
@@ -218,7 +226,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
     let headers = config.headers.clone().into_iter().collect();
     let gzip = config.gzip;
     let timeout = config.batch.export_timeout();
-    Box::new(move |resource, batch| {
+    Box::new(move |resource, batch, pool| {
         export::start(
             move || {
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
@@ -234,6 +242,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
             },
             resource,
             batch,
+            pool,
         )
     })
 }
@@ -248,7 +257,7 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
 /// timeout); call [`shutdown`](Self::shutdown) to see the outcome.
 #[derive(Debug)]
 pub struct TelemetryGuard {
-    worker: Option<(std::sync::Arc<ExportQueue>, JoinHandle<()>)>,
+    worker: Option<(Arc<ExportQueue>, JoinHandle<()>)>,
     shutdown_timeout: Duration,
     stats_after_shutdown: Option<TelemetryStats>,
 }

@@ -11,7 +11,7 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::TraceContext;
-use crate::layer::{SpanLayer, SpanRecord, nearest};
+use crate::layer::{SpanLayer, SpanRecord, nearest, record_mut};
 use crate::names::{EXCEPTION_EVENT, attr};
 
 /// Extra operations on a [`tracing::Span`] recorded by the ZeroState layer. On a span the
@@ -131,7 +131,7 @@ fn with_own_record(
         return;
     };
     let mut ext = span.extensions_mut();
-    if let Some(record) = ext.get_mut::<SpanRecord>() {
+    if let Some(record) = record_mut(&mut ext) {
         f(record);
     }
 }

@@ -267,3 +267,29 @@ fn disabled_telemetry_exports_nothing_but_still_propagates() {
     assert!(t.exporter.get_finished_spans().expect("spans").is_empty());
     assert_eq!(t.guard.stats(), Default::default());
 }
+
+#[test]
+fn recycled_records_carry_nothing_over() {
+    let t = Captured::new(test_config());
+    for round in 0..3 {
+        t.run(|| {
+            let s = tracing::info_span!("first", task.id = "t-1", otel.name = "renamed");
+            s.in_scope(|| tracing::error!("failed"));
+            s.set_attribute(keys::PEER_ID, "p");
+        });
+        // Let the export thread return the first record to the pool.
+        t.spans();
+        t.run(|| tracing::info_span!("second").in_scope(|| {}));
+        let spans = t.spans();
+        let second = find(&spans, "second");
+        assert!(
+            second.attributes.is_empty(),
+            "round {round}: {:?}",
+            second.attributes
+        );
+        assert!(second.events.is_empty(), "round {round}");
+        assert_eq!(second.status, Status::Unset, "round {round}");
+        assert_eq!(second.parent_span_id, SpanId::INVALID, "round {round}");
+        t.exporter.reset();
+    }
+}
