@@ -47,14 +47,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let trace_id = task.context().map(|cx| cx.trace_id.to_string());
     drop(task);
 
-    telemetry.shutdown()?;
+    let delivered = telemetry.shutdown();
     let stats = telemetry.stats();
+    let trace_id = trace_id.unwrap_or_default();
     println!(
-        "trace {} exported: {} spans sent, {} dropped, {} lost to failed exports",
-        trace_id.unwrap_or_default(),
-        stats.spans_exported,
-        stats.spans_dropped,
-        stats.spans_failed
+        "trace {trace_id}: {} spans sent, {} dropped, {} lost to failed exports",
+        stats.spans_exported, stats.spans_dropped, stats.spans_failed
     );
+    if let Err(e) = delivered {
+        // Recording worked; only delivery did not. Say where to look instead of failing.
+        println!(
+            "the trace was recorded but not delivered: {e}\n\
+             start an OTLP/HTTP receiver there (an OpenTelemetry Collector, Jaeger or Tempo), \
+             or point OTEL_EXPORTER_OTLP_ENDPOINT at one"
+        );
+    }
     Ok(())
 }

@@ -131,6 +131,7 @@ pub(crate) fn start<E, F>(
     resource: Resource,
     batch: BatchConfig,
     pool: Arc<RecordPool>,
+    destination: String,
 ) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
 where
     E: SpanExporter + 'static,
@@ -159,7 +160,7 @@ where
             };
             exporter.set_resource(&resource);
             let _ = ready_tx.send(Ok(()));
-            Worker::new(exporter, worker_queue, batch, pool).run(control_rx);
+            Worker::new(exporter, worker_queue, batch, pool, destination).run(control_rx);
         })
         .map_err(|e| format!("could not start the export thread: {e}"))?;
     match ready_rx.recv() {
@@ -174,6 +175,7 @@ struct Worker<E> {
     queue: Arc<ExportQueue>,
     batch: BatchConfig,
     pool: Arc<RecordPool>,
+    destination: String,
     anchor: WallAnchor,
     scopes: HashMap<&'static str, InstrumentationScope>,
     drop_reported: bool,
@@ -186,12 +188,14 @@ impl<E: SpanExporter> Worker<E> {
         queue: Arc<ExportQueue>,
         batch: BatchConfig,
         pool: Arc<RecordPool>,
+        destination: String,
     ) -> Self {
         Self {
             exporter,
             queue,
             batch,
             pool,
+            destination,
             anchor: WallAnchor::new(),
             scopes: HashMap::new(),
             drop_reported: false,
@@ -276,7 +280,10 @@ impl<E: SpanExporter> Worker<E> {
             Err(e) => {
                 counters.failed.fetch_add(n, Ordering::Relaxed);
                 counters.failed_requests.fetch_add(1, Ordering::Relaxed);
-                let message = format!("span export failed, {n} spans lost: {e}");
+                let message = format!(
+                    "span export to {} failed, {n} spans lost: {e}",
+                    self.destination
+                );
                 match &mut self.failing_since {
                     Some((_, failures)) => *failures += 1,
                     None => {

@@ -100,8 +100,9 @@ impl TelemetryBuilder {
 
     /// Exports to `exporter` instead of OTLP/HTTP (an in-memory exporter in tests, say).
     pub fn with_exporter<E: SpanExporter + Send + 'static>(mut self, exporter: E) -> Self {
+        let destination = std::any::type_name::<E>().to_owned();
         self.exporter = Some(Box::new(move |resource, batch, pool| {
-            export::start(move || Ok(exporter), resource, batch, pool)
+            export::start(move || Ok(exporter), resource, batch, pool, destination)
         }));
         self
     }
@@ -223,6 +224,7 @@ impl TelemetryBuilder {
 
 fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
     let url = config.traces_url();
+    let url_for_messages = url.clone();
     let headers = config.headers.clone().into_iter().collect();
     let gzip = config.gzip;
     let timeout = config.batch.export_timeout();
@@ -243,6 +245,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
             resource,
             batch,
             pool,
+            url_for_messages,
         )
     })
 }
