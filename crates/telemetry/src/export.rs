@@ -78,6 +78,9 @@ pub(crate) struct ExportQueue {
     closed: AtomicBool,
     control: SyncSender<Control>,
     pub(crate) counters: Arc<Counters>,
+    /// The subscriber the export thread's own warnings go to: the one this queue feeds,
+    /// held weakly so the thread does not keep it alive.
+    pub(crate) log_to: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
 }
 
 impl std::fmt::Debug for Control {
@@ -145,6 +148,7 @@ where
         closed: AtomicBool::new(false),
         control: control_tx,
         counters: Arc::new(Counters::default()),
+        log_to: std::sync::OnceLock::new(),
     });
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let worker_queue = queue.clone();
@@ -200,6 +204,15 @@ impl<E: SpanExporter> Worker<E> {
             scopes: HashMap::new(),
             drop_reported: false,
             failing_since: None,
+        }
+    }
+
+    /// Logs through the subscriber this pipeline belongs to (scoped or global), or the
+    /// thread's default when it is gone.
+    fn log(&self, event: impl FnOnce()) {
+        match self.queue.log_to.get().and_then(|d| d.upgrade()) {
+            Some(dispatch) => tracing::dispatcher::with_default(&dispatch, event),
+            None => event(),
         }
     }
 
@@ -268,12 +281,14 @@ impl<E: SpanExporter> Worker<E> {
             Ok(()) => {
                 counters.exported.fetch_add(n, Ordering::Relaxed);
                 if let Some((since, failures)) = self.failing_since.take() {
-                    tracing::info!(
-                        target: "zerostate_telemetry",
-                        failures,
-                        "span export recovered after {:.1}s of failures",
-                        since.elapsed().as_secs_f64()
-                    );
+                    self.log(|| {
+                        tracing::info!(
+                            target: "zerostate_telemetry",
+                            failures,
+                            "span export recovered after {:.1}s of failures",
+                            since.elapsed().as_secs_f64()
+                        )
+                    });
                 }
                 Ok(())
             }
@@ -287,10 +302,10 @@ impl<E: SpanExporter> Worker<E> {
                 match &mut self.failing_since {
                     Some((_, failures)) => *failures += 1,
                     None => {
-                        tracing::warn!(
+                        self.log(|| tracing::warn!(
                             target: "zerostate_telemetry",
                             "{message} (further failures are counted, not logged, until export recovers)"
-                        );
+                        ));
                         self.failing_since = Some((Instant::now(), 1));
                     }
                 }
@@ -302,24 +317,26 @@ impl<E: SpanExporter> Worker<E> {
     fn report_drops(&mut self) {
         if !self.drop_reported && self.queue.counters.dropped.load(Ordering::Relaxed) > 0 {
             self.drop_reported = true;
-            tracing::warn!(
+            self.log(|| tracing::warn!(
                 target: "zerostate_telemetry",
                 queue = self.batch.max_queue_size,
                 "span export queue is full; spans are being dropped (further drops are counted, not logged)"
-            );
+            ));
         }
     }
 
     fn report_totals(&self) {
         let s = self.queue.counters.snapshot();
         if s.spans_dropped > 0 || s.spans_failed > 0 {
-            tracing::warn!(
-                target: "zerostate_telemetry",
-                exported = s.spans_exported,
-                dropped = s.spans_dropped,
-                failed = s.spans_failed,
-                "telemetry shut down with spans lost"
-            );
+            self.log(|| {
+                tracing::warn!(
+                    target: "zerostate_telemetry",
+                    exported = s.spans_exported,
+                    dropped = s.spans_dropped,
+                    failed = s.spans_failed,
+                    "telemetry shut down with spans lost"
+                )
+            });
         }
     }
 

@@ -205,12 +205,16 @@ impl TelemetryBuilder {
         });
 
         let subscriber = Registry::default().with(span_layer).with(log_layer);
+        let dispatch = Dispatch::new(subscriber);
+        if let Some((queue, _)) = &worker {
+            let _ = queue.log_to.set(dispatch.downgrade());
+        }
         let guard = TelemetryGuard {
             worker,
             shutdown_timeout: config.shutdown_timeout(),
             stats_after_shutdown: None,
         };
-        Ok((Dispatch::new(subscriber), guard))
+        Ok((dispatch, guard))
     }
 
     /// Builds and installs the subscriber for the whole process.
@@ -297,6 +301,11 @@ impl TelemetryGuard {
         }
         self.stats_after_shutdown = Some(queue.counters.snapshot());
         result
+    }
+
+    /// Whether an export thread is running (not when telemetry is disabled or shut down).
+    pub fn is_exporting(&self) -> bool {
+        self.worker.is_some()
     }
 
     /// Counts of exported, dropped and failed spans.

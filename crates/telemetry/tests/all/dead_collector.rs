@@ -4,9 +4,9 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use zerostate_telemetry::{FlushError, TelemetryBuilder, TelemetryConfig};
+use zerostate_telemetry::{FlushError, LogFormat, TelemetryBuilder, TelemetryConfig};
 
-use crate::harness::test_config;
+use crate::harness::{LogBuffer, test_config};
 
 fn config(endpoint: String) -> TelemetryConfig {
     let mut c = test_config();
@@ -37,7 +37,10 @@ fn a_refusing_collector_loses_spans_but_not_the_application() {
     // so every span ends up counted as dropped or failed.
     c.batch.export_timeout_ms = 150;
     c.shutdown_timeout_ms = 3000;
+    c.log_format = LogFormat::Pretty;
+    let logs = LogBuffer::default();
     let (dispatch, mut guard) = TelemetryBuilder::new(c)
+        .with_log_writer(logs.clone())
         .build()
         .expect("builds even though nothing listens");
     tracing::dispatcher::with_default(&dispatch, burst);
@@ -60,6 +63,24 @@ fn a_refusing_collector_loses_spans_but_not_the_application() {
         "{stats:?}"
     );
     assert_eq!(stats.spans_exported, 0);
+    assert!(
+        stats.failed_exports > 1,
+        "several requests failed: {stats:?}"
+    );
+
+    // Many failed requests and dropped spans, each kind reported once, plus the summary.
+    let text = logs.text();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count(&format!(
+            "span export to http://127.0.0.1:{port}/v1/traces failed"
+        )),
+        1,
+        "{text}"
+    );
+    assert_eq!(count("spans are being dropped"), 1, "{text}");
+    assert_eq!(count("telemetry shut down with spans lost"), 1, "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
     assert_eq!(
         stats.spans_dropped + stats.spans_failed,
         5000,
@@ -81,7 +102,14 @@ fn a_hanging_collector_does_not_hold_up_the_application_or_shutdown() {
     let mut c = config(format!("http://{addr}"));
     c.batch.export_timeout_ms = 30_000; // the exporter itself would wait this long
     let (dispatch, mut guard) = TelemetryBuilder::new(c).build().expect("builds");
+    let started = Instant::now();
     tracing::dispatcher::with_default(&dispatch, burst);
+    // Were a closing span ever to wait on the exporter, this would take 30 s or more.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "closing 5000 spans took {took:?}"
+    );
 
     let started = Instant::now();
     let result = guard.shutdown();

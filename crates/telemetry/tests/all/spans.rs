@@ -264,6 +264,7 @@ fn disabled_telemetry_exports_nothing_but_still_propagates() {
     let t = Captured::new(config);
     let cx = t.run(|| tracing::info_span!(span::TASK_SUBMIT).context());
     assert!(cx.is_some(), "ids exist without export");
+    assert!(!t.guard.is_exporting(), "no export thread when disabled");
     assert!(t.exporter.get_finished_spans().expect("spans").is_empty());
     assert_eq!(t.guard.stats(), Default::default());
 }
