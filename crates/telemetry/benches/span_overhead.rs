@@ -88,6 +88,12 @@ const FILTERED: &str = "zerostate-telemetry, span dropped by filter";
 const RAW_SDK: &str = "opentelemetry_sdk, batch processor";
 const FASTRACE: &str = "fastrace + OpenTelemetry reporter";
 const TRACING_OTEL: &str = "tracing-opentelemetry 0.34, defaults";
+const FLOOR: &str = "tracing registry alone, a do-nothing layer (floor)";
+
+/// A layer that records nothing: what `tracing-subscriber`'s registry costs by itself.
+struct Noop;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Noop {}
 
 fn ours_config() -> TelemetryConfig {
     let mut c = TelemetryConfig::default();
@@ -184,6 +190,16 @@ fn main() {
             TRACING_OTEL,
             format!("{} / (not reported)", sink.0.load(Ordering::Relaxed)),
         );
+    }
+
+    {
+        let subscriber = tracing_subscriber::registry().with(Noop);
+        tracing::subscriber::with_default(subscriber, || {
+            table.measure(&mut c, FLOOR, || {
+                tracing::info_span!("bench.span", task.id = 42_i64).in_scope(|| black_box(()));
+            });
+        });
+        table.note(FLOOR, "nothing exported".into());
     }
 
     c.final_summary();
