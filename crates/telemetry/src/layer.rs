@@ -93,12 +93,7 @@ impl SpanRecord {
         self.trace_id = cx.trace_id;
         self.parent_span_id = cx.span_id;
         self.parent_is_remote = cx.is_remote;
-        let sampled = if sampling.parent_based {
-            cx.is_sampled()
-        } else {
-            ratio_keeps(cx.trace_id, sampling.ratio)
-        };
-        self.flags = (cx.flags.to_u8() & !FLAG_SAMPLED) | if sampled { FLAG_SAMPLED } else { 0 };
+        self.flags = child_flags(sampling, cx.trace_id, cx.flags.to_u8());
         self.trace_state = cx.trace_state.clone();
         self.baggage = cx.baggage.clone();
     }
@@ -207,19 +202,23 @@ pub(crate) fn ratio_keeps(trace_id: TraceId, ratio: f64) -> bool {
     low < bound
 }
 
+/// The flags of a span whose parent has `parent_flags`: the random flag carried on, the
+/// sampled flag the parent's (parent-based) or the ratio's decision.
+fn child_flags(sampling: &Sampling, trace_id: TraceId, parent_flags: u8) -> u8 {
+    let sampled = if sampling.parent_based {
+        parent_flags & FLAG_SAMPLED != 0
+    } else {
+        ratio_keeps(trace_id, sampling.ratio)
+    };
+    (parent_flags & !FLAG_SAMPLED) | if sampled { FLAG_SAMPLED } else { 0 }
+}
+
 /// The record of `span`, or of its nearest ancestor that has one.
-pub(crate) fn nearest<'a, R, T>(span: SpanRef<'a, R>, f: impl FnOnce(&SpanRecord) -> T) -> Option<T>
+pub(crate) fn nearest<'a, R, T>(span: SpanRef<'a, R>, f: impl Fn(&SpanRecord) -> T) -> Option<T>
 where
     R: LookupSpan<'a>,
 {
-    let mut f = Some(f);
-    for s in span.scope() {
-        let ext = s.extensions();
-        if let Some(rec) = record(&ext) {
-            return f.take().map(|f| f(rec));
-        }
-    }
-    None
+    span.scope().find_map(|s| record(&s.extensions()).map(&f))
 }
 
 impl<S> tracing_subscriber::Layer<S> for SpanLayer
@@ -240,15 +239,13 @@ where
             })
         });
         let (trace_id, parent_span_id, flags, trace_state, baggage) = match parent {
-            Some((trace_id, span_id, flags, state, baggage)) => {
-                let sampled = if self.sampling.parent_based {
-                    flags & FLAG_SAMPLED != 0
-                } else {
-                    ratio_keeps(trace_id, self.sampling.ratio)
-                };
-                let flags = (flags & !FLAG_SAMPLED) | if sampled { FLAG_SAMPLED } else { 0 };
-                (trace_id, span_id, flags, state, baggage)
-            }
+            Some((trace_id, span_id, flags, state, baggage)) => (
+                trace_id,
+                span_id,
+                child_flags(&self.sampling, trace_id, flags),
+                state,
+                baggage,
+            ),
             None => {
                 let trace_id = ids::trace_id();
                 let sampled = ratio_keeps(trace_id, self.sampling.ratio);
