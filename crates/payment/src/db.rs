@@ -1,0 +1,51 @@
+//! SQLite plumbing shared by the ledger and the parties' stores.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::{Amount, PaymentError, PublicKey};
+
+/// Opens (creating if needed) a database file for durable money state: WAL journal, every
+/// commit synced to disk before it returns.
+pub(crate) fn open(path: &Path) -> Result<Connection, PaymentError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// A database in memory (the same engine, nothing on disk): for property tests.
+pub(crate) fn open_in_memory() -> Result<Connection, PaymentError> {
+    Ok(Connection::open_in_memory()?)
+}
+
+// SQLite integers are i64; u64 values are stored bit for bit and compared in Rust.
+pub(crate) fn int(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
+pub(crate) fn uint(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
+pub(crate) fn amount(v: i64) -> Amount {
+    Amount::from_base_units(uint(v))
+}
+
+pub(crate) fn key(v: Vec<u8>) -> Result<PublicKey, PaymentError> {
+    <[u8; 32]>::try_from(v.as_slice())
+        .map(PublicKey)
+        .map_err(|_| PaymentError::Malformed {
+            what: "stored key",
+            reason: format!("{} bytes, expected 32", v.len()),
+        })
+}
+
+pub(crate) fn bytes32(v: Vec<u8>, what: &'static str) -> Result<[u8; 32], PaymentError> {
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| PaymentError::Malformed {
+        what,
+        reason: format!("{} bytes, expected 32", v.len()),
+    })
+}

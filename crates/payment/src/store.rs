@@ -1,0 +1,373 @@
+//! Each party's own record of its channels: the payer's latest signed state (so a nonce is
+//! never signed twice) and the payee's latest accepted state (so no acknowledged payment is
+//! lost). Both persist before they hand anything out.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use zerostate_telemetry::names::span;
+
+use crate::channel::{ChannelId, ChannelParams, ChannelState, SignedState};
+use crate::db::{self, amount, int, uint};
+use crate::keys::{Keypair, Signature};
+use crate::{Amount, PaymentError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS channels (
+    id BLOB PRIMARY KEY,
+    payer BLOB NOT NULL,
+    payee BLOB NOT NULL,
+    deposit INTEGER NOT NULL,
+    expiry INTEGER NOT NULL,
+    nonce INTEGER NOT NULL,
+    state_nonce INTEGER NOT NULL,
+    state_cumulative INTEGER NOT NULL,
+    state_receipt BLOB NOT NULL,
+    state_signature BLOB
+);
+";
+
+/// A channel and its latest state, as one party keeps them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalChannel {
+    /// What the channel is.
+    pub params: ChannelParams,
+    /// The latest state (nonce 0 before any payment).
+    pub state: ChannelState,
+    /// The payer's signature on `state`; `None` before any payment.
+    pub signature: Option<Signature>,
+}
+
+impl LocalChannel {
+    /// The latest signed state, if any payment was made.
+    pub fn signed(&self) -> Option<SignedState> {
+        self.signature.map(|signature| SignedState {
+            state: self.state,
+            signature,
+        })
+    }
+}
+
+/// The shared table and its operations.
+#[derive(Debug)]
+struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    fn new(conn: Connection) -> Result<Self, PaymentError> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, p: &ChannelParams) -> Result<ChannelId, PaymentError> {
+        let id = p.id();
+        let conn = self.lock();
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO channels (id, payer, payee, deposit, expiry, nonce, state_nonce,
+                 state_cumulative, state_receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+            params![
+                &id.0[..],
+                &p.payer.0[..],
+                &p.payee.0[..],
+                int(p.deposit.base_units()),
+                int(p.expiry),
+                int(p.nonce),
+                &[0u8; 32][..]
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(PaymentError::DuplicateChannel(id));
+        }
+        Ok(id)
+    }
+
+    fn get(&self, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
+        load(&self.lock(), id)
+    }
+}
+
+fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
+    let row = conn
+        .query_row(
+            "SELECT payer, payee, deposit, expiry, nonce, state_nonce, state_cumulative, state_receipt,
+                    state_signature FROM channels WHERE id = ?1",
+            [&id.0[..]],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, Vec<u8>>(7)?,
+                    r.get::<_, Option<Vec<u8>>>(8)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or(PaymentError::UnknownChannel(*id))?;
+    let (payer, payee, deposit, expiry, nonce, s_nonce, s_cum, receipt, sig) = row;
+    let signature = match sig {
+        Some(s) => Some(Signature(<[u8; 64]>::try_from(s.as_slice()).map_err(
+            |_| PaymentError::Malformed {
+                what: "stored signature",
+                reason: format!("{} bytes, expected 64", s.len()),
+            },
+        )?)),
+        None => None,
+    };
+    Ok(LocalChannel {
+        params: ChannelParams {
+            payer: db::key(payer)?,
+            payee: db::key(payee)?,
+            deposit: amount(deposit),
+            expiry: uint(expiry),
+            nonce: uint(nonce),
+        },
+        state: ChannelState {
+            channel: *id,
+            nonce: uint(s_nonce),
+            cumulative: amount(s_cum),
+            receipt: db::bytes32(receipt, "stored receipt")?,
+        },
+        signature,
+    })
+}
+
+fn save(conn: &Connection, s: &SignedState) -> Result<(), PaymentError> {
+    conn.execute(
+        "UPDATE channels SET state_nonce = ?2, state_cumulative = ?3, state_receipt = ?4,
+                state_signature = ?5 WHERE id = ?1",
+        params![
+            &s.state.channel.0[..],
+            int(s.state.nonce),
+            int(s.state.cumulative.base_units()),
+            &s.state.receipt[..],
+            &s.signature.0[..]
+        ],
+    )?;
+    Ok(())
+}
+
+/// The paying side.
+#[derive(Debug)]
+pub struct PayerStore {
+    store: Store,
+    key: Keypair,
+}
+
+impl PayerStore {
+    /// Opens the store at `path`; `key` signs every state.
+    pub fn open(path: &Path, key: Keypair) -> Result<Self, PaymentError> {
+        Ok(Self {
+            store: Store::new(db::open(path)?)?,
+            key,
+        })
+    }
+
+    /// Records a channel this side pays through.
+    pub fn add_channel(&self, params: &ChannelParams) -> Result<ChannelId, PaymentError> {
+        if params.payer != self.key.public() {
+            return Err(PaymentError::InvalidChannel(
+                "this store's key is not the channel's payer",
+            ));
+        }
+        self.store.add(params)
+    }
+
+    /// Signs the next state, paying `amount` more for the receipt with hash `receipt`, and
+    /// persists it before returning it. If sending it fails, send [`Self::latest`] again
+    /// rather than paying anew.
+    pub fn pay(
+        &self,
+        channel: &ChannelId,
+        value: Amount,
+        receipt: [u8; 32],
+        now: u64,
+    ) -> Result<SignedState, PaymentError> {
+        let span = tracing::info_span!(span::PAYMENT_TRANSACTION, channel.id = %channel, amount = %value, nonce = tracing::field::Empty);
+        let _entered = span.enter();
+        if value.is_zero() {
+            return Err(PaymentError::ZeroAmount);
+        }
+        let mut conn = self.store.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let local = load(&tx, channel)?;
+        if now >= local.params.expiry {
+            return Err(PaymentError::Expired {
+                expiry: local.params.expiry,
+                now,
+            });
+        }
+        let cumulative = local
+            .state
+            .cumulative
+            .checked_add(value)
+            .ok_or(PaymentError::Overflow)?;
+        if cumulative > local.params.deposit {
+            return Err(PaymentError::Overdraft {
+                cumulative,
+                deposit: local.params.deposit,
+            });
+        }
+        let nonce = local
+            .state
+            .nonce
+            .checked_add(1)
+            .ok_or(PaymentError::Overflow)?;
+        span.record("nonce", nonce);
+        let signed = ChannelState {
+            channel: *channel,
+            nonce,
+            cumulative,
+            receipt,
+        }
+        .sign(&self.key);
+        save(&tx, &signed)?;
+        tx.commit()?;
+        Ok(signed)
+    }
+
+    /// The channel with its latest signed state.
+    pub fn channel(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
+        self.store.get(channel)
+    }
+
+    /// The latest signed state, to send again after a failed delivery.
+    pub fn latest(&self, channel: &ChannelId) -> Result<Option<SignedState>, PaymentError> {
+        Ok(self.store.get(channel)?.signed())
+    }
+}
+
+/// What the payee returns for an accepted payment, after it is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The channel.
+    pub channel: ChannelId,
+    /// The accepted nonce.
+    pub nonce: u64,
+    /// The cumulative amount now owed.
+    pub cumulative: Amount,
+    /// What this payment added.
+    pub paid: Amount,
+}
+
+/// The paid side.
+#[derive(Debug)]
+pub struct PayeeStore {
+    store: Store,
+}
+
+impl PayeeStore {
+    /// Opens the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, PaymentError> {
+        Ok(Self {
+            store: Store::new(db::open(path)?)?,
+        })
+    }
+
+    /// Records a channel this side is paid through.
+    pub fn add_channel(&self, params: &ChannelParams) -> Result<ChannelId, PaymentError> {
+        self.store.add(params)
+    }
+
+    /// Verifies `state` and persists it; the acknowledgement is returned only once the state
+    /// is on disk. Refused states change nothing.
+    pub fn accept(&self, state: &SignedState, now: u64) -> Result<Ack, PaymentError> {
+        let mut conn = self.store.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ack = accept_one(&tx, state, now)?;
+        tx.commit()?;
+        Ok(ack)
+    }
+
+    /// Group commit: verifies each state in order and persists all accepted ones in one
+    /// transaction; every acknowledgement waits for that commit. A refused state changes
+    /// nothing and does not affect the others; if the commit fails, every one fails.
+    pub fn accept_batch(&self, states: &[SignedState], now: u64) -> Vec<Result<Ack, PaymentError>> {
+        let all_fail = |e: rusqlite::Error| {
+            let reason = e.to_string();
+            states
+                .iter()
+                .map(|_| Err(PaymentError::CommitFailed(reason.clone())))
+                .collect()
+        };
+        let mut conn = self.store.lock();
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return all_fail(e),
+        };
+        let results: Vec<Result<Ack, PaymentError>> =
+            states.iter().map(|s| accept_one(&tx, s, now)).collect();
+        match tx.commit() {
+            Ok(()) => results,
+            Err(e) => all_fail(e),
+        }
+    }
+
+    /// The channel with its latest accepted state.
+    pub fn channel(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
+        self.store.get(channel)
+    }
+}
+
+fn accept_one(tx: &Connection, s: &SignedState, now: u64) -> Result<Ack, PaymentError> {
+    let id = s.state.channel;
+    let _span = tracing::info_span!(span::PAYMENT_VERIFY, channel.id = %id, nonce = s.state.nonce)
+        .entered();
+    let local = load(tx, &id)?;
+    s.verify(&local.params.payer)?;
+    if now >= local.params.expiry {
+        return Err(PaymentError::Expired {
+            expiry: local.params.expiry,
+            now,
+        });
+    }
+    let expected = local
+        .state
+        .nonce
+        .checked_add(1)
+        .ok_or(PaymentError::Overflow)?;
+    if s.state.nonce != expected {
+        return Err(PaymentError::StaleNonce {
+            got: s.state.nonce,
+            expected,
+        });
+    }
+    if s.state.cumulative <= local.state.cumulative {
+        return Err(PaymentError::NotIncreasing {
+            got: s.state.cumulative,
+            last: local.state.cumulative,
+        });
+    }
+    if s.state.cumulative > local.params.deposit {
+        return Err(PaymentError::Overdraft {
+            cumulative: s.state.cumulative,
+            deposit: local.params.deposit,
+        });
+    }
+    let _update =
+        tracing::info_span!(span::PAYMENT_CHANNEL_UPDATE, channel.id = %id, nonce = s.state.nonce)
+            .entered();
+    save(tx, s)?;
+    Ok(Ack {
+        channel: id,
+        nonce: s.state.nonce,
+        cumulative: s.state.cumulative,
+        paid: s
+            .state
+            .cumulative
+            .checked_sub(local.state.cumulative)
+            .ok_or(PaymentError::Overflow)?,
+    })
+}
