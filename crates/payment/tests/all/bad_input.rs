@@ -1,0 +1,238 @@
+//! Every kind of bad input is refused with its own error, and nothing is persisted.
+
+use zerostate_payment::{
+    Amount, ChannelId, ChannelState, Keypair, PayeeStore, PaymentError, SignedState,
+};
+
+use crate::harness::{EXPIRY, NOW, amount, payer_key, stores};
+
+/// Accepts two payments, then checks that `bad` is refused with an error matching `is` and
+/// that the payee's state is exactly as before, also after reopening the database.
+fn refused(
+    bad: impl FnOnce(&ChannelId, &SignedState) -> (SignedState, u64),
+    is: fn(&PaymentError) -> bool,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, payee, id) = stores(dir.path(), "10");
+    payee
+        .accept(
+            &payer.pay(&id, amount("1"), [1; 32], NOW).expect("pay"),
+            NOW,
+        )
+        .expect("accept");
+    let last = payer.pay(&id, amount("1"), [2; 32], NOW).expect("pay");
+    payee.accept(&last, NOW).expect("accept");
+    let before = payee.channel(&id).expect("channel");
+
+    let (state, now) = bad(&id, &last);
+    let err = payee.accept(&state, now).expect_err("must be refused");
+    assert!(is(&err), "unexpected error: {err}");
+    assert_eq!(
+        payee.channel(&id).expect("channel"),
+        before,
+        "a refused state changed the store"
+    );
+    drop(payee);
+    let reopened = PayeeStore::open(&dir.path().join("payee.db")).expect("reopen");
+    assert_eq!(reopened.channel(&id).expect("channel"), before);
+}
+
+fn next(id: &ChannelId, last: &SignedState, cumulative: Amount) -> ChannelState {
+    ChannelState {
+        channel: *id,
+        nonce: last.state.nonce + 1,
+        cumulative,
+        receipt: [3; 32],
+    }
+}
+
+#[test]
+fn a_forged_signature_is_refused() {
+    refused(
+        |id, last| {
+            let mut s = next(id, last, amount("3")).sign(&payer_key());
+            s.signature.0[10] ^= 0xff;
+            (s, NOW)
+        },
+        |e| matches!(e, PaymentError::BadSignature { .. }),
+    );
+}
+
+#[test]
+fn a_state_signed_with_the_wrong_key_is_refused() {
+    refused(
+        |id, last| {
+            (
+                next(id, last, amount("3")).sign(&Keypair::from_seed([9; 32])),
+                NOW,
+            )
+        },
+        |e| matches!(e, PaymentError::BadSignature { .. }),
+    );
+}
+
+#[test]
+fn a_replayed_state_is_refused() {
+    refused(
+        |_, last| (*last, NOW),
+        |e| {
+            matches!(
+                e,
+                PaymentError::StaleNonce {
+                    got: 2,
+                    expected: 3
+                }
+            )
+        },
+    );
+}
+
+#[test]
+fn an_older_nonce_is_refused() {
+    refused(
+        |id, _| {
+            (
+                ChannelState {
+                    channel: *id,
+                    nonce: 1,
+                    cumulative: amount("5"),
+                    receipt: [0; 32],
+                }
+                .sign(&payer_key()),
+                NOW,
+            )
+        },
+        |e| matches!(e, PaymentError::StaleNonce { got: 1, .. }),
+    );
+}
+
+#[test]
+fn a_skipped_nonce_is_refused() {
+    refused(
+        |id, last| {
+            let mut s = next(id, last, amount("3"));
+            s.nonce += 1;
+            (s.sign(&payer_key()), NOW)
+        },
+        |e| {
+            matches!(
+                e,
+                PaymentError::StaleNonce {
+                    got: 4,
+                    expected: 3
+                }
+            )
+        },
+    );
+}
+
+#[test]
+fn a_lower_cumulative_amount_is_refused() {
+    refused(
+        |id, last| (next(id, last, amount("1.5")).sign(&payer_key()), NOW),
+        |e| matches!(e, PaymentError::NotIncreasing { .. }),
+    );
+}
+
+#[test]
+fn an_equal_cumulative_amount_is_refused() {
+    refused(
+        |id, last| {
+            (
+                next(id, last, last.state.cumulative).sign(&payer_key()),
+                NOW,
+            )
+        },
+        |e| matches!(e, PaymentError::NotIncreasing { .. }),
+    );
+}
+
+#[test]
+fn an_overdraft_is_refused() {
+    refused(
+        |id, last| {
+            (
+                next(id, last, amount("10.000000001")).sign(&payer_key()),
+                NOW,
+            )
+        },
+        |e| matches!(e, PaymentError::Overdraft { .. }),
+    );
+}
+
+#[test]
+fn a_payment_on_an_expired_channel_is_refused() {
+    refused(
+        |id, last| (next(id, last, amount("3")).sign(&payer_key()), EXPIRY),
+        |e| matches!(e, PaymentError::Expired { .. }),
+    );
+}
+
+#[test]
+fn a_payment_on_an_unknown_channel_is_refused() {
+    refused(
+        |_, last| {
+            (
+                next(&ChannelId([0xab; 32]), last, amount("3")).sign(&payer_key()),
+                NOW,
+            )
+        },
+        |e| matches!(e, PaymentError::UnknownChannel(_)),
+    );
+}
+
+#[test]
+fn malformed_bytes_are_refused_before_anything_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, _, id) = stores(dir.path(), "10");
+    let good = payer
+        .pay(&id, amount("1"), [1; 32], NOW)
+        .expect("pay")
+        .to_bytes();
+    for bad in [
+        &good[..10],
+        &good[..SignedState::LEN - 1],
+        &[&good[..], &[0][..]].concat()[..],
+        &[],
+    ] {
+        assert!(matches!(
+            SignedState::from_bytes(bad),
+            Err(PaymentError::Malformed { .. })
+        ));
+    }
+    let mut wrong_format = good;
+    wrong_format[0] = 9;
+    assert!(matches!(
+        SignedState::from_bytes(&wrong_format),
+        Err(PaymentError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn the_payer_refuses_zero_overflowing_overdrawn_and_expired_payments_and_keeps_its_nonce() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, _, id) = stores(dir.path(), "10");
+    payer.pay(&id, amount("9"), [1; 32], NOW).expect("pay");
+    let before = payer.channel(&id).expect("channel");
+    let cases: [(Amount, u64, fn(&PaymentError) -> bool); 4] = [
+        (Amount::ZERO, NOW, |e| matches!(e, PaymentError::ZeroAmount)),
+        (Amount::from_base_units(u64::MAX), NOW, |e| {
+            matches!(e, PaymentError::Overflow)
+        }),
+        (amount("1.1"), NOW, |e| {
+            matches!(e, PaymentError::Overdraft { .. })
+        }),
+        (amount("0.5"), EXPIRY, |e| {
+            matches!(e, PaymentError::Expired { .. })
+        }),
+    ];
+    for (value, now, is) in cases {
+        let err = payer.pay(&id, value, [2; 32], now).expect_err("refused");
+        assert!(is(&err), "{err}");
+        assert_eq!(payer.channel(&id).expect("channel"), before, "{err}");
+    }
+    assert!(matches!(
+        payer.pay(&ChannelId([1; 32]), amount("1"), [0; 32], NOW),
+        Err(PaymentError::UnknownChannel(_))
+    ));
+}
