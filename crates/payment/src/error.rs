@@ -110,6 +110,12 @@ pub enum PaymentError {
     /// No randomness was available for a new key.
     #[error("no randomness for a new key: {0}")]
     Randomness(String),
+    /// Too many payments are waiting for the payee's acknowledgement.
+    #[error("{limit} payments are waiting for acknowledgement; deliver them before paying more")]
+    TooManyUnacknowledged {
+        /// The limit.
+        limit: usize,
+    },
     /// A group commit failed; none of its payments were acknowledged.
     #[error("group commit failed, no payment in it was acknowledged: {0}")]
     CommitFailed(String),

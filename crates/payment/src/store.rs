@@ -26,7 +26,19 @@ CREATE TABLE IF NOT EXISTS channels (
     state_receipt BLOB NOT NULL,
     state_signature BLOB
 );
+CREATE TABLE IF NOT EXISTS unacknowledged (
+    channel BLOB NOT NULL,
+    nonce INTEGER NOT NULL,
+    cumulative INTEGER NOT NULL,
+    receipt BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (channel, nonce)
+);
 ";
+
+/// The most states a payer keeps signed but unacknowledged on one channel; past it,
+/// payments are refused until the payee acknowledges.
+pub const MAX_UNACKNOWLEDGED: usize = 1024;
 
 /// A channel and its latest state, as one party keeps them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,15 +129,7 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
         .optional()?
         .ok_or(PaymentError::UnknownChannel(*id))?;
     let (payer, payee, deposit, expiry, nonce, s_nonce, s_cum, receipt, sig) = row;
-    let signature = match sig {
-        Some(s) => Some(Signature(<[u8; 64]>::try_from(s.as_slice()).map_err(
-            |_| PaymentError::Malformed {
-                what: "stored signature",
-                reason: format!("{} bytes, expected 64", s.len()),
-            },
-        )?)),
-        None => None,
-    };
+    let signature = sig.map(signature_from).transpose()?;
     Ok(LocalChannel {
         params: ChannelParams {
             payer: db::key(payer)?,
@@ -142,6 +146,15 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
         },
         signature,
     })
+}
+
+fn signature_from(bytes: Vec<u8>) -> Result<Signature, PaymentError> {
+    <[u8; 64]>::try_from(bytes.as_slice())
+        .map(Signature)
+        .map_err(|_| PaymentError::Malformed {
+            what: "stored signature",
+            reason: format!("{} bytes, expected 64", bytes.len()),
+        })
 }
 
 fn save(conn: &Connection, s: &SignedState) -> Result<(), PaymentError> {
@@ -186,8 +199,8 @@ impl PayerStore {
     }
 
     /// Signs the next state, paying `amount` more for the receipt with hash `receipt`, and
-    /// persists it before returning it. If sending it fails, send [`Self::latest`] again
-    /// rather than paying anew.
+    /// persists it before returning it. If sending it fails, deliver
+    /// [`Self::unacknowledged`] again rather than paying anew.
     pub fn pay(
         &self,
         channel: &ChannelId,
@@ -195,9 +208,27 @@ impl PayerStore {
         receipt: [u8; 32],
         now: u64,
     ) -> Result<SignedState, PaymentError> {
-        let span = tracing::info_span!(span::PAYMENT_TRANSACTION, channel.id = %channel, amount = %value, nonce = tracing::field::Empty);
+        let mut states = self.pay_many(channel, &[(value, receipt)], now)?;
+        states.pop().ok_or(PaymentError::ZeroAmount)
+    }
+
+    /// Group commit on the paying side: signs one state per payment, in order, and persists
+    /// them all in one commit before returning them. Any refused payment refuses the whole
+    /// group and persists nothing.
+    pub fn pay_many(
+        &self,
+        channel: &ChannelId,
+        payments: &[(Amount, [u8; 32])],
+        now: u64,
+    ) -> Result<Vec<SignedState>, PaymentError> {
+        let span = tracing::info_span!(
+            span::PAYMENT_TRANSACTION,
+            channel.id = %channel,
+            count = payments.len(),
+            nonce = tracing::field::Empty,
+        );
         let _entered = span.enter();
-        if value.is_zero() {
+        if payments.is_empty() || payments.iter().any(|(v, _)| v.is_zero()) {
             return Err(PaymentError::ZeroAmount);
         }
         let mut conn = self.store.lock();
@@ -209,43 +240,108 @@ impl PayerStore {
                 now,
             });
         }
-        let cumulative = local
-            .state
-            .cumulative
-            .checked_add(value)
-            .ok_or(PaymentError::Overflow)?;
-        if cumulative > local.params.deposit {
-            return Err(PaymentError::Overdraft {
-                cumulative,
-                deposit: local.params.deposit,
+        let pending: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM unacknowledged WHERE channel = ?1",
+            [&channel.0[..]],
+            |r| r.get(0),
+        )?;
+        if usize::try_from(pending)
+            .unwrap_or(usize::MAX)
+            .saturating_add(payments.len())
+            > MAX_UNACKNOWLEDGED
+        {
+            return Err(PaymentError::TooManyUnacknowledged {
+                limit: MAX_UNACKNOWLEDGED,
             });
         }
-        let nonce = local
-            .state
-            .nonce
-            .checked_add(1)
-            .ok_or(PaymentError::Overflow)?;
-        span.record("nonce", nonce);
-        let signed = ChannelState {
-            channel: *channel,
-            nonce,
-            cumulative,
-            receipt,
+        let mut state = local.state;
+        let mut signed = Vec::with_capacity(payments.len());
+        for (value, receipt) in payments {
+            let cumulative = state
+                .cumulative
+                .checked_add(*value)
+                .ok_or(PaymentError::Overflow)?;
+            if cumulative > local.params.deposit {
+                return Err(PaymentError::Overdraft {
+                    cumulative,
+                    deposit: local.params.deposit,
+                });
+            }
+            state = ChannelState {
+                channel: *channel,
+                nonce: state.nonce.checked_add(1).ok_or(PaymentError::Overflow)?,
+                cumulative,
+                receipt: *receipt,
+            };
+            signed.push(state.sign(&self.key));
         }
-        .sign(&self.key);
-        save(&tx, &signed)?;
+        span.record("nonce", state.nonce);
+        for s in &signed {
+            tx.execute(
+                "INSERT INTO unacknowledged (channel, nonce, cumulative, receipt, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    &channel.0[..],
+                    int(s.state.nonce),
+                    int(s.state.cumulative.base_units()),
+                    &s.state.receipt[..],
+                    &s.signature.0[..]
+                ],
+            )?;
+        }
+        if let Some(last) = signed.last() {
+            save(&tx, last)?;
+        }
         tx.commit()?;
         Ok(signed)
+    }
+
+    /// Every state signed on `channel` and not yet acknowledged, in nonce order: what to
+    /// deliver again after a crash or a lost message, from the payee's last nonce on.
+    pub fn unacknowledged(&self, channel: &ChannelId) -> Result<Vec<SignedState>, PaymentError> {
+        let conn = self.store.lock();
+        let mut stmt = conn.prepare(
+            "SELECT nonce, cumulative, receipt, signature FROM unacknowledged
+             WHERE channel = ?1 ORDER BY nonce",
+        )?;
+        let rows = stmt.query_map([&channel.0[..]], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (nonce, cumulative, receipt, signature) = row?;
+            out.push(SignedState {
+                state: ChannelState {
+                    channel: *channel,
+                    nonce: uint(nonce),
+                    cumulative: amount(cumulative),
+                    receipt: db::bytes32(receipt, "stored receipt")?,
+                },
+                signature: signature_from(signature)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that the payee acknowledged every state up to `nonce`, so they need not be
+    /// kept for redelivery.
+    pub fn acknowledged(&self, channel: &ChannelId, nonce: u64) -> Result<(), PaymentError> {
+        let conn = self.store.lock();
+        conn.execute(
+            "DELETE FROM unacknowledged WHERE channel = ?1 AND nonce <= ?2",
+            params![&channel.0[..], int(nonce)],
+        )?;
+        Ok(())
     }
 
     /// The channel with its latest signed state.
     pub fn channel(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
         self.store.get(channel)
-    }
-
-    /// The latest signed state, to send again after a failed delivery.
-    pub fn latest(&self, channel: &ChannelId) -> Result<Option<SignedState>, PaymentError> {
-        Ok(self.store.get(channel)?.signed())
     }
 }
 

@@ -214,7 +214,8 @@ fn the_payer_refuses_zero_overflowing_overdrawn_and_expired_payments_and_keeps_i
     let (payer, _, id) = stores(dir.path(), "10");
     payer.pay(&id, amount("9"), [1; 32], NOW).expect("pay");
     let before = payer.channel(&id).expect("channel");
-    let cases: [(Amount, u64, fn(&PaymentError) -> bool); 4] = [
+    type Case = (Amount, u64, fn(&PaymentError) -> bool);
+    let cases: [Case; 4] = [
         (Amount::ZERO, NOW, |e| matches!(e, PaymentError::ZeroAmount)),
         (Amount::from_base_units(u64::MAX), NOW, |e| {
             matches!(e, PaymentError::Overflow)
