@@ -2,6 +2,7 @@
 //! never signed twice) and the payee's latest accepted state (so no acknowledged payment is
 //! lost). Both persist before they hand anything out.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -177,6 +178,8 @@ fn save(conn: &Connection, s: &SignedState) -> Result<(), PaymentError> {
 pub struct PayerStore {
     store: Store,
     key: Keypair,
+    /// Nonces the payee has acknowledged, per channel, not yet pruned from disk.
+    acknowledged: Mutex<HashMap<ChannelId, u64>>,
 }
 
 impl PayerStore {
@@ -185,6 +188,7 @@ impl PayerStore {
         Ok(Self {
             store: Store::new(db::open(path)?)?,
             key,
+            acknowledged: Mutex::new(HashMap::new()),
         })
     }
 
@@ -239,6 +243,13 @@ impl PayerStore {
                 expiry: local.params.expiry,
                 now,
             });
+        }
+        let acked = self.acked(channel);
+        if acked > 0 {
+            tx.execute(
+                "DELETE FROM unacknowledged WHERE channel = ?1 AND nonce <= ?2",
+                params![&channel.0[..], int(acked)],
+            )?;
         }
         let pending: i64 = tx.query_row(
             "SELECT COUNT(*) FROM unacknowledged WHERE channel = ?1",
@@ -299,12 +310,13 @@ impl PayerStore {
     /// Every state signed on `channel` and not yet acknowledged, in nonce order: what to
     /// deliver again after a crash or a lost message, from the payee's last nonce on.
     pub fn unacknowledged(&self, channel: &ChannelId) -> Result<Vec<SignedState>, PaymentError> {
+        let acked = self.acked(channel);
         let conn = self.store.lock();
         let mut stmt = conn.prepare(
             "SELECT nonce, cumulative, receipt, signature FROM unacknowledged
-             WHERE channel = ?1 ORDER BY nonce",
+             WHERE channel = ?1 AND nonce > ?2 ORDER BY nonce",
         )?;
-        let rows = stmt.query_map([&channel.0[..]], |r| {
+        let rows = stmt.query_map(params![&channel.0[..], int(acked)], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -328,15 +340,18 @@ impl PayerStore {
         Ok(out)
     }
 
-    /// Records that the payee acknowledged every state up to `nonce`, so they need not be
-    /// kept for redelivery.
-    pub fn acknowledged(&self, channel: &ChannelId, nonce: u64) -> Result<(), PaymentError> {
-        let conn = self.store.lock();
-        conn.execute(
-            "DELETE FROM unacknowledged WHERE channel = ?1 AND nonce <= ?2",
-            params![&channel.0[..], int(nonce)],
-        )?;
-        Ok(())
+    /// Records that the payee acknowledged every state up to `nonce`. They are pruned in
+    /// the next payment's transaction (no extra commit); if that is lost in a crash, they
+    /// are only delivered again, and the payee refuses them as stale.
+    pub fn acknowledged(&self, channel: &ChannelId, nonce: u64) {
+        let mut acked = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = acked.entry(*channel).or_insert(0);
+        *entry = (*entry).max(nonce);
+    }
+
+    fn acked(&self, channel: &ChannelId) -> u64 {
+        let acked = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+        acked.get(channel).copied().unwrap_or(0)
     }
 
     /// The channel with its latest signed state.

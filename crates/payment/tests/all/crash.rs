@@ -53,7 +53,7 @@ fn run_child(dir: &Path) {
         writeln!(out, "ACK {} {}", ack.nonce, ack.cumulative.base_units()).expect("stdout");
     }
     let accepted = payee.channel(&id).expect("payee channel").state.nonce;
-    payer.acknowledged(&id, accepted).expect("prune");
+    payer.acknowledged(&id, accepted);
     let mut i: u64 = 0;
     loop {
         i += 1;
@@ -74,9 +74,7 @@ fn run_child(dir: &Path) {
             writeln!(out, "ACK {} {}", ack.nonce, ack.cumulative.base_units()).expect("stdout");
         }
         out.flush().expect("stdout");
-        if i.is_multiple_of(16) {
-            payer.acknowledged(&id, last).expect("prune");
-        }
+        payer.acknowledged(&id, last);
     }
 }
 

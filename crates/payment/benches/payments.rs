@@ -1,0 +1,128 @@
+//! Durable payments per second on one channel: the payer signs and persists, the payee
+//! verifies and persists, both on SQLite in WAL mode with every commit synced.
+//!
+//! ```text
+//! cargo bench -p zerostate-payment --bench payments
+//! ```
+//!
+//! Rows: one payment per commit on each side, then group commit (the payer signs and
+//! persists a group in one commit, the payee verifies and persists it in one commit, and
+//! every acknowledgement waits for that commit), and signing plus verifying alone.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use zerostate_payment::{Amount, ChannelParams, ChannelState, Keypair, PayeeStore, PayerStore};
+
+const NOW: u64 = 1_700_000_000;
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    payer: PayerStore,
+    payee: PayeeStore,
+    id: zerostate_payment::ChannelId,
+}
+
+fn pair() -> Pair {
+    // Under the target directory: a real disk, so every sync is a real one.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let payer_key = Keypair::from_seed([1; 32]);
+    let params = ChannelParams {
+        payer: payer_key.public(),
+        payee: Keypair::from_seed([2; 32]).public(),
+        deposit: Amount::from_base_units(u64::MAX),
+        expiry: NOW + 86_400,
+        nonce: 1,
+    };
+    let payer = PayerStore::open(&dir.path().join("payer.db"), payer_key).expect("payer");
+    let payee = PayeeStore::open(&dir.path().join("payee.db")).expect("payee");
+    let id = payer.add_channel(&params).expect("channel");
+    payee.add_channel(&params).expect("channel");
+    Pair {
+        _dir: dir,
+        payer,
+        payee,
+        id,
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    let mut table: Vec<(String, f64)> = Vec::new();
+
+    let mut group = c.benchmark_group("durable payments");
+    for size in [1usize, 16, 64, 256] {
+        let p = pair();
+        let mut rate = Vec::new();
+        group.throughput(Throughput::Elements(size as u64));
+        let name = if size == 1 {
+            "one payment per commit".to_string()
+        } else {
+            format!("group commit of {size}")
+        };
+        group.bench_function(&name, |b| {
+            b.iter_custom(|iters| {
+                let payments: Vec<_> = (0..size)
+                    .map(|i| (Amount::from_base_units(1), [i as u8; 32]))
+                    .collect();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let states = p.payer.pay_many(&p.id, &payments, NOW).expect("pay");
+                    let acks = p.payee.accept_batch(&states, NOW);
+                    let last = acks
+                        .last()
+                        .and_then(|a| a.as_ref().ok())
+                        .expect("accepted")
+                        .nonce;
+                    p.payer.acknowledged(&p.id, last);
+                }
+                let elapsed = start.elapsed();
+                rate.push((iters as f64 * size as f64) / elapsed.as_secs_f64());
+                elapsed
+            })
+        });
+        rate.sort_by(f64::total_cmp);
+        table.push((name, rate[rate.len() / 2]));
+    }
+    group.finish();
+
+    let key = Keypair::from_seed([1; 32]);
+    let public = key.public();
+    let mut rate = Vec::new();
+    c.bench_function("sign and verify only", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for i in 0..iters {
+                let s = ChannelState {
+                    channel: zerostate_payment::ChannelId([7; 32]),
+                    nonce: i,
+                    cumulative: Amount::from_base_units(i),
+                    receipt: [1; 32],
+                }
+                .sign(&key);
+                black_box(s.verify(&public)).expect("valid");
+            }
+            let elapsed = start.elapsed();
+            rate.push(iters as f64 / elapsed.as_secs_f64());
+            elapsed
+        })
+    });
+    rate.sort_by(f64::total_cmp);
+    table.push((
+        "sign and verify only (no persistence)".into(),
+        rate[rate.len() / 2],
+    ));
+
+    c.final_summary();
+    let base = table[0].1;
+    println!("\n| mode | payments per second (median) | vs one per commit |");
+    println!("|---|---:|---:|");
+    for (name, r) in &table {
+        println!("| {name} | {r:.0} | {:.1}x |", r / base);
+    }
+}
