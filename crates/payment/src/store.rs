@@ -287,19 +287,20 @@ impl PayerStore {
             signed.push(state.sign(&self.key));
         }
         span.record("nonce", state.nonce);
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO unacknowledged (channel, nonce, cumulative, receipt, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for s in &signed {
-            tx.execute(
-                "INSERT INTO unacknowledged (channel, nonce, cumulative, receipt, signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    &channel.0[..],
-                    int(s.state.nonce),
-                    int(s.state.cumulative.base_units()),
-                    &s.state.receipt[..],
-                    &s.signature.0[..]
-                ],
-            )?;
+            insert.execute(params![
+                &channel.0[..],
+                int(s.state.nonce),
+                int(s.state.cumulative.base_units()),
+                &s.state.receipt[..],
+                &s.signature.0[..]
+            ])?;
         }
+        drop(insert);
         if let Some(last) = signed.last() {
             save(&tx, last)?;
         }
@@ -418,8 +419,45 @@ impl PayeeStore {
             Ok(tx) => tx,
             Err(e) => return all_fail(e),
         };
-        let results: Vec<Result<Ack, PaymentError>> =
-            states.iter().map(|s| accept_one(&tx, s, now)).collect();
+        // Each channel is read once and written once per batch, whatever the batch's size.
+        let mut channels: HashMap<ChannelId, LocalChannel> = HashMap::new();
+        let mut changed: Vec<ChannelId> = Vec::new();
+        let mut results = Vec::with_capacity(states.len());
+        for s in states {
+            let id = s.state.channel;
+            let local = match channels.get_mut(&id) {
+                Some(local) => local,
+                None => match load(&tx, &id) {
+                    Ok(local) => channels.entry(id).or_insert(local),
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                },
+            };
+            let result = check_next(local, s, now);
+            if result.is_ok() {
+                local.state = s.state;
+                local.signature = Some(s.signature);
+                if !changed.contains(&id) {
+                    changed.push(id);
+                }
+            }
+            results.push(result);
+        }
+        for id in &changed {
+            if let Some(signed) = channels.get(id).and_then(LocalChannel::signed)
+                && let Err(e) = save(&tx, &signed)
+            {
+                return match e {
+                    PaymentError::Storage(e) => all_fail(e),
+                    other => states
+                        .iter()
+                        .map(|_| Err(PaymentError::CommitFailed(other.to_string())))
+                        .collect(),
+                };
+            }
+        }
         match tx.commit() {
             Ok(()) => results,
             Err(e) => all_fail(e),
@@ -433,10 +471,17 @@ impl PayeeStore {
 }
 
 fn accept_one(tx: &Connection, s: &SignedState, now: u64) -> Result<Ack, PaymentError> {
+    let local = load(tx, &s.state.channel)?;
+    let ack = check_next(&local, s, now)?;
+    save(tx, s)?;
+    Ok(ack)
+}
+
+/// Checks that `s` is the valid next state after `local`'s.
+fn check_next(local: &LocalChannel, s: &SignedState, now: u64) -> Result<Ack, PaymentError> {
     let id = s.state.channel;
     let _span = tracing::info_span!(span::PAYMENT_VERIFY, channel.id = %id, nonce = s.state.nonce)
         .entered();
-    let local = load(tx, &id)?;
     s.verify(&local.params.payer)?;
     if now >= local.params.expiry {
         return Err(PaymentError::Expired {
@@ -467,10 +512,6 @@ fn accept_one(tx: &Connection, s: &SignedState, now: u64) -> Result<Ack, Payment
             deposit: local.params.deposit,
         });
     }
-    let _update =
-        tracing::info_span!(span::PAYMENT_CHANNEL_UPDATE, channel.id = %id, nonce = s.state.nonce)
-            .entered();
-    save(tx, s)?;
     Ok(Ack {
         channel: id,
         nonce: s.state.nonce,

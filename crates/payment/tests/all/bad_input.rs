@@ -237,3 +237,52 @@ fn the_payer_refuses_zero_overflowing_overdrawn_and_expired_payments_and_keeps_i
         Err(PaymentError::UnknownChannel(_))
     ));
 }
+
+#[test]
+fn a_bad_state_inside_a_group_is_refused_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, payee, id) = stores(dir.path(), "10");
+    let first = payer.pay(&id, amount("1"), [1; 32], NOW).expect("pay");
+    let mut forged = ChannelState {
+        channel: id,
+        nonce: 2,
+        cumulative: amount("9"),
+        receipt: [0; 32],
+    }
+    .sign(&payer_key());
+    forged.signature.0[0] ^= 1;
+    let second = payer.pay(&id, amount("1"), [2; 32], NOW).expect("pay");
+    let results = payee.accept_batch(&[first, forged, second], NOW);
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(PaymentError::BadSignature { .. })));
+    assert_eq!(results[2].as_ref().map(|a| a.nonce).ok(), Some(2));
+    let stored = payee.channel(&id).expect("channel");
+    assert_eq!(stored.signed(), Some(second));
+}
+
+#[test]
+fn the_payer_refuses_to_run_too_far_ahead_of_acknowledgements() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, _, id) = stores(dir.path(), "1000000");
+    let group: Vec<_> = (0..zerostate_payment::MAX_UNACKNOWLEDGED)
+        .map(|_| (Amount::from_base_units(1), [0; 32]))
+        .collect();
+    let states = payer.pay_many(&id, &group, NOW).expect("up to the limit");
+    let over = payer.pay(&id, Amount::from_base_units(1), [0; 32], NOW);
+    assert!(
+        matches!(over, Err(PaymentError::TooManyUnacknowledged { .. })),
+        "{over:?}"
+    );
+    assert_eq!(
+        payer.unacknowledged(&id).expect("pending").len(),
+        states.len()
+    );
+    payer.acknowledged(&id, states[99].state.nonce);
+    assert_eq!(
+        payer.unacknowledged(&id).expect("pending").len(),
+        states.len() - 100
+    );
+    payer
+        .pay(&id, Amount::from_base_units(1), [0; 32], NOW)
+        .expect("room again");
+}
