@@ -11,7 +11,7 @@ use zerostate_telemetry::names::span;
 
 use crate::channel::{ChannelId, ChannelParams, ChannelState, SignedState};
 use crate::db::{self, amount, int, uint};
-use crate::keys::{Keypair, Signature};
+use crate::keys::{Keypair, Signature, Verifier};
 use crate::{Amount, PaymentError};
 
 const SCHEMA: &str = "
@@ -420,22 +420,23 @@ impl PayeeStore {
             Err(e) => return all_fail(e),
         };
         // Each channel is read once and written once per batch, whatever the batch's size.
-        let mut channels: HashMap<ChannelId, LocalChannel> = HashMap::new();
+        let mut channels: HashMap<ChannelId, (LocalChannel, Verifier)> = HashMap::new();
         let mut changed: Vec<ChannelId> = Vec::new();
         let mut results = Vec::with_capacity(states.len());
         for s in states {
             let id = s.state.channel;
-            let local = match channels.get_mut(&id) {
-                Some(local) => local,
-                None => match load(&tx, &id) {
-                    Ok(local) => channels.entry(id).or_insert(local),
+            let (local, verifier) = match channels.get_mut(&id) {
+                Some(entry) => entry,
+                None => match load(&tx, &id).and_then(|l| Ok((Verifier::new(&l.params.payer)?, l)))
+                {
+                    Ok((verifier, local)) => channels.entry(id).or_insert((local, verifier)),
                     Err(e) => {
                         results.push(Err(e));
                         continue;
                     }
                 },
             };
-            let result = check_next(local, s, now);
+            let result = check_next(local, verifier, s, now);
             if result.is_ok() {
                 local.state = s.state;
                 local.signature = Some(s.signature);
@@ -446,7 +447,7 @@ impl PayeeStore {
             results.push(result);
         }
         for id in &changed {
-            if let Some(signed) = channels.get(id).and_then(LocalChannel::signed)
+            if let Some(signed) = channels.get(id).and_then(|(local, _)| local.signed())
                 && let Err(e) = save(&tx, &signed)
             {
                 return match e {
@@ -472,17 +473,22 @@ impl PayeeStore {
 
 fn accept_one(tx: &Connection, s: &SignedState, now: u64) -> Result<Ack, PaymentError> {
     let local = load(tx, &s.state.channel)?;
-    let ack = check_next(&local, s, now)?;
+    let ack = check_next(&local, &Verifier::new(&local.params.payer)?, s, now)?;
     save(tx, s)?;
     Ok(ack)
 }
 
 /// Checks that `s` is the valid next state after `local`'s.
-fn check_next(local: &LocalChannel, s: &SignedState, now: u64) -> Result<Ack, PaymentError> {
+fn check_next(
+    local: &LocalChannel,
+    verifier: &Verifier,
+    s: &SignedState,
+    now: u64,
+) -> Result<Ack, PaymentError> {
     let id = s.state.channel;
     let _span = tracing::info_span!(span::PAYMENT_VERIFY, channel.id = %id, nonce = s.state.nonce)
         .entered();
-    s.verify(&local.params.payer)?;
+    verifier.verify(&s.state.signing_bytes(), &s.signature)?;
     if now >= local.params.expiry {
         return Err(PaymentError::Expired {
             expiry: local.params.expiry,
