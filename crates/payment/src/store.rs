@@ -159,6 +159,13 @@ fn signature_from(bytes: Vec<u8>) -> Result<Signature, PaymentError> {
 }
 
 fn save(conn: &Connection, s: &SignedState) -> Result<(), PaymentError> {
+    let _span = tracing::info_span!(
+        span::PAYMENT_CHANNEL_UPDATE,
+        channel.id = %s.state.channel,
+        nonce = s.state.nonce,
+        amount = %s.state.cumulative,
+    )
+    .entered();
     conn.execute(
         "UPDATE channels SET state_nonce = ?2, state_cumulative = ?3, state_receipt = ?4,
                 state_signature = ?5 WHERE id = ?1",
@@ -229,6 +236,8 @@ impl PayerStore {
             span::PAYMENT_TRANSACTION,
             channel.id = %channel,
             count = payments.len(),
+            amount = tracing::field::Empty,
+            peer.id = tracing::field::Empty,
             nonce = tracing::field::Empty,
         );
         let _entered = span.enter();
@@ -238,6 +247,7 @@ impl PayerStore {
         let mut conn = self.store.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let local = load(&tx, channel)?;
+        span.record("peer.id", tracing::field::display(local.params.payee));
         if now >= local.params.expiry {
             return Err(PaymentError::Expired {
                 expiry: local.params.expiry,
@@ -287,6 +297,11 @@ impl PayerStore {
             signed.push(state.sign(&self.key));
         }
         span.record("nonce", state.nonce);
+        let total = state
+            .cumulative
+            .checked_sub(local.state.cumulative)
+            .unwrap_or_default();
+        span.record("amount", tracing::field::display(total));
         let mut insert = tx.prepare_cached(
             "INSERT INTO unacknowledged (channel, nonce, cumulative, receipt, signature)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -486,8 +501,14 @@ fn check_next(
     now: u64,
 ) -> Result<Ack, PaymentError> {
     let id = s.state.channel;
-    let _span = tracing::info_span!(span::PAYMENT_VERIFY, channel.id = %id, nonce = s.state.nonce)
-        .entered();
+    let _span = tracing::info_span!(
+        span::PAYMENT_VERIFY,
+        channel.id = %id,
+        peer.id = %local.params.payer,
+        nonce = s.state.nonce,
+        amount = %s.state.cumulative,
+    )
+    .entered();
     verifier.verify(&s.state.signing_bytes(), &s.signature)?;
     if now >= local.params.expiry {
         return Err(PaymentError::Expired {

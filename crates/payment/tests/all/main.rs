@@ -5,3 +5,4 @@ mod crash;
 mod harness;
 mod lifecycle;
 mod properties;
+mod spans;
