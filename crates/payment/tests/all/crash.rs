@@ -1,6 +1,6 @@
-//! A child process makes payments and is killed with SIGKILL at random moments, 200 times;
-//! after every kill, each acknowledged payment is on disk, no nonce was signed twice, and
-//! nothing exceeds the deposit.
+//! A child process makes payments and ledger operations and is killed with SIGKILL at
+//! random moments, 200 times; after every kill, each acknowledged payment and funding is on
+//! disk, no nonce was signed twice, nothing exceeds a deposit, and the ledger's money adds up.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -8,9 +8,22 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use zerostate_payment::{Amount, PayeeStore, PayerStore, PaymentError};
+use zerostate_payment::{
+    Amount, ChannelParams, ChannelState, PayeeStore, PayerStore, PaymentError, Settlement,
+    SqliteLedger,
+};
 
-use crate::harness::{NOW, params, payer_key};
+use crate::harness::{EXPIRY, NOW, open_request, params, payee_key, payer_key};
+
+fn params_with(nonce: u64) -> ChannelParams {
+    ChannelParams {
+        payer: payer_key().public(),
+        payee: payee_key().public(),
+        deposit: Amount::from_base_units(5),
+        expiry: EXPIRY,
+        nonce,
+    }
+}
 
 /// Names the child's directory; set only for the child process.
 const CHILD_ENV: &str = "ZEROSTATE_PAYMENT_CRASH_CHILD";
@@ -54,9 +67,32 @@ fn run_child(dir: &Path) {
     }
     let accepted = payee.channel(&id).expect("payee channel").state.nonce;
     payer.acknowledged(&id, accepted);
+    let ledger = SqliteLedger::open(&dir.join("ledger.db"), 3_600).expect("ledger");
     let mut i: u64 = 0;
     loop {
         i += 1;
+        // The ledger too: fund, and now and then open and settle a side channel.
+        ledger
+            .fund(&payer_key().public(), Amount::from_base_units(10))
+            .expect("fund");
+        writeln!(out, "FUNDED 10").expect("stdout");
+        if i.is_multiple_of(8) {
+            let side = params_with(fastrand::u64(2..));
+            let opened = ledger
+                .open(&open_request(side), NOW)
+                .expect("open side channel");
+            let state = ChannelState {
+                channel: opened,
+                nonce: 1,
+                cumulative: Amount::from_base_units(3),
+                receipt: [0; 32],
+            }
+            .sign(&payer_key());
+            let payee_sig = payee_key().sign(&state.state.close_bytes());
+            ledger
+                .close_cooperative(&state, &payee_sig, NOW)
+                .expect("settle side channel");
+        }
         let value = Amount::from_base_units(1 + i % 997);
         let receipt = [(i % 251) as u8; 32];
         let acks = if i.is_multiple_of(2) {
@@ -89,6 +125,7 @@ fn acknowledged_payments_survive_sigkill() {
     let deposit = DEPOSIT.parse::<Amount>().expect("deposit");
     let mut seen: HashMap<u64, u64> = HashMap::new();
     let mut highest_ack = 0u64;
+    let mut funded_acks = 0u128;
 
     for kill in 0..KILLS {
         let mut child = Command::new(&exe)
@@ -107,6 +144,10 @@ fn acknowledged_payments_survive_sigkill() {
         child.kill().expect("SIGKILL");
         let output = child.wait_with_output().expect("child reaped");
         for line in String::from_utf8_lossy(&output.stdout).lines() {
+            if let Some(units) = line.strip_prefix("FUNDED ") {
+                funded_acks += units.parse::<u128>().expect("units");
+                continue;
+            }
             let Some(rest) = line.strip_prefix("ACK ") else {
                 continue;
             };
@@ -123,6 +164,15 @@ fn acknowledged_payments_survive_sigkill() {
             );
             highest_ack = highest_ack.max(nonce);
         }
+
+        let ledger = SqliteLedger::open(&dir.path().join("ledger.db"), 3_600).expect("ledger");
+        let audit = ledger.audit().expect("audit");
+        assert!(audit.is_conserved(), "kill {kill}: {audit:?}");
+        assert!(
+            audit.funded >= funded_acks,
+            "kill {kill}: acknowledged funding lost: {audit:?} < {funded_acks}"
+        );
+        drop(ledger);
 
         let (payer, payee, id) = reopen(dir.path());
         let theirs = payee.channel(&id).expect("payee channel");
@@ -163,7 +213,10 @@ fn acknowledged_payments_survive_sigkill() {
         highest_ack >= 200,
         "the children made too little progress to mean anything: {highest_ack}"
     );
-    println!("{KILLS} kills, {highest_ack} payments acknowledged");
+    assert!(funded_acks > 0, "the children never reached the ledger");
+    println!(
+        "{KILLS} kills, {highest_ack} payments and {funded_acks} units of funding acknowledged"
+    );
 }
 
 fn reopen(dir: &Path) -> (PayerStore, PayeeStore, zerostate_payment::ChannelId) {
