@@ -277,10 +277,7 @@ where
         r.dropped_events = 0;
         if r.is_sampled() {
             // Field names of one callsite are unique: no need to look for duplicates.
-            attrs.record(&mut SpanVisitor {
-                record: r,
-                dedupe: false,
-            });
+            record_fields(r, |v| attrs.record(v), false);
         }
         span.extensions_mut().insert(Slot(record));
     }
@@ -291,10 +288,7 @@ where
         if let Some(record) = record_mut(&mut ext)
             && record.is_sampled()
         {
-            values.record(&mut SpanVisitor {
-                record,
-                dedupe: true,
-            });
+            record_fields(record, |v| values.record(v), true);
         }
     }
 
@@ -310,20 +304,14 @@ where
             if !record.is_sampled() {
                 return;
             }
-            let mut visitor = EventVisitor::default();
-            event.record(&mut visitor);
+            let (message, mut attributes) = event_fields(event);
             let level = *event.metadata().level();
-            let name = visitor
-                .message
-                .take()
-                .unwrap_or_else(|| event.metadata().name().to_owned());
+            let name = message.unwrap_or_else(|| event.metadata().name().to_owned());
             if level == Level::ERROR && !matches!(record.status, Status::Error { .. }) {
                 record.status = Status::error(name.clone());
             }
-            visitor
-                .attributes
-                .push(KeyValue::new("level", level.as_str()));
-            record.add_event(Event::new(name, SystemTime::now(), visitor.attributes, 0));
+            attributes.push(KeyValue::new("level", level.as_str()));
+            record.add_event(Event::new(name, SystemTime::now(), attributes, 0));
             return;
         }
     }
@@ -345,133 +333,111 @@ where
     }
 }
 
-/// Records span fields as attributes, honouring the `otel.*` fields.
-struct SpanVisitor<'a> {
-    record: &'a mut SpanRecord,
-    dedupe: bool,
+/// A field value as `tracing` hands it over: text is kept apart so callers can treat
+/// their special fields (`message`, `otel.*`) before it becomes an attribute value.
+enum FieldValue<'a> {
+    Value(Value),
+    Text(&'a str),
 }
 
-impl SpanVisitor<'_> {
-    fn special(&mut self, name: &str, value: &str) -> bool {
-        match name {
-            field::OTEL_NAME => self.record.name = Cow::Owned(value.to_owned()),
-            field::OTEL_KIND => {
-                self.record.kind = match value {
-                    "server" => SpanKind::Server,
-                    "client" => SpanKind::Client,
-                    "producer" => SpanKind::Producer,
-                    "consumer" => SpanKind::Consumer,
-                    _ => SpanKind::Internal,
-                }
+impl FieldValue<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Self::Value(v) => v,
+            Self::Text(t) => Value::from(t.to_owned()),
+        }
+    }
+}
+
+/// Converts every field of a span or event and passes it to the closure.
+struct Fields<F>(F);
+
+impl<F: FnMut(&Field, FieldValue<'_>)> Visit for Fields<F> {
+    fn record_i64(&mut self, f: &Field, v: i64) {
+        (self.0)(f, FieldValue::Value(Value::I64(v)));
+    }
+    fn record_u64(&mut self, f: &Field, v: u64) {
+        let v = i64::try_from(v).map_or_else(|_| Value::from(v.to_string()), Value::I64);
+        (self.0)(f, FieldValue::Value(v));
+    }
+    fn record_f64(&mut self, f: &Field, v: f64) {
+        (self.0)(f, FieldValue::Value(Value::F64(v)));
+    }
+    fn record_bool(&mut self, f: &Field, v: bool) {
+        (self.0)(f, FieldValue::Value(Value::Bool(v)));
+    }
+    fn record_str(&mut self, f: &Field, v: &str) {
+        (self.0)(f, FieldValue::Text(v));
+    }
+    fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
+        (self.0)(f, FieldValue::Text(&crate::span_ext::error_chain(v)));
+    }
+    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+        (self.0)(f, FieldValue::Text(&format!("{v:?}")));
+    }
+}
+
+/// Applies an `otel.*` field to `record`; false for any other field.
+fn special_field(record: &mut SpanRecord, name: &str, value: &str) -> bool {
+    match name {
+        field::OTEL_NAME => record.name = Cow::Owned(value.to_owned()),
+        field::OTEL_KIND => {
+            record.kind = match value {
+                "server" => SpanKind::Server,
+                "client" => SpanKind::Client,
+                "producer" => SpanKind::Producer,
+                "consumer" => SpanKind::Consumer,
+                _ => SpanKind::Internal,
             }
-            field::OTEL_STATUS_CODE => match value {
-                "ok" | "OK" | "Ok" => self.record.status = Status::Ok,
-                "error" | "ERROR" | "Error"
-                    if !matches!(self.record.status, Status::Error { .. }) =>
-                {
-                    self.record.status = Status::error("");
-                }
-                _ => {}
-            },
-            field::OTEL_STATUS_DESCRIPTION => self.record.status = Status::error(value.to_owned()),
-            _ => return false,
         }
-        true
+        field::OTEL_STATUS_CODE => match value {
+            "ok" | "OK" | "Ok" => record.status = Status::Ok,
+            "error" | "ERROR" | "Error" if !matches!(record.status, Status::Error { .. }) => {
+                record.status = Status::error("");
+            }
+            _ => {}
+        },
+        field::OTEL_STATUS_DESCRIPTION => record.status = Status::error(value.to_owned()),
+        _ => return false,
     }
+    true
+}
 
-    fn put(&mut self, field: &Field, value: Value) {
-        let kv = KeyValue::new(Key::from_static_str(field.name()), value);
-        if self.dedupe {
-            self.record.set_attribute(kv);
-        } else if self.record.attributes.len() < MAX_ATTRIBUTES {
-            self.record.attributes.push(kv);
+/// Records span fields as attributes. Field names of one callsite are unique, so fields
+/// given at creation need no duplicate check (`dedupe` false); later ones do.
+fn record_fields(record: &mut SpanRecord, values: impl FnOnce(&mut dyn Visit), dedupe: bool) {
+    values(&mut Fields(|f: &Field, v: FieldValue<'_>| {
+        if let FieldValue::Text(t) = &v
+            && special_field(record, f.name(), t)
+        {
+            return;
+        }
+        let kv = KeyValue::new(Key::from_static_str(f.name()), v.into_value());
+        if dedupe {
+            record.set_attribute(kv);
+        } else if record.attributes.len() < MAX_ATTRIBUTES {
+            record.attributes.push(kv);
         } else {
-            self.record.dropped_attributes += 1;
+            record.dropped_attributes += 1;
         }
-    }
+    }));
 }
 
-impl Visit for SpanVisitor<'_> {
-    fn record_i64(&mut self, f: &Field, v: i64) {
-        self.put(f, Value::I64(v));
-    }
-    fn record_u64(&mut self, f: &Field, v: u64) {
-        self.put(
-            f,
-            i64::try_from(v).map_or_else(|_| Value::from(v.to_string()), Value::I64),
-        );
-    }
-    fn record_f64(&mut self, f: &Field, v: f64) {
-        self.put(f, Value::F64(v));
-    }
-    fn record_bool(&mut self, f: &Field, v: bool) {
-        self.put(f, Value::Bool(v));
-    }
-    fn record_str(&mut self, f: &Field, v: &str) {
-        if !self.special(f.name(), v) {
-            self.put(f, Value::from(v.to_owned()));
+/// An event's message and its other fields as attributes.
+fn event_fields(event: &TracingEvent<'_>) -> (Option<String>, Vec<KeyValue>) {
+    let mut message = None;
+    let mut attributes = Vec::new();
+    event.record(&mut Fields(|f: &Field, v: FieldValue<'_>| match v {
+        FieldValue::Text(t) if f.name() == "message" => message = Some(t.to_owned()),
+        v if attributes.len() < MAX_ATTRIBUTES => {
+            attributes.push(KeyValue::new(
+                Key::from_static_str(f.name()),
+                v.into_value(),
+            ));
         }
-    }
-    fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
-        self.put(f, Value::from(crate::span_ext::error_chain(v)));
-    }
-    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
-        let s = format!("{v:?}");
-        if !self.special(f.name(), &s) {
-            self.put(f, Value::from(s));
-        }
-    }
-}
-
-/// Collects an event's message and fields.
-#[derive(Default)]
-struct EventVisitor {
-    message: Option<String>,
-    attributes: Vec<KeyValue>,
-}
-
-impl EventVisitor {
-    fn put(&mut self, f: &Field, value: Value) {
-        if self.attributes.len() < MAX_ATTRIBUTES {
-            self.attributes
-                .push(KeyValue::new(Key::from_static_str(f.name()), value));
-        }
-    }
-}
-
-impl Visit for EventVisitor {
-    fn record_i64(&mut self, f: &Field, v: i64) {
-        self.put(f, Value::I64(v));
-    }
-    fn record_u64(&mut self, f: &Field, v: u64) {
-        self.put(
-            f,
-            i64::try_from(v).map_or_else(|_| Value::from(v.to_string()), Value::I64),
-        );
-    }
-    fn record_f64(&mut self, f: &Field, v: f64) {
-        self.put(f, Value::F64(v));
-    }
-    fn record_bool(&mut self, f: &Field, v: bool) {
-        self.put(f, Value::Bool(v));
-    }
-    fn record_str(&mut self, f: &Field, v: &str) {
-        if f.name() == "message" {
-            self.message = Some(v.to_owned());
-        } else {
-            self.put(f, Value::from(v.to_owned()));
-        }
-    }
-    fn record_error(&mut self, f: &Field, v: &(dyn std::error::Error + 'static)) {
-        self.put(f, Value::from(crate::span_ext::error_chain(v)));
-    }
-    fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
-        if f.name() == "message" {
-            self.message = Some(format!("{v:?}"));
-        } else {
-            self.put(f, Value::from(format!("{v:?}")));
-        }
-    }
+        _ => {}
+    }));
+    (message, attributes)
 }
 
 #[cfg(test)]
