@@ -1,0 +1,392 @@
+//! The engine: compiles (or finds in the cache), instantiates and runs a task's module
+//! under its limits, measures it, and signs a receipt, whatever the outcome.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::{Config, InstancePre, Linker, Module, Store, Trap};
+use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::names::{attr, span};
+
+use crate::TaskError;
+use crate::limits::Limiter;
+use crate::manifest::{Manifest, Policy, sha256};
+use crate::receipt::{ExecutorKey, Receipt};
+use crate::wasi::{self, Exit, TaskState};
+
+/// How often the wall-time clock ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Prepared modules kept in memory; the oldest is dropped when full.
+pub const CACHE_CAPACITY: usize = 64;
+/// Deepest WebAssembly stack a task may use.
+const MAX_STACK_BYTES: usize = 512 << 10;
+
+/// What a task used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Measurement {
+    /// Fuel consumed.
+    pub fuel_consumed: u64,
+    /// Peak linear memory, bytes.
+    pub peak_memory_bytes: u64,
+    /// Time from instantiation to the end of the entry point.
+    pub wall_time: Duration,
+    /// Time spent compiling (zero on a cache hit).
+    pub compile_time: Duration,
+    /// Whether the prepared module came from the cache.
+    pub cache_hit: bool,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct Execution {
+    /// `Ok` when the entry point returned (or exited with 0); the error otherwise.
+    pub result: Result<(), TaskError>,
+    /// What the task wrote to stdout (empty for a failed run).
+    pub output: Vec<u8>,
+    /// What it wrote to stderr (at most 64 KiB).
+    pub stderr: Vec<u8>,
+    /// The exit code (0 when the entry point returned).
+    pub exit_code: i32,
+    /// What it used.
+    pub measurement: Measurement,
+    /// The signed receipt.
+    pub receipt: Receipt,
+}
+
+struct Prepared {
+    pre: InstancePre<TaskState>,
+}
+
+/// A bounded cache of prepared modules keyed by the module's SHA-256.
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], Arc<Prepared>>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl Cache {
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<Prepared>> {
+        self.entries.get(key).cloned()
+    }
+
+    fn put(&mut self, key: [u8; 32], value: Arc<Prepared>) {
+        if self.entries.insert(key, value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > CACHE_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+}
+
+/// Advances the engine's epoch so running tasks notice their wall-time deadline.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Runs tasks. One per node; share it between threads.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<TaskState>,
+    cache: Mutex<Cache>,
+    policy: Policy,
+    key: ExecutorKey,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policy", &self.policy)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine enforcing `policy`, signing receipts with `key`.
+    pub fn new(policy: Policy, key: ExecutorKey) -> Result<Self, TaskError> {
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_STACK_BYTES);
+        let engine = wasmtime::Engine::new(&config)
+            .map_err(|e| TaskError::Host(format!("cannot start wasmtime: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasi::add_to_linker(&mut linker)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("zerostate-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| TaskError::Host(format!("cannot start the wall-time clock: {e}")))?
+        };
+        Ok(Self {
+            engine,
+            linker,
+            cache: Mutex::new(Cache::default()),
+            policy,
+            key,
+            _ticker: Ticker {
+                stop,
+                handle: Some(handle),
+            },
+        })
+    }
+
+    /// The executor's peer id, as receipts name it.
+    pub fn peer_id(&self) -> String {
+        self.key.peer_id()
+    }
+
+    /// Runs `manifest`. Never panics on anything the module does; every failure is a
+    /// [`TaskError`] in the result and a failed, signed receipt.
+    pub fn run(&self, manifest: &Manifest) -> Execution {
+        let task = tracing::info_span!(
+            span::EXECUTION_TASK,
+            task.id = %manifest.task_id,
+            size.bytes = manifest.module.len() as u64,
+            status = tracing::field::Empty,
+        );
+        let _entered = task.enter();
+        let mut measurement = Measurement::default();
+        let mut state_out: Option<TaskState> = None;
+
+        let result = self.execute(manifest, &mut measurement, &mut state_out);
+        let (output, stderr, exit_code) = match state_out {
+            Some(state) => (state.stdout, state.stderr, state.exit_code.unwrap_or(0)),
+            None => (Vec::new(), Vec::new(), 0),
+        };
+        let output = if result.is_ok() { output } else { Vec::new() };
+
+        let receipt = {
+            let _s = tracing::info_span!(span::EXECUTION_RECEIPT_GENERATE).entered();
+            Receipt {
+                task_id: manifest.task_id.clone(),
+                module_sha256: hex::encode(sha256(&manifest.module)),
+                input_sha256: hex::encode(sha256(&manifest.input)),
+                output_sha256: hex::encode(sha256(&output)),
+                status: if result.is_ok() { "ok" } else { "failed" }.to_owned(),
+                error: result.as_ref().err().map(|e| format!("{}: {e}", e.kind())),
+                fuel_consumed: measurement.fuel_consumed,
+                peak_memory_bytes: measurement.peak_memory_bytes,
+                wall_time_us: measurement.wall_time.as_micros() as u64,
+                executor: String::new(),
+                trace_id: task
+                    .context()
+                    .map(|c| c.trace_id.to_string())
+                    .unwrap_or_default(),
+                issued_at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                signature: String::new(),
+            }
+            .sign(&self.key)
+        };
+        {
+            let _s = tracing::info_span!(
+                span::EXECUTION_RESOURCES_MEASURE,
+                resources.fuel = measurement.fuel_consumed,
+                resources.memory_bytes = measurement.peak_memory_bytes,
+                resources.duration_ms = measurement.wall_time.as_secs_f64() * 1e3,
+            )
+            .entered();
+        }
+        task.set_attribute(attr::RESOURCES_FUEL, measurement.fuel_consumed as i64);
+        task.set_attribute(
+            attr::RESOURCES_MEMORY_BYTES,
+            measurement.peak_memory_bytes as i64,
+        );
+        task.set_attribute(
+            attr::RESOURCES_DURATION_MS,
+            measurement.wall_time.as_secs_f64() * 1e3,
+        );
+        match &result {
+            Ok(()) => {
+                task.record(attr::STATUS, "ok");
+            }
+            Err(e) => {
+                task.record(attr::STATUS, e.kind());
+                task.record_error(e);
+            }
+        }
+        Execution {
+            result,
+            output,
+            stderr,
+            exit_code,
+            measurement,
+            receipt,
+        }
+    }
+
+    fn execute(
+        &self,
+        manifest: &Manifest,
+        measurement: &mut Measurement,
+        state_out: &mut Option<TaskState>,
+    ) -> Result<(), TaskError> {
+        let module_hash = {
+            let _s = tracing::info_span!(span::EXECUTION_MANIFEST_VALIDATE).entered();
+            manifest.validate(&self.policy)?
+        };
+        let prepared = self.prepare(manifest, module_hash, measurement)?;
+
+        let limits = manifest.limits;
+        let mut args = vec![manifest.task_id.clone()];
+        args.extend(manifest.args.iter().cloned());
+        let seed = sha256(&[&module_hash[..], &sha256(&manifest.input)[..]].concat());
+        let state = TaskState::new(
+            Limiter::new(limits.memory_bytes),
+            manifest.input.clone(),
+            limits.output_bytes,
+            args,
+            seed,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| TaskError::Host(format!("cannot set fuel: {e}")))?;
+        // The ticker runs all the time, so the first tick can come at once: one tick more
+        // guarantees the task at least its whole wall time.
+        let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+        store.set_epoch_deadline(ticks);
+
+        let started = Instant::now();
+        let outcome = (|| {
+            let instance = {
+                let _s = tracing::info_span!(span::EXECUTION_WASM_INSTANTIATE).entered();
+                prepared.pre.instantiate(&mut store)?
+            };
+            let entry = instance
+                .get_typed_func::<(), ()>(&mut store, &manifest.entry)
+                .map_err(|_| wasmtime::Error::new(MissingEntry))?;
+            let _s = tracing::info_span!(span::EXECUTION_WASM_EXECUTE).entered();
+            entry.call(&mut store, ())
+        })();
+        measurement.wall_time = started.elapsed();
+        measurement.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let mut state = store.into_data();
+        measurement.peak_memory_bytes = state.limiter.peak_memory as u64;
+
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(classify(e, &mut state, manifest)),
+        };
+        let result = match result {
+            // `proc_exit(0)` is a normal end.
+            Err(TaskError::Exited(0)) => Ok(()),
+            other => other,
+        };
+        *state_out = Some(state);
+        result
+    }
+
+    fn prepare(
+        &self,
+        manifest: &Manifest,
+        hash: [u8; 32],
+        measurement: &mut Measurement,
+    ) -> Result<Arc<Prepared>, TaskError> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash);
+        let compile =
+            tracing::info_span!(span::EXECUTION_WASM_COMPILE, cache.hit = cached.is_some());
+        let _entered = compile.enter();
+        if let Some(p) = cached {
+            measurement.cache_hit = true;
+            return Ok(p);
+        }
+        let started = Instant::now();
+        let module = Module::new(&self.engine, &manifest.module)
+            .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
+        measurement.compile_time = started.elapsed();
+        for import in module.imports() {
+            let provided = import.module() == wasi::MODULE
+                && wasi::FUNCTIONS.contains(&import.name())
+                && matches!(import.ty(), wasmtime::ExternType::Func(_));
+            if !provided {
+                return Err(TaskError::UnknownImport {
+                    module: import.module().to_owned(),
+                    name: import.name().to_owned(),
+                });
+            }
+        }
+        match module.get_export(&manifest.entry) {
+            Some(wasmtime::ExternType::Func(_)) => {}
+            _ => return Err(TaskError::MissingExport(manifest.entry.clone())),
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| TaskError::InvalidModule(format!("cannot link: {e:#}")))?;
+        let prepared = Arc::new(Prepared { pre });
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(hash, prepared.clone());
+        Ok(prepared)
+    }
+}
+
+/// The entry point exists but is not a `() -> ()` function.
+#[derive(Debug)]
+struct MissingEntry;
+
+impl std::fmt::Display for MissingEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("entry point is not a function without parameters and results")
+    }
+}
+
+impl std::error::Error for MissingEntry {}
+
+/// Names why a run ended, from what the host saw and what wasmtime reported.
+fn classify(e: wasmtime::Error, state: &mut TaskState, manifest: &Manifest) -> TaskError {
+    if state.output_exceeded {
+        return TaskError::OutputTooLarge(manifest.limits.output_bytes);
+    }
+    if let Some(hit) = state.limiter.hit.take() {
+        return hit;
+    }
+    if e.downcast_ref::<Exit>().is_some() {
+        return TaskError::Exited(state.exit_code.unwrap_or(0));
+    }
+    if e.downcast_ref::<MissingEntry>().is_some() {
+        return TaskError::MissingExport(manifest.entry.clone());
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => TaskError::OutOfFuel(manifest.limits.fuel),
+        Some(Trap::Interrupt) => TaskError::WallTimeExceeded(manifest.limits.wall_time_ms),
+        Some(Trap::StackOverflow) => TaskError::StackOverflow,
+        Some(trap) => TaskError::Trap(trap.to_string()),
+        None => TaskError::Trap(format!("{e:#}")),
+    }
+}

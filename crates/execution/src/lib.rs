@@ -1,0 +1,36 @@
+//! The ZeroState execution engine: runs a task's WebAssembly module on wasmtime inside hard
+//! limits (fuel, memory, tables, wall time, output), measures what it used, and signs a
+//! receipt for it, failed runs included. It knows nothing of the network.
+//!
+//! ```
+//! use zerostate_execution::{Engine, ExecutorKey, Manifest, Policy};
+//!
+//! let engine = Engine::new(Policy::default(), ExecutorKey::from_seed([7; 32])).expect("engine");
+//! let wat = r#"(module
+//!     (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+//!     (memory (export "memory") 1)
+//!     (data (i32.const 16) "hello")
+//!     (func (export "_start")
+//!         (i32.store (i32.const 0) (i32.const 16))
+//!         (i32.store (i32.const 4) (i32.const 5))
+//!         (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+//! let run = engine.run(&Manifest::new("hello-1", wat.as_bytes().to_vec()));
+//! assert_eq!(run.result, Ok(()));
+//! assert_eq!(run.output, b"hello");
+//! run.receipt.verify().expect("signed by the engine's key");
+//! ```
+//!
+//! This crate has no feature flags.
+
+mod engine;
+mod error;
+mod limits;
+mod manifest;
+mod receipt;
+mod wasi;
+
+pub use engine::{CACHE_CAPACITY, Engine, Execution, Measurement};
+pub use error::TaskError;
+pub use limits::MAX_TABLE_ELEMENTS;
+pub use manifest::{Limits, Manifest, Policy, sha256};
+pub use receipt::{ExecutorKey, Receipt, ReceiptError, peer_id_of};

@@ -1,0 +1,168 @@
+//! What a task is: its module, input, arguments and limits.
+
+use sha2::{Digest, Sha256};
+
+use crate::TaskError;
+
+/// Resource limits of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory, bytes. Default 64 MiB.
+    pub memory_bytes: u64,
+    /// Fuel, the billing unit (about one unit per WebAssembly instruction). Default
+    /// 10,000,000,000: a few seconds of work.
+    pub fuel: u64,
+    /// Wall time, milliseconds. Default 10,000.
+    pub wall_time_ms: u64,
+    /// Bytes written to stdout. Default 1 MiB.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            fuel: 10_000_000_000,
+            wall_time_ms: 10_000,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The most a node allows any task; manifests asking for more are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// Largest memory limit, bytes. Default 1 GiB.
+    pub max_memory_bytes: u64,
+    /// Largest fuel limit. Default 100,000,000,000.
+    pub max_fuel: u64,
+    /// Longest wall time, milliseconds. Default 60,000.
+    pub max_wall_time_ms: u64,
+    /// Largest output, bytes. Default 16 MiB.
+    pub max_output_bytes: u64,
+    /// Largest input, bytes. Default 16 MiB.
+    pub max_input_bytes: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 1 << 30,
+            max_fuel: 100_000_000_000,
+            max_wall_time_ms: 60_000,
+            max_output_bytes: 16 << 20,
+            max_input_bytes: 16 << 20,
+        }
+    }
+}
+
+/// One task to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The task's id.
+    pub task_id: String,
+    /// The module: binary WebAssembly, or text (WAT).
+    pub module: Vec<u8>,
+    /// The module's SHA-256, if the sender stated it; checked before anything runs.
+    pub module_sha256: Option<[u8; 32]>,
+    /// The function to call. Default `_start`.
+    pub entry: String,
+    /// The task's stdin.
+    pub input: Vec<u8>,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Manifest {
+    /// A manifest for `module` with defaults for everything else.
+    pub fn new(task_id: impl Into<String>, module: Vec<u8>) -> Self {
+        Self {
+            task_id: task_id.into(),
+            module,
+            module_sha256: None,
+            entry: "_start".to_owned(),
+            input: Vec::new(),
+            args: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Checks the manifest against `policy`, reporting every problem at once.
+    pub fn validate(&self, policy: &Policy) -> Result<[u8; 32], TaskError> {
+        let mut problems = Vec::new();
+        let digest = sha256(&self.module);
+        if self.task_id.is_empty() {
+            problems.push("task id is empty".to_owned());
+        }
+        if self.module.is_empty() {
+            problems.push("module is empty".to_owned());
+        }
+        if let Some(stated) = self.module_sha256
+            && stated != digest
+        {
+            problems.push(format!(
+                "module SHA-256 mismatch: stated {}, actual {}",
+                hex::encode(stated),
+                hex::encode(digest)
+            ));
+        }
+        if self.entry.is_empty() {
+            problems.push("entry point is empty".to_owned());
+        }
+        let l = &self.limits;
+        let mut over = |what: &str, value: u64, max: u64| {
+            if value > max {
+                problems.push(format!(
+                    "{what} limit {value} is above the node's policy of {max}"
+                ));
+            }
+            if value == 0 {
+                problems.push(format!("{what} limit must be above zero"));
+            }
+        };
+        over("memory", l.memory_bytes, policy.max_memory_bytes);
+        over("fuel", l.fuel, policy.max_fuel);
+        over("wall time", l.wall_time_ms, policy.max_wall_time_ms);
+        over("output", l.output_bytes, policy.max_output_bytes);
+        if self.input.len() as u64 > policy.max_input_bytes {
+            problems.push(format!(
+                "input of {} bytes is above the node's policy of {}",
+                self.input.len(),
+                policy.max_input_bytes
+            ));
+        }
+        if problems.is_empty() {
+            Ok(digest)
+        } else {
+            Err(TaskError::InvalidManifest(problems))
+        }
+    }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut m = Manifest::new("", b"(module)".to_vec());
+        m.module_sha256 = Some([0; 32]);
+        m.limits.fuel = u64::MAX;
+        m.limits.memory_bytes = 0;
+        let Err(TaskError::InvalidManifest(problems)) = m.validate(&Policy::default()) else {
+            panic!("expected an invalid manifest");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("SHA-256 mismatch")));
+        assert!(problems.iter().any(|p| p.contains("fuel limit")));
+    }
+}

@@ -1,0 +1,483 @@
+//! The host side of WASI preview 1 that a task sees: stdin is the task's input, stdout its
+//! output (capped), stderr captured (capped), arguments and environment as given, clocks,
+//! deterministic randomness, and no files, directories or sockets. Functions a module
+//! imports beyond these make it fail to link with a clear "unknown import" error.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Caller, Extern, Linker, Memory};
+
+use crate::TaskError;
+use crate::limits::Limiter;
+
+/// The import module every function here lives in.
+pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
+
+/// The most stderr kept; more is counted and dropped, never an error.
+pub(crate) const STDERR_LIMIT: usize = 64 << 10;
+
+const SUCCESS: i32 = 0;
+const EBADF: i32 = 8;
+const EFAULT: i32 = 21;
+const EINVAL: i32 = 28;
+const ENOSYS: i32 = 52;
+const ESPIPE: i32 = 70;
+
+/// Everything a running task's host functions touch.
+pub(crate) struct TaskState {
+    pub(crate) limiter: Limiter,
+    stdin: Vec<u8>,
+    stdin_pos: usize,
+    pub(crate) stdout: Vec<u8>,
+    output_limit: u64,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) stderr_dropped: u64,
+    args: Vec<String>,
+    env: Vec<String>,
+    started: Instant,
+    random_seed: [u8; 32],
+    random_counter: u64,
+    /// Set when the module called `proc_exit`.
+    pub(crate) exit_code: Option<i32>,
+    /// Set when a write went past the output limit.
+    pub(crate) output_exceeded: bool,
+}
+
+impl TaskState {
+    pub(crate) fn new(
+        limiter: Limiter,
+        input: Vec<u8>,
+        output_limit: u64,
+        args: Vec<String>,
+        random_seed: [u8; 32],
+    ) -> Self {
+        Self {
+            limiter,
+            stdin: input,
+            stdin_pos: 0,
+            stdout: Vec::new(),
+            output_limit,
+            stderr: Vec::new(),
+            stderr_dropped: 0,
+            args,
+            env: Vec::new(),
+            started: Instant::now(),
+            random_seed,
+            random_counter: 0,
+            exit_code: None,
+            output_exceeded: false,
+        }
+    }
+}
+
+/// `proc_exit` unwinds the guest with this error; the engine reads the code from the state.
+#[derive(Debug)]
+pub(crate) struct Exit;
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("task exited")
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// The names this host provides, to tell a missing import from a present one.
+pub(crate) const FUNCTIONS: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "fd_write",
+    "fd_read",
+    "fd_close",
+    "fd_fdstat_get",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_seek",
+    "proc_exit",
+    "random_get",
+    "clock_time_get",
+    "clock_res_get",
+    "sched_yield",
+    "poll_oneoff",
+];
+
+fn memory(caller: &mut Caller<'_, TaskState>) -> Option<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Some(m),
+        _ => None,
+    }
+}
+
+fn read_u32(data: &[u8], at: u32) -> Option<u32> {
+    let at = at as usize;
+    data.get(at..at.checked_add(4)?)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn write_bytes(data: &mut [u8], at: u32, bytes: &[u8]) -> bool {
+    let at = at as usize;
+    match at
+        .checked_add(bytes.len())
+        .and_then(|end| data.get_mut(at..end))
+    {
+        Some(dst) => {
+            dst.copy_from_slice(bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The (pointer, length) pairs of an iovec array.
+fn iovecs(data: &[u8], iovs: u32, count: u32) -> Option<Vec<(u32, u32)>> {
+    (0..count)
+        .map(|i| {
+            let base = iovs.checked_add(i.checked_mul(8)?)?;
+            Some((read_u32(data, base)?, read_u32(data, base.checked_add(4)?)?))
+        })
+        .collect()
+}
+
+/// Writes `strings` as a WASI string table (`*_get`).
+fn string_table(
+    caller: &mut Caller<'_, TaskState>,
+    strings: &[String],
+    ptrs: u32,
+    buf: u32,
+) -> i32 {
+    let Some(mem) = memory(caller) else {
+        return EFAULT;
+    };
+    let data = mem.data_mut(caller);
+    let mut offset = buf;
+    for (i, s) in strings.iter().enumerate() {
+        let Some(slot) = (i as u32).checked_mul(4).and_then(|o| ptrs.checked_add(o)) else {
+            return EFAULT;
+        };
+        if !write_bytes(data, slot, &offset.to_le_bytes()) {
+            return EFAULT;
+        }
+        let mut bytes = s.as_bytes().to_vec();
+        bytes.push(0);
+        if !write_bytes(data, offset, &bytes) {
+            return EFAULT;
+        }
+        let Some(next) = offset.checked_add(bytes.len() as u32) else {
+            return EFAULT;
+        };
+        offset = next;
+    }
+    SUCCESS
+}
+
+fn table_sizes(
+    caller: &mut Caller<'_, TaskState>,
+    strings: &[String],
+    count_ptr: u32,
+    size_ptr: u32,
+) -> i32 {
+    let Some(mem) = memory(caller) else {
+        return EFAULT;
+    };
+    let size: usize = strings.iter().map(|s| s.len() + 1).sum();
+    let data = mem.data_mut(caller);
+    if write_bytes(data, count_ptr, &(strings.len() as u32).to_le_bytes())
+        && write_bytes(data, size_ptr, &(size as u32).to_le_bytes())
+    {
+        SUCCESS
+    } else {
+        EFAULT
+    }
+}
+
+/// Adds every function of this host to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskError> {
+    let host = |e: wasmtime::Error| TaskError::Host(format!("cannot define the WASI host: {e}"));
+
+    linker
+        .func_wrap(
+            MODULE,
+            "args_sizes_get",
+            |mut c: Caller<'_, TaskState>, count: u32, size: u32| {
+                let args = c.data().args.clone();
+                table_sizes(&mut c, &args, count, size)
+            },
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "args_get",
+            |mut c: Caller<'_, TaskState>, ptrs: u32, buf: u32| {
+                let args = c.data().args.clone();
+                string_table(&mut c, &args, ptrs, buf)
+            },
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "environ_sizes_get",
+            |mut c: Caller<'_, TaskState>, count: u32, size: u32| {
+                let env = c.data().env.clone();
+                table_sizes(&mut c, &env, count, size)
+            },
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "environ_get",
+            |mut c: Caller<'_, TaskState>, ptrs: u32, buf: u32| {
+                let env = c.data().env.clone();
+                string_table(&mut c, &env, ptrs, buf)
+            },
+        )
+        .map_err(host)?;
+
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_write",
+            |mut c: Caller<'_, TaskState>,
+             fd: i32,
+             iovs: u32,
+             count: u32,
+             written_ptr: u32|
+             -> wasmtime::Result<i32> {
+                if fd != 1 && fd != 2 {
+                    return Ok(EBADF);
+                }
+                let Some(mem) = memory(&mut c) else {
+                    return Ok(EFAULT);
+                };
+                let (data, state) = mem.data_and_store_mut(&mut c);
+                let Some(vecs) = iovecs(data, iovs, count) else {
+                    return Ok(EFAULT);
+                };
+                let mut written: u32 = 0;
+                for (ptr, len) in vecs {
+                    let Some(bytes) = (ptr as usize)
+                        .checked_add(len as usize)
+                        .and_then(|end| data.get(ptr as usize..end))
+                    else {
+                        return Ok(EFAULT);
+                    };
+                    if fd == 1 {
+                        if state.stdout.len() as u64 + bytes.len() as u64 > state.output_limit {
+                            state.output_exceeded = true;
+                            return Err(wasmtime::Error::msg("output limit exceeded"));
+                        }
+                        state.stdout.extend_from_slice(bytes);
+                    } else {
+                        let room = STDERR_LIMIT
+                            .saturating_sub(state.stderr.len())
+                            .min(bytes.len());
+                        state.stderr.extend_from_slice(&bytes[..room]);
+                        state.stderr_dropped += (bytes.len() - room) as u64;
+                    }
+                    written = written.saturating_add(len);
+                }
+                Ok(if write_bytes(data, written_ptr, &written.to_le_bytes()) {
+                    SUCCESS
+                } else {
+                    EFAULT
+                })
+            },
+        )
+        .map_err(host)?;
+
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_read",
+            |mut c: Caller<'_, TaskState>, fd: i32, iovs: u32, count: u32, read_ptr: u32| -> i32 {
+                if fd != 0 {
+                    return EBADF;
+                }
+                let Some(mem) = memory(&mut c) else {
+                    return EFAULT;
+                };
+                let (data, state) = mem.data_and_store_mut(&mut c);
+                let Some(vecs) = iovecs(data, iovs, count) else {
+                    return EFAULT;
+                };
+                let mut read: u32 = 0;
+                for (ptr, len) in vecs {
+                    let rest = &state.stdin[state.stdin_pos..];
+                    let n = rest.len().min(len as usize);
+                    if !write_bytes(data, ptr, &rest[..n]) {
+                        return EFAULT;
+                    }
+                    state.stdin_pos += n;
+                    read = read.saturating_add(n as u32);
+                    if n < len as usize {
+                        break;
+                    }
+                }
+                if write_bytes(data, read_ptr, &read.to_le_bytes()) {
+                    SUCCESS
+                } else {
+                    EFAULT
+                }
+            },
+        )
+        .map_err(host)?;
+
+    linker
+        .func_wrap(MODULE, "fd_close", |_: Caller<'_, TaskState>, fd: i32| {
+            if (0..=2).contains(&fd) {
+                SUCCESS
+            } else {
+                EBADF
+            }
+        })
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_fdstat_get",
+            |mut c: Caller<'_, TaskState>, fd: i32, ptr: u32| {
+                if !(0..=2).contains(&fd) {
+                    return EBADF;
+                }
+                let Some(mem) = memory(&mut c) else {
+                    return EFAULT;
+                };
+                // filetype character device (2), no flags; rights: read (fd 0) or write (fd 1, 2).
+                let rights: u64 = if fd == 0 { 1 << 1 } else { 1 << 6 };
+                let mut stat = [0u8; 24];
+                stat[0] = 2;
+                stat[8..16].copy_from_slice(&rights.to_le_bytes());
+                if write_bytes(mem.data_mut(&mut c), ptr, &stat) {
+                    SUCCESS
+                } else {
+                    EFAULT
+                }
+            },
+        )
+        .map_err(host)?;
+    // No preopened directories: there is no file system.
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_prestat_get",
+            |_: Caller<'_, TaskState>, _: i32, _: u32| EBADF,
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_prestat_dir_name",
+            |_: Caller<'_, TaskState>, _: i32, _: u32, _: u32| EBADF,
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_seek",
+            |_: Caller<'_, TaskState>, fd: i32, _: i64, _: i32, _: u32| {
+                if (0..=2).contains(&fd) { ESPIPE } else { EBADF }
+            },
+        )
+        .map_err(host)?;
+
+    linker
+        .func_wrap(
+            MODULE,
+            "proc_exit",
+            |mut c: Caller<'_, TaskState>, code: i32| -> wasmtime::Result<()> {
+                c.data_mut().exit_code = Some(code);
+                Err(wasmtime::Error::new(Exit))
+            },
+        )
+        .map_err(host)?;
+
+    // Deterministic: SHA-256 blocks of the task's seed and a counter, so a rerun of the
+    // same task on another node computes the same output.
+    linker
+        .func_wrap(
+            MODULE,
+            "random_get",
+            |mut c: Caller<'_, TaskState>, ptr: u32, len: u32| {
+                let Some(mem) = memory(&mut c) else {
+                    return EFAULT;
+                };
+                let (data, state) = mem.data_and_store_mut(&mut c);
+                let mut bytes = Vec::with_capacity(len as usize);
+                while bytes.len() < len as usize {
+                    let mut h = Sha256::new();
+                    h.update(state.random_seed);
+                    h.update(state.random_counter.to_le_bytes());
+                    state.random_counter += 1;
+                    bytes.extend_from_slice(&h.finalize());
+                }
+                bytes.truncate(len as usize);
+                if write_bytes(data, ptr, &bytes) {
+                    SUCCESS
+                } else {
+                    EFAULT
+                }
+            },
+        )
+        .map_err(host)?;
+
+    linker
+        .func_wrap(
+            MODULE,
+            "clock_time_get",
+            |mut c: Caller<'_, TaskState>, id: i32, _precision: i64, ptr: u32| {
+                let nanos: u64 = match id {
+                    0 => SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0),
+                    1..=3 => c.data().started.elapsed().as_nanos() as u64,
+                    _ => return EINVAL,
+                };
+                let Some(mem) = memory(&mut c) else {
+                    return EFAULT;
+                };
+                if write_bytes(mem.data_mut(&mut c), ptr, &nanos.to_le_bytes()) {
+                    SUCCESS
+                } else {
+                    EFAULT
+                }
+            },
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "clock_res_get",
+            |mut c: Caller<'_, TaskState>, id: i32, ptr: u32| {
+                if !(0..=3).contains(&id) {
+                    return EINVAL;
+                }
+                let Some(mem) = memory(&mut c) else {
+                    return EFAULT;
+                };
+                if write_bytes(mem.data_mut(&mut c), ptr, &1u64.to_le_bytes()) {
+                    SUCCESS
+                } else {
+                    EFAULT
+                }
+            },
+        )
+        .map_err(host)?;
+    linker
+        .func_wrap(MODULE, "sched_yield", |_: Caller<'_, TaskState>| SUCCESS)
+        .map_err(host)?;
+    // Sleeping and waiting on descriptors are not offered: a task computes, it does not wait.
+    linker
+        .func_wrap(
+            MODULE,
+            "poll_oneoff",
+            |_: Caller<'_, TaskState>, _: u32, _: u32, _: u32, _: u32| ENOSYS,
+        )
+        .map_err(host)?;
+    Ok(())
+}
