@@ -7,12 +7,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Config, InstancePre, Linker, Module, Store, Trap};
+use std::path::PathBuf;
+
+use wasmtime::{
+    Config, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    Store, Trap,
+};
 use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::{attr, span};
 
 use crate::TaskError;
-use crate::limits::Limiter;
+use crate::disk_cache::{DiskCache, Lookup};
+use crate::limits::{Limiter, MAX_TABLE_ELEMENTS};
 use crate::manifest::{Manifest, Policy, sha256};
 use crate::receipt::{ExecutorKey, Receipt};
 use crate::wasi::{self, Exit, TaskState};
@@ -21,6 +27,8 @@ use crate::wasi::{self, Exit, TaskState};
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Prepared modules kept in memory; the oldest is dropped when full.
 pub const CACHE_CAPACITY: usize = 64;
+/// Instance slots of the pooling allocator: tasks that can run at once.
+const POOL_SLOTS: u32 = 64;
 /// Deepest WebAssembly stack a task may use.
 const MAX_STACK_BYTES: usize = 512 << 10;
 
@@ -33,10 +41,12 @@ pub struct Measurement {
     pub peak_memory_bytes: u64,
     /// Time from instantiation to the end of the entry point.
     pub wall_time: Duration,
-    /// Time spent compiling (zero on a cache hit).
+    /// Time spent compiling, or loading from disk (zero on a memory cache hit).
     pub compile_time: Duration,
-    /// Whether the prepared module came from the cache.
+    /// Whether the module came from a cache (memory or disk) instead of the compiler.
     pub cache_hit: bool,
+    /// Whether it came from the disk cache (its load time is in `compile_time`).
+    pub from_disk: bool,
 }
 
 /// Everything a run produced.
@@ -99,11 +109,24 @@ impl Drop for Ticker {
     }
 }
 
+/// How an engine is set up.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// What tasks may ask for. Default: [`Policy::default`].
+    pub policy: Policy,
+    /// Where compiled modules are kept across restarts. Default: none (memory only).
+    pub disk_cache: Option<PathBuf>,
+    /// Preallocate instance slots (faster instantiation, more reserved address space).
+    /// Default `false`: allocate on demand.
+    pub pooling_allocator: bool,
+}
+
 /// Runs tasks. One per node; share it between threads.
 pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<TaskState>,
     cache: Mutex<Cache>,
+    disk: Option<DiskCache>,
     policy: Policy,
     key: ExecutorKey,
     _ticker: Ticker,
@@ -119,15 +142,34 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine enforcing `policy`, signing receipts with `key`.
-    pub fn new(policy: Policy, key: ExecutorKey) -> Result<Self, TaskError> {
+    /// An engine set up by `options`, signing receipts with `key`.
+    pub fn new(options: EngineOptions, key: ExecutorKey) -> Result<Self, TaskError> {
+        let policy = options.policy;
         let mut config = Config::new();
         config
             .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(MAX_STACK_BYTES);
+        if options.pooling_allocator {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_core_instances(POOL_SLOTS)
+                .total_memories(POOL_SLOTS)
+                .total_tables(POOL_SLOTS * 8)
+                .max_memory_size(usize::try_from(policy.max_memory_bytes).unwrap_or(usize::MAX))
+                .table_elements(MAX_TABLE_ELEMENTS);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = wasmtime::Engine::new(&config)
             .map_err(|e| TaskError::Host(format!("cannot start wasmtime: {e}")))?;
+        let disk = match &options.disk_cache {
+            Some(dir) => Some(DiskCache::new(dir, &engine).map_err(|e| {
+                TaskError::Host(format!(
+                    "cannot use the module cache {}: {e}",
+                    dir.display()
+                ))
+            })?),
+            None => None,
+        };
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -147,6 +189,7 @@ impl Engine {
             engine,
             linker,
             cache: Mutex::new(Cache::default()),
+            disk,
             policy,
             key,
             _ticker: Ticker {
@@ -325,8 +368,27 @@ impl Engine {
             return Ok(p);
         }
         let started = Instant::now();
-        let module = Module::new(&self.engine, &manifest.module)
-            .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
+        let module = match self.disk.as_ref().map(|d| d.load(&self.engine, &hash)) {
+            Some(Lookup::Hit(module)) => {
+                measurement.cache_hit = true;
+                measurement.from_disk = true;
+                compile.record(attr::CACHE_HIT, true);
+                module
+            }
+            found => {
+                if let Some(Lookup::Rejected(reason)) = found {
+                    tracing::warn!(task.id = %manifest.task_id, "compiled module cache entry not used, compiling again: {reason}");
+                }
+                let module = Module::new(&self.engine, &manifest.module)
+                    .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
+                if let Some(disk) = &self.disk
+                    && let Err(e) = disk.store(&module, &hash)
+                {
+                    tracing::warn!("compiled module not cached: {e}");
+                }
+                module
+            }
+        };
         measurement.compile_time = started.elapsed();
         for import in module.imports() {
             let provided = import.module() == wasi::MODULE

@@ -3,9 +3,9 @@
 //! receipt for it, failed runs included. It knows nothing of the network.
 //!
 //! ```
-//! use zerostate_execution::{Engine, ExecutorKey, Manifest, Policy};
+//! use zerostate_execution::{Engine, EngineOptions, ExecutorKey, Manifest};
 //!
-//! let engine = Engine::new(Policy::default(), ExecutorKey::from_seed([7; 32])).expect("engine");
+//! let engine = Engine::new(EngineOptions::default(), ExecutorKey::from_seed([7; 32])).expect("engine");
 //! let wat = r#"(module
 //!     (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
 //!     (memory (export "memory") 1)
@@ -22,6 +22,7 @@
 //!
 //! This crate has no feature flags.
 
+mod disk_cache;
 mod engine;
 mod error;
 mod limits;
@@ -29,7 +30,7 @@ mod manifest;
 mod receipt;
 mod wasi;
 
-pub use engine::{CACHE_CAPACITY, Engine, Execution, Measurement};
+pub use engine::{CACHE_CAPACITY, Engine, EngineOptions, Execution, Measurement};
 pub use error::TaskError;
 pub use limits::MAX_TABLE_ELEMENTS;
 pub use manifest::{Limits, Manifest, Policy, sha256};

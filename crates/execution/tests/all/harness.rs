@@ -1,9 +1,9 @@
 //! An engine and small WAT programs the tests share.
 
-use zerostate_execution::{Engine, ExecutorKey, Manifest, Policy};
+use zerostate_execution::{Engine, EngineOptions, ExecutorKey, Manifest};
 
 pub(crate) fn engine() -> Engine {
-    Engine::new(Policy::default(), ExecutorKey::from_seed([7; 32])).expect("engine")
+    Engine::new(EngineOptions::default(), ExecutorKey::from_seed([7; 32])).expect("engine")
 }
 
 pub(crate) fn manifest(wat: &str) -> Manifest {
