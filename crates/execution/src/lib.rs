@@ -22,6 +22,7 @@
 //!
 //! This crate has no feature flags.
 
+pub mod builtin;
 mod disk_cache;
 mod engine;
 mod error;

@@ -1,5 +1,6 @@
 //! Integration tests of the execution engine: one binary, one module per topic.
 
+mod builtin;
 mod disk_cache;
 mod harness;
 mod hostile;
