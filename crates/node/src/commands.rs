@@ -1,0 +1,4 @@
+//! One module per subcommand group, each a clap struct with `run(self)`.
+
+pub mod receipt;
+pub mod task;

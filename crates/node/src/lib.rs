@@ -1,0 +1,41 @@
+//! The `zerostate` binary: command line, configuration, and the wiring of the engines.
+//!
+//! Today it offers what a task author needs: `zerostate task run` and
+//! `zerostate receipt verify`. The node, devnet and collector commands come with the
+//! network and collector.
+
+pub mod commands;
+pub mod data;
+pub mod units;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// ZeroState: a peer-to-peer compute network with distributed tracing built in.
+#[derive(Debug, Parser)]
+#[command(name = "zerostate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with tasks.
+    #[command(subcommand)]
+    Task(commands::task::TaskCommand),
+    /// Work with receipts.
+    #[command(subcommand)]
+    Receipt(commands::receipt::ReceiptCommand),
+}
+
+impl Cli {
+    /// Runs the chosen command; the exit code says how it ended.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Task(c) => c.run(),
+            Command::Receipt(c) => c.run(),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `zerostate task run` and `zerostate task builtins`.
+
+use crate::{text, zerostate};
+
+#[test]
+fn a_builtin_runs_and_prints_its_result() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = zerostate(
+        data.path(),
+        &["task", "run", "builtin:primes", "--input", "-"],
+        b"100",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "25\n");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_module_file_runs_with_input_file_and_arguments() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let wat = data.path().join("argc.wat");
+    std::fs::write(
+        &wat,
+        r#"(module
+          (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "_start")
+            (drop (call $sizes (i32.const 0) (i32.const 4)))
+            (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.load (i32.const 0))))
+            (i32.store (i32.const 8) (i32.const 100))
+            (i32.store (i32.const 12) (i32.const 1))
+            (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 16)))))"#,
+    )
+    .expect("write module");
+    let path = wat.to_str().expect("utf-8 path");
+    let out = zerostate(
+        data.path(),
+        &["task", "run", path, "--arg", "x", "--arg", "y"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "3");
+
+    let input = data.path().join("input.txt");
+    std::fs::write(&input, "The quick brown fox jumps over the lazy dog").expect("write input");
+    let out = zerostate(
+        data.path(),
+        &[
+            "task",
+            "run",
+            "builtin:crc32",
+            "--input",
+            input.to_str().expect("utf-8"),
+        ],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "414fa339\n");
+}
+
+#[test]
+fn a_failed_task_exits_non_zero_with_one_line_naming_the_limit() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = zerostate(
+        data.path(),
+        &[
+            "task",
+            "run",
+            "builtin:primes",
+            "--input",
+            "-",
+            "--fuel",
+            "1000000",
+        ],
+        b"10000000",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "task failed: out of fuel after 1000000 units\n"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = zerostate(
+        data.path(),
+        &[
+            "task",
+            "run",
+            "builtin:primes",
+            "--input",
+            "-",
+            "--memory",
+            "1MiB",
+        ],
+        b"10000000",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "task failed: memory limit of 1048576 bytes exceeded\n"
+    );
+}
+
+#[test]
+fn bad_flags_and_missing_files_are_explained() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = zerostate(
+        data.path(),
+        &["task", "run", "builtin:primes", "--memory", "12 parsecs"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown size unit"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = zerostate(data.path(), &["task", "run", "/no/such/module.wasm"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("reading the module /no/such/module.wasm"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = zerostate(data.path(), &["task", "run", "builtin:bitcoin"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no built-in task \"bitcoin\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn builtins_are_listed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = zerostate(data.path(), &["task", "builtins"], b"");
+    let listing = text(&out.stdout);
+    for name in ["builtin:primes", "builtin:matmul", "builtin:crc32"] {
+        assert!(listing.contains(name), "{listing}");
+    }
+}
