@@ -217,7 +217,7 @@ impl Engine {
         let mut measurement = Measurement::default();
         let mut state_out: Option<TaskState> = None;
 
-        let result = self.execute(manifest, &mut measurement, &mut state_out);
+        let result = self.execute(manifest, &mut measurement, &mut state_out, true);
         let (output, stderr, exit_code) = match state_out {
             Some(state) => (state.stdout, state.stderr, state.exit_code.unwrap_or(0)),
             None => (Vec::new(), Vec::new(), 0),
@@ -286,11 +286,22 @@ impl Engine {
         }
     }
 
+    /// Validates `manifest`, compiles or finds its module, and instantiates it under its
+    /// limits (running its start function), without calling the entry point or signing a
+    /// receipt: a check that a task would start, and what starting it costs.
+    pub fn dry_run(&self, manifest: &Manifest) -> Result<Measurement, TaskError> {
+        let mut measurement = Measurement::default();
+        let mut state = None;
+        self.execute(manifest, &mut measurement, &mut state, false)?;
+        Ok(measurement)
+    }
+
     fn execute(
         &self,
         manifest: &Manifest,
         measurement: &mut Measurement,
         state_out: &mut Option<TaskState>,
+        call_entry: bool,
     ) -> Result<(), TaskError> {
         let module_hash = {
             let _s = tracing::info_span!(span::EXECUTION_MANIFEST_VALIDATE).entered();
@@ -328,6 +339,9 @@ impl Engine {
             let entry = instance
                 .get_typed_func::<(), ()>(&mut store, &manifest.entry)
                 .map_err(|_| wasmtime::Error::new(MissingEntry))?;
+            if !call_entry {
+                return Ok(());
+            }
             let _s = tracing::info_span!(span::EXECUTION_WASM_EXECUTE).entered();
             entry.call(&mut store, ())
         })();

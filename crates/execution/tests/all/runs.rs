@@ -111,3 +111,17 @@ fn a_task_leaves_the_seed_span_tree() {
         "resources.memory_bytes"
     ));
 }
+
+#[test]
+fn a_dry_run_instantiates_without_calling_the_entry_point() {
+    let e = engine();
+    // The entry point would trap; the dry run never calls it.
+    let m =
+        manifest(r#"(module (memory (export "memory") 3) (func (export "_start") unreachable))"#);
+    let measured = e.dry_run(&m).expect("instantiates");
+    assert_eq!(measured.peak_memory_bytes, 3 * 65_536);
+    assert!(matches!(e.run(&m).result, Err(TaskError::Trap(_))));
+    // A start function that traps fails the dry run too.
+    let bad = manifest(r#"(module (func $s unreachable) (start $s) (func (export "_start")))"#);
+    assert!(matches!(e.dry_run(&bad), Err(TaskError::Trap(_))));
+}

@@ -1,0 +1,154 @@
+//! What running a task costs, step by step.
+//!
+//! ```text
+//! cargo bench -p zerostate-execution --bench execution
+//! ```
+//!
+//! Rows: compiling a module cold; loading it from the disk cache into a fresh engine;
+//! instantiating it from the in-memory cache (on-demand and pooling allocator); a whole
+//! cached trivial task (validate, instantiate, execute, signed receipt); signing and
+//! verifying a receipt. The table at the end gives the median of the samples.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion};
+use zerostate_execution::{Engine, EngineOptions, ExecutorKey, Manifest, builtin};
+
+const TRIVIAL: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+fn engine(options: EngineOptions) -> Engine {
+    Engine::new(options, ExecutorKey::from_seed([7; 32])).expect("engine")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut table: Vec<(&str, f64)> = Vec::new();
+    // The built-in module: a realistic size for compile and load.
+    let builtin = builtin::manifest("crc32", "bench", Vec::new()).expect("builtin");
+
+    let mut samples = Vec::new();
+    c.bench_function("compile cold (built-in module)", |b| {
+        b.iter_batched(
+            || engine(EngineOptions::default()),
+            |e| {
+                let m = e.dry_run(&builtin).expect("compiles");
+                samples.push(m.compile_time.as_secs_f64() * 1e6);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    table.push(("compile cold (built-in module), us", median(samples)));
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let disk = EngineOptions {
+        disk_cache: Some(dir.path().to_owned()),
+        ..EngineOptions::default()
+    };
+    engine(disk.clone())
+        .dry_run(&builtin)
+        .expect("fills the disk cache");
+    let mut samples = Vec::new();
+    c.bench_function("load from disk cache (built-in module)", |b| {
+        b.iter_batched(
+            || engine(disk.clone()),
+            |e| {
+                let m = e.dry_run(&builtin).expect("loads");
+                assert!(m.from_disk);
+                samples.push(m.compile_time.as_secs_f64() * 1e6);
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    table.push((
+        "load from disk cache (built-in module), us",
+        median(samples),
+    ));
+
+    let trivial = Manifest::new("bench", TRIVIAL.as_bytes().to_vec());
+    for (name, pooling) in [
+        ("instantiate from cache, on demand", false),
+        ("instantiate from cache, pooling", true),
+    ] {
+        let e = engine(EngineOptions {
+            pooling_allocator: pooling,
+            ..EngineOptions::default()
+        });
+        e.dry_run(&trivial).expect("warm");
+        let mut samples = Vec::new();
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let m = e.dry_run(&trivial).expect("instantiates");
+                    total += m.wall_time;
+                }
+                samples.push(total.as_secs_f64() * 1e6 / iters as f64);
+                total
+            })
+        });
+        table.push((
+            if pooling {
+                "instantiate from cache, pooling, us"
+            } else {
+                "instantiate from cache, on demand, us"
+            },
+            median(samples),
+        ));
+    }
+
+    let e = engine(EngineOptions {
+        pooling_allocator: true,
+        ..EngineOptions::default()
+    });
+    e.run(&trivial);
+    let mut samples = Vec::new();
+    c.bench_function("whole cached trivial task (pooling)", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(e.run(&trivial)).result.expect("runs");
+            }
+            let elapsed = start.elapsed();
+            samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
+            elapsed
+        })
+    });
+    table.push((
+        "whole cached trivial task (validate, instantiate, execute, receipt), us",
+        median(samples),
+    ));
+
+    let receipt = e.run(&trivial).receipt;
+    let key = ExecutorKey::from_seed([7; 32]);
+    let mut samples = Vec::new();
+    c.bench_function("receipt sign and verify", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let r = receipt.clone().sign(&key);
+                r.verify().expect("valid");
+            }
+            let elapsed = start.elapsed();
+            samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
+            elapsed
+        })
+    });
+    table.push(("receipt sign and verify, us", median(samples)));
+
+    c.final_summary();
+    println!("\n| step | median |");
+    println!("|---|---:|");
+    for (name, v) in table {
+        println!("| {name} | {v:.2} |");
+    }
+}
