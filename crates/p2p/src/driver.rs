@@ -1,0 +1,971 @@
+//! The task that owns the swarm: runs commands from the handle, turns swarm events into
+//! spans, counters and delivered messages, and defends the node against hostile peers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity::Keypair, kad, noise, ping, relay,
+    request_response, tcp, yamux,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
+use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::names::{p2p_message, p2p_relay, span as names};
+
+use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, OversizedFrame};
+use crate::config::{NetworkConfig, Role};
+use crate::envelope::{Envelope, EnvelopeError};
+use crate::network::{Event, GossipMessage, IncomingRequest, NetworkError, PeerInfo};
+use crate::stats::Counters;
+
+/// Peers remembered after they disconnect, so that an offender's score survives a
+/// reconnect. Beyond this, disconnected peers are forgotten.
+const REMEMBERED_PEERS: usize = 4096;
+/// Connection spans open at once; beyond this, connections are not traced (and counted).
+const OPEN_CONNECTION_SPANS: usize = 1024;
+
+type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+pub(crate) enum Command {
+    ListenAddresses(oneshot::Sender<Vec<Multiaddr>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    MeshPeers(String, oneshot::Sender<Vec<PeerId>>),
+    Dial(Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>),
+    Subscribe(String, oneshot::Sender<Result<(), NetworkError>>),
+    Publish(
+        String,
+        Vec<u8>,
+        oneshot::Sender<Result<String, NetworkError>>,
+    ),
+    Request(
+        PeerId,
+        Vec<Multiaddr>,
+        Vec<u8>,
+        oneshot::Sender<Result<Envelope, NetworkError>>,
+    ),
+    Respond(
+        request_response::ResponseChannel<Vec<u8>>,
+        PeerId,
+        Vec<u8>,
+        oneshot::Sender<Result<(), NetworkError>>,
+    ),
+    PutRecord(Vec<u8>, Vec<u8>, Reply<()>),
+    GetRecord(Vec<u8>, Reply<Option<Vec<u8>>>),
+    FindPeer(PeerId, Reply<Vec<Multiaddr>>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+enum KadPending {
+    Put(Reply<()>),
+    Get(Reply<Option<Vec<u8>>>),
+    Find(PeerId, Reply<Vec<Multiaddr>>),
+}
+
+/// What this node knows of a peer.
+struct PeerState {
+    connections: HashMap<ConnectionId, Multiaddr>,
+    rtt: Option<Duration>,
+    offences: u64,
+    app_score: f64,
+    tokens: f64,
+    refilled: Instant,
+    agent: Option<String>,
+}
+
+impl PeerState {
+    fn new(burst: u32) -> Self {
+        Self {
+            connections: HashMap::new(),
+            rtt: None,
+            offences: 0,
+            app_score: 0.0,
+            tokens: f64::from(burst),
+            refilled: Instant::now(),
+            agent: None,
+        }
+    }
+}
+
+pub(crate) struct Driver {
+    swarm: Swarm<Behaviour>,
+    config: NetworkConfig,
+    counters: Arc<Counters>,
+    events: mpsc::Sender<Event>,
+    peers: HashMap<PeerId, PeerState>,
+    bootstrap_peers: HashSet<PeerId>,
+    bootstrapped: bool,
+    connection_spans: HashMap<ConnectionId, Span>,
+    dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>)>,
+    requests: HashMap<
+        request_response::OutboundRequestId,
+        (PeerId, oneshot::Sender<Result<Envelope, NetworkError>>),
+    >,
+    kad: HashMap<kad::QueryId, KadPending>,
+    pending_listeners: HashSet<ListenerId>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        config: NetworkConfig,
+        key: Keypair,
+        counters: Arc<Counters>,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Self, String> {
+        let idle = Duration::from_millis(config.idle_connection_timeout_ms);
+        let behaviour_config = config.clone();
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| format!("TCP transport: {e}"))?
+            .with_quic()
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| format!("relay transport: {e}"))?
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, relay_client, &behaviour_config)
+                    .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
+            })
+            .map_err(|e| format!("protocols: {e}"))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build();
+        Ok(Self {
+            swarm,
+            config,
+            counters,
+            events,
+            peers: HashMap::new(),
+            bootstrap_peers: HashSet::new(),
+            bootstrapped: false,
+            connection_spans: HashMap::new(),
+            dials: HashMap::new(),
+            requests: HashMap::new(),
+            kad: HashMap::new(),
+            pending_listeners: HashSet::new(),
+        })
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        for addr in self.config.listen.clone() {
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| format!("listening on {addr}: {e}"))?;
+            self.pending_listeners.insert(id);
+        }
+        for addr in self.config.external.clone() {
+            self.swarm.add_external_address(addr);
+        }
+        for addr in self.config.bootstrap.clone() {
+            if let Some(peer) = crate::peer_of(&addr) {
+                self.bootstrap_peers.insert(peer);
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(address = %addr, "cannot dial bootstrap node: {e}");
+            }
+        }
+        for relay in self.config.relays.clone() {
+            let circuit = relay.clone().with(Protocol::P2pCircuit);
+            if let Err(e) = self.swarm.listen_on(circuit) {
+                tracing::warn!(relay = %relay, "cannot listen through relay: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        ready: oneshot::Sender<Result<(), String>>,
+    ) {
+        if let Err(e) = self.start() {
+            let _ = ready.send(Err(e));
+            return;
+        }
+        let mut ready = Some(ready);
+        let listen_deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(listen_deadline);
+        loop {
+            if self.pending_listeners.is_empty() {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown(done)) => {
+                        let _ = done.send(());
+                        break;
+                    }
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.swarm_event(event),
+                () = &mut listen_deadline, if ready.is_some() => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err("no listen address came up within 5 s".into()));
+                    }
+                    return;
+                }
+            }
+        }
+        tracing::debug!("network stopped");
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddresses(tx) => {
+                let mut addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                for a in self.swarm.external_addresses() {
+                    if !addrs.contains(a) {
+                        addrs.push(a.clone());
+                    }
+                }
+                let _ = tx.send(addrs);
+            }
+            Command::Peers(tx) => {
+                let _ = tx.send(self.peer_infos());
+            }
+            Command::MeshPeers(topic, tx) => {
+                let hash = gossipsub::IdentTopic::new(topic).hash();
+                let peers = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .mesh_peers(&hash)
+                    .copied()
+                    .collect();
+                let _ = tx.send(peers);
+            }
+            Command::Dial(addr, tx) => {
+                let opts = DialOpts::from(addr.clone());
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, (addr, tx));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(NetworkError::Dial {
+                            address: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Subscribe(topic, tx) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&gossipsub::IdentTopic::new(topic.clone()))
+                    .map(|_| ())
+                    .map_err(|e| NetworkError::Publish {
+                        topic,
+                        reason: e.to_string(),
+                    });
+                let _ = tx.send(result);
+            }
+            Command::Publish(topic, bytes, tx) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(topic.clone()), bytes)
+                    .map(|id| id.to_string())
+                    .map_err(|e| NetworkError::Publish {
+                        topic,
+                        reason: publish_error(&e),
+                    });
+                let _ = tx.send(result);
+            }
+            Command::Request(peer, addresses, bytes, tx) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .request
+                    .send_request_with_addresses(&peer, bytes, addresses);
+                self.requests.insert(id, (peer, tx));
+            }
+            Command::Respond(channel, peer, bytes, tx) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .request
+                    .send_response(channel, bytes)
+                    .map_err(|_| NetworkError::Request {
+                        peer,
+                        reason: "the requester is gone (connection closed or timed out)".into(),
+                    });
+                let _ = tx.send(result);
+            }
+            Command::PutRecord(key, value, tx) => {
+                let record = kad::Record::new(key, value);
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One)
+                {
+                    Ok(id) => {
+                        self.kad.insert(id, KadPending::Put(tx));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(NetworkError::Dht {
+                            operation: "put",
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::GetRecord(key, tx) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_record(kad::RecordKey::new(&key));
+                self.kad.insert(id, KadPending::Get(tx));
+            }
+            Command::FindPeer(peer, tx) => {
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.kad.insert(id, KadPending::Find(peer, tx));
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let gossip = &self.swarm.behaviour().gossipsub;
+        self.peers
+            .iter()
+            .filter(|(_, s)| !s.connections.is_empty())
+            .map(|(peer, s)| PeerInfo {
+                peer_id: peer.to_string(),
+                addresses: s.connections.values().map(|a| a.to_string()).collect(),
+                relayed: s.connections.values().all(is_relayed),
+                rtt_ms: s.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                score: gossip.peer_score(peer),
+                offences: s.offences,
+                agent: s.agent.clone(),
+            })
+            .collect()
+    }
+
+    fn peer(&mut self, peer: PeerId) -> &mut PeerState {
+        let burst = self.config.peer_message_burst;
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| PeerState::new(burst))
+    }
+
+    /// Takes one token from the peer's bucket; false when it is sending too fast.
+    fn admit(&mut self, peer: PeerId) -> bool {
+        let rate = f64::from(self.config.peer_messages_per_second);
+        let burst = f64::from(self.config.peer_message_burst);
+        let state = self.peer(peer);
+        let now = Instant::now();
+        let elapsed = now.duration_since(state.refilled).as_secs_f64();
+        state.refilled = now;
+        state.tokens = (state.tokens + elapsed * rate).min(burst);
+        if state.tokens >= 1.0 {
+            state.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Lowers a peer's score for something it sent that this node dropped.
+    fn penalize(&mut self, peer: PeerId, reason: &str) {
+        let penalty = self.config.penalty_per_offence;
+        let state = self.peer(peer);
+        state.offences += 1;
+        state.app_score -= penalty;
+        let (offences, score) = (state.offences, state.app_score);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, score);
+        // One line for the first offence, then one per power of ten: a flood cannot flood
+        // the log.
+        if is_power_of_ten(offences) {
+            tracing::warn!(
+                peer.id = %peer,
+                offences,
+                "dropped a message from a peer: {reason} (its score is lowered; this is \
+                 logged at 1, 10, 100, ... offences)"
+            );
+        }
+    }
+
+    fn receive_span(
+        &self,
+        envelope: &Envelope,
+        peer: PeerId,
+        kind: &'static str,
+        size: usize,
+    ) -> Span {
+        let span = tracing::info_span!(
+            parent: None,
+            "p2p.message",
+            otel.name = p2p_message(&envelope.message_type),
+            otel.kind = kind,
+            message.type = %envelope.message_type,
+            peer.id = %peer,
+            size.bytes = size,
+            message.age_ms = envelope.age().as_secs_f64() * 1000.0,
+        );
+        if let Some(cx) = envelope.trace_context() {
+            span.set_parent(&cx);
+        }
+        span
+    }
+
+    fn deliver(&mut self, event: Event) {
+        if self.events.try_send(event).is_err() {
+            self.counters.dropped_app_busy();
+        }
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.behaviour_event(event),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                self.pending_listeners.remove(&listener_id);
+                tracing::info!(%address, "listening");
+                if self.config.role == Role::Relay
+                    && self.config.external.is_empty()
+                    && !is_relayed(&address)
+                {
+                    self.swarm.add_external_address(address);
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                self.pending_listeners.remove(&listener_id);
+                if let Err(e) = reason {
+                    tracing::warn!(?addresses, "a listener closed: {e}");
+                }
+            }
+            SwarmEvent::Dialing {
+                peer_id,
+                connection_id,
+            } => {
+                if self.connection_spans.len() < OPEN_CONNECTION_SPANS {
+                    let span = tracing::info_span!(
+                        parent: None,
+                        names::P2P_CONNECTION_ESTABLISH,
+                        direction = "outbound",
+                        peer.id = tracing::field::Empty,
+                        network.peer.address = tracing::field::Empty,
+                        relayed = tracing::field::Empty,
+                    );
+                    if let Some(p) = peer_id {
+                        span.record("peer.id", p.to_string());
+                    }
+                    self.connection_spans.insert(connection_id, span);
+                }
+            }
+            SwarmEvent::IncomingConnection {
+                connection_id,
+                send_back_addr,
+                ..
+            } => {
+                if self.connection_spans.len() < OPEN_CONNECTION_SPANS {
+                    let span = tracing::info_span!(
+                        parent: None,
+                        names::P2P_CONNECTION_ESTABLISH,
+                        direction = "inbound",
+                        peer.id = tracing::field::Empty,
+                        network.peer.address = %send_back_addr,
+                        relayed = tracing::field::Empty,
+                    );
+                    self.connection_spans.insert(connection_id, span);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                established_in,
+                ..
+            } => {
+                self.counters.connections_established();
+                let address = endpoint.get_remote_address().clone();
+                if let Some(span) = self.connection_spans.remove(&connection_id) {
+                    span.record("peer.id", peer_id.to_string());
+                    span.record("network.peer.address", address.to_string());
+                    span.record("relayed", is_relayed(&address));
+                    span.record_success(established_in);
+                }
+                if let Some((_, tx)) = self.dials.remove(&connection_id) {
+                    let _ = tx.send(Ok(peer_id));
+                }
+                let burst = self.config.peer_message_burst;
+                let state = self
+                    .peers
+                    .entry(peer_id)
+                    .or_insert_with(|| PeerState::new(burst));
+                state.connections.insert(connection_id, address);
+                let score = state.app_score;
+                if score != 0.0 {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer_id, score);
+                }
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    tracing::debug!(peer.id = %peer_id, %address, "connected");
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                endpoint,
+                cause,
+                ..
+            } => {
+                self.counters.connections_closed();
+                let span = tracing::info_span!(
+                    parent: None,
+                    names::P2P_CONNECTION_CLOSE,
+                    peer.id = %peer_id,
+                    network.peer.address = %endpoint.get_remote_address(),
+                    cause = tracing::field::Empty,
+                );
+                match &cause {
+                    Some(e) => {
+                        span.record("cause", e.to_string());
+                    }
+                    None => {
+                        span.record("cause", "closed by this node");
+                    }
+                }
+                drop(span);
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.connections.remove(&connection_id);
+                    if state.connections.is_empty() && state.offences == 0 {
+                        self.peers.remove(&peer_id);
+                    }
+                }
+                if self.peers.len() > REMEMBERED_PEERS {
+                    self.peers.retain(|_, s| !s.connections.is_empty());
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                self.counters.connections_failed();
+                if let Some(span) = self.connection_spans.remove(&connection_id) {
+                    if let Some(p) = peer_id {
+                        span.record("peer.id", p.to_string());
+                    }
+                    span.record_error(&error);
+                }
+                if let Some((addr, tx)) = self.dials.remove(&connection_id) {
+                    let _ = tx.send(Err(NetworkError::Dial {
+                        address: addr.to_string(),
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                self.counters.connections_failed();
+                if let Some(span) = self.connection_spans.remove(&connection_id) {
+                    span.record_error(&error);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(e) => self.gossip_event(e),
+            BehaviourEvent::Request(e) => self.request_event(e),
+            BehaviourEvent::Kad(e) => self.kad_event(e),
+            BehaviourEvent::Identify(e) => self.identify_event(e),
+            BehaviourEvent::Ping(e) => self.ping_event(e),
+            BehaviourEvent::RelayServer(e) => relay_server_event(e),
+            BehaviourEvent::RelayClient(e) => relay_client_event(e),
+        }
+    }
+
+    fn gossip_event(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        let verdict = if !self.admit(propagation_source) {
+            self.counters.dropped_flood();
+            self.penalize(propagation_source, "more messages per second than allowed");
+            gossipsub::MessageAcceptance::Ignore
+        } else {
+            match Envelope::decode(&message.data, self.config.max_message_bytes) {
+                Err(e) => {
+                    self.counters.dropped(&e);
+                    self.penalize(propagation_source, &e.to_string());
+                    gossipsub::MessageAcceptance::Reject
+                }
+                Ok(envelope) => {
+                    let span = self.receive_span(
+                        &envelope,
+                        propagation_source,
+                        "consumer",
+                        message.data.len(),
+                    );
+                    self.counters.gossip_received();
+                    self.deliver(Event::Gossip(GossipMessage {
+                        topic: message.topic.to_string(),
+                        source: message.source,
+                        forwarded_by: propagation_source,
+                        envelope,
+                        span,
+                    }));
+                    gossipsub::MessageAcceptance::Accept
+                }
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &propagation_source, verdict);
+    }
+
+    fn refuse(&mut self, channel: request_response::ResponseChannel<Vec<u8>>, why: &str) {
+        let reply = Envelope::new("error", why.as_bytes().to_vec(), None).encode();
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .request
+            .send_response(channel, reply);
+    }
+
+    fn request_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if !self.admit(peer) {
+                        self.counters.dropped_flood();
+                        self.penalize(peer, "more messages per second than allowed");
+                        self.refuse(channel, "too many messages: slow down");
+                        return;
+                    }
+                    match Envelope::decode(&request, self.config.max_message_bytes) {
+                        Err(e) => {
+                            self.counters.dropped(&e);
+                            self.penalize(peer, &e.to_string());
+                            self.refuse(channel, &e.to_string());
+                        }
+                        Ok(envelope) => {
+                            self.counters.requests_received();
+                            let span = self.receive_span(&envelope, peer, "server", request.len());
+                            let event = Event::Request(IncomingRequest {
+                                peer,
+                                envelope,
+                                span,
+                                channel,
+                            });
+                            if let Err(mpsc::error::TrySendError::Full(Event::Request(r))) =
+                                self.events.try_send(event)
+                            {
+                                self.counters.dropped_app_busy();
+                                self.refuse(r.channel, "the node is busy: try again later");
+                            }
+                        }
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    let Some((peer, tx)) = self.requests.remove(&request_id) else {
+                        return;
+                    };
+                    let result = match Envelope::decode(&response, self.config.max_message_bytes) {
+                        Err(e) => {
+                            self.counters.dropped(&e);
+                            self.penalize(peer, &e.to_string());
+                            Err(NetworkError::Request {
+                                peer,
+                                reason: format!("invalid response: {e}"),
+                            })
+                        }
+                        Ok(envelope) if envelope.message_type == "error" => {
+                            Err(NetworkError::Request {
+                                peer,
+                                reason: format!(
+                                    "refused: {}",
+                                    String::from_utf8_lossy(&envelope.payload)
+                                ),
+                            })
+                        }
+                        Ok(envelope) => Ok(envelope),
+                    };
+                    let _ = tx.send(result);
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some((peer, tx)) = self.requests.remove(&request_id) {
+                    let _ = tx.send(Err(NetworkError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                if let request_response::InboundFailure::Io(e) = &error {
+                    if let Some(big) = e.get_ref().and_then(|r| r.downcast_ref::<OversizedFrame>())
+                    {
+                        let e = EnvelopeError::Oversized {
+                            size: big.size,
+                            limit: big.limit,
+                        };
+                        self.counters.dropped(&e);
+                        self.penalize(peer, &e.to_string());
+                        return;
+                    }
+                }
+                tracing::debug!(peer.id = %peer, "an incoming request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn kad_event(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { id, result, .. } = event else {
+            return;
+        };
+        match result {
+            kad::QueryResult::PutRecord(r) => {
+                if let Some(KadPending::Put(tx)) = self.kad.remove(&id) {
+                    let _ = tx.send(r.map(|_| ()).map_err(|e| NetworkError::Dht {
+                        operation: "put",
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+            kad::QueryResult::GetRecord(r) => {
+                let Some(KadPending::Get(tx)) = self.kad.remove(&id) else {
+                    return;
+                };
+                let answer = match r {
+                    Ok(kad::GetRecordOk::FoundRecord(found)) => {
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
+                        Ok(Some(found.record.value))
+                    }
+                    Ok(_) | Err(kad::GetRecordError::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(NetworkError::Dht {
+                        operation: "get",
+                        reason: e.to_string(),
+                    }),
+                };
+                let _ = tx.send(answer);
+            }
+            kad::QueryResult::GetClosestPeers(r) => {
+                let Some(KadPending::Find(peer, tx)) = self.kad.remove(&id) else {
+                    return;
+                };
+                let peers = match r {
+                    Ok(ok) => ok.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                let found = peers
+                    .into_iter()
+                    .find(|p| p.peer_id == peer)
+                    .map(|p| p.addrs)
+                    .or_else(|| {
+                        self.peers
+                            .get(&peer)
+                            .filter(|s| !s.connections.is_empty())
+                            .map(|s| s.connections.values().cloned().collect())
+                    });
+                let _ = tx.send(found.ok_or(NetworkError::Dht {
+                    operation: "find_peer",
+                    reason: format!("no peer knows {peer}"),
+                }));
+            }
+            kad::QueryResult::Bootstrap(r) => {
+                if let Err(e) = r {
+                    tracing::debug!("DHT bootstrap: {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn identify_event(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else {
+            return;
+        };
+        self.peer(peer_id).agent = Some(info.agent_version.clone());
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        if !self.bootstrapped && self.bootstrap_peers.contains(&peer_id) {
+            self.bootstrapped = true;
+            if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                tracing::debug!("DHT bootstrap: {e}");
+            }
+        }
+    }
+
+    fn ping_event(&mut self, event: ping::Event) {
+        match event.result {
+            Ok(rtt) => {
+                if let Some(state) = self.peers.get_mut(&event.peer) {
+                    state.rtt = Some(rtt);
+                }
+                let span = tracing::debug_span!(
+                    target: "zerostate_p2p::health",
+                    parent: None,
+                    names::P2P_HEALTH_CHECK,
+                    peer.id = %event.peer,
+                    rtt.ms = rtt.as_secs_f64() * 1000.0,
+                );
+                span.record_success(rtt);
+            }
+            Err(e) => {
+                let span = tracing::warn_span!(
+                    target: "zerostate_p2p::health",
+                    parent: None,
+                    names::P2P_HEALTH_CHECK,
+                    peer.id = %event.peer,
+                );
+                span.record_error(&e);
+            }
+        }
+    }
+}
+
+fn relay_span(operation: &str, peer: PeerId, other: Option<PeerId>) -> Span {
+    tracing::info_span!(
+        parent: None,
+        "p2p.relay",
+        otel.name = p2p_relay(operation),
+        peer.id = %peer,
+        relay.destination = other.map(|p| p.to_string()),
+    )
+}
+
+#[allow(deprecated)]
+fn relay_server_event(event: relay::Event) {
+    match event {
+        relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+            drop(relay_span("reservation", src_peer_id, None));
+        }
+        relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+            let span = relay_span("reservation", src_peer_id, None);
+            span.record_error(&RelayRefused("reservation denied (limits reached)"));
+        }
+        relay::Event::CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+        } => {
+            drop(relay_span("circuit", src_peer_id, Some(dst_peer_id)));
+        }
+        relay::Event::CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            ..
+        } => {
+            let span = relay_span("circuit", src_peer_id, Some(dst_peer_id));
+            span.record_error(&RelayRefused(
+                "circuit denied (destination has no reservation, or limits reached)",
+            ));
+        }
+        relay::Event::CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+        } => {
+            let span = relay_span("circuit_close", src_peer_id, Some(dst_peer_id));
+            if let Some(e) = error {
+                span.record_error(&e);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn relay_client_event(event: relay::client::Event) {
+    match event {
+        relay::client::Event::ReservationReqAccepted {
+            relay_peer_id,
+            renewal,
+            ..
+        } => {
+            if !renewal {
+                tracing::info!(relay = %relay_peer_id, "reachable through a relay");
+            }
+            drop(relay_span("reservation", relay_peer_id, None));
+        }
+        relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+            drop(relay_span("circuit", relay_peer_id, None));
+        }
+        relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+            drop(relay_span("circuit", src_peer_id, None));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RelayRefused(&'static str);
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
+}
+
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+fn publish_error(e: &gossipsub::PublishError) -> String {
+    match e {
+        gossipsub::PublishError::NoPeersSubscribedToTopic => {
+            "no connected peer is subscribed to the topic yet".into()
+        }
+        other => other.to_string(),
+    }
+}

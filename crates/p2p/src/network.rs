@@ -1,0 +1,421 @@
+//! The handle the rest of a node uses: publish, subscribe, request, respond, the DHT, and
+//! what arrives. Every method that sends wraps the message in an envelope carrying the
+//! current span's context; every message that arrives comes with a span already parented
+//! to the sender's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId, identity::Keypair, request_response::ResponseChannel};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, Span};
+use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::names::{p2p_message, span as names};
+
+use crate::config::NetworkConfig;
+use crate::driver::{Command, Driver};
+use crate::envelope::{Envelope, valid_type};
+use crate::stats::{Counters, NetworkStats};
+
+/// Room in the command queue between the handle and the swarm; senders wait when full.
+const COMMAND_QUEUE: usize = 256;
+/// Room in the queue of arrived messages; when full, new messages are dropped and counted
+/// in `dropped_app_busy`.
+const EVENT_QUEUE: usize = 1024;
+
+/// Why a network operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// The network could not start.
+    #[error("starting the network: {0}")]
+    Start(String),
+    /// The network has shut down.
+    #[error("the network has shut down")]
+    Closed,
+    /// A message type outside `[a-z0-9_]{1,64}`.
+    #[error("invalid message type {0:?}: expected 1 to 64 of [a-z0-9_]")]
+    BadType(String),
+    /// A message larger than the configured bound.
+    #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The bound.
+        limit: usize,
+    },
+    /// Gossip refused to publish (no peers on the topic, duplicate, ...).
+    #[error("publishing on {topic}: {reason}")]
+    Publish {
+        /// The topic.
+        topic: String,
+        /// What gossip said.
+        reason: String,
+    },
+    /// A request got no valid response.
+    #[error("request to {peer}: {reason}")]
+    Request {
+        /// The peer asked.
+        peer: PeerId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A DHT operation failed.
+    #[error("DHT {operation}: {reason}")]
+    Dht {
+        /// `put`, `get` or `find_peer`.
+        operation: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Dialing failed.
+    #[error("dialing {address}: {reason}")]
+    Dial {
+        /// The address dialed.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A gossip message that arrived.
+#[derive(Debug)]
+pub struct GossipMessage {
+    /// Its topic.
+    pub topic: String,
+    /// The peer that published it.
+    pub source: Option<PeerId>,
+    /// The peer that forwarded it to this node.
+    pub forwarded_by: PeerId,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// `p2p.message.<type>`, a child of the publisher's `p2p.gossip.publish`; enter it
+    /// while handling the message. It ends when dropped.
+    pub span: Span,
+}
+
+/// A request that arrived; answer it with [`Network::respond`].
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// Who asked.
+    pub peer: PeerId,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// `p2p.message.<type>`, a child of the requester's span; the response carries it.
+    pub span: Span,
+    pub(crate) channel: ResponseChannel<Vec<u8>>,
+}
+
+/// What arrives from the network.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A gossip message on a subscribed topic.
+    Gossip(GossipMessage),
+    /// A direct request.
+    Request(IncomingRequest),
+}
+
+/// A connected peer as this node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    /// Its id.
+    pub peer_id: String,
+    /// The addresses of the connections to it.
+    pub addresses: Vec<String>,
+    /// Whether every connection to it goes through a relay circuit.
+    pub relayed: bool,
+    /// Round-trip time of the last health check, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Its gossip score (negative after it sent what this node dropped).
+    pub score: Option<f64>,
+    /// Messages from it that this node dropped.
+    pub offences: u64,
+    /// What it says it runs.
+    pub agent: Option<String>,
+}
+
+/// The network of one node: a cheap, cloneable handle to the swarm task.
+#[derive(Clone, Debug)]
+pub struct Network {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    counters: Arc<Counters>,
+    max_bytes: usize,
+}
+
+impl Network {
+    /// Starts the swarm on the current tokio runtime: listens, connects to the bootstrap
+    /// nodes and listens through the relays of `config`. Returns the handle and the stream
+    /// of arriving messages.
+    pub async fn start(
+        config: NetworkConfig,
+        key: Keypair,
+    ) -> Result<(Network, mpsc::Receiver<Event>), NetworkError> {
+        config.validate().map_err(NetworkError::Start)?;
+        let peer_id = key.public().to_peer_id();
+        let counters = Arc::new(Counters::default());
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let max_bytes = config.max_message_bytes;
+        let driver =
+            Driver::new(config, key, counters.clone(), event_tx).map_err(NetworkError::Start)?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(driver.run(command_rx, ready_tx));
+        ready_rx
+            .await
+            .map_err(|_| NetworkError::Closed)?
+            .map_err(NetworkError::Start)?;
+        Ok((
+            Network {
+                commands,
+                peer_id,
+                counters,
+                max_bytes,
+            },
+            events,
+        ))
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// What the network counted so far.
+    pub fn stats(&self) -> NetworkStats {
+        self.counters.snapshot()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetworkError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetworkError::Closed)?;
+        rx.await.map_err(|_| NetworkError::Closed)
+    }
+
+    /// The addresses this node listens on, relay circuits included.
+    pub async fn listen_addresses(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(Command::ListenAddresses).await
+    }
+
+    /// The connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetworkError> {
+        self.ask(Command::Peers).await
+    }
+
+    /// The peers in this node's gossip mesh for `topic`.
+    pub async fn mesh_peers(&self, topic: &str) -> Result<Vec<PeerId>, NetworkError> {
+        self.ask(|tx| Command::MeshPeers(topic.to_owned(), tx))
+            .await
+    }
+
+    /// Connects to `address` (which may be a relay circuit,
+    /// `<relay>/p2p-circuit/p2p/<peer>`), returning once the connection is up.
+    pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, NetworkError> {
+        self.ask(|tx| Command::Dial(address, tx)).await?
+    }
+
+    /// Subscribes to a gossip topic.
+    pub async fn subscribe(&self, topic: &str) -> Result<(), NetworkError> {
+        let span = tracing::info_span!(names::P2P_GOSSIP_SUBSCRIBE, topic = topic);
+        let result = self
+            .ask(|tx| Command::Subscribe(topic.to_owned(), tx))
+            .instrument(span.clone())
+            .await
+            .and_then(|r| r);
+        finish(&span, &result);
+        result
+    }
+
+    fn envelope(
+        &self,
+        message_type: &str,
+        payload: Vec<u8>,
+        span: &Span,
+    ) -> Result<Vec<u8>, NetworkError> {
+        if !valid_type(message_type) {
+            return Err(NetworkError::BadType(message_type.to_owned()));
+        }
+        let bytes = Envelope::new(message_type, payload, span.context().as_ref()).encode();
+        if bytes.len() > self.max_bytes {
+            return Err(NetworkError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_bytes,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Publishes a message on a gossip topic. Records `p2p.message.<type>` (producer) with
+    /// `p2p.gossip.publish` inside it; every receiving node's span is a child of the latter.
+    /// Returns the message id (its content hash, hex).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<String, NetworkError> {
+        let started = Instant::now();
+        let message = tracing::info_span!(
+            "p2p.message",
+            otel.name = p2p_message(message_type),
+            otel.kind = "producer",
+            message.type = message_type,
+            topic = topic,
+        );
+        let publish = tracing::info_span!(
+            parent: &message,
+            names::P2P_GOSSIP_PUBLISH,
+            otel.kind = "producer",
+            message.type = message_type,
+            topic = topic,
+            size.bytes = tracing::field::Empty,
+        );
+        let result = async {
+            let bytes = self.envelope(message_type, payload, &publish)?;
+            publish.record("size.bytes", bytes.len());
+            self.ask(|tx| Command::Publish(topic.to_owned(), bytes, tx))
+                .await?
+        }
+        .instrument(publish.clone())
+        .await;
+        finish_timed(&publish, &result, started);
+        drop(publish);
+        finish_timed(&message, &result, started);
+        if result.is_ok() {
+            self.counters.gossip_published();
+        }
+        result
+    }
+
+    /// Sends a request to `peer` and waits for its response (at most the configured
+    /// request timeout). `addresses` are extra ways to reach it (a relay circuit, say).
+    /// Records `p2p.message.<type>` (client); the responder's span is its child.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<Envelope, NetworkError> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "p2p.message",
+            otel.name = p2p_message(message_type),
+            otel.kind = "client",
+            message.type = message_type,
+            peer.id = %peer,
+            size.bytes = tracing::field::Empty,
+        );
+        let result = async {
+            let bytes = self.envelope(message_type, payload, &span)?;
+            span.record("size.bytes", bytes.len());
+            self.counters.requests_sent();
+            self.ask(|tx| Command::Request(peer, addresses, bytes, tx))
+                .await?
+        }
+        .instrument(span.clone())
+        .await;
+        if result.is_err() {
+            self.counters.requests_failed();
+        }
+        finish_timed(&span, &result, started);
+        result
+    }
+
+    /// Answers a request. The response carries the request's span context.
+    pub async fn respond(
+        &self,
+        request: IncomingRequest,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), NetworkError> {
+        let bytes = self.envelope(message_type, payload, &request.span)?;
+        let result = self
+            .ask(|tx| Command::Respond(request.channel, request.peer, bytes, tx))
+            .await
+            .and_then(|r| r);
+        if let Err(e) = &result {
+            request.span.record_error(e);
+        }
+        result
+    }
+
+    /// Stores a record in the DHT (locally and on the closest peers).
+    pub async fn put_record(&self, key: &[u8], value: Vec<u8>) -> Result<(), NetworkError> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            names::P2P_DHT_PUT,
+            dht.key = %String::from_utf8_lossy(key),
+            size.bytes = value.len(),
+        );
+        let result = self
+            .ask(|tx| Command::PutRecord(key.to_vec(), value, tx))
+            .instrument(span.clone())
+            .await
+            .and_then(|r| r);
+        finish_timed(&span, &result, started);
+        result
+    }
+
+    /// Reads a record from the DHT; `None` when no peer has it.
+    pub async fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NetworkError> {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            names::P2P_DHT_GET,
+            dht.key = %String::from_utf8_lossy(key),
+            found = tracing::field::Empty,
+        );
+        let result = self
+            .ask(|tx| Command::GetRecord(key.to_vec(), tx))
+            .instrument(span.clone())
+            .await
+            .and_then(|r| r);
+        if let Ok(found) = &result {
+            span.record("found", found.is_some());
+        }
+        finish_timed(&span, &result, started);
+        result
+    }
+
+    /// Looks up a peer's addresses in the DHT.
+    pub async fn find_peer(&self, peer: PeerId) -> Result<Vec<Multiaddr>, NetworkError> {
+        let started = Instant::now();
+        let span = tracing::info_span!(names::P2P_DHT_FIND_PEER, peer.id = %peer);
+        let result = self
+            .ask(|tx| Command::FindPeer(peer, tx))
+            .instrument(span.clone())
+            .await
+            .and_then(|r| r);
+        finish_timed(&span, &result, started);
+        result
+    }
+
+    /// Stops the swarm: connections close and the event stream ends.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}
+
+fn finish<T>(span: &Span, result: &Result<T, NetworkError>) {
+    if let Err(e) = result {
+        span.record_error(e);
+    }
+}
+
+fn finish_timed<T>(span: &Span, result: &Result<T, NetworkError>, started: Instant) {
+    match result {
+        Ok(_) => span.record_success(started.elapsed()),
+        Err(e) => span.record_error(e),
+    }
+}

@@ -1,0 +1,128 @@
+//! What the network counted.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::envelope::EnvelopeError;
+
+/// Counters of one node's network, shared with its handle.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    gossip_published: AtomicU64,
+    gossip_received: AtomicU64,
+    requests_sent: AtomicU64,
+    requests_received: AtomicU64,
+    requests_failed: AtomicU64,
+    dropped_oversized: AtomicU64,
+    dropped_malformed: AtomicU64,
+    dropped_unknown_version: AtomicU64,
+    dropped_bad_type: AtomicU64,
+    dropped_flood: AtomicU64,
+    dropped_app_busy: AtomicU64,
+    connections_established: AtomicU64,
+    connections_closed: AtomicU64,
+    connections_failed: AtomicU64,
+}
+
+/// A snapshot of the network's counters. Every "dropped" counter counts messages that
+/// were thrown away and lowered the sending peer's score, except `dropped_app_busy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct NetworkStats {
+    /// Gossip messages this node published.
+    pub gossip_published: u64,
+    /// Valid gossip messages delivered to this node's application.
+    pub gossip_received: u64,
+    /// Requests this node sent.
+    pub requests_sent: u64,
+    /// Valid requests this node received.
+    pub requests_received: u64,
+    /// Requests of this node that got no valid response (timeout, refusal, closed
+    /// connection, malformed response).
+    pub requests_failed: u64,
+    /// Messages larger than `max_message_bytes`.
+    pub dropped_oversized: u64,
+    /// Bytes that were not an envelope.
+    pub dropped_malformed: u64,
+    /// Envelopes of a version this node does not speak.
+    pub dropped_unknown_version: u64,
+    /// Envelopes whose message type is not `[a-z0-9_]{1,64}`.
+    pub dropped_bad_type: u64,
+    /// Messages above a peer's rate limit.
+    pub dropped_flood: u64,
+    /// Valid messages dropped because the application's queue was full (the peer is not
+    /// blamed).
+    pub dropped_app_busy: u64,
+    /// Connections opened.
+    pub connections_established: u64,
+    /// Connections closed.
+    pub connections_closed: u64,
+    /// Dials and incoming connections that failed.
+    pub connections_failed: u64,
+}
+
+impl NetworkStats {
+    /// Messages dropped for the sender's fault.
+    pub fn dropped_hostile(&self) -> u64 {
+        self.dropped_oversized
+            + self.dropped_malformed
+            + self.dropped_unknown_version
+            + self.dropped_bad_type
+            + self.dropped_flood
+    }
+}
+
+macro_rules! bump {
+    ($($name:ident),* $(,)?) => {
+        $(
+            pub(crate) fn $name(&self) {
+                self.$name.fetch_add(1, Relaxed);
+            }
+        )*
+    };
+}
+
+impl Counters {
+    bump!(
+        gossip_published,
+        gossip_received,
+        requests_sent,
+        requests_received,
+        requests_failed,
+        dropped_flood,
+        dropped_app_busy,
+        connections_established,
+        connections_closed,
+        connections_failed,
+    );
+
+    pub(crate) fn dropped(&self, error: &EnvelopeError) {
+        match error {
+            EnvelopeError::Oversized { .. } => &self.dropped_oversized,
+            EnvelopeError::UnknownVersion(_) => &self.dropped_unknown_version,
+            EnvelopeError::BadType(_) => &self.dropped_bad_type,
+            _ => &self.dropped_malformed,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> NetworkStats {
+        NetworkStats {
+            gossip_published: self.gossip_published.load(Relaxed),
+            gossip_received: self.gossip_received.load(Relaxed),
+            requests_sent: self.requests_sent.load(Relaxed),
+            requests_received: self.requests_received.load(Relaxed),
+            requests_failed: self.requests_failed.load(Relaxed),
+            dropped_oversized: self.dropped_oversized.load(Relaxed),
+            dropped_malformed: self.dropped_malformed.load(Relaxed),
+            dropped_unknown_version: self.dropped_unknown_version.load(Relaxed),
+            dropped_bad_type: self.dropped_bad_type.load(Relaxed),
+            dropped_flood: self.dropped_flood.load(Relaxed),
+            dropped_app_busy: self.dropped_app_busy.load(Relaxed),
+            connections_established: self.connections_established.load(Relaxed),
+            connections_closed: self.connections_closed.load(Relaxed),
+            connections_failed: self.connections_failed.load(Relaxed),
+        }
+    }
+}
