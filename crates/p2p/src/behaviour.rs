@@ -1,6 +1,7 @@
 //! The protocols a node speaks, composed into one libp2p behaviour.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -75,6 +76,12 @@ impl Behaviour {
         let mut score = gossipsub::PeerScoreParams::default();
         // Application score is what this node's own checks say of a peer (dropped envelopes).
         score.app_specific_weight = 1.0;
+        // Many peers behind one IP address lose score (a Sybil defence); every node of a
+        // one-machine devnet is on loopback, so loopback is exempt.
+        score.ip_colocation_factor_whitelist.extend([
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            IpAddr::from(Ipv6Addr::LOCALHOST),
+        ]);
         gossipsub
             .with_peer_score(score, gossipsub::PeerScoreThresholds::default())
             .map_err(|e| format!("gossip peer scoring: {e}"))?;
@@ -103,46 +110,60 @@ impl Behaviour {
 }
 
 /// Frames of direct messages: a 4-byte big-endian length, then that many bytes. A length
-/// above the bound is refused before anything is read into memory.
+/// above the bound is not read: the frame arrives as [`Frame::Oversized`], so that the node
+/// can count it and blame the sender (a read error would vanish inside libp2p).
 #[derive(Clone, Debug)]
 pub(crate) struct FrameCodec {
     pub(crate) max_bytes: usize,
 }
 
+/// One direct message as read off the wire.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// Its bytes, within the bound.
+    Bytes(Vec<u8>),
+    /// A frame announced as larger than the bound; its body was not read.
+    Oversized {
+        /// The announced length.
+        size: usize,
+    },
+}
+
 impl FrameCodec {
-    async fn read_frame<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Vec<u8>> {
+    async fn read_frame<T: AsyncRead + Unpin + Send>(&self, io: &mut T) -> io::Result<Frame> {
         let mut len = [0u8; 4];
         io.read_exact(&mut len).await?;
         let len = u32::from_be_bytes(len) as usize;
         if len > self.max_bytes {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                OversizedFrame {
-                    size: len,
-                    limit: self.max_bytes,
-                },
-            ));
+            return Ok(Frame::Oversized { size: len });
         }
         let mut buf = vec![0u8; len];
         io.read_exact(&mut buf).await?;
-        Ok(buf)
+        Ok(Frame::Bytes(buf))
     }
 
     async fn write_frame<T: AsyncWrite + Unpin + Send>(
         &self,
         io: &mut T,
-        bytes: Vec<u8>,
+        frame: Frame,
     ) -> io::Result<()> {
+        let Frame::Bytes(bytes) = frame else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an oversized frame is never sent",
+            ));
+        };
         let len = u32::try_from(bytes.len())
             .ok()
             .filter(|&l| l as usize <= self.max_bytes)
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    OversizedFrame {
-                        size: bytes.len(),
-                        limit: self.max_bytes,
-                    },
+                    format!(
+                        "message of {} bytes is larger than the limit of {} bytes",
+                        bytes.len(),
+                        self.max_bytes
+                    ),
                 )
             })?;
         io.write_all(&len.to_be_bytes()).await?;
@@ -151,27 +172,19 @@ impl FrameCodec {
     }
 }
 
-/// A frame longer than the bound.
-#[derive(Debug, thiserror::Error)]
-#[error("message of {size} bytes is larger than the limit of {limit} bytes")]
-pub(crate) struct OversizedFrame {
-    pub(crate) size: usize,
-    pub(crate) limit: usize,
-}
-
 impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
+    type Request = Frame;
+    type Response = Frame;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
         self.read_frame(io).await
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -182,7 +195,7 @@ impl request_response::Codec for FrameCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: Frame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -194,7 +207,7 @@ impl request_response::Codec for FrameCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        res: Vec<u8>,
+        res: Frame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,

@@ -20,7 +20,7 @@ use tracing::Span;
 use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::{p2p_message, p2p_relay, span as names};
 
-use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, OversizedFrame};
+use crate::behaviour::{Behaviour, BehaviourEvent, Frame, KAD_PROTOCOL};
 use crate::config::{NetworkConfig, Role};
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::network::{Event, GossipMessage, IncomingRequest, NetworkError, PeerInfo};
@@ -52,7 +52,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<Envelope, NetworkError>>,
     ),
     Respond(
-        request_response::ResponseChannel<Vec<u8>>,
+        request_response::ResponseChannel<Frame>,
         PeerId,
         Vec<u8>,
         oneshot::Sender<Result<(), NetworkError>>,
@@ -134,7 +134,7 @@ impl Driver {
             .map_err(|e| format!("relay transport: {e}"))?
             .with_behaviour(|key, relay_client| {
                 Behaviour::new(key, relay_client, &behaviour_config)
-                    .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
             })
             .map_err(|e| format!("protocols: {e}"))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -200,10 +200,10 @@ impl Driver {
         let listen_deadline = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(listen_deadline);
         loop {
-            if self.pending_listeners.is_empty() {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Ok(()));
-                }
+            if self.pending_listeners.is_empty()
+                && let Some(r) = ready.take()
+            {
+                let _ = r.send(Ok(()));
             }
             tokio::select! {
                 command = commands.recv() => match command {
@@ -297,7 +297,7 @@ impl Driver {
                     .swarm
                     .behaviour_mut()
                     .request
-                    .send_request_with_addresses(&peer, bytes, addresses);
+                    .send_request_with_addresses(&peer, Frame::Bytes(bytes), addresses);
                 self.requests.insert(id, (peer, tx));
             }
             Command::Respond(channel, peer, bytes, tx) => {
@@ -305,7 +305,7 @@ impl Driver {
                     .swarm
                     .behaviour_mut()
                     .request
-                    .send_response(channel, bytes)
+                    .send_response(channel, Frame::Bytes(bytes))
                     .map_err(|_| NetworkError::Request {
                         peer,
                         reason: "the requester is gone (connection closed or timed out)".into(),
@@ -469,38 +469,34 @@ impl Driver {
             SwarmEvent::Dialing {
                 peer_id,
                 connection_id,
-            } => {
-                if self.connection_spans.len() < OPEN_CONNECTION_SPANS {
-                    let span = tracing::info_span!(
-                        parent: None,
-                        names::P2P_CONNECTION_ESTABLISH,
-                        direction = "outbound",
-                        peer.id = tracing::field::Empty,
-                        network.peer.address = tracing::field::Empty,
-                        relayed = tracing::field::Empty,
-                    );
-                    if let Some(p) = peer_id {
-                        span.record("peer.id", p.to_string());
-                    }
-                    self.connection_spans.insert(connection_id, span);
+            } if self.connection_spans.len() < OPEN_CONNECTION_SPANS => {
+                let span = tracing::info_span!(
+                    parent: None,
+                    names::P2P_CONNECTION_ESTABLISH,
+                    direction = "outbound",
+                    peer.id = tracing::field::Empty,
+                    network.peer.address = tracing::field::Empty,
+                    relayed = tracing::field::Empty,
+                );
+                if let Some(p) = peer_id {
+                    span.record("peer.id", p.to_string());
                 }
+                self.connection_spans.insert(connection_id, span);
             }
             SwarmEvent::IncomingConnection {
                 connection_id,
                 send_back_addr,
                 ..
-            } => {
-                if self.connection_spans.len() < OPEN_CONNECTION_SPANS {
-                    let span = tracing::info_span!(
-                        parent: None,
-                        names::P2P_CONNECTION_ESTABLISH,
-                        direction = "inbound",
-                        peer.id = tracing::field::Empty,
-                        network.peer.address = %send_back_addr,
-                        relayed = tracing::field::Empty,
-                    );
-                    self.connection_spans.insert(connection_id, span);
-                }
+            } if self.connection_spans.len() < OPEN_CONNECTION_SPANS => {
+                let span = tracing::info_span!(
+                    parent: None,
+                    names::P2P_CONNECTION_ESTABLISH,
+                    direction = "inbound",
+                    peer.id = tracing::field::Empty,
+                    network.peer.address = %send_back_addr,
+                    relayed = tracing::field::Empty,
+                );
+                self.connection_spans.insert(connection_id, span);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -661,16 +657,16 @@ impl Driver {
             .report_message_validation_result(&message_id, &propagation_source, verdict);
     }
 
-    fn refuse(&mut self, channel: request_response::ResponseChannel<Vec<u8>>, why: &str) {
+    fn refuse(&mut self, channel: request_response::ResponseChannel<Frame>, why: &str) {
         let reply = Envelope::new("error", why.as_bytes().to_vec(), None).encode();
         let _ = self
             .swarm
             .behaviour_mut()
             .request
-            .send_response(channel, reply);
+            .send_response(channel, Frame::Bytes(reply));
     }
 
-    fn request_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    fn request_event(&mut self, event: request_response::Event<Frame, Frame>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -682,15 +678,15 @@ impl Driver {
                         self.refuse(channel, "too many messages: slow down");
                         return;
                     }
-                    match Envelope::decode(&request, self.config.max_message_bytes) {
+                    match self.decode_frame(request) {
                         Err(e) => {
                             self.counters.dropped(&e);
                             self.penalize(peer, &e.to_string());
                             self.refuse(channel, &e.to_string());
                         }
-                        Ok(envelope) => {
+                        Ok((envelope, size)) => {
                             self.counters.requests_received();
-                            let span = self.receive_span(&envelope, peer, "server", request.len());
+                            let span = self.receive_span(&envelope, peer, "server", size);
                             let event = Event::Request(IncomingRequest {
                                 peer,
                                 envelope,
@@ -713,7 +709,7 @@ impl Driver {
                     let Some((peer, tx)) = self.requests.remove(&request_id) else {
                         return;
                     };
-                    let result = match Envelope::decode(&response, self.config.max_message_bytes) {
+                    let result = match self.decode_frame(response).map(|(e, _)| e) {
                         Err(e) => {
                             self.counters.dropped(&e);
                             self.penalize(peer, &e.to_string());
@@ -747,21 +743,21 @@ impl Driver {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if let request_response::InboundFailure::Io(e) = &error {
-                    if let Some(big) = e.get_ref().and_then(|r| r.downcast_ref::<OversizedFrame>())
-                    {
-                        let e = EnvelopeError::Oversized {
-                            size: big.size,
-                            limit: big.limit,
-                        };
-                        self.counters.dropped(&e);
-                        self.penalize(peer, &e.to_string());
-                        return;
-                    }
-                }
                 tracing::debug!(peer.id = %peer, "an incoming request failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn decode_frame(&self, frame: Frame) -> Result<(Envelope, usize), EnvelopeError> {
+        match frame {
+            Frame::Oversized { size } => Err(EnvelopeError::Oversized {
+                size,
+                limit: self.config.max_message_bytes,
+            }),
+            Frame::Bytes(bytes) => {
+                Envelope::decode(&bytes, self.config.max_message_bytes).map(|e| (e, bytes.len()))
+            }
         }
     }
 
@@ -820,10 +816,8 @@ impl Driver {
                     reason: format!("no peer knows {peer}"),
                 }));
             }
-            kad::QueryResult::Bootstrap(r) => {
-                if let Err(e) = r {
-                    tracing::debug!("DHT bootstrap: {e}");
-                }
+            kad::QueryResult::Bootstrap(Err(e)) => {
+                tracing::debug!("DHT bootstrap: {e}");
             }
             _ => {}
         }
@@ -951,7 +945,7 @@ fn relay_client_event(event: relay::client::Event) {
 struct RelayRefused(&'static str);
 
 fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
+    while n >= 10 && n.is_multiple_of(10) {
         n /= 10;
     }
     n == 1

@@ -104,7 +104,7 @@ pub struct IncomingRequest {
     pub envelope: Envelope,
     /// `p2p.message.<type>`, a child of the requester's span; the response carries it.
     pub span: Span,
-    pub(crate) channel: ResponseChannel<Vec<u8>>,
+    pub(crate) channel: ResponseChannel<crate::behaviour::Frame>,
 }
 
 /// What arrives from the network.
