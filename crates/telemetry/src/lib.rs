@@ -41,6 +41,8 @@ pub mod names;
 pub mod propagation;
 mod setup;
 mod span_ext;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{BatchConfig, ConfigError, LogFormat, Sampling, TelemetryConfig};
 pub use context::{Baggage, BaggageEntry, TraceContext, TraceState};

@@ -1,17 +1,9 @@
 //! What the tests share: a scoped subscriber over an in-memory exporter, a capturing log
 //! writer, and a small OTLP/HTTP receiver.
 
-use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
-use prost::Message;
 use tracing::Dispatch;
 use zerostate_telemetry::{LogFormat, TelemetryBuilder, TelemetryConfig, TelemetryGuard};
 
@@ -100,72 +92,4 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
-/// One request the OTLP receiver got.
-pub(crate) struct Received {
-    pub(crate) headers: HeaderMap,
-    pub(crate) request: ExportTraceServiceRequest,
-}
-
-/// An OTLP/HTTP traces receiver on an ephemeral loopback port, run on its own runtime.
-pub(crate) struct OtlpReceiver {
-    pub(crate) addr: SocketAddr,
-    pub(crate) received: Arc<Mutex<Vec<Received>>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl OtlpReceiver {
-    pub(crate) fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let store = received.clone();
-        let app = Router::new().route(
-            "/v1/traces",
-            post(move |headers: HeaderMap, body: Bytes| {
-                let store = store.clone();
-                async move {
-                    let mut bytes = body.to_vec();
-                    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
-                        let mut out = Vec::new();
-                        if flate2::read::GzDecoder::new(&bytes[..])
-                            .read_to_end(&mut out)
-                            .is_err()
-                        {
-                            return StatusCode::BAD_REQUEST;
-                        }
-                        bytes = out;
-                    }
-                    match ExportTraceServiceRequest::decode(&bytes[..]) {
-                        Ok(request) => {
-                            store
-                                .lock()
-                                .expect("lock")
-                                .push(Received { headers, request });
-                            StatusCode::OK
-                        }
-                        Err(_) => StatusCode::BAD_REQUEST,
-                    }
-                }
-            }),
-        );
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            addr,
-            received,
-            _runtime: runtime,
-        }
-    }
-
-    pub(crate) fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
+pub(crate) use zerostate_telemetry::testing::OtlpReceiver;
