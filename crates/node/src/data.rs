@@ -26,13 +26,20 @@ pub fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Loads the node key from `path` (64 hex digits: the ed25519 secret seed), creating it
 /// with a fresh random key (readable only by its owner) if it does not exist.
 pub fn load_or_create_key(path: &Path) -> anyhow::Result<ExecutorKey> {
+    load_or_create_seed(path).map(ExecutorKey::from_seed)
+}
+
+/// The secret seed of the node key at `path`, created if missing (see
+/// [`load_or_create_key`]). The node's libp2p identity and its receipt key are both made
+/// from it, so its peer id is the executor id in its receipts.
+pub fn load_or_create_seed(path: &Path) -> anyhow::Result<[u8; 32]> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let seed: [u8; 32] = hex::decode(text.trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .with_context(|| format!("{} is not a node key (64 hex digits)", path.display()))?;
-            Ok(ExecutorKey::from_seed(seed))
+            Ok(seed)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
@@ -53,7 +60,7 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<ExecutorKey> {
                 .with_context(|| format!("writing {}", path.display()))?;
             file.sync_all()
                 .with_context(|| format!("writing {}", path.display()))?;
-            Ok(ExecutorKey::from_seed(seed))
+            Ok(seed)
         }
         Err(e) => Err(e).with_context(|| format!("reading the node key {}", path.display())),
     }

@@ -1,9 +1,10 @@
 //! The `zerostate` binary: command line, configuration, and the wiring of the engines.
 //!
-//! Today it offers what a task author needs: `zerostate task run` and
-//! `zerostate receipt verify`. The node, devnet and collector commands come with the
-//! network and collector.
+//! Today it offers `zerostate node` (a bootnode, relay or edge node on the p2p network,
+//! with its HTTP API), and what a task author needs: `zerostate task run` and
+//! `zerostate receipt verify`. The devnet and collector commands are not built yet.
 
+pub mod api;
 pub mod commands;
 pub mod data;
 pub mod units;
@@ -28,6 +29,8 @@ enum Command {
     /// Work with receipts.
     #[command(subcommand)]
     Receipt(commands::receipt::ReceiptCommand),
+    /// Run a node (bootnode, relay or edge) until SIGINT or SIGTERM.
+    Node(commands::node::NodeCommand),
 }
 
 impl Cli {
@@ -36,6 +39,7 @@ impl Cli {
         match self.command {
             Command::Task(c) => c.run(),
             Command::Receipt(c) => c.run(),
+            Command::Node(c) => c.run(),
         }
     }
 }

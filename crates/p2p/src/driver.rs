@@ -768,9 +768,18 @@ impl Driver {
         match result {
             kad::QueryResult::PutRecord(r) => {
                 if let Some(KadPending::Put(tx)) = self.kad.remove(&id) {
-                    let _ = tx.send(r.map(|_| ()).map_err(|e| NetworkError::Dht {
-                        operation: "put",
-                        reason: e.to_string(),
+                    let _ = tx.send(r.map(|_| ()).map_err(|e| {
+                        NetworkError::Dht {
+                            operation: "put",
+                            reason: match e {
+                                kad::PutRecordError::QuorumFailed { .. } => {
+                                    "stored on this node only: no other node took the record \
+                                 (is this node connected?)"
+                                        .into()
+                                }
+                                other => other.to_string(),
+                            },
+                        }
                     }));
                 }
             }

@@ -1,5 +1,6 @@
 //! Integration tests of the `zerostate` binary, run as a real process.
 
+mod network;
 mod receipt;
 mod task;
 

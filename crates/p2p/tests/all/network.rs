@@ -84,7 +84,7 @@ async fn a_record_put_on_one_node_is_read_on_another() {
     b.bootstrap = vec![boot.addr.clone()];
     let b = start(b).await;
     eventually("peers connected", || async {
-        (a.network.peers().await.expect("peers").len() == 1).then_some(())
+        (!a.network.peers().await.expect("peers").is_empty()).then_some(())
     })
     .await;
     eventually("the record stored", || async {

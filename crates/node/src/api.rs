@@ -1,0 +1,270 @@
+//! The node's HTTP API (loopback by default): health, what the node is, and the network
+//! operations a devnet, a script or a test drives. Requests honour `traceparent`, so a
+//! caller's trace continues into the network.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tracing::Instrument;
+use zerostate_p2p::{Multiaddr, Network, NetworkError, PeerId};
+use zerostate_telemetry::{SpanExt, propagation};
+
+use crate::commands::node::{DEFAULT_TOPIC, NodeInfo};
+
+#[derive(Clone)]
+struct Api {
+    network: Network,
+    info: NodeInfo,
+}
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, network: Network, info: NodeInfo) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/v1/node", get(node))
+        .route("/v1/p2p/peers", get(peers))
+        .route("/v1/p2p/stats", get(stats))
+        .route("/v1/p2p/mesh/{topic}", get(mesh))
+        .route("/v1/p2p/find/{peer}", get(find_peer))
+        .route("/v1/p2p/publish", post(publish))
+        .route("/v1/p2p/dial", post(dial))
+        .route("/v1/p2p/request", post(request))
+        .route("/v1/dht/{key}", get(get_record).put(put_record))
+        .with_state(Api { network, info });
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("the HTTP API stopped: {e}");
+    }
+}
+
+/// An API error: a status and one line saying what was wrong.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<NetworkError> for ApiError {
+    fn from(e: NetworkError) -> Self {
+        let status = match e {
+            NetworkError::BadType(_) | NetworkError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad_request(what: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, what.to_string())
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl propagation::Extractor for Headers<'_> {
+    fn get_all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+}
+
+/// The server span of an API call, continuing the caller's trace when it sent one.
+fn server_span(name: &'static str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("http.request", otel.name = name, otel.kind = "server");
+    if let Some(cx) = propagation::extract(&Headers(headers)) {
+        span.set_parent(&cx);
+    }
+    span
+}
+
+async fn node(State(api): State<Api>) -> Result<Json<NodeInfo>, ApiError> {
+    let mut info = api.info.clone();
+    let id = api.network.peer_id();
+    info.listen = api
+        .network
+        .listen_addresses()
+        .await?
+        .into_iter()
+        .filter_map(|a| a.with_p2p(id).ok())
+        .map(|a| a.to_string())
+        .collect();
+    Ok(Json(info))
+}
+
+async fn peers(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(api.network.peers().await?).into_response())
+}
+
+async fn stats(State(api): State<Api>) -> Response {
+    Json(api.network.stats()).into_response()
+}
+
+async fn mesh(State(api): State<Api>, Path(topic): Path<String>) -> Result<Response, ApiError> {
+    let peers: Vec<String> = api
+        .network
+        .mesh_peers(&topic)
+        .await?
+        .iter()
+        .map(PeerId::to_string)
+        .collect();
+    Ok(Json(peers).into_response())
+}
+
+async fn find_peer(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(peer): Path<String>,
+) -> Result<Response, ApiError> {
+    let peer: PeerId = peer
+        .parse()
+        .map_err(|e| bad_request(format!("peer id: {e}")))?;
+    let span = server_span("GET /v1/p2p/find", &headers);
+    let addrs = api.network.find_peer(peer).instrument(span).await?;
+    let addrs: Vec<String> = addrs.iter().map(Multiaddr::to_string).collect();
+    Ok(Json(addrs).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    /// Default: the node topic, `zerostate`.
+    topic: Option<String>,
+    #[serde(rename = "type")]
+    message_type: String,
+    /// Text payload.
+    #[serde(default)]
+    payload: String,
+}
+
+async fn publish(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Json(body): Json<PublishBody>,
+) -> Result<Response, ApiError> {
+    let topic = body.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_owned());
+    let span = server_span("POST /v1/p2p/publish", &headers);
+    let id = api
+        .network
+        .publish(&topic, &body.message_type, body.payload.into_bytes())
+        .instrument(span.clone())
+        .await?;
+    let trace_id = span.context().map(|cx| cx.trace_id.to_string());
+    Ok(Json(serde_json::json!({ "message_id": id, "trace_id": trace_id })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialBody {
+    address: String,
+}
+
+async fn dial(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Json(body): Json<DialBody>,
+) -> Result<Response, ApiError> {
+    let addr: Multiaddr = body
+        .address
+        .parse()
+        .map_err(|e| bad_request(format!("address {}: {e}", body.address)))?;
+    let span = server_span("POST /v1/p2p/dial", &headers);
+    let peer = api.network.dial(addr).instrument(span).await?;
+    Ok(Json(serde_json::json!({ "peer_id": peer.to_string() })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    peer: String,
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(rename = "type")]
+    message_type: String,
+    #[serde(default)]
+    payload: String,
+}
+
+async fn request(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Json(body): Json<RequestBody>,
+) -> Result<Response, ApiError> {
+    let peer: PeerId = body
+        .peer
+        .parse()
+        .map_err(|e| bad_request(format!("peer id {}: {e}", body.peer)))?;
+    let addresses = body
+        .addresses
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| bad_request(format!("address {a}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let span = server_span("POST /v1/p2p/request", &headers);
+    let reply = api
+        .network
+        .request(
+            peer,
+            addresses,
+            &body.message_type,
+            body.payload.into_bytes(),
+        )
+        .instrument(span.clone())
+        .await?;
+    let trace_id = span.context().map(|cx| cx.trace_id.to_string());
+    let mut out = HashMap::new();
+    out.insert("type", reply.message_type);
+    out.insert(
+        "payload",
+        String::from_utf8_lossy(&reply.payload).into_owned(),
+    );
+    if let Some(t) = trace_id {
+        out.insert("trace_id", t);
+    }
+    Ok(Json(out).into_response())
+}
+
+async fn put_record(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let span = server_span("PUT /v1/dht", &headers);
+    api.network
+        .put_record(key.as_bytes(), body.to_vec())
+        .instrument(span)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_record(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let span = server_span("GET /v1/dht", &headers);
+    match api
+        .network
+        .get_record(key.as_bytes())
+        .instrument(span)
+        .await?
+    {
+        Some(value) => Ok(value.into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no node has a record under {key}"),
+        )),
+    }
+}

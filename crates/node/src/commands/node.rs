@@ -1,0 +1,265 @@
+//! `zerostate node`: run a node (bootnode, relay or edge) until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use zerostate_p2p::{Event, Multiaddr, Network, NetworkConfig, Role};
+use zerostate_telemetry::{SpanExt, TelemetryConfig};
+
+use crate::api;
+use crate::data;
+
+/// Topic every node subscribes to.
+pub const DEFAULT_TOPIC: &str = "zerostate";
+
+/// A node's configuration file (TOML). Every field says its default; flags override the
+/// file, and the `OTEL_*` environment overrides `[telemetry]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeFile {
+    /// The node's name, its `service.name` in traces. Default: by role, `bootnode`,
+    /// `relay-node` or `edge-node`.
+    pub name: Option<String>,
+    /// Address of the node's HTTP API. Default `127.0.0.1:8700`.
+    pub api: Option<SocketAddr>,
+    /// Gossip topics to join. Default `["zerostate"]`.
+    pub topics: Option<Vec<String>>,
+    /// The network (`[network]`): role, listen, bootstrap, relays and limits.
+    pub network: NetworkConfig,
+    /// Telemetry (`[telemetry]`); see the tracing guide.
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// Run a node until SIGINT or SIGTERM.
+#[derive(Debug, Args)]
+pub struct NodeCommand {
+    /// Configuration file (TOML); flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// bootnode, relay or edge [default: edge].
+    #[arg(long)]
+    role: Option<Role>,
+    /// The node's name in traces and logs [default: by role].
+    #[arg(long)]
+    name: Option<String>,
+    /// Listen address, repeatable [default: /ip4/127.0.0.1/tcp/4001 and
+    /// /ip4/127.0.0.1/udp/4001/quic-v1].
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// Node to connect to on start, ending in /p2p/<peer id>; repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Relay to listen through, ending in /p2p/<peer id>; repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
+    relay: Vec<Multiaddr>,
+    /// Address other nodes reach this one at; repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
+    external: Vec<Multiaddr>,
+    /// HTTP API address [default: 127.0.0.1:8700].
+    #[arg(long, value_name = "ADDR")]
+    api: Option<SocketAddr>,
+    /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// What a running node is, as printed on start and served at `/v1/node`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Where its HTTP API listens.
+    pub api: String,
+    /// Where it listens, each ending in its peer id.
+    pub listen: Vec<String>,
+}
+
+impl NodeCommand {
+    /// Runs the node.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<NodeFile>(&text).with_context(|| {
+                    format!("{} is not a valid node configuration", path.display())
+                })?
+            }
+            None => NodeFile::default(),
+        };
+        let mut network = file.network.clone();
+        if let Some(role) = self.role {
+            network.role = role;
+        }
+        if !self.listen.is_empty() {
+            network.listen = self.listen.clone();
+        }
+        network.bootstrap.extend(self.bootstrap.iter().cloned());
+        network.relays.extend(self.relay.iter().cloned());
+        network.external.extend(self.external.iter().cloned());
+        network
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid network configuration: {e}"))?;
+        let name = self.name.clone().or(file.name.clone()).unwrap_or_else(|| {
+            match network.role {
+                Role::Bootnode => "bootnode",
+                Role::Relay => "relay-node",
+                Role::Edge => "edge-node",
+            }
+            .to_owned()
+        });
+        let api_addr = self
+            .api
+            .or(file.api)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8700)));
+        let topics = file
+            .topics
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_TOPIC.to_owned()]);
+
+        let dir = data::data_dir(self.data_dir.as_deref())?;
+        let seed = data::load_or_create_seed(&dir.join("node.key"))?;
+        let key = zerostate_p2p::keypair_from_seed(seed);
+        let peer_id = key.public().to_peer_id();
+
+        let mut telemetry = file.telemetry.clone().unwrap_or_default();
+        telemetry
+            .apply_env()
+            .context("reading the OTEL_* settings")?;
+        // A node exports only when told where to, until the embedded collector exists.
+        telemetry.enabled &= [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+            || file.telemetry.is_some();
+        if std::env::var_os("RUST_LOG").is_none() && telemetry.log_filter == "info" {
+            // libp2p reports routine events (a bootnode with no peers yet) at info and warn.
+            telemetry.log_filter = "info,libp2p=warn,libp2p_kad=error".into();
+        }
+        telemetry.service_name = name.clone();
+        telemetry.instance_id = Some(peer_id.to_string());
+        telemetry.node_role = Some(network.role.to_string());
+        telemetry
+            .resource_attributes
+            .entry("service.namespace".into())
+            .or_insert_with(|| "zerostate".into());
+        let mut guard = zerostate_telemetry::init(telemetry).context("starting telemetry")?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("zerostate-node")
+            .build()
+            .context("starting the async runtime")?;
+        let result = runtime.block_on(serve(network, key, name, api_addr, topics));
+        drop(runtime);
+        if let Err(e) = guard.shutdown() {
+            eprintln!("warning: flushing telemetry on shutdown: {e}");
+        }
+        result.map(|()| ExitCode::SUCCESS)
+    }
+}
+
+async fn serve(
+    config: NetworkConfig,
+    key: zerostate_p2p::identity::Keypair,
+    name: String,
+    api_addr: SocketAddr,
+    topics: Vec<String>,
+) -> anyhow::Result<()> {
+    let role = config.role;
+    let (network, events) = Network::start(config, key)
+        .await
+        .context("starting the network")?;
+    for topic in &topics {
+        network
+            .subscribe(topic)
+            .await
+            .with_context(|| format!("joining topic {topic}"))?;
+    }
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .with_context(|| format!("binding the HTTP API to {api_addr}"))?;
+    let api_url = format!("http://{}", listener.local_addr()?);
+    let listen = network
+        .listen_addresses()
+        .await?
+        .into_iter()
+        .filter_map(|a| a.with_p2p(network.peer_id()).ok())
+        .map(|a| a.to_string())
+        .collect();
+    let info = NodeInfo {
+        name: name.clone(),
+        role: role.to_string(),
+        peer_id: network.peer_id().to_string(),
+        api: api_url,
+        listen,
+    };
+    // One JSON line on stdout says the node is up and where; logs go to stderr.
+    println!("{}", serde_json::json!({ "event": "ready", "node": info }));
+    tracing::info!(node = %name, peer.id = %network.peer_id(), api = %info.api, "node ready");
+
+    let api = tokio::spawn(api::serve(listener, network.clone(), info));
+    let handler = tokio::spawn(handle_events(network.clone(), events));
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    api.abort();
+    network.shutdown().await;
+    handler.abort();
+    Ok(())
+}
+
+/// What a node does with what arrives: gossip is logged inside its span; `echo` requests
+/// are answered with their payload; other requests are refused with a reason.
+async fn handle_events(network: Network, mut events: tokio::sync::mpsc::Receiver<Event>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Gossip(m) => {
+                let _entered = m.span.enter();
+                tracing::info!(
+                    topic = %m.topic,
+                    message.type = %m.envelope.message_type,
+                    from = ?m.source,
+                    "gossip received"
+                );
+            }
+            Event::Request(r) => {
+                let span = r.span.clone();
+                let reply = if r.envelope.message_type == "echo" {
+                    let payload = r.envelope.payload.clone();
+                    network.respond(r, "echo_reply", payload).await
+                } else {
+                    let why = format!(
+                        "this node has no handler for message type {}",
+                        r.envelope.message_type
+                    );
+                    network.respond(r, "error", why.into_bytes()).await
+                };
+                if let Err(e) = reply {
+                    span.record_error(&e);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
