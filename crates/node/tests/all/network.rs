@@ -364,7 +364,34 @@ fn four_nodes_gossip_in_one_trace_share_the_dht_and_reach_an_edge_through_the_re
             .then_some(())
     });
 
+    // The other operations' spans, from the nodes that did them.
+    for (service, name) in [
+        ("edge-node-2", "p2p.dht.put"),
+        ("edge-node-1", "p2p.dht.get"),
+        ("edge-node-1", "p2p.gossip.subscribe"),
+        ("edge-node-1", "p2p.relay.reservation"),
+        ("relay-node", "p2p.relay.reservation"),
+        ("edge-node-2", "p2p.connection.establish"),
+        ("bootnode", "p2p.connection.establish"),
+    ] {
+        eventually(&format!("{name} from {service}"), || {
+            receiver
+                .spans()
+                .iter()
+                .any(|s| s.service == service && s.span.name == name)
+                .then_some(())
+        });
+    }
+
     for n in [edge2, edge1, relay, boot] {
         n.stop();
     }
+    // Connections closing on shutdown are traced by the nodes still running.
+    eventually("p2p.connection.close", || {
+        receiver
+            .spans()
+            .iter()
+            .any(|s| s.span.name == "p2p.connection.close")
+            .then_some(())
+    });
 }

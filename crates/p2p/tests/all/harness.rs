@@ -32,8 +32,8 @@ pub(crate) async fn start(config: NetworkConfig) -> Node {
         .await
         .expect("addresses")
         .into_iter()
-        .find(|a| a.to_string().contains("/tcp/"))
-        .expect("a TCP address")
+        .next()
+        .expect("a listen address")
         .with_p2p(network.peer_id())
         .expect("no peer id yet");
     Node {

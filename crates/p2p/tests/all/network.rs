@@ -165,3 +165,42 @@ async fn an_edge_is_reached_through_a_relay_circuit() {
 fn network_peer(addr: &zerostate_p2p::Multiaddr) -> zerostate_p2p::PeerId {
     zerostate_p2p::peer_of(addr).expect("ends in a peer id")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_quic() {
+    let quic = || {
+        let mut c = config(Role::Edge);
+        c.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr")];
+        c
+    };
+    let mut server = start(quic()).await;
+    assert!(
+        server.addr.to_string().contains("/quic-v1/"),
+        "{}",
+        server.addr
+    );
+    let client = start(quic()).await;
+    let network = server.network.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(event) = server.events.recv().await {
+            if let Event::Request(r) = event {
+                network.respond(r, "pong", vec![]).await.expect("respond");
+                return;
+            }
+        }
+    });
+    let peer = client
+        .network
+        .dial(server.addr.clone())
+        .await
+        .expect("dial over QUIC");
+    let reply = client
+        .network
+        .request(peer, vec![], "ping", vec![])
+        .await
+        .expect("response over QUIC");
+    assert_eq!(reply.message_type, "pong");
+    let peers = client.network.peers().await.expect("peers");
+    assert!(peers[0].addresses[0].contains("/quic-v1"), "{peers:?}");
+    responder.await.expect("responder");
+}
