@@ -228,7 +228,7 @@ async fn handle_events(network: Network, mut events: tokio::sync::mpsc::Receiver
                 tracing::info!(
                     topic = %m.topic,
                     message.type = %m.envelope.message_type,
-                    from = ?m.source,
+                    from = %m.source.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
                     "gossip received"
                 );
             }
