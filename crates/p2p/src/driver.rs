@@ -40,6 +40,7 @@ pub(crate) enum Command {
     MeshPeers(String, oneshot::Sender<Vec<PeerId>>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>),
     Subscribe(String, oneshot::Sender<Result<(), NetworkError>>),
+    Unsubscribe(String, oneshot::Sender<()>),
     Publish(
         String,
         Vec<u8>,
@@ -278,6 +279,13 @@ impl Driver {
                         reason: e.to_string(),
                     });
                 let _ = tx.send(result);
+            }
+            Command::Unsubscribe(topic, tx) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .unsubscribe(&gossipsub::IdentTopic::new(topic));
+                let _ = tx.send(());
             }
             Command::Publish(topic, bytes, tx) => {
                 let result = self

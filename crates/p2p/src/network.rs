@@ -234,6 +234,12 @@ impl Network {
         result
     }
 
+    /// Leaves a gossip topic.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<(), NetworkError> {
+        self.ask(|tx| Command::Unsubscribe(topic.to_owned(), tx))
+            .await
+    }
+
     fn envelope(
         &self,
         message_type: &str,
@@ -262,6 +268,30 @@ impl Network {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Result<String, NetworkError> {
+        self.publish_inner(topic, message_type, payload, true).await
+    }
+
+    /// Publishes like [`Network::publish`], but the envelope carries no trace context: for
+    /// payloads that carry their own inside a ciphertext (guild messages), so that outsiders
+    /// cannot link messages by trace id. The sender's spans are recorded as usual; the
+    /// receivers' spans start without a parent until the payload's owner sets one.
+    pub async fn publish_opaque(
+        &self,
+        topic: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<String, NetworkError> {
+        self.publish_inner(topic, message_type, payload, false)
+            .await
+    }
+
+    async fn publish_inner(
+        &self,
+        topic: &str,
+        message_type: &str,
+        payload: Vec<u8>,
+        carry_context: bool,
+    ) -> Result<String, NetworkError> {
         let started = Instant::now();
         let message = tracing::info_span!(
             "p2p.message",
@@ -279,7 +309,11 @@ impl Network {
             size.bytes = tracing::field::Empty,
         );
         let result = async {
-            let bytes = self.envelope(message_type, payload, &publish)?;
+            let bytes = if carry_context {
+                self.envelope(message_type, payload, &publish)?
+            } else {
+                self.envelope(message_type, payload, &Span::none())?
+            };
             publish.record("size.bytes", bytes.len());
             self.ask(|tx| Command::Publish(topic.to_owned(), bytes, tx))
                 .await?

@@ -1,0 +1,34 @@
+//! ZeroState guilds: groups of nodes that take on work together, on top of the p2p layer.
+//!
+//! A guild has an id, a coordinator (its creator), members, a membership version signed by
+//! the coordinator, a symmetric key and a gossip topic (`zerostate/guild/<id>`). Joining is
+//! a request to the coordinator, which admits the node, wraps the guild key for it with
+//! X25519, and announces the new signed membership. Members send heartbeats; one that
+//! misses [`GuildConfig::missed_heartbeats`] is marked down and removed. The key rotates
+//! whenever a member leaves or is removed. Messages are sealed with XChaCha20-Poly1305 and
+//! carry their trace context inside the ciphertext.
+//!
+//! When the coordinator disappears (misses its heartbeats), the guild is dissolved for every
+//! member: nobody else can admit, rotate keys or sign memberships. See `docs/guilds.md`.
+//!
+//! ```no_run
+//! # async fn example(network: zerostate_p2p::Network, key: libp2p::identity::Keypair)
+//! # -> Result<(), zerostate_guild::GuildError> {
+//! use zerostate_guild::{GuildConfig, Guilds};
+//!
+//! let guilds = Guilds::start(network, key, GuildConfig::default());
+//! let guild = guilds.create("render farm").await?;
+//! guilds.send(&guild.id, "task_request", b"frame 1".to_vec()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod crypto;
+mod service;
+pub mod wire;
+
+pub use crypto::{ExchangeKey, GuildKey, OpenError};
+pub use service::{
+    GuildConfig, GuildError, GuildInfo, GuildStats, Guilds, MemberInfo, ReceivedMessage,
+    TOPIC_PREFIX,
+};

@@ -1,0 +1,313 @@
+//! What guild nodes send each other, as protobuf messages inside p2p envelopes, and the
+//! coordinator's signatures over them.
+
+use libp2p::PeerId;
+use libp2p::identity::{Keypair, PublicKey};
+use prost::Message;
+
+/// Domain tag of a signed membership.
+const MEMBERSHIP_DOMAIN: &[u8] = b"zerostate-guild-membership-v1";
+/// Domain tag of a signed dissolution.
+const DISSOLVE_DOMAIN: &[u8] = b"zerostate-guild-dissolve-v1";
+
+/// Message types on the wire (p2p envelope `message_type`).
+pub(crate) mod types {
+    pub(crate) const MESSAGE: &str = "guild_message";
+    pub(crate) const MEMBERSHIP: &str = "guild_membership";
+    pub(crate) const HEARTBEAT: &str = "guild_heartbeat";
+    pub(crate) const DISSOLVE: &str = "guild_dissolve";
+    pub(crate) const JOIN: &str = "guild_join";
+    pub(crate) const JOIN_REPLY: &str = "guild_join_reply";
+    pub(crate) const KEY: &str = "guild_key";
+    pub(crate) const LEAVE: &str = "guild_leave";
+    pub(crate) const ACK: &str = "guild_ack";
+}
+
+/// Who is in a guild, at which version and key epoch, signed by the coordinator.
+#[derive(Clone, PartialEq, Message)]
+pub struct Membership {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// Its name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Grows with every change; an update not above the current version is stale.
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
+    /// The coordinator's peer id (bytes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub coordinator: Vec<u8>,
+    /// Members' peer ids (bytes), the coordinator included.
+    #[prost(bytes = "vec", repeated, tag = "5")]
+    pub members: Vec<Vec<u8>>,
+    /// The key epoch messages are sealed under from this version on.
+    #[prost(uint32, tag = "6")]
+    pub key_epoch: u32,
+    /// The coordinator's signature over all the above.
+    #[prost(bytes = "vec", tag = "7")]
+    pub signature: Vec<u8>,
+}
+
+/// A guild message as it travels: everything but the ciphertext is in the clear and
+/// bound to it as associated data.
+#[derive(Clone, PartialEq, Message)]
+pub struct Sealed {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// The key epoch it is sealed under.
+    #[prost(uint32, tag = "2")]
+    pub key_epoch: u32,
+    /// The sender's peer id (bytes); must be the gossip publisher.
+    #[prost(bytes = "vec", tag = "3")]
+    pub sender: Vec<u8>,
+    /// The sender's message counter; a counter seen before is a replay.
+    #[prost(uint64, tag = "4")]
+    pub counter: u64,
+    /// XChaCha20-Poly1305 nonce.
+    #[prost(bytes = "vec", tag = "5")]
+    pub nonce: Vec<u8>,
+    /// The sealed [`Plain`].
+    #[prost(bytes = "vec", tag = "6")]
+    pub ciphertext: Vec<u8>,
+}
+
+impl Sealed {
+    /// The associated data: every clear field.
+    pub(crate) fn aad(&self) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(64);
+        aad.extend_from_slice(self.guild_id.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(&self.key_epoch.to_be_bytes());
+        aad.extend_from_slice(&self.sender);
+        aad.extend_from_slice(&self.counter.to_be_bytes());
+        aad
+    }
+}
+
+/// What a sealed guild message holds, trace context included, so that outsiders cannot
+/// link messages by trace id.
+#[derive(Clone, PartialEq, Message)]
+pub struct Plain {
+    /// The application's message type.
+    #[prost(string, tag = "1")]
+    pub message_type: String,
+    /// The application's bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub body: Vec<u8>,
+    /// The sender's `traceparent`.
+    #[prost(string, tag = "3")]
+    pub traceparent: String,
+    /// The sender's `tracestate`.
+    #[prost(string, tag = "4")]
+    pub tracestate: String,
+    /// The sender's `baggage`.
+    #[prost(string, tag = "5")]
+    pub baggage: String,
+}
+
+/// A member's sign of life.
+#[derive(Clone, PartialEq, Message)]
+pub struct Heartbeat {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// A counter, for logs.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+}
+
+/// A request to join, to the coordinator.
+#[derive(Clone, PartialEq, Message)]
+pub struct JoinRequest {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// The joiner's X25519 public key, for the guild key.
+    #[prost(bytes = "vec", tag = "2")]
+    pub exchange_public: Vec<u8>,
+}
+
+/// The coordinator's answer to a join: the membership and the guild key wrapped for the
+/// joiner, or a refusal.
+#[derive(Clone, PartialEq, Message)]
+pub struct JoinReply {
+    /// Why the join was refused; empty when admitted.
+    #[prost(string, tag = "1")]
+    pub refusal: String,
+    /// The membership that includes the joiner.
+    #[prost(message, optional, tag = "2")]
+    pub membership: Option<Membership>,
+    /// The guild key, wrapped for the joiner.
+    #[prost(message, optional, tag = "3")]
+    pub key: Option<KeyUpdate>,
+}
+
+/// A guild key wrapped for one member.
+#[derive(Clone, PartialEq, Message)]
+pub struct KeyUpdate {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// The key's epoch.
+    #[prost(uint32, tag = "2")]
+    pub key_epoch: u32,
+    /// The coordinator's X25519 public key.
+    #[prost(bytes = "vec", tag = "3")]
+    pub exchange_public: Vec<u8>,
+    /// Nonce of the wrapped key.
+    #[prost(bytes = "vec", tag = "4")]
+    pub nonce: Vec<u8>,
+    /// The wrapped key.
+    #[prost(bytes = "vec", tag = "5")]
+    pub wrapped: Vec<u8>,
+}
+
+impl KeyUpdate {
+    /// What the wrapped key is bound to.
+    pub(crate) fn context(guild_id: &str, epoch: u32) -> Vec<u8> {
+        let mut c = guild_id.as_bytes().to_vec();
+        c.push(b'/');
+        c.extend_from_slice(&epoch.to_be_bytes());
+        c
+    }
+}
+
+/// A member leaving, to the coordinator.
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaveRequest {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+}
+
+/// The coordinator ending the guild.
+#[derive(Clone, PartialEq, Message)]
+pub struct Dissolve {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// The coordinator's signature.
+    #[prost(bytes = "vec", tag = "2")]
+    pub signature: Vec<u8>,
+}
+
+/// The public key inside an ed25519 peer id.
+pub(crate) fn public_key_of(peer: &PeerId) -> Option<PublicKey> {
+    let mh = peer.as_ref();
+    // Identity multihash (code 0): the digest is the protobuf-encoded public key.
+    (mh.code() == 0)
+        .then(|| PublicKey::try_decode_protobuf(mh.digest()).ok())
+        .flatten()
+}
+
+fn tagged(domain: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut v = domain.to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+impl Membership {
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature.clear();
+        tagged(MEMBERSHIP_DOMAIN, &unsigned.encode_to_vec())
+    }
+
+    /// Signs it with the coordinator's key.
+    pub(crate) fn sign(mut self, key: &Keypair) -> Self {
+        self.signature = key
+            .sign(&self.signing_bytes())
+            .expect("ed25519 signing does not fail");
+        self
+    }
+
+    /// Whether `coordinator` signed it.
+    pub(crate) fn verify(&self, coordinator: &PeerId) -> bool {
+        self.coordinator == coordinator.to_bytes()
+            && public_key_of(coordinator)
+                .is_some_and(|k| k.verify(&self.signing_bytes(), &self.signature))
+    }
+
+    /// The members as peer ids (malformed entries skipped).
+    pub(crate) fn member_ids(&self) -> Vec<PeerId> {
+        self.members
+            .iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect()
+    }
+}
+
+impl Dissolve {
+    /// Signed by the coordinator.
+    pub(crate) fn signed(guild_id: &str, key: &Keypair) -> Self {
+        let signature = key
+            .sign(&tagged(DISSOLVE_DOMAIN, guild_id.as_bytes()))
+            .expect("ed25519 signing does not fail");
+        Self {
+            guild_id: guild_id.to_owned(),
+            signature,
+        }
+    }
+
+    /// Whether `coordinator` signed it.
+    pub(crate) fn verify(&self, coordinator: &PeerId) -> bool {
+        public_key_of(coordinator).is_some_and(|k| {
+            k.verify(
+                &tagged(DISSOLVE_DOMAIN, self.guild_id.as_bytes()),
+                &self.signature,
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn membership_signature_covers_every_field() {
+        let key = Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let m = Membership {
+            guild_id: "g".into(),
+            name: "n".into(),
+            version: 3,
+            coordinator: me.to_bytes(),
+            members: vec![me.to_bytes()],
+            key_epoch: 2,
+            signature: vec![],
+        }
+        .sign(&key);
+        assert!(m.verify(&me));
+        let other = Keypair::generate_ed25519().public().to_peer_id();
+        assert!(!m.verify(&other));
+        for tamper in [
+            |m: &mut Membership| m.version += 1,
+            |m: &mut Membership| m.key_epoch += 1,
+            |m: &mut Membership| m.members.push(vec![1]),
+            |m: &mut Membership| m.name.push('x'),
+            |m: &mut Membership| m.guild_id.push('x'),
+        ] {
+            let mut t = m.clone();
+            tamper(&mut t);
+            assert!(!t.verify(&me));
+        }
+        let d = Dissolve::signed("g", &key);
+        assert!(d.verify(&me));
+        assert!(!Dissolve::signed("g", &Keypair::generate_ed25519()).verify(&me));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Membership::decode(&bytes[..]).map(|m| (m.member_ids(), m.verify(&PeerId::random())));
+            let _ = Sealed::decode(&bytes[..]).map(|s| s.aad());
+            let _ = Plain::decode(&bytes[..]);
+            let _ = JoinReply::decode(&bytes[..]);
+            let _ = Dissolve::decode(&bytes[..]).map(|d| d.verify(&PeerId::random()));
+        }
+    }
+}

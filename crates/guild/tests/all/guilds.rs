@@ -1,0 +1,170 @@
+//! What an honest guild does.
+
+use crate::harness::{eventually, guild_config, meshed, node};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_read_each_other_outsiders_and_leavers_do_not() {
+    let coordinator = node(None, guild_config()).await;
+    let guild = coordinator
+        .guilds
+        .create("render farm")
+        .await
+        .expect("create");
+    assert_eq!(guild.status, "coordinator");
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let m = node(Some(&coordinator.addr), guild_config()).await;
+        let info = m
+            .guilds
+            .join(
+                &guild.id,
+                coordinator.network.peer_id(),
+                vec![coordinator.addr.clone()],
+            )
+            .await
+            .expect("join");
+        assert_eq!(info.status, "member");
+        members.push(m);
+    }
+    let watcher = node(Some(&coordinator.addr), guild_config()).await;
+    watcher.guilds.watch(&guild.id).await.expect("watch");
+    eventually("every member sees four members", || async {
+        let mut all = true;
+        for m in &members {
+            all &= m.guilds.info(&guild.id).await.expect("info").members.len() == 4;
+        }
+        all.then_some(())
+    })
+    .await;
+    for m in &members {
+        meshed(&m.network, &guild.id).await;
+    }
+    meshed(&watcher.network, &guild.id).await;
+
+    // A message from a member reaches and opens on every other member.
+    members[1]
+        .guilds
+        .send(&guild.id, "task_request", b"frame 7".to_vec())
+        .await
+        .expect("send");
+    for n in [&coordinator, &members[0], &members[2]] {
+        let got = eventually("the message decrypted", || async {
+            n.guilds.messages(&guild.id).await.expect("messages").pop()
+        })
+        .await;
+        assert_eq!(got.body, "frame 7");
+        assert_eq!(got.message_type, "task_request");
+        assert_eq!(got.from, members[1].network.peer_id().to_string());
+    }
+    // The watcher sees the ciphertext and opens nothing.
+    let seen = eventually("the watcher to see the ciphertext", || async {
+        let info = watcher.guilds.info(&guild.id).await.expect("info");
+        (info.ciphertexts_seen >= 1).then_some(info)
+    })
+    .await;
+    assert_eq!(seen.undecryptable, seen.ciphertexts_seen);
+    assert!(
+        watcher
+            .guilds
+            .messages(&guild.id)
+            .await
+            .expect("messages")
+            .is_empty()
+    );
+
+    // A member leaves: the key rotates, and it cannot read what follows.
+    let epoch_before = coordinator
+        .guilds
+        .info(&guild.id)
+        .await
+        .expect("info")
+        .key_epoch;
+    members[2].guilds.leave(&guild.id).await.expect("leave");
+    eventually("the remaining members to hold the new key", || async {
+        let mut all = true;
+        for m in &members[..2] {
+            let info = m.guilds.info(&guild.id).await.expect("info");
+            all &= info.key_epoch > epoch_before && info.members.len() == 3;
+        }
+        all.then_some(())
+    })
+    .await;
+    let leaver_before = members[2].guilds.info(&guild.id).await.expect("info");
+    assert_eq!(leaver_before.status, "left");
+    members[0]
+        .guilds
+        .send(&guild.id, "task_request", b"after the leave".to_vec())
+        .await
+        .expect("send");
+    eventually("the coordinator to read it", || async {
+        let msgs = coordinator
+            .guilds
+            .messages(&guild.id)
+            .await
+            .expect("messages");
+        msgs.iter()
+            .any(|m| m.body == "after the leave")
+            .then_some(())
+    })
+    .await;
+    let leaver = eventually("the leaver to see the new ciphertext", || async {
+        let info = members[2].guilds.info(&guild.id).await.expect("info");
+        (info.ciphertexts_seen > leaver_before.ciphertexts_seen).then_some(info)
+    })
+    .await;
+    assert!(
+        leaver.undecryptable > leaver_before.undecryptable,
+        "{leaver:?}"
+    );
+    let read = members[2]
+        .guilds
+        .messages(&guild.id)
+        .await
+        .expect("messages");
+    assert!(read.iter().all(|m| m.body != "after the leave"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
+    let coordinator = node(None, guild_config()).await;
+    let guild = coordinator.guilds.create("g").await.expect("create");
+    let stays = node(Some(&coordinator.addr), guild_config()).await;
+    let dies = node(Some(&coordinator.addr), guild_config()).await;
+    for m in [&stays, &dies] {
+        m.guilds
+            .join(
+                &guild.id,
+                coordinator.network.peer_id(),
+                vec![coordinator.addr.clone()],
+            )
+            .await
+            .expect("join");
+    }
+    meshed(&stays.network, &guild.id).await;
+    let epoch = coordinator
+        .guilds
+        .info(&guild.id)
+        .await
+        .expect("info")
+        .key_epoch;
+    dies.network.shutdown().await;
+    let dead = dies.network.peer_id().to_string();
+    eventually("the silent member removed everywhere", || async {
+        let c = coordinator.guilds.info(&guild.id).await.expect("info");
+        let s = stays.guilds.info(&guild.id).await.expect("info");
+        (c.members.iter().all(|m| m.peer_id != dead)
+            && s.members.iter().all(|m| m.peer_id != dead)
+            && s.key_epoch > epoch)
+            .then_some(())
+    })
+    .await;
+    assert!(coordinator.guilds.stats().members_marked_down >= 1);
+
+    coordinator.network.shutdown().await;
+    let ended = eventually("the guild to end for the member", || async {
+        let s = stays.guilds.info(&guild.id).await.expect("info");
+        (s.status == "dissolved").then_some(s)
+    })
+    .await;
+    assert!(ended.reason.expect("reason").contains("coordinator lost"));
+}

@@ -1,0 +1,210 @@
+//! Forged and stale memberships, tampered and replayed messages, and a flood of joins:
+//! rejected, counted, and the guild carries on.
+
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::mpsc;
+use zerostate_guild::wire::{JoinRequest, Membership, Sealed};
+use zerostate_guild::{GuildConfig, TOPIC_PREFIX};
+use zerostate_p2p::{Event, identity::Keypair};
+
+use crate::harness::{eventually, guild_config, meshed, node, raw};
+
+/// The next gossip payload of `message_type` the spy sees.
+async fn capture(events: &mut mpsc::Receiver<Event>, message_type: &str) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(Event::Gossip(m))) if m.envelope.message_type == message_type => {
+                return m.envelope.payload;
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("the spy saw no {message_type}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guild_traffic_is_rejected_and_counted() {
+    // A connection storm of twelve nodes on two cores can delay a heartbeat by more than
+    // the 600 ms the other tests allow; this test is about hostile input, not failure
+    // detection, so it gives members a wider window.
+    let patient = GuildConfig {
+        heartbeat_interval_ms: 500,
+        missed_heartbeats: 6,
+        ..guild_config()
+    };
+    let config = GuildConfig {
+        joins_per_second: 2,
+        ..patient.clone()
+    };
+    let coordinator = node(None, config).await;
+    let guild = coordinator.guilds.create("g").await.expect("create");
+    let topic = format!("{TOPIC_PREFIX}{}", guild.id);
+    let (spy, mut spy_events, _) = raw(Some(&coordinator.addr)).await;
+    spy.subscribe(&topic).await.expect("subscribe");
+    meshed(&spy, &guild.id).await;
+
+    let member = node(Some(&coordinator.addr), patient.clone()).await;
+    member
+        .guilds
+        .join(
+            &guild.id,
+            coordinator.network.peer_id(),
+            vec![coordinator.addr.clone()],
+        )
+        .await
+        .expect("join");
+    let old_membership = capture(&mut spy_events, "guild_membership").await;
+    meshed(&member.network, &guild.id).await;
+
+    // A replayed message: the same sealed frame again, from its own sender.
+    member
+        .guilds
+        .send(&guild.id, "note", b"one".to_vec())
+        .await
+        .expect("send");
+    let frame = capture(&mut spy_events, "guild_message").await;
+    eventually("the original delivered", || async {
+        (coordinator.guilds.stats().messages_received == 1).then_some(())
+    })
+    .await;
+    member
+        .network
+        .publish_opaque(&topic, "guild_message", frame.clone())
+        .await
+        .expect("replay");
+    eventually("the replay rejected", || async {
+        (coordinator.guilds.stats().rejected_replayed == 1).then_some(())
+    })
+    .await;
+
+    // A tampered message.
+    let mut sealed = Sealed::decode(&frame[..]).expect("sealed");
+    sealed.ciphertext[0] ^= 0x01;
+    sealed.counter += 1_000_000;
+    member
+        .network
+        .publish_opaque(&topic, "guild_message", sealed.encode_to_vec())
+        .await
+        .expect("tamper");
+    eventually("the tampered message rejected", || async {
+        (coordinator.guilds.stats().rejected_tampered == 1).then_some(())
+    })
+    .await;
+
+    // A message whose sender field names the member, published by the spy.
+    spy.publish_opaque(&topic, "guild_message", frame.clone())
+        .await
+        .expect("impersonate");
+    eventually("the impersonation rejected", || async {
+        (coordinator.guilds.stats().rejected_not_member >= 1).then_some(())
+    })
+    .await;
+
+    // A membership signed by someone else.
+    let spy_key = Keypair::generate_ed25519();
+    let forged = Membership {
+        guild_id: guild.id.clone(),
+        name: "g".into(),
+        version: 99,
+        coordinator: coordinator.network.peer_id().to_bytes(),
+        members: vec![spy.peer_id().to_bytes()],
+        key_epoch: 9,
+        signature: spy_key.sign(b"anything").expect("sign"),
+    };
+    spy.publish(&topic, "guild_membership", forged.encode_to_vec())
+        .await
+        .expect("forge");
+    eventually("the forged membership rejected", || async {
+        (member.guilds.stats().rejected_forged >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        member
+            .guilds
+            .info(&guild.id)
+            .await
+            .expect("info")
+            .members
+            .len(),
+        2
+    );
+
+    // A stale membership, genuinely signed, replayed by the coordinator's own node after a
+    // newer one (a third member joins).
+    let third = node(Some(&coordinator.addr), patient.clone()).await;
+    third
+        .guilds
+        .join(
+            &guild.id,
+            coordinator.network.peer_id(),
+            vec![coordinator.addr.clone()],
+        )
+        .await
+        .expect("join");
+    eventually("the member to see version 3", || async {
+        (member.guilds.info(&guild.id).await.expect("info").version == 3).then_some(())
+    })
+    .await;
+    coordinator
+        .network
+        .publish(&topic, "guild_membership", old_membership)
+        .await
+        .expect("replay the membership");
+    eventually("the stale membership rejected", || async {
+        (member.guilds.stats().rejected_stale >= 1).then_some(())
+    })
+    .await;
+
+    // A flood of joins from many nodes: the coordinator admits its rate and refuses the rest.
+    let mut flooders = Vec::new();
+    for _ in 0..12 {
+        flooders.push(raw(Some(&coordinator.addr)).await.0);
+    }
+    let request = JoinRequest {
+        guild_id: guild.id.clone(),
+        exchange_public: zerostate_guild::ExchangeKey::generate().public().to_vec(),
+    }
+    .encode_to_vec();
+    let mut asks = Vec::new();
+    for f in &flooders {
+        let f = f.clone();
+        let request = request.clone();
+        let to = coordinator.network.peer_id();
+        let addr = coordinator.addr.clone();
+        asks.push(tokio::spawn(async move {
+            f.request(to, vec![addr], "guild_join", request).await
+        }));
+    }
+    for a in asks {
+        a.await
+            .expect("task")
+            .expect("an answer, admitted or refused");
+    }
+    let stats = coordinator.guilds.stats();
+    assert!(stats.joins_refused >= 5, "{stats:?}");
+
+    // Nobody crashed: the guild still works (once the admitted flooders, who never send a
+    // heartbeat, are removed and the key has settled).
+    eventually("the flooders removed and the key settled", || async {
+        let c = coordinator.guilds.info(&guild.id).await.expect("info");
+        let m = member.guilds.info(&guild.id).await.expect("info");
+        (c.members.len() == 3 && m.key_epoch == c.key_epoch).then_some(())
+    })
+    .await;
+    member
+        .guilds
+        .send(&guild.id, "note", b"still here".to_vec())
+        .await
+        .expect("send");
+    eventually("a message after all that", || async {
+        let msgs = coordinator
+            .guilds
+            .messages(&guild.id)
+            .await
+            .expect("messages");
+        msgs.iter().any(|m| m.body == "still here").then_some(())
+    })
+    .await;
+}
