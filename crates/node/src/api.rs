@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tracing::Instrument;
+use zerostate_guild::{GuildError, Guilds};
 use zerostate_p2p::{Multiaddr, Network, NetworkError, PeerId};
 use zerostate_telemetry::{SpanExt, propagation};
 
@@ -20,11 +21,17 @@ use crate::commands::node::{DEFAULT_TOPIC, NodeInfo};
 #[derive(Clone)]
 struct Api {
     network: Network,
+    guilds: Guilds,
     info: NodeInfo,
 }
 
 /// Serves the API on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, network: Network, info: NodeInfo) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    network: Network,
+    guilds: Guilds,
+    info: NodeInfo,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -37,7 +44,22 @@ pub async fn serve(listener: tokio::net::TcpListener, network: Network, info: No
         .route("/v1/p2p/dial", post(dial))
         .route("/v1/p2p/request", post(request))
         .route("/v1/dht/{key}", get(get_record).put(put_record))
-        .with_state(Api { network, info });
+        .route("/v1/guilds", get(guild_list).post(guild_create))
+        .route("/v1/guilds/stats", get(guild_stats))
+        .route("/v1/guilds/{id}", get(guild_info))
+        .route("/v1/guilds/{id}/join", post(guild_join))
+        .route("/v1/guilds/{id}/leave", post(guild_leave))
+        .route("/v1/guilds/{id}/dissolve", post(guild_dissolve))
+        .route("/v1/guilds/{id}/watch", post(guild_watch))
+        .route(
+            "/v1/guilds/{id}/messages",
+            get(guild_messages).post(guild_send),
+        )
+        .with_state(Api {
+            network,
+            guilds,
+            info,
+        });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("the HTTP API stopped: {e}");
     }
@@ -56,6 +78,20 @@ impl From<NetworkError> for ApiError {
     fn from(e: NetworkError) -> Self {
         let status = match e {
             NetworkError::BadType(_) | NetworkError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<GuildError> for ApiError {
+    fn from(e: GuildError) -> Self {
+        let status = match &e {
+            GuildError::Unknown(_) => StatusCode::NOT_FOUND,
+            GuildError::NotCoordinator(_)
+            | GuildError::CoordinatorLeaving(_)
+            | GuildError::NotMember(..) => StatusCode::CONFLICT,
+            GuildError::Refused { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         };
         ApiError(status, e.to_string())
@@ -267,4 +303,119 @@ async fn get_record(
             format!("no node has a record under {key}"),
         )),
     }
+}
+
+async fn guild_list(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(api.guilds.list().await?).into_response())
+}
+
+async fn guild_stats(State(api): State<Api>) -> Response {
+    Json(api.guilds.stats()).into_response()
+}
+
+async fn guild_info(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(api.guilds.info(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+}
+
+async fn guild_create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Json(body): Json<CreateBody>,
+) -> Result<Response, ApiError> {
+    let span = server_span("POST /v1/guilds", &headers);
+    let info = api.guilds.create(&body.name).instrument(span).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    coordinator: String,
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+async fn guild_join(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<JoinBody>,
+) -> Result<Response, ApiError> {
+    let coordinator: PeerId = body
+        .coordinator
+        .parse()
+        .map_err(|e| bad_request(format!("coordinator {}: {e}", body.coordinator)))?;
+    let addresses = body
+        .addresses
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| bad_request(format!("address {a}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let span = server_span("POST /v1/guilds/join", &headers);
+    let info = api
+        .guilds
+        .join(&id, coordinator, addresses)
+        .instrument(span)
+        .await?;
+    Ok(Json(info).into_response())
+}
+
+async fn guild_leave(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let span = server_span("POST /v1/guilds/leave", &headers);
+    api.guilds.leave(&id).instrument(span).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn guild_dissolve(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let span = server_span("POST /v1/guilds/dissolve", &headers);
+    api.guilds.dissolve(&id).instrument(span).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn guild_watch(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    api.guilds.watch(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn guild_messages(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(api.guilds.messages(&id).await?).into_response())
+}
+
+async fn guild_send(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<PublishBody>,
+) -> Result<Response, ApiError> {
+    if body.topic.is_some() {
+        return Err(bad_request(
+            "a guild message has no topic: the guild is its topic",
+        ));
+    }
+    let span = server_span("POST /v1/guilds/messages", &headers);
+    api.guilds
+        .send(&id, &body.message_type, body.payload.into_bytes())
+        .instrument(span.clone())
+        .await?;
+    let trace_id = span.context().map(|cx| cx.trace_id.to_string());
+    Ok(Json(serde_json::json!({ "trace_id": trace_id })).into_response())
 }

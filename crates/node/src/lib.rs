@@ -30,7 +30,7 @@ enum Command {
     #[command(subcommand)]
     Receipt(commands::receipt::ReceiptCommand),
     /// Run a node (bootnode, relay or edge) until SIGINT or SIGTERM.
-    Node(commands::node::NodeCommand),
+    Node(Box<commands::node::NodeCommand>),
 }
 
 impl Cli {

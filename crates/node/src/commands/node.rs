@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
+use zerostate_guild::{GuildConfig, Guilds};
 use zerostate_p2p::{Event, Multiaddr, Network, NetworkConfig, Role};
 use zerostate_telemetry::{SpanExt, TelemetryConfig};
 
@@ -32,6 +33,8 @@ pub struct NodeFile {
     pub network: NetworkConfig,
     /// Telemetry (`[telemetry]`); see the tracing guide.
     pub telemetry: Option<TelemetryConfig>,
+    /// Guilds (`[guild]`): heartbeats, admission limits.
+    pub guild: GuildConfig,
 }
 
 /// Run a node until SIGINT or SIGTERM.
@@ -65,6 +68,62 @@ pub struct NodeCommand {
     /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Create a guild with this name on start, coordinated by this node.
+    #[arg(long, value_name = "NAME")]
+    create_guild: Option<String>,
+    /// Join a guild on start: GUILD_ID@COORDINATOR, the coordinator a peer id or an
+    /// address ending in /p2p/<peer id>. Retried until the coordinator answers.
+    #[arg(long, value_name = "ID@COORDINATOR")]
+    join_guild: Option<GuildTarget>,
+}
+
+/// A guild to join and where its coordinator is.
+#[derive(Clone, Debug)]
+pub struct GuildTarget {
+    /// The guild's id.
+    pub guild_id: String,
+    /// The coordinator.
+    pub coordinator: zerostate_p2p::PeerId,
+    /// Where to reach it, if given.
+    pub addresses: Vec<Multiaddr>,
+}
+
+impl std::str::FromStr for GuildTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (id, at) = s.split_once('@').ok_or(
+            "expected GUILD_ID@COORDINATOR (a peer id or an address ending in /p2p/<peer id>)",
+        )?;
+        if at.starts_with('/') {
+            let addr: Multiaddr = at.parse().map_err(|e| format!("{at}: {e}"))?;
+            let coordinator = zerostate_p2p::peer_of(&addr)
+                .ok_or_else(|| format!("{at} does not end in /p2p/<peer id>"))?;
+            Ok(Self {
+                guild_id: id.to_owned(),
+                coordinator,
+                addresses: vec![addr],
+            })
+        } else {
+            Ok(Self {
+                guild_id: id.to_owned(),
+                coordinator: at.parse().map_err(|e| format!("peer id {at}: {e}"))?,
+                addresses: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Everything a node starts with.
+struct Plan {
+    network: NetworkConfig,
+    key: zerostate_p2p::identity::Keypair,
+    name: String,
+    api: SocketAddr,
+    topics: Vec<String>,
+    guild: GuildConfig,
+    create_guild: Option<String>,
+    join_guild: Option<GuildTarget>,
 }
 
 /// What a running node is, as printed on start and served at `/v1/node`.
@@ -160,7 +219,17 @@ impl NodeCommand {
             .thread_name("zerostate-node")
             .build()
             .context("starting the async runtime")?;
-        let result = runtime.block_on(serve(network, key, name, api_addr, topics));
+        let plan = Plan {
+            network,
+            key,
+            name,
+            api: api_addr,
+            topics,
+            guild: file.guild.clone(),
+            create_guild: self.create_guild.clone(),
+            join_guild: self.join_guild.clone(),
+        };
+        let result = runtime.block_on(serve(plan));
         drop(runtime);
         if let Err(e) = guard.shutdown() {
             eprintln!("warning: flushing telemetry on shutdown: {e}");
@@ -169,17 +238,22 @@ impl NodeCommand {
     }
 }
 
-async fn serve(
-    config: NetworkConfig,
-    key: zerostate_p2p::identity::Keypair,
-    name: String,
-    api_addr: SocketAddr,
-    topics: Vec<String>,
-) -> anyhow::Result<()> {
+async fn serve(plan: Plan) -> anyhow::Result<()> {
+    let Plan {
+        network: config,
+        key,
+        name,
+        api: api_addr,
+        topics,
+        guild,
+        create_guild,
+        join_guild,
+    } = plan;
     let role = config.role;
-    let (network, events) = Network::start(config, key)
+    let (network, events) = Network::start(config, key.clone())
         .await
         .context("starting the network")?;
+    let guilds = Guilds::start(network.clone(), key, guild);
     for topic in &topics {
         network
             .subscribe(topic)
@@ -205,11 +279,22 @@ async fn serve(
         listen,
     };
     // One JSON line on stdout says the node is up and where; logs go to stderr.
-    println!("{}", serde_json::json!({ "event": "ready", "node": info }));
+    say(&serde_json::json!({ "event": "ready", "node": info }));
     tracing::info!(node = %name, peer.id = %network.peer_id(), api = %info.api, "node ready");
 
-    let api = tokio::spawn(api::serve(listener, network.clone(), info));
-    let handler = tokio::spawn(handle_events(network.clone(), events));
+    let api = tokio::spawn(api::serve(listener, network.clone(), guilds.clone(), info));
+    let handler = tokio::spawn(handle_events(network.clone(), guilds.clone(), events));
+    if let Some(name) = create_guild {
+        let created = guilds
+            .create(&name)
+            .await
+            .with_context(|| format!("creating guild {name}"))?;
+        say(&serde_json::json!({ "event": "guild_created", "guild": created }));
+        tracing::info!(guild.id = %created.id, "guild created");
+    }
+    if let Some(target) = join_guild {
+        tokio::spawn(join_until_admitted(guilds.clone(), target));
+    }
     shutdown_signal().await?;
     tracing::info!("shutting down");
     api.abort();
@@ -220,8 +305,16 @@ async fn serve(
 
 /// What a node does with what arrives: gossip is logged inside its span; `echo` requests
 /// are answered with their payload; other requests are refused with a reason.
-async fn handle_events(network: Network, mut events: tokio::sync::mpsc::Receiver<Event>) {
+async fn handle_events(
+    network: Network,
+    guilds: Guilds,
+    mut events: tokio::sync::mpsc::Receiver<Event>,
+) {
     while let Some(event) = events.recv().await {
+        if Guilds::wants(&event) {
+            guilds.deliver(event).await;
+            continue;
+        }
         match event {
             Event::Gossip(m) => {
                 let _entered = m.span.enter();
@@ -249,6 +342,45 @@ async fn handle_events(network: Network, mut events: tokio::sync::mpsc::Receiver
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Writes one event line on stdout. A closed stdout (the reader went away) is not a
+/// reason to stop a node, so errors are ignored.
+fn say(event: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{event}");
+    let _ = out.flush();
+}
+
+/// Joins a guild, retrying with backoff while the coordinator cannot be reached (it may
+/// not be up yet). A refusal ends the attempts.
+async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
+    let mut wait = std::time::Duration::from_millis(200);
+    loop {
+        match guilds
+            .join(
+                &target.guild_id,
+                target.coordinator,
+                target.addresses.clone(),
+            )
+            .await
+        {
+            Ok(info) => {
+                tracing::info!(guild.id = %info.id, count = info.members.len(), "joined guild");
+                return;
+            }
+            Err(e @ zerostate_guild::GuildError::Refused { .. }) => {
+                tracing::error!("{e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("{e}; trying again in {} ms", wait.as_millis());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Integration tests of the `zerostate` binary, run as a real process.
 
+mod cluster;
+mod guild;
 mod network;
 mod receipt;
 mod task;

@@ -1,0 +1,243 @@
+//! A guild of `zerostate node` processes: created and joined from the command line, its
+//! messages readable by members only, its key rotated when a member leaves, and a member
+//! killed with SIGKILL noticed by heartbeats.
+
+use std::time::{Duration, Instant};
+
+use zerostate_telemetry::testing::OtlpReceiver;
+
+use crate::cluster::{NodeProcess, eventually, hex};
+
+/// The node's view of the guild; `Null` while it is not in it yet.
+fn guild(node: &NodeProcess, id: &str) -> serde_json::Value {
+    let (status, body) = node.get(&format!("/v1/guilds/{id}"));
+    if status == 404 {
+        return serde_json::Value::Null;
+    }
+    assert_eq!(status, 200, "{}: {body}", node.name);
+    serde_json::from_str(&body).expect("json")
+}
+
+fn messages(node: &NodeProcess, id: &str) -> Vec<String> {
+    let (_, body) = node.get(&format!("/v1/guilds/{id}/messages"));
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
+    list.iter()
+        .map(|m| m["body"].as_str().expect("body").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
+    let receiver = OtlpReceiver::start();
+    let otlp = receiver.endpoint();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("guild.toml");
+    // Heartbeats every 300 ms, down after 3 missed: a 900 ms window.
+    std::fs::write(
+        &config,
+        "[guild]\nheartbeat_interval_ms = 300\nmissed_heartbeats = 3\n",
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let listen = "/ip4/127.0.0.1/tcp/0";
+
+    let coordinator = NodeProcess::start(
+        dir.path(),
+        "guild-coordinator",
+        &[
+            "--role",
+            "bootnode",
+            "--listen",
+            listen,
+            "--config",
+            &config,
+            "--create-guild",
+            "render farm",
+        ],
+        &otlp,
+    );
+    let created = coordinator.event("guild_created");
+    let id = created["guild"]["id"]
+        .as_str()
+        .expect("guild id")
+        .to_owned();
+    let coordinator_addr = coordinator.tcp_address();
+    let target = format!("{id}@{coordinator_addr}");
+    let members: Vec<NodeProcess> = (1..=3)
+        .map(|i| {
+            NodeProcess::start(
+                dir.path(),
+                &format!("guild-member-{i}"),
+                &[
+                    "--listen",
+                    listen,
+                    "--bootstrap",
+                    &coordinator_addr,
+                    "--config",
+                    &config,
+                    "--join-guild",
+                    &target,
+                ],
+                &otlp,
+            )
+        })
+        .collect();
+    let outsider = NodeProcess::start(
+        dir.path(),
+        "outsider",
+        &[
+            "--listen",
+            listen,
+            "--bootstrap",
+            &coordinator_addr,
+            "--config",
+            &config,
+        ],
+        &otlp,
+    );
+    let (status, body) = outsider.post(
+        &format!("/v1/guilds/{id}/watch"),
+        &serde_json::json!({}),
+        &[],
+    );
+    assert_eq!(status, 204, "{body}");
+
+    eventually("four members everywhere", || {
+        let all = std::iter::once(&coordinator).chain(&members).all(|n| {
+            guild(n, &id)["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 4)
+        });
+        all.then_some(())
+    });
+    let topic = format!("zerostate%2Fguild%2F{id}");
+    for n in members.iter().chain([&outsider]) {
+        eventually(&format!("{} in the guild's mesh", n.name), || {
+            let (status, body) = n.get(&format!("/v1/p2p/mesh/{topic}"));
+            (status == 200 && body != "[]").then_some(())
+        });
+    }
+
+    // One member's message opens on every other member, in the sender's trace.
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let (status, body) = members[0].post(
+        &format!("/v1/guilds/{id}/messages"),
+        &serde_json::json!({ "type": "task_request", "payload": "frame 1" }),
+        &[("traceparent", &format!("00-{trace_id}-b7ad6b7169203331-01"))],
+    );
+    assert_eq!(status, 200, "{body}");
+    for n in [&coordinator, &members[1], &members[2]] {
+        eventually(&format!("{} to read the message", n.name), || {
+            messages(n, &id)
+                .contains(&"frame 1".to_owned())
+                .then_some(())
+        });
+    }
+    let (send, receivers) = eventually("guild.send_message and three receive children", || {
+        let spans = receiver.spans();
+        let send = spans.iter().find(|s| {
+            s.service == "guild-member-1"
+                && s.span.name == "guild.send_message"
+                && hex(&s.span.trace_id) == trace_id
+        })?;
+        let mut receivers: Vec<String> = spans
+            .iter()
+            .filter(|s| {
+                s.span.name == "guild.receive_message" && s.span.parent_span_id == send.span.span_id
+            })
+            .map(|s| s.service.clone())
+            .collect();
+        receivers.sort();
+        (receivers.len() == 3).then(|| (send.clone(), receivers))
+    });
+    assert_eq!(
+        receivers,
+        ["guild-coordinator", "guild-member-2", "guild-member-3"]
+    );
+    assert_eq!(send.attribute("guild.id").as_deref(), Some(id.as_str()));
+
+    // The outsider sees ciphertext only, and nothing that links it to the trace.
+    let seen = eventually("the outsider to see the ciphertext", || {
+        let g = guild(&outsider, &id);
+        (g["ciphertexts_seen"].as_u64()? >= 1).then_some(g)
+    });
+    assert_eq!(seen["undecryptable"], seen["ciphertexts_seen"]);
+    assert!(messages(&outsider, &id).is_empty());
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.service == "outsider")
+            .all(|s| hex(&s.span.trace_id) != trace_id),
+        "the outsider's spans must not join the guild's trace"
+    );
+
+    // A member leaves: the key rotates and it cannot read what follows.
+    let epoch = guild(&coordinator, &id)["key_epoch"]
+        .as_u64()
+        .expect("epoch");
+    let leaver = &members[2];
+    let (status, body) = leaver.post(
+        &format!("/v1/guilds/{id}/leave"),
+        &serde_json::json!({}),
+        &[],
+    );
+    assert_eq!(status, 204, "{body}");
+    eventually("the remaining members on the new key", || {
+        let e = guild(&coordinator, &id)["key_epoch"].as_u64()?;
+        let all = e > epoch
+            && members[..2]
+                .iter()
+                .all(|m| guild(m, &id)["key_epoch"].as_u64() == Some(e));
+        all.then_some(())
+    });
+    let before = guild(leaver, &id);
+    assert_eq!(before["status"], "left");
+    let (status, body) = members[1].post(
+        &format!("/v1/guilds/{id}/messages"),
+        &serde_json::json!({ "type": "task_request", "payload": "frame 2" }),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    for n in [&coordinator, &members[0]] {
+        eventually(&format!("{} to read frame 2", n.name), || {
+            messages(n, &id)
+                .contains(&"frame 2".to_owned())
+                .then_some(())
+        });
+    }
+    eventually("the leaver to see and fail to open frame 2", || {
+        let g = guild(leaver, &id);
+        (g["undecryptable"].as_u64()? > before["undecryptable"].as_u64()?).then_some(())
+    });
+    assert!(!messages(leaver, &id).contains(&"frame 2".to_owned()));
+
+    // A member killed with SIGKILL is marked down and removed within the heartbeat window.
+    let mut members = members;
+    let killed = members.remove(1);
+    let killed_id = killed.peer_id.clone();
+    let t = Instant::now();
+    killed.kill();
+    eventually("the killed member removed", || {
+        let gone = |n: &NodeProcess| {
+            guild(n, &id)["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().all(|m| m["peer_id"] != killed_id.as_str()))
+        };
+        (gone(&coordinator) && gone(&members[0])).then_some(())
+    });
+    let took = t.elapsed();
+    // The window is 900 ms; the check runs on the next heartbeat, and the removal then
+    // travels as a membership update.
+    assert!(
+        took < Duration::from_millis(900 + 300 + 1500),
+        "took {took:?}"
+    );
+    let (_, stats) = coordinator.get("/v1/guilds/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
+    assert!(stats["members_marked_down"].as_u64() >= Some(1), "{stats}");
+
+    for n in members.into_iter().chain([outsider, coordinator]) {
+        n.stop();
+    }
+}
