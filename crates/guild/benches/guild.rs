@@ -56,14 +56,12 @@ async fn node(bootstrap: Option<&Multiaddr>) -> (Network, Guilds, Multiaddr) {
         }
     });
     let addr = network
-        .listen_addresses()
+        .dialable_addresses()
         .await
         .expect("addresses")
         .into_iter()
         .next()
-        .expect("address")
-        .with_p2p(network.peer_id())
-        .expect("peer id");
+        .expect("an address");
     (network, guilds, addr)
 }
 

@@ -1008,8 +1008,24 @@ impl Service {
             );
             tokio::spawn(
                 async move {
-                    if let Err(e) = network.request(peer, vec![], types::KEY, update).await {
-                        Span::current().record_error(&e);
+                    // A lost delivery would leave the member unable to read the guild, so it
+                    // is retried; a member that stays unreachable is removed by heartbeats.
+                    let mut wait = Duration::from_millis(250);
+                    for attempt in 1..=4 {
+                        match network
+                            .request(peer, vec![], types::KEY, update.clone())
+                            .await
+                        {
+                            Ok(_) => return,
+                            Err(e) if attempt == 4 => Span::current().record_error(&e),
+                            Err(e) => {
+                                tracing::debug!(
+                                    "delivering the guild key (attempt {attempt}): {e}"
+                                );
+                                tokio::time::sleep(wait).await;
+                                wait *= 2;
+                            }
+                        }
                     }
                 }
                 .instrument(span),
@@ -1432,7 +1448,11 @@ impl Service {
             bump(&self.counters.rejected_forged);
             return Vec::new();
         }
-        if update.key_epoch <= g.epoch {
+        if update.key_epoch == g.epoch {
+            // A retried delivery of the key this node already holds.
+            return Vec::new();
+        }
+        if update.key_epoch < g.epoch {
             bump(&self.counters.rejected_stale);
             return Vec::new();
         }

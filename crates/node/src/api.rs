@@ -98,6 +98,16 @@ impl From<GuildError> for ApiError {
     }
 }
 
+fn parse_addresses(addresses: &[String]) -> Result<Vec<Multiaddr>, ApiError> {
+    addresses
+        .iter()
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|e| bad_request(format!("address {a}: {e}")))
+        })
+        .collect()
+}
+
 fn bad_request(what: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, what.to_string())
 }
@@ -125,14 +135,12 @@ fn server_span(name: &'static str, headers: &HeaderMap) -> tracing::Span {
 
 async fn node(State(api): State<Api>) -> Result<Json<NodeInfo>, ApiError> {
     let mut info = api.info.clone();
-    let id = api.network.peer_id();
     info.listen = api
         .network
-        .listen_addresses()
+        .dialable_addresses()
         .await?
-        .into_iter()
-        .filter_map(|a| a.with_p2p(id).ok())
-        .map(|a| a.to_string())
+        .iter()
+        .map(Multiaddr::to_string)
         .collect();
     Ok(Json(info))
 }
@@ -239,14 +247,7 @@ async fn request(
         .peer
         .parse()
         .map_err(|e| bad_request(format!("peer id {}: {e}", body.peer)))?;
-    let addresses = body
-        .addresses
-        .iter()
-        .map(|a| {
-            a.parse::<Multiaddr>()
-                .map_err(|e| bad_request(format!("address {a}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let addresses = parse_addresses(&body.addresses)?;
     let span = server_span("POST /v1/p2p/request", &headers);
     let reply = api
         .network
@@ -351,14 +352,7 @@ async fn guild_join(
         .coordinator
         .parse()
         .map_err(|e| bad_request(format!("coordinator {}: {e}", body.coordinator)))?;
-    let addresses = body
-        .addresses
-        .iter()
-        .map(|a| {
-            a.parse::<Multiaddr>()
-                .map_err(|e| bad_request(format!("address {a}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let addresses = parse_addresses(&body.addresses)?;
     let span = server_span("POST /v1/guilds/join", &headers);
     let info = api
         .guilds

@@ -48,14 +48,12 @@ async fn network(n: usize) -> Net {
             .await
             .expect("starts");
         let addr = net
-            .listen_addresses()
+            .dialable_addresses()
             .await
             .expect("addresses")
             .into_iter()
             .next()
-            .expect("an address")
-            .with_p2p(net.peer_id())
-            .expect("peer id");
+            .expect("an address");
         addrs.push(addr);
         net.subscribe(TOPIC).await.expect("subscribe");
         tokio::spawn(record(events, arrivals.clone()));

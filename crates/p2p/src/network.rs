@@ -205,6 +205,18 @@ impl Network {
         self.ask(Command::ListenAddresses).await
     }
 
+    /// The addresses other nodes can dial this one at, each ending in `/p2p/<its id>`:
+    /// what to hand out as a bootstrap or join address.
+    pub async fn dialable_addresses(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        let id = self.peer_id;
+        Ok(self
+            .listen_addresses()
+            .await?
+            .into_iter()
+            .filter_map(|a| a.with_p2p(id).ok())
+            .collect())
+    }
+
     /// The connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetworkError> {
         self.ask(Command::Peers).await

@@ -23,9 +23,10 @@ pub(crate) fn guild_config() -> GuildConfig {
     }
 }
 
-/// A plain network node (no guild service); its events come back raw.
-pub(crate) async fn raw(
+/// A network on loopback with its key; the first node of a test is the bootnode.
+async fn network(
     bootstrap: Option<&Multiaddr>,
+    key: Keypair,
 ) -> (Network, mpsc::Receiver<Event>, Multiaddr) {
     let mut config = NetworkConfig::default();
     config.role = if bootstrap.is_none() {
@@ -36,36 +37,28 @@ pub(crate) async fn raw(
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
     config.gossip_heartbeat_ms = 200;
     config.bootstrap = bootstrap.into_iter().cloned().collect();
-    let (network, events) = Network::start(config, Keypair::generate_ed25519())
-        .await
-        .expect("network starts");
+    let (network, events) = Network::start(config, key).await.expect("network starts");
     let addr = network
-        .listen_addresses()
+        .dialable_addresses()
         .await
         .expect("addresses")
         .into_iter()
         .next()
-        .expect("an address")
-        .with_p2p(network.peer_id())
-        .expect("peer id");
+        .expect("an address");
     (network, events, addr)
+}
+
+/// A plain network node (no guild service); its events come back raw.
+pub(crate) async fn raw(
+    bootstrap: Option<&Multiaddr>,
+) -> (Network, mpsc::Receiver<Event>, Multiaddr) {
+    network(bootstrap, Keypair::generate_ed25519()).await
 }
 
 /// A node with a guild service fed by its network.
 pub(crate) async fn node(bootstrap: Option<&Multiaddr>, config: GuildConfig) -> Node {
     let key = Keypair::generate_ed25519();
-    let mut net_config = NetworkConfig::default();
-    net_config.role = if bootstrap.is_none() {
-        Role::Bootnode
-    } else {
-        Role::Edge
-    };
-    net_config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
-    net_config.gossip_heartbeat_ms = 200;
-    net_config.bootstrap = bootstrap.into_iter().cloned().collect();
-    let (network, mut events) = Network::start(net_config, key.clone())
-        .await
-        .expect("network starts");
+    let (network, mut events, addr) = network(bootstrap, key.clone()).await;
     let guilds = Guilds::start(network.clone(), key, config);
     let pump = guilds.clone();
     tokio::spawn(async move {
@@ -75,15 +68,6 @@ pub(crate) async fn node(bootstrap: Option<&Multiaddr>, config: GuildConfig) -> 
             }
         }
     });
-    let addr = network
-        .listen_addresses()
-        .await
-        .expect("addresses")
-        .into_iter()
-        .next()
-        .expect("an address")
-        .with_p2p(network.peer_id())
-        .expect("peer id");
     Node {
         network,
         guilds,

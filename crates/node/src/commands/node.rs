@@ -265,11 +265,10 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {api_addr}"))?;
     let api_url = format!("http://{}", listener.local_addr()?);
     let listen = network
-        .listen_addresses()
+        .dialable_addresses()
         .await?
-        .into_iter()
-        .filter_map(|a| a.with_p2p(network.peer_id()).ok())
-        .map(|a| a.to_string())
+        .iter()
+        .map(Multiaddr::to_string)
         .collect();
     let info = NodeInfo {
         name: name.clone(),

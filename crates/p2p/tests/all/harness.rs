@@ -28,14 +28,12 @@ pub(crate) async fn start(config: NetworkConfig) -> Node {
         .await
         .expect("network starts");
     let addr = network
-        .listen_addresses()
+        .dialable_addresses()
         .await
         .expect("addresses")
         .into_iter()
         .next()
-        .expect("a listen address")
-        .with_p2p(network.peer_id())
-        .expect("no peer id yet");
+        .expect("an address");
     Node {
         network,
         events,
