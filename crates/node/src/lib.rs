@@ -31,6 +31,11 @@ enum Command {
     Receipt(commands::receipt::ReceiptCommand),
     /// Run a node (bootnode, relay or edge) until SIGINT or SIGTERM.
     Node(Box<commands::node::NodeCommand>),
+    /// Run the trace collector (OTLP/HTTP in, a Jaeger api_v3 query API) until a signal.
+    Collector(commands::collector::CollectorCommand),
+    /// Read traces from a collector.
+    #[command(subcommand)]
+    Trace(commands::trace::TraceCommand),
 }
 
 impl Cli {
@@ -40,6 +45,8 @@ impl Cli {
             Command::Task(c) => c.run(),
             Command::Receipt(c) => c.run(),
             Command::Node(c) => c.run(),
+            Command::Collector(c) => c.run(),
+            Command::Trace(c) => c.run(),
         }
     }
 }

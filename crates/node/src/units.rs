@@ -29,7 +29,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
-/// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`.
+/// Parses a duration: a whole number followed by `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -42,10 +42,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n.checked_mul(1000),
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
-        "" => return Err(format!("duration {s:?} needs a unit: ms, s, m or h")),
+        "d" => n.checked_mul(86_400_000),
+        "" => return Err(format!("duration {s:?} needs a unit: ms, s, m, h or d")),
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h)"
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m, h, d)"
             ));
         }
     };

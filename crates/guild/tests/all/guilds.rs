@@ -168,3 +168,44 @@ async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
     .await;
     assert!(ended.reason.expect("reason").contains("coordinator lost"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_dissolves_and_only_the_coordinator_can() {
+    let coordinator = node(None, guild_config()).await;
+    let guild = coordinator
+        .guilds
+        .create("short-lived")
+        .await
+        .expect("create");
+    let member = node(Some(&coordinator.addr), guild_config()).await;
+    member
+        .guilds
+        .join(
+            &guild.id,
+            coordinator.network.peer_id(),
+            vec![coordinator.addr.clone()],
+        )
+        .await
+        .expect("join");
+    meshed(&member.network, &guild.id).await;
+    assert!(matches!(
+        member.guilds.dissolve(&guild.id).await,
+        Err(zerostate_guild::GuildError::NotCoordinator(_))
+    ));
+    assert!(matches!(
+        coordinator.guilds.leave(&guild.id).await,
+        Err(zerostate_guild::GuildError::CoordinatorLeaving(_))
+    ));
+    coordinator
+        .guilds
+        .dissolve(&guild.id)
+        .await
+        .expect("dissolve");
+    let info = eventually("the member to learn of the dissolution", || async {
+        let info = member.guilds.info(&guild.id).await.expect("info");
+        (info.status == "dissolved").then_some(info)
+    })
+    .await;
+    assert_eq!(info.reason.as_deref(), Some("dissolved by the coordinator"));
+    assert!(member.guilds.send(&guild.id, "x", vec![]).await.is_err());
+}

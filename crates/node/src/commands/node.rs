@@ -347,7 +347,7 @@ async fn handle_events(
 
 /// Writes one event line on stdout. A closed stdout (the reader went away) is not a
 /// reason to stop a node, so errors are ignored.
-fn say(event: &serde_json::Value) {
+pub(crate) fn say(event: &serde_json::Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{event}");
@@ -384,7 +384,7 @@ async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;

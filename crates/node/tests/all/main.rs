@@ -1,6 +1,7 @@
 //! Integration tests of the `zerostate` binary, run as a real process.
 
 mod cluster;
+mod collector;
 mod guild;
 mod network;
 mod receipt;

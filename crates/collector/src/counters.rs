@@ -1,0 +1,80 @@
+//! What the collector counted.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// One counter.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: Counter,
+    pub(crate) spans_received: Counter,
+    pub(crate) spans_rejected: Counter,
+    pub(crate) spans_stored: Counter,
+    pub(crate) spans_duplicate: Counter,
+    pub(crate) bad_requests: Counter,
+    pub(crate) too_large: Counter,
+    pub(crate) overloaded: Counter,
+    pub(crate) store_errors: Counter,
+    pub(crate) spans_expired: Counter,
+}
+
+/// A snapshot of the collector's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CollectorStats {
+    /// Export requests received.
+    pub requests: u64,
+    /// Spans in those requests.
+    pub spans_received: u64,
+    /// Spans refused for unusable ids (answered as partial success).
+    pub spans_rejected: u64,
+    /// Spans written to the store.
+    pub spans_stored: u64,
+    /// Spans already stored (same trace and span id).
+    pub spans_duplicate: u64,
+    /// Requests that did not decode (400) or had an unsupported content type (415).
+    pub bad_requests: u64,
+    /// Requests over the size bound, compressed or not (413).
+    pub too_large: u64,
+    /// Requests turned away because the store was behind (503).
+    pub overloaded: u64,
+    /// Batches the store failed to write.
+    pub store_errors: u64,
+    /// Spans removed by retention (age or size).
+    pub spans_expired: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> CollectorStats {
+        CollectorStats {
+            requests: self.requests.get(),
+            spans_received: self.spans_received.get(),
+            spans_rejected: self.spans_rejected.get(),
+            spans_stored: self.spans_stored.get(),
+            spans_duplicate: self.spans_duplicate.get(),
+            bad_requests: self.bad_requests.get(),
+            too_large: self.too_large.get(),
+            overloaded: self.overloaded.get(),
+            store_errors: self.store_errors.get(),
+            spans_expired: self.spans_expired.get(),
+        }
+    }
+}

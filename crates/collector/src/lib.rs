@@ -1,0 +1,234 @@
+//! ZeroState's embedded collector: OTLP/HTTP traces in from ZeroState nodes or any
+//! OpenTelemetry SDK, kept on disk in SQLite (bounded by age and bytes, surviving
+//! restarts), and served by a query API compatible with Jaeger's api_v3.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), zerostate_collector::CollectorError> {
+//! use zerostate_collector::{Collector, CollectorConfig};
+//!
+//! let mut config = CollectorConfig::default();
+//! config.data_dir = "/tmp/zerostate-traces".into();
+//! let collector = Collector::start(config).await?;
+//! println!("OTLP on http://{}, queries on http://{}", collector.otlp_addr, collector.ui_addr);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Not built yet: the web viewer (the UI address answers 501 at `/` and serves the query
+//! API), the service map and latency tables.
+
+mod counters;
+mod query;
+mod receiver;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde::{Deserialize, Serialize};
+
+pub use counters::CollectorStats;
+pub use store::{Store, StoreError, TraceQuery};
+
+use counters::Counters;
+
+/// How the collector runs. Every field says its default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// OTLP/HTTP listen address. Default `127.0.0.1:4318`.
+    pub otlp_http: SocketAddr,
+    /// Query API (and, later, viewer) listen address. Default `127.0.0.1:16686`.
+    pub ui: SocketAddr,
+    /// Where the store lives. Default `./zerostate-traces`.
+    pub data_dir: PathBuf,
+    /// How long spans are kept, in seconds. Default 7 days.
+    pub retention_secs: u64,
+    /// Most bytes the store may use; the oldest spans go first. Default 1 GiB.
+    pub max_bytes: u64,
+    /// Largest request body, before and after decompression. Default 64 MiB.
+    pub max_body_bytes: usize,
+    /// Export requests waiting for the store; beyond this the receiver answers 503 with
+    /// `Retry-After`. Default 64.
+    pub queue_requests: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            otlp_http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            ui: SocketAddr::from(([127, 0, 0, 1], 16686)),
+            data_dir: PathBuf::from("zerostate-traces"),
+            retention_secs: 7 * 24 * 3600,
+            max_bytes: 1 << 30,
+            max_body_bytes: 64 << 20,
+            queue_requests: 64,
+        }
+    }
+}
+
+/// Why the collector could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectorError {
+    /// The store did not open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running collector.
+#[derive(Debug)]
+pub struct Collector {
+    /// Where OTLP/HTTP is received.
+    pub otlp_addr: SocketAddr,
+    /// Where the query API is served.
+    pub ui_addr: SocketAddr,
+    counters: Arc<Counters>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    queue: Option<std::sync::mpsc::SyncSender<ExportTraceServiceRequest>>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Collector {
+    /// Opens the store and starts receiving and serving, on the current tokio runtime.
+    pub async fn start(config: CollectorConfig) -> Result<Collector, CollectorError> {
+        let mut writer_store = Store::open(&config.data_dir)?;
+        let reader = Store::reader(&config.data_dir)?;
+        let counters = Arc::new(Counters::default());
+        let (queue, rx) = std::sync::mpsc::sync_channel::<ExportTraceServiceRequest>(
+            config.queue_requests.max(1),
+        );
+        let retention = Duration::from_secs(config.retention_secs);
+        let max_bytes = config.max_bytes;
+        let wc = counters.clone();
+        let writer = std::thread::Builder::new()
+            .name("zerostate-collector-store".into())
+            .spawn(move || {
+                let mut last_check = Instant::now();
+                let enforce = |store: &mut Store| match store.enforce_limits(
+                    now_ns(),
+                    retention,
+                    max_bytes,
+                ) {
+                    Ok(n) => wc.spans_expired.add(n),
+                    Err(e) => tracing::error!("enforcing retention: {e}"),
+                };
+                enforce(&mut writer_store);
+                loop {
+                    match rx.recv_timeout(Duration::from_secs(1)) {
+                        Ok(request) => match writer_store.ingest(&request) {
+                            Ok(done) => {
+                                wc.spans_stored.add(done.stored);
+                                wc.spans_duplicate.add(done.duplicates);
+                            }
+                            Err(e) => {
+                                wc.store_errors.inc();
+                                tracing::error!("storing spans: {e}");
+                            }
+                        },
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    if last_check.elapsed() > Duration::from_secs(10) {
+                        last_check = Instant::now();
+                        enforce(&mut writer_store);
+                    }
+                }
+            })
+            .map_err(|e| CollectorError::Bind {
+                addr: config.otlp_http,
+                source: e,
+            })?;
+
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| CollectorError::Bind { addr, source })
+        };
+        let otlp = bind(config.otlp_http).await?;
+        let ui = bind(config.ui).await?;
+        let otlp_addr = otlp.local_addr().map_err(|source| CollectorError::Bind {
+            addr: config.otlp_http,
+            source,
+        })?;
+        let ui_addr = ui.local_addr().map_err(|source| CollectorError::Bind {
+            addr: config.ui,
+            source,
+        })?;
+        let receiver = receiver::router(receiver::Receiver {
+            queue: queue.clone(),
+            counters: counters.clone(),
+            max_body_bytes: config.max_body_bytes,
+        });
+        let api = query::router(query::Api {
+            store: Arc::new(Mutex::new(reader)),
+            counters: counters.clone(),
+        });
+        let servers = vec![
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(otlp, receiver).await {
+                    tracing::error!("the OTLP receiver stopped: {e}");
+                }
+            }),
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(ui, api).await {
+                    tracing::error!("the query API stopped: {e}");
+                }
+            }),
+        ];
+        Ok(Collector {
+            otlp_addr,
+            ui_addr,
+            counters,
+            servers,
+            writer: Some(writer),
+            queue: Some(queue),
+        })
+    }
+
+    /// What the collector counted.
+    pub fn stats(&self) -> CollectorStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops receiving, stores what was already queued, and returns.
+    pub async fn shutdown(mut self) {
+        for s in &self.servers {
+            s.abort();
+        }
+        for s in self.servers.drain(..) {
+            let _ = s.await;
+        }
+        // With the servers gone this is the last sender, unless a client's connection is
+        // still open: the writer drains the queue and ends, or is left to the process exit
+        // after 5 s.
+        drop(self.queue.take());
+        if let Some(w) = self.writer.take() {
+            let join = tokio::task::spawn_blocking(move || w.join());
+            if tokio::time::timeout(Duration::from_secs(5), join)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the trace store did not finish within 5 s of shutdown");
+            }
+        }
+    }
+}

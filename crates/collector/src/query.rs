@@ -1,0 +1,307 @@
+//! The query API, compatible with Jaeger's api_v3 over HTTP (`{"result": <OTLP JSON>}`, 404
+//! for nothing found), plus what it lacks: search without a service, trace summaries, and
+//! the collector's own counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::counters::Counters;
+use crate::store::{Store, StoreError, TraceQuery};
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) store: Arc<Mutex<Store>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+pub(crate) fn router(api: Api) -> Router {
+    Router::new()
+        .route("/", get(no_viewer))
+        .route("/api/v3/services", get(services))
+        .route("/api/v3/operations", get(operations))
+        .route("/api/v3/traces", get(search))
+        .route("/api/v3/traces/{trace_id}", get(trace))
+        .route("/api/zerostate/traces", get(summaries))
+        .route("/api/zerostate/stats", get(stats))
+        .with_state(api)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = if self.0 == StatusCode::NOT_FOUND {
+            5
+        } else {
+            3
+        };
+        (
+            self.0,
+            Json(serde_json::json!({ "error": { "code": code, "message": self.1 } })),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+fn bad(what: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, what.to_string())
+}
+
+async fn with_store<T: Send + 'static>(
+    api: &Api,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = api.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&store)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(ApiError::from)
+}
+
+async fn no_viewer() -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        "The trace viewer is not built yet. The query API is here: /api/v3/services, \
+         /api/v3/operations?service=, /api/v3/traces?query.serviceName=, \
+         /api/v3/traces/{trace_id}; `zerostate trace list` and `zerostate trace show` use it.\n",
+    )
+        .into_response()
+}
+
+async fn services(State(api): State<Api>) -> Result<Response, ApiError> {
+    let services = with_store(&api, |s| s.services()).await?;
+    Ok(Json(serde_json::json!({ "services": services })).into_response())
+}
+
+async fn operations(
+    State(api): State<Api>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let service = params
+        .get("service")
+        .cloned()
+        .ok_or_else(|| bad("the service parameter is required"))?;
+    let ops = with_store(&api, move |s| s.operations(&service)).await?;
+    let ops: Vec<_> = ops
+        .into_iter()
+        .map(|o| serde_json::json!({ "name": o.name, "spanKind": span_kind(o.kind) }))
+        .collect();
+    Ok(Json(serde_json::json!({ "operations": ops })).into_response())
+}
+
+/// Jaeger's lower-case span kind names.
+fn span_kind(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn parse_trace_id(s: &str) -> Result<Vec<u8>, ApiError> {
+    match hex::decode(s) {
+        Ok(b) if b.len() == 16 => Ok(b),
+        _ => Err(bad(format!("{s:?} is not a trace id (32 hex digits)"))),
+    }
+}
+
+async fn trace(State(api): State<Api>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_trace_id(&trace_id)?;
+    match with_store(&api, move |s| s.trace(&id)).await? {
+        Some(data) => Ok(Json(serde_json::json!({ "result": data })).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("trace {trace_id} not found"),
+        )),
+    }
+}
+
+/// Reads a Jaeger api_v3 search from query parameters.
+pub(crate) fn parse_query(params: &HashMap<String, String>) -> Result<TraceQuery, String> {
+    let mut q = TraceQuery::default();
+    let nonempty = |k: &str| params.get(k).filter(|v| !v.is_empty()).cloned();
+    q.service = nonempty("query.serviceName");
+    q.operation = nonempty("query.operationName");
+    if let Some(a) = nonempty("query.attributes") {
+        let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&a)
+            .map_err(|e| format!("query.attributes must be a JSON object: {e}"))?;
+        for (k, v) in map {
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            q.attributes.insert(k, v);
+        }
+    }
+    for (k, v) in params {
+        if let Some(key) = k
+            .strip_prefix("query.attributes[")
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            q.attributes.insert(key.to_owned(), v.clone());
+        }
+    }
+    if let Some(d) = nonempty("query.durationMin") {
+        q.duration_min = Some(parse_duration(&d)?);
+    }
+    if let Some(d) = nonempty("query.durationMax") {
+        q.duration_max = Some(parse_duration(&d)?);
+    }
+    if let Some(t) = nonempty("query.startTimeMin") {
+        q.start_min_ns = Some(parse_time(&t)?);
+    }
+    if let Some(t) = nonempty("query.startTimeMax") {
+        q.start_max_ns = Some(parse_time(&t)?);
+    }
+    if let Some(n) = nonempty("query.searchDepth").or_else(|| nonempty("query.numTraces")) {
+        q.limit = n
+            .parse()
+            .map_err(|_| format!("query.searchDepth {n:?} is not a number"))?;
+    }
+    Ok(q)
+}
+
+async fn search(
+    State(api): State<Api>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(&params).map_err(bad)?;
+    let data = with_store(&api, move |s| {
+        let ids = s.search(&q)?;
+        s.traces(&ids)
+    })
+    .await?;
+    if data.resource_spans.is_empty() {
+        return Err(ApiError(StatusCode::NOT_FOUND, "no trace matches".into()));
+    }
+    Ok(Json(serde_json::json!({ "result": data })).into_response())
+}
+
+async fn summaries(
+    State(api): State<Api>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let q = parse_query(&params).map_err(bad)?;
+    let list = with_store(&api, move |s| {
+        let ids = s.search(&q)?;
+        s.summaries(&ids)
+    })
+    .await?;
+    let list: Vec<_> = list
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({
+                "traceId": t.trace_id,
+                "root": t.root,
+                "service": t.service,
+                "spans": t.spans,
+                "durationNs": t.duration_ns,
+                "startNs": t.start_ns,
+                "errors": t.errors,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "traces": list })).into_response())
+}
+
+async fn stats(State(api): State<Api>) -> Response {
+    Json(api.counters.snapshot()).into_response()
+}
+
+/// A Go-style duration: `250us`, `10ms`, `1.5s`, `2m`, `1h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("duration {s:?} has no unit (ns, us, ms, s, m, h)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("duration {s:?} is not a number"))?;
+    let ns = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(format!("duration {s:?}: unknown unit {unit:?}")),
+    };
+    Ok(Duration::from_nanos((n * ns) as u64))
+}
+
+/// An RFC 3339 UTC time (`2026-11-25T13:00:00Z`, fractions allowed) or unix nanoseconds.
+pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let err = || format!("time {s:?} is not RFC 3339 UTC (like 2026-11-25T13:00:00Z)");
+    let s2 = s.strip_suffix('Z').ok_or_else(err)?;
+    let (date, time) = s2.split_once('T').ok_or_else(err)?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = match (d.next(), d.next(), d.next()) {
+        (Some(Ok(y)), Some(Ok(m)), Some(Ok(day))) => (y, m, day),
+        _ => return Err(err()),
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, mi, sec) = match (t.next(), t.next(), t.next()) {
+        (Some(Ok(h)), Some(Ok(mi)), Some(Ok(sec))) => (h, mi, sec),
+        _ => return Err(err()),
+    };
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        let padded = format!("{digits:0<9}");
+        padded.parse().map_err(|_| err())?
+    };
+    // Days since the epoch for a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    u64::try_from(secs * 1_000_000_000 + nanos).map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_times() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10parsecs").is_err());
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_time("2026-11-25T13:00:00.5Z"),
+            Ok(1_795_611_600_500_000_000)
+        );
+        assert_eq!(parse_time("42"), Ok(42));
+        assert!(parse_time("yesterday").is_err());
+    }
+}

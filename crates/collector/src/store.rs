@@ -1,0 +1,517 @@
+//! Traces on disk: one SQLite database, spans keyed by (trace id, span id) so that
+//! duplicates are stored once, resources and scopes stored once each, bounded by age and
+//! by bytes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, TracesData};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("trace store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row did not decode (the file was changed by something else).
+    #[error("trace store: a stored span does not decode: {0}")]
+    Corrupt(#[from] prost::DecodeError),
+}
+
+/// What one ingest did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Spans stored (new ones).
+    pub stored: u64,
+    /// Spans already stored (same trace and span id), ignored.
+    pub duplicates: u64,
+}
+
+/// A search. Every field is optional; `limit` caps the number of traces.
+#[derive(Clone, Debug, Default)]
+pub struct TraceQuery {
+    /// Spans of this service.
+    pub service: Option<String>,
+    /// Spans with this name.
+    pub operation: Option<String>,
+    /// Spans carrying every one of these attributes (string form).
+    pub attributes: BTreeMap<String, String>,
+    /// Spans at least this long.
+    pub duration_min: Option<Duration>,
+    /// Spans at most this long.
+    pub duration_max: Option<Duration>,
+    /// Spans starting at or after, in unix nanoseconds.
+    pub start_min_ns: Option<u64>,
+    /// Spans starting at or before, in unix nanoseconds.
+    pub start_max_ns: Option<u64>,
+    /// Most traces returned (newest first). Default 20 when 0.
+    pub limit: usize,
+}
+
+/// A service's operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Operation {
+    /// The span name.
+    pub name: String,
+    /// The OTLP span kind number.
+    pub kind: i32,
+}
+
+/// Summary of a stored trace, for lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceSummary {
+    /// Trace id, hex.
+    pub trace_id: String,
+    /// Name of its earliest span (the root, when the root arrived).
+    pub root: String,
+    /// Service of that span.
+    pub service: String,
+    /// Spans stored.
+    pub spans: u64,
+    /// From the earliest start to the latest end, nanoseconds.
+    pub duration_ns: u64,
+    /// Earliest start, unix nanoseconds.
+    pub start_ns: u64,
+    /// Spans whose status is error.
+    pub errors: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS resources (
+    id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    service TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scopes (
+    id INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id BLOB NOT NULL,
+    span_id BLOB NOT NULL,
+    parent_span_id BLOB NOT NULL,
+    resource_id INTEGER NOT NULL,
+    scope_id INTEGER NOT NULL,
+    service TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    duration_ns INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, name, start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+";
+
+/// OTLP status code of an error.
+const STATUS_ERROR: i32 = 2;
+
+/// The trace store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn digest(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes)[..16].to_vec()
+}
+
+/// The `service.name` of a resource, or `unknown_service` as OpenTelemetry says.
+pub fn service_of(resource: Option<&Resource>) -> String {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|kv| kv.value.as_ref())
+        .map(value_string)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown_service".to_owned())
+}
+
+/// An attribute value as text.
+pub fn value_string(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+/// Whether a span's ids are usable: a 16-byte trace id and an 8-byte span id, neither all
+/// zero, and a parent id that is empty or 8 bytes.
+pub fn valid_ids(span: &Span) -> bool {
+    span.trace_id.len() == 16
+        && span.span_id.len() == 8
+        && span.trace_id.iter().any(|&b| b != 0)
+        && span.span_id.iter().any(|&b| b != 0)
+        && (span.parent_span_id.is_empty() || span.parent_span_id.len() == 8)
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("creating {}: {e}", dir.display())),
+            )
+        })?;
+        let conn = Connection::open(dir.join("traces.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// A second handle on the same database, for readers.
+    pub fn reader(dir: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            dir.join("traces.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+
+    /// Stores the valid spans of a request in one transaction; spans with invalid ids are
+    /// skipped (the receiver has already counted them).
+    pub fn ingest(&mut self, request: &ExportTraceServiceRequest) -> Result<Ingested, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Ingested::default();
+        for rs in &request.resource_spans {
+            let resource = rs.resource.clone().unwrap_or_default();
+            let service = service_of(Some(&resource));
+            let resource_id = intern(&tx, Table::Resources, &resource.encode_to_vec(), &service)?;
+            for ss in &rs.scope_spans {
+                let scope = ss.scope.clone().unwrap_or_default();
+                let scope_id = intern(&tx, Table::Scopes, &scope.encode_to_vec(), "")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, \
+                     resource_id, scope_id, service, name, kind, start_ns, duration_ns, \
+                     status, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )?;
+                for span in ss.spans.iter().filter(|s| valid_ids(s)) {
+                    let start = span.start_time_unix_nano;
+                    let duration = span.end_time_unix_nano.saturating_sub(start);
+                    let status = span.status.as_ref().map_or(0, |s| s.code);
+                    let n = insert.execute(params![
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id,
+                        resource_id,
+                        scope_id,
+                        service,
+                        span.name,
+                        span.kind,
+                        to_i64(start),
+                        to_i64(duration),
+                        status,
+                        span.encode_to_vec(),
+                    ])?;
+                    if n == 1 {
+                        out.stored += 1;
+                    } else {
+                        out.duplicates += 1;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Every span of a trace, grouped by resource and scope as OTLP has them; `None` when
+    /// there is none.
+    pub fn trace(&self, trace_id: &[u8]) -> Result<Option<TracesData>, StoreError> {
+        let data = self.traces(&[trace_id.to_vec()])?;
+        Ok((!data.resource_spans.is_empty()).then_some(data))
+    }
+
+    /// Every span of these traces, as one OTLP document.
+    pub fn traces(&self, trace_ids: &[Vec<u8>]) -> Result<TracesData, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.resource_id, s.scope_id, r.data, c.data, s.data FROM spans s \
+             JOIN resources r ON r.id = s.resource_id JOIN scopes c ON c.id = s.scope_id \
+             WHERE s.trace_id = ?1 ORDER BY s.start_ns",
+        )?;
+        // (resource id, resource, scopes), in first-seen order.
+        let mut groups: Vec<(i64, Resource, Vec<ScopeGroup>)> = Vec::new();
+        for id in trace_ids {
+            let mut rows = stmt.query(params![id])?;
+            while let Some(row) = rows.next()? {
+                let rid: i64 = row.get(0)?;
+                let sid: i64 = row.get(1)?;
+                let span = Span::decode(&row.get::<_, Vec<u8>>(4)?[..])?;
+                let g = match groups.iter_mut().position(|g| g.0 == rid) {
+                    Some(i) => &mut groups[i],
+                    None => {
+                        let resource = Resource::decode(&row.get::<_, Vec<u8>>(2)?[..])?;
+                        groups.push((rid, resource, Vec::new()));
+                        groups.last_mut().expect("just pushed")
+                    }
+                };
+                let scopes = &mut g.2;
+                match scopes.iter_mut().position(|s| s.0 == sid) {
+                    Some(i) => scopes[i].2.push(span),
+                    None => {
+                        let scope = InstrumentationScope::decode(&row.get::<_, Vec<u8>>(3)?[..])?;
+                        scopes.push((sid, scope, vec![span]));
+                    }
+                }
+            }
+        }
+        Ok(TracesData {
+            resource_spans: groups
+                .into_iter()
+                .map(|(_, resource, scopes)| ResourceSpans {
+                    resource: Some(resource),
+                    scope_spans: scopes
+                        .into_iter()
+                        .map(|(_, scope, spans)| ScopeSpans {
+                            scope: Some(scope),
+                            spans,
+                            schema_url: String::new(),
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Services that sent spans, sorted.
+    pub fn services(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT service FROM resources ORDER BY service")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A service's operations (span names and kinds), sorted.
+    pub fn operations(&self, service: &str) -> Result<Vec<Operation>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT name, kind FROM spans WHERE service = ?1 ORDER BY name, kind",
+        )?;
+        let rows = stmt.query_map(params![service], |r| {
+            Ok(Operation {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Trace ids matching a query, newest first.
+    pub fn search(&self, q: &TraceQuery) -> Result<Vec<Vec<u8>>, StoreError> {
+        let limit = if q.limit == 0 { 20 } else { q.limit };
+        let mut sql = String::from("SELECT trace_id, data FROM spans WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(s) = &q.service {
+            arg(&mut sql, "service =", s.clone().into());
+        }
+        if let Some(o) = &q.operation {
+            arg(&mut sql, "name =", o.clone().into());
+        }
+        if let Some(d) = q.duration_min {
+            arg(
+                &mut sql,
+                "duration_ns >=",
+                to_i64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).into(),
+            );
+        }
+        if let Some(d) = q.duration_max {
+            arg(
+                &mut sql,
+                "duration_ns <=",
+                to_i64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).into(),
+            );
+        }
+        if let Some(t) = q.start_min_ns {
+            arg(&mut sql, "start_ns >=", to_i64(t).into());
+        }
+        if let Some(t) = q.start_max_ns {
+            arg(&mut sql, "start_ns <=", to_i64(t).into());
+        }
+        sql.push_str(" ORDER BY start_ns DESC");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let trace_id: Vec<u8> = row.get(0)?;
+            if seen.contains(&trace_id) {
+                continue;
+            }
+            if !q.attributes.is_empty() {
+                let span = Span::decode(&row.get::<_, Vec<u8>>(1)?[..])?;
+                let matches = q.attributes.iter().all(|(k, v)| {
+                    span.attributes.iter().any(|kv| {
+                        &kv.key == k && kv.value.as_ref().map(value_string).as_ref() == Some(v)
+                    })
+                });
+                if !matches {
+                    continue;
+                }
+            }
+            seen.insert(trace_id.clone());
+            out.push(trace_id);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A summary of each of these traces.
+    pub fn summaries(&self, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSummary>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns), \
+             SUM(status = ?2) FROM spans WHERE trace_id = ?1",
+        )?;
+        let mut first = self.conn.prepare_cached(
+            "SELECT name, service FROM spans WHERE trace_id = ?1 \
+             ORDER BY (parent_span_id = x'') DESC, start_ns LIMIT 1",
+        )?;
+        let mut out = Vec::new();
+        for id in trace_ids {
+            let (spans, start, end, errors): (i64, i64, i64, i64) = stmt
+                .query_row(params![id, STATUS_ERROR], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+            let (root, service): (String, String) =
+                first.query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            out.push(TraceSummary {
+                trace_id: hex::encode(id),
+                root,
+                service,
+                spans: spans as u64,
+                duration_ns: end.saturating_sub(start) as u64,
+                start_ns: start as u64,
+                errors: errors as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Spans stored.
+    pub fn span_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Bytes the database uses (pages in use times page size).
+    pub fn used_bytes(&self) -> Result<u64, StoreError> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok(((pages - free).max(0) * size) as u64)
+    }
+
+    /// Deletes spans that started before `now - retention`, then the oldest spans until
+    /// the database uses at most `max_bytes`. Returns the spans deleted.
+    pub fn enforce_limits(
+        &mut self,
+        now_ns: u64,
+        retention: Duration,
+        max_bytes: u64,
+    ) -> Result<u64, StoreError> {
+        let cutoff = now_ns.saturating_sub(u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX));
+        let mut deleted = self.conn.execute(
+            "DELETE FROM spans WHERE start_ns < ?1",
+            params![to_i64(cutoff)],
+        )? as u64;
+        while self.used_bytes()? > max_bytes {
+            let total = self.span_count()?;
+            if total == 0 {
+                break;
+            }
+            // The oldest tenth (at least one span) at a time.
+            let n = (total / 10).max(1);
+            deleted += self.conn.execute(
+                "DELETE FROM spans WHERE (trace_id, span_id) IN \
+                 (SELECT trace_id, span_id FROM spans ORDER BY start_ns LIMIT ?1)",
+                params![to_i64(n)],
+            )? as u64;
+        }
+        if deleted > 0 {
+            self.conn.execute(
+                "DELETE FROM resources WHERE id NOT IN (SELECT DISTINCT resource_id FROM spans)",
+                [],
+            )?;
+            self.conn.execute(
+                "DELETE FROM scopes WHERE id NOT IN (SELECT DISTINCT scope_id FROM spans)",
+                [],
+            )?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// A scope's id, the scope, and its spans.
+type ScopeGroup = (i64, InstrumentationScope, Vec<Span>);
+
+#[derive(Clone, Copy)]
+enum Table {
+    Resources,
+    Scopes,
+}
+
+/// The id of a resource or scope, stored once by content.
+fn intern(conn: &Connection, table: Table, data: &[u8], service: &str) -> Result<i64, StoreError> {
+    let d = digest(data);
+    let select = match table {
+        Table::Resources => "SELECT id FROM resources WHERE digest = ?1",
+        Table::Scopes => "SELECT id FROM scopes WHERE digest = ?1",
+    };
+    if let Some(id) = conn
+        .prepare_cached(select)?
+        .query_row(params![d], |r| r.get(0))
+        .optional()?
+    {
+        return Ok(id);
+    }
+    match table {
+        Table::Resources => conn.execute(
+            "INSERT INTO resources (digest, service, data) VALUES (?1, ?2, ?3)",
+            params![d, service, data],
+        )?,
+        Table::Scopes => conn.execute(
+            "INSERT INTO scopes (digest, data) VALUES (?1, ?2)",
+            params![d, data],
+        )?,
+    };
+    Ok(conn.last_insert_rowid())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,6 @@
+//! The collector over real HTTP on loopback: ingest, queries, hostile input, restarts and
+//! retention.
+
+mod harness;
+mod ingest;
+mod store;

@@ -1,0 +1,88 @@
+//! `zerostate collector`: the embedded trace collector, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use zerostate_collector::{Collector, CollectorConfig};
+
+use crate::data;
+use crate::units::{parse_duration, parse_size};
+
+/// Run the trace collector: OTLP/HTTP in, traces kept on disk, a Jaeger api_v3 query API.
+#[derive(Debug, Args)]
+pub struct CollectorCommand {
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long, value_name = "ADDR")]
+    otlp_http: Option<SocketAddr>,
+    /// Query API listen address [default: 127.0.0.1:16686].
+    #[arg(long, value_name = "ADDR")]
+    ui: Option<SocketAddr>,
+    /// Where traces are kept [default: <data dir>/traces].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// How long traces are kept, for example 7d or 12h [default: 7d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retention: Option<std::time::Duration>,
+    /// Most disk the traces may use, for example 1GiB [default: 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_bytes: Option<u64>,
+    /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl CollectorCommand {
+    /// Runs the collector until a signal.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let mut config = CollectorConfig::default();
+        if let Some(a) = self.otlp_http {
+            config.otlp_http = a;
+        }
+        if let Some(a) = self.ui {
+            config.ui = a;
+        }
+        config.data_dir = match self.data {
+            Some(d) => d,
+            None => data::data_dir(self.data_dir.as_deref())?.join("traces"),
+        };
+        if let Some(r) = self.retention {
+            config.retention_secs = r.as_secs().max(1);
+        }
+        if let Some(m) = self.max_bytes {
+            config.max_bytes = m;
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("zerostate-collector")
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(async move {
+            let dir = config.data_dir.clone();
+            let collector = Collector::start(config)
+                .await
+                .with_context(|| format!("starting the collector (traces in {})", dir.display()))?;
+            crate::commands::node::say(&serde_json::json!({
+                "event": "ready",
+                "collector": {
+                    "otlp": format!("http://{}", collector.otlp_addr),
+                    "ui": format!("http://{}", collector.ui_addr),
+                    "data": dir,
+                }
+            }));
+            eprintln!(
+                "collector: OTLP/HTTP on http://{}, queries on http://{}/api/v3, traces in {}",
+                collector.otlp_addr,
+                collector.ui_addr,
+                dir.display()
+            );
+            crate::commands::node::shutdown_signal().await?;
+            eprintln!("collector: shutting down");
+            collector.shutdown().await;
+            anyhow::Ok(())
+        })?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,330 @@
+//! `zerostate trace list` and `zerostate trace show`: traces from a collector's query API,
+//! drawn in the terminal.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+/// Read traces from a collector.
+#[derive(Debug, Subcommand)]
+pub enum TraceCommand {
+    /// List recent traces.
+    List(ListArgs),
+    /// Draw one trace as a tree: each span with its duration and, where it ran on another
+    /// node, that node's name.
+    Show(ShowArgs),
+}
+
+/// Where the collector is.
+#[derive(Debug, Args)]
+pub struct CollectorArg {
+    /// The collector's query address [default: $ZEROSTATE_COLLECTOR, else
+    /// http://127.0.0.1:16686].
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+}
+
+impl CollectorArg {
+    fn url(&self) -> String {
+        self.collector
+            .clone()
+            .or_else(|| std::env::var("ZEROSTATE_COLLECTOR").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:16686".to_owned())
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+/// `trace list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    collector: CollectorArg,
+    /// Only traces with spans of this service.
+    #[arg(long)]
+    service: Option<String>,
+    /// Only traces with spans of this name.
+    #[arg(long)]
+    operation: Option<String>,
+    /// Most traces listed.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+/// `trace show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    collector: CollectorArg,
+    /// The trace id (32 hex digits).
+    trace_id: String,
+    /// Print the trace as OTLP JSON instead of a tree.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TraceCommand {
+    /// Runs the subcommand.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(async move {
+            match self {
+                TraceCommand::List(a) => list(a).await,
+                TraceCommand::Show(a) => show(a).await,
+            }
+        })
+    }
+}
+
+async fn fetch(url: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let response = reqwest::get(url).await.with_context(|| {
+        format!("asking the collector at {url} (is `zerostate collector` running?)")
+    })?;
+    if response.status() == 404 {
+        return Ok(None);
+    }
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("reading the collector's answer from {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the collector said {status}: {}",
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+        );
+    }
+    Ok(Some(body))
+}
+
+async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let mut url = format!(
+        "{}/api/zerostate/traces?query.searchDepth={}",
+        a.collector.url(),
+        a.limit
+    );
+    if let Some(s) = &a.service {
+        url.push_str(&format!("&query.serviceName={}", encode(s)));
+    }
+    if let Some(o) = &a.operation {
+        url.push_str(&format!("&query.operationName={}", encode(o)));
+    }
+    let body = fetch(&url).await?.unwrap_or_default();
+    let traces = body["traces"].as_array().cloned().unwrap_or_default();
+    if traces.is_empty() {
+        println!("no traces");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32}  {:>6}  {:>10}  {:>6}  root",
+        "trace id", "spans", "duration", "errors"
+    );
+    for t in traces {
+        println!(
+            "{:<32}  {:>6}  {:>10}  {:>6}  {} @ {}",
+            t["traceId"].as_str().unwrap_or(""),
+            t["spans"].as_u64().unwrap_or(0),
+            duration(t["durationNs"].as_u64().unwrap_or(0)),
+            t["errors"].as_u64().unwrap_or(0),
+            t["root"].as_str().unwrap_or(""),
+            t["service"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/api/v3/traces/{}", a.collector.url(), a.trace_id);
+    let Some(body) = fetch(&url).await? else {
+        eprintln!("trace {} not found", a.trace_id);
+        return Ok(ExitCode::from(1));
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&body["result"])?);
+    } else {
+        print!("{}", render(&body["result"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A span as the tree needs it.
+struct Node {
+    id: String,
+    parent: String,
+    name: String,
+    service: String,
+    start: u64,
+    end: u64,
+    error: Option<String>,
+    cache_hit: Option<String>,
+}
+
+fn number(v: &serde_json::Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn attribute(attrs: &serde_json::Value, key: &str) -> Option<String> {
+    let kv = attrs.as_array()?.iter().find(|kv| kv["key"] == key)?;
+    let v = &kv["value"];
+    v["stringValue"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| v["boolValue"].as_bool().map(|b| b.to_string()))
+        .or_else(|| v["intValue"].as_str().map(str::to_owned))
+        .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+}
+
+/// Draws a trace (OTLP JSON) as an indented tree, roots first, children by start time.
+pub fn render(traces: &serde_json::Value) -> String {
+    let mut nodes = Vec::new();
+    for rs in traces["resourceSpans"].as_array().into_iter().flatten() {
+        let service = attribute(&rs["resource"]["attributes"], "service.name")
+            .unwrap_or_else(|| "unknown_service".into());
+        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+            for s in ss["spans"].as_array().into_iter().flatten() {
+                let error = (s["status"]["code"] == 2
+                    || s["status"]["code"] == "STATUS_CODE_ERROR")
+                    .then(|| s["status"]["message"].as_str().unwrap_or("").to_owned());
+                nodes.push(Node {
+                    id: s["spanId"].as_str().unwrap_or("").to_owned(),
+                    parent: s["parentSpanId"].as_str().unwrap_or("").to_owned(),
+                    name: s["name"].as_str().unwrap_or("").to_owned(),
+                    service: service.clone(),
+                    start: number(&s["startTimeUnixNano"]),
+                    end: number(&s["endTimeUnixNano"]),
+                    error,
+                    cache_hit: attribute(&s["attributes"], "cache.hit"),
+                });
+            }
+        }
+    }
+    nodes.sort_by_key(|n| n.start);
+    let ids: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        match ids.get(n.parent.as_str()) {
+            Some(&p) if !n.parent.is_empty() => children.entry(p).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    let mut out = String::new();
+    fn draw(
+        out: &mut String,
+        nodes: &[Node],
+        children: &HashMap<usize, Vec<usize>>,
+        i: usize,
+        prefix: &str,
+        branch: &str,
+        parent_service: Option<&str>,
+    ) {
+        let n = &nodes[i];
+        let _ = write!(
+            out,
+            "{prefix}{branch}{} [{}]",
+            n.name,
+            duration(n.end.saturating_sub(n.start))
+        );
+        if let Some(hit) = &n.cache_hit {
+            let _ = write!(out, " (cache.hit={hit})");
+        }
+        if parent_service != Some(n.service.as_str()) {
+            let _ = write!(out, " @ {}", n.service);
+        }
+        if let Some(e) = &n.error {
+            let _ = write!(out, " ERROR {e}");
+        }
+        out.push('\n');
+        let kids = children.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+        let child_prefix = match branch {
+            "" => prefix.to_owned(),
+            "└─ " => format!("{prefix}   "),
+            _ => format!("{prefix}│  "),
+        };
+        for (k, &c) in kids.iter().enumerate() {
+            let last = k + 1 == kids.len();
+            draw(
+                out,
+                nodes,
+                children,
+                c,
+                &child_prefix,
+                if last { "└─ " } else { "├─ " },
+                Some(&n.service),
+            );
+        }
+    }
+    for &r in &roots {
+        draw(&mut out, &nodes, &children, r, "", "", None);
+    }
+    out
+}
+
+/// A duration as people read it: `0.20ms`, `180ms`, `2.61s`.
+fn duration(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms < 10.0 {
+        format!("{ms:.2}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_draws_as_the_seed_shows_it() {
+        let t = serde_json::json!({"resourceSpans": [
+            {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "edge-node-1"}}]},
+             "scopeSpans": [{"spans": [
+                {"spanId": "01", "parentSpanId": "", "name": "guild.send_message", "startTimeUnixNano": "0", "endTimeUnixNano": "4000000"},
+                {"spanId": "02", "parentSpanId": "01", "name": "p2p.gossip.publish", "startTimeUnixNano": "100", "endTimeUnixNano": "3000100"}
+             ]}]},
+            {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "edge-node-2"}}]},
+             "scopeSpans": [{"spans": [
+                {"spanId": "03", "parentSpanId": "02", "name": "p2p.message.task_request", "startTimeUnixNano": 200, "endTimeUnixNano": 1000200},
+                {"spanId": "04", "parentSpanId": "03", "name": "execution.wasm.compile", "startTimeUnixNano": 300, "endTimeUnixNano": 180000300,
+                 "attributes": [{"key": "cache.hit", "value": {"boolValue": false}}],
+                 "status": {"code": 2, "message": "boom"}}
+             ]}]}
+        ]});
+        let expected = [
+            "guild.send_message [4.00ms] @ edge-node-1",
+            "└─ p2p.gossip.publish [3.00ms]",
+            "   └─ p2p.message.task_request [1.00ms] @ edge-node-2",
+            "      └─ execution.wasm.compile [180ms] (cache.hit=false) ERROR boom",
+        ]
+        .join("\n")
+            + "\n";
+        assert_eq!(render(&t), expected);
+    }
+}

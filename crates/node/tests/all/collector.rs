@@ -1,0 +1,113 @@
+//! `zerostate collector` as a process: a task run exports its trace to it, and
+//! `zerostate trace list` and `trace show` read it back.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::text;
+
+#[test]
+fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_zerostate");
+    let mut collector = Command::new(bin)
+        .args([
+            "collector",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--ui",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(dir.path().join("traces"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("collector starts");
+    let mut line = String::new();
+    BufReader::new(collector.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("ready json");
+    let otlp = ready["collector"]["otlp"]
+        .as_str()
+        .expect("otlp")
+        .to_owned();
+    let ui = ready["collector"]["ui"].as_str().expect("ui").to_owned();
+
+    let run = Command::new(bin)
+        .args(["task", "run", "builtin:primes", "--arg", "1000"])
+        .env("ZEROSTATE_DATA_DIR", dir.path().join("data"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
+        .stdin(Stdio::null())
+        .output()
+        .expect("task runs");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+
+    // The export is flushed when the task command exits; the store writes it shortly after.
+    let start = std::time::Instant::now();
+    let listed = loop {
+        let out = Command::new(bin)
+            .args([
+                "trace",
+                "list",
+                "--collector",
+                &ui,
+                "--service",
+                "zerostate-cli",
+            ])
+            .output()
+            .expect("trace list runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        if stdout.contains("task.submit") {
+            break stdout;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the trace never arrived: {stdout}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let trace_id = listed
+        .lines()
+        .find(|l| l.contains("task.submit"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a trace id")
+        .to_owned();
+    let shown = Command::new(bin)
+        .args(["trace", "show", "--collector", &ui, &trace_id])
+        .output()
+        .expect("trace show runs");
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let tree = text(&shown.stdout);
+    let first = tree.lines().next().expect("a line");
+    assert!(
+        first.starts_with("task.submit [") && first.ends_with("@ zerostate-cli"),
+        "{tree}"
+    );
+    for name in [
+        "execution.task",
+        "execution.manifest.validate",
+        "execution.wasm.execute",
+        "execution.receipt.generate",
+    ] {
+        assert!(
+            tree.contains(&format!("─ {name} [")),
+            "{name} missing:\n{tree}"
+        );
+    }
+
+    let missing = Command::new(bin)
+        .args(["trace", "show", "--collector", &ui, &"ab".repeat(16)])
+        .output()
+        .expect("trace show runs");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("not found"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &collector.id().to_string()])
+        .status();
+    let status = collector.wait().expect("collector exits");
+    assert!(status.success(), "{status}");
+}
