@@ -254,7 +254,9 @@ impl<E: SpanExporter> Worker<E> {
     /// Exports what is queued: only full batches when `full_only`, else everything.
     fn drain(&mut self, full_only: bool) -> Result<(), String> {
         self.queue.notified.store(false, Ordering::Release);
-        self.anchor = WallAnchor::new();
+        if self.anchor.is_stale() {
+            self.anchor = WallAnchor::new();
+        }
         let mut result = Ok(());
         loop {
             let len = self.queue.spans.len();
