@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS spans (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, name, start_ns);
 CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_service_start ON spans (service, start_ns);
 ";
 
 /// OTLP status code of an error.
