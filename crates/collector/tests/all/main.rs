@@ -3,4 +3,5 @@
 
 mod harness;
 mod ingest;
+mod python;
 mod store;
