@@ -31,7 +31,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::{Deserialize, Serialize};
 
 pub use counters::CollectorStats;
-pub use store::{Store, StoreError, TraceQuery};
+pub use store::{Edge, OperationStats, Store, StoreError, TraceQuery};
 
 use counters::Counters;
 
@@ -100,7 +100,7 @@ pub struct Collector {
     queue: Option<std::sync::mpsc::SyncSender<ExportTraceServiceRequest>>,
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)

@@ -30,6 +30,8 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/v3/traces/{trace_id}", get(trace))
         .route("/api/zerostate/traces", get(summaries))
         .route("/api/zerostate/stats", get(stats))
+        .route("/api/zerostate/map", get(map))
+        .route("/api/zerostate/operations", get(operation_stats))
         .with_state(api)
 }
 
@@ -221,6 +223,54 @@ async fn summaries(
         })
         .collect();
     Ok(Json(serde_json::json!({ "traces": list })).into_response())
+}
+
+/// The window a figure covers: `lookback` (a duration, default 1h) back from now.
+fn window(params: &HashMap<String, String>) -> Result<(u64, u64), ApiError> {
+    let lookback = match params.get("lookback").filter(|v| !v.is_empty()) {
+        Some(l) => parse_duration(l).map_err(bad)?,
+        None => Duration::from_secs(3600),
+    };
+    let now = crate::now_ns();
+    Ok((
+        now.saturating_sub(u64::try_from(lookback.as_nanos()).unwrap_or(u64::MAX)),
+        now,
+    ))
+}
+
+async fn map(
+    State(api): State<Api>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (since, _) = window(&params)?;
+    let edges = with_store(&api, move |s| s.edges(since)).await?;
+    let edges: Vec<_> = edges
+        .into_iter()
+        .map(|e| serde_json::json!({ "from": e.from, "to": e.to, "calls": e.calls, "errors": e.errors }))
+        .collect();
+    Ok(Json(serde_json::json!({ "edges": edges })).into_response())
+}
+
+async fn operation_stats(
+    State(api): State<Api>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (since, until) = window(&params)?;
+    let service = params.get("service").filter(|v| !v.is_empty()).cloned();
+    let ops = with_store(&api, move |s| {
+        s.operation_stats(service.as_deref(), since, until)
+    })
+    .await?;
+    let ops: Vec<_> = ops
+        .into_iter()
+        .map(|o| {
+            serde_json::json!({
+                "service": o.service, "name": o.name, "count": o.count, "rate": o.rate,
+                "errorRate": o.error_rate, "p50Ms": o.p50_ms, "p95Ms": o.p95_ms, "p99Ms": o.p99_ms,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "operations": ops })).into_response())
 }
 
 async fn stats(State(api): State<Api>) -> Response {

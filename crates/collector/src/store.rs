@@ -65,6 +65,40 @@ pub struct Operation {
     pub kind: i32,
 }
 
+/// Calls from one service to another: spans whose parent ran in another service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edge {
+    /// The calling service (the parent span's).
+    pub from: String,
+    /// The called service (the child span's).
+    pub to: String,
+    /// Spans across this edge.
+    pub calls: u64,
+    /// Of those, spans with an error status.
+    pub errors: u64,
+}
+
+/// Figures of one operation (a service's span name) over a window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperationStats {
+    /// The service.
+    pub service: String,
+    /// The span name.
+    pub name: String,
+    /// Spans.
+    pub count: u64,
+    /// Spans per second over the window.
+    pub rate: f64,
+    /// Share of spans with an error status, 0 to 1.
+    pub error_rate: f64,
+    /// Median duration, ms.
+    pub p50_ms: f64,
+    /// 95th percentile duration, ms.
+    pub p95_ms: f64,
+    /// 99th percentile duration, ms.
+    pub p99_ms: f64,
+}
+
 /// Summary of a stored trace, for lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceSummary {
@@ -415,6 +449,80 @@ impl Store {
                 start_ns: start as u64,
                 errors: errors as u64,
             });
+        }
+        Ok(out)
+    }
+
+    /// The service map: calls and errors per edge, for spans starting at or after
+    /// `since_ns`.
+    pub fn edges(&self, since_ns: u64) -> Result<Vec<Edge>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.service, c.service, COUNT(*), SUM(c.status = ?2) FROM spans c \
+             JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id \
+             WHERE c.start_ns >= ?1 AND c.service != p.service \
+             GROUP BY p.service, c.service ORDER BY p.service, c.service",
+        )?;
+        let rows = stmt.query_map(params![to_i64(since_ns), STATUS_ERROR], |r| {
+            Ok(Edge {
+                from: r.get(0)?,
+                to: r.get(1)?,
+                calls: r.get::<_, i64>(2)? as u64,
+                errors: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Rate, error rate and latency percentiles of every operation (or one service's)
+    /// over the window from `since_ns` to `until_ns`.
+    pub fn operation_stats(
+        &self,
+        service: Option<&str>,
+        since_ns: u64,
+        until_ns: u64,
+    ) -> Result<Vec<OperationStats>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, name, duration_ns, status FROM spans \
+             WHERE start_ns >= ?1 AND (?2 IS NULL OR service = ?2) \
+             ORDER BY service, name, duration_ns",
+        )?;
+        let mut rows = stmt.query(params![to_i64(since_ns), service])?;
+        let window = (until_ns.saturating_sub(since_ns) as f64 / 1e9).max(1e-9);
+        let mut out = Vec::new();
+        let mut current: Option<(String, String, Vec<u64>, u64)> = None;
+        let finish = |(service, name, d, errors): (String, String, Vec<u64>, u64)| {
+            let pct = |p: f64| d[((d.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
+            OperationStats {
+                service,
+                name,
+                count: d.len() as u64,
+                rate: d.len() as f64 / window,
+                error_rate: errors as f64 / d.len() as f64,
+                p50_ms: pct(0.50),
+                p95_ms: pct(0.95),
+                p99_ms: pct(0.99),
+            }
+        };
+        while let Some(row) = rows.next()? {
+            let svc: String = row.get(0)?;
+            let name: String = row.get(1)?;
+            let duration = row.get::<_, i64>(2)?.max(0) as u64;
+            let error = u64::from(row.get::<_, i32>(3)? == STATUS_ERROR);
+            match &mut current {
+                Some((s, n, d, e)) if *s == svc && *n == name => {
+                    d.push(duration);
+                    *e += error;
+                }
+                _ => {
+                    if let Some(done) = current.take() {
+                        out.push(finish(done));
+                    }
+                    current = Some((svc, name, vec![duration], error));
+                }
+            }
+        }
+        if let Some(done) = current.take() {
+            out.push(finish(done));
         }
         Ok(out)
     }

@@ -121,6 +121,27 @@ async fn protobuf_json_and_gzip_in_jaeger_api_v3_out() {
         search("query.startTimeMin=2026-11-25T13:00:00.150Z").await,
         (200, vec![trace_hex(2)])
     );
+    // The service map and the per-operation figures (over a window that reaches back to
+    // the test spans' fixed times).
+    let (_, map) = get(&c, "/api/zerostate/map?lookback=1000000h").await;
+    assert_eq!(
+        map["edges"],
+        serde_json::json!([{ "from": "edge-node-1", "to": "edge-node-2", "calls": 1, "errors": 0 }])
+    );
+    let (_, ops) = get(
+        &c,
+        "/api/zerostate/operations?service=edge-node-1&lookback=1000000h",
+    )
+    .await;
+    let ops = ops["operations"].as_array().expect("operations").clone();
+    assert_eq!(ops.len(), 3);
+    let submit = ops
+        .iter()
+        .find(|o| o["name"] == "task.submit")
+        .expect("task.submit");
+    assert_eq!(submit["count"], 1);
+    assert_eq!(submit["p99Ms"], 100.0);
+    assert_eq!(submit["errorRate"], 0.0);
     assert_eq!(
         get(&c, &format!("/api/v3/traces/{}", trace_hex(7))).await.0,
         404
