@@ -14,8 +14,9 @@
 //! # }
 //! ```
 //!
-//! Not built yet: the web viewer (the UI address answers 501 at `/` and serves the query
-//! API), the service map and latency tables.
+//! The UI address also serves the web viewer: trace search, a trace's waterfall with span
+//! details and its critical path, the gossip fan-out, the service map and the
+//! per-operation latency table, from one page with no external resources.
 
 mod counters;
 mod query;

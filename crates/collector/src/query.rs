@@ -23,7 +23,10 @@ pub(crate) struct Api {
 
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
-        .route("/", get(no_viewer))
+        .route("/", get(viewer))
+        .route("/trace/{trace_id}", get(viewer))
+        .route("/map", get(viewer))
+        .route("/operations", get(viewer))
         .route("/api/v3/services", get(services))
         .route("/api/v3/operations", get(operations))
         .route("/api/v3/traces", get(search))
@@ -76,14 +79,11 @@ async fn with_store<T: Send + 'static>(
     .map_err(ApiError::from)
 }
 
-async fn no_viewer() -> Response {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        "The trace viewer is not built yet. The query API is here: /api/v3/services, \
-         /api/v3/operations?service=, /api/v3/traces?query.serviceName=, \
-         /api/v3/traces/{trace_id}; `zerostate trace list` and `zerostate trace show` use it.\n",
-    )
-        .into_response()
+/// The web viewer: one page, no external resources; it reads the API above.
+const VIEWER: &str = include_str!("viewer.html");
+
+async fn viewer() -> axum::response::Html<&'static str> {
+    axum::response::Html(VIEWER)
 }
 
 async fn services(State(api): State<Api>) -> Result<Response, ApiError> {

@@ -5,3 +5,4 @@ mod harness;
 mod ingest;
 mod python;
 mod store;
+mod viewer;
