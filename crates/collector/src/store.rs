@@ -231,7 +231,11 @@ impl Store {
     /// Stores the valid spans of a request in one transaction; spans with invalid ids are
     /// skipped (the receiver has already counted them).
     pub fn ingest(&mut self, request: &ExportTraceServiceRequest) -> Result<Ingested, StoreError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: take the write lock up front (waiting for it), rather than fail when a
+        // read turns into a write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Ingested::default();
         for rs in &request.resource_spans {
             let resource = rs.resource.clone().unwrap_or_default();

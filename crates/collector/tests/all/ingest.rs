@@ -273,3 +273,44 @@ async fn a_request_of_100000_spans_is_stored() {
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_falls_behind_turns_requests_away_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path(), |cfg| cfg.queue_requests = 1).await;
+    // Once the writer is idle (it has stored a first request), another process takes the
+    // database's write lock, which stalls the writer on the next request.
+    let first = request("svc", vec![span(39, 1, 0, "x", 0, 1)]).encode_to_vec();
+    assert_eq!(post(&c, PB, false, first).await.status(), 200);
+    while c.stats().spans_stored < 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let lock = rusqlite::Connection::open(dir.path().join("traces.db")).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let body = |i: u8| request("svc", vec![span(40 + i, 1, 0, "x", 0, 1)]).encode_to_vec();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for i in 0..4 {
+        let r = post(&c, PB, false, body(i)).await;
+        if r.status() == 503 {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+        }
+        statuses.push(r.status().as_u16());
+        // Let the writer take the first request off the queue and block on the lock.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // One request is being written, one waits in the queue, the rest are turned away.
+    assert_eq!(statuses, [200, 200, 503, 503], "{:?}", c.stats());
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(c.stats().overloaded, 2);
+    lock.execute_batch("COMMIT").expect("unlock");
+    let start = std::time::Instant::now();
+    while c.stats().spans_stored < 3 {
+        assert!(start.elapsed().as_secs() < 30, "{:?}", c.stats());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    c.shutdown().await;
+}
