@@ -763,7 +763,7 @@ impl Service {
             .membership
             .ok_or_else(|| bad("no membership in the reply"))?;
         if membership.guild_id != id || !membership.verify(&coordinator) {
-            bad_signature(&self.counters);
+            bump(&self.counters.rejected_forged);
             return Err(bad("the membership is not signed by the coordinator"));
         }
         let members = membership.member_ids();
@@ -835,7 +835,6 @@ impl Service {
     }
 
     async fn leave(&mut self, id: &str) -> Result<(), GuildError> {
-        let me = self.me;
         let guild = self.guild(id)?;
         match guild.status {
             Status::Coordinator => return Err(GuildError::CoordinatorLeaving(id.to_owned())),
@@ -849,7 +848,6 @@ impl Service {
         }
         let coordinator = guild.coordinator;
         guild.end(Status::Left, "left");
-        let _ = me;
         let network = self.network.clone();
         let request = LeaveRequest {
             guild_id: id.to_owned(),
@@ -1477,10 +1475,6 @@ impl Service {
         }
         Vec::new()
     }
-}
-
-fn bad_signature(counters: &Counters) {
-    bump(&counters.rejected_forged);
 }
 
 /// A process-wide message counter: never repeats within a run, so replays are detectable
