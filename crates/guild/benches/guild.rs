@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use zerostate_guild::{GuildConfig, GuildKey, Guilds};
-use zerostate_p2p::{Multiaddr, Network, NetworkConfig, Role, identity::Keypair};
+use zerostate_p2p::{Multiaddr, Network, Role, identity::Keypair, testing};
 
 const MESSAGES: usize = 200_000;
 const JOINS: usize = 20;
@@ -37,15 +37,14 @@ fn seal_open() -> (f64, f64) {
 
 async fn node(bootstrap: Option<&Multiaddr>) -> (Network, Guilds, Multiaddr) {
     let key = Keypair::generate_ed25519();
-    let mut config = NetworkConfig::default();
-    config.role = if bootstrap.is_none() {
+    let role = if bootstrap.is_none() {
         Role::Bootnode
     } else {
         Role::Edge
     };
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
-    config.bootstrap = bootstrap.into_iter().cloned().collect();
-    let (network, mut events) = Network::start(config, key.clone()).await.expect("starts");
+    let bootstrap: Vec<Multiaddr> = bootstrap.into_iter().cloned().collect();
+    let config = testing::loopback_config(role, &bootstrap);
+    let (network, mut events, addr) = testing::start(config, key.clone()).await;
     let guilds = Guilds::start(network.clone(), key, GuildConfig::default());
     let pump = guilds.clone();
     tokio::spawn(async move {
@@ -55,13 +54,6 @@ async fn node(bootstrap: Option<&Multiaddr>) -> (Network, Guilds, Multiaddr) {
             }
         }
     });
-    let addr = network
-        .dialable_addresses()
-        .await
-        .expect("addresses")
-        .into_iter()
-        .next()
-        .expect("an address");
     (network, guilds, addr)
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use zerostate_p2p::{Event, Network, NetworkConfig, Role, identity::Keypair};
+use zerostate_p2p::{Event, Multiaddr, Network, Role, identity::Keypair, testing};
 
 const TOPIC: &str = "bench";
 /// Messages timed for latency, one every 10 ms.
@@ -35,25 +35,15 @@ async fn network(n: usize) -> Net {
     let mut nodes: Vec<Network> = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..n {
-        let mut config = NetworkConfig::default();
-        config.role = if i == 0 { Role::Bootnode } else { Role::Edge };
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
         // Each node joins through the bootnode and one earlier node: a connected graph
         // that is not a star, so some messages take more than one hop.
-        config.bootstrap = addrs.iter().take(1).cloned().collect();
+        let mut bootstrap: Vec<Multiaddr> = addrs.iter().take(1).cloned().collect();
         if i > 1 {
-            config.bootstrap.push(addrs[fastrand::usize(1..i)].clone());
+            bootstrap.push(addrs[fastrand::usize(1..i)].clone());
         }
-        let (net, events) = Network::start(config, Keypair::generate_ed25519())
-            .await
-            .expect("starts");
-        let addr = net
-            .dialable_addresses()
-            .await
-            .expect("addresses")
-            .into_iter()
-            .next()
-            .expect("an address");
+        let role = if i == 0 { Role::Bootnode } else { Role::Edge };
+        let config = testing::loopback_config(role, &bootstrap);
+        let (net, events, addr) = testing::start(config, Keypair::generate_ed25519()).await;
         addrs.push(addr);
         net.subscribe(TOPIC).await.expect("subscribe");
         tokio::spawn(record(events, arrivals.clone()));

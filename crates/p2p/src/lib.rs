@@ -38,6 +38,8 @@ mod driver;
 pub mod envelope;
 mod network;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, REQUEST_PROTOCOL};
 pub use config::{NetworkConfig, Role};

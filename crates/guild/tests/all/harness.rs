@@ -1,11 +1,11 @@
 //! Nodes with a network and a guild service, on loopback.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use zerostate_guild::{GuildConfig, Guilds};
-use zerostate_p2p::{Event, Multiaddr, Network, NetworkConfig, Role, identity::Keypair};
+use zerostate_p2p::{Event, Multiaddr, Network, Role, identity::Keypair, testing};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -28,24 +28,15 @@ async fn network(
     bootstrap: Option<&Multiaddr>,
     key: Keypair,
 ) -> (Network, mpsc::Receiver<Event>, Multiaddr) {
-    let mut config = NetworkConfig::default();
-    config.role = if bootstrap.is_none() {
+    let role = if bootstrap.is_none() {
         Role::Bootnode
     } else {
         Role::Edge
     };
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    let bootstrap: Vec<Multiaddr> = bootstrap.into_iter().cloned().collect();
+    let mut config = testing::loopback_config(role, &bootstrap);
     config.gossip_heartbeat_ms = 200;
-    config.bootstrap = bootstrap.into_iter().cloned().collect();
-    let (network, events) = Network::start(config, key).await.expect("network starts");
-    let addr = network
-        .dialable_addresses()
-        .await
-        .expect("addresses")
-        .into_iter()
-        .next()
-        .expect("an address");
-    (network, events, addr)
+    testing::start(config, key).await
 }
 
 /// A plain network node (no guild service); its events come back raw.
@@ -76,19 +67,12 @@ pub(crate) async fn node(bootstrap: Option<&Multiaddr>, config: GuildConfig) -> 
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testing::eventually(what, DEADLINE, check).await
 }
 
 /// Waits until `node` has a gossip mesh peer on the guild's topic.

@@ -1,10 +1,10 @@
 //! Starting nodes on loopback with ephemeral ports, and waiting with a deadline.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
-use zerostate_p2p::{Event, Multiaddr, Network, NetworkConfig, Role, identity::Keypair};
+use zerostate_p2p::{Event, Multiaddr, Network, NetworkConfig, Role, identity::Keypair, testing};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -15,25 +15,14 @@ pub(crate) struct Node {
 }
 
 pub(crate) fn config(role: Role) -> NetworkConfig {
-    let mut config = NetworkConfig::default();
-    config.role = role;
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    let mut config = testing::loopback_config(role, &[]);
     config.gossip_heartbeat_ms = 200;
     config
 }
 
 /// Starts a node; its address ends in its peer id.
 pub(crate) async fn start(config: NetworkConfig) -> Node {
-    let (network, events) = Network::start(config, Keypair::generate_ed25519())
-        .await
-        .expect("network starts");
-    let addr = network
-        .dialable_addresses()
-        .await
-        .expect("addresses")
-        .into_iter()
-        .next()
-        .expect("an address");
+    let (network, events, addr) = testing::start(config, Keypair::generate_ed25519()).await;
     Node {
         network,
         events,
@@ -42,19 +31,12 @@ pub(crate) async fn start(config: NetworkConfig) -> Node {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testing::eventually(what, DEADLINE, check).await
 }
 
 /// The next gossip message, within the deadline.
