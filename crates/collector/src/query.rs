@@ -317,6 +317,15 @@ pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
         (Some(Ok(h)), Some(Ok(mi)), Some(Ok(sec))) => (h, mi, sec),
         _ => return Err(err()),
     };
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&sec)
+    {
+        return Err(err());
+    }
     let nanos: i64 = if frac.is_empty() {
         0
     } else {
@@ -332,8 +341,14 @@ pub(crate) fn parse_time(s: &str) -> Result<u64, String> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    u64::try_from(secs * 1_000_000_000 + nanos).map_err(|_| err())
+    // Checked: times after 2262 do not fit in u64 nanoseconds, an error rather than an
+    // overflow.
+    days.checked_mul(86_400)
+        .and_then(|d| d.checked_add(h * 3600 + mi * 60 + sec))
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|ns| ns.checked_add(nanos))
+        .and_then(|ns| u64::try_from(ns).ok())
+        .ok_or_else(err)
 }
 
 #[cfg(test)]
@@ -353,5 +368,8 @@ mod tests {
         );
         assert_eq!(parse_time("42"), Ok(42));
         assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("99999999999999-01-01T00:00:00Z").is_err());
+        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_time("1969-12-31T23:59:59Z").is_err());
     }
 }
