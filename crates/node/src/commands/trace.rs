@@ -233,16 +233,15 @@ pub fn render(traces: &serde_json::Value) -> String {
             _ => roots.push(i),
         }
     }
+    // Drawn with an explicit stack, so that a hostile trace thousands of spans deep cannot
+    // overflow the thread's stack: (span, prefix, branch, parent's service).
     let mut out = String::new();
-    fn draw(
-        out: &mut String,
-        nodes: &[Node],
-        children: &HashMap<usize, Vec<usize>>,
-        i: usize,
-        prefix: &str,
-        branch: &str,
-        parent_service: Option<&str>,
-    ) {
+    let mut stack: Vec<(usize, String, &str, Option<usize>)> = roots
+        .iter()
+        .rev()
+        .map(|&r| (r, String::new(), "", None))
+        .collect();
+    while let Some((i, prefix, branch, parent)) = stack.pop() {
         let n = &nodes[i];
         let _ = write!(
             out,
@@ -253,7 +252,7 @@ pub fn render(traces: &serde_json::Value) -> String {
         if let Some(hit) = &n.cache_hit {
             let _ = write!(out, " (cache.hit={hit})");
         }
-        if parent_service != Some(n.service.as_str()) {
+        if parent.map(|p| nodes[p].service.as_str()) != Some(n.service.as_str()) {
             let _ = write!(out, " @ {}", n.service);
         }
         if let Some(e) = &n.error {
@@ -262,25 +261,19 @@ pub fn render(traces: &serde_json::Value) -> String {
         out.push('\n');
         let kids = children.get(&i).map(Vec::as_slice).unwrap_or(&[]);
         let child_prefix = match branch {
-            "" => prefix.to_owned(),
+            "" => prefix.clone(),
             "└─ " => format!("{prefix}   "),
             _ => format!("{prefix}│  "),
         };
-        for (k, &c) in kids.iter().enumerate() {
+        for (k, &c) in kids.iter().enumerate().rev() {
             let last = k + 1 == kids.len();
-            draw(
-                out,
-                nodes,
-                children,
+            stack.push((
                 c,
-                &child_prefix,
+                child_prefix.clone(),
                 if last { "└─ " } else { "├─ " },
-                Some(&n.service),
-            );
+                Some(i),
+            ));
         }
-    }
-    for &r in &roots {
-        draw(&mut out, &nodes, &children, r, "", "", None);
     }
     out
 }
