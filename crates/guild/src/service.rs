@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span};
 use zerostate_p2p::{Event, GossipMessage, IncomingRequest, Network, NetworkError};
 use zerostate_telemetry::names::span as names;
-use zerostate_telemetry::{SpanExt, TraceContext, propagation};
+use zerostate_telemetry::{SpanExt, propagation};
 
 use crate::crypto::{ExchangeKey, GuildKey};
 use crate::wire::{
@@ -366,11 +366,13 @@ enum Command {
     ),
     Leave(String, oneshot::Sender<Result<(), GuildError>>),
     Dissolve(String, oneshot::Sender<Result<(), GuildError>>),
+    /// The span is `guild.send_message`: its context goes inside the ciphertext and the
+    /// network's own spans of the publish are its children.
     Send(
         String,
         String,
         Vec<u8>,
-        Option<TraceContext>,
+        Span,
         oneshot::Sender<Result<(), GuildError>>,
     ),
     Watch(String, oneshot::Sender<Result<(), GuildError>>),
@@ -530,9 +532,16 @@ impl Guilds {
             message.type = message_type,
             size.bytes = body.len(),
         );
-        let cx = span.context();
         let result = self
-            .ask(|tx| Command::Send(guild_id.to_owned(), message_type.to_owned(), body, cx, tx))
+            .ask(|tx| {
+                Command::Send(
+                    guild_id.to_owned(),
+                    message_type.to_owned(),
+                    body,
+                    span.clone(),
+                    tx,
+                )
+            })
             .instrument(span.clone())
             .await;
         finish(&span, &result);
@@ -627,8 +636,8 @@ impl Service {
             Command::Dissolve(id, tx) => {
                 let _ = tx.send(self.dissolve(&id).await);
             }
-            Command::Send(id, t, body, cx, tx) => {
-                let _ = tx.send(self.send(&id, t, body, cx).await);
+            Command::Send(id, t, body, span, tx) => {
+                let _ = tx.send(self.send(&id, t, body, span).await);
             }
             Command::Watch(id, tx) => {
                 let _ = tx.send(self.watch(id).await);
@@ -888,8 +897,9 @@ impl Service {
         id: &str,
         message_type: String,
         body: Vec<u8>,
-        cx: Option<TraceContext>,
+        span: Span,
     ) -> Result<(), GuildError> {
+        let cx = span.context();
         let me = self.me;
         let guild = self.guild(id)?;
         if !guild.status.active() {
@@ -927,6 +937,7 @@ impl Service {
         let topic = guild.topic();
         self.network
             .publish_opaque(&topic, types::MESSAGE, sealed.encode_to_vec())
+            .instrument(span)
             .await?;
         bump(&self.counters.messages_sent);
         Ok(())

@@ -1,6 +1,7 @@
 //! One module per subcommand group, each a clap struct with `run(self)`.
 
 pub mod collector;
+pub mod devnet;
 pub mod node;
 pub mod receipt;
 pub mod task;

@@ -33,6 +33,8 @@ enum Command {
     Node(Box<commands::node::NodeCommand>),
     /// Run the trace collector (OTLP/HTTP in, a Jaeger api_v3 query API) until a signal.
     Collector(commands::collector::CollectorCommand),
+    /// Run a local network (collector, bootnode with a guild, relay, edges) until a signal.
+    Devnet(commands::devnet::DevnetCommand),
     /// Read traces from a collector.
     #[command(subcommand)]
     Trace(commands::trace::TraceCommand),
@@ -46,6 +48,7 @@ impl Cli {
             Command::Receipt(c) => c.run(),
             Command::Node(c) => c.run(),
             Command::Collector(c) => c.run(),
+            Command::Devnet(c) => c.run(),
             Command::Trace(c) => c.run(),
         }
     }

@@ -82,7 +82,7 @@ impl TraceCommand {
     }
 }
 
-async fn fetch(url: &str) -> anyhow::Result<Option<serde_json::Value>> {
+pub(crate) async fn fetch(url: &str) -> anyhow::Result<Option<serde_json::Value>> {
     let response = reqwest::get(url).await.with_context(|| {
         format!("asking the collector at {url} (is `zerostate collector` running?)")
     })?;

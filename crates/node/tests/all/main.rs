@@ -2,6 +2,7 @@
 
 mod cluster;
 mod collector;
+mod devnet;
 mod guild;
 mod network;
 mod receipt;
