@@ -35,7 +35,8 @@ where
         let ids = ctx.event_scope().and_then(|scope| {
             scope.into_iter().find_map(|s| {
                 let ext = s.extensions();
-                record(&ext).map(|r| (r.trace_id, r.span_id, s.name()))
+                // The exported name (`otel.name` when set, as in `p2p.message.<type>`).
+                record(&ext).map(|r| (r.trace_id, r.span_id, r.name.to_string()))
             })
         });
         let mut visitor = JsonVisitor::default();
@@ -55,7 +56,7 @@ where
                 obj.insert(k, v);
             }
             if let Some((trace_id, span_id, name)) = ids {
-                obj.insert("span".into(), Json::String(name.to_owned()));
+                obj.insert("span".into(), Json::String(name));
                 obj.insert("trace_id".into(), Json::String(trace_id.to_string()));
                 obj.insert("span_id".into(), Json::String(span_id.to_string()));
             }

@@ -64,3 +64,22 @@ fn pretty_logs_carry_ids_and_respect_the_log_filter() {
         "{text}"
     );
 }
+
+#[test]
+fn logs_name_a_span_by_its_exported_name() {
+    let logs = LogBuffer::default();
+    let mut config = test_config();
+    config.log_format = LogFormat::Pretty;
+    config.enabled = false;
+    let (dispatch, _guard) = TelemetryBuilder::new(config)
+        .with_log_writer(logs.clone())
+        .build()
+        .expect("builds");
+    tracing::dispatcher::with_default(&dispatch, || {
+        let span = tracing::info_span!("p2p.message", otel.name = "p2p.message.task_request");
+        let _g = span.enter();
+        tracing::info!("received");
+    });
+    let text = logs.text();
+    assert!(text.contains(" span=p2p.message.task_request "), "{text}");
+}
