@@ -1,6 +1,6 @@
 //! What an honest guild does.
 
-use crate::harness::{eventually, guild_config, meshed, node};
+use crate::harness::{eventually, guild_config, join, meshed, node, read_eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_read_each_other_outsiders_and_leavers_do_not() {
@@ -14,15 +14,7 @@ async fn members_read_each_other_outsiders_and_leavers_do_not() {
     let mut members = Vec::new();
     for _ in 0..3 {
         let m = node(Some(&coordinator.addr), guild_config()).await;
-        let info = m
-            .guilds
-            .join(
-                &guild.id,
-                coordinator.network.peer_id(),
-                vec![coordinator.addr.clone()],
-            )
-            .await
-            .expect("join");
+        let info = join(&m, &coordinator, &guild.id).await;
         assert_eq!(info.status, "member");
         members.push(m);
     }
@@ -96,17 +88,7 @@ async fn members_read_each_other_outsiders_and_leavers_do_not() {
         .send(&guild.id, "task_request", b"after the leave".to_vec())
         .await
         .expect("send");
-    eventually("the coordinator to read it", || async {
-        let msgs = coordinator
-            .guilds
-            .messages(&guild.id)
-            .await
-            .expect("messages");
-        msgs.iter()
-            .any(|m| m.body == "after the leave")
-            .then_some(())
-    })
-    .await;
+    read_eventually(&coordinator, &guild.id, "after the leave").await;
     let leaver = eventually("the leaver to see the new ciphertext", || async {
         let info = members[2].guilds.info(&guild.id).await.expect("info");
         (info.ciphertexts_seen > leaver_before.ciphertexts_seen).then_some(info)
@@ -131,14 +113,7 @@ async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
     let stays = node(Some(&coordinator.addr), guild_config()).await;
     let dies = node(Some(&coordinator.addr), guild_config()).await;
     for m in [&stays, &dies] {
-        m.guilds
-            .join(
-                &guild.id,
-                coordinator.network.peer_id(),
-                vec![coordinator.addr.clone()],
-            )
-            .await
-            .expect("join");
+        join(m, &coordinator, &guild.id).await;
     }
     meshed(&stays.network, &guild.id).await;
     let epoch = coordinator
@@ -178,15 +153,7 @@ async fn the_coordinator_dissolves_and_only_the_coordinator_can() {
         .await
         .expect("create");
     let member = node(Some(&coordinator.addr), guild_config()).await;
-    member
-        .guilds
-        .join(
-            &guild.id,
-            coordinator.network.peer_id(),
-            vec![coordinator.addr.clone()],
-        )
-        .await
-        .expect("join");
+    join(&member, &coordinator, &guild.id).await;
     meshed(&member.network, &guild.id).await;
     assert!(matches!(
         member.guilds.dissolve(&guild.id).await,

@@ -83,3 +83,29 @@ pub(crate) async fn meshed(network: &Network, guild_id: &str) {
     })
     .await;
 }
+
+/// `member` joins the guild `guild_id` coordinated by `coordinator`.
+pub(crate) async fn join(
+    member: &Node,
+    coordinator: &Node,
+    guild_id: &str,
+) -> zerostate_guild::GuildInfo {
+    member
+        .guilds
+        .join(
+            guild_id,
+            coordinator.network.peer_id(),
+            vec![coordinator.addr.clone()],
+        )
+        .await
+        .expect("join")
+}
+
+/// Waits until `node` has opened a guild message whose body is `body`.
+pub(crate) async fn read_eventually(node: &Node, guild_id: &str, body: &str) {
+    eventually(&format!("a message {body:?} opened"), || async {
+        let msgs = node.guilds.messages(guild_id).await.expect("messages");
+        msgs.iter().any(|m| m.body == body).then_some(())
+    })
+    .await;
+}

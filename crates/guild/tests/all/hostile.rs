@@ -9,7 +9,7 @@ use zerostate_guild::wire::{JoinRequest, Membership, Sealed};
 use zerostate_guild::{GuildConfig, TOPIC_PREFIX};
 use zerostate_p2p::{Event, identity::Keypair};
 
-use crate::harness::{eventually, guild_config, meshed, node, raw};
+use crate::harness::{eventually, guild_config, join, meshed, node, raw, read_eventually};
 
 /// The next gossip payload of `message_type` the spy sees.
 async fn capture(events: &mut mpsc::Receiver<Event>, message_type: &str) -> Vec<u8> {
@@ -46,15 +46,7 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
     meshed(&spy, &guild.id).await;
 
     let member = node(Some(&coordinator.addr), patient.clone()).await;
-    member
-        .guilds
-        .join(
-            &guild.id,
-            coordinator.network.peer_id(),
-            vec![coordinator.addr.clone()],
-        )
-        .await
-        .expect("join");
+    join(&member, &coordinator, &guild.id).await;
     let old_membership = capture(&mut spy_events, "guild_membership").await;
     meshed(&member.network, &guild.id).await;
 
@@ -134,15 +126,7 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
     // A stale membership, genuinely signed, replayed by the coordinator's own node after a
     // newer one (a third member joins).
     let third = node(Some(&coordinator.addr), patient.clone()).await;
-    third
-        .guilds
-        .join(
-            &guild.id,
-            coordinator.network.peer_id(),
-            vec![coordinator.addr.clone()],
-        )
-        .await
-        .expect("join");
+    join(&third, &coordinator, &guild.id).await;
     eventually("the member to see version 3", || async {
         (member.guilds.info(&guild.id).await.expect("info").version == 3).then_some(())
     })
@@ -198,13 +182,5 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
         .send(&guild.id, "note", b"still here".to_vec())
         .await
         .expect("send");
-    eventually("a message after all that", || async {
-        let msgs = coordinator
-            .guilds
-            .messages(&guild.id)
-            .await
-            .expect("messages");
-        msgs.iter().any(|m| m.body == "still here").then_some(())
-    })
-    .await;
+    read_eventually(&coordinator, &guild.id, "still here").await;
 }
