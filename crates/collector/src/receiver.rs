@@ -70,6 +70,12 @@ fn reply<M: Message + serde::Serialize>(format: Format, status: StatusCode, body
     (status, [(header::CONTENT_TYPE, ctype)], bytes).into_response()
 }
 
+/// A 400 for a body that is not an export request, counted.
+fn bad_request(r: &Receiver, format: Format, message: String) -> Response {
+    r.counters.bad_requests.inc();
+    error(format, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message)
+}
+
 fn error(format: Format, status: StatusCode, code: i32, message: String) -> Response {
     reply(format, status, &Status { code, message })
 }
@@ -118,13 +124,7 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
             }
             Ok(_) => Bytes::from(out),
             Err(e) => {
-                r.counters.bad_requests.inc();
-                return error(
-                    format,
-                    StatusCode::BAD_REQUEST,
-                    INVALID_ARGUMENT,
-                    format!("the body is not valid gzip: {e}"),
-                );
+                return bad_request(&r, format, format!("the body is not valid gzip: {e}"));
             }
         }
     } else {
@@ -139,11 +139,9 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
     let mut request = match decoded {
         Ok(req) => req,
         Err(e) => {
-            r.counters.bad_requests.inc();
-            return error(
+            return bad_request(
+                &r,
                 format,
-                StatusCode::BAD_REQUEST,
-                INVALID_ARGUMENT,
                 format!("the body is not an OTLP ExportTraceServiceRequest: {e}"),
             );
         }
