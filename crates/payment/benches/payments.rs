@@ -15,7 +15,9 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use zerostate_payment::{Amount, ChannelParams, ChannelState, Keypair, PayeeStore, PayerStore};
+use zerostate_payment::{
+    Amount, ChannelParams, ChannelState, Keypair, LedgerId, PayeeStore, PayerStore,
+};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -31,6 +33,7 @@ fn pair() -> Pair {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let payer_key = Keypair::from_seed([1; 32]);
     let params = ChannelParams {
+        ledger: LedgerId([9; 32]),
         payer: payer_key.public(),
         payee: Keypair::from_seed([2; 32]).public(),
         deposit: Amount::from_base_units(u64::MAX),
@@ -131,6 +134,7 @@ fn main() {
             let start = Instant::now();
             for i in 0..iters {
                 let s = ChannelState {
+                    ledger: LedgerId([9; 32]),
                     channel: zerostate_payment::ChannelId([7; 32]),
                     nonce: i,
                     cumulative: Amount::from_base_units(i),

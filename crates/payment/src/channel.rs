@@ -1,6 +1,11 @@
 //! Channels and their signed states: a one-way voucher channel. The payer locks a deposit;
 //! each payment is a new state (nonce + 1, a higher cumulative amount, the hash of the
-//! receipt it pays for) signed by the payer. Only the latest state matters at settlement.
+//! receipt it pays for) signed by the payer. At settlement the state with the highest
+//! cumulative amount counts, never the highest nonce: the payer signs every state, so it
+//! controls the nonce and could sign a newer, smaller one.
+//!
+//! Every signed byte string and every channel id names the ledger ([`LedgerId`]), so a
+//! signature made for one ledger cannot be replayed on another.
 
 use std::fmt;
 
@@ -9,12 +14,44 @@ use sha2::{Digest, Sha256};
 use crate::keys::{Keypair, Signature, verify};
 use crate::{Amount, PaymentError, PublicKey};
 
-const CHANNEL_DOMAIN: &[u8] = b"zerostate/payment/channel/v1";
-const OPEN_DOMAIN: &[u8] = b"zerostate/payment/open/v1";
-const STATE_DOMAIN: &[u8] = b"zerostate/payment/state/v1";
-const CLOSE_DOMAIN: &[u8] = b"zerostate/payment/close/v1";
+const LEDGER_DOMAIN: &[u8] = b"zerostate/payment/ledger/v1";
+const CHANNEL_DOMAIN: &[u8] = b"zerostate/payment/channel/v2";
+const OPEN_DOMAIN: &[u8] = b"zerostate/payment/open/v2";
+const STATE_DOMAIN: &[u8] = b"zerostate/payment/state/v2";
+const CLOSE_DOMAIN: &[u8] = b"zerostate/payment/close/v2";
 
-/// A channel's id: SHA-256 of the parties and a nonce.
+/// Which ledger a channel lives on: part of its id and of every byte string either party
+/// signs for it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerId(pub [u8; 32]);
+
+impl LedgerId {
+    /// The id of the ledger run by the node whose key is `operator` (as a devnet's bootnode
+    /// runs one): SHA-256 of a domain tag and the key.
+    pub fn of_operator(operator: &PublicKey) -> Self {
+        let mut h = Sha256::new();
+        h.update(LEDGER_DOMAIN);
+        h.update(operator.0);
+        Self(h.finalize().into())
+    }
+}
+
+impl fmt::Display for LedgerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LedgerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LedgerId({self})")
+    }
+}
+
+/// A channel's id: SHA-256 of the ledger, the parties and a nonce.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelId(pub [u8; 32]);
 
@@ -36,6 +73,8 @@ impl fmt::Debug for ChannelId {
 /// What a channel is: who pays whom, how much is locked, until when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelParams {
+    /// The ledger that holds the deposit.
+    pub ledger: LedgerId,
     /// Who pays (signs states).
     pub payer: PublicKey,
     /// Who is paid.
@@ -53,6 +92,7 @@ impl ChannelParams {
     pub fn id(&self) -> ChannelId {
         let mut h = Sha256::new();
         h.update(CHANNEL_DOMAIN);
+        h.update(self.ledger.0);
         h.update(self.payer.0);
         h.update(self.payee.0);
         h.update(self.nonce.to_be_bytes());
@@ -80,8 +120,9 @@ impl ChannelParams {
 
     /// The bytes both parties sign to open the channel.
     pub fn open_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(OPEN_DOMAIN.len() + 32 * 3 + 24);
+        let mut b = Vec::with_capacity(OPEN_DOMAIN.len() + 32 * 4 + 24);
         b.extend_from_slice(OPEN_DOMAIN);
+        b.extend_from_slice(&self.ledger.0);
         b.extend_from_slice(&self.id().0);
         b.extend_from_slice(&self.payer.0);
         b.extend_from_slice(&self.payee.0);
@@ -95,6 +136,8 @@ impl ChannelParams {
 /// A channel's state after some payments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChannelState {
+    /// The ledger the channel lives on.
+    pub ledger: LedgerId,
     /// The channel.
     pub channel: ChannelId,
     /// Number of payments so far; each payment adds one.
@@ -107,8 +150,9 @@ pub struct ChannelState {
 
 impl ChannelState {
     /// The state before any payment.
-    pub fn initial(channel: ChannelId) -> Self {
+    pub fn initial(ledger: LedgerId, channel: ChannelId) -> Self {
         Self {
+            ledger,
             channel,
             nonce: 0,
             cumulative: Amount::ZERO,
@@ -116,14 +160,17 @@ impl ChannelState {
         }
     }
 
-    fn body(&self) -> [u8; 80] {
-        let mut b = [0u8; 80];
-        b[..32].copy_from_slice(&self.channel.0);
-        b[32..40].copy_from_slice(&self.nonce.to_be_bytes());
-        b[40..48].copy_from_slice(&self.cumulative.base_units().to_be_bytes());
-        b[48..80].copy_from_slice(&self.receipt);
+    fn body(&self) -> [u8; Self::BODY] {
+        let mut b = [0u8; Self::BODY];
+        b[..32].copy_from_slice(&self.ledger.0);
+        b[32..64].copy_from_slice(&self.channel.0);
+        b[64..72].copy_from_slice(&self.nonce.to_be_bytes());
+        b[72..80].copy_from_slice(&self.cumulative.base_units().to_be_bytes());
+        b[80..112].copy_from_slice(&self.receipt);
         b
     }
+
+    const BODY: usize = 32 + 32 + 8 + 8 + 32;
 
     /// The bytes the payer signs.
     pub fn signing_bytes(&self) -> Vec<u8> {
@@ -161,8 +208,8 @@ pub struct SignedState {
 
 impl SignedState {
     /// Length of the wire form.
-    pub const LEN: usize = 1 + 80 + 64;
-    const FORMAT: u8 = 1;
+    pub const LEN: usize = 1 + ChannelState::BODY + 64;
+    const FORMAT: u8 = 2;
 
     /// Checks the payer's signature.
     pub fn verify(&self, payer: &PublicKey) -> Result<(), PaymentError> {
@@ -173,8 +220,8 @@ impl SignedState {
     pub fn to_bytes(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = Self::FORMAT;
-        b[1..81].copy_from_slice(&self.state.body());
-        b[81..].copy_from_slice(&self.signature.0);
+        b[1..1 + ChannelState::BODY].copy_from_slice(&self.state.body());
+        b[1 + ChannelState::BODY..].copy_from_slice(&self.signature.0);
         b
     }
 
@@ -199,18 +246,20 @@ impl SignedState {
             a.copy_from_slice(&bytes[i..i + 8]);
             u64::from_be_bytes(a)
         };
-        let mut channel = [0u8; 32];
-        channel.copy_from_slice(&bytes[1..33]);
-        let mut receipt = [0u8; 32];
-        receipt.copy_from_slice(&bytes[49..81]);
+        let bytes32 = |i: usize| {
+            let mut a = [0u8; 32];
+            a.copy_from_slice(&bytes[i..i + 32]);
+            a
+        };
         let mut signature = [0u8; 64];
-        signature.copy_from_slice(&bytes[81..]);
+        signature.copy_from_slice(&bytes[1 + ChannelState::BODY..]);
         Ok(Self {
             state: ChannelState {
-                channel: ChannelId(channel),
-                nonce: u64_at(33),
-                cumulative: Amount::from_base_units(u64_at(41)),
-                receipt,
+                ledger: LedgerId(bytes32(1)),
+                channel: ChannelId(bytes32(33)),
+                nonce: u64_at(65),
+                cumulative: Amount::from_base_units(u64_at(73)),
+                receipt: bytes32(81),
             },
             signature: Signature(signature),
         })
@@ -225,12 +274,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn wire_form_round_trips(id in any::<[u8; 32]>(), nonce in any::<u64>(), cum in any::<u64>(),
+        fn wire_form_round_trips(ledger in any::<[u8; 32]>(), id in any::<[u8; 32]>(), nonce in any::<u64>(), cum in any::<u64>(),
                                  receipt in any::<[u8; 32]>(), sig in proptest::collection::vec(any::<u8>(), 64)) {
             let mut signature = [0u8; 64];
             signature.copy_from_slice(&sig);
             let s = SignedState {
-                state: ChannelState { channel: ChannelId(id), nonce, cumulative: Amount::from_base_units(cum), receipt },
+                state: ChannelState { ledger: LedgerId(ledger), channel: ChannelId(id), nonce, cumulative: Amount::from_base_units(cum), receipt },
                 signature: Signature(signature),
             };
             prop_assert_eq!(SignedState::from_bytes(&s.to_bytes()).ok(), Some(s));
@@ -247,6 +296,7 @@ mod tests {
         let payer = Keypair::from_seed([1; 32]);
         let id = ChannelId([7; 32]);
         let signed = ChannelState {
+            ledger: LedgerId([3; 32]),
             channel: id,
             nonce: 3,
             cumulative: Amount::from_base_units(10),

@@ -16,6 +16,35 @@ pub(crate) fn open(path: &Path) -> Result<Connection, PaymentError> {
     Ok(conn)
 }
 
+/// Creates `schema` in a new database, or checks that an existing one was made with this
+/// `version` (SQLite's `user_version`). A database from another version is refused rather
+/// than misread: channel ids and signed bytes changed between versions.
+pub(crate) fn prepare(
+    conn: &Connection,
+    schema: &str,
+    version: i64,
+    what: &'static str,
+) -> Result<(), PaymentError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    if found == version || (found == 0 && tables == 0) {
+        conn.execute_batch(schema)?;
+        conn.pragma_update(None, "user_version", version)?;
+        return Ok(());
+    }
+    Err(PaymentError::Malformed {
+        what,
+        reason: format!(
+            "made by format version {found}, this build reads version {version}; \
+             settle its channels with the build that made it, then move the file away"
+        ),
+    })
+}
+
 /// A database in memory (the same engine, nothing on disk): for property tests.
 pub(crate) fn open_in_memory() -> Result<Connection, PaymentError> {
     Ok(Connection::open_in_memory()?)

@@ -1,6 +1,6 @@
 //! What can go wrong with a payment, each case a variant a caller can act on.
 
-use crate::{Amount, ChannelId, PublicKey};
+use crate::{Amount, ChannelId, LedgerId, PublicKey};
 
 /// A payment operation that was refused. Nothing is persisted when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,26 @@ pub enum PaymentError {
     /// A channel with this id exists already.
     #[error("channel {0} exists already")]
     DuplicateChannel(ChannelId),
+    /// The caller may not do this to this channel.
+    #[error("{caller} may not {operation} channel {channel}: {reason}")]
+    NotAllowed {
+        /// Who asked.
+        caller: PublicKey,
+        /// The channel.
+        channel: ChannelId,
+        /// What was attempted.
+        operation: &'static str,
+        /// Who may.
+        reason: &'static str,
+    },
+    /// Something signed for another ledger.
+    #[error("signed for ledger {got}, this is ledger {expected}")]
+    WrongLedger {
+        /// This ledger.
+        expected: LedgerId,
+        /// The ledger named in the signed bytes.
+        got: LedgerId,
+    },
     /// The channel is not in a state that allows the operation.
     #[error("channel {channel} is {status}, cannot {operation}")]
     WrongStatus {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use zerostate_telemetry::names::span;
 
-use crate::channel::{ChannelId, ChannelParams, ChannelState, SignedState};
+use crate::channel::{ChannelId, ChannelParams, ChannelState, LedgerId, SignedState};
 use crate::db::{self, amount, int, uint};
 use crate::keys::{Signature, verify};
 use crate::{Amount, PaymentError, PublicKey};
@@ -31,13 +31,15 @@ pub struct OpenRequest {
 pub enum ChannelStatus {
     /// Deposit locked, payments flowing.
     Open,
-    /// A close was started with `state`; a higher-nonce state may replace it until
-    /// `challenge_ends`.
+    /// A close was started with `state`; a state with a higher cumulative amount may
+    /// replace it until `challenge_ends`.
     Closing {
         /// The state the channel will settle on.
         state: ChannelState,
         /// Unix seconds at which the challenge window ends.
         challenge_ends: u64,
+        /// Who started the close (the other party may dispute).
+        closer: PublicKey,
     },
     /// Paid out.
     Settled(Settled),
@@ -98,19 +100,33 @@ impl Audit {
 /// - A channel never pays out more than its deposit, and pays out exactly once.
 /// - `now` is the settlement layer's clock in unix seconds (a chain's block time); states
 ///   are only ever verified against the payer's key recorded at open.
-/// - A unilateral close settles on the highest-nonce state submitted before its challenge
-///   window ends.
+/// - A unilateral close settles on the state with the highest cumulative amount submitted
+///   before its challenge window ends. The payer signs every state and so controls the
+///   nonce; the amount is what the payee is owed, so the nonce never decides.
+/// - Every signed byte string names the ledger: what was signed for another is refused.
+/// - `caller` is who asks, as the node authenticated it (a libp2p peer's key). Who may:
+///   open, close cooperatively, start a close: the payer or the payee; dispute: the party
+///   that did not start the close; finalize after the window, refund after expiry: anyone
+///   (the payout follows the rules whoever asks).
 pub trait Settlement {
+    /// This ledger's id, named in everything signed for it.
+    fn id(&self) -> LedgerId;
     /// Credits `amount` to `account` (a devnet faucet; a chain has its own way in).
     fn fund(&self, account: &PublicKey, amount: Amount) -> Result<(), PaymentError>;
     /// What `account` holds.
     fn balance(&self, account: &PublicKey) -> Result<Amount, PaymentError>;
     /// Locks the payer's deposit and opens the channel.
-    fn open(&self, request: &OpenRequest, now: u64) -> Result<ChannelId, PaymentError>;
+    fn open(
+        &self,
+        caller: &PublicKey,
+        request: &OpenRequest,
+        now: u64,
+    ) -> Result<ChannelId, PaymentError>;
     /// Settles at once on `state`, which the payee agrees to by `payee_signature` over
     /// [`ChannelState::close_bytes`].
     fn close_cooperative(
         &self,
+        caller: &PublicKey,
         state: &SignedState,
         payee_signature: &Signature,
         now: u64,
@@ -119,17 +135,34 @@ pub trait Settlement {
     /// the challenge window ends.
     fn start_close(
         &self,
+        caller: &PublicKey,
         channel: &ChannelId,
         state: Option<&SignedState>,
         now: u64,
     ) -> Result<u64, PaymentError>;
-    /// Replaces the closing state with a higher-nonce one, inside the challenge window.
-    fn dispute(&self, state: &SignedState, now: u64) -> Result<(), PaymentError>;
+    /// Replaces the closing state with one of a higher cumulative amount, inside the
+    /// challenge window.
+    fn dispute(
+        &self,
+        caller: &PublicKey,
+        state: &SignedState,
+        now: u64,
+    ) -> Result<(), PaymentError>;
     /// Pays out a closing channel once its challenge window has ended.
-    fn finalize(&self, channel: &ChannelId, now: u64) -> Result<Settled, PaymentError>;
+    fn finalize(
+        &self,
+        caller: &PublicKey,
+        channel: &ChannelId,
+        now: u64,
+    ) -> Result<Settled, PaymentError>;
     /// Returns the whole deposit to the payer of a channel nobody closed by its expiry plus
     /// one challenge period.
-    fn refund_expired(&self, channel: &ChannelId, now: u64) -> Result<Settled, PaymentError>;
+    fn refund_expired(
+        &self,
+        caller: &PublicKey,
+        channel: &ChannelId,
+        now: u64,
+    ) -> Result<Settled, PaymentError>;
     /// The channel's record.
     fn channel(&self, channel: &ChannelId) -> Result<ChannelRecord, PaymentError>;
     /// Totals, for checking conservation.
@@ -140,10 +173,18 @@ pub trait Settlement {
 #[derive(Debug)]
 pub struct SqliteLedger {
     conn: Mutex<Connection>,
+    id: LedgerId,
     challenge_period: u64,
 }
 
+/// The format of the ledger's database (SQLite `user_version`).
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    ledger_id BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS accounts (
     key BLOB PRIMARY KEY,
     balance INTEGER NOT NULL
@@ -165,26 +206,52 @@ CREATE TABLE IF NOT EXISTS channels (
     state_cumulative INTEGER,
     state_receipt BLOB,
     challenge_ends INTEGER,
+    closer BLOB,
     to_payee INTEGER,
     to_payer INTEGER
 );
 ";
 
 impl SqliteLedger {
-    /// Opens the ledger at `path` with a challenge period in seconds.
-    pub fn open(path: &Path, challenge_period: u64) -> Result<Self, PaymentError> {
-        Self::with_connection(db::open(path)?, challenge_period)
+    /// Opens the ledger `id` at `path` with a challenge period in seconds. A database made
+    /// for another ledger id is refused.
+    pub fn open(path: &Path, id: LedgerId, challenge_period: u64) -> Result<Self, PaymentError> {
+        Self::with_connection(db::open(path)?, id, challenge_period)
     }
 
     /// A ledger in memory: the same engine and rules, nothing on disk.
-    pub fn in_memory(challenge_period: u64) -> Result<Self, PaymentError> {
-        Self::with_connection(db::open_in_memory()?, challenge_period)
+    pub fn in_memory(id: LedgerId, challenge_period: u64) -> Result<Self, PaymentError> {
+        Self::with_connection(db::open_in_memory()?, id, challenge_period)
     }
 
-    fn with_connection(conn: Connection, challenge_period: u64) -> Result<Self, PaymentError> {
-        conn.execute_batch(SCHEMA)?;
+    fn with_connection(
+        conn: Connection,
+        id: LedgerId,
+        challenge_period: u64,
+    ) -> Result<Self, PaymentError> {
+        db::prepare(&conn, SCHEMA, SCHEMA_VERSION, "ledger database")?;
+        let stored: Option<Vec<u8>> = conn
+            .query_row("SELECT ledger_id FROM ledger WHERE id = 0", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match stored {
+            None => {
+                conn.execute(
+                    "INSERT INTO ledger (id, ledger_id) VALUES (0, ?1)",
+                    [&id.0[..]],
+                )?;
+            }
+            Some(bytes) => {
+                let got = LedgerId(db::bytes32(bytes, "stored ledger id")?);
+                if got != id {
+                    return Err(PaymentError::WrongLedger { expected: id, got });
+                }
+            }
+        }
         Ok(Self {
             conn: Mutex::new(conn),
+            id,
             challenge_period,
         })
     }
@@ -229,11 +296,11 @@ fn credit(tx: &Connection, account: &PublicKey, value: Amount) -> Result<(), Pay
     set_balance(tx, account, b)
 }
 
-fn load(tx: &Connection, id: &ChannelId) -> Result<ChannelRecord, PaymentError> {
+fn load(tx: &Connection, ledger: LedgerId, id: &ChannelId) -> Result<ChannelRecord, PaymentError> {
     let row = tx
         .query_row(
             "SELECT payer, payee, deposit, expiry, nonce, status, state_nonce, state_cumulative,
-                    state_receipt, challenge_ends, to_payee, to_payer
+                    state_receipt, challenge_ends, to_payee, to_payer, closer
              FROM channels WHERE id = ?1",
             [&id.0[..]],
             |r| {
@@ -250,6 +317,7 @@ fn load(tx: &Connection, id: &ChannelId) -> Result<ChannelRecord, PaymentError> 
                     r.get::<_, Option<i64>>(9)?,
                     r.get::<_, Option<i64>>(10)?,
                     r.get::<_, Option<i64>>(11)?,
+                    r.get::<_, Option<Vec<u8>>>(12)?,
                 ))
             },
         )
@@ -268,8 +336,10 @@ fn load(tx: &Connection, id: &ChannelId) -> Result<ChannelRecord, PaymentError> 
         ends,
         to_payee,
         to_payer,
+        closer,
     ) = row;
     let params = ChannelParams {
+        ledger,
         payer: db::key(payer)?,
         payee: db::key(payee)?,
         deposit: amount(deposit),
@@ -284,6 +354,7 @@ fn load(tx: &Connection, id: &ChannelId) -> Result<ChannelRecord, PaymentError> 
         "open" => ChannelStatus::Open,
         "closing" => ChannelStatus::Closing {
             state: ChannelState {
+                ledger,
                 channel: *id,
                 nonce: uint(s_nonce.ok_or_else(|| corrupt("closing without a nonce"))?),
                 cumulative: amount(s_cum.ok_or_else(|| corrupt("closing without an amount"))?),
@@ -293,6 +364,7 @@ fn load(tx: &Connection, id: &ChannelId) -> Result<ChannelRecord, PaymentError> 
                 )?,
             },
             challenge_ends: uint(ends.ok_or_else(|| corrupt("closing without a window"))?),
+            closer: db::key(closer.ok_or_else(|| corrupt("closing without a closer"))?)?,
         },
         "settled" => ChannelStatus::Settled(Settled {
             to_payee: amount(to_payee.ok_or_else(|| corrupt("settled without payouts"))?),
@@ -305,6 +377,12 @@ fn load(tx: &Connection, id: &ChannelId) -> Result<ChannelRecord, PaymentError> 
 
 /// Checks a state against the channel it claims to belong to.
 fn check_state(record: &ChannelRecord, state: &SignedState) -> Result<(), PaymentError> {
+    if state.state.ledger != record.params.ledger {
+        return Err(PaymentError::WrongLedger {
+            expected: record.params.ledger,
+            got: state.state.ledger,
+        });
+    }
     state.verify(&record.params.payer)?;
     if state.state.cumulative > record.params.deposit {
         return Err(PaymentError::Overdraft {
@@ -349,6 +427,25 @@ fn settle(
     Ok(settled)
 }
 
+/// Refuses a caller that is neither the payer nor the payee.
+fn party_only(
+    caller: &PublicKey,
+    id: &ChannelId,
+    params: &ChannelParams,
+    operation: &'static str,
+) -> Result<(), PaymentError> {
+    if *caller == params.payer || *caller == params.payee {
+        Ok(())
+    } else {
+        Err(PaymentError::NotAllowed {
+            caller: *caller,
+            channel: *id,
+            operation,
+            reason: "only the payer or the payee may",
+        })
+    }
+}
+
 fn wrong_status(id: &ChannelId, record: &ChannelRecord, operation: &'static str) -> PaymentError {
     PaymentError::WrongStatus {
         channel: *id,
@@ -358,6 +455,10 @@ fn wrong_status(id: &ChannelId, record: &ChannelRecord, operation: &'static str)
 }
 
 impl Settlement for SqliteLedger {
+    fn id(&self) -> LedgerId {
+        self.id
+    }
+
     fn fund(&self, account: &PublicKey, value: Amount) -> Result<(), PaymentError> {
         if value.is_zero() {
             return Err(PaymentError::ZeroAmount);
@@ -368,7 +469,9 @@ impl Settlement for SqliteLedger {
                 .query_row("SELECT total_hi, total_lo FROM funded WHERE id = 0", [], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .unwrap_or((0, 0));
-            let total = (u128::from(uint(hi)) << 64 | u128::from(uint(lo))) + u128::from(value.base_units());
+            let total = (u128::from(uint(hi)) << 64 | u128::from(uint(lo)))
+                .checked_add(u128::from(value.base_units()))
+                .ok_or(PaymentError::Overflow)?;
             tx.execute(
                 "INSERT INTO funded (id, total_hi, total_lo) VALUES (0, ?1, ?2)
                  ON CONFLICT(id) DO UPDATE SET total_hi = excluded.total_hi, total_lo = excluded.total_lo",
@@ -383,10 +486,22 @@ impl Settlement for SqliteLedger {
         balance_of(&conn, account)
     }
 
-    fn open(&self, request: &OpenRequest, now: u64) -> Result<ChannelId, PaymentError> {
+    fn open(
+        &self,
+        caller: &PublicKey,
+        request: &OpenRequest,
+        now: u64,
+    ) -> Result<ChannelId, PaymentError> {
         let p = &request.params;
         let id = p.id();
         let _span = tracing::info_span!(span::PAYMENT_CHANNEL_OPEN, channel.id = %id, peer.id = %p.payee, amount = %p.deposit).entered();
+        if p.ledger != self.id {
+            return Err(PaymentError::WrongLedger {
+                expected: self.id,
+                got: p.ledger,
+            });
+        }
+        party_only(caller, &id, p, "open")?;
         p.validate(now)?;
         let bytes = p.open_bytes();
         verify(&p.payer, &bytes, &request.payer_signature)?;
@@ -427,6 +542,7 @@ impl Settlement for SqliteLedger {
 
     fn close_cooperative(
         &self,
+        caller: &PublicKey,
         state: &SignedState,
         payee_signature: &Signature,
         _now: u64,
@@ -434,7 +550,8 @@ impl Settlement for SqliteLedger {
         let id = state.state.channel;
         let _span = tracing::info_span!(span::PAYMENT_CHANNEL_CLOSE, channel.id = %id, nonce = state.state.nonce, cooperative = true).entered();
         self.write(|tx| {
-            let record = load(tx, &id)?;
+            let record = load(tx, self.id, &id)?;
+            party_only(caller, &id, &record.params, "close")?;
             if matches!(record.status, ChannelStatus::Settled(_)) {
                 return Err(wrong_status(&id, &record, "close"));
             }
@@ -451,13 +568,15 @@ impl Settlement for SqliteLedger {
 
     fn start_close(
         &self,
+        caller: &PublicKey,
         channel: &ChannelId,
         state: Option<&SignedState>,
         now: u64,
     ) -> Result<u64, PaymentError> {
         let _span = tracing::info_span!(span::PAYMENT_CHANNEL_CLOSE, channel.id = %channel, cooperative = false).entered();
         self.write(|tx| {
-            let record = load(tx, channel)?;
+            let record = load(tx, self.id, channel)?;
+            party_only(caller, channel, &record.params, "start a close of")?;
             if record.status != ChannelStatus::Open {
                 return Err(wrong_status(channel, &record, "start a close"));
             }
@@ -471,44 +590,61 @@ impl Settlement for SqliteLedger {
                     check_state(&record, s)?;
                     s.state
                 }
-                None => ChannelState::initial(*channel),
+                None => ChannelState::initial(self.id, *channel),
             };
             let ends = now
                 .checked_add(self.challenge_period)
                 .ok_or(PaymentError::Overflow)?;
             tx.execute(
                 "UPDATE channels SET status = 'closing', state_nonce = ?2, state_cumulative = ?3,
-                        state_receipt = ?4, challenge_ends = ?5 WHERE id = ?1",
+                        state_receipt = ?4, challenge_ends = ?5, closer = ?6 WHERE id = ?1",
                 params![
                     &channel.0[..],
                     int(closing.nonce),
                     int(closing.cumulative.base_units()),
                     &closing.receipt[..],
-                    int(ends)
+                    int(ends),
+                    &caller.0[..]
                 ],
             )?;
             Ok(ends)
         })
     }
 
-    fn dispute(&self, state: &SignedState, now: u64) -> Result<(), PaymentError> {
+    fn dispute(
+        &self,
+        caller: &PublicKey,
+        state: &SignedState,
+        now: u64,
+    ) -> Result<(), PaymentError> {
         let id = state.state.channel;
         let _span =
             tracing::info_span!(span::PAYMENT_DISPUTE, channel.id = %id, nonce = state.state.nonce)
                 .entered();
         self.write(|tx| {
-            let record = load(tx, &id)?;
-            let ChannelStatus::Closing { state: current, challenge_ends } = record.status else {
+            let record = load(tx, self.id, &id)?;
+            let ChannelStatus::Closing { state: current, challenge_ends, closer } = record.status else {
                 return Err(wrong_status(&id, &record, "dispute"));
             };
+            party_only(caller, &id, &record.params, "dispute")?;
+            if *caller == closer {
+                return Err(PaymentError::NotAllowed {
+                    caller: *caller,
+                    channel: id,
+                    operation: "dispute",
+                    reason: "the party that started the close may not dispute it",
+                });
+            }
             if now >= challenge_ends {
                 return Err(PaymentError::ChallengeWindow { channel: id, ends: challenge_ends, now });
             }
             check_state(&record, state)?;
-            if state.state.nonce <= current.nonce {
-                return Err(PaymentError::StaleNonce {
-                    got: state.state.nonce,
-                    expected: current.nonce + 1,
+            // The amount owed decides, never the nonce: the payer signs every state, so it
+            // could sign a newer state that pays less.
+            if state.state.cumulative <= current.cumulative {
+                return Err(PaymentError::NotIncreasing {
+                    got: state.state.cumulative,
+                    last: current.cumulative,
                 });
             }
             tx.execute(
@@ -524,13 +660,19 @@ impl Settlement for SqliteLedger {
         })
     }
 
-    fn finalize(&self, channel: &ChannelId, now: u64) -> Result<Settled, PaymentError> {
+    fn finalize(
+        &self,
+        _caller: &PublicKey,
+        channel: &ChannelId,
+        now: u64,
+    ) -> Result<Settled, PaymentError> {
         let _span = tracing::info_span!(span::PAYMENT_SETTLEMENT, channel.id = %channel).entered();
         self.write(|tx| {
-            let record = load(tx, channel)?;
+            let record = load(tx, self.id, channel)?;
             let ChannelStatus::Closing {
                 state,
                 challenge_ends,
+                ..
             } = record.status
             else {
                 return Err(wrong_status(channel, &record, "finalize"));
@@ -546,12 +688,17 @@ impl Settlement for SqliteLedger {
         })
     }
 
-    fn refund_expired(&self, channel: &ChannelId, now: u64) -> Result<Settled, PaymentError> {
+    fn refund_expired(
+        &self,
+        _caller: &PublicKey,
+        channel: &ChannelId,
+        now: u64,
+    ) -> Result<Settled, PaymentError> {
         let _span =
             tracing::info_span!(span::PAYMENT_SETTLEMENT, channel.id = %channel, refund = true)
                 .entered();
         self.write(|tx| {
-            let record = load(tx, channel)?;
+            let record = load(tx, self.id, channel)?;
             if record.status != ChannelStatus::Open {
                 return Err(wrong_status(channel, &record, "refund"));
             }
@@ -569,7 +716,7 @@ impl Settlement for SqliteLedger {
 
     fn channel(&self, channel: &ChannelId) -> Result<ChannelRecord, PaymentError> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        load(&conn, channel)
+        load(&conn, self.id, channel)
     }
 
     fn audit(&self) -> Result<Audit, PaymentError> {
@@ -579,7 +726,9 @@ impl Settlement for SqliteLedger {
             let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
             let mut total = 0u128;
             for v in rows {
-                total += u128::from(uint(v?));
+                total = total
+                    .checked_add(u128::from(uint(v?)))
+                    .ok_or(PaymentError::Overflow)?;
             }
             Ok(total)
         };

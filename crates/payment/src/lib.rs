@@ -6,7 +6,9 @@
 //! higher cumulative amount, the hash of the receipt paid for). The payee verifies and
 //! persists each before acknowledging it ([`PayeeStore::accept`]); the payer persists each
 //! before sending it ([`PayerStore::pay`]). Closing is cooperative (settles at once) or
-//! unilateral (a challenge window in which a higher-nonce state wins a dispute). The crate
+//! unilateral (a challenge window in which a state with a higher cumulative amount wins a
+//! dispute). Every signed byte string names the ledger ([`LedgerId`]), and every ledger
+//! operation takes its caller, whom the node takes from the authenticated peer. The crate
 //! knows nothing of the network.
 //!
 //! ```
@@ -14,10 +16,12 @@
 //!
 //! # fn main() -> Result<(), PaymentError> {
 //! let (payer, payee) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
-//! let ledger = SqliteLedger::in_memory(3600)?;
+//! let ledger_id = LedgerId::of_operator(&Keypair::from_seed([9; 32]).public());
+//! let ledger = SqliteLedger::in_memory(ledger_id, 3600)?;
 //! ledger.fund(&payer.public(), "10".parse().expect("amount"))?;
 //!
 //! let params = ChannelParams {
+//!     ledger: ledger_id,
 //!     payer: payer.public(),
 //!     payee: payee.public(),
 //!     deposit: "5".parse().expect("amount"),
@@ -26,13 +30,19 @@
 //! };
 //! let bytes = params.open_bytes();
 //! let id = ledger.open(
+//!     &payer.public(),
 //!     &OpenRequest { params, payer_signature: payer.sign(&bytes), payee_signature: payee.sign(&bytes) },
 //!     1_700_000_000,
 //! )?;
 //!
-//! let state = ChannelState { channel: id, nonce: 1, cumulative: "0.25".parse().expect("amount"), receipt: [7; 32] }
+//! let state = ChannelState { ledger: ledger_id, channel: id, nonce: 1, cumulative: "0.25".parse().expect("amount"), receipt: [7; 32] }
 //!     .sign(&payer);
-//! let settled = ledger.close_cooperative(&state, &payee.sign(&state.state.close_bytes()), 1_700_000_100)?;
+//! let settled = ledger.close_cooperative(
+//!     &payee.public(),
+//!     &state,
+//!     &payee.sign(&state.state.close_bytes()),
+//!     1_700_000_100,
+//! )?;
 //! assert_eq!(settled.to_payee.to_string(), "0.25");
 //! assert_eq!(ledger.balance(&payer.public())?.to_string(), "9.75");
 //! # Ok(())
@@ -50,7 +60,7 @@ mod ledger;
 mod store;
 
 pub use amount::{Amount, AmountError, DECIMALS, UNIT};
-pub use channel::{ChannelId, ChannelParams, ChannelState, SignedState};
+pub use channel::{ChannelId, ChannelParams, ChannelState, LedgerId, SignedState};
 pub use error::PaymentError;
 pub use keys::{Keypair, PublicKey, Signature, verify};
 pub use ledger::{

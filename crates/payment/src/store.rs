@@ -9,14 +9,18 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use zerostate_telemetry::names::span;
 
-use crate::channel::{ChannelId, ChannelParams, ChannelState, SignedState};
+use crate::channel::{ChannelId, ChannelParams, ChannelState, LedgerId, SignedState};
 use crate::db::{self, amount, int, uint};
 use crate::keys::{Keypair, Signature, Verifier};
 use crate::{Amount, PaymentError};
 
+/// The format of a party's database (SQLite `user_version`).
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
     id BLOB PRIMARY KEY,
+    ledger BLOB NOT NULL,
     payer BLOB NOT NULL,
     payee BLOB NOT NULL,
     deposit INTEGER NOT NULL,
@@ -70,7 +74,7 @@ struct Store {
 
 impl Store {
     fn new(conn: Connection) -> Result<Self, PaymentError> {
-        conn.execute_batch(SCHEMA)?;
+        db::prepare(&conn, SCHEMA, SCHEMA_VERSION, "payment store")?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -84,8 +88,9 @@ impl Store {
         let id = p.id();
         let conn = self.lock();
         let inserted = conn.execute(
-            "INSERT OR IGNORE INTO channels (id, payer, payee, deposit, expiry, nonce, state_nonce,
-                 state_cumulative, state_receipt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+            "INSERT OR IGNORE INTO channels (id, ledger, payer, payee, deposit, expiry, nonce,
+                 state_nonce, state_cumulative, state_receipt)
+             VALUES (?1, ?8, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
             params![
                 &id.0[..],
                 &p.payer.0[..],
@@ -93,7 +98,8 @@ impl Store {
                 int(p.deposit.base_units()),
                 int(p.expiry),
                 int(p.nonce),
-                &[0u8; 32][..]
+                &[0u8; 32][..],
+                &p.ledger.0[..]
             ],
         )?;
         if inserted == 0 {
@@ -111,7 +117,7 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
     let row = conn
         .query_row(
             "SELECT payer, payee, deposit, expiry, nonce, state_nonce, state_cumulative, state_receipt,
-                    state_signature FROM channels WHERE id = ?1",
+                    state_signature, ledger FROM channels WHERE id = ?1",
             [&id.0[..]],
             |r| {
                 Ok((
@@ -124,15 +130,18 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
                     r.get::<_, i64>(6)?,
                     r.get::<_, Vec<u8>>(7)?,
                     r.get::<_, Option<Vec<u8>>>(8)?,
+                    r.get::<_, Vec<u8>>(9)?,
                 ))
             },
         )
         .optional()?
         .ok_or(PaymentError::UnknownChannel(*id))?;
-    let (payer, payee, deposit, expiry, nonce, s_nonce, s_cum, receipt, sig) = row;
+    let (payer, payee, deposit, expiry, nonce, s_nonce, s_cum, receipt, sig, ledger) = row;
     let signature = sig.map(signature_from).transpose()?;
+    let ledger = LedgerId(db::bytes32(ledger, "stored ledger id")?);
     Ok(LocalChannel {
         params: ChannelParams {
+            ledger,
             payer: db::key(payer)?,
             payee: db::key(payee)?,
             deposit: amount(deposit),
@@ -140,6 +149,7 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
             nonce: uint(nonce),
         },
         state: ChannelState {
+            ledger,
             channel: *id,
             nonce: uint(s_nonce),
             cumulative: amount(s_cum),
@@ -289,6 +299,7 @@ impl PayerStore {
                 });
             }
             state = ChannelState {
+                ledger: local.params.ledger,
                 channel: *channel,
                 nonce: state.nonce.checked_add(1).ok_or(PaymentError::Overflow)?,
                 cumulative,
@@ -328,6 +339,7 @@ impl PayerStore {
     pub fn unacknowledged(&self, channel: &ChannelId) -> Result<Vec<SignedState>, PaymentError> {
         let acked = self.acked(channel);
         let conn = self.store.lock();
+        let ledger = load(&conn, channel)?.params.ledger;
         let mut stmt = conn.prepare(
             "SELECT nonce, cumulative, receipt, signature FROM unacknowledged
              WHERE channel = ?1 AND nonce > ?2 ORDER BY nonce",
@@ -345,6 +357,7 @@ impl PayerStore {
             let (nonce, cumulative, receipt, signature) = row?;
             out.push(SignedState {
                 state: ChannelState {
+                    ledger,
                     channel: *channel,
                     nonce: uint(nonce),
                     cumulative: amount(cumulative),
@@ -509,6 +522,12 @@ fn check_next(
         amount = %s.state.cumulative,
     )
     .entered();
+    if s.state.ledger != local.params.ledger {
+        return Err(PaymentError::WrongLedger {
+            expected: local.params.ledger,
+            got: s.state.ledger,
+        });
+    }
     verifier.verify(&s.state.signing_bytes(), &s.signature)?;
     if now >= local.params.expiry {
         return Err(PaymentError::Expired {

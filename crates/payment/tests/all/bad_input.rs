@@ -39,6 +39,7 @@ fn refused(
 
 fn next(id: &ChannelId, last: &SignedState, cumulative: Amount) -> ChannelState {
     ChannelState {
+        ledger: crate::harness::ledger_id(),
         channel: *id,
         nonce: last.state.nonce + 1,
         cumulative,
@@ -93,6 +94,7 @@ fn an_older_nonce_is_refused() {
         |id, _| {
             (
                 ChannelState {
+                    ledger: crate::harness::ledger_id(),
                     channel: *id,
                     nonce: 1,
                     cumulative: amount("5"),
@@ -244,6 +246,7 @@ fn a_bad_state_inside_a_group_is_refused_alone() {
     let (payer, payee, id) = stores(dir.path(), "10");
     let first = payer.pay(&id, amount("1"), [1; 32], NOW).expect("pay");
     let mut forged = ChannelState {
+        ledger: crate::harness::ledger_id(),
         channel: id,
         nonce: 2,
         cumulative: amount("9"),

@@ -17,6 +17,7 @@ use crate::harness::{EXPIRY, NOW, open_request, params, payee_key, payer_key};
 
 fn params_with(nonce: u64) -> ChannelParams {
     ChannelParams {
+        ledger: crate::harness::ledger_id(),
         payer: payer_key().public(),
         payee: payee_key().public(),
         deposit: Amount::from_base_units(5),
@@ -67,7 +68,8 @@ fn run_child(dir: &Path) {
     }
     let accepted = payee.channel(&id).expect("payee channel").state.nonce;
     payer.acknowledged(&id, accepted);
-    let ledger = SqliteLedger::open(&dir.join("ledger.db"), 3_600).expect("ledger");
+    let ledger = SqliteLedger::open(&dir.join("ledger.db"), crate::harness::ledger_id(), 3_600)
+        .expect("ledger");
     let mut i: u64 = 0;
     loop {
         i += 1;
@@ -79,9 +81,10 @@ fn run_child(dir: &Path) {
         if i.is_multiple_of(8) {
             let side = params_with(fastrand::u64(2..));
             let opened = ledger
-                .open(&open_request(side), NOW)
+                .open(&payer_key().public(), &open_request(side), NOW)
                 .expect("open side channel");
             let state = ChannelState {
+                ledger: crate::harness::ledger_id(),
                 channel: opened,
                 nonce: 1,
                 cumulative: Amount::from_base_units(3),
@@ -90,7 +93,7 @@ fn run_child(dir: &Path) {
             .sign(&payer_key());
             let payee_sig = payee_key().sign(&state.state.close_bytes());
             ledger
-                .close_cooperative(&state, &payee_sig, NOW)
+                .close_cooperative(&payee_key().public(), &state, &payee_sig, NOW)
                 .expect("settle side channel");
         }
         let value = Amount::from_base_units(1 + i % 997);
@@ -165,7 +168,12 @@ fn acknowledged_payments_survive_sigkill() {
             highest_ack = highest_ack.max(nonce);
         }
 
-        let ledger = SqliteLedger::open(&dir.path().join("ledger.db"), 3_600).expect("ledger");
+        let ledger = SqliteLedger::open(
+            &dir.path().join("ledger.db"),
+            crate::harness::ledger_id(),
+            3_600,
+        )
+        .expect("ledger");
         let audit = ledger.audit().expect("audit");
         assert!(audit.is_conserved(), "kill {kill}: {audit:?}");
         assert!(

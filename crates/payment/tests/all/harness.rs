@@ -3,13 +3,18 @@
 use std::path::Path;
 
 use zerostate_payment::{
-    Amount, ChannelId, ChannelParams, Keypair, OpenRequest, PayeeStore, PayerStore, Settlement,
-    SqliteLedger,
+    Amount, ChannelId, ChannelParams, Keypair, LedgerId, OpenRequest, PayeeStore, PayerStore,
+    Settlement, SqliteLedger,
 };
 
 pub(crate) const NOW: u64 = 1_700_000_000;
 pub(crate) const EXPIRY: u64 = NOW + 86_400;
 pub(crate) const CHALLENGE: u64 = 3_600;
+
+/// The ledger every test channel lives on.
+pub(crate) fn ledger_id() -> LedgerId {
+    LedgerId::of_operator(&Keypair::from_seed([9; 32]).public())
+}
 
 pub(crate) fn amount(s: &str) -> Amount {
     s.parse().expect("test amount")
@@ -25,6 +30,7 @@ pub(crate) fn payee_key() -> Keypair {
 
 pub(crate) fn params(deposit: &str, nonce: u64) -> ChannelParams {
     ChannelParams {
+        ledger: ledger_id(),
         payer: payer_key().public(),
         payee: payee_key().public(),
         deposit: amount(deposit),
@@ -44,12 +50,16 @@ pub(crate) fn open_request(p: ChannelParams) -> OpenRequest {
 
 /// A ledger with a funded payer and one open channel of `deposit`.
 pub(crate) fn ledger_with_channel(deposit: &str) -> (SqliteLedger, ChannelId) {
-    let ledger = SqliteLedger::in_memory(CHALLENGE).expect("ledger");
+    let ledger = SqliteLedger::in_memory(ledger_id(), CHALLENGE).expect("ledger");
     ledger
         .fund(&payer_key().public(), amount("100"))
         .expect("fund");
     let id = ledger
-        .open(&open_request(params(deposit, 1)), NOW)
+        .open(
+            &payer_key().public(),
+            &open_request(params(deposit, 1)),
+            NOW,
+        )
         .expect("open");
     (ledger, id)
 }

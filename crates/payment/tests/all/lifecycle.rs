@@ -1,7 +1,7 @@
 //! The ledger's side: open, cooperative and unilateral close, disputes, refunds.
 
 use zerostate_payment::{
-    ChannelState, ChannelStatus, Keypair, PaymentError, Settled, Settlement, SignedState,
+    ChannelState, ChannelStatus, Keypair, LedgerId, PaymentError, Settled, Settlement, SignedState,
     SqliteLedger,
 };
 
@@ -11,6 +11,7 @@ use crate::harness::{
 
 fn state(id: zerostate_payment::ChannelId, nonce: u64, cumulative: &str) -> SignedState {
     ChannelState {
+        ledger: crate::harness::ledger_id(),
         channel: id,
         nonce,
         cumulative: amount(cumulative),
@@ -35,11 +36,11 @@ fn opening_locks_the_deposit() {
 
 #[test]
 fn opening_refuses_bad_requests_and_changes_nothing() {
-    let ledger = SqliteLedger::in_memory(CHALLENGE).expect("ledger");
+    let ledger = SqliteLedger::in_memory(crate::harness::ledger_id(), CHALLENGE).expect("ledger");
     ledger
         .fund(&payer_key().public(), amount("5"))
         .expect("fund");
-    let too_big = ledger.open(&open_request(params("6", 1)), NOW);
+    let too_big = ledger.open(&payer_key().public(), &open_request(params("6", 1)), NOW);
     assert!(
         matches!(too_big, Err(PaymentError::InsufficientFunds { .. })),
         "{too_big:?}"
@@ -48,14 +49,14 @@ fn opening_refuses_bad_requests_and_changes_nothing() {
     let mut unsigned = open_request(params("1", 2));
     unsigned.payee_signature = Keypair::from_seed([7; 32]).sign(&unsigned.params.open_bytes());
     assert!(matches!(
-        ledger.open(&unsigned, NOW),
+        ledger.open(&payer_key().public(), &unsigned, NOW),
         Err(PaymentError::BadSignature { .. })
     ));
 
-    let expired = ledger.open(&open_request(params("1", 3)), EXPIRY);
+    let expired = ledger.open(&payer_key().public(), &open_request(params("1", 3)), EXPIRY);
     assert!(matches!(expired, Err(PaymentError::Expired { .. })));
     assert!(matches!(
-        ledger.open(&open_request(params("0", 4)), NOW),
+        ledger.open(&payer_key().public(), &open_request(params("0", 4)), NOW),
         Err(PaymentError::ZeroAmount)
     ));
 
@@ -68,14 +69,14 @@ fn opening_refuses_bad_requests_and_changes_nothing() {
         payee_signature: payer_key().sign(&bytes),
     };
     assert!(matches!(
-        ledger.open(&req, NOW),
+        ledger.open(&payer_key().public(), &req, NOW),
         Err(PaymentError::InvalidChannel(_))
     ));
 
     ledger
-        .open(&open_request(params("1", 6)), NOW)
+        .open(&payer_key().public(), &open_request(params("1", 6)), NOW)
         .expect("a valid one opens");
-    let again = ledger.open(&open_request(params("1", 6)), NOW);
+    let again = ledger.open(&payer_key().public(), &open_request(params("1", 6)), NOW);
     assert!(matches!(again, Err(PaymentError::DuplicateChannel(_))));
     assert_eq!(
         ledger.balance(&payer_key().public()).expect("balance"),
@@ -90,7 +91,7 @@ fn a_cooperative_close_settles_at_once() {
     let s = state(id, 3, "2.5");
     let payee_sig = payee_key().sign(&s.state.close_bytes());
     let settled = ledger
-        .close_cooperative(&s, &payee_sig, NOW)
+        .close_cooperative(&payee_key().public(), &s, &payee_sig, NOW)
         .expect("close");
     assert_eq!(
         settled,
@@ -108,7 +109,7 @@ fn a_cooperative_close_settles_at_once() {
         amount("97.5")
     );
     // Pays out once.
-    let again = ledger.close_cooperative(&s, &payee_sig, NOW);
+    let again = ledger.close_cooperative(&payee_key().public(), &s, &payee_sig, NOW);
     assert!(
         matches!(
             again,
@@ -128,13 +129,13 @@ fn a_cooperative_close_needs_the_payee_and_a_state_within_the_deposit() {
     let s = state(id, 1, "1");
     let by_payer = payer_key().sign(&s.state.close_bytes());
     assert!(matches!(
-        ledger.close_cooperative(&s, &by_payer, NOW),
+        ledger.close_cooperative(&payee_key().public(), &s, &by_payer, NOW),
         Err(PaymentError::BadSignature { .. })
     ));
     let over = state(id, 2, "11");
     let sig = payee_key().sign(&over.state.close_bytes());
     assert!(matches!(
-        ledger.close_cooperative(&over, &sig, NOW),
+        ledger.close_cooperative(&payee_key().public(), &over, &sig, NOW),
         Err(PaymentError::Overdraft { .. })
     ));
     assert_eq!(
@@ -144,40 +145,36 @@ fn a_cooperative_close_needs_the_payee_and_a_state_within_the_deposit() {
 }
 
 #[test]
-fn a_unilateral_close_settles_on_the_highest_nonce_submitted_in_the_window() {
+fn a_unilateral_close_settles_on_the_highest_amount_submitted_in_the_window() {
     let (ledger, id) = ledger_with_channel("10");
     // The payer starts a close on an old state, hoping to pay less.
     let ends = ledger
-        .start_close(&id, Some(&state(id, 2, "1")), NOW)
+        .start_close(&payer_key().public(), &id, Some(&state(id, 2, "1")), NOW)
         .expect("start");
     assert_eq!(ends, NOW + CHALLENGE);
     assert!(matches!(
-        ledger.finalize(&id, ends - 1),
+        ledger.finalize(&payee_key().public(), &id, ends - 1),
         Err(PaymentError::ChallengeWindow { .. })
     ));
     // The payee answers with the latest.
     ledger
-        .dispute(&state(id, 5, "4"), NOW + 10)
+        .dispute(&payee_key().public(), &state(id, 5, "4"), NOW + 10)
         .expect("dispute");
-    // An older state cannot take its place again.
-    let older = ledger.dispute(&state(id, 4, "3"), NOW + 20);
+    // A smaller amount cannot take its place again, whatever its nonce.
+    let smaller = ledger.dispute(&payee_key().public(), &state(id, 9, "3"), NOW + 20);
     assert!(
-        matches!(
-            older,
-            Err(PaymentError::StaleNonce {
-                got: 4,
-                expected: 6
-            })
-        ),
-        "{older:?}"
+        matches!(smaller, Err(PaymentError::NotIncreasing { .. })),
+        "{smaller:?}"
     );
     // Nor can anything after the window.
-    let late = ledger.dispute(&state(id, 9, "9"), ends);
+    let late = ledger.dispute(&payee_key().public(), &state(id, 9, "9"), ends);
     assert!(
         matches!(late, Err(PaymentError::ChallengeWindow { .. })),
         "{late:?}"
     );
-    let settled = ledger.finalize(&id, ends).expect("finalize");
+    // Anyone may finalize once the window is over; the payout follows the rules.
+    let stranger = Keypair::from_seed([42; 32]).public();
+    let settled = ledger.finalize(&stranger, &id, ends).expect("finalize");
     assert_eq!(
         settled,
         Settled {
@@ -186,8 +183,161 @@ fn a_unilateral_close_settles_on_the_highest_nonce_submitted_in_the_window() {
         }
     );
     assert!(matches!(
-        ledger.finalize(&id, ends),
+        ledger.finalize(&payee_key().public(), &id, ends),
         Err(PaymentError::WrongStatus { .. })
+    ));
+    assert!(ledger.audit().expect("audit").is_conserved());
+}
+
+#[test]
+fn a_payer_cannot_settle_on_a_newer_smaller_state() {
+    let (ledger, id) = ledger_with_channel("10");
+    // The payee holds nonce 5 worth 5 units. The payer signs nonce 6 worth nothing and
+    // closes with it.
+    let payees_best = state(id, 5, "5");
+    let undercut = state(id, 6, "0");
+    let ends = ledger
+        .start_close(&payer_key().public(), &id, Some(&undercut), NOW)
+        .expect("start");
+    ledger
+        .dispute(&payee_key().public(), &payees_best, NOW + 1)
+        .expect("the payee's higher amount wins, though its nonce is older");
+    let settled = ledger
+        .finalize(&payee_key().public(), &id, ends)
+        .expect("finalize");
+    assert_eq!(settled.to_payee, amount("5"));
+    assert_eq!(settled.to_payer, amount("5"));
+}
+
+#[test]
+fn only_the_parties_close_and_only_the_other_party_disputes() {
+    let (ledger, id) = ledger_with_channel("10");
+    let stranger = Keypair::from_seed([42; 32]).public();
+    let refused = ledger.start_close(&stranger, &id, None, NOW);
+    assert!(
+        matches!(refused, Err(PaymentError::NotAllowed { .. })),
+        "{refused:?}"
+    );
+    let s = state(id, 1, "1");
+    let sig = payee_key().sign(&s.state.close_bytes());
+    assert!(matches!(
+        ledger.close_cooperative(&stranger, &s, &sig, NOW),
+        Err(PaymentError::NotAllowed { .. })
+    ));
+    assert_eq!(
+        ledger.channel(&id).expect("channel").status,
+        ChannelStatus::Open
+    );
+
+    let ends = ledger
+        .start_close(&payer_key().public(), &id, None, NOW)
+        .expect("the payer may start a close");
+    for who in [payer_key().public(), stranger] {
+        let refused = ledger.dispute(&who, &state(id, 2, "3"), NOW + 1);
+        assert!(
+            matches!(refused, Err(PaymentError::NotAllowed { .. })),
+            "{refused:?}"
+        );
+    }
+    ledger
+        .dispute(&payee_key().public(), &state(id, 2, "3"), NOW + 1)
+        .expect("the other party may dispute");
+    assert_eq!(
+        ledger
+            .finalize(&stranger, &id, ends)
+            .expect("finalize")
+            .to_payee,
+        amount("3")
+    );
+}
+
+#[test]
+fn a_payee_started_close_is_disputed_by_the_payer_only() {
+    let (ledger, id) = ledger_with_channel("10");
+    ledger
+        .start_close(&payee_key().public(), &id, Some(&state(id, 1, "1")), NOW)
+        .expect("the payee may start a close");
+    let own = ledger.dispute(&payee_key().public(), &state(id, 2, "2"), NOW + 1);
+    assert!(
+        matches!(own, Err(PaymentError::NotAllowed { .. })),
+        "{own:?}"
+    );
+}
+
+#[test]
+fn signatures_made_for_another_ledger_are_refused() {
+    let (ledger, id) = ledger_with_channel("10");
+    let other = LedgerId::of_operator(&Keypair::from_seed([10; 32]).public());
+    let mut elsewhere = params("1", 7);
+    elsewhere.ledger = other;
+    assert_ne!(
+        elsewhere.id(),
+        params("1", 7).id(),
+        "the id names the ledger"
+    );
+    let refused = ledger.open(&payer_key().public(), &open_request(elsewhere), NOW);
+    assert!(
+        matches!(refused, Err(PaymentError::WrongLedger { .. })),
+        "{refused:?}"
+    );
+    // The same channel id, but the payer signed for the other ledger.
+    let replayed = ChannelState {
+        ledger: other,
+        channel: id,
+        nonce: 1,
+        cumulative: amount("2"),
+        receipt: [0; 32],
+    }
+    .sign(&payer_key());
+    let refused = ledger.start_close(&payer_key().public(), &id, Some(&replayed), NOW);
+    assert!(
+        matches!(refused, Err(PaymentError::WrongLedger { .. })),
+        "{refused:?}"
+    );
+    // Relabelled to this ledger, its signature no longer holds.
+    let mut relabelled = replayed;
+    relabelled.state.ledger = ledger.id();
+    assert!(matches!(
+        ledger.start_close(&payer_key().public(), &id, Some(&relabelled), NOW),
+        Err(PaymentError::BadSignature { .. })
+    ));
+    // A ledger database refuses to be opened as another ledger.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    drop(SqliteLedger::open(&path, crate::harness::ledger_id(), CHALLENGE).expect("create"));
+    assert!(matches!(
+        SqliteLedger::open(&path, other, CHALLENGE),
+        Err(PaymentError::WrongLedger { .. })
+    ));
+}
+
+#[test]
+fn extreme_numbers_are_errors_not_panics() {
+    let (ledger, id) = ledger_with_channel("10");
+    ledger
+        .start_close(
+            &payer_key().public(),
+            &id,
+            Some(&state(id, u64::MAX, "1")),
+            NOW,
+        )
+        .expect("start");
+    let same = ledger.dispute(&payee_key().public(), &state(id, u64::MAX, "1"), NOW + 1);
+    assert!(
+        matches!(same, Err(PaymentError::NotIncreasing { .. })),
+        "{same:?}"
+    );
+    ledger
+        .dispute(&payee_key().public(), &state(id, 0, "2"), NOW + 2)
+        .expect("a higher amount wins whatever its nonce");
+
+    let whale = Keypair::from_seed([77; 32]).public();
+    ledger
+        .fund(&whale, zerostate_payment::Amount::from_base_units(u64::MAX))
+        .expect("fund");
+    assert!(matches!(
+        ledger.fund(&whale, zerostate_payment::Amount::from_base_units(1)),
+        Err(PaymentError::Overflow)
     ));
     assert!(ledger.audit().expect("audit").is_conserved());
 }
@@ -195,9 +345,13 @@ fn a_unilateral_close_settles_on_the_highest_nonce_submitted_in_the_window() {
 #[test]
 fn a_close_without_a_state_pays_nothing_unless_disputed() {
     let (ledger, id) = ledger_with_channel("10");
-    let ends = ledger.start_close(&id, None, NOW).expect("start");
+    let ends = ledger
+        .start_close(&payer_key().public(), &id, None, NOW)
+        .expect("start");
     assert_eq!(
-        ledger.finalize(&id, ends).expect("finalize"),
+        ledger
+            .finalize(&payee_key().public(), &id, ends)
+            .expect("finalize"),
         Settled {
             to_payee: amount("0"),
             to_payer: amount("10")
@@ -209,6 +363,7 @@ fn a_close_without_a_state_pays_nothing_unless_disputed() {
 fn a_forged_state_cannot_start_a_close_or_win_a_dispute() {
     let (ledger, id) = ledger_with_channel("10");
     let forged = ChannelState {
+        ledger: crate::harness::ledger_id(),
         channel: id,
         nonce: 7,
         cumulative: amount("10"),
@@ -216,12 +371,14 @@ fn a_forged_state_cannot_start_a_close_or_win_a_dispute() {
     }
     .sign(&Keypair::from_seed([5; 32]));
     assert!(matches!(
-        ledger.start_close(&id, Some(&forged), NOW),
+        ledger.start_close(&payer_key().public(), &id, Some(&forged), NOW),
         Err(PaymentError::BadSignature { .. })
     ));
-    ledger.start_close(&id, None, NOW).expect("start");
+    ledger
+        .start_close(&payer_key().public(), &id, None, NOW)
+        .expect("start");
     assert!(matches!(
-        ledger.dispute(&forged, NOW + 1),
+        ledger.dispute(&payee_key().public(), &forged, NOW + 1),
         Err(PaymentError::BadSignature { .. })
     ));
 }
@@ -231,11 +388,13 @@ fn an_unclosed_channel_is_refunded_after_expiry_and_one_challenge_period() {
     let (ledger, id) = ledger_with_channel("10");
     let due = EXPIRY + CHALLENGE;
     assert!(matches!(
-        ledger.refund_expired(&id, due - 1),
+        ledger.refund_expired(&payer_key().public(), &id, due - 1),
         Err(PaymentError::RefundNotDue { .. })
     ));
     assert_eq!(
-        ledger.refund_expired(&id, due).expect("refund"),
+        ledger
+            .refund_expired(&payer_key().public(), &id, due)
+            .expect("refund"),
         Settled {
             to_payee: amount("0"),
             to_payer: amount("10")
@@ -246,7 +405,7 @@ fn an_unclosed_channel_is_refunded_after_expiry_and_one_challenge_period() {
         amount("100")
     );
     assert!(matches!(
-        ledger.refund_expired(&id, due),
+        ledger.refund_expired(&payer_key().public(), &id, due),
         Err(PaymentError::WrongStatus { .. })
     ));
 }
@@ -256,23 +415,25 @@ fn the_ledger_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ledger.db");
     let id = {
-        let ledger = SqliteLedger::open(&path, CHALLENGE).expect("ledger");
+        let ledger =
+            SqliteLedger::open(&path, crate::harness::ledger_id(), CHALLENGE).expect("ledger");
         ledger
             .fund(&payer_key().public(), amount("100"))
             .expect("fund");
         let id = ledger
-            .open(&open_request(params("10", 1)), NOW)
+            .open(&payer_key().public(), &open_request(params("10", 1)), NOW)
             .expect("open");
         ledger
-            .start_close(&id, Some(&state(id, 3, "2")), NOW)
+            .start_close(&payer_key().public(), &id, Some(&state(id, 3, "2")), NOW)
             .expect("start");
         id
     };
-    let ledger = SqliteLedger::open(&path, CHALLENGE).expect("reopen");
+    let ledger = SqliteLedger::open(&path, crate::harness::ledger_id(), CHALLENGE).expect("reopen");
     match ledger.channel(&id).expect("channel").status {
         ChannelStatus::Closing {
             state,
             challenge_ends,
+            ..
         } => {
             assert_eq!(state.nonce, 3);
             assert_eq!(challenge_ends, NOW + CHALLENGE);

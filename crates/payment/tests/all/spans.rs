@@ -39,15 +39,22 @@ fn every_operation_leaves_its_span() {
 
         let (ledger, lid) = ledger_with_channel("10");
         let state = zerostate_payment::ChannelState {
+            ledger: crate::harness::ledger_id(),
             channel: lid,
             nonce: 1,
             cumulative: amount("2"),
             receipt: [0; 32],
         }
         .sign(&crate::harness::payer_key());
-        let ends = ledger.start_close(&lid, None, NOW).expect("start");
-        ledger.dispute(&state, NOW + 1).expect("dispute");
-        ledger.finalize(&lid, ends).expect("finalize");
+        let ends = ledger
+            .start_close(&crate::harness::payer_key().public(), &lid, None, NOW)
+            .expect("start");
+        ledger
+            .dispute(&crate::harness::payee_key().public(), &state, NOW + 1)
+            .expect("dispute");
+        ledger
+            .finalize(&crate::harness::payee_key().public(), &lid, ends)
+            .expect("finalize");
         let _ = payee_key();
     });
     guard.force_flush().expect("flush");
