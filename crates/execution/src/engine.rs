@@ -162,12 +162,14 @@ impl Engine {
         let engine = wasmtime::Engine::new(&config)
             .map_err(|e| TaskError::Host(format!("cannot start wasmtime: {e}")))?;
         let disk = match &options.disk_cache {
-            Some(dir) => Some(DiskCache::new(dir, &engine).map_err(|e| {
-                TaskError::Host(format!(
-                    "cannot use the module cache {}: {e}",
-                    dir.display()
-                ))
-            })?),
+            Some(dir) => Some(
+                DiskCache::new(dir, &engine, key.derive_secret("module-cache")).map_err(|e| {
+                    TaskError::Host(format!(
+                        "cannot use the module cache {}: {e}",
+                        dir.display()
+                    ))
+                })?,
+            ),
             None => None,
         };
         let mut linker = Linker::new(&engine);
@@ -231,6 +233,9 @@ impl Engine {
                 module_sha256: hex::encode(sha256(&manifest.module)),
                 input_sha256: hex::encode(sha256(&manifest.input)),
                 output_sha256: hex::encode(sha256(&output)),
+                entry: manifest.entry.clone(),
+                args: manifest.args.clone(),
+                limits: manifest.limits,
                 status: if result.is_ok() { "ok" } else { "failed" }.to_owned(),
                 error: result.as_ref().err().map(|e| format!("{}: {e}", e.kind())),
                 fuel_consumed: measurement.fuel_consumed,
@@ -318,6 +323,7 @@ impl Engine {
             manifest.input.clone(),
             limits.output_bytes,
             args,
+            limits.fuel,
             seed,
         );
         let mut store = Store::new(&self.engine, state);
@@ -393,7 +399,8 @@ impl Engine {
                 if let Some(Lookup::Rejected(reason)) = found {
                     tracing::warn!(task.id = %manifest.task_id, "compiled module cache entry not used, compiling again: {reason}");
                 }
-                let module = Module::new(&self.engine, &manifest.module)
+                let binary = crate::manifest::check_compile_cost(&manifest.module, &self.policy)?;
+                let module = Module::from_binary(&self.engine, &binary)
                     .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
                 if let Some(disk) = &self.disk
                     && let Err(e) = disk.store(&module, &hash)

@@ -11,6 +11,9 @@ pub enum TaskError {
     /// The bytes are not a valid WebAssembly module.
     #[error("invalid module: {0}")]
     InvalidModule(String),
+    /// The module is bigger, or would cost more to compile, than the node's policy allows.
+    #[error("module too large: {0}")]
+    ModuleTooLarge(String),
     /// The module imports something the host does not provide.
     #[error("unknown import {module}::{name} (only WASI preview 1 is provided)")]
     UnknownImport {
@@ -57,6 +60,7 @@ impl TaskError {
         match self {
             Self::InvalidManifest(_) => "invalid_manifest",
             Self::InvalidModule(_) => "invalid_module",
+            Self::ModuleTooLarge(_) => "module_too_large",
             Self::UnknownImport { .. } => "unknown_import",
             Self::MissingExport(_) => "missing_export",
             Self::OutOfFuel(_) => "out_of_fuel",

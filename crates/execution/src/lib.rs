@@ -36,3 +36,4 @@ pub use error::TaskError;
 pub use limits::MAX_TABLE_ELEMENTS;
 pub use manifest::{Limits, Manifest, Policy, sha256};
 pub use receipt::{ExecutorKey, Receipt, ReceiptError, peer_id_of};
+pub use wasi::{COPY_FUEL_PER_8_BYTES, HOST_CALL_FUEL, IOVEC_FUEL, RANDOM_FUEL_PER_BLOCK};

@@ -44,6 +44,13 @@ pub struct Policy {
     pub max_output_bytes: u64,
     /// Largest input, bytes. Default 16 MiB.
     pub max_input_bytes: u64,
+    /// Largest module, bytes (binary or text), checked before it is parsed. Default 16 MiB.
+    pub max_module_bytes: u64,
+    /// Most functions a module may define; bounds what compiling it costs. Default 50,000.
+    pub max_functions: u64,
+    /// Largest body of one function, bytes; bounds what compiling it costs (compilers are
+    /// worse than linear in a function's size). Default 1 MiB.
+    pub max_function_bytes: u64,
 }
 
 impl Default for Policy {
@@ -54,6 +61,9 @@ impl Default for Policy {
             max_wall_time_ms: 60_000,
             max_output_bytes: 16 << 20,
             max_input_bytes: 16 << 20,
+            max_module_bytes: 16 << 20,
+            max_functions: 50_000,
+            max_function_bytes: 1 << 20,
         }
     }
 }
@@ -91,8 +101,16 @@ impl Manifest {
         }
     }
 
-    /// Checks the manifest against `policy`, reporting every problem at once.
+    /// Checks the manifest against `policy`, reporting every problem at once. A module
+    /// above the policy's size is refused before anything reads it.
     pub fn validate(&self, policy: &Policy) -> Result<[u8; 32], TaskError> {
+        if self.module.len() as u64 > policy.max_module_bytes {
+            return Err(TaskError::ModuleTooLarge(format!(
+                "{} bytes, above the node's policy of {}",
+                self.module.len(),
+                policy.max_module_bytes
+            )));
+        }
         let mut problems = Vec::new();
         let digest = sha256(&self.module);
         if self.task_id.is_empty() {
@@ -141,6 +159,38 @@ impl Manifest {
             Err(TaskError::InvalidManifest(problems))
         }
     }
+}
+
+/// Reads `module` (binary, or text turned into binary) and checks what compiling it would
+/// cost against `policy` before the compiler sees it: how many functions it defines and how
+/// large the largest is. Returns the binary.
+pub(crate) fn check_compile_cost(module: &[u8], policy: &Policy) -> Result<Vec<u8>, TaskError> {
+    let binary = wat::parse_bytes(module)
+        .map_err(|e| TaskError::InvalidModule(format!("{e}")))?
+        .into_owned();
+    let too_large = |what: String| TaskError::ModuleTooLarge(what);
+    for payload in wasmtime::wasmparser::Parser::new(0).parse_all(&binary) {
+        use wasmtime::wasmparser::Payload;
+        match payload.map_err(|e| TaskError::InvalidModule(format!("{e}")))? {
+            Payload::CodeSectionStart { count, .. } if u64::from(count) > policy.max_functions => {
+                return Err(too_large(format!(
+                    "{count} functions, above the node's policy of {}",
+                    policy.max_functions
+                )));
+            }
+            Payload::CodeSectionEntry(body) => {
+                let size = body.range().len() as u64;
+                if size > policy.max_function_bytes {
+                    return Err(too_large(format!(
+                        "a function of {size} bytes, above the node's policy of {}",
+                        policy.max_function_bytes
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(binary)
 }
 
 /// SHA-256 of `bytes`.

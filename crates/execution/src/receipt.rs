@@ -3,9 +3,9 @@
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::sha256;
+use crate::manifest::{Limits, sha256};
 
-const DOMAIN: &[u8] = b"zerostate/receipt/v1\n";
+const DOMAIN: &[u8] = b"zerostate/receipt/v2\n";
 
 /// A signed statement of what ran, on what, with what result and cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +19,12 @@ pub struct Receipt {
     pub input_sha256: String,
     /// SHA-256 of the output, hex (of nothing, for a failed run).
     pub output_sha256: String,
+    /// The function that was called.
+    pub entry: String,
+    /// The arguments the task was given (after the program name).
+    pub args: Vec<String>,
+    /// The limits it ran under.
+    pub limits: Limits,
     /// `ok` or `failed`.
     pub status: String,
     /// For a failed run: the error's kind and message.
@@ -70,6 +76,9 @@ struct Body<'a> {
     module_sha256: &'a str,
     input_sha256: &'a str,
     output_sha256: &'a str,
+    entry: &'a str,
+    args: &'a [String],
+    limits: &'a Limits,
     status: &'a str,
     error: &'a Option<String>,
     fuel_consumed: u64,
@@ -89,6 +98,9 @@ impl Receipt {
             module_sha256: &self.module_sha256,
             input_sha256: &self.input_sha256,
             output_sha256: &self.output_sha256,
+            entry: &self.entry,
+            args: &self.args,
+            limits: &self.limits,
             status: &self.status,
             error: &self.error,
             fuel_consumed: self.fuel_consumed,
@@ -170,6 +182,16 @@ impl ExecutorKey {
     /// The key for a 32-byte secret seed.
     pub fn from_seed(seed: [u8; 32]) -> Self {
         Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// A 32-byte secret for `purpose`, derived from the key's secret: SHA-256 of a domain
+    /// tag, the purpose and the seed. Used to authenticate what the node writes for itself.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut bytes = b"zerostate/derived-secret/v1\n".to_vec();
+        bytes.extend_from_slice(purpose.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(self.0.as_bytes());
+        sha256(&bytes)
     }
 
     /// The libp2p peer id of this key (`12D3KooW...`).

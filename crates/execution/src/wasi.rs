@@ -1,12 +1,19 @@
 //! The host side of WASI preview 1 that a task sees: stdin is the task's input, stdout its
-//! output (capped), stderr captured (capped), arguments and environment as given, clocks,
-//! deterministic randomness, and no files, directories or sockets. Functions a module
-//! imports beyond these make it fail to link with a clear "unknown import" error.
-
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+//! output (capped), stderr captured (capped), arguments and environment as given, virtual
+//! clocks, deterministic randomness, and no files, directories or sockets. Functions a
+//! module imports beyond these make it fail to link with a clear "unknown import" error.
+//!
+//! Every host function checks the guest's memory ranges before it allocates, loops or
+//! copies, and work whose size the guest chooses is charged in fuel before it is done
+//! (see the `*_FUEL` constants), so the fuel a receipt states covers host work too and a
+//! guest cannot make the host work outside its limits.
+//!
+//! Clocks are virtual so that a rerun reproduces: every clock reads the fuel consumed so
+//! far, one nanosecond per unit, starting at 0 (the realtime clock too, which therefore
+//! reads as early 1970). Randomness is SHA-256 of the task's seed and a counter.
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Caller, Extern, Linker, Memory};
+use wasmtime::{Caller, Extern, Linker, Memory, Trap};
 
 use crate::TaskError;
 use crate::limits::Limiter;
@@ -24,6 +31,15 @@ const EINVAL: i32 = 28;
 const ENOSYS: i32 = 52;
 const ESPIPE: i32 = 70;
 
+/// Fuel for any host call that does work sized by the guest, on top of the call itself.
+pub const HOST_CALL_FUEL: u64 = 50;
+/// Fuel per iovec entry read by `fd_write` or `fd_read`.
+pub const IOVEC_FUEL: u64 = 8;
+/// Fuel per started 8 bytes copied between the guest and the host.
+pub const COPY_FUEL_PER_8_BYTES: u64 = 1;
+/// Fuel per started 32-byte block of `random_get` (one SHA-256 compression).
+pub const RANDOM_FUEL_PER_BLOCK: u64 = 64;
+
 /// Everything a running task's host functions touch.
 pub(crate) struct TaskState {
     pub(crate) limiter: Limiter,
@@ -35,7 +51,7 @@ pub(crate) struct TaskState {
     pub(crate) stderr_dropped: u64,
     args: Vec<String>,
     env: Vec<String>,
-    started: Instant,
+    fuel_limit: u64,
     random_seed: [u8; 32],
     random_counter: u64,
     /// Set when the module called `proc_exit`.
@@ -50,6 +66,7 @@ impl TaskState {
         input: Vec<u8>,
         output_limit: u64,
         args: Vec<String>,
+        fuel_limit: u64,
         random_seed: [u8; 32],
     ) -> Self {
         Self {
@@ -62,7 +79,7 @@ impl TaskState {
             stderr_dropped: 0,
             args,
             env: Vec::new(),
-            started: Instant::now(),
+            fuel_limit,
             random_seed,
             random_counter: 0,
             exit_code: None,
@@ -111,6 +128,55 @@ fn memory(caller: &mut Caller<'_, TaskState>) -> Option<Memory> {
     }
 }
 
+/// Takes `units` of fuel from the task before the host does work the guest sized; a task
+/// without that much left ends as out of fuel, and the work is not done.
+fn charge(caller: &mut Caller<'_, TaskState>, units: u64) -> wasmtime::Result<()> {
+    let left = caller.get_fuel()?;
+    match left.checked_sub(units) {
+        Some(rest) => caller.set_fuel(rest),
+        None => {
+            caller.set_fuel(0)?;
+            Err(Trap::OutOfFuel.into())
+        }
+    }
+}
+
+/// Fuel to copy `bytes` bytes.
+fn copy_fuel(bytes: u64) -> u64 {
+    bytes.div_ceil(8).saturating_mul(COPY_FUEL_PER_8_BYTES)
+}
+
+/// Whether `[at, at + len)` lies inside memory of `size` bytes.
+fn in_memory(size: usize, at: u32, len: u64) -> bool {
+    u64::from(at)
+        .checked_add(len)
+        .is_some_and(|end| end <= size as u64)
+}
+
+/// Checks an iovec array's range and charges for reading it; `None` when it lies outside
+/// memory.
+fn check_iovecs(
+    caller: &mut Caller<'_, TaskState>,
+    mem: &Memory,
+    iovs: u32,
+    count: u32,
+) -> wasmtime::Result<Option<()>> {
+    if !in_memory(mem.data_size(&mut *caller), iovs, u64::from(count) * 8) {
+        return Ok(None);
+    }
+    charge(
+        caller,
+        HOST_CALL_FUEL.saturating_add(u64::from(count).saturating_mul(IOVEC_FUEL)),
+    )?;
+    Ok(Some(()))
+}
+
+/// The `i`th (pointer, length) pair of an iovec array whose range was checked.
+fn iovec(data: &[u8], iovs: u32, i: u32) -> Option<(u32, u32)> {
+    let base = iovs.checked_add(i.checked_mul(8)?)?;
+    Some((read_u32(data, base)?, read_u32(data, base.checked_add(4)?)?))
+}
+
 fn read_u32(data: &[u8], at: u32) -> Option<u32> {
     let at = at as usize;
     data.get(at..at.checked_add(4)?)
@@ -129,16 +195,6 @@ fn write_bytes(data: &mut [u8], at: u32, bytes: &[u8]) -> bool {
         }
         None => false,
     }
-}
-
-/// The (pointer, length) pairs of an iovec array.
-fn iovecs(data: &[u8], iovs: u32, count: u32) -> Option<Vec<(u32, u32)>> {
-    (0..count)
-        .map(|i| {
-            let base = iovs.checked_add(i.checked_mul(8)?)?;
-            Some((read_u32(data, base)?, read_u32(data, base.checked_add(4)?)?))
-        })
-        .collect()
 }
 
 /// Writes `strings` as a WASI string table (`*_get`).
@@ -254,23 +310,34 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
                 let Some(mem) = memory(&mut c) else {
                     return Ok(EFAULT);
                 };
-                let (data, state) = mem.data_and_store_mut(&mut c);
-                let Some(vecs) = iovecs(data, iovs, count) else {
+                if check_iovecs(&mut c, &mem, iovs, count)?.is_none() {
                     return Ok(EFAULT);
-                };
+                }
                 let mut written: u32 = 0;
-                for (ptr, len) in vecs {
-                    let Some(bytes) = (ptr as usize)
-                        .checked_add(len as usize)
-                        .and_then(|end| data.get(ptr as usize..end))
-                    else {
+                for i in 0..count {
+                    let Some((ptr, len)) = iovec(mem.data(&c), iovs, i) else {
                         return Ok(EFAULT);
                     };
+                    if !in_memory(mem.data_size(&c), ptr, u64::from(len)) {
+                        return Ok(EFAULT);
+                    }
                     if fd == 1 {
-                        if state.stdout.len() as u64 + bytes.len() as u64 > state.output_limit {
+                        let state = c.data_mut();
+                        if state.stdout.len() as u64 + u64::from(len) > state.output_limit {
                             state.output_exceeded = true;
                             return Err(wasmtime::Error::msg("output limit exceeded"));
                         }
+                        charge(&mut c, copy_fuel(u64::from(len)))?;
+                    } else {
+                        // Only what is kept is copied; the rest is counted.
+                        let room = STDERR_LIMIT
+                            .saturating_sub(c.data().stderr.len())
+                            .min(len as usize);
+                        charge(&mut c, copy_fuel(room as u64))?;
+                    }
+                    let (data, state) = mem.data_and_store_mut(&mut c);
+                    let bytes = &data[ptr as usize..ptr as usize + len as usize];
+                    if fd == 1 {
                         state.stdout.extend_from_slice(bytes);
                     } else {
                         let room = STDERR_LIMIT
@@ -281,11 +348,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
                     }
                     written = written.saturating_add(len);
                 }
-                Ok(if write_bytes(data, written_ptr, &written.to_le_bytes()) {
-                    SUCCESS
-                } else {
-                    EFAULT
-                })
+                Ok(
+                    if write_bytes(mem.data_mut(&mut c), written_ptr, &written.to_le_bytes()) {
+                        SUCCESS
+                    } else {
+                        EFAULT
+                    },
+                )
             },
         )
         .map_err(host)?;
@@ -294,35 +363,49 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
         .func_wrap(
             MODULE,
             "fd_read",
-            |mut c: Caller<'_, TaskState>, fd: i32, iovs: u32, count: u32, read_ptr: u32| -> i32 {
+            |mut c: Caller<'_, TaskState>,
+             fd: i32,
+             iovs: u32,
+             count: u32,
+             read_ptr: u32|
+             -> wasmtime::Result<i32> {
                 if fd != 0 {
-                    return EBADF;
+                    return Ok(EBADF);
                 }
                 let Some(mem) = memory(&mut c) else {
-                    return EFAULT;
+                    return Ok(EFAULT);
                 };
-                let (data, state) = mem.data_and_store_mut(&mut c);
-                let Some(vecs) = iovecs(data, iovs, count) else {
-                    return EFAULT;
-                };
+                if check_iovecs(&mut c, &mem, iovs, count)?.is_none() {
+                    return Ok(EFAULT);
+                }
                 let mut read: u32 = 0;
-                for (ptr, len) in vecs {
-                    let rest = &state.stdin[state.stdin_pos..];
-                    let n = rest.len().min(len as usize);
-                    if !write_bytes(data, ptr, &rest[..n]) {
-                        return EFAULT;
+                for i in 0..count {
+                    let Some((ptr, len)) = iovec(mem.data(&c), iovs, i) else {
+                        return Ok(EFAULT);
+                    };
+                    let state = c.data();
+                    let n = (state.stdin.len() - state.stdin_pos).min(len as usize);
+                    if !in_memory(mem.data_size(&c), ptr, n as u64) {
+                        return Ok(EFAULT);
                     }
+                    charge(&mut c, copy_fuel(n as u64))?;
+                    let (data, state) = mem.data_and_store_mut(&mut c);
+                    let from = state.stdin_pos;
+                    data[ptr as usize..ptr as usize + n]
+                        .copy_from_slice(&state.stdin[from..from + n]);
                     state.stdin_pos += n;
                     read = read.saturating_add(n as u32);
                     if n < len as usize {
                         break;
                     }
                 }
-                if write_bytes(data, read_ptr, &read.to_le_bytes()) {
-                    SUCCESS
-                } else {
-                    EFAULT
-                }
+                Ok(
+                    if write_bytes(mem.data_mut(&mut c), read_ptr, &read.to_le_bytes()) {
+                        SUCCESS
+                    } else {
+                        EFAULT
+                    },
+                )
             },
         )
         .map_err(host)?;
@@ -397,30 +480,33 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
         .map_err(host)?;
 
     // Deterministic: SHA-256 blocks of the task's seed and a counter, so a rerun of the
-    // same task on another node computes the same output.
+    // same task on another node computes the same output. The range is checked and the
+    // blocks charged before any is computed; they are written into guest memory in place.
     linker
         .func_wrap(
             MODULE,
             "random_get",
-            |mut c: Caller<'_, TaskState>, ptr: u32, len: u32| {
+            |mut c: Caller<'_, TaskState>, ptr: u32, len: u32| -> wasmtime::Result<i32> {
                 let Some(mem) = memory(&mut c) else {
-                    return EFAULT;
+                    return Ok(EFAULT);
                 };
+                if !in_memory(mem.data_size(&c), ptr, u64::from(len)) {
+                    return Ok(EFAULT);
+                }
+                let blocks = u64::from(len).div_ceil(32);
+                charge(
+                    &mut c,
+                    HOST_CALL_FUEL.saturating_add(blocks.saturating_mul(RANDOM_FUEL_PER_BLOCK)),
+                )?;
                 let (data, state) = mem.data_and_store_mut(&mut c);
-                let mut bytes = Vec::with_capacity(len as usize);
-                while bytes.len() < len as usize {
+                for chunk in data[ptr as usize..ptr as usize + len as usize].chunks_mut(32) {
                     let mut h = Sha256::new();
                     h.update(state.random_seed);
                     h.update(state.random_counter.to_le_bytes());
-                    state.random_counter += 1;
-                    bytes.extend_from_slice(&h.finalize());
+                    state.random_counter = state.random_counter.wrapping_add(1);
+                    chunk.copy_from_slice(&h.finalize()[..chunk.len()]);
                 }
-                bytes.truncate(len as usize);
-                if write_bytes(data, ptr, &bytes) {
-                    SUCCESS
-                } else {
-                    EFAULT
-                }
+                Ok(SUCCESS)
             },
         )
         .map_err(host)?;
@@ -430,14 +516,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
             MODULE,
             "clock_time_get",
             |mut c: Caller<'_, TaskState>, id: i32, _precision: i64, ptr: u32| {
-                let nanos: u64 = match id {
-                    0 => SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as u64)
-                        .unwrap_or(0),
-                    1..=3 => c.data().started.elapsed().as_nanos() as u64,
-                    _ => return EINVAL,
-                };
+                if !(0..=3).contains(&id) {
+                    return EINVAL;
+                }
+                // Virtual time: the fuel consumed so far, one nanosecond a unit.
+                let left = c.get_fuel().unwrap_or(0);
+                let nanos = c.data().fuel_limit.saturating_sub(left);
                 let Some(mem) = memory(&mut c) else {
                     return EFAULT;
                 };

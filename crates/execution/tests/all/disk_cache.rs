@@ -72,3 +72,71 @@ fn a_corrupt_truncated_or_foreign_file_is_compiled_again() {
         );
     }
 }
+
+#[test]
+fn an_entry_with_a_recomputed_checksum_or_from_another_node_is_refused() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().expect("tempdir");
+    echo_runs(&engine_with_cache(dir.path()));
+    let file = cache_file(dir.path());
+    let good = std::fs::read(&file).expect("read");
+
+    // Altered code whose plain checksum is recomputed, as anyone who can write the
+    // directory could do.
+    let mut planted = good.clone();
+    let last = planted.len() - 1;
+    planted[last] ^= 0x01;
+    let digest: [u8; 32] = Sha256::digest(&planted[48..]).into();
+    planted[16..48].copy_from_slice(&digest);
+    std::fs::write(&file, &planted).expect("write");
+    let m = echo_runs(&engine_with_cache(dir.path()));
+    assert!(!m.from_disk, "a planted entry was trusted");
+
+    // A valid entry of another node.
+    let other = tempfile::tempdir().expect("tempdir");
+    let options = EngineOptions {
+        disk_cache: Some(other.path().to_owned()),
+        ..EngineOptions::default()
+    };
+    let theirs = Engine::new(options, ExecutorKey::from_seed([8; 32])).expect("engine");
+    echo_runs(&theirs);
+    std::fs::copy(cache_file(other.path()), &file).expect("copy");
+    let m = echo_runs(&engine_with_cache(dir.path()));
+    assert!(!m.from_disk, "another node's entry was trusted");
+}
+
+#[test]
+fn an_entry_renamed_to_stand_for_another_module_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    echo_runs(&engine_with_cache(dir.path()));
+    let file = cache_file(dir.path());
+    // The same module under another name: the cache key is the module's hash.
+    let other = manifest(r#"(module (func (export "_start")))"#);
+    let other_hash = hex::encode(zerostate_execution::sha256(&other.module));
+    let renamed = dir.path().join(format!("{other_hash}.cwasm"));
+    std::fs::rename(&file, &renamed).expect("rename");
+    let run = engine_with_cache(dir.path()).run(&other);
+    assert_eq!(run.result, Ok(()));
+    assert!(!run.measurement.from_disk, "a renamed entry was trusted");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cache_others_can_write_to_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    echo_runs(&engine_with_cache(dir.path()));
+    let file = cache_file(dir.path());
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let m = echo_runs(&engine_with_cache(dir.path()));
+    assert!(!m.from_disk, "a world-writable entry was trusted");
+
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let options = EngineOptions {
+        disk_cache: Some(dir.path().to_owned()),
+        ..EngineOptions::default()
+    };
+    let err = Engine::new(options, ExecutorKey::from_seed([7; 32])).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("chmod go-w"), "{text}");
+}

@@ -3,6 +3,7 @@
 mod builtin;
 mod disk_cache;
 mod harness;
+mod host;
 mod hostile;
 mod receipts;
 mod runs;

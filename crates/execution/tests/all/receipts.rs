@@ -46,6 +46,21 @@ fn every_single_field_tampering_is_detected() {
             "output_sha256",
             Box::new(|r| r.output_sha256.replace_range(0..1, "f")),
         ),
+        ("entry", Box::new(|r| r.entry = "matmul".into())),
+        ("args", Box::new(|r| r.args.push("--other".into()))),
+        ("limits.fuel", Box::new(|r| r.limits.fuel += 1)),
+        (
+            "limits.memory_bytes",
+            Box::new(|r| r.limits.memory_bytes += 1),
+        ),
+        (
+            "limits.wall_time_ms",
+            Box::new(|r| r.limits.wall_time_ms += 1),
+        ),
+        (
+            "limits.output_bytes",
+            Box::new(|r| r.limits.output_bytes += 1),
+        ),
         ("status", Box::new(|r| r.status = "failed".into())),
         ("error", Box::new(|r| r.error = Some("trap: forged".into()))),
         ("fuel_consumed", Box::new(|r| r.fuel_consumed += 1)),
