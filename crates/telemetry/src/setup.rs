@@ -226,6 +226,19 @@ impl TelemetryBuilder {
     }
 }
 
+/// How a failed export is retried: a collector that answers 429 or 503 (with or without
+/// `Retry-After`), 502, 504 or not at all is tried again after a backoff (100 ms doubling
+/// to 2 s, or what `Retry-After` asks), up to five times, all within the export timeout.
+/// Meanwhile new spans wait in the bounded queue; only when it is full are they dropped
+/// and counted. Other answers (400, 413, ...) are not retried: the same batch would fail
+/// again.
+fn retry_policy() -> opentelemetry_otlp::RetryPolicy {
+    opentelemetry_otlp::RetryPolicy::recommended()
+        .with_max_retries(5)
+        .with_initial_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+}
+
 fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
     let url = config.traces_url();
     let url_for_messages = url.clone();
@@ -240,7 +253,8 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
                     .with_protocol(Protocol::HttpBinary)
                     .with_endpoint(url)
                     .with_timeout(timeout)
-                    .with_headers(headers);
+                    .with_headers(headers)
+                    .with_retry_policy(retry_policy());
                 if gzip {
                     builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
                 }

@@ -1,5 +1,6 @@
 //! Integration tests of the telemetry crate: one binary, one module per topic.
 
+mod backpressure;
 mod dead_collector;
 mod harness;
 mod logs;

@@ -274,13 +274,31 @@ fn tracestate_cases() -> Vec<StateCase> {
                 ("baz", "3"),
             ]),
         ),
-        ts("duplicated_keys_same_value", &["foo=1,foo=1"], None),
-        ts("duplicated_keys_other_value", &["foo=1,foo=2"], None),
-        ts("duplicated_across_headers", &["foo=1", "foo=1"], None),
+        // Level 2: the header is still inherited; we keep a key's first member.
+        ts(
+            "duplicated_keys_same_value",
+            &["foo=1,foo=1"],
+            kv(&[("foo", "1")]),
+        ),
+        ts(
+            "duplicated_keys_other_value",
+            &["foo=1,foo=2"],
+            kv(&[("foo", "1")]),
+        ),
+        ts(
+            "duplicated_across_headers",
+            &["foo=1", "foo=1"],
+            kv(&[("foo", "1")]),
+        ),
         ts(
             "duplicated_across_headers_other_value",
             &["foo=1", "foo=2"],
-            None,
+            kv(&[("foo", "1")]),
+        ),
+        ts(
+            "duplicated_keep_the_others",
+            &["foo=1,bar=2,foo=3"],
+            kv(&[("foo", "1"), ("bar", "2")]),
         ),
         ts(
             "all_allowed_characters",
@@ -308,10 +326,24 @@ fn tracestate_cases() -> Vec<StateCase> {
         ts("key_with_space", &["foo =1"], None),
         ts("key_upper_case", &["FOO=1"], None),
         ts("key_with_dot", &["foo.bar=1"], None),
-        ts("vendor_empty", &["foo@=1,bar=2"], None),
+        // Level 2: `key = ( lcalpha / DIGIT ) 0*255( keychar )`, `@` a keychar.
+        ts(
+            "vendor_empty",
+            &["foo@=1,bar=2"],
+            kv(&[("foo@", "1"), ("bar", "2")]),
+        ),
         ts("tenant_empty", &["@foo=1,bar=2"], None),
-        ts("double_at", &["foo@@bar=1,bar=2"], None),
-        ts("two_ats", &["foo@bar@baz=1,bar=2"], None),
+        ts(
+            "double_at",
+            &["foo@@bar=1,bar=2"],
+            kv(&[("foo@@bar", "1"), ("bar", "2")]),
+        ),
+        ts(
+            "two_ats",
+            &["foo@bar@baz=1,bar=2"],
+            kv(&[("foo@bar@baz", "1"), ("bar", "2")]),
+        ),
+        ts("key_digit_first", &["1foo=1"], kv(&[("1foo", "1")])),
         StateCase {
             name: "32_members",
             tracestate: c32
@@ -365,11 +397,31 @@ fn tracestate_cases() -> Vec<StateCase> {
         ts(
             "tenant_242",
             &["foo=1", &format!("{}@v=1", "t".repeat(242))],
-            None,
+            Some(vec![
+                ("foo", "1".into()),
+                (
+                    Box::leak(format!("{}@v", "t".repeat(242)).into_boxed_str()),
+                    "1".into(),
+                ),
+            ]),
         ),
         ts(
             "vendor_15",
             &["foo=1", &format!("t@{}=1", "v".repeat(15))],
+            Some(vec![
+                ("foo", "1".into()),
+                (
+                    Box::leak(format!("t@{}", "v".repeat(15)).into_boxed_str()),
+                    "1".into(),
+                ),
+            ]),
+        ),
+        ts(
+            "multi_tenant_key_257",
+            &[
+                "foo=1",
+                &format!("{}@{}=1", "t".repeat(200), "v".repeat(56)),
+            ],
             None,
         ),
         ts("value_with_equals", &["foo=bar=baz"], None),
