@@ -117,6 +117,7 @@ fn main() {
         lookups.push(s.elapsed());
         assert_eq!(
             found
+                .0
                 .resource_spans
                 .iter()
                 .map(|r| r.scope_spans[0].spans.len())

@@ -19,16 +19,17 @@
 //! per-operation latency table, from one page with no external resources.
 
 mod counters;
+mod estimate;
 mod query;
 mod receiver;
+pub mod serve;
 pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::{Deserialize, Serialize};
 
 pub use counters::CollectorStats;
@@ -55,6 +56,34 @@ pub struct CollectorConfig {
     /// Export requests waiting for the store; beyond this the receiver answers 503 with
     /// `Retry-After`. Default 64.
     pub queue_requests: usize,
+    /// Requests read, decompressed and decoded at once. Default 2.
+    pub max_concurrent_decodes: usize,
+    /// Memory that decoded requests not yet stored may take, bytes; a request that would
+    /// take more alone is refused (413), one that does not fit now waits (503). Default
+    /// 256 MiB.
+    pub max_decoded_bytes: u64,
+    /// Readers of the store serving queries at once (one heavy query does not stall the
+    /// others). Default 4.
+    pub query_readers: usize,
+    /// Connections each listener serves at once. Default 256.
+    pub max_connections: usize,
+    /// Time for a request's headers to arrive, milliseconds. Default 10,000.
+    pub header_read_timeout_ms: u64,
+    /// Time a connection may stay silent, milliseconds. Default 60,000.
+    pub idle_timeout_ms: u64,
+    /// Time to read a request and answer it, milliseconds. Default 60,000.
+    pub request_timeout_ms: u64,
+}
+
+impl CollectorConfig {
+    fn serve_limits(&self) -> serve::ServeLimits {
+        serve::ServeLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
 }
 
 impl Default for CollectorConfig {
@@ -67,6 +96,13 @@ impl Default for CollectorConfig {
             max_bytes: 1 << 30,
             max_body_bytes: 64 << 20,
             queue_requests: 64,
+            max_concurrent_decodes: 2,
+            max_decoded_bytes: 256 << 20,
+            query_readers: 4,
+            max_connections: 256,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            request_timeout_ms: 60_000,
         }
     }
 }
@@ -98,7 +134,11 @@ pub struct Collector {
     counters: Arc<Counters>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
-    queue: Option<std::sync::mpsc::SyncSender<ExportTraceServiceRequest>>,
+    queue: Option<std::sync::mpsc::SyncSender<receiver::Job>>,
+    /// What the OTLP listener counted.
+    pub otlp_serve_stats: Arc<serve::ServeStats>,
+    /// What the query listener counted.
+    pub ui_serve_stats: Arc<serve::ServeStats>,
 }
 
 pub(crate) fn now_ns() -> u64 {
@@ -112,11 +152,12 @@ impl Collector {
     /// Opens the store and starts receiving and serving, on the current tokio runtime.
     pub async fn start(config: CollectorConfig) -> Result<Collector, CollectorError> {
         let mut writer_store = Store::open(&config.data_dir)?;
-        let reader = Store::reader(&config.data_dir)?;
+        let readers = (0..config.query_readers.max(1))
+            .map(|_| Store::reader(&config.data_dir))
+            .collect::<Result<Vec<_>, _>>()?;
         let counters = Arc::new(Counters::default());
-        let (queue, rx) = std::sync::mpsc::sync_channel::<ExportTraceServiceRequest>(
-            config.queue_requests.max(1),
-        );
+        let (queue, rx) =
+            std::sync::mpsc::sync_channel::<receiver::Job>(config.queue_requests.max(1));
         let retention = Duration::from_secs(config.retention_secs);
         let max_bytes = config.max_bytes;
         let wc = counters.clone();
@@ -135,16 +176,22 @@ impl Collector {
                 enforce(&mut writer_store);
                 loop {
                     match rx.recv_timeout(Duration::from_secs(1)) {
-                        Ok(request) => match writer_store.ingest(&request) {
-                            Ok(done) => {
-                                wc.spans_stored.add(done.stored);
-                                wc.spans_duplicate.add(done.duplicates);
+                        Ok(job) => {
+                            let result = writer_store.ingest(&job.request);
+                            match &result {
+                                Ok(done) => {
+                                    wc.spans_stored.add(done.stored);
+                                    wc.spans_duplicate.add(done.duplicates);
+                                }
+                                Err(e) => {
+                                    wc.store_errors.inc();
+                                    tracing::error!("storing spans: {e}");
+                                }
                             }
-                            Err(e) => {
-                                wc.store_errors.inc();
-                                tracing::error!("storing spans: {e}");
-                            }
-                        },
+                            // The request's answer waits for this; its reservation of the
+                            // decode budget ends with the job.
+                            let _ = job.done.send(result.map_err(|e| e.to_string()));
+                        }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                     }
@@ -178,22 +225,34 @@ impl Collector {
             queue: queue.clone(),
             counters: counters.clone(),
             max_body_bytes: config.max_body_bytes,
+            decodes: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_decodes.max(1),
+            )),
+            budget: Arc::new(receiver::Budget::new(config.max_decoded_bytes)),
+            store_timeout: Duration::from_secs(30),
         });
         let api = query::router(query::Api {
-            store: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(query::Readers::new(readers)),
             counters: counters.clone(),
         });
+        let limits = config.serve_limits();
+        let otlp_serve_stats = Arc::new(serve::ServeStats::default());
+        let ui_serve_stats = Arc::new(serve::ServeStats::default());
         let servers = vec![
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(otlp, receiver).await {
-                    tracing::error!("the OTLP receiver stopped: {e}");
-                }
-            }),
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(ui, api).await {
-                    tracing::error!("the query API stopped: {e}");
-                }
-            }),
+            tokio::spawn(serve::serve(
+                otlp,
+                receiver,
+                limits,
+                otlp_serve_stats.clone(),
+                std::future::pending(),
+            )),
+            tokio::spawn(serve::serve(
+                ui,
+                api,
+                limits,
+                ui_serve_stats.clone(),
+                std::future::pending(),
+            )),
         ];
         Ok(Collector {
             otlp_addr,
@@ -202,6 +261,8 @@ impl Collector {
             servers,
             writer: Some(writer),
             queue: Some(queue),
+            otlp_serve_stats,
+            ui_serve_stats,
         })
     }
 

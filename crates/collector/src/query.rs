@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,11 +15,28 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::counters::Counters;
-use crate::store::{Store, StoreError, TraceQuery};
+use crate::store::{MAX_SEARCH_LIMIT, MAX_TRACE_SPANS, Store, StoreError, TraceQuery};
+
+/// Read-only handles on the store, one per query running at once: SQLite's WAL lets them
+/// read side by side, so one heavy query does not stall the others.
+pub(crate) struct Readers {
+    idle: Mutex<Vec<Store>>,
+    slots: Semaphore,
+}
+
+impl Readers {
+    pub(crate) fn new(stores: Vec<Store>) -> Self {
+        let n = stores.len();
+        Self {
+            idle: Mutex::new(stores),
+            slots: Semaphore::new(n),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct Api {
-    pub(crate) store: Arc<Mutex<Store>>,
+    pub(crate) readers: Arc<Readers>,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -69,10 +88,28 @@ async fn with_store<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = api.store.clone();
+    let readers = api.readers.clone();
+    let _slot = readers
+        .slots
+        .acquire()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let readers_for_task = readers.clone();
     tokio::task::spawn_blocking(move || {
-        let store = store.lock().unwrap_or_else(|e| e.into_inner());
-        f(&store)
+        // A slot guarantees an idle handle.
+        let store = readers_for_task
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .ok_or_else(|| StoreError::Busy)?;
+        let result = f(&store);
+        readers_for_task
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
+        result
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -129,7 +166,12 @@ fn parse_trace_id(s: &str) -> Result<Vec<u8>, ApiError> {
 async fn trace(State(api): State<Api>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_trace_id(&trace_id)?;
     match with_store(&api, move |s| s.trace(&id)).await? {
-        Some(data) => Ok(Json(serde_json::json!({ "result": data })).into_response()),
+        Some((data, total)) => Ok(Json(serde_json::json!({
+            "result": data,
+            "totalSpans": total,
+            "truncated": total > MAX_TRACE_SPANS,
+        }))
+        .into_response()),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("trace {trace_id} not found"),
@@ -175,9 +217,11 @@ pub(crate) fn parse_query(params: &HashMap<String, String>) -> Result<TraceQuery
         q.start_max_ns = Some(parse_time(&t)?);
     }
     if let Some(n) = nonempty("query.searchDepth").or_else(|| nonempty("query.numTraces")) {
-        q.limit = n
+        let limit: usize = n
             .parse()
             .map_err(|_| format!("query.searchDepth {n:?} is not a number"))?;
+        // More traces than this are not returned in one answer.
+        q.limit = limit.min(MAX_SEARCH_LIMIT);
     }
     Ok(q)
 }
@@ -187,7 +231,7 @@ async fn search(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let q = parse_query(&params).map_err(bad)?;
-    let data = with_store(&api, move |s| {
+    let (data, total) = with_store(&api, move |s| {
         let ids = s.search(&q)?;
         s.traces(&ids)
     })
@@ -195,7 +239,12 @@ async fn search(
     if data.resource_spans.is_empty() {
         return Err(ApiError(StatusCode::NOT_FOUND, "no trace matches".into()));
     }
-    Ok(Json(serde_json::json!({ "result": data })).into_response())
+    Ok(Json(serde_json::json!({
+        "result": data,
+        "totalSpans": total,
+        "truncated": total > MAX_TRACE_SPANS,
+    }))
+    .into_response())
 }
 
 async fn summaries(

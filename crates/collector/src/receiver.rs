@@ -1,15 +1,29 @@
 //! OTLP/HTTP traces in, as the specification says: protobuf or JSON, gzip or not, 400 with
-//! a status for what does not decode, 413 above the size bound (after decompression too),
-//! 503 with `Retry-After` when the store is behind, partial success for spans with unusable
+//! a status for what does not decode, 413 above the size bound (after decompression too,
+//! and for what would take too much memory once decoded), 503 with `Retry-After` when the
+//! store is behind or the decode budget is spent, partial success for spans with unusable
 //! ids, and an empty request accepted.
+//!
+//! **What a 200 means**: every span of the request that it does not reject is committed to
+//! the store (SQLite, WAL): it survives the collector's crash or kill; a power loss may
+//! lose the last commits (`synchronous = NORMAL`). Any other answer means nothing was
+//! promised, and resending is safe: spans are stored once per (trace id, span id).
+//!
+//! **Memory**: at most `max_concurrent_decodes` requests are read, decompressed and decoded
+//! at once; before decoding, a request reserves what it will take in memory (see
+//! `estimate`) from a budget of `max_decoded_bytes` shared by everything decoded and not
+//! yet stored. A request that alone exceeds the budget is answered 413; one that does not
+//! fit now, 503 with `Retry-After`.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,9 +31,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use tokio::sync::Semaphore;
 
 use crate::counters::Counters;
-use crate::store::valid_ids;
+use crate::estimate;
+use crate::store::{Ingested, valid_ids};
 
 /// `google.rpc.Status`, the body of an OTLP error response.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -37,19 +53,76 @@ const RESOURCE_EXHAUSTED: i32 = 8;
 /// gRPC code UNAVAILABLE.
 const UNAVAILABLE: i32 = 14;
 
+/// Bytes decoded and not yet stored, against a fixed budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// Reserves `bytes`, or `None` when they do not fit now.
+    fn reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let next = used.checked_add(bytes).filter(|&n| n <= self.limit)?;
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: self.clone(),
+                        bytes,
+                    });
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+/// Part of the budget, given back when dropped (after the request is stored or refused).
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A decoded request on its way to the store; `done` hears how storing went.
+pub(crate) struct Job {
+    pub(crate) request: ExportTraceServiceRequest,
+    pub(crate) done: tokio::sync::oneshot::Sender<Result<Ingested, String>>,
+    pub(crate) _reservation: Reservation,
+}
+
 #[derive(Clone)]
 pub(crate) struct Receiver {
-    pub(crate) queue: SyncSender<ExportTraceServiceRequest>,
+    pub(crate) queue: SyncSender<Job>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_body_bytes: usize,
+    pub(crate) decodes: Arc<Semaphore>,
+    pub(crate) budget: Arc<Budget>,
+    /// How long a request waits for its spans to be stored before answering 503.
+    pub(crate) store_timeout: Duration,
 }
 
 pub(crate) fn router(receiver: Receiver) -> Router {
-    let limit = receiver.max_body_bytes;
     Router::new()
         .route("/v1/traces", post(traces))
-        // The raw body may not exceed the bound either; axum answers 413 itself.
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(receiver)
 }
 
@@ -80,7 +153,31 @@ fn error(format: Format, status: StatusCode, code: i32, message: String) -> Resp
     reply(format, status, &Status { code, message })
 }
 
-async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+/// A 503 that tells the exporter to come back in a second.
+fn retry_later(r: &Receiver, format: Format, message: String) -> Response {
+    r.counters.overloaded.inc();
+    let mut resp = error(
+        format,
+        StatusCode::SERVICE_UNAVAILABLE,
+        UNAVAILABLE,
+        message,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+fn too_large(r: &Receiver, format: Format, message: String) -> Response {
+    r.counters.too_large.inc();
+    error(
+        format,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        RESOURCE_EXHAUSTED,
+        message,
+    )
+}
+
+async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
     r.counters.requests.inc();
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -103,6 +200,33 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
             ),
         );
     };
+    // Reading, decompressing and decoding take memory: only so many at once. The others
+    // wait here (their number is bounded by the listener's connection cap).
+    let Ok(_slot) = r.decodes.clone().acquire_owned().await else {
+        return retry_later(&r, format, "the collector is shutting down".into());
+    };
+    let body = match axum::body::to_bytes(body, r.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let limit = r.max_body_bytes;
+            // Over the limit, or the client stopped sending.
+            return if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                too_large(
+                    &r,
+                    format,
+                    format!("the request body is larger than {limit} bytes"),
+                )
+            } else {
+                bad_request(
+                    &r,
+                    format,
+                    format!("the request body could not be read: {e}"),
+                )
+            };
+        }
+    };
     let gzip = headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
@@ -114,11 +238,9 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
             .read_to_end(&mut out)
         {
             Ok(_) if out.len() as u64 > limit => {
-                r.counters.too_large.inc();
-                return error(
+                return too_large(
+                    &r,
                     format,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    RESOURCE_EXHAUSTED,
                     format!("the request decompresses to more than {limit} bytes"),
                 );
             }
@@ -129,6 +251,38 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
         }
     } else {
         body
+    };
+    let needed = match format {
+        Format::Protobuf => match estimate::protobuf(&bytes) {
+            Ok(n) => n,
+            Err(e) => {
+                return bad_request(
+                    &r,
+                    format,
+                    format!("the body is not an OTLP ExportTraceServiceRequest: {e}"),
+                );
+            }
+        },
+        Format::Json => estimate::json(&bytes),
+    };
+    if needed > r.budget.limit {
+        return too_large(
+            &r,
+            format,
+            format!(
+                "the request would take {} MiB of memory once decoded, more than the \
+                 collector's limit of {} MiB: send smaller batches",
+                needed >> 20,
+                r.budget.limit >> 20
+            ),
+        );
+    }
+    let Some(reservation) = r.budget.reserve(needed) else {
+        return retry_later(
+            &r,
+            format,
+            "the collector is decoding as much as it can hold: retry after a second".into(),
+        );
     };
     let decoded = match format {
         Format::Protobuf => {
@@ -160,20 +314,22 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
     }
     r.counters.spans_received.add(received);
     r.counters.spans_rejected.add(rejected);
+    drop(_slot);
     if received > rejected {
-        match r.queue.try_send(request) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        let job = Job {
+            request,
+            done,
+            _reservation: reservation,
+        };
+        match r.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                r.counters.overloaded.inc();
-                let mut resp = error(
+                return retry_later(
+                    &r,
                     format,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    UNAVAILABLE,
                     "the collector is storing as fast as it can: retry after a second".into(),
                 );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
             }
             Err(TrySendError::Disconnected(_)) => {
                 return error(
@@ -181,6 +337,31 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> R
                     StatusCode::SERVICE_UNAVAILABLE,
                     UNAVAILABLE,
                     "the collector is shutting down".into(),
+                );
+            }
+        }
+        // Acknowledge only what is stored.
+        match tokio::time::timeout(r.store_timeout, stored).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                return retry_later(&r, format, format!("the spans could not be stored: {e}"));
+            }
+            Ok(Err(_)) => {
+                return error(
+                    format,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    UNAVAILABLE,
+                    "the collector is shutting down".into(),
+                );
+            }
+            Err(_) => {
+                return retry_later(
+                    &r,
+                    format,
+                    format!(
+                        "the store did not confirm within {} s; resending is safe",
+                        r.store_timeout.as_secs()
+                    ),
                 );
             }
         }

@@ -14,10 +14,25 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+/// Most traces one search returns.
+pub const MAX_SEARCH_LIMIT: usize = 1_000;
+/// Most spans a search examines before it answers with what it found.
+pub const MAX_SEARCH_SCAN: usize = 200_000;
+/// Most spans one answer carries (a trace, or all traces of a search); the total is given
+/// beside them.
+pub const MAX_TRACE_SPANS: u64 = 10_000;
+/// How far past the collector's clock a span's start may be indexed; a later start is
+/// indexed at this bound (the span itself is kept as sent), so that it can be found by
+/// time and expires with its neighbours.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// Every reader was taken (not expected: readers are handed out by a semaphore).
+    #[error("trace store: no reader free")]
+    Busy,
     /// SQLite said no.
     #[error("trace store: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -237,6 +252,9 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Ingested::default();
+        let latest_start = crate::now_ns()
+            .saturating_add(MAX_CLOCK_SKEW.as_nanos() as u64)
+            .min(i64::MAX as u64 / 2);
         for rs in &request.resource_spans {
             let resource = rs.resource.clone().unwrap_or_default();
             let service = service_of(Some(&resource));
@@ -250,8 +268,13 @@ impl Store {
                      status, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?;
                 for span in ss.spans.iter().filter(|s| valid_ids(s)) {
-                    let start = span.start_time_unix_nano;
-                    let duration = span.end_time_unix_nano.saturating_sub(start);
+                    // Indexed times stay within i64 and near the present, so that sums
+                    // of them cannot overflow and retention reaches every span.
+                    let start = span.start_time_unix_nano.min(latest_start);
+                    let duration = span
+                        .end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano)
+                        .min(i64::MAX as u64 - start);
                     let status = span.status.as_ref().map_or(0, |s| s.code);
                     let n = insert.execute(params![
                         span.trace_id,
@@ -279,15 +302,26 @@ impl Store {
         Ok(out)
     }
 
-    /// Every span of a trace, grouped by resource and scope as OTLP has them; `None` when
-    /// there is none.
-    pub fn trace(&self, trace_id: &[u8]) -> Result<Option<TracesData>, StoreError> {
-        let data = self.traces(&[trace_id.to_vec()])?;
-        Ok((!data.resource_spans.is_empty()).then_some(data))
+    /// The spans of a trace (at most [`MAX_TRACE_SPANS`], earliest first), grouped by
+    /// resource and scope as OTLP has them, and how many it has in all; `None` when there
+    /// is none.
+    pub fn trace(&self, trace_id: &[u8]) -> Result<Option<(TracesData, u64)>, StoreError> {
+        let (data, total) = self.traces(&[trace_id.to_vec()])?;
+        Ok((!data.resource_spans.is_empty()).then_some((data, total)))
     }
 
-    /// Every span of these traces, as one OTLP document.
-    pub fn traces(&self, trace_ids: &[Vec<u8>]) -> Result<TracesData, StoreError> {
+    /// The spans of these traces (at most [`MAX_TRACE_SPANS`] in all), as one OTLP
+    /// document, and how many they have in all.
+    pub fn traces(&self, trace_ids: &[Vec<u8>]) -> Result<(TracesData, u64), StoreError> {
+        let mut count = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")?;
+        let mut total = 0u64;
+        for id in trace_ids {
+            let n: i64 = count.query_row(params![id], |r| r.get(0))?;
+            total = total.saturating_add(n.max(0) as u64);
+        }
+        let mut taken = 0u64;
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.resource_id, s.scope_id, r.data, c.data, s.data FROM spans s \
              JOIN resources r ON r.id = s.resource_id JOIN scopes c ON c.id = s.scope_id \
@@ -298,6 +332,10 @@ impl Store {
         for id in trace_ids {
             let mut rows = stmt.query(params![id])?;
             while let Some(row) = rows.next()? {
+                if taken >= MAX_TRACE_SPANS {
+                    break;
+                }
+                taken += 1;
                 let rid: i64 = row.get(0)?;
                 let sid: i64 = row.get(1)?;
                 let span = Span::decode(&row.get::<_, Vec<u8>>(4)?[..])?;
@@ -319,7 +357,7 @@ impl Store {
                 }
             }
         }
-        Ok(TracesData {
+        let data = TracesData {
             resource_spans: groups
                 .into_iter()
                 .map(|(_, resource, scopes)| ResourceSpans {
@@ -335,7 +373,8 @@ impl Store {
                     schema_url: String::new(),
                 })
                 .collect(),
-        })
+        };
+        Ok((data, total))
     }
 
     /// Services that sent spans, sorted.
@@ -363,7 +402,7 @@ impl Store {
 
     /// Trace ids matching a query, newest first.
     pub fn search(&self, q: &TraceQuery) -> Result<Vec<Vec<u8>>, StoreError> {
-        let limit = if q.limit == 0 { 20 } else { q.limit };
+        let limit = if q.limit == 0 { 20 } else { q.limit }.min(MAX_SEARCH_LIMIT);
         let mut sql = String::from("SELECT trace_id, data FROM spans WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
@@ -401,7 +440,12 @@ impl Store {
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut seen = HashSet::new();
         let mut out = Vec::new();
+        let mut scanned = 0usize;
         while let Some(row) = rows.next()? {
+            scanned += 1;
+            if scanned > MAX_SEARCH_SCAN {
+                break;
+            }
             let trace_id: Vec<u8> = row.get(0)?;
             if seen.contains(&trace_id) {
                 continue;
@@ -429,7 +473,8 @@ impl Store {
     /// A summary of each of these traces.
     pub fn summaries(&self, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSummary>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns), \
+            "SELECT COUNT(*), MIN(start_ns), \
+             MAX(start_ns + MIN(duration_ns, 9223372036854775807 - start_ns)), \
              SUM(status = ?2) FROM spans WHERE trace_id = ?1",
         )?;
         let mut first = self.conn.prepare_cached(

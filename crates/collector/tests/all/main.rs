@@ -1,6 +1,7 @@
 //! The collector over real HTTP on loopback: ingest, queries, hostile input, restarts and
 //! retention.
 
+mod bounds;
 mod harness;
 mod ingest;
 mod python;
