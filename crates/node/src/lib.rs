@@ -1,10 +1,12 @@
 //! The `zerostate` binary: command line, configuration, and the wiring of the engines.
 //!
 //! Today it offers `zerostate node` (a bootnode, relay or edge node on the p2p network,
-//! with its HTTP API), and what a task author needs: `zerostate task run` and
-//! `zerostate receipt verify`. The devnet and collector commands are not built yet.
+//! with its HTTP API), `zerostate devnet` (a whole local network with its collector),
+//! `zerostate collector` and `zerostate trace` (traces in and out), and what a task author
+//! needs: `zerostate task run` and `zerostate receipt verify`.
 
 pub mod api;
+pub mod client;
 pub mod commands;
 pub mod data;
 pub mod units;

@@ -184,23 +184,19 @@ impl DevnetCommand {
                 ],
             )?);
         }
-        let api = |p: &Process| {
-            p.ready["node"]["api"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let client = |p: &Process| crate::client::NodeClient::from_ready(&p.ready);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
         let members = nodes.len();
-        let sender = api(&nodes[nodes.len() - 1]);
+        let sender = client(&nodes[nodes.len() - 1])?;
+        let coordinator = client(&nodes[0])?;
         let trace_id = runtime.block_on(async {
-            let coordinator = format!("{}/v1/guilds/{guild_id}", api(&nodes[0]));
             let start = Instant::now();
             loop {
-                let body = crate::commands::trace::fetch(&coordinator)
+                let body = coordinator
+                    .get(&format!("/v1/guilds/{guild_id}"))
                     .await?
                     .unwrap_or_default();
                 if body["members"].as_array().map(Vec::len) == Some(members) {
@@ -213,13 +209,13 @@ impl DevnetCommand {
             }
             // Give the gossip mesh a heartbeat to form before the first message.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let response = reqwest::Client::new()
-                .post(format!("{sender}/v1/guilds/{guild_id}/messages"))
-                .json(&serde_json::json!({ "type": "task_request", "payload": "hello, devnet" }))
-                .send()
+            let body = sender
+                .post(
+                    &format!("/v1/guilds/{guild_id}/messages"),
+                    &serde_json::json!({ "type": "task_request", "payload": "hello, devnet" }),
+                )
                 .await
                 .context("sending the first guild message")?;
-            let body: serde_json::Value = response.json().await?;
             let trace_id = body["trace_id"].as_str().context("no trace id")?.to_owned();
             // Every node exports within its batch delay (500 ms).
             tokio::time::sleep(Duration::from_secs(2)).await;

@@ -27,6 +27,9 @@ pub struct NodeFile {
     pub name: Option<String>,
     /// Address of the node's HTTP API. Default `127.0.0.1:8700`.
     pub api: Option<SocketAddr>,
+    /// Names besides loopback and the bound address that the API accepts in `Host` and
+    /// `Origin` (for a reverse proxy or a DNS name). Default none.
+    pub api_hosts: Option<Vec<String>>,
     /// Gossip topics to join. Default `["zerostate"]`.
     pub topics: Option<Vec<String>>,
     /// The network (`[network]`): role, listen, bootstrap, relays and limits.
@@ -65,6 +68,10 @@ pub struct NodeCommand {
     /// HTTP API address [default: 127.0.0.1:8700].
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
+    /// A name the API accepts in `Host` and `Origin` besides loopback and its address
+    /// (a reverse proxy's or a DNS name); repeatable, adds to the file's `api_hosts`.
+    #[arg(long, value_name = "NAME")]
+    api_host: Vec<String>,
     /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -120,6 +127,8 @@ struct Plan {
     key: zerostate_p2p::identity::Keypair,
     name: String,
     api: SocketAddr,
+    /// The API token, extra host names, and the token's file.
+    access: (String, Vec<String>, PathBuf),
     topics: Vec<String>,
     guild: GuildConfig,
     create_guild: Option<String>,
@@ -137,6 +146,8 @@ pub struct NodeInfo {
     pub peer_id: String,
     /// Where its HTTP API listens.
     pub api: String,
+    /// The file holding the token its HTTP API asks for (`Authorization: Bearer`).
+    pub api_token_file: String,
     /// Where it listens, each ending in its peer id.
     pub listen: Vec<String>,
 }
@@ -185,7 +196,12 @@ impl NodeCommand {
             .unwrap_or_else(|| vec![DEFAULT_TOPIC.to_owned()]);
 
         let dir = data::data_dir(self.data_dir.as_deref())?;
+        data::prepare_dir(&dir)?;
         let seed = data::load_or_create_seed(&dir.join("node.key"))?;
+        let token_file = dir.join(data::API_TOKEN_FILE);
+        let token = data::load_or_create_api_token(&token_file)?;
+        let mut api_hosts = file.api_hosts.clone().unwrap_or_default();
+        api_hosts.extend(self.api_host.iter().cloned());
         let key = zerostate_p2p::keypair_from_seed(seed);
         let peer_id = key.public().to_peer_id();
 
@@ -224,6 +240,7 @@ impl NodeCommand {
             key,
             name,
             api: api_addr,
+            access: (token, api_hosts, token_file),
             topics,
             guild: file.guild.clone(),
             create_guild: self.create_guild.clone(),
@@ -244,6 +261,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         key,
         name,
         api: api_addr,
+        access: (token, api_hosts, token_file),
         topics,
         guild,
         create_guild,
@@ -263,7 +281,8 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await
         .with_context(|| format!("binding the HTTP API to {api_addr}"))?;
-    let api_url = format!("http://{}", listener.local_addr()?);
+    let bound = listener.local_addr()?;
+    let api_url = format!("http://{bound}");
     let listen = network
         .dialable_addresses()
         .await?
@@ -275,13 +294,21 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         role: role.to_string(),
         peer_id: network.peer_id().to_string(),
         api: api_url,
+        api_token_file: token_file.display().to_string(),
         listen,
     };
     // One JSON line on stdout says the node is up and where; logs go to stderr.
     say(&serde_json::json!({ "event": "ready", "node": info }));
     tracing::info!(node = %name, peer.id = %network.peer_id(), api = %info.api, "node ready");
 
-    let api = tokio::spawn(api::serve(listener, network.clone(), guilds.clone(), info));
+    let access = api::Access::new(token, bound, api_hosts);
+    let api = tokio::spawn(api::serve(
+        listener,
+        network.clone(),
+        guilds.clone(),
+        info,
+        access,
+    ));
     let handler = tokio::spawn(handle_events(network.clone(), guilds.clone(), events));
     if let Some(name) = create_guild {
         let created = guilds

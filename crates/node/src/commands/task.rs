@@ -149,6 +149,7 @@ impl RunArgs {
         let mut telemetry = zerostate_telemetry::init(config).context("starting telemetry")?;
 
         let dir = data::data_dir(self.data_dir.as_deref())?;
+        data::prepare_dir(&dir)?;
         let key_path = self.key.clone().unwrap_or_else(|| dir.join("node.key"));
         let key = data::load_or_create_key(&key_path)?;
         let options = EngineOptions {

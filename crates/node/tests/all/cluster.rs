@@ -14,6 +14,8 @@ pub(crate) struct NodeProcess {
     pub(crate) name: String,
     pub(crate) child: Child,
     pub(crate) api: String,
+    /// The API token the node created in its data directory.
+    pub(crate) token: String,
     pub(crate) peer_id: String,
     pub(crate) listen: Vec<String>,
     pub(crate) stderr: std::path::PathBuf,
@@ -63,6 +65,10 @@ impl NodeProcess {
             name: name.to_owned(),
             child,
             api: node["api"].as_str().expect("api").to_owned(),
+            token: std::fs::read_to_string(node["api_token_file"].as_str().expect("token file"))
+                .expect("the node wrote its API token")
+                .trim()
+                .to_owned(),
             peer_id: node["peer_id"].as_str().expect("peer id").to_owned(),
             listen: node["listen"]
                 .as_array()
@@ -94,7 +100,8 @@ impl NodeProcess {
     }
 
     pub(crate) fn get(&self, path: &str) -> (u16, String) {
-        http(&self.api, "GET", path, None, &[])
+        let auth = format!("Bearer {}", self.token);
+        http(&self.api, "GET", path, None, &[("authorization", &auth)])
     }
 
     pub(crate) fn post(
@@ -103,7 +110,10 @@ impl NodeProcess {
         body: &serde_json::Value,
         headers: &[(&str, &str)],
     ) -> (u16, String) {
-        http(&self.api, "POST", path, Some(&body.to_string()), headers)
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = headers.to_vec();
+        headers.push(("authorization", &auth));
+        http(&self.api, "POST", path, Some(&body.to_string()), &headers)
     }
 
     /// Kills the process with SIGKILL, as a crash would.

@@ -1,5 +1,6 @@
 //! Integration tests of the `zerostate` binary, run as a real process.
 
+mod api;
 mod cluster;
 mod collector;
 mod devnet;

@@ -109,7 +109,7 @@ fn four_nodes_gossip_in_one_trace_share_the_dht_and_reach_an_edge_through_the_re
             "PUT",
             "/v1/dht/greeting",
             Some("hello from edge 2"),
-            &[],
+            &[("authorization", &format!("Bearer {}", edge2.token))],
         );
         (status == 204).then_some(())
     });

@@ -1,0 +1,89 @@
+//! A client of a node's HTTP API on this machine: it finds the node's token in the file the
+//! node names (`api_token_file` in its ready line, `<data dir>/api.token`) and sends it with
+//! every request, so that the user does nothing.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// A node's API and the token that opens it.
+#[derive(Clone, Debug)]
+pub struct NodeClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    /// A client of the API at `base` (`http://127.0.0.1:8700`) with the token in
+    /// `token_file`.
+    pub fn new(base: &str, token_file: &Path) -> anyhow::Result<Self> {
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading the node's API token {}", token_file.display()))?
+            .trim()
+            .to_owned();
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A client of the node whose ready line (`{"event": "ready", "node": {...}}`) is
+    /// `ready`.
+    pub fn from_ready(ready: &serde_json::Value) -> anyhow::Result<Self> {
+        let node = &ready["node"];
+        let base = node["api"]
+            .as_str()
+            .context("the node's ready line has no API address")?;
+        let token_file = node["api_token_file"]
+            .as_str()
+            .context("the node's ready line names no API token file")?;
+        Self::new(base, Path::new(token_file))
+    }
+
+    /// `GET path`: the JSON answer, `None` for 404.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request, path).await
+    }
+
+    /// `POST path` with a JSON body: the JSON answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        self.send(request, path)
+            .await?
+            .with_context(|| format!("{path} was not found on the node"))
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("asking the node at {}{path}", self.base))?;
+        let status = response.status();
+        if status == 404 {
+            return Ok(None);
+        }
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .with_context(|| format!("reading the node's answer to {path}"))?;
+        if !status.is_success() {
+            anyhow::bail!(
+                "the node said {status} to {path}: {}",
+                body["error"].as_str().unwrap_or("no reason given")
+            );
+        }
+        Ok(Some(body))
+    }
+}

@@ -1,0 +1,118 @@
+//! Who may use a node's HTTP API: the owner's token opens it, a foreign `Host` or `Origin`
+//! is refused, and a data directory or key others can touch stops the node with the fix.
+
+use zerostate_telemetry::testing::OtlpReceiver;
+
+use crate::cluster::{NodeProcess, http};
+
+#[test]
+fn the_api_opens_only_to_the_token_and_its_own_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = OtlpReceiver::start();
+    let node = NodeProcess::start(
+        dir.path(),
+        "edge-node",
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &receiver.endpoint(),
+    );
+    let host = node.api.trim_start_matches("http://").to_owned();
+    let auth = format!("Bearer {}", node.token);
+    let call = |method: &str, path: &str, headers: &[(&str, &str)]| {
+        http(&node.api, method, path, Some(""), headers)
+    };
+
+    // The token was created readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("edge-node/api.token"))
+            .expect("token file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Health is open; everything else needs the token.
+    assert_eq!(call("GET", "/healthz", &[]).0, 200);
+    let (status, body) = call("GET", "/v1/node", &[]);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("api.token") && !body.contains('\n'), "{body}");
+    let (status, _) = call("GET", "/v1/node", &[("authorization", "Bearer wrong")]);
+    assert_eq!(status, 401);
+    // A cross-site form cannot dissolve a guild or publish.
+    let (status, _) = call(
+        "POST",
+        "/v1/guilds/abc/dissolve",
+        &[
+            ("origin", "http://evil.example"),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+    );
+    assert_eq!(status, 403);
+    let (status, _) = call("POST", "/v1/p2p/publish", &[]);
+    assert_eq!(status, 401);
+    let (status, body) = call("GET", "/v1/node", &[("authorization", &auth)]);
+    assert_eq!(status, 200, "{body}");
+
+    // DNS rebinding: the right token behind a foreign Host is still refused, and so is a
+    // foreign Origin; the node's own names pass.
+    let port = host.rsplit_once(':').expect("port").1;
+    for (name, value, want) in [
+        ("host", format!("evil.example:{port}"), 403),
+        ("host", format!("localhost:{port}"), 200),
+        ("origin", "http://evil.example".to_owned(), 403),
+        ("origin", "null".to_owned(), 403),
+        ("origin", format!("http://{host}"), 200),
+        ("origin", format!("http://localhost:{port}"), 200),
+    ] {
+        let raw = raw_request(&host, name, &value, &auth);
+        assert_eq!(raw, want, "{name}: {value}");
+    }
+}
+
+/// A GET of /v1/node with `name: value` set (replacing Host when it is `host`); the status.
+fn raw_request(addr: &str, name: &str, value: &str, auth: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let host = if name == "host" { value } else { addr };
+    let extra = if name == "host" {
+        String::new()
+    } else {
+        format!("{name}: {value}\r\n")
+    };
+    write!(
+        s,
+        "GET /v1/node HTTP/1.1\r\nhost: {host}\r\nauthorization: {auth}\r\n{extra}connection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("read");
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_data_directory_or_key_others_can_touch_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("shared");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = crate::zerostate(&data, &["node", "--api", "127.0.0.1:0"], b"");
+    assert!(!out.status.success());
+    let err = crate::text(&out.stderr);
+    assert!(err.contains("chmod go-w"), "{err}");
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let key = data.join("node.key");
+    std::fs::write(&key, format!("{}\n", "11".repeat(32))).expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = crate::zerostate(&data, &["node", "--api", "127.0.0.1:0"], b"");
+    assert!(!out.status.success());
+    let err = crate::text(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+}
