@@ -116,3 +116,54 @@ fn a_data_directory_or_key_others_can_touch_is_refused_with_the_fix() {
     let err = crate::text(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn slow_clients_cannot_exhaust_the_api() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = OtlpReceiver::start();
+    let node = NodeProcess::start(
+        dir.path(),
+        "edge-node",
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &receiver.endpoint(),
+    );
+    let addr = node.api.trim_start_matches("http://").to_owned();
+    // More clients than the API serves at once (256), each stalling inside its headers.
+    let slow: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.write_all(b"GET /v1/node HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+                .expect("partial headers");
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let (status, _) = http(&node.api, "GET", "/healthz", None, &[]);
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "an honest client waited {:?}",
+        started.elapsed()
+    );
+    // The server closes every one of them (10 s to send headers).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    for mut s in slow {
+        s.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .expect("timeout");
+        let mut rest = Vec::new();
+        let held = matches!(
+            s.read_to_end(&mut rest),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        );
+        assert!(
+            !held,
+            "a connection that never finished its headers was kept open"
+        );
+    }
+}
