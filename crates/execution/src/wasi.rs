@@ -153,14 +153,16 @@ fn in_memory(size: usize, at: u32, len: u64) -> bool {
         .is_some_and(|end| end <= size as u64)
 }
 
-/// Checks an iovec array's range and charges for reading it; `None` when it lies outside
-/// memory.
-fn check_iovecs(
+/// The memory of a call that reads an iovec array, once the array's range is checked and
+/// reading it charged; `None` when there is no memory or the array lies outside it.
+fn iovec_memory(
     caller: &mut Caller<'_, TaskState>,
-    mem: &Memory,
     iovs: u32,
     count: u32,
-) -> wasmtime::Result<Option<()>> {
+) -> wasmtime::Result<Option<Memory>> {
+    let Some(mem) = memory(caller) else {
+        return Ok(None);
+    };
     if !in_memory(mem.data_size(&mut *caller), iovs, u64::from(count) * 8) {
         return Ok(None);
     }
@@ -168,7 +170,7 @@ fn check_iovecs(
         caller,
         HOST_CALL_FUEL.saturating_add(u64::from(count).saturating_mul(IOVEC_FUEL)),
     )?;
-    Ok(Some(()))
+    Ok(Some(mem))
 }
 
 /// The `i`th (pointer, length) pair of an iovec array whose range was checked.
@@ -307,12 +309,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
                 if fd != 1 && fd != 2 {
                     return Ok(EBADF);
                 }
-                let Some(mem) = memory(&mut c) else {
+                let Some(mem) = iovec_memory(&mut c, iovs, count)? else {
                     return Ok(EFAULT);
                 };
-                if check_iovecs(&mut c, &mem, iovs, count)?.is_none() {
-                    return Ok(EFAULT);
-                }
                 let mut written: u32 = 0;
                 for i in 0..count {
                     let Some((ptr, len)) = iovec(mem.data(&c), iovs, i) else {
@@ -372,12 +371,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
                 if fd != 0 {
                     return Ok(EBADF);
                 }
-                let Some(mem) = memory(&mut c) else {
+                let Some(mem) = iovec_memory(&mut c, iovs, count)? else {
                     return Ok(EFAULT);
                 };
-                if check_iovecs(&mut c, &mem, iovs, count)?.is_none() {
-                    return Ok(EFAULT);
-                }
                 let mut read: u32 = 0;
                 for i in 0..count {
                     let Some((ptr, len)) = iovec(mem.data(&c), iovs, i) else {

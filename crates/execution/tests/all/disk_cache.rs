@@ -8,11 +8,16 @@ use zerostate_execution::{Engine, EngineOptions, ExecutorKey};
 use crate::harness::{ECHO, manifest};
 
 fn engine_with_cache(dir: &Path) -> Engine {
+    engine_of_node(dir, 7)
+}
+
+/// An engine with its cache in `dir`, signing with the key of seed `[seed; 32]`.
+fn engine_of_node(dir: &Path, seed: u8) -> Engine {
     let options = EngineOptions {
         disk_cache: Some(dir.to_owned()),
         ..EngineOptions::default()
     };
-    Engine::new(options, ExecutorKey::from_seed([7; 32])).expect("engine")
+    Engine::new(options, ExecutorKey::from_seed([seed; 32])).expect("engine")
 }
 
 fn cache_file(dir: &Path) -> std::path::PathBuf {
@@ -94,12 +99,7 @@ fn an_entry_with_a_recomputed_checksum_or_from_another_node_is_refused() {
 
     // A valid entry of another node.
     let other = tempfile::tempdir().expect("tempdir");
-    let options = EngineOptions {
-        disk_cache: Some(other.path().to_owned()),
-        ..EngineOptions::default()
-    };
-    let theirs = Engine::new(options, ExecutorKey::from_seed([8; 32])).expect("engine");
-    echo_runs(&theirs);
+    echo_runs(&engine_of_node(other.path(), 8));
     std::fs::copy(cache_file(other.path()), &file).expect("copy");
     let m = echo_runs(&engine_with_cache(dir.path()));
     assert!(!m.from_disk, "another node's entry was trusted");

@@ -5,8 +5,8 @@ use zerostate_telemetry::testing::OtlpReceiver;
 
 use crate::cluster::{NodeProcess, http};
 
-#[test]
-fn the_api_opens_only_to_the_token_and_its_own_names() {
+/// One edge node exporting to a receiver of its own.
+fn one_node() -> (tempfile::TempDir, OtlpReceiver, NodeProcess) {
     let dir = tempfile::tempdir().expect("tempdir");
     let receiver = OtlpReceiver::start();
     let node = NodeProcess::start(
@@ -15,6 +15,12 @@ fn the_api_opens_only_to_the_token_and_its_own_names() {
         &["--listen", "/ip4/127.0.0.1/tcp/0"],
         &receiver.endpoint(),
     );
+    (dir, receiver, node)
+}
+
+#[test]
+fn the_api_opens_only_to_the_token_and_its_own_names() {
+    let (dir, _receiver, node) = one_node();
     let host = node.api.trim_start_matches("http://").to_owned();
     let auth = format!("Bearer {}", node.token);
     let call = |method: &str, path: &str, headers: &[(&str, &str)]| {
@@ -121,14 +127,7 @@ fn a_data_directory_or_key_others_can_touch_is_refused_with_the_fix() {
 fn slow_clients_cannot_exhaust_the_api() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let receiver = OtlpReceiver::start();
-    let node = NodeProcess::start(
-        dir.path(),
-        "edge-node",
-        &["--listen", "/ip4/127.0.0.1/tcp/0"],
-        &receiver.endpoint(),
-    );
+    let (dir, _receiver, node) = one_node();
     let addr = node.api.trim_start_matches("http://").to_owned();
     // More clients than the API serves at once (256), each stalling inside its headers.
     let slow: Vec<std::net::TcpStream> = (0..300)
