@@ -127,7 +127,7 @@ fn a_data_directory_or_key_others_can_touch_is_refused_with_the_fix() {
 fn slow_clients_cannot_exhaust_the_api() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
-    let (dir, _receiver, node) = one_node();
+    let (_dir, _receiver, node) = one_node();
     let addr = node.api.trim_start_matches("http://").to_owned();
     // More clients than the API serves at once (256), each stalling inside its headers.
     let slow: Vec<std::net::TcpStream> = (0..300)
