@@ -68,6 +68,10 @@ pub mod span {
     // --- task entry --------------------------------------------------------------------
     /// A client submitting a task (CLI or the node's HTTP API).
     pub const TASK_SUBMIT: &str = "task.submit";
+    /// A request served by a node's HTTP API. Exported as `{method} {route template}`
+    /// (`POST /v1/guilds/{id}/messages`), as OpenTelemetry's HTTP conventions name server
+    /// spans.
+    pub const HTTP_SERVER_REQUEST: &str = "http.server.request";
 
     // --- payment -----------------------------------------------------------------------
     /// Paying for one receipt, from channel open to verification.
@@ -92,6 +96,12 @@ pub mod span {
 
 /// Attribute keys. Where OpenTelemetry's semantic conventions name a thing, theirs is used.
 pub mod attr {
+    /// The HTTP method of a request (OpenTelemetry HTTP conventions).
+    pub const HTTP_REQUEST_METHOD: &str = "http.request.method";
+    /// The route template that matched a request, such as `/v1/guilds/{id}/messages`.
+    pub const HTTP_ROUTE: &str = "http.route";
+    /// The status code of a response.
+    pub const HTTP_RESPONSE_STATUS_CODE: &str = "http.response.status_code";
     /// A libp2p peer id (base58).
     pub const PEER_ID: &str = "peer.id";
     /// A guild id.

@@ -166,3 +166,76 @@ fn slow_clients_cannot_exhaust_the_api() {
         );
     }
 }
+
+#[test]
+fn every_route_is_one_server_span_named_by_its_template() {
+    let (_dir, receiver, node) = one_node();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let auth = format!("Bearer {}", node.token);
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("traceparent", traceparent.as_str()),
+    ];
+    // A read-only route continues the caller's trace too, and a template names the span.
+    assert_eq!(
+        http(&node.api, "GET", "/v1/p2p/peers", None, &headers).0,
+        200
+    );
+    assert_eq!(
+        http(
+            &node.api,
+            "GET",
+            "/v1/guilds/0123456789abcdef",
+            None,
+            &headers
+        )
+        .0,
+        404
+    );
+    let spans = crate::cluster::eventually("the API's server spans", || {
+        let spans: Vec<_> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| crate::cluster::hex(&s.span.trace_id) == trace)
+            .collect();
+        (spans.len() >= 2).then_some(spans)
+    });
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.span.name == name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no span {name}: {:?}",
+                    spans.iter().map(|s| &s.span.name).collect::<Vec<_>>()
+                )
+            })
+    };
+    let peers = named("GET /v1/p2p/peers");
+    assert_eq!(
+        peers.attribute("http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        peers.attribute("http.route").as_deref(),
+        Some("/v1/p2p/peers")
+    );
+    assert_eq!(
+        peers.attribute("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        crate::cluster::hex(&peers.span.parent_span_id),
+        "00f067aa0ba902b7"
+    );
+    let guild = named("GET /v1/guilds/{id}");
+    assert_eq!(
+        guild.attribute("http.route").as_deref(),
+        Some("/v1/guilds/{id}")
+    );
+    assert_eq!(
+        guild.attribute("http.response.status_code").as_deref(),
+        Some("404")
+    );
+}

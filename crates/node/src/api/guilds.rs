@@ -1,0 +1,117 @@
+//! Guilds: creating, joining, leaving, dissolving, watching, and their sealed messages.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use zerostate_p2p::PeerId;
+
+use super::p2p::PublishBody;
+use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses};
+
+pub(super) fn routes() -> Router<Api> {
+    Router::new()
+        .route("/v1/guilds", get(guild_list).post(guild_create))
+        .route("/v1/guilds/stats", get(guild_stats))
+        .route("/v1/guilds/{id}", get(guild_info))
+        .route("/v1/guilds/{id}/join", post(guild_join))
+        .route("/v1/guilds/{id}/leave", post(guild_leave))
+        .route("/v1/guilds/{id}/dissolve", post(guild_dissolve))
+        .route("/v1/guilds/{id}/watch", post(guild_watch))
+        .route(
+            "/v1/guilds/{id}/messages",
+            get(guild_messages).post(guild_send),
+        )
+}
+
+async fn guild_list(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(api.guilds.list().await?).into_response())
+}
+
+async fn guild_stats(State(api): State<Api>) -> Response {
+    Json(api.guilds.stats()).into_response()
+}
+
+async fn guild_info(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(api.guilds.info(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+}
+
+async fn guild_create(
+    State(api): State<Api>,
+    Json(body): Json<CreateBody>,
+) -> Result<Response, ApiError> {
+    let info = api.guilds.create(&body.name).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    coordinator: String,
+    #[serde(default)]
+    addresses: Vec<String>,
+}
+
+async fn guild_join(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(body): Json<JoinBody>,
+) -> Result<Response, ApiError> {
+    let coordinator: PeerId = body
+        .coordinator
+        .parse()
+        .map_err(|e| bad_request(format!("coordinator {}: {e}", body.coordinator)))?;
+    let addresses = parse_addresses(&body.addresses)?;
+    let info = api.guilds.join(&id, coordinator, addresses).await?;
+    Ok(Json(info).into_response())
+}
+
+async fn guild_leave(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    api.guilds.leave(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn guild_dissolve(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    api.guilds.dissolve(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn guild_watch(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    api.guilds.watch(&id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn guild_messages(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(api.guilds.messages(&id).await?).into_response())
+}
+
+async fn guild_send(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(body): Json<PublishBody>,
+) -> Result<Response, ApiError> {
+    if body.topic.is_some() {
+        return Err(bad_request(
+            "a guild message has no topic: the guild is its topic",
+        ));
+    }
+    api.guilds
+        .send(&id, &body.message_type, body.payload.into_bytes())
+        .await?;
+    let trace_id = current_trace_id();
+    Ok(Json(serde_json::json!({ "trace_id": trace_id })).into_response())
+}
