@@ -7,20 +7,15 @@ use anyhow::Context;
 use zerostate_execution::ExecutorKey;
 
 /// The data directory: `--data-dir`, else `ZEROSTATE_DATA_DIR`, else
-/// `$XDG_DATA_HOME/zerostate`, else `$HOME/.local/share/zerostate`.
+/// `$XDG_DATA_HOME/zerostate`, else `$HOME/.local/share/zerostate` (the rule of
+/// [`crate::settings`], for commands without a configuration file).
 pub fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = flag {
-        return Ok(dir.to_owned());
+    use crate::settings::{Env, ProcessEnv, default_data_dir, pick};
+    let env = ProcessEnv.var("ZEROSTATE_DATA_DIR").map(PathBuf::from);
+    match pick(flag.map(Path::to_owned), env, None, PathBuf::new) {
+        d if d.as_os_str().is_empty() => default_data_dir(&ProcessEnv),
+        d => Ok(d),
     }
-    if let Some(dir) = std::env::var_os("ZEROSTATE_DATA_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
-        return Ok(PathBuf::from(dir).join("zerostate"));
-    }
-    let home = std::env::var_os("HOME")
-        .context("no data directory: set --data-dir or ZEROSTATE_DATA_DIR")?;
-    Ok(PathBuf::from(home).join(".local/share/zerostate"))
 }
 
 /// Creates the data directory (readable by its owner only) if it is missing, and refuses

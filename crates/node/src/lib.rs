@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 pub mod commands;
 pub mod data;
+pub mod settings;
 pub mod units;
 
 use std::process::ExitCode;

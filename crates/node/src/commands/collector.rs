@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use zerostate_collector::{Collector, CollectorConfig};
+use zerostate_collector::Collector;
 
 use crate::data;
+use crate::settings::Env;
 use crate::units::{parse_duration, parse_size};
 
 /// Run the trace collector: OTLP/HTTP in, traces kept on disk, a Jaeger api_v3 query API.
@@ -20,34 +21,46 @@ pub struct CollectorCommand {
     /// Query API listen address [default: 127.0.0.1:16686].
     #[arg(long, value_name = "ADDR")]
     ui: Option<SocketAddr>,
-    /// Where traces are kept [default: <data dir>/traces].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
     /// How long traces are kept, for example 7d or 12h [default: 7d].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     retention: Option<std::time::Duration>,
     /// Most disk the traces may use, for example 1GiB [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_bytes: Option<u64>,
-    /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
+    /// Data directory; traces are kept in its `traces` folder [default:
+    /// $ZEROSTATE_DATA_DIR, else the file's data_dir, else ~/.local/share/zerostate].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Configuration file (TOML), the node's format: its `data_dir` and its
+    /// `[collector]` section are read; flags win over it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 impl CollectorCommand {
     /// Runs the collector until a signal.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let mut config = CollectorConfig::default();
+        let file = crate::commands::node::NodeFile::read(self.config.as_deref())?;
+        let mut config = file.collector.clone().unwrap_or_default();
         if let Some(a) = self.otlp_http {
             config.otlp_http = a;
         }
         if let Some(a) = self.ui {
             config.ui = a;
         }
-        config.data_dir = match self.data {
-            Some(d) => d,
-            None => data::data_dir(self.data_dir.as_deref())?.join("traces"),
+        let dir = crate::settings::pick(
+            self.data_dir,
+            crate::settings::ProcessEnv
+                .var("ZEROSTATE_DATA_DIR")
+                .map(PathBuf::from),
+            file.data_dir.clone(),
+            PathBuf::new,
+        );
+        let dir = match dir {
+            d if d.as_os_str().is_empty() => data::data_dir(None)?,
+            d => d,
         };
+        config.data_dir = dir.join("traces");
         if let Some(r) = self.retention {
             config.retention_secs = r.as_secs().max(1);
         }

@@ -13,6 +13,7 @@ use zerostate_telemetry::{SpanExt, TelemetryConfig};
 
 use crate::api;
 use crate::data;
+use crate::settings::{NodeFlags, NodeSettings, ProcessEnv};
 
 /// Topic every node subscribes to.
 pub const DEFAULT_TOPIC: &str = "zerostate";
@@ -22,6 +23,9 @@ pub const DEFAULT_TOPIC: &str = "zerostate";
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeFile {
+    /// The data directory. Default `$XDG_DATA_HOME/zerostate`, else
+    /// `~/.local/share/zerostate`.
+    pub data_dir: Option<PathBuf>,
     /// The node's name, its `service.name` in traces. Default: by role, `bootnode`,
     /// `relay-node` or `edge-node`.
     pub name: Option<String>,
@@ -38,6 +42,22 @@ pub struct NodeFile {
     pub telemetry: Option<TelemetryConfig>,
     /// Guilds (`[guild]`): heartbeats, admission limits.
     pub guild: GuildConfig,
+    /// The collector (`[collector]`), read by `zerostate collector`; its `data_dir` field is
+    /// ignored there: the collector keeps traces in `<data dir>/traces`.
+    pub collector: Option<zerostate_collector::CollectorConfig>,
+}
+
+impl NodeFile {
+    /// Reads the file at `path`, or the defaults when there is none.
+    pub fn read(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid configuration", path.display()))
+    }
 }
 
 /// Run a node until SIGINT or SIGTERM.
@@ -155,53 +175,37 @@ pub struct NodeInfo {
 impl NodeCommand {
     /// Runs the node.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str::<NodeFile>(&text).with_context(|| {
-                    format!("{} is not a valid node configuration", path.display())
-                })?
-            }
-            None => NodeFile::default(),
-        };
-        let mut network = file.network.clone();
-        if let Some(role) = self.role {
-            network.role = role;
-        }
-        if !self.listen.is_empty() {
-            network.listen = self.listen.clone();
-        }
-        network.bootstrap.extend(self.bootstrap.iter().cloned());
-        network.relays.extend(self.relay.iter().cloned());
-        network.external.extend(self.external.iter().cloned());
+        let file = NodeFile::read(self.config.as_deref())?;
+        let settings = NodeSettings::resolve(
+            NodeFlags {
+                data_dir: self.data_dir.clone(),
+                name: self.name.clone(),
+                role: self.role,
+                api: self.api,
+                api_hosts: self.api_host.clone(),
+                listen: self.listen.clone(),
+                bootstrap: self.bootstrap.clone(),
+                relays: self.relay.clone(),
+                external: self.external.clone(),
+            },
+            &ProcessEnv,
+            &file,
+        )?;
+        let NodeSettings {
+            data_dir: dir,
+            name,
+            api: api_addr,
+            api_hosts,
+            topics,
+            network,
+        } = settings;
         network
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid network configuration: {e}"))?;
-        let name = self.name.clone().or(file.name.clone()).unwrap_or_else(|| {
-            match network.role {
-                Role::Bootnode => "bootnode",
-                Role::Relay => "relay-node",
-                Role::Edge => "edge-node",
-            }
-            .to_owned()
-        });
-        let api_addr = self
-            .api
-            .or(file.api)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8700)));
-        let topics = file
-            .topics
-            .clone()
-            .unwrap_or_else(|| vec![DEFAULT_TOPIC.to_owned()]);
-
-        let dir = data::data_dir(self.data_dir.as_deref())?;
         data::prepare_dir(&dir)?;
         let seed = data::load_or_create_seed(&dir.join("node.key"))?;
         let token_file = dir.join(data::API_TOKEN_FILE);
         let token = data::load_or_create_api_token(&token_file)?;
-        let mut api_hosts = file.api_hosts.clone().unwrap_or_default();
-        api_hosts.extend(self.api_host.iter().cloned());
         let key = zerostate_p2p::keypair_from_seed(seed);
         let peer_id = key.public().to_peer_id();
 

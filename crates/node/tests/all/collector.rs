@@ -17,9 +17,9 @@ fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
             "127.0.0.1:0",
             "--ui",
             "127.0.0.1:0",
-            "--data",
+            "--data-dir",
         ])
-        .arg(dir.path().join("traces"))
+        .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
