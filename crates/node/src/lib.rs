@@ -8,7 +8,9 @@
 pub mod api;
 pub mod client;
 pub mod commands;
+pub mod console;
 pub mod data;
+pub mod process;
 pub mod settings;
 pub mod units;
 

@@ -77,7 +77,7 @@ impl CollectorCommand {
             let collector = Collector::start(config)
                 .await
                 .with_context(|| format!("starting the collector (traces in {})", dir.display()))?;
-            crate::commands::node::say(&serde_json::json!({
+            crate::console::say(&serde_json::json!({
                 "event": "ready",
                 "collector": {
                     "otlp": format!("http://{}", collector.otlp_addr),
@@ -91,7 +91,7 @@ impl CollectorCommand {
                 collector.ui_addr,
                 dir.display()
             );
-            crate::commands::node::shutdown_signal().await?;
+            crate::console::shutdown_signal().await?;
             eprintln!("collector: shutting down");
             collector.shutdown().await;
             anyhow::Ok(())

@@ -2,27 +2,27 @@
 //! coordinates a guild, a relay, and edge nodes that join it — one guild message sent
 //! through it, and its trace drawn, until SIGINT or SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::data;
+use crate::process::{Child, stop_all};
 
 /// Run a local network with its collector and viewer until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
 pub struct DevnetCommand {
-    /// Edge nodes besides the bootnode and the relay [default: 2].
+    /// Edge nodes besides the bootnode and the relay.
     #[arg(long, default_value_t = 2)]
     edges: usize,
-    /// The collector's OTLP/HTTP address [default: 127.0.0.1:4318].
+    /// The collector's OTLP/HTTP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318")]
     otlp_http: SocketAddr,
-    /// The viewer and query API address [default: 127.0.0.1:16686].
+    /// The viewer and query API address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:16686")]
     ui: SocketAddr,
     /// Where the devnet keeps its nodes' data and traces [default: <data dir>/devnet].
@@ -30,74 +30,23 @@ pub struct DevnetCommand {
     dir: Option<PathBuf>,
 }
 
-/// A child process and the JSON line it said it was ready with.
-struct Process {
-    name: String,
-    child: Child,
-    ready: serde_json::Value,
-    more: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // SIGTERM first, so that each flushes its telemetry; SIGKILL after 10 s.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// How long a child has to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the children have to stop after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the guild has to reach every member.
+const GUILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts `zerostate <args>` and waits for its ready line; its log goes to `log`.
-fn spawn(name: &str, args: &[String], log: &Path, otlp: Option<&str>) -> anyhow::Result<Process> {
+fn spawn(name: &str, args: &[String], log: &Path, otlp: Option<&str>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the zerostate executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?);
+    cmd.args(args);
     if let Some(endpoint) = otlp {
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "500");
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    // Room for the ready line and a few events; later lines wait for the reader.
-    let (tx, rx) = std::sync::mpsc::sync_channel(16);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut process = Process {
-        name: name.to_owned(),
-        child,
-        ready: serde_json::Value::Null,
-        more: rx,
-    };
-    let line = process
-        .more
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{name} did not start; its log is {}:\n{}",
-                log.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })?;
-    process.ready = serde_json::from_str(&line)
-        .with_context(|| format!("{} said {line:?} instead of its ready line", process.name))?;
-    Ok(process)
+    Child::spawn(name, cmd, log, START_TIMEOUT)
 }
 
 impl DevnetCommand {
@@ -123,15 +72,15 @@ impl DevnetCommand {
             &dir.join("collector.log"),
             None,
         )?;
-        let otlp = collector.ready["collector"]["otlp"]
+        let otlp = collector.ready()["collector"]["otlp"]
             .as_str()
             .context("the collector did not say where it listens")?
             .to_owned();
-        let ui = collector.ready["collector"]["ui"]
+        let ui = collector.ready()["collector"]["ui"]
             .as_str()
             .context("the collector did not say where its viewer is")?
             .to_owned();
-        let node = |name: &str, extra: &[String]| -> anyhow::Result<Process> {
+        let node = |name: &str, extra: &[String]| -> anyhow::Result<Child> {
             let mut args = vec![
                 s("node"),
                 s("--name"),
@@ -150,11 +99,9 @@ impl DevnetCommand {
             "bootnode",
             &[s("--role"), s("bootnode"), s("--create-guild"), s("devnet")],
         )?;
-        let guild_line = boot
-            .more
-            .recv_timeout(Duration::from_secs(30))
+        let guild = boot
+            .event("guild_created", START_TIMEOUT)
             .context("the bootnode did not create the guild")?;
-        let guild: serde_json::Value = serde_json::from_str(&guild_line)?;
         let guild_id = guild["guild"]["id"]
             .as_str()
             .context("no guild id")?
@@ -184,7 +131,7 @@ impl DevnetCommand {
                 ],
             )?);
         }
-        let client = |p: &Process| crate::client::NodeClient::from_ready(&p.ready);
+        let client = |p: &Child| crate::client::NodeClient::from_ready(p.ready());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -202,8 +149,11 @@ impl DevnetCommand {
                 if body["members"].as_array().map(Vec::len) == Some(members) {
                     break;
                 }
-                if start.elapsed() > Duration::from_secs(60) {
-                    bail!("the guild did not reach {members} members within 60 s: {body}");
+                if start.elapsed() > GUILD_TIMEOUT {
+                    bail!(
+                        "the guild did not reach {members} members within {} s: {body}",
+                        GUILD_TIMEOUT.as_secs()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -227,8 +177,8 @@ impl DevnetCommand {
             )))?
             .map(|t| crate::commands::trace::render(&t["result"]))
             .unwrap_or_default();
-        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-        crate::commands::node::say(&serde_json::json!({
+        let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
+        crate::console::say(&serde_json::json!({
             "event": "ready",
             "devnet": {
                 "viewer": ui,
@@ -236,7 +186,7 @@ impl DevnetCommand {
                 "guild": guild_id,
                 "nodes": names,
                 "trace": trace_id,
-                "pids": nodes.iter().map(|n| n.child.id()).chain([collector.child.id()]).collect::<Vec<_>>(),
+                "pids": nodes.iter().map(Child::pid).chain([collector.pid()]).collect::<Vec<_>>(),
             }
         }));
         eprintln!(
@@ -247,20 +197,21 @@ impl DevnetCommand {
             names.len(),
             dir.display()
         );
-        runtime.block_on(crate::commands::node::shutdown_signal())?;
+        runtime.block_on(crate::console::shutdown_signal())?;
         eprintln!("devnet: stopping");
-        // Nodes first (their last spans go to the collector), then the collector.
-        drop(nodes);
-        drop(collector);
+        // Nodes first, all at once (their last spans go to the collector), then the
+        // collector.
+        stop_all(nodes, STOP_GRACE);
+        stop_all(vec![collector], STOP_GRACE);
         Ok(ExitCode::SUCCESS)
     }
 }
 
-fn first_address(p: &Process) -> anyhow::Result<String> {
-    p.ready["node"]["listen"]
+fn first_address(p: &Child) -> anyhow::Result<String> {
+    p.ready()["node"]["listen"]
         .as_array()
         .and_then(|a| a.first())
         .and_then(|a| a.as_str())
         .map(str::to_owned)
-        .with_context(|| format!("{} has no listen address", p.name))
+        .with_context(|| format!("{} has no listen address", p.name()))
 }

@@ -302,7 +302,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         listen,
     };
     // One JSON line on stdout says the node is up and where; logs go to stderr.
-    say(&serde_json::json!({ "event": "ready", "node": info }));
+    crate::console::say(&serde_json::json!({ "event": "ready", "node": info }));
     tracing::info!(node = %name, peer.id = %network.peer_id(), api = %info.api, "node ready");
 
     let access = api::Access::new(token, bound, api_hosts);
@@ -319,13 +319,13 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
             .create(&name)
             .await
             .with_context(|| format!("creating guild {name}"))?;
-        say(&serde_json::json!({ "event": "guild_created", "guild": created }));
+        crate::console::say(&serde_json::json!({ "event": "guild_created", "guild": created }));
         tracing::info!(guild.id = %created.id, "guild created");
     }
     if let Some(target) = join_guild {
         tokio::spawn(join_until_admitted(guilds.clone(), target));
     }
-    shutdown_signal().await?;
+    crate::console::shutdown_signal().await?;
     tracing::info!("shutting down");
     api.abort();
     network.shutdown().await;
@@ -376,15 +376,6 @@ async fn handle_events(
     }
 }
 
-/// Writes one event line on stdout. A closed stdout (the reader went away) is not a
-/// reason to stop a node, so errors are ignored.
-pub(crate) fn say(event: &serde_json::Value) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{event}");
-    let _ = out.flush();
-}
-
 /// Joins a guild, retrying with backoff while the coordinator cannot be reached (it may
 /// not be up yet). A refusal ends the attempts.
 async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
@@ -413,15 +404,4 @@ async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
             }
         }
     }
-}
-
-pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -1,32 +1,30 @@
 //! Running `zerostate node` processes for multi-node tests: start, read the ready line,
 //! talk to the HTTP API, stop with a signal.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use zerostate::process::{Child, stop_all};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 pub(crate) struct NodeProcess {
     pub(crate) name: String,
-    pub(crate) child: Child,
     pub(crate) api: String,
     /// The API token the node created in its data directory.
     pub(crate) token: String,
     pub(crate) peer_id: String,
     pub(crate) listen: Vec<String>,
-    pub(crate) stderr: std::path::PathBuf,
-    /// Every line the node wrote on stdout so far.
-    pub(crate) stdout: Arc<Mutex<Vec<String>>>,
+    process: Child,
 }
 
 impl NodeProcess {
     pub(crate) fn start(dir: &Path, name: &str, args: &[&str], otlp: &str) -> Self {
-        let stderr = dir.join(format!("{name}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zerostate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
+        command
             .arg("node")
             .args(["--name", name, "--api", "127.0.0.1:0"])
             .args(["--data-dir", &dir.join(name).to_string_lossy()])
@@ -34,36 +32,13 @@ impl NodeProcess {
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("RUST_LOG", "info")
-            .env("ZEROSTATE_LOG_FORMAT", "json")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("log file"))
-            .spawn()
-            .expect("zerostate node starts");
-        // Every stdout line is kept (a node writes one JSON line per event); the pipe is
-        // drained for the node's whole life so that it never writes into a closed pipe.
-        let stdout = child.stdout.take().expect("stdout");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        // Room for the first line only; later ones are not waited for (try_send drops them).
-        let (first_tx, first_rx) = std::sync::mpsc::sync_channel(1);
-        let keep = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = first_tx.try_send(line.clone());
-                keep.lock().expect("lock").push(line);
-            }
-        });
-        let line = first_rx.recv_timeout(DEADLINE).unwrap_or_default();
-        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "{name} did not say it was ready ({e}): {line:?}\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            )
-        });
-        let node = &ready["node"];
+            .env("ZEROSTATE_LOG_FORMAT", "json");
+        let log = dir.join(format!("{name}.log"));
+        let process = Child::spawn(name, command, &log, DEADLINE)
+            .unwrap_or_else(|e| panic!("{name} did not start: {e:#}"));
+        let node = &process.ready()["node"];
         NodeProcess {
             name: name.to_owned(),
-            child,
             api: node["api"].as_str().expect("api").to_owned(),
             token: std::fs::read_to_string(node["api_token_file"].as_str().expect("token file"))
                 .expect("the node wrote its API token")
@@ -76,19 +51,15 @@ impl NodeProcess {
                 .iter()
                 .map(|a| a.as_str().expect("address").to_owned())
                 .collect(),
-            stderr,
-            stdout: lines,
+            process,
         }
     }
 
     /// The first stdout event of this kind (`ready`, `guild_created`), within the deadline.
     pub(crate) fn event(&self, kind: &str) -> serde_json::Value {
-        eventually(&format!("{} to report {kind}", self.name), || {
-            self.stdout.lock().expect("lock").iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["event"] == kind).then_some(v)
-            })
-        })
+        self.process
+            .event(kind, DEADLINE)
+            .unwrap_or_else(|| panic!("{} did not report {kind}", self.name))
     }
 
     pub(crate) fn tcp_address(&self) -> String {
@@ -118,43 +89,22 @@ impl NodeProcess {
 
     /// Kills the process with SIGKILL, as a crash would.
     pub(crate) fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    pub(crate) fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                assert!(
-                    status.success(),
-                    "{} exited with {status}:\n{log}",
-                    self.name
-                );
-                assert!(log.contains("shutting down"), "{}:\n{log}", self.name);
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "{} did not stop within 15 s of SIGTERM",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.kill();
     }
 }
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Stops `nodes` all at once with SIGTERM and checks that each exits cleanly within 15 s.
+pub(crate) fn stop_cleanly(nodes: Vec<NodeProcess>) {
+    let logs: Vec<_> = nodes.iter().map(|n| n.process.log().to_owned()).collect();
+    let exits = stop_all(
+        nodes.into_iter().map(|n| n.process).collect(),
+        Duration::from_secs(15),
+    );
+    for ((name, status), log) in exits.into_iter().zip(logs) {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let status = status.unwrap_or_else(|| panic!("{name} did not stop within 15 s of SIGTERM"));
+        assert!(status.success(), "{name} exited with {status}:\n{log}");
+        assert!(log.contains("shutting down"), "{name}:\n{log}");
     }
 }
 

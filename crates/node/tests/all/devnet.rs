@@ -104,3 +104,52 @@ fn get_body(url: &str) -> String {
     assert_eq!(status, 200, "{url}: {body}");
     body
 }
+
+#[test]
+fn a_killed_devnet_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut devnet = Command::new(env!("CARGO_BIN_EXE_zerostate"))
+        .args([
+            "devnet",
+            "--edges",
+            "1",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--ui",
+            "127.0.0.1:0",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devnet starts");
+    let mut line = String::new();
+    BufReader::new(devnet.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line");
+    let pids: Vec<u64> = ready["devnet"]["pids"]
+        .as_array()
+        .expect("pids")
+        .iter()
+        .map(|p| p.as_u64().expect("pid"))
+        .collect();
+    // SIGKILL: the devnet cannot stop anything itself; its children notice it is gone.
+    devnet.kill().expect("SIGKILL");
+    let _ = devnet.wait();
+    let start = Instant::now();
+    for pid in pids {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "process {pid} outlived a killed devnet"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -238,7 +238,5 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
     let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
     assert!(stats["members_marked_down"].as_u64() >= Some(1), "{stats}");
 
-    for n in members.into_iter().chain([outsider, coordinator]) {
-        n.stop();
-    }
+    crate::cluster::stop_cleanly(members.into_iter().chain([outsider, coordinator]).collect());
 }

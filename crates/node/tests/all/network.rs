@@ -215,9 +215,7 @@ fn four_nodes_gossip_in_one_trace_share_the_dht_and_reach_an_edge_through_the_re
         });
     }
 
-    for n in [edge2, edge1, relay, boot] {
-        n.stop();
-    }
+    crate::cluster::stop_cleanly(vec![edge2, edge1, relay, boot]);
     // Connections closing on shutdown are traced by the nodes still running.
     eventually("p2p.connection.close", || {
         receiver
