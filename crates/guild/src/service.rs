@@ -378,6 +378,8 @@ enum Command {
     Watch(String, oneshot::Sender<Result<(), GuildError>>),
     Info(String, oneshot::Sender<Result<GuildInfo, GuildError>>),
     List(oneshot::Sender<Vec<GuildInfo>>),
+    /// Stop the service: its helper tasks are aborted and its loop ends.
+    Shutdown,
     Messages(
         String,
         oneshot::Sender<Result<Vec<ReceivedMessage>, GuildError>>,
@@ -389,6 +391,7 @@ enum Command {
 pub struct Guilds {
     commands: mpsc::Sender<Command>,
     counters: Arc<Counters>,
+    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Guilds {
@@ -412,9 +415,28 @@ impl Guilds {
             counters: counters.clone(),
             guilds: BTreeMap::new(),
             loopback: commands.clone(),
+            tasks: tokio::task::JoinSet::new(),
         };
-        tokio::spawn(service.run(rx));
-        Guilds { commands, counters }
+        let task = tokio::spawn(service.run(rx));
+        Guilds {
+            commands,
+            counters,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// Stops the service: pending requests are answered [`GuildError::Closed`], its helper
+    /// tasks (joins, key deliveries, leave notices) are aborted, and this returns once its
+    /// task has ended. Every handle is closed afterwards; calling it again does nothing.
+    pub async fn shutdown(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(task) = task else {
+            return;
+        };
+        // A full queue still takes the command once the service drains it; a service that
+        // already ended has nothing to stop.
+        let _ = self.commands.send(Command::Shutdown).await;
+        let _ = task.await;
     }
 
     /// Whether a p2p event is guild traffic (hand it to [`Guilds::deliver`]).
@@ -591,6 +613,9 @@ struct Service {
     counters: Arc<Counters>,
     guilds: BTreeMap<String, Guild>,
     loopback: mpsc::Sender<Command>,
+    /// Helper tasks (a join's request, key deliveries, leave notices): bounded in time,
+    /// and aborted when the service stops.
+    tasks: tokio::task::JoinSet<()>,
 }
 
 impl Service {
@@ -601,10 +626,14 @@ impl Service {
         loop {
             tokio::select! {
                 command = rx.recv() => match command {
+                    Some(Command::Shutdown) | None => {
+                        self.tasks.abort_all();
+                        return;
+                    }
                     Some(c) => self.command(c).await,
-                    None => return,
                 },
                 _ = ticker.tick() => self.heartbeat_round().await,
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
         }
     }
@@ -619,7 +648,7 @@ impl Service {
         match command {
             Command::Event(Event::Gossip(m)) => self.gossip(m).await,
             Command::Event(Event::Request(r)) => self.request(r).await,
-            Command::Event(_) => {}
+            Command::Event(_) | Command::Shutdown => {}
             Command::Create(name, span, tx) => {
                 let _ = tx.send(self.create(name, &span).await);
             }
@@ -730,7 +759,7 @@ impl Service {
         .encode_to_vec();
         let network = self.network.clone();
         let loopback = self.loopback.clone();
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 let reply = network
                     .request(coordinator, addresses, types::JOIN, request)
@@ -863,7 +892,7 @@ impl Service {
         }
         .encode_to_vec();
         // Best effort: if the coordinator does not hear it, heartbeats remove this node.
-        tokio::spawn(
+        self.tasks.spawn(
             async move {
                 if let Err(e) = network
                     .request(coordinator, vec![], types::LEAVE, request)
@@ -1015,7 +1044,7 @@ impl Service {
                 peer.id = %peer,
                 key.epoch = epoch,
             );
-            tokio::spawn(
+            self.tasks.spawn(
                 async move {
                     // A lost delivery would leave the member unable to read the guild, so it
                     // is retried; a member that stays unreachable is removed by heartbeats.

@@ -29,7 +29,8 @@
 //! `traceparent`, `tracestate` and `baggage` into a carrier and [`propagation::extract`]
 //! reads them back; [`SpanExt::set_parent`] makes the remote span a local span's parent.
 //!
-//! This crate has no feature flags.
+//! Feature flags: `testing` adds [`testing`], an OTLP/HTTP receiver that multi-process
+//! tests export to; nothing else is optional.
 
 mod clock;
 pub mod config;

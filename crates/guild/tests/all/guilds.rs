@@ -176,3 +176,26 @@ async fn the_coordinator_dissolves_and_only_the_coordinator_can() {
     assert_eq!(info.reason.as_deref(), Some("dissolved by the coordinator"));
     assert!(member.guilds.send(&guild.id, "x", vec![]).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_active_guilds_shuts_down_promptly() {
+    let coordinator = node(None, guild_config()).await;
+    let member = node(Some(&coordinator.addr), guild_config()).await;
+    let created = coordinator.guilds.create("busy").await.expect("create");
+    join(&member, &coordinator, &created.id).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        coordinator.guilds.shutdown(),
+    )
+    .await
+    .expect("the service stops within 5 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Every handle is closed now, and shutting down again does nothing.
+    assert!(matches!(
+        coordinator.guilds.list().await,
+        Err(zerostate_guild::GuildError::Closed)
+    ));
+    coordinator.guilds.shutdown().await;
+    member.guilds.shutdown().await;
+}

@@ -328,8 +328,9 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     crate::console::shutdown_signal().await?;
     tracing::info!("shutting down");
     api.abort();
-    network.shutdown().await;
     handler.abort();
+    guilds.shutdown().await;
+    network.shutdown().await;
     Ok(())
 }
 
