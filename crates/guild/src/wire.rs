@@ -21,6 +21,7 @@ pub(crate) mod types {
     pub(crate) const KEY: &str = "guild_key";
     pub(crate) const LEAVE: &str = "guild_leave";
     pub(crate) const ACK: &str = "guild_ack";
+    pub(crate) const SYNC: &str = "guild_sync";
 }
 
 /// Who is in a guild, at which version and key epoch, signed by the coordinator.
@@ -116,6 +117,21 @@ pub struct Heartbeat {
     /// A counter, for logs.
     #[prost(uint64, tag = "2")]
     pub seq: u64,
+    /// The membership version the sender holds; a member behind the coordinator's asks it
+    /// for the current one.
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
+    /// The key epoch the sender holds.
+    #[prost(uint32, tag = "4")]
+    pub key_epoch: u32,
+}
+
+/// A member's request for the current signed membership and key, to the coordinator.
+#[derive(Clone, PartialEq, Message)]
+pub struct SyncRequest {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
 }
 
 /// A request to join, to the coordinator.

@@ -4,6 +4,7 @@ use crate::harness::{eventually, guild_config, join, meshed, node, read_eventual
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_read_each_other_outsiders_and_leavers_do_not() {
+    let _turn = crate::harness::exclusive().await;
     let coordinator = node(None, guild_config()).await;
     let guild = coordinator
         .guilds
@@ -108,6 +109,7 @@ async fn members_read_each_other_outsiders_and_leavers_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
+    let _turn = crate::harness::exclusive().await;
     let coordinator = node(None, guild_config()).await;
     let guild = coordinator.guilds.create("g").await.expect("create");
     let stays = node(Some(&coordinator.addr), guild_config()).await;
@@ -146,6 +148,7 @@ async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_dissolves_and_only_the_coordinator_can() {
+    let _turn = crate::harness::exclusive().await;
     let coordinator = node(None, guild_config()).await;
     let guild = coordinator
         .guilds
@@ -179,10 +182,9 @@ async fn the_coordinator_dissolves_and_only_the_coordinator_can() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_with_active_guilds_shuts_down_promptly() {
+    let _turn = crate::harness::exclusive().await;
     let coordinator = node(None, guild_config()).await;
-    let member = node(Some(&coordinator.addr), guild_config()).await;
-    let created = coordinator.guilds.create("busy").await.expect("create");
-    join(&member, &coordinator, &created.id).await;
+    coordinator.guilds.create("busy").await.expect("create");
     let started = std::time::Instant::now();
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -197,5 +199,4 @@ async fn a_service_with_active_guilds_shuts_down_promptly() {
         Err(zerostate_guild::GuildError::Closed)
     ));
     coordinator.guilds.shutdown().await;
-    member.guilds.shutdown().await;
 }

@@ -9,6 +9,15 @@ use zerostate_p2p::{Event, Multiaddr, Network, Role, identity::Keypair, testing}
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Held for the whole of each test: each runs up to a dozen nodes with sub-second
+/// heartbeat windows, and two of them at once on two cores starve each other's timers.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits for the other tests of this binary to finish; hold the guard for the test.
+pub(crate) async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
 pub(crate) struct Node {
     pub(crate) network: Network,
     pub(crate) guilds: Guilds,
@@ -17,8 +26,10 @@ pub(crate) struct Node {
 
 pub(crate) fn guild_config() -> GuildConfig {
     GuildConfig {
-        heartbeat_interval_ms: 200,
-        missed_heartbeats: 3,
+        // A 2 s window: several nodes in one process on two cores can miss a 600 ms one
+        // without anything being wrong, and then a healthy guild falls apart.
+        heartbeat_interval_ms: 250,
+        missed_heartbeats: 8,
         ..GuildConfig::default()
     }
 }

@@ -1,0 +1,43 @@
+//! Why a guild operation failed.
+
+use zerostate_p2p::NetworkError;
+
+/// Why a guild operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuildError {
+    /// No guild with that id here.
+    #[error("this node is not in guild {0}")]
+    Unknown(String),
+    /// Only the coordinator may do this.
+    #[error("only the coordinator of guild {0} may do this")]
+    NotCoordinator(String),
+    /// The coordinator cannot leave its own guild.
+    #[error("the coordinator cannot leave guild {0}; dissolve it instead")]
+    CoordinatorLeaving(String),
+    /// This node is no longer a member.
+    #[error("this node is no longer a member of guild {0} ({1})")]
+    NotMember(String, String),
+    /// The coordinator refused the join.
+    #[error("joining guild {guild}: refused: {reason}")]
+    Refused {
+        /// The guild.
+        guild: String,
+        /// The coordinator's reason.
+        reason: String,
+    },
+    /// The coordinator's answer did not check out.
+    #[error("joining guild {guild}: {reason}")]
+    BadReply {
+        /// The guild.
+        guild: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The network failed.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// The service has stopped.
+    #[error("the guild service has stopped")]
+    Closed,
+}

@@ -1,0 +1,323 @@
+//! The handle applications hold: a cheap, cloneable front of the guild service, and the
+//! commands it sends it, one variant per operation with named fields.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, Span};
+use zerostate_p2p::{Event, Multiaddr, Network};
+use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::names::span as names;
+
+use super::stats::Counters;
+use super::{
+    COMMAND_QUEUE, GuildConfig, GuildError, GuildInfo, GuildStats, ReceivedMessage, Service,
+    TOPIC_PREFIX,
+};
+use crate::crypto::ExchangeKey;
+use crate::wire::JoinReply;
+
+/// Where the service answers a command.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, GuildError>>;
+
+/// What the handle (and the service's own helper tasks) ask the service to do.
+pub(super) enum Command {
+    /// Guild traffic from the network.
+    Event(Event),
+    /// Create a guild coordinated by this node.
+    Create {
+        name: String,
+        span: Span,
+        reply: Reply<GuildInfo>,
+    },
+    /// Ask a coordinator to admit this node.
+    Join {
+        guild: String,
+        coordinator: PeerId,
+        addresses: Vec<Multiaddr>,
+        span: Span,
+        reply: Reply<GuildInfo>,
+    },
+    /// The coordinator's answer to a join (from the join's helper task).
+    Joined {
+        guild: String,
+        coordinator: PeerId,
+        answer: Result<JoinReply, GuildError>,
+        span: Span,
+        reply: Reply<GuildInfo>,
+    },
+    /// The coordinator's answer to a member's sync request (from its helper task).
+    Synced {
+        guild: String,
+        answer: Result<JoinReply, GuildError>,
+    },
+    Leave {
+        guild: String,
+        reply: Reply<()>,
+    },
+    Dissolve {
+        guild: String,
+        reply: Reply<()>,
+    },
+    /// The span is `guild.send_message`: its context goes inside the ciphertext and the
+    /// network's own spans of the publish are its children.
+    Send {
+        guild: String,
+        message_type: String,
+        body: Vec<u8>,
+        span: Span,
+        reply: Reply<()>,
+    },
+    Watch {
+        guild: String,
+        reply: Reply<()>,
+    },
+    Info {
+        guild: String,
+        reply: Reply<GuildInfo>,
+    },
+    List {
+        reply: oneshot::Sender<Vec<GuildInfo>>,
+    },
+    Messages {
+        guild: String,
+        reply: Reply<Vec<ReceivedMessage>>,
+    },
+    /// Stop the service: its helper tasks are aborted and its loop ends.
+    Shutdown,
+}
+
+/// The guilds of one node: a cheap, cloneable handle to the guild service.
+#[derive(Clone)]
+pub struct Guilds {
+    commands: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+    task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Guilds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guilds").finish_non_exhaustive()
+    }
+}
+
+impl Guilds {
+    /// Starts the service on the current tokio runtime. `key` is the node's identity (the
+    /// one the network runs with): it signs memberships of guilds this node coordinates.
+    pub fn start(network: Network, key: Keypair, config: GuildConfig) -> Guilds {
+        let counters = Arc::new(Counters::default());
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let service = Service {
+            me: key.public().to_peer_id(),
+            network,
+            key,
+            exchange: Arc::new(ExchangeKey::generate()),
+            config,
+            counters: counters.clone(),
+            guilds: BTreeMap::new(),
+            loopback: commands.clone(),
+            tasks: tokio::task::JoinSet::new(),
+        };
+        let task = tokio::spawn(service.run(rx));
+        Guilds {
+            commands,
+            counters,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// Stops the service: pending requests are answered [`GuildError::Closed`], its helper
+    /// tasks (joins, key deliveries, leave notices) are aborted, and this returns once its
+    /// task has ended. Every handle is closed afterwards; calling it again does nothing.
+    pub async fn shutdown(&self) {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(task) = task else {
+            return;
+        };
+        // A full queue still takes the command once the service drains it; a service that
+        // already ended has nothing to stop.
+        let _ = self.commands.send(Command::Shutdown).await;
+        let _ = task.await;
+    }
+
+    /// Whether a p2p event is guild traffic (hand it to [`Guilds::deliver`]).
+    pub fn wants(event: &Event) -> bool {
+        match event {
+            Event::Gossip(m) => m.topic.starts_with(TOPIC_PREFIX),
+            Event::Request(r) => r.envelope.message_type.starts_with("guild_"),
+            _ => false,
+        }
+    }
+
+    /// Hands guild traffic to the service.
+    pub async fn deliver(&self, event: Event) {
+        let _ = self.commands.send(Command::Event(event)).await;
+    }
+
+    /// What the service counted.
+    pub fn stats(&self) -> GuildStats {
+        self.counters.snapshot()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, GuildError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| GuildError::Closed)?;
+        rx.await.map_err(|_| GuildError::Closed)?
+    }
+
+    /// Creates a guild with this node as its coordinator.
+    pub async fn create(&self, name: &str) -> Result<GuildInfo, GuildError> {
+        let span = tracing::info_span!(names::GUILD_CREATE, guild.id = tracing::field::Empty);
+        let result = self
+            .ask(|reply| Command::Create {
+                name: name.to_owned(),
+                span: span.clone(),
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        finish(&span, &result);
+        result
+    }
+
+    /// Joins a guild: asks its coordinator (at `addresses`, or wherever the network knows
+    /// it), receives the membership and the guild key, and starts heartbeats.
+    pub async fn join(
+        &self,
+        guild_id: &str,
+        coordinator: PeerId,
+        addresses: Vec<zerostate_p2p::Multiaddr>,
+    ) -> Result<GuildInfo, GuildError> {
+        let span = tracing::info_span!(
+            names::GUILD_JOIN,
+            guild.id = guild_id,
+            peer.id = %coordinator,
+            count = tracing::field::Empty,
+        );
+        let result = self
+            .ask(|reply| Command::Join {
+                guild: guild_id.to_owned(),
+                coordinator,
+                addresses,
+                span: span.clone(),
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        if let Ok(info) = &result {
+            span.record("count", info.members.len());
+        }
+        finish(&span, &result);
+        result
+    }
+
+    /// Leaves a guild. The coordinator removes this node and rotates the key; this node
+    /// keeps its last key and keeps watching the topic, so what it can no longer read shows
+    /// in its `undecryptable` count.
+    pub async fn leave(&self, guild_id: &str) -> Result<(), GuildError> {
+        let span = tracing::info_span!(names::GUILD_LEAVE, guild.id = guild_id);
+        let result = self
+            .ask(|reply| Command::Leave {
+                guild: guild_id.to_owned(),
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        finish(&span, &result);
+        result
+    }
+
+    /// Ends a guild (coordinator only).
+    pub async fn dissolve(&self, guild_id: &str) -> Result<(), GuildError> {
+        let span = tracing::info_span!(names::GUILD_DISSOLVE, guild.id = guild_id);
+        let result = self
+            .ask(|reply| Command::Dissolve {
+                guild: guild_id.to_owned(),
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        finish(&span, &result);
+        result
+    }
+
+    /// Sends a message to every member, sealed under the guild key with the current trace
+    /// context inside. Records `guild.send_message`; each member's `guild.receive_message`
+    /// is its child.
+    pub async fn send(
+        &self,
+        guild_id: &str,
+        message_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(), GuildError> {
+        let span = tracing::info_span!(
+            names::GUILD_SEND_MESSAGE,
+            otel.kind = "producer",
+            guild.id = guild_id,
+            message.type = message_type,
+            size.bytes = body.len(),
+        );
+        let result = self
+            .ask(|reply| Command::Send {
+                guild: guild_id.to_owned(),
+                message_type: message_type.to_owned(),
+                body,
+                span: span.clone(),
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        finish(&span, &result);
+        result
+    }
+
+    /// Subscribes to a guild's topic without joining: this node sees the ciphertexts and
+    /// counts them, and can open none.
+    pub async fn watch(&self, guild_id: &str) -> Result<(), GuildError> {
+        self.ask(|reply| Command::Watch {
+            guild: guild_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// One guild.
+    pub async fn info(&self, guild_id: &str) -> Result<GuildInfo, GuildError> {
+        self.ask(|reply| Command::Info {
+            guild: guild_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Every guild this node knows.
+    pub async fn list(&self) -> Result<Vec<GuildInfo>, GuildError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::List { reply: tx })
+            .await
+            .map_err(|_| GuildError::Closed)?;
+        rx.await.map_err(|_| GuildError::Closed)
+    }
+
+    /// The last decrypted messages of a guild, oldest first.
+    pub async fn messages(&self, guild_id: &str) -> Result<Vec<ReceivedMessage>, GuildError> {
+        self.ask(|reply| Command::Messages {
+            guild: guild_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+}
+
+fn finish<T>(span: &Span, result: &Result<T, GuildError>) {
+    if let Err(e) = result {
+        span.record_error(e);
+    }
+}

@@ -1,0 +1,159 @@
+//! Heartbeats: each member publishes one per interval; one that stays silent past the
+//! missed-heartbeat window is marked down, and then removed (by the coordinator) or, when
+//! it is the coordinator, ends the guild (for a member).
+
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use prost::Message as _;
+use tracing::Instrument;
+use zerostate_telemetry::names::span as names;
+
+use super::state::Guild;
+use super::stats::bump;
+use super::{Service, Status};
+use crate::wire::{Heartbeat, types};
+
+impl Guild {
+    /// Marks down every member but `me` that is up and was last heard from more than
+    /// `down_after` ago; returns them.
+    pub(super) fn mark_overdue(
+        &mut self,
+        me: PeerId,
+        now: Instant,
+        down_after: Duration,
+    ) -> Vec<PeerId> {
+        let mut down = Vec::new();
+        for (peer, m) in self.members.iter_mut() {
+            if *peer != me && m.up && now.saturating_duration_since(m.last_seen) > down_after {
+                m.up = false;
+                down.push(*peer);
+            }
+        }
+        down
+    }
+}
+
+impl Service {
+    pub(super) async fn heartbeat_round(&mut self) {
+        let now = Instant::now();
+        let down_after = self.config.down_after();
+        let me = self.me;
+        let ids: Vec<String> = self
+            .guilds
+            .iter()
+            .filter(|(_, g)| g.status.active())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(guild) = self.guilds.get_mut(&id) else {
+                continue;
+            };
+            guild.heartbeat_seq = guild.heartbeat_seq.wrapping_add(1);
+            let beat = Heartbeat {
+                guild_id: id.clone(),
+                seq: guild.heartbeat_seq,
+                version: guild.version,
+                key_epoch: guild.epoch,
+            }
+            .encode_to_vec();
+            let topic = guild.topic();
+            let down = guild.mark_overdue(me, now, down_after);
+            let coordinating = guild.status == Status::Coordinator;
+            let coordinator = guild.coordinator;
+            let span = tracing::debug_span!(names::GUILD_HEARTBEAT, guild.id = id.as_str());
+            let _ = self
+                .network
+                .publish(&topic, types::HEARTBEAT, beat)
+                .instrument(span)
+                .await;
+            for peer in down {
+                bump(&self.counters.members_marked_down);
+                let span = tracing::info_span!(
+                    names::GUILD_HEARTBEAT,
+                    guild.id = id.as_str(),
+                    peer.id = %peer,
+                    status = "down",
+                    missed = self.config.missed_heartbeats,
+                );
+                let _entered = span.enter();
+                tracing::warn!(
+                    guild.id = id.as_str(),
+                    peer.id = %peer,
+                    "a member missed {} heartbeats: marked down",
+                    self.config.missed_heartbeats
+                );
+                if coordinating {
+                    self.remove_member(&id, peer).await;
+                } else if peer == coordinator {
+                    // The coordinator is gone: without it nobody can admit, rotate keys or
+                    // sign memberships, so the guild ends for this member.
+                    let dissolve = tracing::info_span!(
+                        names::GUILD_DISSOLVE,
+                        guild.id = id.as_str(),
+                        reason = "coordinator lost",
+                    );
+                    let _in = dissolve.enter();
+                    if let Some(g) = self.guilds.get_mut(&id) {
+                        g.end(Status::Dissolved, "coordinator lost (missed heartbeats)");
+                        let topic = g.topic();
+                        let _ = self.network.unsubscribe(&topic).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A member's heartbeat: it is alive; and when it is the coordinator's and names a
+    /// newer membership or key than this node holds, this node asks for them.
+    pub(super) fn heartbeat_seen(&mut self, id: &str, source: PeerId, payload: &[u8]) {
+        let Ok(beat) = Heartbeat::decode(payload) else {
+            bump(&self.counters.rejected_malformed);
+            return;
+        };
+        let Some(g) = self.guilds.get_mut(id) else {
+            return;
+        };
+        let Some(member) = g.members.get_mut(&source) else {
+            return;
+        };
+        member.last_seen = Instant::now();
+        member.up = true;
+        let behind = g.status == Status::Member
+            && source == g.coordinator
+            && (beat.version > g.version || beat.key_epoch > g.epoch);
+        if behind {
+            self.start_sync(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Member;
+    use crate::service::state::test_guild;
+
+    #[test]
+    fn a_silent_member_is_marked_down_once_and_never_this_node() {
+        let (me, quiet, chatty) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let start = Instant::now();
+        let mut g = test_guild(Status::Coordinator);
+        for p in [me, quiet, chatty] {
+            g.members.insert(
+                p,
+                Member {
+                    last_seen: start,
+                    up: true,
+                    exchange: None,
+                },
+            );
+        }
+        let window = Duration::from_secs(6);
+        let later = start + Duration::from_secs(7);
+        g.members.get_mut(&chatty).expect("chatty").last_seen = later;
+        assert_eq!(g.mark_overdue(me, later, window), vec![quiet]);
+        assert!(g.mark_overdue(me, later, window).is_empty(), "only once");
+        assert!(g.members[&me].up);
+    }
+}

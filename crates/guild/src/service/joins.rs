@@ -1,0 +1,319 @@
+//! Joining: a member's request to the coordinator and what it does with the answer, and
+//! the coordinator's side — admission (rate and capacity), the key wrapped for the new
+//! member, the new membership announced — and a member's notice that it leaves.
+
+use std::time::Instant;
+
+use libp2p::PeerId;
+use prost::Message as _;
+use tracing::{Instrument, Span};
+use zerostate_p2p::IncomingRequest;
+use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::names::span as names;
+
+use super::handle::{Command, Reply};
+use super::state::Guild;
+use super::stats::bump;
+use super::{GuildError, GuildInfo, Member, Service, Status, TOPIC_PREFIX};
+use crate::wire::{JoinReply, JoinRequest, KeyUpdate, LeaveRequest, types};
+
+/// The join requests a coordinator still takes for one guild: refilled at the configured
+/// rate, at most two seconds' worth.
+#[derive(Debug)]
+pub(super) struct JoinBucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl JoinBucket {
+    /// A full bucket for `per_second` joins.
+    pub(super) fn full(per_second: u32, now: Instant) -> Self {
+        Self {
+            tokens: f64::from(per_second) * 2.0,
+            refilled: now,
+        }
+    }
+
+    /// Adds what the time since the last refill earned, up to the bound.
+    pub(super) fn refill(&mut self, now: Instant, per_second: u32) {
+        let rate = f64::from(per_second);
+        self.tokens = (self.tokens
+            + now.saturating_duration_since(self.refilled).as_secs_f64() * rate)
+            .min(rate * 2.0);
+        self.refilled = now;
+    }
+
+    /// Takes one join; false when none is left.
+    pub(super) fn take(&mut self) -> bool {
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+impl Service {
+    pub(super) async fn start_join(
+        &mut self,
+        id: String,
+        coordinator: PeerId,
+        addresses: Vec<zerostate_p2p::Multiaddr>,
+        span: Span,
+        tx: Reply<GuildInfo>,
+    ) {
+        if let Some(g) = self.guilds.get(&id)
+            && g.status.active()
+        {
+            let _ = tx.send(Ok(g.info()));
+            return;
+        }
+        // Subscribe first, so that no membership update published after admission is missed.
+        if let Err(e) = self.network.subscribe(&format!("{TOPIC_PREFIX}{id}")).await {
+            let _ = tx.send(Err(e.into()));
+            return;
+        }
+        let request = JoinRequest {
+            guild_id: id.clone(),
+            exchange_public: self.exchange.public().to_vec(),
+        }
+        .encode_to_vec();
+        let network = self.network.clone();
+        let loopback = self.loopback.clone();
+        self.tasks.spawn(
+            async move {
+                let reply = network
+                    .request(coordinator, addresses, types::JOIN, request)
+                    .await
+                    .map_err(GuildError::from)
+                    .and_then(|env| {
+                        JoinReply::decode(&env.payload[..]).map_err(|e| GuildError::BadReply {
+                            guild: id.clone(),
+                            reason: format!("malformed reply: {e}"),
+                        })
+                    });
+                let _ = loopback
+                    .send(Command::Joined {
+                        guild: id,
+                        coordinator,
+                        answer: reply,
+                        span,
+                        reply: tx,
+                    })
+                    .await;
+            }
+            .instrument(Span::current()),
+        );
+    }
+
+    pub(super) async fn finish_join(
+        &mut self,
+        id: &str,
+        coordinator: PeerId,
+        reply: Result<JoinReply, GuildError>,
+        span: &Span,
+    ) -> Result<GuildInfo, GuildError> {
+        let bad = |reason: &str| GuildError::BadReply {
+            guild: id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let reply = reply?;
+        if !reply.refusal.is_empty() {
+            return Err(GuildError::Refused {
+                guild: id.to_owned(),
+                reason: reply.refusal,
+            });
+        }
+        let membership = reply
+            .membership
+            .ok_or_else(|| bad("no membership in the reply"))?;
+        if membership.guild_id != id || !membership.verify(&coordinator) {
+            bump(&self.counters.rejected_forged);
+            return Err(bad("the membership is not signed by the coordinator"));
+        }
+        let members = membership.member_ids();
+        if !members.contains(&self.me) {
+            return Err(bad("the membership does not include this node"));
+        }
+        let update = reply.key.ok_or_else(|| bad("no key in the reply"))?;
+        let exchange_span = tracing::info_span!(
+            parent: span,
+            names::GUILD_KEY_EXCHANGE,
+            guild.id = id,
+            peer.id = %coordinator,
+        );
+        let key = exchange_span.in_scope(|| self.unwrap_key(id, &update));
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => {
+                exchange_span.record_error(&e);
+                return Err(e);
+            }
+        };
+        drop(exchange_span);
+        let mut guild = Guild::new(
+            id.to_owned(),
+            membership.name.clone(),
+            coordinator,
+            Status::Member,
+            self.config.joins_per_second,
+        );
+        let now = Instant::now();
+        for m in members {
+            guild.members.insert(
+                m,
+                Member {
+                    last_seen: now,
+                    up: true,
+                    exchange: None,
+                },
+            );
+        }
+        guild.version = membership.version;
+        guild.epoch = update.key_epoch;
+        guild.key = Some(key);
+        let info = guild.info();
+        self.guilds.insert(id.to_owned(), guild);
+        Ok(info)
+    }
+
+    pub(super) async fn join_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
+        let refuse = |reason: &str| {
+            JoinReply {
+                refusal: reason.to_owned(),
+                membership: None,
+                key: None,
+            }
+            .encode_to_vec()
+        };
+        let Ok(req) = JoinRequest::decode(&r.envelope.payload[..]) else {
+            bump(&self.counters.rejected_malformed);
+            return refuse("malformed join request");
+        };
+        let Ok(public): Result<[u8; 32], _> = req.exchange_public.as_slice().try_into() else {
+            bump(&self.counters.rejected_malformed);
+            return refuse("the exchange key must be 32 bytes");
+        };
+        let config = self.config.clone();
+        let sign_key = self.key.clone();
+        let exchange = self.exchange.clone();
+        let Some(g) = self.guilds.get_mut(&req.guild_id) else {
+            bump(&self.counters.joins_refused);
+            return refuse("no such guild here");
+        };
+        if g.status != Status::Coordinator {
+            bump(&self.counters.joins_refused);
+            return refuse("this node does not coordinate that guild");
+        }
+        let now = Instant::now();
+        g.joins.refill(now, config.joins_per_second);
+        let already = g.members.contains_key(&r.peer);
+        if !already {
+            if !g.joins.take() {
+                bump(&self.counters.joins_refused);
+                return refuse("too many join requests: try again later");
+            }
+            if g.members.len() >= config.max_members {
+                bump(&self.counters.joins_refused);
+                return refuse("the guild is full");
+            }
+        }
+        let span = tracing::info_span!(
+            parent: &r.span,
+            names::GUILD_JOIN,
+            guild.id = req.guild_id.as_str(),
+            peer.id = %r.peer,
+            count = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        g.members.insert(
+            r.peer,
+            Member {
+                last_seen: now,
+                up: true,
+                exchange: Some(public),
+            },
+        );
+        if !already {
+            g.version += 1;
+        }
+        span.record("count", g.members.len());
+        let key = g.key.clone().expect("a coordinator always holds the key");
+        let wrapped = {
+            let _x = tracing::info_span!(
+                names::GUILD_KEY_EXCHANGE,
+                guild.id = req.guild_id.as_str(),
+                peer.id = %r.peer,
+            )
+            .entered();
+            exchange.wrap(&public, &key, &KeyUpdate::context(&g.id, g.epoch))
+        };
+        let Some((nonce, wrapped)) = wrapped else {
+            g.members.remove(&r.peer);
+            bump(&self.counters.rejected_malformed);
+            return refuse("the exchange key is a low-order point");
+        };
+        let reply = JoinReply {
+            refusal: String::new(),
+            membership: Some(g.membership(&sign_key)),
+            key: Some(KeyUpdate {
+                guild_id: g.id.clone(),
+                key_epoch: g.epoch,
+                exchange_public: exchange.public().to_vec(),
+                nonce: nonce.to_vec(),
+                wrapped,
+            }),
+        }
+        .encode_to_vec();
+        bump(&self.counters.joins_admitted);
+        let id = g.id.clone();
+        drop(_entered);
+        if !already {
+            self.announce(&id).await;
+        }
+        reply
+    }
+
+    pub(super) async fn leave_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
+        let Ok(req) = LeaveRequest::decode(&r.envelope.payload[..]) else {
+            bump(&self.counters.rejected_malformed);
+            return Vec::new();
+        };
+        let coordinates = self
+            .guilds
+            .get(&req.guild_id)
+            .is_some_and(|g| g.status == Status::Coordinator && g.members.contains_key(&r.peer));
+        if coordinates {
+            let span = tracing::info_span!(
+                parent: &r.span,
+                names::GUILD_LEAVE,
+                guild.id = req.guild_id.as_str(),
+                peer.id = %r.peer,
+            );
+            self.remove_member(&req.guild_id, r.peer)
+                .instrument(span)
+                .await;
+        }
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn joins_are_limited_to_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = JoinBucket::full(10, start);
+        let burst = (0..100).take_while(|_| bucket.take()).count();
+        assert_eq!(burst, 20, "two seconds' worth at once");
+        bucket.refill(start + Duration::from_millis(500), 10);
+        let later = (0..100).take_while(|_| bucket.take()).count();
+        assert_eq!(later, 5, "half a second at ten a second");
+        bucket.refill(start + Duration::from_secs(3600), 10);
+        assert_eq!((0..100).take_while(|_| bucket.take()).count(), 20, "capped");
+    }
+}

@@ -1,0 +1,272 @@
+//! Membership: creating a guild, watching one, the coordinator announcing its signed
+//! membership and removing members, a member leaving, dissolution, and a member applying a
+//! newer signed membership.
+
+use std::time::Instant;
+
+use libp2p::PeerId;
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, Span};
+use zerostate_p2p::GossipMessage;
+use zerostate_telemetry::names::span as names;
+
+use super::state::Guild;
+use super::stats::bump;
+use super::{GuildError, GuildInfo, Member, Service, Status};
+use crate::crypto::GuildKey;
+use crate::wire::{Dissolve, LeaveRequest, Membership, types};
+
+/// What applying a newer membership did.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// This node is no longer in it: the guild ended for it.
+    Removed,
+    /// The members are now the membership's.
+    Updated,
+}
+
+impl Guild {
+    /// Applies a newer signed membership (already checked) as member `me`: the version and
+    /// the member list become the membership's; members already known keep their state.
+    pub(super) fn apply_membership(
+        &mut self,
+        me: PeerId,
+        version: u64,
+        members: Vec<PeerId>,
+        now: Instant,
+    ) -> Applied {
+        self.version = version;
+        if !members.contains(&me) {
+            self.end(Status::Removed, "removed by the coordinator");
+            return Applied::Removed;
+        }
+        self.members.retain(|p, _| members.contains(p));
+        for p in members {
+            self.members.entry(p).or_insert(Member {
+                last_seen: now,
+                up: true,
+                exchange: None,
+            });
+        }
+        Applied::Updated
+    }
+}
+
+impl Service {
+    pub(super) async fn create(
+        &mut self,
+        name: String,
+        span: &Span,
+    ) -> Result<GuildInfo, GuildError> {
+        let mut h = Sha256::new();
+        h.update(self.me.to_bytes());
+        h.update(name.as_bytes());
+        h.update(crate::crypto::random::<16>());
+        let id = hex::encode(&h.finalize()[..8]);
+        span.record("guild.id", id.as_str());
+        let mut guild = Guild::new(
+            id.clone(),
+            name,
+            self.me,
+            Status::Coordinator,
+            self.config.joins_per_second,
+        );
+        guild.version = 1;
+        guild.epoch = 1;
+        guild.key = Some(GuildKey::generate());
+        guild.members.insert(
+            self.me,
+            Member {
+                last_seen: Instant::now(),
+                up: true,
+                exchange: Some(self.exchange.public()),
+            },
+        );
+        self.network.subscribe(&guild.topic()).await?;
+        let info = guild.info();
+        self.guilds.insert(id, guild);
+        Ok(info)
+    }
+
+    pub(super) async fn watch(&mut self, id: String) -> Result<(), GuildError> {
+        if !self.guilds.contains_key(&id) {
+            let guild = Guild::new(
+                id.clone(),
+                String::new(),
+                self.me,
+                Status::Watching,
+                self.config.joins_per_second,
+            );
+            self.network.subscribe(&guild.topic()).await?;
+            self.guilds.insert(id, guild);
+        }
+        Ok(())
+    }
+
+    /// Publishes the current membership (coordinator only).
+    pub(super) async fn announce(&mut self, id: &str) {
+        let key = self.key.clone();
+        let Some(guild) = self.guilds.get(id) else {
+            return;
+        };
+        let span = tracing::info_span!(
+            names::GUILD_MEMBERSHIP_UPDATE,
+            guild.id = id,
+            count = guild.members.len(),
+            version = guild.version,
+        );
+        let bytes = guild.membership(&key).encode_to_vec();
+        let topic = guild.topic();
+        if let Err(e) = self
+            .network
+            .publish(&topic, types::MEMBERSHIP, bytes)
+            .instrument(span.clone())
+            .await
+        {
+            // No other member connected yet is normal right after creation.
+            tracing::debug!(guild.id = id, "announcing the membership: {e}");
+        }
+    }
+
+    /// Removes a member (coordinator only): new version, new key, announced.
+    pub(super) async fn remove_member(&mut self, id: &str, peer: PeerId) {
+        let Some(guild) = self.guilds.get_mut(id) else {
+            return;
+        };
+        if guild.members.remove(&peer).is_none() {
+            return;
+        }
+        guild.version = guild.version.saturating_add(1);
+        self.rotate_key(id);
+        self.announce(id).await;
+    }
+
+    pub(super) async fn leave(&mut self, id: &str) -> Result<(), GuildError> {
+        let guild = self.guild(id)?;
+        match guild.status {
+            Status::Coordinator => return Err(GuildError::CoordinatorLeaving(id.to_owned())),
+            Status::Member => {}
+            other => {
+                return Err(GuildError::NotMember(
+                    id.to_owned(),
+                    other.as_str().to_owned(),
+                ));
+            }
+        }
+        let coordinator = guild.coordinator;
+        guild.end(Status::Left, "left");
+        let network = self.network.clone();
+        let request = LeaveRequest {
+            guild_id: id.to_owned(),
+        }
+        .encode_to_vec();
+        // Best effort: if the coordinator does not hear it, heartbeats remove this node.
+        self.tasks.spawn(
+            async move {
+                if let Err(e) = network
+                    .request(coordinator, vec![], types::LEAVE, request)
+                    .await
+                {
+                    tracing::warn!("telling the coordinator this node left: {e}");
+                }
+            }
+            .instrument(Span::current()),
+        );
+        Ok(())
+    }
+
+    pub(super) async fn dissolve(&mut self, id: &str) -> Result<(), GuildError> {
+        let key = self.key.clone();
+        let guild = self.guild(id)?;
+        if guild.status != Status::Coordinator {
+            return Err(GuildError::NotCoordinator(id.to_owned()));
+        }
+        let topic = guild.topic();
+        guild.end(Status::Dissolved, "dissolved by the coordinator");
+        let notice = Dissolve::signed(id, &key).encode_to_vec();
+        if let Err(e) = self.network.publish(&topic, types::DISSOLVE, notice).await {
+            tracing::warn!(guild.id = id, "announcing the dissolution: {e}");
+        }
+        Ok(())
+    }
+
+    pub(super) async fn membership_update(&mut self, id: &str, source: PeerId, m: GossipMessage) {
+        let me = self.me;
+        let Ok(update) = Membership::decode(&m.envelope.payload[..]) else {
+            bump(&self.counters.rejected_malformed);
+            return;
+        };
+        let Some(g) = self.guilds.get_mut(id) else {
+            return;
+        };
+        if !g.status.active() || g.status == Status::Coordinator {
+            return;
+        }
+        if update.guild_id != id || source != g.coordinator || !update.verify(&g.coordinator) {
+            bump(&self.counters.rejected_forged);
+            tracing::warn!(guild.id = id, peer.id = %source, "rejected a membership update not signed by the coordinator");
+            return;
+        }
+        if update.version <= g.version {
+            bump(&self.counters.rejected_stale);
+            return;
+        }
+        let span = tracing::info_span!(
+            parent: &m.span,
+            names::GUILD_MEMBERSHIP_UPDATE,
+            guild.id = id,
+            version = update.version,
+            count = update.members.len(),
+        );
+        let _entered = span.enter();
+        g.apply_membership(me, update.version, update.member_ids(), Instant::now());
+    }
+
+    /// A coordinator's signed notice that the guild is dissolved.
+    pub(super) fn dissolve_notice(&mut self, id: &str, m: GossipMessage) {
+        let Ok(notice) = Dissolve::decode(&m.envelope.payload[..]) else {
+            bump(&self.counters.rejected_malformed);
+            return;
+        };
+        let Some(g) = self.guilds.get_mut(id) else {
+            return;
+        };
+        if notice.guild_id != id || !notice.verify(&g.coordinator) {
+            bump(&self.counters.rejected_forged);
+            return;
+        }
+        let _in = m.span.enter();
+        let span = tracing::info_span!(names::GUILD_DISSOLVE, guild.id = id);
+        let _entered = span.enter();
+        g.end(Status::Dissolved, "dissolved by the coordinator");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::state::test_guild;
+
+    #[test]
+    fn a_newer_membership_replaces_the_members_and_one_without_me_removes_me() {
+        let (me, a, b) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mut g = test_guild(Status::Member);
+        let now = Instant::now();
+        assert_eq!(
+            g.apply_membership(me, 2, vec![me, a], now),
+            Applied::Updated
+        );
+        g.members.get_mut(&a).expect("a").up = false;
+        assert_eq!(
+            g.apply_membership(me, 3, vec![me, a, b], now),
+            Applied::Updated
+        );
+        assert_eq!(g.version, 3);
+        assert_eq!(g.members.len(), 3);
+        assert!(!g.members[&a].up, "a known member keeps its state");
+        assert_eq!(g.apply_membership(me, 4, vec![a, b], now), Applied::Removed);
+        assert_eq!(g.status, Status::Removed);
+        assert!(g.members.is_empty());
+    }
+}

@@ -1,0 +1,264 @@
+//! What this node knows of each guild: its members, version, keys, replay windows and the
+//! messages it opened, and the forms the API shows them in.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use serde::Serialize;
+
+use super::TOPIC_PREFIX;
+use super::joins::JoinBucket;
+use super::messages::ReplayWindow;
+use crate::crypto::GuildKey;
+use crate::wire::Membership;
+
+/// A member as this node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberInfo {
+    /// Its peer id.
+    pub peer_id: String,
+    /// Whether it has sent a heartbeat within the window.
+    pub up: bool,
+}
+
+/// A guild as this node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GuildInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `coordinator`, `member`, `left`, `removed`, `dissolved` or `watching`.
+    pub status: String,
+    /// Why it ended, when it did.
+    pub reason: Option<String>,
+    /// The coordinator's peer id.
+    pub coordinator: String,
+    /// The members (empty for a node that only watches).
+    pub members: Vec<MemberInfo>,
+    /// Membership version.
+    pub version: u64,
+    /// Key epoch this node holds.
+    pub key_epoch: u32,
+    /// Its gossip topic.
+    pub topic: String,
+    /// Sealed messages seen on the topic.
+    pub ciphertexts_seen: u64,
+    /// Of those, how many this node could not open (not a member, or a key it lacks).
+    pub undecryptable: u64,
+}
+
+/// A decrypted guild message.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReceivedMessage {
+    /// Who sent it.
+    pub from: String,
+    /// The application's message type.
+    pub message_type: String,
+    /// The body, as text (lossy).
+    pub body: String,
+    /// The trace it belongs to.
+    pub trace_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Status {
+    Coordinator,
+    Member,
+    Left,
+    Removed,
+    Dissolved,
+    Watching,
+}
+
+impl Status {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Status::Coordinator => "coordinator",
+            Status::Member => "member",
+            Status::Left => "left",
+            Status::Removed => "removed",
+            Status::Dissolved => "dissolved",
+            Status::Watching => "watching",
+        }
+    }
+
+    pub(super) fn active(self) -> bool {
+        matches!(self, Status::Coordinator | Status::Member)
+    }
+}
+
+pub(super) struct Member {
+    pub(super) last_seen: Instant,
+    pub(super) up: bool,
+    /// Its X25519 public key (known to the coordinator only).
+    pub(super) exchange: Option<[u8; 32]>,
+}
+
+pub(super) struct Guild {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) status: Status,
+    pub(super) reason: Option<String>,
+    pub(super) coordinator: PeerId,
+    pub(super) members: BTreeMap<PeerId, Member>,
+    pub(super) version: u64,
+    pub(super) epoch: u32,
+    pub(super) key: Option<GuildKey>,
+    /// The key of the epoch before, still accepted from current members: a message sealed
+    /// just before a rotation reached its sender is not lost.
+    pub(super) previous: Option<(u32, GuildKey)>,
+    /// Per (sender, epoch): highest counter and the counters seen within the window.
+    pub(super) replay: HashMap<(PeerId, u32), ReplayWindow>,
+    pub(super) received: VecDeque<ReceivedMessage>,
+    pub(super) ciphertexts_seen: u64,
+    pub(super) undecryptable: u64,
+    /// Join requests this guild may still take (coordinator only).
+    pub(super) joins: JoinBucket,
+    /// When this member last asked the coordinator to catch up, if it is waiting.
+    pub(super) sync_started: Option<Instant>,
+    pub(super) heartbeat_seq: u64,
+}
+
+impl Guild {
+    /// A guild this node has just come to know, with nothing in it yet.
+    pub(super) fn new(
+        id: String,
+        name: String,
+        coordinator: PeerId,
+        status: Status,
+        joins_per_second: u32,
+    ) -> Self {
+        Guild {
+            id,
+            name,
+            status,
+            reason: None,
+            coordinator,
+            members: BTreeMap::new(),
+            version: 0,
+            epoch: 0,
+            key: None,
+            previous: None,
+            replay: HashMap::new(),
+            received: VecDeque::new(),
+            ciphertexts_seen: 0,
+            undecryptable: 0,
+            joins: JoinBucket::full(joins_per_second, Instant::now()),
+            sync_started: None,
+            heartbeat_seq: 0,
+        }
+    }
+
+    pub(super) fn topic(&self) -> String {
+        format!("{TOPIC_PREFIX}{}", self.id)
+    }
+
+    pub(super) fn info(&self) -> GuildInfo {
+        GuildInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            status: self.status.as_str().to_owned(),
+            reason: self.reason.clone(),
+            coordinator: self.coordinator.to_string(),
+            members: self
+                .members
+                .iter()
+                .map(|(p, m)| MemberInfo {
+                    peer_id: p.to_string(),
+                    up: m.up,
+                })
+                .collect(),
+            version: self.version,
+            key_epoch: self.epoch,
+            topic: self.topic(),
+            ciphertexts_seen: self.ciphertexts_seen,
+            undecryptable: self.undecryptable,
+        }
+    }
+
+    pub(super) fn membership(&self, key: &Keypair) -> Membership {
+        Membership {
+            guild_id: self.id.clone(),
+            name: self.name.clone(),
+            version: self.version,
+            coordinator: self.coordinator.to_bytes(),
+            members: self.members.keys().map(|p| p.to_bytes()).collect(),
+            key_epoch: self.epoch,
+            signature: Vec::new(),
+        }
+        .sign(key)
+    }
+
+    pub(super) fn install_key(&mut self, epoch: u32, key: GuildKey) {
+        if let Some(old) = self.key.take() {
+            self.previous = Some((self.epoch, old));
+        }
+        self.epoch = epoch;
+        self.key = Some(key);
+    }
+
+    /// The key a message of `epoch` opens with, if this node holds it.
+    pub(super) fn key_for(&self, epoch: u32) -> Option<&GuildKey> {
+        if epoch == self.epoch {
+            self.key.as_ref()
+        } else {
+            self.previous
+                .as_ref()
+                .filter(|(e, _)| *e == epoch)
+                .map(|(_, k)| k)
+        }
+    }
+
+    pub(super) fn end(&mut self, status: Status, reason: &str) {
+        self.status = status;
+        self.reason = Some(reason.to_owned());
+        self.members.clear();
+    }
+}
+
+/// A guild for unit tests: id `g1`, a random coordinator, nothing in it.
+#[cfg(test)]
+pub(super) fn test_guild(status: Status) -> Guild {
+    Guild::new("g1".into(), "test".into(), PeerId::random(), status, 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_previous_key_still_opens_its_epoch_after_a_rotation() {
+        let mut g = test_guild(Status::Member);
+        let (first, second) = (GuildKey::generate(), GuildKey::generate());
+        g.install_key(1, first.clone());
+        g.install_key(2, second.clone());
+        assert_eq!(g.epoch, 2);
+        assert!(g.key_for(2).is_some() && g.key_for(1).is_some());
+        assert!(g.key_for(0).is_none() && g.key_for(3).is_none());
+        g.install_key(3, GuildKey::generate());
+        assert!(g.key_for(1).is_none(), "only one previous epoch is kept");
+    }
+
+    #[test]
+    fn an_ended_guild_keeps_why_and_drops_its_members() {
+        let mut g = test_guild(Status::Member);
+        g.members.insert(
+            PeerId::random(),
+            Member {
+                last_seen: Instant::now(),
+                up: true,
+                exchange: None,
+            },
+        );
+        g.end(Status::Removed, "removed by the coordinator");
+        let info = g.info();
+        assert_eq!(info.status, "removed");
+        assert_eq!(info.reason.as_deref(), Some("removed by the coordinator"));
+        assert!(info.members.is_empty());
+        assert!(!g.status.active());
+        assert_eq!(info.topic, "zerostate/guild/g1");
+    }
+}

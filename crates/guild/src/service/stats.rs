@@ -1,0 +1,89 @@
+//! What the guild service counted: one counter per outcome, read as a snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// What the guild service counted. Every `rejected_*` counter is input dropped for being
+/// hostile or wrong.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct GuildStats {
+    /// Guild messages this node sealed and published.
+    pub messages_sent: u64,
+    /// Guild messages this node opened.
+    pub messages_received: u64,
+    /// Membership updates or dissolutions not signed by the coordinator.
+    pub rejected_forged: u64,
+    /// Membership updates not newer than the one held.
+    pub rejected_stale: u64,
+    /// Sealed messages that did not open (tampered, or a wrong key).
+    pub rejected_tampered: u64,
+    /// Sealed messages whose counter was seen before.
+    pub rejected_replayed: u64,
+    /// Messages from a peer that is not a member, or whose sender field is not the peer
+    /// that published it.
+    pub rejected_not_member: u64,
+    /// Bytes that were not a guild message.
+    pub rejected_malformed: u64,
+    /// Join requests refused (rate, capacity).
+    pub joins_refused: u64,
+    /// Join requests admitted.
+    pub joins_admitted: u64,
+    /// Members marked down for missing heartbeats.
+    pub members_marked_down: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) messages_sent: AtomicU64,
+    pub(super) messages_received: AtomicU64,
+    pub(super) rejected_forged: AtomicU64,
+    pub(super) rejected_stale: AtomicU64,
+    pub(super) rejected_tampered: AtomicU64,
+    pub(super) rejected_replayed: AtomicU64,
+    pub(super) rejected_not_member: AtomicU64,
+    pub(super) rejected_malformed: AtomicU64,
+    pub(super) joins_refused: AtomicU64,
+    pub(super) joins_admitted: AtomicU64,
+    pub(super) members_marked_down: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> GuildStats {
+        GuildStats {
+            messages_sent: self.messages_sent.load(Relaxed),
+            messages_received: self.messages_received.load(Relaxed),
+            rejected_forged: self.rejected_forged.load(Relaxed),
+            rejected_stale: self.rejected_stale.load(Relaxed),
+            rejected_tampered: self.rejected_tampered.load(Relaxed),
+            rejected_replayed: self.rejected_replayed.load(Relaxed),
+            rejected_not_member: self.rejected_not_member.load(Relaxed),
+            rejected_malformed: self.rejected_malformed.load(Relaxed),
+            joins_refused: self.joins_refused.load(Relaxed),
+            joins_admitted: self.joins_admitted.load(Relaxed),
+            members_marked_down: self.members_marked_down.load(Relaxed),
+        }
+    }
+}
+
+pub(super) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reads_every_counter() {
+        let c = Counters::default();
+        bump(&c.rejected_replayed);
+        bump(&c.rejected_replayed);
+        bump(&c.joins_admitted);
+        let s = c.snapshot();
+        assert_eq!(s.rejected_replayed, 2);
+        assert_eq!(s.joins_admitted, 1);
+        assert_eq!(s.messages_sent, 0);
+    }
+}
