@@ -32,14 +32,10 @@ impl NodeClient {
     /// A client of the node whose ready line (`{"event": "ready", "node": {...}}`) is
     /// `ready`.
     pub fn from_ready(ready: &serde_json::Value) -> anyhow::Result<Self> {
-        let node = &ready["node"];
-        let base = node["api"]
-            .as_str()
-            .context("the node's ready line has no API address")?;
-        let token_file = node["api_token_file"]
-            .as_str()
-            .context("the node's ready line names no API token file")?;
-        Self::new(base, Path::new(token_file))
+        let node = crate::console::Ready::parse(ready)?
+            .node
+            .context("not a node's ready line")?;
+        Self::new(&node.api, Path::new(&node.api_token_file))
     }
 
     /// `GET path`: the JSON answer, `None` for 404.

@@ -77,14 +77,14 @@ impl CollectorCommand {
             let collector = Collector::start(config)
                 .await
                 .with_context(|| format!("starting the collector (traces in {})", dir.display()))?;
-            crate::console::say(&serde_json::json!({
-                "event": "ready",
-                "collector": {
-                    "otlp": format!("http://{}", collector.otlp_addr),
-                    "ui": format!("http://{}", collector.ui_addr),
-                    "data": dir,
-                }
-            }));
+            crate::console::say(&crate::console::Ready {
+                collector: Some(crate::console::CollectorReady {
+                    otlp: format!("http://{}", collector.otlp_addr),
+                    ui: format!("http://{}", collector.ui_addr),
+                    data: dir.clone(),
+                }),
+                ..Default::default()
+            });
             eprintln!(
                 "collector: OTLP/HTTP on http://{}, queries on http://{}/api/v3, traces in {}",
                 collector.otlp_addr,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::console::{DevnetReady, Ready};
 use crate::data;
 use crate::process::{Child, stop_all};
 
@@ -72,14 +73,10 @@ impl DevnetCommand {
             &dir.join("collector.log"),
             None,
         )?;
-        let otlp = collector.ready()["collector"]["otlp"]
-            .as_str()
-            .context("the collector did not say where it listens")?
-            .to_owned();
-        let ui = collector.ready()["collector"]["ui"]
-            .as_str()
-            .context("the collector did not say where its viewer is")?
-            .to_owned();
+        let listening = Ready::parse(collector.ready())?
+            .collector
+            .context("the collector did not say where it listens")?;
+        let (otlp, ui) = (listening.otlp, listening.ui);
         let node = |name: &str, extra: &[String]| -> anyhow::Result<Child> {
             let mut args = vec![
                 s("node"),
@@ -178,17 +175,21 @@ impl DevnetCommand {
             .map(|t| crate::commands::trace::render(&t["result"]))
             .unwrap_or_default();
         let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
-        crate::console::say(&serde_json::json!({
-            "event": "ready",
-            "devnet": {
-                "viewer": ui,
-                "otlp": otlp,
-                "guild": guild_id,
-                "nodes": names,
-                "trace": trace_id,
-                "pids": nodes.iter().map(Child::pid).chain([collector.pid()]).collect::<Vec<_>>(),
-            }
-        }));
+        crate::console::say(&Ready {
+            devnet: Some(DevnetReady {
+                viewer: ui.clone(),
+                otlp: otlp.clone(),
+                guild: guild_id.clone(),
+                nodes: names.clone(),
+                trace: trace_id.clone(),
+                pids: nodes
+                    .iter()
+                    .map(Child::pid)
+                    .chain([collector.pid()])
+                    .collect(),
+            }),
+            ..Default::default()
+        });
         eprintln!(
             "devnet: {} nodes in guild {guild_id}, traces to {otlp}, logs in {}\n\
              the first guild message's trace ({ui}/trace/{trace_id}):\n\n{tree}\n\
@@ -208,10 +209,8 @@ impl DevnetCommand {
 }
 
 fn first_address(p: &Child) -> anyhow::Result<String> {
-    p.ready()["node"]["listen"]
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(|a| a.as_str())
-        .map(str::to_owned)
+    Ready::parse(p.ready())?
+        .node
+        .and_then(|n| n.listen.into_iter().next())
         .with_context(|| format!("{} has no listen address", p.name()))
 }

@@ -156,7 +156,7 @@ struct Plan {
 }
 
 /// What a running node is, as printed on start and served at `/v1/node`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// The node's name.
     pub name: String,
@@ -302,7 +302,10 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         listen,
     };
     // One JSON line on stdout says the node is up and where; logs go to stderr.
-    crate::console::say(&serde_json::json!({ "event": "ready", "node": info }));
+    crate::console::say(&crate::console::Ready {
+        node: Some(info.clone()),
+        ..Default::default()
+    });
     tracing::info!(node = %name, peer.id = %network.peer_id(), api = %info.api, "node ready");
 
     let access = api::Access::new(token, bound, api_hosts);

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use zerostate::console::Ready;
 use zerostate::process::{Child, stop_all};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
@@ -36,21 +37,19 @@ impl NodeProcess {
         let log = dir.join(format!("{name}.log"));
         let process = Child::spawn(name, command, &log, DEADLINE)
             .unwrap_or_else(|e| panic!("{name} did not start: {e:#}"));
-        let node = &process.ready()["node"];
+        let node = Ready::parse(process.ready())
+            .expect("a ready line")
+            .node
+            .expect("a node's ready line");
         NodeProcess {
             name: name.to_owned(),
-            api: node["api"].as_str().expect("api").to_owned(),
-            token: std::fs::read_to_string(node["api_token_file"].as_str().expect("token file"))
+            token: std::fs::read_to_string(&node.api_token_file)
                 .expect("the node wrote its API token")
                 .trim()
                 .to_owned(),
-            peer_id: node["peer_id"].as_str().expect("peer id").to_owned(),
-            listen: node["listen"]
-                .as_array()
-                .expect("listen")
-                .iter()
-                .map(|a| a.as_str().expect("address").to_owned())
-                .collect(),
+            api: node.api,
+            peer_id: node.peer_id,
+            listen: node.listen,
             process,
         }
     }

@@ -34,13 +34,12 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
         let _ = std::io::Read::read_to_string(&mut devnet.stderr.take().expect("stderr"), &mut err);
         panic!("no ready line ({e}): {line:?}\n{err}")
     });
-    let d = &ready["devnet"];
-    assert_eq!(
-        d["nodes"],
-        serde_json::json!(["bootnode", "relay-node", "edge-node-1"])
-    );
-    let viewer = d["viewer"].as_str().expect("viewer");
-    let trace = d["trace"].as_str().expect("trace");
+    let d = zerostate::console::Ready::parse(&ready)
+        .expect("a ready line")
+        .devnet
+        .expect("a devnet's ready line");
+    assert_eq!(d.nodes, ["bootnode", "relay-node", "edge-node-1"]);
+    let (viewer, trace) = (&d.viewer, &d.trace);
     let body = get_body(&format!("{viewer}/api/v3/traces/{trace}"));
     for service in ["bootnode", "relay-node"] {
         assert!(body.contains(service), "{service} missing from {body}");
@@ -52,12 +51,7 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
     );
     assert!(body.contains("\"guild.send_message\""));
 
-    let pids: Vec<u64> = d["pids"]
-        .as_array()
-        .expect("pids")
-        .iter()
-        .map(|p| p.as_u64().expect("pid"))
-        .collect();
+    let pids = d.pids;
     assert_eq!(pids.len(), 4);
     Command::new("kill")
         .args(["-TERM", &devnet.id().to_string()])
@@ -129,12 +123,11 @@ fn a_killed_devnet_leaves_no_process_behind() {
         .read_line(&mut line)
         .expect("ready line");
     let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line");
-    let pids: Vec<u64> = ready["devnet"]["pids"]
-        .as_array()
-        .expect("pids")
-        .iter()
-        .map(|p| p.as_u64().expect("pid"))
-        .collect();
+    let pids = zerostate::console::Ready::parse(&ready)
+        .expect("a ready line")
+        .devnet
+        .expect("a devnet's ready line")
+        .pids;
     // SIGKILL: the devnet cannot stop anything itself; its children notice it is gone.
     devnet.kill().expect("SIGKILL");
     let _ = devnet.wait();
