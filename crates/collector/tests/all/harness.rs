@@ -64,18 +64,30 @@ pub(crate) async fn collector(dir: &Path, tune: impl FnOnce(&mut CollectorConfig
     Collector::start(config).await.expect("collector starts")
 }
 
-/// Polls the query API until `path` answers 200, returning the JSON.
-pub(crate) async fn get_eventually(c: &Collector, path: &str) -> serde_json::Value {
-    let url = format!("http://{}{path}", c.ui_addr);
+/// How long a test waits for something that happens in the background.
+pub(crate) const DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, or panics naming `what` at the deadline.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let start = std::time::Instant::now();
     loop {
-        let r = reqwest::get(&url).await.expect("get");
-        if r.status() == 200 {
-            return r.json().await.expect("json");
+        if let Some(v) = check().await {
+            return v;
         }
-        assert!(start.elapsed().as_secs() < 30, "{path} never answered 200");
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The JSON the query API answers `path` with; it must answer 200.
+pub(crate) async fn get_ok(c: &Collector, path: &str) -> serde_json::Value {
+    let (status, body) = get(c, path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
 }
 
 pub(crate) async fn get(c: &Collector, path: &str) -> (u16, serde_json::Value) {

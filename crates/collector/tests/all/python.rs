@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::harness::{collector, get_eventually};
+use crate::harness::{collector, eventually, get};
 
 fn sdk_available() -> bool {
     Command::new("python3")
@@ -49,7 +49,12 @@ async fn the_python_sdk_exports_and_the_query_api_returns_it() {
     let trace_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(trace_id.len(), 32, "{trace_id:?}");
 
-    let body = get_eventually(&c, &format!("/api/v3/traces/{trace_id}")).await;
+    let path = format!("/api/v3/traces/{trace_id}");
+    let body = eventually("the Python SDK's trace", || async {
+        let (status, body) = get(&c, &path).await;
+        (status == 200).then_some(body)
+    })
+    .await;
     let rs = &body["result"]["resourceSpans"][0];
     let attrs = rs["resource"]["attributes"].to_string();
     assert!(attrs.contains("python-sdk"), "{attrs}");

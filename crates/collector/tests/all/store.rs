@@ -3,7 +3,7 @@
 use prost::Message;
 use zerostate_collector::Store;
 
-use crate::harness::{collector, get, get_eventually, post, request, span};
+use crate::harness::{collector, eventually, get, get_ok, post, request, span};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_survive_a_restart_and_age_out() {
@@ -17,7 +17,7 @@ async fn traces_survive_a_restart_and_age_out() {
         200
     );
     let path = format!("/api/v3/traces/{}", hex::encode([1u8; 16]));
-    get_eventually(&c, &path).await;
+    get_ok(&c, &path).await;
     c.shutdown().await;
 
     let c = collector(dir.path(), |_| {}).await;
@@ -28,14 +28,10 @@ async fn traces_survive_a_restart_and_age_out() {
     // The test spans are from 2026-11-25T13:00Z; a one-minute retention drops them when
     // the collector starts.
     let c = collector(dir.path(), |cfg| cfg.retention_secs = 60).await;
-    let start = std::time::Instant::now();
-    while get(&c, &path).await.0 != 404 {
-        assert!(
-            start.elapsed().as_secs() < 30,
-            "retention never removed the span"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually("retention to remove the span", || async {
+        (get(&c, &path).await.0 == 404).then_some(())
+    })
+    .await;
     assert_eq!(c.stats().spans_expired, 1);
     c.shutdown().await;
 }

@@ -1,8 +1,6 @@
 //! Running `zerostate node` processes for multi-node tests: start, read the ready line,
 //! talk to the HTTP API, stop with a signal.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -107,7 +105,8 @@ pub(crate) fn stop_cleanly(nodes: Vec<NodeProcess>) {
     }
 }
 
-/// A plain HTTP/1.1 exchange; returns the status and the body.
+/// One HTTP request with the project's client; returns the status and the body. `base` is
+/// `http://host:port` or `host:port`.
 pub(crate) fn http(
     base: &str,
     method: &str,
@@ -115,35 +114,29 @@ pub(crate) fn http(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let host = base.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).expect("connect to the API");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(40)))
-        .expect("timeout");
-    let body = body.unwrap_or("");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let base = if base.starts_with("http") {
+        base.to_owned()
+    } else {
+        format!("http://{base}")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the request");
+    runtime.block_on(async {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{base}{path}"))
+            .timeout(Duration::from_secs(40))
+            .header("content-type", "application/json")
+            .body(body.unwrap_or("").to_owned());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
 }
 
 pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {

@@ -59,42 +59,27 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
         .expect("kill");
     let status = devnet.wait().expect("devnet exits");
     assert!(status.success(), "{status}");
+    all_gone(&pids, Duration::from_secs(5), "the devnet");
+}
+
+/// Waits until every process of `pids` has exited (or is a zombie), within `within`.
+fn all_gone(pids: &[u32], within: Duration, after: &str) {
     let start = Instant::now();
     for pid in pids {
-        while Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .expect("kill -0")
-            .success()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "process {pid} outlived the devnet"
-            );
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "))
+        };
+        while alive() {
+            assert!(start.elapsed() < within, "process {pid} outlived {after}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
-/// A GET over a plain TCP connection (the node's tests carry no HTTP client).
+/// The body of a GET that must answer 200.
 fn get_body(url: &str) -> String {
-    let (status, body) = crate::cluster::http(
-        url.trim_start_matches("http://")
-            .split('/')
-            .next()
-            .expect("host"),
-        "GET",
-        &format!(
-            "/{}",
-            url.trim_start_matches("http://")
-                .split_once('/')
-                .expect("path")
-                .1
-        ),
-        None,
-        &[],
-    );
+    let (status, body) = crate::cluster::http(url, "GET", "", None, &[]);
     assert_eq!(status, 200, "{url}: {body}");
     body
 }
@@ -131,18 +116,5 @@ fn a_killed_devnet_leaves_no_process_behind() {
     // SIGKILL: the devnet cannot stop anything itself; its children notice it is gone.
     devnet.kill().expect("SIGKILL");
     let _ = devnet.wait();
-    let start = Instant::now();
-    for pid in pids {
-        while std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "process {pid} outlived a killed devnet"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    all_gone(&pids, Duration::from_secs(15), "a killed devnet");
 }
