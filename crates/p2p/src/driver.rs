@@ -1,9 +1,13 @@
 //! The task that owns the swarm: runs commands from the handle, turns swarm events into
 //! spans, counters and delivered messages, and defends the node against hostile peers.
 
+mod connections;
+mod peers;
+mod relays;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
@@ -12,25 +16,22 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, gossipsub, identify, identity::Keypair, kad, noise, ping, relay,
+    Multiaddr, PeerId, Swarm, gossipsub, identify, identity::Keypair, kad, noise, ping,
     request_response, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
 use zerostate_telemetry::SpanExt;
-use zerostate_telemetry::names::{p2p_message, p2p_relay, span as names};
+use zerostate_telemetry::names::{p2p_message, span as names};
 
 use crate::behaviour::{Behaviour, BehaviourEvent, Frame, KAD_PROTOCOL};
 use crate::config::{NetworkConfig, Role};
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::network::{Event, GossipMessage, IncomingRequest, NetworkError, PeerInfo};
 use crate::stats::Counters;
-
-/// Peers remembered after they disconnect, so that an offender's score survives a
-/// reconnect. Beyond this, disconnected peers are forgotten.
-const REMEMBERED_PEERS: usize = 4096;
-/// Connection spans open at once; beyond this, connections are not traced (and counted).
-const OPEN_CONNECTION_SPANS: usize = 1024;
+use connections::ConnectionSpans;
+use peers::{PeerState, REMEMBERED_PEERS};
+use relays::{is_relayed, relay_client_event, relay_server_event};
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 
@@ -70,31 +71,6 @@ enum KadPending {
     Find(PeerId, Reply<Vec<Multiaddr>>),
 }
 
-/// What this node knows of a peer.
-struct PeerState {
-    connections: HashMap<ConnectionId, Multiaddr>,
-    rtt: Option<Duration>,
-    offences: u64,
-    app_score: f64,
-    tokens: f64,
-    refilled: Instant,
-    agent: Option<String>,
-}
-
-impl PeerState {
-    fn new(burst: u32) -> Self {
-        Self {
-            connections: HashMap::new(),
-            rtt: None,
-            offences: 0,
-            app_score: 0.0,
-            tokens: f64::from(burst),
-            refilled: Instant::now(),
-            agent: None,
-        }
-    }
-}
-
 pub(crate) struct Driver {
     swarm: Swarm<Behaviour>,
     config: NetworkConfig,
@@ -103,7 +79,7 @@ pub(crate) struct Driver {
     peers: HashMap<PeerId, PeerState>,
     bootstrap_peers: HashSet<PeerId>,
     bootstrapped: bool,
-    connection_spans: HashMap<ConnectionId, Span>,
+    connection_spans: ConnectionSpans,
     dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>)>,
     requests: HashMap<
         request_response::OutboundRequestId,
@@ -148,7 +124,7 @@ impl Driver {
             peers: HashMap::new(),
             bootstrap_peers: HashSet::new(),
             bootstrapped: false,
-            connection_spans: HashMap::new(),
+            connection_spans: ConnectionSpans::default(),
             dials: HashMap::new(),
             requests: HashMap::new(),
             kad: HashMap::new(),
@@ -355,70 +331,6 @@ impl Driver {
         }
     }
 
-    fn peer_infos(&self) -> Vec<PeerInfo> {
-        let gossip = &self.swarm.behaviour().gossipsub;
-        self.peers
-            .iter()
-            .filter(|(_, s)| !s.connections.is_empty())
-            .map(|(peer, s)| PeerInfo {
-                peer_id: peer.to_string(),
-                addresses: s.connections.values().map(|a| a.to_string()).collect(),
-                relayed: s.connections.values().all(is_relayed),
-                rtt_ms: s.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                score: gossip.peer_score(peer),
-                offences: s.offences,
-                agent: s.agent.clone(),
-            })
-            .collect()
-    }
-
-    fn peer(&mut self, peer: PeerId) -> &mut PeerState {
-        let burst = self.config.peer_message_burst;
-        self.peers
-            .entry(peer)
-            .or_insert_with(|| PeerState::new(burst))
-    }
-
-    /// Takes one token from the peer's bucket; false when it is sending too fast.
-    fn admit(&mut self, peer: PeerId) -> bool {
-        let rate = f64::from(self.config.peer_messages_per_second);
-        let burst = f64::from(self.config.peer_message_burst);
-        let state = self.peer(peer);
-        let now = Instant::now();
-        let elapsed = now.duration_since(state.refilled).as_secs_f64();
-        state.refilled = now;
-        state.tokens = (state.tokens + elapsed * rate).min(burst);
-        if state.tokens >= 1.0 {
-            state.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Lowers a peer's score for something it sent that this node dropped.
-    fn penalize(&mut self, peer: PeerId, reason: &str) {
-        let penalty = self.config.penalty_per_offence;
-        let state = self.peer(peer);
-        state.offences += 1;
-        state.app_score -= penalty;
-        let (offences, score) = (state.offences, state.app_score);
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .set_application_score(&peer, score);
-        // One line for the first offence, then one per power of ten: a flood cannot flood
-        // the log.
-        if is_power_of_ten(offences) {
-            tracing::warn!(
-                peer.id = %peer,
-                offences,
-                "dropped a message from a peer: {reason} (its score is lowered; this is \
-                 logged at 1, 10, 100, ... offences)"
-            );
-        }
-    }
-
     fn receive_span(
         &self,
         envelope: &Envelope,
@@ -477,35 +389,14 @@ impl Driver {
             SwarmEvent::Dialing {
                 peer_id,
                 connection_id,
-            } if self.connection_spans.len() < OPEN_CONNECTION_SPANS => {
-                let span = tracing::info_span!(
-                    parent: None,
-                    names::P2P_CONNECTION_ESTABLISH,
-                    direction = "outbound",
-                    peer.id = tracing::field::Empty,
-                    network.peer.address = tracing::field::Empty,
-                    relayed = tracing::field::Empty,
-                );
-                if let Some(p) = peer_id {
-                    span.record("peer.id", p.to_string());
-                }
-                self.connection_spans.insert(connection_id, span);
-            }
+            } => self.connection_spans.dialing(connection_id, peer_id),
             SwarmEvent::IncomingConnection {
                 connection_id,
                 send_back_addr,
                 ..
-            } if self.connection_spans.len() < OPEN_CONNECTION_SPANS => {
-                let span = tracing::info_span!(
-                    parent: None,
-                    names::P2P_CONNECTION_ESTABLISH,
-                    direction = "inbound",
-                    peer.id = tracing::field::Empty,
-                    network.peer.address = %send_back_addr,
-                    relayed = tracing::field::Empty,
-                );
-                self.connection_spans.insert(connection_id, span);
-            }
+            } => self
+                .connection_spans
+                .incoming(connection_id, &send_back_addr),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -515,12 +406,8 @@ impl Driver {
             } => {
                 self.counters.connections_established();
                 let address = endpoint.get_remote_address().clone();
-                if let Some(span) = self.connection_spans.remove(&connection_id) {
-                    span.record("peer.id", peer_id.to_string());
-                    span.record("network.peer.address", address.to_string());
-                    span.record("relayed", is_relayed(&address));
-                    span.record_success(established_in);
-                }
+                self.connection_spans
+                    .established(connection_id, peer_id, &address, established_in);
                 if let Some((_, tx)) = self.dials.remove(&connection_id) {
                     let _ = tx.send(Ok(peer_id));
                 }
@@ -549,22 +436,11 @@ impl Driver {
                 ..
             } => {
                 self.counters.connections_closed();
-                let span = tracing::info_span!(
-                    parent: None,
-                    names::P2P_CONNECTION_CLOSE,
-                    peer.id = %peer_id,
-                    network.peer.address = %endpoint.get_remote_address(),
-                    cause = tracing::field::Empty,
+                ConnectionSpans::closed(
+                    peer_id,
+                    endpoint.get_remote_address(),
+                    cause.as_ref().map(ToString::to_string),
                 );
-                match &cause {
-                    Some(e) => {
-                        span.record("cause", e.to_string());
-                    }
-                    None => {
-                        span.record("cause", "closed by this node");
-                    }
-                }
-                drop(span);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.connections.remove(&connection_id);
                     if state.connections.is_empty() && state.offences == 0 {
@@ -581,12 +457,7 @@ impl Driver {
                 error,
             } => {
                 self.counters.connections_failed();
-                if let Some(span) = self.connection_spans.remove(&connection_id) {
-                    if let Some(p) = peer_id {
-                        span.record("peer.id", p.to_string());
-                    }
-                    span.record_error(&error);
-                }
+                self.connection_spans.failed(connection_id, peer_id, &error);
                 if let Some((addr, tx)) = self.dials.remove(&connection_id) {
                     let _ = tx.send(Err(NetworkError::Dial {
                         address: addr.to_string(),
@@ -600,9 +471,7 @@ impl Driver {
                 ..
             } => {
                 self.counters.connections_failed();
-                if let Some(span) = self.connection_spans.remove(&connection_id) {
-                    span.record_error(&error);
-                }
+                self.connection_spans.failed(connection_id, None, &error);
             }
             _ => {}
         }
@@ -884,92 +753,6 @@ impl Driver {
             }
         }
     }
-}
-
-fn relay_span(operation: &str, peer: PeerId, other: Option<PeerId>) -> Span {
-    tracing::info_span!(
-        parent: None,
-        "p2p.relay",
-        otel.name = p2p_relay(operation),
-        peer.id = %peer,
-        relay.destination = other.map(|p| p.to_string()),
-    )
-}
-
-#[allow(deprecated)]
-fn relay_server_event(event: relay::Event) {
-    match event {
-        relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-            drop(relay_span("reservation", src_peer_id, None));
-        }
-        relay::Event::ReservationReqDenied { src_peer_id, .. } => {
-            let span = relay_span("reservation", src_peer_id, None);
-            span.record_error(&RelayRefused("reservation denied (limits reached)"));
-        }
-        relay::Event::CircuitReqAccepted {
-            src_peer_id,
-            dst_peer_id,
-        } => {
-            drop(relay_span("circuit", src_peer_id, Some(dst_peer_id)));
-        }
-        relay::Event::CircuitReqDenied {
-            src_peer_id,
-            dst_peer_id,
-            ..
-        } => {
-            let span = relay_span("circuit", src_peer_id, Some(dst_peer_id));
-            span.record_error(&RelayRefused(
-                "circuit denied (destination has no reservation, or limits reached)",
-            ));
-        }
-        relay::Event::CircuitClosed {
-            src_peer_id,
-            dst_peer_id,
-            error,
-        } => {
-            let span = relay_span("circuit_close", src_peer_id, Some(dst_peer_id));
-            if let Some(e) = error {
-                span.record_error(&e);
-            }
-        }
-        _ => {}
-    }
-}
-
-fn relay_client_event(event: relay::client::Event) {
-    match event {
-        relay::client::Event::ReservationReqAccepted {
-            relay_peer_id,
-            renewal,
-            ..
-        } => {
-            if !renewal {
-                tracing::info!(relay = %relay_peer_id, "reachable through a relay");
-            }
-            drop(relay_span("reservation", relay_peer_id, None));
-        }
-        relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
-            drop(relay_span("circuit", relay_peer_id, None));
-        }
-        relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
-            drop(relay_span("circuit", src_peer_id, None));
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct RelayRefused(&'static str);
-
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n.is_multiple_of(10) {
-        n /= 10;
-    }
-    n == 1
-}
-
-fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
 fn publish_error(e: &gossipsub::PublishError) -> String {
