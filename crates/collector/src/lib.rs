@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use zerostate_telemetry::error_chain;
 
 pub use counters::CollectorStats;
 pub use store::{Edge, OperationStats, Store, StoreError, TraceQuery};
@@ -115,7 +116,7 @@ pub enum CollectorError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An address could not be bound.
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -171,7 +172,7 @@ impl Collector {
                     max_bytes,
                 ) {
                     Ok(n) => wc.spans_expired.add(n),
-                    Err(e) => tracing::error!("enforcing retention: {e}"),
+                    Err(e) => tracing::error!("enforcing retention: {}", error_chain(&e)),
                 };
                 enforce(&mut writer_store);
                 loop {
@@ -185,12 +186,12 @@ impl Collector {
                                 }
                                 Err(e) => {
                                     wc.store_errors.inc();
-                                    tracing::error!("storing spans: {e}");
+                                    tracing::error!("storing spans: {}", error_chain(e));
                                 }
                             }
                             // The request's answer waits for this; its reservation of the
                             // decode budget ends with the job.
-                            let _ = job.done.send(result.map_err(|e| e.to_string()));
+                            let _ = job.done.send(result.map_err(|e| error_chain(&e)));
                         }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,

@@ -76,7 +76,10 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            zerostate_telemetry::error_chain(&e),
+        )
     }
 }
 

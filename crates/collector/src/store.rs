@@ -34,10 +34,10 @@ pub enum StoreError {
     #[error("trace store: no reader free")]
     Busy,
     /// SQLite said no.
-    #[error("trace store: {0}")]
+    #[error("trace store")]
     Sqlite(#[from] rusqlite::Error),
     /// A stored row did not decode (the file was changed by something else).
-    #[error("trace store: a stored span does not decode: {0}")]
+    #[error("trace store: a stored span does not decode")]
     Corrupt(#[from] prost::DecodeError),
 }
 

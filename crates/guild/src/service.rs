@@ -24,6 +24,7 @@ mod sync;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use zerostate_telemetry::error_chain;
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -180,7 +181,7 @@ impl Service {
             ),
         };
         if let Err(e) = self.network.respond(r, reply_type, reply).await {
-            tracing::debug!("answering a guild request: {e}");
+            tracing::debug!("answering a guild request: {}", error_chain(&e));
         }
     }
 }

@@ -87,7 +87,7 @@ impl From<NetworkError> for ApiError {
             NetworkError::BadType(_) | NetworkError::TooLarge { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         };
-        ApiError(status, e.to_string())
+        ApiError(status, zerostate_telemetry::error_chain(&e))
     }
 }
 
@@ -101,7 +101,7 @@ impl From<GuildError> for ApiError {
             GuildError::Refused { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_GATEWAY,
         };
-        ApiError(status, e.to_string())
+        ApiError(status, zerostate_telemetry::error_chain(&e))
     }
 }
 

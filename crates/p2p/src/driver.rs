@@ -27,7 +27,9 @@ use zerostate_telemetry::names::{p2p_message, span as names};
 use crate::behaviour::{Behaviour, BehaviourEvent, Frame, KAD_PROTOCOL};
 use crate::config::{NetworkConfig, Role};
 use crate::envelope::{Envelope, EnvelopeError};
-use crate::network::{Event, GossipMessage, IncomingRequest, NetworkError, PeerInfo};
+use crate::network::{
+    Cause, Event, GossipMessage, IncomingRequest, NetworkError, PeerInfo, Reason,
+};
 use crate::stats::Counters;
 use connections::ConnectionSpans;
 use peers::{PeerState, REMEMBERED_PEERS};
@@ -238,7 +240,7 @@ impl Driver {
                     Err(e) => {
                         let _ = tx.send(Err(NetworkError::Dial {
                             address: addr.to_string(),
-                            reason: e.to_string(),
+                            source: Box::new(e),
                         }));
                     }
                 }
@@ -252,7 +254,7 @@ impl Driver {
                     .map(|_| ())
                     .map_err(|e| NetworkError::Publish {
                         topic,
-                        reason: e.to_string(),
+                        source: Box::new(e),
                     });
                 let _ = tx.send(result);
             }
@@ -272,7 +274,7 @@ impl Driver {
                     .map(|id| id.to_string())
                     .map_err(|e| NetworkError::Publish {
                         topic,
-                        reason: publish_error(&e),
+                        source: publish_error(e),
                     });
                 let _ = tx.send(result);
             }
@@ -292,7 +294,9 @@ impl Driver {
                     .send_response(channel, Frame::Bytes(bytes))
                     .map_err(|_| NetworkError::Request {
                         peer,
-                        reason: "the requester is gone (connection closed or timed out)".into(),
+                        source: Reason::cause(
+                            "the requester is gone (connection closed or timed out)",
+                        ),
                     });
                 let _ = tx.send(result);
             }
@@ -310,7 +314,7 @@ impl Driver {
                     Err(e) => {
                         let _ = tx.send(Err(NetworkError::Dht {
                             operation: "put",
-                            reason: e.to_string(),
+                            source: Box::new(e),
                         }));
                     }
                 }
@@ -461,7 +465,7 @@ impl Driver {
                 if let Some((addr, tx)) = self.dials.remove(&connection_id) {
                     let _ = tx.send(Err(NetworkError::Dial {
                         address: addr.to_string(),
-                        reason: error.to_string(),
+                        source: Box::new(error),
                     }));
                 }
             }
@@ -592,16 +596,16 @@ impl Driver {
                             self.penalize(peer, &e.to_string());
                             Err(NetworkError::Request {
                                 peer,
-                                reason: format!("invalid response: {e}"),
+                                source: Reason::cause(format!("invalid response: {e}")),
                             })
                         }
                         Ok(envelope) if envelope.message_type == "error" => {
                             Err(NetworkError::Request {
                                 peer,
-                                reason: format!(
+                                source: Reason::cause(format!(
                                     "refused: {}",
                                     String::from_utf8_lossy(&envelope.payload)
-                                ),
+                                )),
                             })
                         }
                         Ok(envelope) => Ok(envelope),
@@ -615,7 +619,7 @@ impl Driver {
                 if let Some((peer, tx)) = self.requests.remove(&request_id) {
                     let _ = tx.send(Err(NetworkError::Request {
                         peer,
-                        reason: error.to_string(),
+                        source: Box::new(error),
                     }));
                 }
             }
@@ -645,18 +649,15 @@ impl Driver {
         match result {
             kad::QueryResult::PutRecord(r) => {
                 if let Some(KadPending::Put(tx)) = self.kad.remove(&id) {
-                    let _ = tx.send(r.map(|_| ()).map_err(|e| {
-                        NetworkError::Dht {
-                            operation: "put",
-                            reason: match e {
-                                kad::PutRecordError::QuorumFailed { .. } => {
-                                    "stored on this node only: no other node took the record \
-                                 (is this node connected?)"
-                                        .into()
-                                }
-                                other => other.to_string(),
-                            },
-                        }
+                    let _ = tx.send(r.map(|_| ()).map_err(|e| NetworkError::Dht {
+                        operation: "put",
+                        source: match e {
+                            kad::PutRecordError::QuorumFailed { .. } => Reason::cause(
+                                "stored on this node only: no other node took the record \
+                                     (is this node connected?)",
+                            ),
+                            other => Box::new(other),
+                        },
                     }));
                 }
             }
@@ -674,7 +675,7 @@ impl Driver {
                     Ok(_) | Err(kad::GetRecordError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(NetworkError::Dht {
                         operation: "get",
-                        reason: e.to_string(),
+                        source: Box::new(e),
                     }),
                 };
                 let _ = tx.send(answer);
@@ -697,9 +698,9 @@ impl Driver {
                             .filter(|s| !s.connections.is_empty())
                             .map(|s| s.connections.values().cloned().collect())
                     });
-                let _ = tx.send(found.ok_or(NetworkError::Dht {
+                let _ = tx.send(found.ok_or_else(|| NetworkError::Dht {
                     operation: "find_peer",
-                    reason: format!("no peer knows {peer}"),
+                    source: Reason::cause(format!("no peer knows {peer}")),
                 }));
             }
             kad::QueryResult::Bootstrap(Err(e)) => {
@@ -755,11 +756,11 @@ impl Driver {
     }
 }
 
-fn publish_error(e: &gossipsub::PublishError) -> String {
+fn publish_error(e: gossipsub::PublishError) -> Cause {
     match e {
         gossipsub::PublishError::NoPeersSubscribedToTopic => {
-            "no connected peer is subscribed to the topic yet".into()
+            Reason::cause("no connected peer is subscribed to the topic yet")
         }
-        other => other.to_string(),
+        other => Box::new(other),
     }
 }

@@ -45,7 +45,9 @@ pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, REQUEST_PROTOCOL};
 pub use config::{NetworkConfig, Role};
 pub use envelope::{Envelope, EnvelopeError};
 pub use libp2p::{Multiaddr, PeerId, identity};
-pub use network::{Event, GossipMessage, IncomingRequest, Network, NetworkError, PeerInfo};
+pub use network::{
+    Cause, Event, GossipMessage, IncomingRequest, Network, NetworkError, PeerInfo, Reason,
+};
 pub use stats::NetworkStats;
 
 /// The peer id an address ends in (`.../p2p/<peer id>`), if any.

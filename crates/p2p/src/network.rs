@@ -24,13 +24,35 @@ const COMMAND_QUEUE: usize = 256;
 /// in `dropped_app_busy`.
 const EVENT_QUEUE: usize = 1024;
 
-/// Why a network operation failed.
+/// What caused a failed operation: the library's own error where there is one, else a
+/// sentence. Read it through `std::error::Error::source` (or print the whole chain with
+/// `zerostate_telemetry::error_chain`, or `{:#}` under `anyhow`).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// A cause that is only a sentence.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reason(pub String);
+
+impl Reason {
+    /// A boxed cause from a sentence.
+    pub fn cause(text: impl Into<String>) -> Cause {
+        Box::new(Self(text.into()))
+    }
+}
+
+/// Why a network operation failed. Each variant names the operation; what caused it is its
+/// `source`, printed once by a chain printer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetworkError {
     /// The network could not start.
-    #[error("starting the network: {0}")]
-    Start(String),
+    #[error("starting the network")]
+    Start {
+        /// Why.
+        #[source]
+        source: Cause,
+    },
     /// The network has shut down.
     #[error("the network has shut down")]
     Closed,
@@ -46,36 +68,40 @@ pub enum NetworkError {
         limit: usize,
     },
     /// Gossip refused to publish (no peers on the topic, duplicate, ...).
-    #[error("publishing on {topic}: {reason}")]
+    #[error("publishing on {topic}")]
     Publish {
         /// The topic.
         topic: String,
         /// What gossip said.
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// A request got no valid response.
-    #[error("request to {peer}: {reason}")]
+    #[error("request to {peer}")]
     Request {
         /// The peer asked.
         peer: PeerId,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// A DHT operation failed.
-    #[error("DHT {operation}: {reason}")]
+    #[error("DHT {operation}")]
     Dht {
         /// `put`, `get` or `find_peer`.
         operation: &'static str,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Cause,
     },
     /// Dialing failed.
-    #[error("dialing {address}: {reason}")]
+    #[error("dialing {address}")]
     Dial {
         /// The address dialed.
         address: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: Cause,
     },
 }
 
@@ -153,20 +179,22 @@ impl Network {
         config: NetworkConfig,
         key: Keypair,
     ) -> Result<(Network, mpsc::Receiver<Event>), NetworkError> {
-        config.validate().map_err(NetworkError::Start)?;
+        let start = |text: String| NetworkError::Start {
+            source: Reason::cause(text),
+        };
+        config.validate().map_err(start)?;
         let peer_id = key.public().to_peer_id();
         let counters = Arc::new(Counters::default());
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let max_bytes = config.max_message_bytes;
-        let driver =
-            Driver::new(config, key, counters.clone(), event_tx).map_err(NetworkError::Start)?;
+        let driver = Driver::new(config, key, counters.clone(), event_tx).map_err(start)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(driver.run(command_rx, ready_tx));
         ready_rx
             .await
             .map_err(|_| NetworkError::Closed)?
-            .map_err(NetworkError::Start)?;
+            .map_err(start)?;
         Ok((
             Network {
                 commands,
@@ -463,5 +491,23 @@ fn finish_timed<T>(span: &Span, result: &Result<T, NetworkError>, started: Insta
     match result {
         Ok(_) => span.record_success(started.elapsed()),
         Err(e) => span.record_error(e),
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_its_operation_and_keeps_its_cause_for_the_chain() {
+        let e = NetworkError::Dht {
+            operation: "put",
+            source: Reason::cause("no other node took the record"),
+        };
+        assert_eq!(e.to_string(), "DHT put");
+        assert_eq!(
+            zerostate_telemetry::error_chain(&e),
+            "DHT put: no other node took the record"
+        );
     }
 }

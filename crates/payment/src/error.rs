@@ -140,6 +140,6 @@ pub enum PaymentError {
     #[error("group commit failed, no payment in it was acknowledged: {0}")]
     CommitFailed(String),
     /// The database failed.
-    #[error("payment storage failed: {0}")]
+    #[error("payment storage failed")]
     Storage(#[from] rusqlite::Error),
 }

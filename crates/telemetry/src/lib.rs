@@ -50,4 +50,4 @@ pub use context::{Baggage, BaggageEntry, TraceContext, TraceState};
 pub use export::TelemetryStats;
 pub use layer::{MAX_ATTRIBUTES, MAX_EVENTS, SpanLayer};
 pub use setup::{FlushError, InitError, TelemetryBuilder, TelemetryGuard, init};
-pub use span_ext::SpanExt;
+pub use span_ext::{SpanExt, error_chain};

@@ -145,8 +145,9 @@ pub(crate) fn current_context() -> Option<TraceContext> {
     })
 }
 
-/// An error and its sources, joined by `: `.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, joined by `: ` (each cause once): what a user reads where an
+/// error becomes text outside `anyhow`'s `{:#}`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {

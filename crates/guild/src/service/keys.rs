@@ -8,6 +8,7 @@ use prost::Message as _;
 use tracing::{Instrument, Span};
 use zerostate_p2p::IncomingRequest;
 use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::error_chain;
 use zerostate_telemetry::names::span as names;
 
 use super::stats::bump;
@@ -122,7 +123,8 @@ impl Service {
                             }
                             Err(e) => {
                                 tracing::debug!(
-                                    "delivering the guild key (attempt {attempt}): {e}"
+                                    "delivering the guild key (attempt {attempt}): {}",
+                                    error_chain(&e)
                                 );
                                 tokio::time::sleep(wait).await;
                                 wait = (wait * 2).min(Duration::from_secs(2));

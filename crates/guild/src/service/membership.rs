@@ -9,6 +9,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, Span};
 use zerostate_p2p::GossipMessage;
+use zerostate_telemetry::error_chain;
 use zerostate_telemetry::names::span as names;
 
 use super::state::Guild;
@@ -125,7 +126,11 @@ impl Service {
             .await
         {
             // No other member connected yet is normal right after creation.
-            tracing::debug!(guild.id = id, "announcing the membership: {e}");
+            tracing::debug!(
+                guild.id = id,
+                "announcing the membership: {}",
+                error_chain(&e)
+            );
         }
     }
 
@@ -168,7 +173,10 @@ impl Service {
                     .request(coordinator, vec![], types::LEAVE, request)
                     .await
                 {
-                    tracing::warn!("telling the coordinator this node left: {e}");
+                    tracing::warn!(
+                        "telling the coordinator this node left: {}",
+                        error_chain(&e)
+                    );
                 }
             }
             .instrument(Span::current()),
@@ -186,7 +194,11 @@ impl Service {
         guild.end(Status::Dissolved, "dissolved by the coordinator");
         let notice = Dissolve::signed(id, &key).encode_to_vec();
         if let Err(e) = self.network.publish(&topic, types::DISSOLVE, notice).await {
-            tracing::warn!(guild.id = id, "announcing the dissolution: {e}");
+            tracing::warn!(
+                guild.id = id,
+                "announcing the dissolution: {}",
+                error_chain(&e)
+            );
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use prost::Message as _;
 use tracing::{Instrument, Span};
 use zerostate_p2p::IncomingRequest;
 use zerostate_telemetry::SpanExt;
+use zerostate_telemetry::error_chain;
 use zerostate_telemetry::names::span as names;
 
 use super::handle::Command;
@@ -138,7 +139,11 @@ impl Service {
                 return;
             }
             Err(e) => {
-                tracing::debug!(guild.id = id, "catching up with the coordinator: {e}");
+                tracing::debug!(
+                    guild.id = id,
+                    "catching up with the coordinator: {}",
+                    error_chain(&e)
+                );
                 return;
             }
         };

@@ -398,11 +398,15 @@ async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
                 return;
             }
             Err(e @ zerostate_guild::GuildError::Refused { .. }) => {
-                tracing::error!("{e}");
+                tracing::error!("{}", zerostate_telemetry::error_chain(&e));
                 return;
             }
             Err(e) => {
-                tracing::warn!("{e}; trying again in {} ms", wait.as_millis());
+                tracing::warn!(
+                    "{}; trying again in {} ms",
+                    zerostate_telemetry::error_chain(&e),
+                    wait.as_millis()
+                );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(std::time::Duration::from_secs(10));
             }

@@ -105,3 +105,26 @@ fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
     let status = collector.wait().expect("collector exits");
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_busy_port_is_reported_with_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let out = Command::new(env!("CARGO_BIN_EXE_zerostate"))
+        .args(["collector", "--ui", "127.0.0.1:0", "--otlp-http"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("collector runs");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("binding 127.0.0.1:{port}")), "{err}");
+    assert_eq!(
+        err.matches("in use").count(),
+        1,
+        "the cause printed once: {err}"
+    );
+}
