@@ -32,8 +32,11 @@ pub(crate) fn prepare(
         |r| r.get(0),
     )?;
     if found == version || (found == 0 && tables == 0) {
-        conn.execute_batch(schema)?;
-        conn.pragma_update(None, "user_version", version)?;
+        // One transaction: a process killed while creating the database leaves either
+        // nothing or the whole schema with its version, never tables without a version.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {schema}; PRAGMA user_version = {version}; COMMIT;"
+        ))?;
         return Ok(());
     }
     Err(PaymentError::Malformed {

@@ -143,10 +143,35 @@ fn acknowledged_payments_survive_sigkill() {
             .stderr(Stdio::null())
             .spawn()
             .expect("child starts");
-        std::thread::sleep(Duration::from_millis(rng.u64(10..110)));
+        // The kill comes a random number (1 to 4) of acknowledged payments and then a random
+        // few milliseconds into the child's work, not at a time from its start: on a loaded
+        // machine or in a slow build a child would otherwise be killed before it paid.
+        let stdout = child.stdout.take().expect("stdout");
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(4096);
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.starts_with("ACK ") {
+                    let _ = ack_tx.try_send(());
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        for _ in 0..rng.usize(1..=4) {
+            if ack_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..30)));
         child.kill().expect("SIGKILL");
-        let output = child.wait_with_output().expect("child reaped");
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let _ = child.wait().expect("child reaped");
+        let lines = reader.join().expect("reader");
+        for line in &lines {
             if let Some(units) = line.strip_prefix("FUNDED ") {
                 funded_acks += units.parse::<u128>().expect("units");
                 continue;
