@@ -325,13 +325,16 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         crate::console::say(&serde_json::json!({ "event": "guild_created", "guild": created }));
         tracing::info!(guild.id = %created.id, "guild created");
     }
-    if let Some(target) = join_guild {
-        tokio::spawn(join_until_admitted(guilds.clone(), target));
-    }
+    // Retried until admitted; stopped with the node if it is still trying.
+    let joining =
+        join_guild.map(|target| tokio::spawn(join_until_admitted(guilds.clone(), target)));
     crate::console::shutdown_signal().await?;
     tracing::info!("shutting down");
     api.abort();
     handler.abort();
+    if let Some(joining) = joining {
+        joining.abort();
+    }
     guilds.shutdown().await;
     network.shutdown().await;
     Ok(())

@@ -1,39 +1,32 @@
 //! `zerostate devnet`: the collector and four nodes as processes, a guild formed, one
 //! message's trace across them, and everything stopped by one SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use zerostate::process::{Child, stop_all};
+
+/// A devnet of one edge on ephemeral ports, its data and logs in `dir`, once it is ready.
+fn start_devnet(dir: &std::path::Path) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
+    command
+        .args(["devnet", "--edges", "1", "--otlp-http", "127.0.0.1:0"])
+        .args(["--ui", "127.0.0.1:0", "--dir"])
+        .arg(dir);
+    Child::spawn(
+        "devnet",
+        command,
+        &dir.join("devnet.log"),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("the devnet did not start: {e:#}"))
+}
 
 #[test]
 fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut devnet = Command::new(env!("CARGO_BIN_EXE_zerostate"))
-        .args([
-            "devnet",
-            "--edges",
-            "1",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--ui",
-            "127.0.0.1:0",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("devnet starts");
-    let mut line = String::new();
-    BufReader::new(devnet.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-        let _ = devnet.kill();
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(&mut devnet.stderr.take().expect("stderr"), &mut err);
-        panic!("no ready line ({e}): {line:?}\n{err}")
-    });
+    let devnet = start_devnet(dir.path());
+    let ready = devnet.ready().clone();
     let d = zerostate::console::Ready::parse(&ready)
         .expect("a ready line")
         .devnet
@@ -53,11 +46,8 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
 
     let pids = d.pids;
     assert_eq!(pids.len(), 4);
-    Command::new("kill")
-        .args(["-TERM", &devnet.id().to_string()])
-        .status()
-        .expect("kill");
-    let status = devnet.wait().expect("devnet exits");
+    let exits = stop_all(vec![devnet], Duration::from_secs(30));
+    let status = exits[0].1.expect("the devnet stops on SIGTERM");
     assert!(status.success(), "{status}");
     all_gone(&pids, Duration::from_secs(5), "the devnet");
 }
@@ -87,34 +77,14 @@ fn get_body(url: &str) -> String {
 #[test]
 fn a_killed_devnet_leaves_no_process_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut devnet = Command::new(env!("CARGO_BIN_EXE_zerostate"))
-        .args([
-            "devnet",
-            "--edges",
-            "1",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--ui",
-            "127.0.0.1:0",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("devnet starts");
-    let mut line = String::new();
-    BufReader::new(devnet.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line");
+    let mut devnet = start_devnet(dir.path());
+    let ready = devnet.ready().clone();
     let pids = zerostate::console::Ready::parse(&ready)
         .expect("a ready line")
         .devnet
         .expect("a devnet's ready line")
         .pids;
     // SIGKILL: the devnet cannot stop anything itself; its children notice it is gone.
-    devnet.kill().expect("SIGKILL");
-    let _ = devnet.wait();
+    devnet.kill();
     all_gone(&pids, Duration::from_secs(15), "a killed devnet");
 }
