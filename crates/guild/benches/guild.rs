@@ -45,7 +45,7 @@ async fn node(bootstrap: Option<&Multiaddr>) -> (Network, Guilds, Multiaddr) {
     let bootstrap: Vec<Multiaddr> = bootstrap.into_iter().cloned().collect();
     let config = testing::loopback_config(role, &bootstrap);
     let (network, mut events, addr) = testing::start(config, key.clone()).await;
-    let guilds = Guilds::start(network.clone(), key, GuildConfig::default());
+    let guilds = Guilds::start(network.clone(), key, GuildConfig::default()).expect("guilds");
     let pump = guilds.clone();
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {

@@ -16,7 +16,7 @@
 //! # -> Result<(), zerostate_guild::GuildError> {
 //! use zerostate_guild::{GuildConfig, Guilds};
 //!
-//! let guilds = Guilds::start(network, key, GuildConfig::default());
+//! let guilds = Guilds::start(network, key, GuildConfig::default())?;
 //! let guild = guilds.create("render farm").await?;
 //! guilds.send(&guild.id, "task_request", b"frame 1".to_vec()).await?;
 //! # Ok(())

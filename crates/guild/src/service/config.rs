@@ -34,6 +34,47 @@ impl Default for GuildConfig {
 }
 
 impl GuildConfig {
+    /// Checks every setting, naming each one that is out of range: a zero interval would
+    /// stop the service, a zero window would mark every member down at once.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if !(10..=3_600_000).contains(&self.heartbeat_interval_ms) {
+            problems.push(format!(
+                "heartbeat_interval_ms = {} must be between 10 and 3600000",
+                self.heartbeat_interval_ms
+            ));
+        }
+        if !(1..=1_000).contains(&self.missed_heartbeats) {
+            problems.push(format!(
+                "missed_heartbeats = {} must be between 1 and 1000",
+                self.missed_heartbeats
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_members) {
+            problems.push(format!(
+                "max_members = {} must be between 1 and 10000",
+                self.max_members
+            ));
+        }
+        if !(1..=10_000).contains(&self.joins_per_second) {
+            problems.push(format!(
+                "joins_per_second = {} must be between 1 and 10000",
+                self.joins_per_second
+            ));
+        }
+        if self.received_kept > 100_000 {
+            problems.push(format!(
+                "received_kept = {} must be at most 100000",
+                self.received_kept
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
     /// How long a member may stay silent before it is marked down.
     pub(super) fn down_after(&self) -> Duration {
         Duration::from_millis(
@@ -46,6 +87,28 @@ impl GuildConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_setting_out_of_range_is_named() {
+        assert!(GuildConfig::default().validate().is_ok());
+        let bad = GuildConfig {
+            heartbeat_interval_ms: 0,
+            missed_heartbeats: 0,
+            max_members: 0,
+            joins_per_second: 0,
+            received_kept: usize::MAX,
+        };
+        let err = bad.validate().expect_err("refused");
+        for name in [
+            "heartbeat_interval_ms",
+            "missed_heartbeats",
+            "max_members",
+            "joins_per_second",
+            "received_kept",
+        ] {
+            assert!(err.contains(name), "{name} missing from {err}");
+        }
+    }
 
     #[test]
     fn a_member_is_down_after_its_missed_heartbeats_and_the_product_cannot_overflow() {

@@ -37,6 +37,9 @@ pub enum GuildError {
     /// The network failed.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A setting is out of range; the service did not start.
+    #[error("invalid guild settings: {0}")]
+    InvalidConfig(String),
     /// The service has stopped.
     #[error("the guild service has stopped")]
     Closed,

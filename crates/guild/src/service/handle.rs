@@ -107,7 +107,13 @@ impl std::fmt::Debug for Guilds {
 impl Guilds {
     /// Starts the service on the current tokio runtime. `key` is the node's identity (the
     /// one the network runs with): it signs memberships of guilds this node coordinates.
-    pub fn start(network: Network, key: Keypair, config: GuildConfig) -> Guilds {
+    /// Refused, with every setting out of range named, when `config` does not validate.
+    pub fn start(
+        network: Network,
+        key: Keypair,
+        config: GuildConfig,
+    ) -> Result<Guilds, GuildError> {
+        config.validate().map_err(GuildError::InvalidConfig)?;
         let counters = Arc::new(Counters::default());
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let service = Service {
@@ -122,11 +128,11 @@ impl Guilds {
             tasks: tokio::task::JoinSet::new(),
         };
         let task = tokio::spawn(service.run(rx));
-        Guilds {
+        Ok(Guilds {
             commands,
             counters,
             task: Arc::new(std::sync::Mutex::new(Some(task))),
-        }
+        })
     }
 
     /// Stops the service: pending requests are answered [`GuildError::Closed`], its helper

@@ -61,7 +61,7 @@ pub(crate) async fn raw(
 pub(crate) async fn node(bootstrap: Option<&Multiaddr>, config: GuildConfig) -> Node {
     let key = Keypair::generate_ed25519();
     let (network, mut events, addr) = network(bootstrap, key.clone()).await;
-    let guilds = Guilds::start(network.clone(), key, config);
+    let guilds = Guilds::start(network.clone(), key, config).expect("valid settings");
     let pump = guilds.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {

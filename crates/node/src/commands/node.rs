@@ -275,7 +275,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     let (network, events) = Network::start(config, key.clone())
         .await
         .context("starting the network")?;
-    let guilds = Guilds::start(network.clone(), key, guild);
+    let guilds = Guilds::start(network.clone(), key, guild).context("starting guilds")?;
     for topic in &topics {
         network
             .subscribe(topic)

@@ -239,3 +239,26 @@ fn every_route_is_one_server_span_named_by_its_template() {
         Some("404")
     );
 }
+
+#[test]
+fn a_guild_setting_out_of_range_stops_the_node_with_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "[guild]\nheartbeat_interval_ms = 0\n").expect("config");
+    let out = crate::zerostate(
+        &dir.path().join("data"),
+        &[
+            "node",
+            "--config",
+            config.to_str().expect("path"),
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    let err = crate::text(&out.stderr);
+    assert!(err.contains("heartbeat_interval_ms = 0"), "{err}");
+}
