@@ -202,7 +202,7 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
     };
     // Reading, decompressing and decoding take memory: only so many at once. The others
     // wait here (their number is bounded by the listener's connection cap).
-    let Ok(_slot) = r.decodes.clone().acquire_owned().await else {
+    let Ok(slot) = r.decodes.clone().acquire_owned().await else {
         return retry_later(&r, format, "the collector is shutting down".into());
     };
     let body = match axum::body::to_bytes(body, r.max_body_bytes).await {
@@ -314,7 +314,7 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
     }
     r.counters.spans_received.add(received);
     r.counters.spans_rejected.add(rejected);
-    drop(_slot);
+    drop(slot);
     if received > rejected {
         let (done, stored) = tokio::sync::oneshot::channel();
         let job = Job {

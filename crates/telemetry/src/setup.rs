@@ -206,6 +206,11 @@ impl TelemetryBuilder {
 
         let subscriber = Registry::default().with(span_layer).with(log_layer);
         let dispatch = Dispatch::new(subscriber);
+        // A callsite that another thread registers while this dispatcher is being added can
+        // cache "never" without asking it, and its spans are then silently missing from a
+        // scoped dispatcher (seen under load with parallel tests). Asking every callsite
+        // again now that the dispatcher is known closes that window.
+        tracing::callsite::rebuild_interest_cache();
         if let Some((queue, _)) = &worker {
             let _ = queue.log_to.set(dispatch.downgrade());
         }
