@@ -177,19 +177,28 @@ impl Guilds {
         rx.await.map_err(|_| GuildError::Closed)?
     }
 
+    /// [`Self::ask`] inside `span`, whose status records a failure.
+    async fn ask_in<T>(
+        &self,
+        span: &Span,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, GuildError> {
+        let result = self.ask(make).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            span.record_error(e);
+        }
+        result
+    }
+
     /// Creates a guild with this node as its coordinator.
     pub async fn create(&self, name: &str) -> Result<GuildInfo, GuildError> {
         let span = tracing::info_span!(names::GUILD_CREATE, guild.id = tracing::field::Empty);
-        let result = self
-            .ask(|reply| Command::Create {
-                name: name.to_owned(),
-                span: span.clone(),
-                reply,
-            })
-            .instrument(span.clone())
-            .await;
-        finish(&span, &result);
-        result
+        self.ask_in(&span, |reply| Command::Create {
+            name: name.to_owned(),
+            span: span.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Joins a guild: asks its coordinator (at `addresses`, or wherever the network knows
@@ -207,19 +216,17 @@ impl Guilds {
             count = tracing::field::Empty,
         );
         let result = self
-            .ask(|reply| Command::Join {
+            .ask_in(&span, |reply| Command::Join {
                 guild: guild_id.to_owned(),
                 coordinator,
                 addresses,
                 span: span.clone(),
                 reply,
             })
-            .instrument(span.clone())
             .await;
         if let Ok(info) = &result {
             span.record("count", info.members.len());
         }
-        finish(&span, &result);
         result
     }
 
@@ -228,29 +235,21 @@ impl Guilds {
     /// in its `undecryptable` count.
     pub async fn leave(&self, guild_id: &str) -> Result<(), GuildError> {
         let span = tracing::info_span!(names::GUILD_LEAVE, guild.id = guild_id);
-        let result = self
-            .ask(|reply| Command::Leave {
-                guild: guild_id.to_owned(),
-                reply,
-            })
-            .instrument(span.clone())
-            .await;
-        finish(&span, &result);
-        result
+        self.ask_in(&span, |reply| Command::Leave {
+            guild: guild_id.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Ends a guild (coordinator only).
     pub async fn dissolve(&self, guild_id: &str) -> Result<(), GuildError> {
         let span = tracing::info_span!(names::GUILD_DISSOLVE, guild.id = guild_id);
-        let result = self
-            .ask(|reply| Command::Dissolve {
-                guild: guild_id.to_owned(),
-                reply,
-            })
-            .instrument(span.clone())
-            .await;
-        finish(&span, &result);
-        result
+        self.ask_in(&span, |reply| Command::Dissolve {
+            guild: guild_id.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Sends a message to every member, sealed under the guild key with the current trace
@@ -269,18 +268,14 @@ impl Guilds {
             message.type = message_type,
             size.bytes = body.len(),
         );
-        let result = self
-            .ask(|reply| Command::Send {
-                guild: guild_id.to_owned(),
-                message_type: message_type.to_owned(),
-                body,
-                span: span.clone(),
-                reply,
-            })
-            .instrument(span.clone())
-            .await;
-        finish(&span, &result);
-        result
+        self.ask_in(&span, |reply| Command::Send {
+            guild: guild_id.to_owned(),
+            message_type: message_type.to_owned(),
+            body,
+            span: span.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Subscribes to a guild's topic without joining: this node sees the ciphertexts and
@@ -319,11 +314,5 @@ impl Guilds {
             reply,
         })
         .await
-    }
-}
-
-fn finish<T>(span: &Span, result: &Result<T, GuildError>) {
-    if let Err(e) = result {
-        span.record_error(e);
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
 use prost::Message as _;
 use tracing::{Instrument, Span};
 use zerostate_p2p::IncomingRequest;
@@ -15,6 +16,7 @@ use super::handle::{Command, Reply};
 use super::state::Guild;
 use super::stats::bump;
 use super::{GuildError, GuildInfo, Member, Service, Status, TOPIC_PREFIX};
+use crate::crypto::ExchangeKey;
 use crate::wire::{JoinReply, JoinRequest, KeyUpdate, LeaveRequest, types};
 
 /// The join requests a coordinator still takes for one guild: refilled at the configured
@@ -51,6 +53,40 @@ impl JoinBucket {
         self.tokens -= 1.0;
         true
     }
+}
+
+/// A refused join or sync, encoded.
+pub(super) fn refusal(reason: &str) -> Vec<u8> {
+    JoinReply {
+        refusal: reason.to_owned(),
+        membership: None,
+        key: None,
+    }
+    .encode_to_vec()
+}
+
+/// What an admitted joiner, or a member catching up, receives: `g`'s current membership
+/// signed with `sign_key` and its current key wrapped for `public`. `None` when `g` holds no
+/// key or `public` is a low-order point.
+pub(super) fn admission(
+    g: &Guild,
+    sign_key: &Keypair,
+    exchange: &ExchangeKey,
+    public: &[u8; 32],
+) -> Option<JoinReply> {
+    let key = g.key.as_ref()?;
+    let (nonce, wrapped) = exchange.wrap(public, key, &KeyUpdate::context(&g.id, g.epoch))?;
+    Some(JoinReply {
+        refusal: String::new(),
+        membership: Some(g.membership(sign_key)),
+        key: Some(KeyUpdate {
+            guild_id: g.id.clone(),
+            key_epoch: g.epoch,
+            exchange_public: exchange.public().to_vec(),
+            nonce: nonce.to_vec(),
+            wrapped,
+        }),
+    })
 }
 
 impl Service {
@@ -178,32 +214,24 @@ impl Service {
     }
 
     pub(super) async fn join_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
-        let refuse = |reason: &str| {
-            JoinReply {
-                refusal: reason.to_owned(),
-                membership: None,
-                key: None,
-            }
-            .encode_to_vec()
-        };
         let Ok(req) = JoinRequest::decode(&r.envelope.payload[..]) else {
             bump(&self.counters.rejected_malformed);
-            return refuse("malformed join request");
+            return refusal("malformed join request");
         };
         let Ok(public): Result<[u8; 32], _> = req.exchange_public.as_slice().try_into() else {
             bump(&self.counters.rejected_malformed);
-            return refuse("the exchange key must be 32 bytes");
+            return refusal("the exchange key must be 32 bytes");
         };
         let config = self.config.clone();
         let sign_key = self.key.clone();
         let exchange = self.exchange.clone();
         let Some(g) = self.guilds.get_mut(&req.guild_id) else {
             bump(&self.counters.joins_refused);
-            return refuse("no such guild here");
+            return refusal("no such guild here");
         };
         if g.status != Status::Coordinator {
             bump(&self.counters.joins_refused);
-            return refuse("this node does not coordinate that guild");
+            return refusal("this node does not coordinate that guild");
         }
         let now = Instant::now();
         g.joins.refill(now, config.joins_per_second);
@@ -211,11 +239,11 @@ impl Service {
         if !already {
             if !g.joins.take() {
                 bump(&self.counters.joins_refused);
-                return refuse("too many join requests: try again later");
+                return refusal("too many join requests: try again later");
             }
             if g.members.len() >= config.max_members {
                 bump(&self.counters.joins_refused);
-                return refuse("the guild is full");
+                return refusal("the guild is full");
             }
         }
         let span = tracing::info_span!(
@@ -238,33 +266,21 @@ impl Service {
             g.version += 1;
         }
         span.record("count", g.members.len());
-        let key = g.key.clone().expect("a coordinator always holds the key");
-        let wrapped = {
+        let admitted = {
             let _x = tracing::info_span!(
                 names::GUILD_KEY_EXCHANGE,
                 guild.id = req.guild_id.as_str(),
                 peer.id = %r.peer,
             )
             .entered();
-            exchange.wrap(&public, &key, &KeyUpdate::context(&g.id, g.epoch))
+            admission(g, &sign_key, &exchange, &public)
         };
-        let Some((nonce, wrapped)) = wrapped else {
+        let Some(reply) = admitted else {
             g.members.remove(&r.peer);
             bump(&self.counters.rejected_malformed);
-            return refuse("the exchange key is a low-order point");
+            return refusal("the exchange key is a low-order point");
         };
-        let reply = JoinReply {
-            refusal: String::new(),
-            membership: Some(g.membership(&sign_key)),
-            key: Some(KeyUpdate {
-                guild_id: g.id.clone(),
-                key_epoch: g.epoch,
-                exchange_public: exchange.public().to_vec(),
-                nonce: nonce.to_vec(),
-                wrapped,
-            }),
-        }
-        .encode_to_vec();
+        let reply = reply.encode_to_vec();
         bump(&self.counters.joins_admitted);
         let id = g.id.clone();
         drop(_entered);

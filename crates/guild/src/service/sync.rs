@@ -15,10 +15,11 @@ use zerostate_telemetry::error_chain;
 use zerostate_telemetry::names::span as names;
 
 use super::handle::Command;
+use super::joins::{admission, refusal};
 use super::keys::{Offer, offered_epoch};
 use super::stats::bump;
 use super::{GuildError, Service, Status};
-use crate::wire::{JoinReply, KeyUpdate, SyncRequest, types};
+use crate::wire::{JoinReply, SyncRequest, types};
 
 /// Whether a member that started a sync at `started` may start another at `now`.
 pub(super) fn may_sync(started: Option<Instant>, now: Instant, interval: Duration) -> bool {
@@ -76,49 +77,24 @@ impl Service {
     /// The coordinator's side: the current signed membership and the key wrapped for the
     /// asking member, or a refusal for anyone else.
     pub(super) fn sync_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
-        let refuse = |reason: &str| {
-            JoinReply {
-                refusal: reason.to_owned(),
-                membership: None,
-                key: None,
-            }
-            .encode_to_vec()
-        };
         let Ok(req) = SyncRequest::decode(&r.envelope.payload[..]) else {
             bump(&self.counters.rejected_malformed);
-            return refuse("malformed sync request");
+            return refusal("malformed sync request");
         };
         let Some(g) = self.guilds.get(&req.guild_id) else {
-            return refuse("no such guild here");
+            return refusal("no such guild here");
         };
         if g.status != Status::Coordinator {
-            return refuse("this node does not coordinate that guild");
+            return refusal("this node does not coordinate that guild");
         }
         let Some(public) = g.members.get(&r.peer).and_then(|m| m.exchange) else {
             bump(&self.counters.rejected_not_member);
-            return refuse("not a member");
+            return refusal("not a member");
         };
-        let Some(key) = g.key.clone() else {
-            return refuse("no key yet");
-        };
-        let Some((nonce, wrapped)) =
-            self.exchange
-                .wrap(&public, &key, &KeyUpdate::context(&g.id, g.epoch))
-        else {
-            return refuse("the exchange key is a low-order point");
-        };
-        JoinReply {
-            refusal: String::new(),
-            membership: Some(g.membership(&self.key)),
-            key: Some(KeyUpdate {
-                guild_id: g.id.clone(),
-                key_epoch: g.epoch,
-                exchange_public: self.exchange.public().to_vec(),
-                nonce: nonce.to_vec(),
-                wrapped,
-            }),
+        match admission(g, &self.key, &self.exchange, &public) {
+            Some(reply) => reply.encode_to_vec(),
+            None => refusal("no key yet, or the exchange key is a low-order point"),
         }
-        .encode_to_vec()
     }
 
     /// The member's side: applies a newer signed membership and a newer key.
