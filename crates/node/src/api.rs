@@ -115,6 +115,12 @@ fn parse_addresses(addresses: &[String]) -> Result<Vec<Multiaddr>, ApiError> {
         .collect()
 }
 
+/// A peer id from a request, `what` naming it in the error.
+fn parse_peer(what: &str, text: &str) -> Result<zerostate_p2p::PeerId, ApiError> {
+    text.parse()
+        .map_err(|e| bad_request(format!("{what} {text}: {e}")))
+}
+
 fn bad_request(what: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, what.to_string())
 }

@@ -10,12 +10,7 @@ use zerostate_execution::ExecutorKey;
 /// `$XDG_DATA_HOME/zerostate`, else `$HOME/.local/share/zerostate` (the rule of
 /// [`crate::settings`], for commands without a configuration file).
 pub fn data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
-    use crate::settings::{Env, ProcessEnv, default_data_dir, pick};
-    let env = ProcessEnv.var("ZEROSTATE_DATA_DIR").map(PathBuf::from);
-    match pick(flag.map(Path::to_owned), env, None, PathBuf::new) {
-        d if d.as_os_str().is_empty() => default_data_dir(&ProcessEnv),
-        d => Ok(d),
-    }
+    crate::settings::resolve_data_dir(flag.map(Path::to_owned), &crate::settings::ProcessEnv, None)
 }
 
 /// Creates the data directory (readable by its owner only) if it is missing, and refuses

@@ -203,15 +203,7 @@ impl NodeSettings {
                 .to_owned()
             },
         );
-        let data_dir = match pick(
-            flags.data_dir,
-            env.var("ZEROSTATE_DATA_DIR").map(PathBuf::from),
-            file.data_dir.clone(),
-            PathBuf::new,
-        ) {
-            d if d.as_os_str().is_empty() => default_data_dir(env)?,
-            d => d,
-        };
+        let data_dir = resolve_data_dir(flags.data_dir, env, file.data_dir.clone())?;
         Ok(Self {
             data_dir,
             name,
@@ -232,6 +224,22 @@ impl NodeSettings {
             ),
             network,
         })
+    }
+}
+
+/// The data directory: the flag, else `ZEROSTATE_DATA_DIR`, else the file's `data_dir`,
+/// else [`default_data_dir`].
+pub fn resolve_data_dir(
+    flag: Option<PathBuf>,
+    env: &(impl Env + ?Sized),
+    file: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    match flag
+        .or_else(|| env.var("ZEROSTATE_DATA_DIR").map(PathBuf::from))
+        .or(file)
+    {
+        Some(dir) => Ok(dir),
+        None => default_data_dir(env),
     }
 }
 

@@ -6,10 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use zerostate_p2p::PeerId;
 
 use super::p2p::PublishBody;
-use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses};
+use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses, parse_peer};
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()
@@ -65,10 +64,7 @@ async fn guild_join(
     Path(id): Path<String>,
     Json(body): Json<JoinBody>,
 ) -> Result<Response, ApiError> {
-    let coordinator: PeerId = body
-        .coordinator
-        .parse()
-        .map_err(|e| bad_request(format!("coordinator {}: {e}", body.coordinator)))?;
+    let coordinator = parse_peer("coordinator", &body.coordinator)?;
     let addresses = parse_addresses(&body.addresses)?;
     let info = api.guilds.join(&id, coordinator, addresses).await?;
     Ok(Json(info).into_response())

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use zerostate_p2p::{Multiaddr, PeerId};
 
-use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses};
+use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses, parse_peer};
 use crate::commands::node::DEFAULT_TOPIC;
 
 pub(super) fn routes() -> Router<Api> {
@@ -44,9 +44,7 @@ async fn mesh(State(api): State<Api>, Path(topic): Path<String>) -> Result<Respo
 }
 
 async fn find_peer(State(api): State<Api>, Path(peer): Path<String>) -> Result<Response, ApiError> {
-    let peer: PeerId = peer
-        .parse()
-        .map_err(|e| bad_request(format!("peer id: {e}")))?;
+    let peer = parse_peer("peer id", &peer)?;
     let addrs = api.network.find_peer(peer).await?;
     let addrs: Vec<String> = addrs.iter().map(Multiaddr::to_string).collect();
     Ok(Json(addrs).into_response())
@@ -108,10 +106,7 @@ async fn request(
     State(api): State<Api>,
     Json(body): Json<RequestBody>,
 ) -> Result<Response, ApiError> {
-    let peer: PeerId = body
-        .peer
-        .parse()
-        .map_err(|e| bad_request(format!("peer id {}: {e}", body.peer)))?;
+    let peer = parse_peer("peer id", &body.peer)?;
     let addresses = parse_addresses(&body.addresses)?;
     let reply = api
         .network

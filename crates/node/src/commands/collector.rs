@@ -8,8 +8,6 @@ use anyhow::Context;
 use clap::Args;
 use zerostate_collector::Collector;
 
-use crate::data;
-use crate::settings::Env;
 use crate::units::{parse_duration, parse_size};
 
 /// Run the trace collector: OTLP/HTTP in, traces kept on disk, a Jaeger api_v3 query API.
@@ -48,18 +46,11 @@ impl CollectorCommand {
         if let Some(a) = self.ui {
             config.ui = a;
         }
-        let dir = crate::settings::pick(
+        let dir = crate::settings::resolve_data_dir(
             self.data_dir,
-            crate::settings::ProcessEnv
-                .var("ZEROSTATE_DATA_DIR")
-                .map(PathBuf::from),
+            &crate::settings::ProcessEnv,
             file.data_dir.clone(),
-            PathBuf::new,
-        );
-        let dir = match dir {
-            d if d.as_os_str().is_empty() => data::data_dir(None)?,
-            d => d,
-        };
+        )?;
         config.data_dir = dir.join("traces");
         if let Some(r) = self.retention {
             config.retention_secs = r.as_secs().max(1);
