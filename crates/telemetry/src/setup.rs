@@ -205,6 +205,7 @@ impl TelemetryBuilder {
         });
 
         let subscriber = Registry::default().with(span_layer).with(log_layer);
+        keep_interest_shared();
         let dispatch = Dispatch::new(subscriber);
         // A callsite that another thread registers while this dispatcher is being added can
         // cache "never" without asking it, and its spans are then silently missing from a
@@ -229,6 +230,19 @@ impl TelemetryBuilder {
             .map_err(|_| InitError::AlreadyInstalled)?;
         Ok(guard)
     }
+}
+
+/// Keeps a second dispatcher registered for the life of the process.
+///
+/// While exactly one dispatcher is registered, `tracing` decides whether a callsite is
+/// wanted by asking only the dispatcher of the thread that reaches it first. A thread with
+/// no dispatcher of its own then marks the callsite "never", and a scoped dispatcher built
+/// here (`build` without `init`) silently loses that span on every thread. With two
+/// registered, every live dispatcher is asked instead. The witness wants nothing, so it
+/// adds no work to any span or event.
+fn keep_interest_shared() {
+    static WITNESS: std::sync::OnceLock<Dispatch> = std::sync::OnceLock::new();
+    WITNESS.get_or_init(|| Dispatch::new(tracing::subscriber::NoSubscriber::default()));
 }
 
 /// How a failed export is retried: a collector that answers 429 or 503 (with or without

@@ -294,3 +294,15 @@ fn recycled_records_carry_nothing_over() {
         t.exporter.reset();
     }
 }
+
+#[test]
+fn a_span_first_reached_on_a_thread_without_telemetry_still_reaches_a_scoped_subscriber() {
+    fn probe() {
+        tracing::info_span!("first.reached.elsewhere").in_scope(|| {});
+    }
+    let captured = Captured::new(test_config());
+    // Another thread, with no subscriber of its own, reaches the callsite first.
+    std::thread::spawn(probe).join().expect("probe thread");
+    captured.run(probe);
+    find(&captured.spans(), "first.reached.elsewhere");
+}
