@@ -65,9 +65,13 @@ async fn join_to_first_message() -> Vec<Duration> {
         let (member_net, member, _) = node(Some(&addr)).await;
         // Connected first, so that the figure is the guild's, not the dial's.
         member_net.dial(addr.clone()).await.expect("dial");
+        let invitation = guilds
+            .invite(&guild.id, None, Duration::from_secs(60))
+            .await
+            .expect("invite");
         let start = Instant::now();
         member
-            .join(&guild.id, coordinator.peer_id(), vec![])
+            .join(&guild.id, coordinator.peer_id(), vec![], Some(invitation))
             .await
             .expect("join");
         loop {

@@ -17,6 +17,7 @@ mod joins;
 mod keys;
 mod membership;
 mod messages;
+mod refusal;
 mod state;
 mod stats;
 mod sync;
@@ -31,9 +32,10 @@ use libp2p::identity::Keypair;
 use tokio::sync::mpsc;
 use zerostate_p2p::{Event, GossipMessage, IncomingRequest, Network};
 
-pub use config::GuildConfig;
+pub use config::{Admission, GuildConfig};
 pub use error::GuildError;
 pub use handle::Guilds;
+pub use joins::MAX_INVITATION_TTL;
 pub use state::{GuildInfo, MemberInfo, ReceivedMessage};
 pub use stats::GuildStats;
 
@@ -100,10 +102,11 @@ impl Service {
                 guild,
                 coordinator,
                 addresses,
+                invitation,
                 span,
                 reply,
             } => {
-                self.start_join(guild, coordinator, addresses, span, reply)
+                self.start_join(guild, coordinator, addresses, invitation, span, reply)
                     .await
             }
             Command::Joined {
@@ -114,11 +117,22 @@ impl Service {
                 reply,
             } => {
                 let result = self.finish_join(&guild, coordinator, answer, &span).await;
+                if result.is_err() {
+                    self.abandon_join(&guild).await;
+                }
                 let _ = reply.send(result);
             }
             Command::Synced { guild, answer } => self.finish_sync(&guild, answer),
             Command::Leave { guild, reply } => {
                 let _ = reply.send(self.leave(&guild).await);
+            }
+            Command::Invite {
+                guild,
+                invitee,
+                ttl,
+                reply,
+            } => {
+                let _ = reply.send(self.invite(&guild, invitee, ttl));
             }
             Command::Dissolve { guild, reply } => {
                 let _ = reply.send(self.dissolve(&guild).await);
@@ -160,7 +174,7 @@ impl Service {
             return;
         };
         match m.envelope.message_type.as_str() {
-            types::MESSAGE => self.sealed_message(&id, source, m),
+            types::MESSAGE => self.sealed_message(&id, source, m, false),
             types::HEARTBEAT => self.heartbeat_seen(&id, source, &m.envelope.payload),
             types::MEMBERSHIP => self.membership_update(&id, source, m).await,
             types::DISSOLVE => self.dissolve_notice(&id, m),
@@ -174,7 +188,7 @@ impl Service {
             types::JOIN => (types::JOIN_REPLY, self.join_request(&r).await),
             types::SYNC => (types::JOIN_REPLY, self.sync_request(&r)),
             types::LEAVE => (types::ACK, self.leave_request(&r).await),
-            types::KEY => (types::ACK, self.key_request(&r)),
+            types::KEY => self.key_request(&r),
             other => (
                 "error",
                 format!("this node has no handler for message type {other}").into_bytes(),

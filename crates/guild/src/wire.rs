@@ -7,8 +7,10 @@ use prost::Message;
 
 /// Domain tag of a signed membership.
 const MEMBERSHIP_DOMAIN: &[u8] = b"zerostate-guild-membership-v1";
-/// Domain tag of a signed dissolution.
-const DISSOLVE_DOMAIN: &[u8] = b"zerostate-guild-dissolve-v1";
+/// Domain tag of a signed dissolution (v2: bound to the membership version).
+const DISSOLVE_DOMAIN: &[u8] = b"zerostate-guild-dissolve-v2";
+/// Domain tag of a signed invitation.
+const INVITATION_DOMAIN: &[u8] = b"zerostate-guild-invitation-v1";
 
 /// Message types on the wire (p2p envelope `message_type`).
 pub(crate) mod types {
@@ -22,6 +24,8 @@ pub(crate) mod types {
     pub(crate) const LEAVE: &str = "guild_leave";
     pub(crate) const ACK: &str = "guild_ack";
     pub(crate) const SYNC: &str = "guild_sync";
+    /// The answer to a key delivery this node did not take, with the reason as payload.
+    pub(crate) const REFUSED: &str = "guild_refused";
 }
 
 /// Who is in a guild, at which version and key epoch, signed by the coordinator.
@@ -63,7 +67,9 @@ pub struct Sealed {
     /// The sender's peer id (bytes); must be the gossip publisher.
     #[prost(bytes = "vec", tag = "3")]
     pub sender: Vec<u8>,
-    /// The sender's message counter; a counter seen before is a replay.
+    /// The sender's message counter: microseconds since the Unix epoch, strictly increasing
+    /// per sender, so that it keeps increasing across the sender's restarts. A counter seen
+    /// before is a replay.
     #[prost(uint64, tag = "4")]
     pub counter: u64,
     /// XChaCha20-Poly1305 nonce.
@@ -72,6 +78,11 @@ pub struct Sealed {
     /// The sealed [`Plain`].
     #[prost(bytes = "vec", tag = "6")]
     pub ciphertext: Vec<u8>,
+    /// The sender's `traceparent`, in the clear (and bound as associated data) so that a
+    /// node that cannot open the message still records its refusal in the sender's trace.
+    /// `tracestate` and baggage stay sealed.
+    #[prost(string, tag = "7")]
+    pub traceparent: String,
 }
 
 impl Sealed {
@@ -83,12 +94,13 @@ impl Sealed {
         aad.extend_from_slice(&self.key_epoch.to_be_bytes());
         aad.extend_from_slice(&self.sender);
         aad.extend_from_slice(&self.counter.to_be_bytes());
+        aad.extend_from_slice(self.traceparent.as_bytes());
         aad
     }
 }
 
-/// What a sealed guild message holds, trace context included, so that outsiders cannot
-/// link messages by trace id.
+/// What a sealed guild message holds: the application's bytes and the parts of the trace
+/// context that may carry application data (`tracestate`, baggage).
 #[derive(Clone, PartialEq, Message)]
 pub struct Plain {
     /// The application's message type.
@@ -97,7 +109,8 @@ pub struct Plain {
     /// The application's bytes.
     #[prost(bytes = "vec", tag = "2")]
     pub body: Vec<u8>,
-    /// The sender's `traceparent`.
+    /// Unused since the `traceparent` travels in [`Sealed`]; kept so that the tag is not
+    /// reused.
     #[prost(string, tag = "3")]
     pub traceparent: String,
     /// The sender's `tracestate`.
@@ -143,7 +156,76 @@ pub struct JoinRequest {
     /// The joiner's X25519 public key, for the guild key.
     #[prost(bytes = "vec", tag = "2")]
     pub exchange_public: Vec<u8>,
+    /// The coordinator's invitation, for a guild that admits by invitation.
+    #[prost(message, optional, tag = "3")]
+    pub invitation: Option<Invitation>,
 }
+
+/// A coordinator's signed, single-use, expiring permission to join one guild.
+#[derive(Clone, PartialEq, Message)]
+pub struct Invitation {
+    /// The guild's id.
+    #[prost(string, tag = "1")]
+    pub guild_id: String,
+    /// Its id: 16 random bytes, used once.
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    /// The peer id (bytes) it is for; empty: whoever presents it first.
+    #[prost(bytes = "vec", tag = "3")]
+    pub invitee: Vec<u8>,
+    /// When it expires, in milliseconds since the Unix epoch.
+    #[prost(uint64, tag = "4")]
+    pub expires_unix_ms: u64,
+    /// The coordinator's signature.
+    #[prost(bytes = "vec", tag = "5")]
+    pub signature: Vec<u8>,
+}
+
+impl Invitation {
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature.clear();
+        tagged(INVITATION_DOMAIN, &unsigned.encode_to_vec())
+    }
+
+    /// Signs it with the coordinator's key.
+    pub(crate) fn sign(mut self, key: &Keypair) -> Self {
+        self.signature = key
+            .sign(&self.signing_bytes())
+            .expect("ed25519 signing does not fail");
+        self
+    }
+
+    /// Whether `coordinator` signed it.
+    pub(crate) fn verify(&self, coordinator: &PeerId) -> bool {
+        public_key_of(coordinator).is_some_and(|k| k.verify(&self.signing_bytes(), &self.signature))
+    }
+
+    /// The text form a user passes around: `zsinv1` and the message in lowercase hex.
+    pub fn to_token(&self) -> String {
+        format!("{INVITATION_PREFIX}{}", hex::encode(self.encode_to_vec()))
+    }
+
+    /// Reads the text form back.
+    pub fn from_token(token: &str) -> Result<Self, String> {
+        let body = token
+            .trim()
+            .strip_prefix(INVITATION_PREFIX)
+            .ok_or_else(|| format!("an invitation starts with {INVITATION_PREFIX}"))?;
+        if body.len() > 2 * MAX_INVITATION_BYTES {
+            return Err(format!(
+                "an invitation is at most {MAX_INVITATION_BYTES} bytes"
+            ));
+        }
+        let bytes = hex::decode(body).map_err(|e| format!("an invitation is hex: {e}"))?;
+        Self::decode(&bytes[..]).map_err(|e| format!("not an invitation: {e}"))
+    }
+}
+
+/// What every invitation token starts with.
+const INVITATION_PREFIX: &str = "zsinv1";
+/// Largest invitation accepted, in bytes.
+const MAX_INVITATION_BYTES: usize = 512;
 
 /// The coordinator's answer to a join: the membership and the guild key wrapped for the
 /// joiner, or a refusal.
@@ -204,9 +286,12 @@ pub struct Dissolve {
     /// The guild's id.
     #[prost(string, tag = "1")]
     pub guild_id: String,
-    /// The coordinator's signature.
+    /// The coordinator's signature over the id and the version.
     #[prost(bytes = "vec", tag = "2")]
     pub signature: Vec<u8>,
+    /// The membership version it ends: a member holding a newer one ignores it.
+    #[prost(uint64, tag = "3")]
+    pub version: u64,
 }
 
 /// The public key inside an ed25519 peer id.
@@ -256,22 +341,30 @@ impl Membership {
 }
 
 impl Dissolve {
-    /// Signed by the coordinator.
-    pub(crate) fn signed(guild_id: &str, key: &Keypair) -> Self {
+    fn signing_bytes(guild_id: &str, version: u64) -> Vec<u8> {
+        let mut body = guild_id.as_bytes().to_vec();
+        body.push(0);
+        body.extend_from_slice(&version.to_be_bytes());
+        tagged(DISSOLVE_DOMAIN, &body)
+    }
+
+    /// Signed by the coordinator, for membership `version`.
+    pub(crate) fn signed(guild_id: &str, version: u64, key: &Keypair) -> Self {
         let signature = key
-            .sign(&tagged(DISSOLVE_DOMAIN, guild_id.as_bytes()))
+            .sign(&Self::signing_bytes(guild_id, version))
             .expect("ed25519 signing does not fail");
         Self {
             guild_id: guild_id.to_owned(),
             signature,
+            version,
         }
     }
 
-    /// Whether `coordinator` signed it.
+    /// Whether `coordinator` signed it (for its version).
     pub(crate) fn verify(&self, coordinator: &PeerId) -> bool {
         public_key_of(coordinator).is_some_and(|k| {
             k.verify(
-                &tagged(DISSOLVE_DOMAIN, self.guild_id.as_bytes()),
+                &Self::signing_bytes(&self.guild_id, self.version),
                 &self.signature,
             )
         })
@@ -311,9 +404,42 @@ mod tests {
             tamper(&mut t);
             assert!(!t.verify(&me));
         }
-        let d = Dissolve::signed("g", &key);
+        let d = Dissolve::signed("g", 4, &key);
         assert!(d.verify(&me));
-        assert!(!Dissolve::signed("g", &Keypair::generate_ed25519()).verify(&me));
+        let mut older = d.clone();
+        older.version = 3;
+        assert!(!older.verify(&me), "the version is signed");
+        assert!(!Dissolve::signed("g", 4, &Keypair::generate_ed25519()).verify(&me));
+    }
+
+    #[test]
+    fn an_invitation_round_trips_as_a_token_and_its_signature_covers_every_field() {
+        let key = Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let invitation = Invitation {
+            guild_id: "g".into(),
+            id: vec![7; 16],
+            invitee: Vec::new(),
+            expires_unix_ms: 1_000,
+            signature: Vec::new(),
+        }
+        .sign(&key);
+        let back = Invitation::from_token(&invitation.to_token()).expect("parses");
+        assert_eq!(back, invitation);
+        assert!(back.verify(&me));
+        for tamper in [
+            |i: &mut Invitation| i.expires_unix_ms += 1,
+            |i: &mut Invitation| i.id[0] ^= 1,
+            |i: &mut Invitation| i.invitee = vec![1],
+            |i: &mut Invitation| i.guild_id.push('x'),
+        ] {
+            let mut t = invitation.clone();
+            tamper(&mut t);
+            assert!(!t.verify(&me));
+        }
+        assert!(Invitation::from_token("zsinv1zz").is_err());
+        assert!(Invitation::from_token("hello").is_err());
+        assert!(Invitation::from_token(&format!("zsinv1{}", "00".repeat(4096))).is_err());
     }
 
     proptest! {

@@ -99,6 +99,9 @@ impl From<GuildError> for ApiError {
             | GuildError::CoordinatorLeaving(_)
             | GuildError::NotMember(..) => StatusCode::CONFLICT,
             GuildError::Refused { .. } => StatusCode::FORBIDDEN,
+            GuildError::InvalidInvitation(_) | GuildError::InvalidConfig(_) => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::BAD_GATEWAY,
         };
         ApiError(status, zerostate_telemetry::error_chain(&e))

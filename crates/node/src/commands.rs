@@ -2,6 +2,7 @@
 
 pub mod collector;
 pub mod devnet;
+pub mod guild;
 pub mod node;
 pub mod receipt;
 pub mod task;

@@ -43,6 +43,9 @@ enum Command {
     /// Read traces from a collector.
     #[command(subcommand)]
     Trace(commands::trace::TraceCommand),
+    /// Work with the guilds of a node on this machine.
+    #[command(subcommand)]
+    Guild(commands::guild::GuildCommand),
 }
 
 impl Cli {
@@ -55,6 +58,7 @@ impl Cli {
             Command::Collector(c) => c.run(),
             Command::Devnet(c) => c.run(),
             Command::Trace(c) => c.run(),
+            Command::Guild(c) => c.run(),
         }
     }
 }

@@ -41,6 +41,7 @@ pub(crate) enum Command {
     ListenAddresses(oneshot::Sender<Vec<Multiaddr>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     MeshPeers(String, oneshot::Sender<Vec<PeerId>>),
+    Topics(oneshot::Sender<Vec<String>>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>),
     Subscribe(String, oneshot::Sender<Result<(), NetworkError>>),
     Unsubscribe(String, oneshot::Sender<()>),
@@ -218,6 +219,16 @@ impl Driver {
             }
             Command::Peers(tx) => {
                 let _ = tx.send(self.peer_infos());
+            }
+            Command::Topics(tx) => {
+                let topics = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .topics()
+                    .map(ToString::to_string)
+                    .collect();
+                let _ = tx.send(topics);
             }
             Command::MeshPeers(topic, tx) => {
                 let hash = gossipsub::IdentTopic::new(topic).hash();

@@ -250,6 +250,11 @@ impl Network {
         self.ask(Command::Peers).await
     }
 
+    /// The gossip topics this node is subscribed to.
+    pub async fn topics(&self) -> Result<Vec<String>, NetworkError> {
+        self.ask(Command::Topics).await
+    }
+
     /// The peers in this node's gossip mesh for `topic`.
     pub async fn mesh_peers(&self, topic: &str) -> Result<Vec<PeerId>, NetworkError> {
         self.ask(|tx| Command::MeshPeers(topic.to_owned(), tx))

@@ -19,6 +19,45 @@ pub struct GuildConfig {
     pub joins_per_second: u32,
     /// Decrypted messages kept per guild for the API. Default 256.
     pub received_kept: usize,
+    /// Bytes of decrypted message bodies kept per guild for the API; the oldest go first.
+    /// Default 1048576 (1 MiB).
+    pub received_kept_bytes: usize,
+    /// Who may join a guild this node coordinates: `invite` (a single-use, expiring
+    /// invitation the coordinator signed), `allowlist` (the peer ids in `allowlist`) or
+    /// `open` (anyone connected). Default `invite`.
+    pub admission: Admission,
+    /// The peer ids admitted when `admission = "allowlist"`. Default: none.
+    pub allowlist: Vec<String>,
+    /// For tests only, never read from a settings file: this member ignores the
+    /// coordinator's membership updates on the topic, as if gossip lost every one, and
+    /// learns of changes only by catching up.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub withhold_membership_updates: bool,
+}
+
+/// Who may join a guild this node coordinates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admission {
+    /// Anyone connected.
+    Open,
+    /// The peer ids in [`GuildConfig::allowlist`].
+    Allowlist,
+    /// Whoever presents a valid invitation signed by the coordinator, once.
+    #[default]
+    Invite,
+}
+
+impl Admission {
+    /// Its name in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Open => "open",
+            Admission::Allowlist => "allowlist",
+            Admission::Invite => "invite",
+        }
+    }
 }
 
 impl Default for GuildConfig {
@@ -29,6 +68,10 @@ impl Default for GuildConfig {
             max_members: 64,
             joins_per_second: 10,
             received_kept: 256,
+            received_kept_bytes: 1 << 20,
+            admission: Admission::Invite,
+            allowlist: Vec::new(),
+            withhold_membership_updates: false,
         }
     }
 }
@@ -68,11 +111,39 @@ impl GuildConfig {
                 self.received_kept
             ));
         }
+        if self.received_kept_bytes > 1 << 30 {
+            problems.push(format!(
+                "received_kept_bytes = {} must be at most 1073741824",
+                self.received_kept_bytes
+            ));
+        }
+        for peer in &self.allowlist {
+            if peer.parse::<libp2p::PeerId>().is_err() {
+                problems.push(format!("allowlist entry {peer:?} is not a peer id"));
+            }
+        }
+        if self.admission == Admission::Allowlist && self.allowlist.is_empty() {
+            problems
+                .push("admission = \"allowlist\" needs at least one peer id in allowlist".into());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// The allowlist as peer ids (validated at start).
+    pub(super) fn allowed(&self) -> Vec<libp2p::PeerId> {
+        self.allowlist
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// The heartbeat interval.
+    pub(super) fn interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
     }
 
     /// How long a member may stay silent before it is marked down.
@@ -97,6 +168,10 @@ mod tests {
             max_members: 0,
             joins_per_second: 0,
             received_kept: usize::MAX,
+            received_kept_bytes: usize::MAX,
+            admission: Admission::Allowlist,
+            allowlist: vec!["not-a-peer".into()],
+            withhold_membership_updates: false,
         };
         let err = bad.validate().expect_err("refused");
         for name in [
@@ -105,6 +180,8 @@ mod tests {
             "max_members",
             "joins_per_second",
             "received_kept",
+            "received_kept_bytes",
+            "allowlist entry",
         ] {
             assert!(err.contains(name), "{name} missing from {err}");
         }

@@ -34,6 +34,9 @@ pub enum GuildError {
         /// What was wrong.
         reason: String,
     },
+    /// An invitation cannot be made as asked.
+    #[error("invitation: {0}")]
+    InvalidInvitation(String),
     /// The network failed.
     #[error(transparent)]
     Network(#[from] NetworkError),

@@ -18,7 +18,7 @@ use super::{
     TOPIC_PREFIX,
 };
 use crate::crypto::ExchangeKey;
-use crate::wire::JoinReply;
+use crate::wire::{Invitation, JoinReply};
 
 /// Where the service answers a command.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, GuildError>>;
@@ -38,8 +38,16 @@ pub(super) enum Command {
         guild: String,
         coordinator: PeerId,
         addresses: Vec<Multiaddr>,
+        invitation: Option<Invitation>,
         span: Span,
         reply: Reply<GuildInfo>,
+    },
+    /// Sign an invitation to a guild this node coordinates.
+    Invite {
+        guild: String,
+        invitee: Option<PeerId>,
+        ttl: std::time::Duration,
+        reply: Reply<Invitation>,
     },
     /// The coordinator's answer to a join (from the join's helper task).
     Joined {
@@ -202,12 +210,15 @@ impl Guilds {
     }
 
     /// Joins a guild: asks its coordinator (at `addresses`, or wherever the network knows
-    /// it), receives the membership and the guild key, and starts heartbeats.
+    /// it), receives the membership and the guild key, and starts heartbeats. A guild that
+    /// admits by invitation needs `invitation` (see [`Guilds::invite`]). A failed join
+    /// leaves no subscription behind.
     pub async fn join(
         &self,
         guild_id: &str,
         coordinator: PeerId,
         addresses: Vec<zerostate_p2p::Multiaddr>,
+        invitation: Option<Invitation>,
     ) -> Result<GuildInfo, GuildError> {
         let span = tracing::info_span!(
             names::GUILD_JOIN,
@@ -220,6 +231,7 @@ impl Guilds {
                 guild: guild_id.to_owned(),
                 coordinator,
                 addresses,
+                invitation,
                 span: span.clone(),
                 reply,
             })
@@ -228,6 +240,24 @@ impl Guilds {
             span.record("count", info.members.len());
         }
         result
+    }
+
+    /// Signs a single-use invitation to a guild this node coordinates, valid for `ttl` (at
+    /// most [`super::MAX_INVITATION_TTL`]), for `invitee` or, without one, for whoever
+    /// presents it first. Pass it on as [`Invitation::to_token`].
+    pub async fn invite(
+        &self,
+        guild_id: &str,
+        invitee: Option<PeerId>,
+        ttl: std::time::Duration,
+    ) -> Result<Invitation, GuildError> {
+        self.ask(|reply| Command::Invite {
+            guild: guild_id.to_owned(),
+            invitee,
+            ttl,
+            reply,
+        })
+        .await
     }
 
     /// Leaves a guild. The coordinator removes this node and rotates the key; this node

@@ -59,6 +59,7 @@ impl Service {
             .encode_to_vec();
             let topic = guild.topic();
             let down = guild.mark_overdue(me, now, down_after);
+            let held_for = self.config.interval().saturating_mul(2);
             let coordinating = guild.status == Status::Coordinator;
             let coordinator = guild.coordinator;
             let span = tracing::debug_span!(names::GUILD_HEARTBEAT, guild.id = id.as_str());
@@ -67,6 +68,8 @@ impl Service {
                 .publish(&topic, types::HEARTBEAT, beat)
                 .instrument(span)
                 .await;
+            // What waited two intervals for a catch-up is opened or refused now.
+            self.release_held(&id, Some(held_for));
             for peer in down {
                 bump(&self.counters.members_marked_down);
                 let span = tracing::info_span!(
@@ -104,8 +107,9 @@ impl Service {
         }
     }
 
-    /// A member's heartbeat: it is alive; and when it is the coordinator's and names a
-    /// newer membership or key than this node holds, this node asks for them.
+    /// A heartbeat: its member is alive; and when it names a newer membership or key than
+    /// this node holds (whoever sent it: the sender may be a member this node has not heard
+    /// of yet), this node asks the coordinator for them, at most once per interval.
     pub(super) fn heartbeat_seen(&mut self, id: &str, source: PeerId, payload: &[u8]) {
         let Ok(beat) = Heartbeat::decode(payload) else {
             bump(&self.counters.rejected_malformed);
@@ -114,13 +118,12 @@ impl Service {
         let Some(g) = self.guilds.get_mut(id) else {
             return;
         };
-        let Some(member) = g.members.get_mut(&source) else {
-            return;
-        };
-        member.last_seen = Instant::now();
-        member.up = true;
+        if let Some(member) = g.members.get_mut(&source) {
+            member.last_seen = Instant::now();
+            member.up = true;
+        }
         let behind = g.status == Status::Member
-            && source == g.coordinator
+            && beat.guild_id == id
             && (beat.version > g.version || beat.key_epoch > g.epoch);
         if behind {
             self.start_sync(id);
@@ -140,14 +143,7 @@ mod tests {
         let start = Instant::now();
         let mut g = test_guild(Status::Coordinator);
         for p in [me, quiet, chatty] {
-            g.members.insert(
-                p,
-                Member {
-                    last_seen: start,
-                    up: true,
-                    exchange: None,
-                },
-            );
+            g.members.insert(p, Member::new(start, None));
         }
         let window = Duration::from_secs(6);
         let later = start + Duration::from_secs(7);

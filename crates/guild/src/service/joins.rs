@@ -1,8 +1,9 @@
 //! Joining: a member's request to the coordinator and what it does with the answer, and
-//! the coordinator's side — admission (rate and capacity), the key wrapped for the new
-//! member, the new membership announced — and a member's notice that it leaves.
+//! the coordinator's side — admission (rate, policy, capacity), the key wrapped for the new
+//! member, the new membership announced — invitations, and a member's notice that it
+//! leaves.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -12,12 +13,17 @@ use zerostate_p2p::IncomingRequest;
 use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::span as names;
 
+use super::config::Admission;
 use super::handle::{Command, Reply};
-use super::state::Guild;
+use super::messages::unix_micros;
+use super::state::{Admitted, Guild};
 use super::stats::bump;
 use super::{GuildError, GuildInfo, Member, Service, Status, TOPIC_PREFIX};
 use crate::crypto::ExchangeKey;
-use crate::wire::{JoinReply, JoinRequest, KeyUpdate, LeaveRequest, types};
+use crate::wire::{Invitation, JoinReply, JoinRequest, KeyUpdate, LeaveRequest, types};
+
+/// Longest an invitation may be valid.
+pub const MAX_INVITATION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The join requests a coordinator still takes for one guild: refilled at the configured
 /// rate, at most two seconds' worth.
@@ -89,12 +95,103 @@ pub(super) fn admission(
     })
 }
 
+/// The admission reply for `peer` (already in `g.members`, with its exchange key): the
+/// one sent before when nothing changed since, else a new one, remembered.
+pub(super) fn admission_for(
+    g: &mut Guild,
+    peer: PeerId,
+    sign_key: &Keypair,
+    exchange: &ExchangeKey,
+) -> Option<Vec<u8>> {
+    let public = g.members.get(&peer)?.exchange?;
+    let (version, epoch) = (g.version, g.epoch);
+    if let Some(a) = &g.members.get(&peer)?.admitted
+        && a.version == version
+        && a.epoch == epoch
+        && a.exchange == public
+    {
+        return Some(a.reply.clone());
+    }
+    let reply = admission(g, sign_key, exchange, &public)?.encode_to_vec();
+    g.members.get_mut(&peer)?.admitted = Some(Admitted {
+        version,
+        epoch,
+        exchange: public,
+        reply: reply.clone(),
+    });
+    Some(reply)
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    unix_micros() / 1000
+}
+
+/// Why `invitation` does not admit `peer` to `g` (coordinated by `coordinator`) at
+/// `now_ms`; `None` when it does. An invitation already used by `peer` itself admits it
+/// again (a join whose reply was lost is retried with the same invitation).
+pub(super) fn invitation_problem(
+    g: &Guild,
+    coordinator: &PeerId,
+    peer: &PeerId,
+    invitation: Option<&Invitation>,
+    now_ms: u64,
+) -> Option<&'static str> {
+    let Some(inv) = invitation else {
+        return Some("this guild admits by invitation: ask its coordinator for one");
+    };
+    if inv.guild_id != g.id || !inv.verify(coordinator) {
+        return Some("the invitation is not signed by this guild's coordinator");
+    }
+    if inv.expires_unix_ms <= now_ms {
+        return Some("the invitation has expired");
+    }
+    if !inv.invitee.is_empty() && inv.invitee != peer.to_bytes() {
+        return Some("the invitation is for another peer");
+    }
+    match g.used_invitations.get(&inv.id) {
+        Some((user, _)) if user != peer => Some("the invitation was already used"),
+        _ => None,
+    }
+}
+
 impl Service {
+    /// Signs an invitation to `id` (coordinator only), for `invitee` or whoever presents it
+    /// first, valid for `ttl`.
+    pub(super) fn invite(
+        &mut self,
+        id: &str,
+        invitee: Option<PeerId>,
+        ttl: Duration,
+    ) -> Result<Invitation, GuildError> {
+        let key = self.key.clone();
+        let g = self.guild(id)?;
+        if g.status != Status::Coordinator {
+            return Err(GuildError::NotCoordinator(id.to_owned()));
+        }
+        if ttl.is_zero() || ttl > MAX_INVITATION_TTL {
+            return Err(GuildError::InvalidInvitation(format!(
+                "an invitation lasts between 1 s and {} days",
+                MAX_INVITATION_TTL.as_secs() / 86_400
+            )));
+        }
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        Ok(Invitation {
+            guild_id: id.to_owned(),
+            id: crate::crypto::random::<16>().to_vec(),
+            invitee: invitee.map(|p| p.to_bytes()).unwrap_or_default(),
+            expires_unix_ms: unix_ms().saturating_add(ttl_ms),
+            signature: Vec::new(),
+        }
+        .sign(&key))
+    }
+
     pub(super) async fn start_join(
         &mut self,
         id: String,
         coordinator: PeerId,
         addresses: Vec<zerostate_p2p::Multiaddr>,
+        invitation: Option<Invitation>,
         span: Span,
         tx: Reply<GuildInfo>,
     ) {
@@ -112,6 +209,7 @@ impl Service {
         let request = JoinRequest {
             guild_id: id.clone(),
             exchange_public: self.exchange.public().to_vec(),
+            invitation,
         }
         .encode_to_vec();
         let network = self.network.clone();
@@ -196,14 +294,7 @@ impl Service {
         );
         let now = Instant::now();
         for m in members {
-            guild.members.insert(
-                m,
-                Member {
-                    last_seen: now,
-                    up: true,
-                    exchange: None,
-                },
-            );
+            guild.members.insert(m, Member::new(now, None));
         }
         guild.version = membership.version;
         guild.epoch = update.key_epoch;
@@ -213,6 +304,23 @@ impl Service {
         Ok(info)
     }
 
+    /// A join that failed leaves nothing behind: no subscription to a guild this node is
+    /// not in.
+    pub(super) async fn abandon_join(&mut self, id: &str) {
+        if self.guilds.get(id).is_some_and(|g| g.status.active()) {
+            return;
+        }
+        if let Err(e) = self
+            .network
+            .unsubscribe(&format!("{TOPIC_PREFIX}{id}"))
+            .await
+        {
+            tracing::debug!(guild.id = id, "leaving the topic of a failed join: {e}");
+        }
+    }
+
+    /// The coordinator's side of a join: rate, then policy (for a newcomer), then capacity;
+    /// the reply is the signed membership and the key wrapped for the joiner.
     pub(super) async fn join_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
         let Ok(req) = JoinRequest::decode(&r.envelope.payload[..]) else {
             bump(&self.counters.rejected_malformed);
@@ -223,27 +331,56 @@ impl Service {
             return refusal("the exchange key must be 32 bytes");
         };
         let config = self.config.clone();
-        let sign_key = self.key.clone();
-        let exchange = self.exchange.clone();
+        let (me, sign_key, exchange) = (self.me, self.key.clone(), self.exchange.clone());
+        let counters = self.counters.clone();
+        let refused = |reason: &str, policy: bool| {
+            bump(&counters.joins_refused);
+            if policy {
+                bump(&counters.joins_refused_policy);
+            }
+            r.span.record_error(&GuildError::Refused {
+                guild: req.guild_id.clone(),
+                reason: reason.to_owned(),
+            });
+            tracing::info!(parent: &r.span, guild.id = req.guild_id.as_str(), peer.id = %r.peer, "refused a join: {reason}");
+            refusal(reason)
+        };
         let Some(g) = self.guilds.get_mut(&req.guild_id) else {
-            bump(&self.counters.joins_refused);
-            return refusal("no such guild here");
+            return refused("no such guild here", false);
         };
         if g.status != Status::Coordinator {
-            bump(&self.counters.joins_refused);
-            return refusal("this node does not coordinate that guild");
+            return refused("this node does not coordinate that guild", false);
         }
         let now = Instant::now();
+        // Members too: a member re-joining in a loop costs what a stranger would.
         g.joins.refill(now, config.joins_per_second);
+        if !g.joins.take() {
+            return refused("too many join requests: try again later", false);
+        }
         let already = g.members.contains_key(&r.peer);
         if !already {
-            if !g.joins.take() {
-                bump(&self.counters.joins_refused);
-                return refusal("too many join requests: try again later");
+            let now_ms = unix_ms();
+            g.used_invitations
+                .retain(|_, (_, expires)| *expires > now_ms);
+            let problem = match config.admission {
+                Admission::Open => None,
+                Admission::Allowlist => (!config.allowed().contains(&r.peer))
+                    .then_some("this guild admits only the peers on its allowlist"),
+                Admission::Invite => {
+                    invitation_problem(g, &me, &r.peer, req.invitation.as_ref(), now_ms)
+                }
+            };
+            if let Some(reason) = problem {
+                return refused(reason, true);
             }
             if g.members.len() >= config.max_members {
-                bump(&self.counters.joins_refused);
-                return refusal("the guild is full");
+                return refused("the guild is full", false);
+            }
+            if let Some(inv) = &req.invitation
+                && config.admission == Admission::Invite
+            {
+                g.used_invitations
+                    .insert(inv.id.clone(), (r.peer, inv.expires_unix_ms));
             }
         }
         let span = tracing::info_span!(
@@ -254,14 +391,13 @@ impl Service {
             count = tracing::field::Empty,
         );
         let _entered = span.enter();
-        g.members.insert(
-            r.peer,
-            Member {
-                last_seen: now,
-                up: true,
-                exchange: Some(public),
-            },
-        );
+        let member = g
+            .members
+            .entry(r.peer)
+            .or_insert_with(|| Member::new(now, None));
+        member.exchange = Some(public);
+        member.last_seen = now;
+        member.up = true;
         if !already {
             g.version += 1;
         }
@@ -273,14 +409,16 @@ impl Service {
                 peer.id = %r.peer,
             )
             .entered();
-            admission(g, &sign_key, &exchange, &public)
+            admission_for(g, r.peer, &sign_key, &exchange)
         };
         let Some(reply) = admitted else {
             g.members.remove(&r.peer);
+            if !already {
+                g.version -= 1;
+            }
             bump(&self.counters.rejected_malformed);
             return refusal("the exchange key is a low-order point");
         };
-        let reply = reply.encode_to_vec();
         bump(&self.counters.joins_admitted);
         let id = g.id.clone();
         drop(_entered);

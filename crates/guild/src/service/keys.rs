@@ -76,6 +76,12 @@ impl Service {
         let key = GuildKey::generate();
         guild.install_key(guild.epoch.saturating_add(1), key.clone());
         let epoch = guild.epoch;
+        // Deliveries of the key this one replaces are pointless now: at most one delivery
+        // per member is in flight, however fast members come and go.
+        for d in guild.deliveries.drain(..) {
+            d.abort();
+        }
+        let mut deliveries = Vec::new();
         for (peer, member) in &guild.members {
             if *peer == me {
                 continue;
@@ -104,57 +110,80 @@ impl Service {
                 peer.id = %peer,
                 key.epoch = epoch,
             );
-            self.tasks.spawn(
-                async move {
-                    // A lost delivery would leave the member unable to read the guild, so it
-                    // is retried (backing off to 2 s) until the member would have been
-                    // removed by heartbeats; the service aborts it when it stops.
-                    let deadline = tokio::time::Instant::now() + give_up_after;
-                    let mut wait = Duration::from_millis(250);
-                    for attempt in 1u32.. {
-                        match network
-                            .request(peer, vec![], types::KEY, update.clone())
-                            .await
-                        {
-                            Ok(_) => return,
-                            Err(e) if tokio::time::Instant::now() + wait >= deadline => {
-                                Span::current().record_error(&e);
-                                return;
-                            }
-                            Err(e) => {
-                                tracing::debug!(
-                                    "delivering the guild key (attempt {attempt}): {}",
-                                    error_chain(&e)
-                                );
-                                tokio::time::sleep(wait).await;
-                                wait = (wait * 2).min(Duration::from_secs(2));
+            deliveries.push(
+                self.tasks.spawn(
+                    async move {
+                        // A lost or refused delivery would leave the member on the old key, so it
+                        // is retried (backing off to 2 s) until the member would have been
+                        // removed by heartbeats; after that, the member catches up itself when
+                        // a heartbeat shows it the new epoch. The service aborts it when it
+                        // stops or rotates again.
+                        let deadline = tokio::time::Instant::now() + give_up_after;
+                        let mut wait = Duration::from_millis(250);
+                        for attempt in 1u32.. {
+                            let answer = network
+                                .request(peer, vec![], types::KEY, update.clone())
+                                .await
+                                .map_err(GuildError::from)
+                                .and_then(|reply| {
+                                    if reply.message_type == types::ACK {
+                                        Ok(())
+                                    } else {
+                                        Err(GuildError::Refused {
+                                            guild: String::from_utf8_lossy(&reply.payload)
+                                                .into_owned(),
+                                            reason: "the member did not take the key".into(),
+                                        })
+                                    }
+                                });
+                            match answer {
+                                Ok(()) => return,
+                                Err(e) if tokio::time::Instant::now() + wait >= deadline => {
+                                    Span::current().record_error(&e);
+                                    return;
+                                }
+                                Err(e) => {
+                                    tracing::debug!(
+                                        "delivering the guild key (attempt {attempt}): {}",
+                                        error_chain(&e)
+                                    );
+                                    tokio::time::sleep(wait).await;
+                                    wait = (wait * 2).min(Duration::from_secs(2));
+                                }
                             }
                         }
                     }
-                }
-                .instrument(span),
+                    .instrument(span),
+                ),
             );
+        }
+        if let Some(guild) = self.guilds.get_mut(id) {
+            guild.deliveries = deliveries;
         }
     }
 
-    pub(super) fn key_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
+    /// A key delivered by the coordinator. The answer is [`types::ACK`] only when this
+    /// node now holds that key; otherwise [`types::REFUSED`] with the reason, so that the
+    /// coordinator tries again rather than believing the member has it.
+    pub(super) fn key_request(&mut self, r: &IncomingRequest) -> (&'static str, Vec<u8>) {
+        let refused = |why: &str| (types::REFUSED, why.as_bytes().to_vec());
         let Ok(update) = KeyUpdate::decode(&r.envelope.payload[..]) else {
             bump(&self.counters.rejected_malformed);
-            return Vec::new();
+            return refused("malformed key update");
         };
         let Some(g) = self.guilds.get(&update.guild_id) else {
-            return Vec::new();
+            return refused("this node is not in that guild (yet)");
         };
         if g.status != Status::Member || r.peer != g.coordinator {
             bump(&self.counters.rejected_forged);
-            return Vec::new();
+            return refused("only the guild's coordinator delivers its key to a member");
         }
         match offered_epoch(g.epoch, update.key_epoch) {
             // A retried delivery of the key this node already holds.
-            Offer::Held => return Vec::new(),
+            Offer::Held => return (types::ACK, Vec::new()),
             Offer::Stale => {
                 bump(&self.counters.rejected_stale);
-                return Vec::new();
+                return refused("an older key epoch than the one held");
             }
             Offer::Newer => {}
         }
@@ -171,13 +200,17 @@ impl Service {
                 if let Some(g) = self.guilds.get_mut(&update.guild_id) {
                     g.install_key(update.key_epoch, key);
                 }
+                drop(_entered);
+                // Messages held for this epoch can be opened now.
+                self.release_held(&update.guild_id, None);
+                (types::ACK, Vec::new())
             }
             Err(e) => {
                 span.record_error(&e);
                 bump(&self.counters.rejected_tampered);
+                refused("the key did not open")
             }
         }
-        Vec::new()
     }
 }
 

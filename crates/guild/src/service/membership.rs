@@ -12,8 +12,8 @@ use zerostate_p2p::GossipMessage;
 use zerostate_telemetry::error_chain;
 use zerostate_telemetry::names::span as names;
 
+use super::refusal::Refusal;
 use super::state::Guild;
-use super::stats::bump;
 use super::{GuildError, GuildInfo, Member, Service, Status};
 use crate::crypto::GuildKey;
 use crate::wire::{Dissolve, LeaveRequest, Membership, types};
@@ -44,12 +44,11 @@ impl Guild {
         }
         self.members.retain(|p, _| members.contains(p));
         for p in members {
-            self.members.entry(p).or_insert(Member {
-                last_seen: now,
-                up: true,
-                exchange: None,
-            });
+            self.members
+                .entry(p)
+                .or_insert_with(|| Member::new(now, None));
         }
+        self.prune_replay();
         Applied::Updated
     }
 }
@@ -78,11 +77,7 @@ impl Service {
         guild.key = Some(GuildKey::generate());
         guild.members.insert(
             self.me,
-            Member {
-                last_seen: Instant::now(),
-                up: true,
-                exchange: Some(self.exchange.public()),
-            },
+            Member::new(Instant::now(), Some(self.exchange.public())),
         );
         self.network.subscribe(&guild.topic()).await?;
         let info = guild.info();
@@ -142,6 +137,7 @@ impl Service {
         if guild.members.remove(&peer).is_none() {
             return;
         }
+        guild.prune_replay();
         guild.version = guild.version.saturating_add(1);
         self.rotate_key(id);
         self.announce(id).await;
@@ -191,8 +187,9 @@ impl Service {
             return Err(GuildError::NotCoordinator(id.to_owned()));
         }
         let topic = guild.topic();
+        let version = guild.version;
         guild.end(Status::Dissolved, "dissolved by the coordinator");
-        let notice = Dissolve::signed(id, &key).encode_to_vec();
+        let notice = Dissolve::signed(id, version, &key).encode_to_vec();
         if let Err(e) = self.network.publish(&topic, types::DISSOLVE, notice).await {
             tracing::warn!(
                 guild.id = id,
@@ -206,8 +203,7 @@ impl Service {
     pub(super) async fn membership_update(&mut self, id: &str, source: PeerId, m: GossipMessage) {
         let me = self.me;
         let Ok(update) = Membership::decode(&m.envelope.payload[..]) else {
-            bump(&self.counters.rejected_malformed);
-            return;
+            return self.refuse(&m.span, id, Refusal::Malformed);
         };
         let Some(g) = self.guilds.get_mut(id) else {
             return;
@@ -215,14 +211,16 @@ impl Service {
         if !g.status.active() || g.status == Status::Coordinator {
             return;
         }
-        if update.guild_id != id || source != g.coordinator || !update.verify(&g.coordinator) {
-            bump(&self.counters.rejected_forged);
-            tracing::warn!(guild.id = id, peer.id = %source, "rejected a membership update not signed by the coordinator");
+        if self.config.withhold_membership_updates {
+            // Test switch: this member only learns of changes by catching up.
             return;
         }
+        if update.guild_id != id || source != g.coordinator || !update.verify(&g.coordinator) {
+            tracing::warn!(guild.id = id, peer.id = %source, "rejected a membership update not signed by the coordinator");
+            return self.refuse(&m.span, id, Refusal::Forged);
+        }
         if update.version <= g.version {
-            bump(&self.counters.rejected_stale);
-            return;
+            return self.refuse(&m.span, id, Refusal::Stale);
         }
         let span = tracing::info_span!(
             parent: &m.span,
@@ -233,20 +231,28 @@ impl Service {
         );
         let _entered = span.enter();
         g.apply_membership(me, update.version, update.member_ids(), Instant::now());
+        drop(_entered);
+        // Messages held for a sender this update may have brought.
+        self.release_held(id, None);
     }
 
     /// A coordinator's signed notice that the guild is dissolved.
     pub(super) fn dissolve_notice(&mut self, id: &str, m: GossipMessage) {
         let Ok(notice) = Dissolve::decode(&m.envelope.payload[..]) else {
-            bump(&self.counters.rejected_malformed);
-            return;
+            return self.refuse(&m.span, id, Refusal::Malformed);
         };
         let Some(g) = self.guilds.get_mut(id) else {
             return;
         };
-        if notice.guild_id != id || !notice.verify(&g.coordinator) {
-            bump(&self.counters.rejected_forged);
+        if !g.status.active() && g.status != Status::Watching {
             return;
+        }
+        if notice.guild_id != id || !notice.verify(&g.coordinator) {
+            return self.refuse(&m.span, id, Refusal::Forged);
+        }
+        if notice.version < g.version {
+            // A notice signed for an older membership: replayed, not this guild's end.
+            return self.refuse(&m.span, id, Refusal::Stale);
         }
         let _in = m.span.enter();
         let span = tracing::info_span!(names::GUILD_DISSOLVE, guild.id = id);

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::TOPIC_PREFIX;
 use super::joins::JoinBucket;
-use super::messages::ReplayWindow;
+use super::messages::{CLOCK_SKEW, Held, ReplayWindow, unix_micros};
 use crate::crypto::GuildKey;
 use crate::wire::Membership;
 
@@ -95,6 +95,30 @@ pub(super) struct Member {
     pub(super) up: bool,
     /// Its X25519 public key (known to the coordinator only).
     pub(super) exchange: Option<[u8; 32]>,
+    /// The last admission reply sent to it (coordinator only): a repeated join or sync at
+    /// the same version, epoch and exchange key gets these bytes again, with no new key
+    /// exchange or signature.
+    pub(super) admitted: Option<Admitted>,
+}
+
+impl Member {
+    /// A member just heard of.
+    pub(super) fn new(now: Instant, exchange: Option<[u8; 32]>) -> Self {
+        Self {
+            last_seen: now,
+            up: true,
+            exchange,
+            admitted: None,
+        }
+    }
+}
+
+/// An admission reply and what it was made for.
+pub(super) struct Admitted {
+    pub(super) version: u64,
+    pub(super) epoch: u32,
+    pub(super) exchange: [u8; 32],
+    pub(super) reply: Vec<u8>,
 }
 
 pub(super) struct Guild {
@@ -110,15 +134,29 @@ pub(super) struct Guild {
     /// The key of the epoch before, still accepted from current members: a message sealed
     /// just before a rotation reached its sender is not lost.
     pub(super) previous: Option<(u32, GuildKey)>,
-    /// Per (sender, epoch): highest counter and the counters seen within the window.
-    pub(super) replay: HashMap<(PeerId, u32), ReplayWindow>,
+    /// Per sender: the counters seen within the window.
+    pub(super) replay: HashMap<PeerId, ReplayWindow>,
+    /// Counters at or below this are refused from every sender: messages sent before this
+    /// node came to the guild (less the clock skew allowed).
+    pub(super) replay_floor: u64,
+    /// Messages waiting for a catch-up, and their payload bytes.
+    pub(super) held: VecDeque<Held>,
+    pub(super) held_bytes: usize,
     pub(super) received: VecDeque<ReceivedMessage>,
+    /// Body bytes of `received`.
+    pub(super) received_bytes: usize,
     pub(super) ciphertexts_seen: u64,
     pub(super) undecryptable: u64,
     /// Join requests this guild may still take (coordinator only).
     pub(super) joins: JoinBucket,
     /// When this member last asked the coordinator to catch up, if it is waiting.
     pub(super) sync_started: Option<Instant>,
+    /// Invitations used (coordinator only): id to the peer that used it and when it
+    /// expires; forgotten once expired (an expired one is refused anyway).
+    pub(super) used_invitations: HashMap<Vec<u8>, (PeerId, u64)>,
+    /// The deliveries of the current key (coordinator only); a new rotation aborts them,
+    /// so rotation traffic stays bounded however fast members come and go.
+    pub(super) deliveries: Vec<tokio::task::AbortHandle>,
     pub(super) heartbeat_seq: u64,
 }
 
@@ -143,11 +181,18 @@ impl Guild {
             key: None,
             previous: None,
             replay: HashMap::new(),
+            replay_floor: unix_micros()
+                .saturating_sub(u64::try_from(CLOCK_SKEW.as_micros()).unwrap_or(u64::MAX)),
+            held: VecDeque::new(),
+            held_bytes: 0,
             received: VecDeque::new(),
+            received_bytes: 0,
             ciphertexts_seen: 0,
             undecryptable: 0,
             joins: JoinBucket::full(joins_per_second, Instant::now()),
             sync_started: None,
+            used_invitations: HashMap::new(),
+            deliveries: Vec::new(),
             heartbeat_seq: 0,
         }
     }
@@ -216,6 +261,10 @@ impl Guild {
         self.status = status;
         self.reason = Some(reason.to_owned());
         self.members.clear();
+        self.replay.clear();
+        for d in self.deliveries.drain(..) {
+            d.abort();
+        }
     }
 }
 
@@ -245,14 +294,8 @@ mod tests {
     #[test]
     fn an_ended_guild_keeps_why_and_drops_its_members() {
         let mut g = test_guild(Status::Member);
-        g.members.insert(
-            PeerId::random(),
-            Member {
-                last_seen: Instant::now(),
-                up: true,
-                exchange: None,
-            },
-        );
+        g.members
+            .insert(PeerId::random(), Member::new(Instant::now(), None));
         g.end(Status::Removed, "removed by the coordinator");
         let info = g.info();
         assert_eq!(info.status, "removed");

@@ -26,8 +26,17 @@ pub struct GuildStats {
     pub rejected_not_member: u64,
     /// Bytes that were not a guild message.
     pub rejected_malformed: u64,
-    /// Join requests refused (rate, capacity).
+    /// Sealed messages under a key epoch this node did not hold, even after catching up.
+    pub rejected_undecryptable: u64,
+    /// Messages held until this node caught up with the coordinator (a sender or key epoch
+    /// it did not know yet).
+    pub messages_held: u64,
+    /// Times this node caught up with the coordinator's membership or key.
+    pub syncs: u64,
+    /// Join requests refused (rate, capacity, admission policy).
     pub joins_refused: u64,
+    /// Of those, refused by the admission policy (no or a bad invitation, not allowed).
+    pub joins_refused_policy: u64,
     /// Join requests admitted.
     pub joins_admitted: u64,
     /// Members marked down for missing heartbeats.
@@ -44,7 +53,11 @@ pub(super) struct Counters {
     pub(super) rejected_replayed: AtomicU64,
     pub(super) rejected_not_member: AtomicU64,
     pub(super) rejected_malformed: AtomicU64,
+    pub(super) rejected_undecryptable: AtomicU64,
+    pub(super) messages_held: AtomicU64,
+    pub(super) syncs: AtomicU64,
     pub(super) joins_refused: AtomicU64,
+    pub(super) joins_refused_policy: AtomicU64,
     pub(super) joins_admitted: AtomicU64,
     pub(super) members_marked_down: AtomicU64,
 }
@@ -60,7 +73,11 @@ impl Counters {
             rejected_replayed: self.rejected_replayed.load(Relaxed),
             rejected_not_member: self.rejected_not_member.load(Relaxed),
             rejected_malformed: self.rejected_malformed.load(Relaxed),
+            rejected_undecryptable: self.rejected_undecryptable.load(Relaxed),
+            messages_held: self.messages_held.load(Relaxed),
+            syncs: self.syncs.load(Relaxed),
             joins_refused: self.joins_refused.load(Relaxed),
+            joins_refused_policy: self.joins_refused_policy.load(Relaxed),
             joins_admitted: self.joins_admitted.load(Relaxed),
             members_marked_down: self.members_marked_down.load(Relaxed),
         }

@@ -15,7 +15,7 @@ use zerostate_telemetry::error_chain;
 use zerostate_telemetry::names::span as names;
 
 use super::handle::Command;
-use super::joins::{admission, refusal};
+use super::joins::{admission_for, refusal};
 use super::keys::{Offer, offered_epoch};
 use super::stats::bump;
 use super::{GuildError, Service, Status};
@@ -81,24 +81,31 @@ impl Service {
             bump(&self.counters.rejected_malformed);
             return refusal("malformed sync request");
         };
-        let Some(g) = self.guilds.get(&req.guild_id) else {
+        let (sign_key, exchange) = (self.key.clone(), self.exchange.clone());
+        let Some(g) = self.guilds.get_mut(&req.guild_id) else {
             return refusal("no such guild here");
         };
         if g.status != Status::Coordinator {
             return refusal("this node does not coordinate that guild");
         }
-        let Some(public) = g.members.get(&r.peer).and_then(|m| m.exchange) else {
+        if g.members.get(&r.peer).and_then(|m| m.exchange).is_none() {
             bump(&self.counters.rejected_not_member);
             return refusal("not a member");
-        };
-        match admission(g, &self.key, &self.exchange, &public) {
-            Some(reply) => reply.encode_to_vec(),
-            None => refusal("no key yet, or the exchange key is a low-order point"),
         }
+        // Same reply bytes as long as nothing changed: a member that asks in a loop costs
+        // no key exchange and no signature.
+        admission_for(g, r.peer, &sign_key, &exchange)
+            .unwrap_or_else(|| refusal("no key yet, or the exchange key is a low-order point"))
     }
 
     /// The member's side: applies a newer signed membership and a newer key.
     pub(super) fn finish_sync(&mut self, id: &str, answer: Result<JoinReply, GuildError>) {
+        self.apply_sync(id, answer);
+        // Whatever was held for this catch-up is opened now, or refused for good.
+        self.release_held(id, None);
+    }
+
+    fn apply_sync(&mut self, id: &str, answer: Result<JoinReply, GuildError>) {
         let me = self.me;
         let Some(g) = self.guilds.get_mut(id) else {
             return;
@@ -133,6 +140,7 @@ impl Service {
                 return;
             }
             if membership.version > g.version {
+                bump(&self.counters.syncs);
                 g.apply_membership(
                     me,
                     membership.version,
@@ -152,6 +160,7 @@ impl Service {
         }
         match self.unwrap_key(id, &update) {
             Ok(key) => {
+                bump(&self.counters.syncs);
                 if let Some(g) = self.guilds.get_mut(id) {
                     g.install_key(update.key_epoch, key);
                 }

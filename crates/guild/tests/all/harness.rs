@@ -59,7 +59,15 @@ pub(crate) async fn raw(
 
 /// A node with a guild service fed by its network.
 pub(crate) async fn node(bootstrap: Option<&Multiaddr>, config: GuildConfig) -> Node {
-    let key = Keypair::generate_ed25519();
+    node_with_key(bootstrap, config, Keypair::generate_ed25519()).await
+}
+
+/// [`node`] with a given identity (a restarted node keeps its own).
+pub(crate) async fn node_with_key(
+    bootstrap: Option<&Multiaddr>,
+    config: GuildConfig,
+    key: Keypair,
+) -> Node {
     let (network, mut events, addr) = network(bootstrap, key.clone()).await;
     let guilds = Guilds::start(network.clone(), key, config).expect("valid settings");
     let pump = guilds.clone();
@@ -95,18 +103,29 @@ pub(crate) async fn meshed(network: &Network, guild_id: &str) {
     .await;
 }
 
-/// `member` joins the guild `guild_id` coordinated by `coordinator`.
+/// `member` joins the guild `guild_id` coordinated by `coordinator`, with an invitation the
+/// coordinator signs for it.
 pub(crate) async fn join(
     member: &Node,
     coordinator: &Node,
     guild_id: &str,
 ) -> zerostate_guild::GuildInfo {
+    let invitation = coordinator
+        .guilds
+        .invite(
+            guild_id,
+            Some(member.network.peer_id()),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("invite");
     member
         .guilds
         .join(
             guild_id,
             coordinator.network.peer_id(),
             vec![coordinator.addr.clone()],
+            Some(invitation),
         )
         .await
         .expect("join")

@@ -6,7 +6,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::mpsc;
 use zerostate_guild::wire::{JoinRequest, Membership, Sealed};
-use zerostate_guild::{GuildConfig, TOPIC_PREFIX};
+use zerostate_guild::{Admission, GuildConfig, TOPIC_PREFIX};
 use zerostate_p2p::{Event, identity::Keypair};
 
 use crate::harness::{eventually, guild_config, join, meshed, node, raw, read_eventually};
@@ -39,6 +39,7 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
     // faster rate refills while the flood is still being answered.
     let config = GuildConfig {
         joins_per_second: 1,
+        admission: Admission::Open,
         ..patient.clone()
     };
     let coordinator = node(None, config).await;
@@ -152,6 +153,7 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
     let request = JoinRequest {
         guild_id: guild.id.clone(),
         exchange_public: zerostate_guild::ExchangeKey::generate().public().to_vec(),
+        invitation: None,
     }
     .encode_to_vec();
     let mut asks = Vec::new();

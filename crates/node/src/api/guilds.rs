@@ -7,6 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use zerostate_guild::Invitation;
+
 use super::p2p::PublishBody;
 use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses, parse_peer};
 
@@ -16,6 +18,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/guilds/stats", get(guild_stats))
         .route("/v1/guilds/{id}", get(guild_info))
         .route("/v1/guilds/{id}/join", post(guild_join))
+        .route("/v1/guilds/{id}/invitations", post(guild_invite))
         .route("/v1/guilds/{id}/leave", post(guild_leave))
         .route("/v1/guilds/{id}/dissolve", post(guild_dissolve))
         .route("/v1/guilds/{id}/watch", post(guild_watch))
@@ -57,6 +60,9 @@ struct JoinBody {
     coordinator: String,
     #[serde(default)]
     addresses: Vec<String>,
+    /// The coordinator's invitation (`zsinv1...`), for a guild that admits by invitation.
+    #[serde(default)]
+    invitation: Option<String>,
 }
 
 async fn guild_join(
@@ -66,8 +72,60 @@ async fn guild_join(
 ) -> Result<Response, ApiError> {
     let coordinator = parse_peer("coordinator", &body.coordinator)?;
     let addresses = parse_addresses(&body.addresses)?;
-    let info = api.guilds.join(&id, coordinator, addresses).await?;
+    let invitation = body
+        .invitation
+        .as_deref()
+        .map(Invitation::from_token)
+        .transpose()
+        .map_err(|e| bad_request(format!("invitation: {e}")))?;
+    let info = api
+        .guilds
+        .join(&id, coordinator, addresses, invitation)
+        .await?;
     Ok(Json(info).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    /// Only this peer may use it; absent: whoever presents it first.
+    #[serde(default, rename = "for")]
+    invitee: Option<String>,
+    /// Seconds it is valid. Default 86400.
+    #[serde(default = "default_ttl_s")]
+    ttl_s: u64,
+}
+
+fn default_ttl_s() -> u64 {
+    86_400
+}
+
+/// `POST /v1/guilds/{id}/invitations`: a single-use invitation signed by this node, which
+/// must coordinate the guild.
+async fn guild_invite(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(body): Json<InviteBody>,
+) -> Result<Response, ApiError> {
+    let invitee = body
+        .invitee
+        .as_deref()
+        .map(|p| parse_peer("for", p))
+        .transpose()?;
+    let invitation = api
+        .guilds
+        .invite(&id, invitee, std::time::Duration::from_secs(body.ttl_s))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "invitation": invitation.to_token(),
+            "guild_id": id,
+            "for": body.invitee,
+            "expires_unix_ms": invitation.expires_unix_ms,
+        })),
+    )
+        .into_response())
 }
 
 async fn guild_leave(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {

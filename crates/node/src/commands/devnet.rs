@@ -105,6 +105,25 @@ impl DevnetCommand {
             .to_owned();
         let boot_addr = first_address(&boot)?;
         let join = format!("{guild_id}@{boot_addr}");
+        let client = |p: &Child| crate::client::NodeClient::from_ready(p.ready());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        // The guild admits by invitation: the bootnode signs one for each node that joins.
+        let bootnode = client(&boot)?;
+        let invitation = || -> anyhow::Result<String> {
+            let answer = runtime
+                .block_on(bootnode.post(
+                    &format!("/v1/guilds/{guild_id}/invitations"),
+                    &serde_json::json!({ "ttl_s": 600 }),
+                ))
+                .context("asking the bootnode for an invitation")?;
+            Ok(answer["invitation"]
+                .as_str()
+                .context("no invitation in the bootnode's answer")?
+                .to_owned())
+        };
         let mut nodes = vec![boot];
         nodes.push(node(
             "relay-node",
@@ -115,6 +134,8 @@ impl DevnetCommand {
                 boot_addr.clone(),
                 s("--join-guild"),
                 join.clone(),
+                s("--invitation"),
+                invitation()?,
             ],
         )?);
         for i in 1..=self.edges {
@@ -125,14 +146,11 @@ impl DevnetCommand {
                     boot_addr.clone(),
                     s("--join-guild"),
                     join.clone(),
+                    s("--invitation"),
+                    invitation()?,
                 ],
             )?);
         }
-        let client = |p: &Child| crate::client::NodeClient::from_ready(p.ready());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
         let members = nodes.len();
         let sender = client(&nodes[nodes.len() - 1])?;
         let coordinator = client(&nodes[0])?;

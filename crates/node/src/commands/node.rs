@@ -102,6 +102,14 @@ pub struct NodeCommand {
     /// address ending in /p2p/<peer id>. Retried until the coordinator answers.
     #[arg(long, value_name = "ID@COORDINATOR")]
     join_guild: Option<GuildTarget>,
+    /// The coordinator's invitation for `--join-guild` (`zsinv1...`, from `zerostate guild
+    /// invite`), needed by a guild that admits by invitation (the default).
+    #[arg(long, value_name = "TOKEN", requires = "join_guild", value_parser = parse_invitation)]
+    invitation: Option<zerostate_guild::Invitation>,
+}
+
+fn parse_invitation(token: &str) -> Result<zerostate_guild::Invitation, String> {
+    zerostate_guild::Invitation::from_token(token)
 }
 
 /// A guild to join and where its coordinator is.
@@ -113,7 +121,14 @@ pub struct GuildTarget {
     pub coordinator: zerostate_p2p::PeerId,
     /// Where to reach it, if given.
     pub addresses: Vec<Multiaddr>,
+    /// The coordinator's invitation, if it admits by invitation.
+    pub invitation: Option<zerostate_guild::Invitation>,
 }
+
+/// Test switch, set in the environment of a node under test: its guild service ignores
+/// membership updates on the topic (as if gossip lost them all), so that a test can show
+/// it catching up by itself.
+pub const WITHHOLD_MEMBERSHIP_ENV: &str = "ZEROSTATE_TEST_WITHHOLD_MEMBERSHIP";
 
 impl std::str::FromStr for GuildTarget {
     type Err = String;
@@ -130,12 +145,14 @@ impl std::str::FromStr for GuildTarget {
                 guild_id: id.to_owned(),
                 coordinator,
                 addresses: vec![addr],
+                invitation: None,
             })
         } else {
             Ok(Self {
                 guild_id: id.to_owned(),
                 coordinator: at.parse().map_err(|e| format!("peer id {at}: {e}"))?,
                 addresses: Vec::new(),
+                invitation: None,
             })
         }
     }
@@ -246,9 +263,15 @@ impl NodeCommand {
             api: api_addr,
             access: (token, api_hosts, token_file),
             topics,
-            guild: file.guild.clone(),
+            guild: zerostate_guild::GuildConfig {
+                withhold_membership_updates: std::env::var_os(WITHHOLD_MEMBERSHIP_ENV).is_some(),
+                ..file.guild.clone()
+            },
             create_guild: self.create_guild.clone(),
-            join_guild: self.join_guild.clone(),
+            join_guild: self.join_guild.clone().map(|target| GuildTarget {
+                invitation: self.invitation.clone(),
+                ..target
+            }),
         };
         let result = runtime.block_on(serve(plan));
         drop(runtime);
@@ -383,16 +406,31 @@ async fn handle_events(
     }
 }
 
-/// Joins a guild, retrying with backoff while the coordinator cannot be reached (it may
-/// not be up yet). A refusal ends the attempts.
+/// How long a node started with `--join-guild` keeps trying to reach the coordinator.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Joins a guild, retrying with backoff (200 ms doubling to 10 s) while the coordinator
+/// cannot be reached (it may not be up yet), for at most [`JOIN_PATIENCE`]. A refusal, or
+/// running out of patience, ends the attempts with an error line and a
+/// `guild_join_failed` event on stdout; a failed attempt leaves no subscription behind.
 async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
     let mut wait = std::time::Duration::from_millis(200);
+    let start = tokio::time::Instant::now();
+    let failed = |why: String| {
+        tracing::error!(guild.id = %target.guild_id, "joining the guild failed: {why}");
+        crate::console::say(&serde_json::json!({
+            "event": "guild_join_failed",
+            "guild": target.guild_id,
+            "reason": why,
+        }));
+    };
     loop {
         match guilds
             .join(
                 &target.guild_id,
                 target.coordinator,
                 target.addresses.clone(),
+                target.invitation.clone(),
             )
             .await
         {
@@ -401,8 +439,14 @@ async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
                 return;
             }
             Err(e @ zerostate_guild::GuildError::Refused { .. }) => {
-                tracing::error!("{}", zerostate_telemetry::error_chain(&e));
-                return;
+                return failed(zerostate_telemetry::error_chain(&e));
+            }
+            Err(e) if start.elapsed() + wait > JOIN_PATIENCE => {
+                return failed(format!(
+                    "{}; gave up after {} s",
+                    zerostate_telemetry::error_chain(&e),
+                    start.elapsed().as_secs()
+                ));
             }
             Err(e) => {
                 tracing::warn!(

@@ -22,7 +22,19 @@ pub(crate) struct NodeProcess {
 
 impl NodeProcess {
     pub(crate) fn start(dir: &Path, name: &str, args: &[&str], otlp: &str) -> Self {
+        Self::start_with_env(dir, name, args, otlp, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables.
+    pub(crate) fn start_with_env(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        otlp: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
+        command.envs(env.iter().copied());
         command
             .arg("node")
             .args(["--name", name, "--api", "127.0.0.1:0"])

@@ -9,7 +9,7 @@ use zerostate_telemetry::testing::OtlpReceiver;
 use crate::cluster::{NodeProcess, eventually, hex};
 
 /// The node's view of the guild; `Null` while it is not in it yet.
-fn guild(node: &NodeProcess, id: &str) -> serde_json::Value {
+pub(crate) fn guild(node: &NodeProcess, id: &str) -> serde_json::Value {
     let (status, body) = node.get(&format!("/v1/guilds/{id}"));
     if status == 404 {
         return serde_json::Value::Null;
@@ -18,7 +18,19 @@ fn guild(node: &NodeProcess, id: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("json")
 }
 
-fn messages(node: &NodeProcess, id: &str) -> Vec<String> {
+/// A single-use invitation to guild `id`, signed by its coordinator.
+pub(crate) fn invitation(coordinator: &NodeProcess, id: &str) -> String {
+    let (status, body) = coordinator.post(
+        &format!("/v1/guilds/{id}/invitations"),
+        &serde_json::json!({ "ttl_s": 600 }),
+        &[],
+    );
+    assert_eq!(status, 201, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    body["invitation"].as_str().expect("invitation").to_owned()
+}
+
+pub(crate) fn messages(node: &NodeProcess, id: &str) -> Vec<String> {
     let (_, body) = node.get(&format!("/v1/guilds/{id}/messages"));
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).expect("json");
     list.iter()
@@ -78,6 +90,8 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
                     &config,
                     "--join-guild",
                     &target,
+                    "--invitation",
+                    &invitation(&coordinator, &id),
                 ],
                 &otlp,
             )
@@ -157,7 +171,7 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
     );
     assert_eq!(send.attribute("guild.id").as_deref(), Some(id.as_str()));
 
-    // The outsider sees ciphertext only, and nothing that links it to the trace.
+    // The outsider sees ciphertext only, and its spans stay out of the guild's trace.
     let seen = eventually("the outsider to see the ciphertext", || {
         let g = guild(&outsider, &id);
         (g["ciphertexts_seen"].as_u64()? >= 1).then_some(g)

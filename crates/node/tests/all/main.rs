@@ -3,6 +3,7 @@
 mod api;
 mod cluster;
 mod collector;
+mod convergence;
 mod devnet;
 mod guild;
 mod network;
