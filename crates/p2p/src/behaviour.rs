@@ -8,7 +8,8 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, gossipsub, identify, identity::Keypair, kad, ping, relay, request_response,
+    StreamProtocol, connection_limits, gossipsub, identify, identity::Keypair, kad, ping, relay,
+    request_response,
 };
 use sha2::{Digest, Sha256};
 
@@ -23,6 +24,8 @@ pub const IDENTIFY_PROTOCOL: &str = "/zerostate/1.0.0";
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so that a connection over the limits is denied before any protocol sees it.
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -49,6 +52,9 @@ impl Behaviour {
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_query_timeout(Duration::from_secs(30));
+        // Records other nodes ask this one to store are checked first (signed by their
+        // publisher, key not bound to another): see `record.rs`.
+        kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Every node answers DHT queries: loopback and LAN devnets have no confirmed external
@@ -97,7 +103,15 @@ impl Behaviour {
             [(REQUEST_PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(config.request_timeout()),
         );
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.max_connections))
+                .with_max_established_per_peer(Some(config.max_connections_per_peer))
+                .with_max_pending_incoming(Some(config.max_pending_connections))
+                .with_max_pending_outgoing(Some(config.max_pending_connections)),
+        );
         Ok(Self {
+            limits,
             identify,
             ping,
             kad,
@@ -116,6 +130,9 @@ impl Behaviour {
 pub(crate) struct FrameCodec {
     pub(crate) max_bytes: usize,
 }
+
+/// What a frame's buffer starts at, whatever length its header announces.
+const FIRST_READ: usize = 64 * 1024;
 
 /// One direct message as read off the wire.
 #[derive(Debug)]
@@ -137,8 +154,19 @@ impl FrameCodec {
         if len > self.max_bytes {
             return Ok(Frame::Oversized { size: len });
         }
-        let mut buf = vec![0u8; len];
-        io.read_exact(&mut buf).await?;
+        // The buffer grows as bytes arrive: a peer that announces a large frame and sends
+        // little costs this node what it sent, not what it announced.
+        let mut buf = Vec::with_capacity(len.min(FIRST_READ));
+        io.take(len as u64).read_to_end(&mut buf).await?;
+        if buf.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the frame ended after {} of its {len} announced bytes",
+                    buf.len()
+                ),
+            ));
+        }
         Ok(Frame::Bytes(buf))
     }
 
@@ -213,5 +241,78 @@ impl request_response::Codec for FrameCodec {
         T: AsyncWrite + Unpin + Send,
     {
         self.write_frame(io, res).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A stream that announces `announced` bytes, sends `sent` of them, and ends; it records
+    /// the largest buffer it was asked to fill.
+    struct Stingy {
+        header: [u8; 4],
+        pos: usize,
+        sent: usize,
+        largest_ask: usize,
+    }
+
+    impl AsyncRead for Stingy {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            self.largest_ask = self.largest_ask.max(buf.len());
+            let total = 4 + self.sent;
+            if self.pos >= total || buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            let n = buf.len().min(total - self.pos);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                let at = self.pos + i;
+                *b = if at < 4 { self.header[at] } else { 7 };
+            }
+            self.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn a_frame_allocates_as_its_bytes_arrive_not_as_announced() {
+        let max = 16 << 20;
+        let codec = FrameCodec { max_bytes: max };
+        let mut io = Stingy {
+            header: (max as u32).to_be_bytes(),
+            pos: 0,
+            sent: 10,
+            largest_ask: 0,
+        };
+        let err = futures::executor::block_on(codec.read_frame(&mut io)).expect_err("short");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("after 10 of its"), "{err}");
+        assert!(
+            io.largest_ask <= 2 * FIRST_READ,
+            "asked to fill {} bytes for a frame that sent 10",
+            io.largest_ask
+        );
+    }
+
+    #[test]
+    fn a_whole_frame_is_read() {
+        let codec = FrameCodec { max_bytes: 1 << 20 };
+        let mut io = Stingy {
+            header: 300_000u32.to_be_bytes(),
+            pos: 0,
+            sent: 300_000,
+            largest_ask: 0,
+        };
+        let frame = futures::executor::block_on(codec.read_frame(&mut io)).expect("frame");
+        assert!(
+            matches!(frame, Frame::Bytes(b) if b.len() == 300_000 && b.iter().all(|&x| x == 7))
+        );
     }
 }

@@ -87,8 +87,19 @@ pub struct NetworkConfig {
     pub gossip_heartbeat_ms: u64,
     /// How long an idle connection stays open, in milliseconds. Default 60000.
     pub idle_connection_timeout_ms: u64,
-    /// Score lost by a peer for each message it sent that this node dropped. Default 10.
+    /// Score lost by a peer for each message it sent (or, for gossip, authored) that this
+    /// node dropped. Default 10.
     pub penalty_per_offence: f64,
+    /// Connections open at once, in and out; more are refused and counted
+    /// (`connections_denied`). Default 512.
+    pub max_connections: u32,
+    /// Connections open at once with one peer. Default 4.
+    pub max_connections_per_peer: u32,
+    /// Connections being set up at once, each way (handshakes in progress). Default 128.
+    pub max_pending_connections: u32,
+    /// Time in which a penalty decays to half, in milliseconds: a peer that stops offending
+    /// recovers. Default 60000.
+    pub penalty_half_life_ms: u64,
 }
 
 impl Default for NetworkConfig {
@@ -112,11 +123,20 @@ impl Default for NetworkConfig {
             gossip_heartbeat_ms: 1000,
             idle_connection_timeout_ms: 60_000,
             penalty_per_offence: 10.0,
+            penalty_half_life_ms: 60_000,
+            max_connections: 512,
+            max_connections_per_peer: 4,
+            max_pending_connections: 128,
         }
     }
 }
 
 impl NetworkConfig {
+    /// The penalty half-life.
+    pub fn penalty_half_life(&self) -> Duration {
+        Duration::from_millis(self.penalty_half_life_ms)
+    }
+
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -135,9 +155,19 @@ impl NetworkConfig {
             problems.push("peer_messages_per_second and peer_message_burst must be above 0".into());
         }
         for (what, v) in [
+            ("max_connections", u64::from(self.max_connections)),
+            (
+                "max_connections_per_peer",
+                u64::from(self.max_connections_per_peer),
+            ),
+            (
+                "max_pending_connections",
+                u64::from(self.max_pending_connections),
+            ),
             ("request_timeout_ms", self.request_timeout_ms),
             ("ping_interval_ms", self.ping_interval_ms),
             ("gossip_heartbeat_ms", self.gossip_heartbeat_ms),
+            ("penalty_half_life_ms", self.penalty_half_life_ms),
         ] {
             if v == 0 {
                 problems.push(format!("{what} must be above 0"));

@@ -30,12 +30,16 @@ use crate::envelope::{Envelope, EnvelopeError};
 use crate::network::{
     Cause, Event, GossipMessage, IncomingRequest, NetworkError, PeerInfo, Reason,
 };
+use crate::record::DhtRecord;
 use crate::stats::Counters;
 use connections::ConnectionSpans;
 use peers::{PeerState, REMEMBERED_PEERS};
 use relays::{is_relayed, relay_client_event, relay_server_event};
 
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
+
+/// How often penalties are decayed and the scores handed to gossipsub.
+const SCORE_DECAY_EVERY: Duration = Duration::from_secs(5);
 
 pub(crate) enum Command {
     ListenAddresses(oneshot::Sender<Vec<Multiaddr>>),
@@ -63,19 +67,21 @@ pub(crate) enum Command {
         oneshot::Sender<Result<(), NetworkError>>,
     ),
     PutRecord(Vec<u8>, Vec<u8>, Reply<()>),
-    GetRecord(Vec<u8>, Reply<Option<Vec<u8>>>),
+    GetRecord(Vec<u8>, Reply<Option<DhtRecord>>),
     FindPeer(PeerId, Reply<Vec<Multiaddr>>),
     Shutdown(oneshot::Sender<()>),
 }
 
 enum KadPending {
     Put(Reply<()>),
-    Get(Reply<Option<Vec<u8>>>),
+    Get(Reply<Option<DhtRecord>>),
     Find(PeerId, Reply<Vec<Multiaddr>>),
 }
 
 pub(crate) struct Driver {
     swarm: Swarm<Behaviour>,
+    /// This node's identity: it signs the DHT records it publishes.
+    key: libp2p::identity::Keypair,
     config: NetworkConfig,
     counters: Arc<Counters>,
     events: mpsc::Sender<Event>,
@@ -101,6 +107,7 @@ impl Driver {
     ) -> Result<Self, String> {
         let idle = Duration::from_millis(config.idle_connection_timeout_ms);
         let behaviour_config = config.clone();
+        let signer = key.clone();
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -132,6 +139,7 @@ impl Driver {
             requests: HashMap::new(),
             kad: HashMap::new(),
             pending_listeners: HashSet::new(),
+            key: signer,
         })
     }
 
@@ -179,6 +187,8 @@ impl Driver {
         let mut ready = Some(ready);
         let listen_deadline = tokio::time::sleep(Duration::from_secs(5));
         tokio::pin!(listen_deadline);
+        let mut decay = tokio::time::interval(SCORE_DECAY_EVERY);
+        decay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.pending_listeners.is_empty()
                 && let Some(r) = ready.take()
@@ -195,6 +205,7 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.swarm_event(event),
+                _ = decay.tick() => self.decay_scores(),
                 () = &mut listen_deadline, if ready.is_some() => {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err("no listen address came up within 5 s".into()));
@@ -312,7 +323,20 @@ impl Driver {
                 let _ = tx.send(result);
             }
             Command::PutRecord(key, value, tx) => {
-                let record = kad::Record::new(key, value);
+                let me = self.swarm.local_peer_id().to_owned();
+                if let Some(owner) = self.record_owner(&key)
+                    && owner != me
+                {
+                    let _ = tx.send(Err(NetworkError::Dht {
+                        operation: "put",
+                        source: Reason::cause(format!(
+                            "the key belongs to another publisher ({owner})"
+                        )),
+                    }));
+                    return;
+                }
+                let sealed = crate::record::seal(&key, value, &self.key);
+                let record = kad::Record::new(key, sealed);
                 match self
                     .swarm
                     .behaviour_mut()
@@ -463,7 +487,7 @@ impl Driver {
                     }
                 }
                 if self.peers.len() > REMEMBERED_PEERS {
-                    self.peers.retain(|_, s| !s.connections.is_empty());
+                    self.forget_least_offending();
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -486,6 +510,20 @@ impl Driver {
                 ..
             } => {
                 self.counters.connections_failed();
+                if let libp2p::swarm::ListenError::Denied { cause } = &error
+                    && cause
+                        .downcast_ref::<libp2p::connection_limits::Exceeded>()
+                        .is_some()
+                {
+                    self.counters.connections_denied();
+                    let denied = self.counters.snapshot().connections_denied;
+                    if peers::is_power_of_ten(denied) {
+                        tracing::warn!(
+                            "refused an incoming connection: {cause} (connection limits; \
+                             logged at 1, 10, 100, ... refusals)"
+                        );
+                    }
+                }
                 self.connection_spans.failed(connection_id, None, &error);
             }
             _ => {}
@@ -494,6 +532,7 @@ impl Driver {
 
     fn behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
+            BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Gossipsub(e) => self.gossip_event(e),
             BehaviourEvent::Request(e) => self.request_event(e),
             BehaviourEvent::Kad(e) => self.kad_event(e),
@@ -513,15 +552,35 @@ impl Driver {
         else {
             return;
         };
-        let verdict = if !self.admit(propagation_source) {
+        // Rate and penalties are the signed author's: an honest neighbour that relays a flood
+        // from throwaway identities is not blamed for it. (A forwarder of invalid messages
+        // still loses gossipsub's own score through the Reject verdict.)
+        let author = message.source.unwrap_or(propagation_source);
+        let verdict = if !self.admit(author) {
             self.counters.dropped_flood();
-            self.penalize(propagation_source, "more messages per second than allowed");
+            self.penalize(author, "more messages per second than allowed");
+            // The refusal shows in the author's trace, at its 1st, 10th, 100th, ...
+            // offence: a flood cannot flood the exporter either.
+            if peers::is_power_of_ten(self.peer(author).offences)
+                && let Ok(envelope) = Envelope::decode(&message.data, self.config.max_message_bytes)
+            {
+                let span = self.receive_span(
+                    &envelope,
+                    propagation_source,
+                    "consumer",
+                    message.data.len(),
+                );
+                span.record_error(&Reason(format!(
+                    "refused: {author} sends more messages per second than allowed \
+                     (recorded at its 1st, 10th, 100th, ... refusal)"
+                )));
+            }
             gossipsub::MessageAcceptance::Ignore
         } else {
             match Envelope::decode(&message.data, self.config.max_message_bytes) {
                 Err(e) => {
                     self.counters.dropped(&e);
-                    self.penalize(propagation_source, &e.to_string());
+                    self.penalize(author, &e.to_string());
                     gossipsub::MessageAcceptance::Reject
                 }
                 Ok(envelope) => {
@@ -653,8 +712,59 @@ impl Driver {
         }
     }
 
+    /// The publisher of the record this node stores under `key`, if any.
+    fn record_owner(&mut self, key: &[u8]) -> Option<PeerId> {
+        use kad::store::RecordStore as _;
+        let stored = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .get(&kad::RecordKey::new(&key))?;
+        crate::record::open(key, &stored.value)
+            .ok()
+            .map(|r| r.publisher)
+    }
+
+    /// A record another node asks this one to store: kept only when its publisher signed
+    /// it and the key is not already bound to another publisher here.
+    fn inbound_record(&mut self, source: PeerId, record: kad::Record) {
+        use kad::store::RecordStore as _;
+        let problem = match crate::record::open(record.key.as_ref(), &record.value) {
+            Err(e) => Some(e.to_string()),
+            Ok(r) => match self.record_owner(record.key.as_ref()) {
+                Some(owner) if owner != r.publisher => Some(format!(
+                    "the key is bound to another publisher ({owner}) here"
+                )),
+                _ => None,
+            },
+        };
+        if let Some(problem) = problem {
+            self.counters.dht_records_refused();
+            self.penalize(source, &format!("a DHT record refused: {problem}"));
+            return;
+        }
+        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+            tracing::debug!("storing a DHT record: {e}");
+        }
+    }
+
     fn kad_event(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed { id, result, .. } = event else {
+        if let kad::Event::InboundRequest {
+            request:
+                kad::InboundRequest::PutRecord {
+                    source,
+                    record: Some(record),
+                    ..
+                },
+        } = event
+        {
+            return self.inbound_record(source, record);
+        }
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
             return;
         };
         match result {
@@ -678,10 +788,26 @@ impl Driver {
                 };
                 let answer = match r {
                     Ok(kad::GetRecordOk::FoundRecord(found)) => {
-                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                            q.finish();
+                        match crate::record::open(found.record.key.as_ref(), &found.record.value) {
+                            Ok(record) => {
+                                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                                    q.finish();
+                                }
+                                Ok(Some(record))
+                            }
+                            Err(e) => {
+                                // A forged record: ignored, and the query goes on.
+                                self.counters.dht_records_refused();
+                                if let Some(peer) = found.peer {
+                                    self.penalize(peer, &format!("a DHT record refused: {e}"));
+                                }
+                                if !step.last {
+                                    self.kad.insert(id, KadPending::Get(tx));
+                                    return;
+                                }
+                                Ok(None)
+                            }
                         }
-                        Ok(Some(found.record.value))
                     }
                     Ok(_) | Err(kad::GetRecordError::NotFound { .. }) => Ok(None),
                     Err(e) => Err(NetworkError::Dht {

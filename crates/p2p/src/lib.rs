@@ -37,6 +37,7 @@ pub mod config;
 mod driver;
 pub mod envelope;
 mod network;
+mod record;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -48,6 +49,7 @@ pub use libp2p::{Multiaddr, PeerId, identity};
 pub use network::{
     Cause, Event, GossipMessage, IncomingRequest, Network, NetworkError, PeerInfo, Reason,
 };
+pub use record::{DhtRecord, RecordError};
 pub use stats::NetworkStats;
 
 /// The peer id an address ends in (`.../p2p/<peer id>`), if any.

@@ -16,6 +16,7 @@ use zerostate_telemetry::names::{p2p_message, span as names};
 use crate::config::NetworkConfig;
 use crate::driver::{Command, Driver};
 use crate::envelope::{Envelope, valid_type};
+use crate::record::DhtRecord;
 use crate::stats::{Counters, NetworkStats};
 
 /// Room in the command queue between the handle and the swarm; senders wait when full.
@@ -427,7 +428,8 @@ impl Network {
         result
     }
 
-    /// Stores a record in the DHT (locally and on the closest peers).
+    /// Stores a record in the DHT (locally and on the closest peers), signed by this node. A
+    /// key another publisher's record already holds here is refused.
     pub async fn put_record(&self, key: &[u8], value: Vec<u8>) -> Result<(), NetworkError> {
         let started = Instant::now();
         let span = tracing::info_span!(
@@ -444,8 +446,9 @@ impl Network {
         result
     }
 
-    /// Reads a record from the DHT; `None` when no peer has it.
-    pub async fn get_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NetworkError> {
+    /// Reads a record from the DHT with the peer that signed it; `None` when no peer has a
+    /// record under `key` whose signature checks.
+    pub async fn get_record(&self, key: &[u8]) -> Result<Option<DhtRecord>, NetworkError> {
         let started = Instant::now();
         let span = tracing::info_span!(
             names::P2P_DHT_GET,

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     connections_established: AtomicU64,
     connections_closed: AtomicU64,
     connections_failed: AtomicU64,
+    connections_denied: AtomicU64,
+    dht_records_refused: AtomicU64,
 }
 
 /// A snapshot of the network's counters. Every "dropped" counter counts messages that
@@ -60,6 +62,10 @@ pub struct NetworkStats {
     pub connections_closed: u64,
     /// Dials and incoming connections that failed.
     pub connections_failed: u64,
+    /// Of those, connections refused because a connection limit was reached.
+    pub connections_denied: u64,
+    /// DHT records refused: not signed by their publisher, or for a key bound to another.
+    pub dht_records_refused: u64,
 }
 
 impl NetworkStats {
@@ -95,6 +101,8 @@ impl Counters {
         connections_established,
         connections_closed,
         connections_failed,
+        connections_denied,
+        dht_records_refused,
     );
 
     pub(crate) fn dropped(&self, error: &EnvelopeError) {
@@ -123,6 +131,8 @@ impl Counters {
             connections_established: self.connections_established.load(Relaxed),
             connections_closed: self.connections_closed.load(Relaxed),
             connections_failed: self.connections_failed.load(Relaxed),
+            connections_denied: self.connections_denied.load(Relaxed),
+            dht_records_refused: self.dht_records_refused.load(Relaxed),
         }
     }
 }

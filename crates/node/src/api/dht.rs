@@ -1,4 +1,5 @@
-//! Records in the DHT, under a key of the caller's choosing.
+//! Records in the DHT, under a key of the caller's choosing, signed by the node that
+//! publishes them.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,9 +25,14 @@ async fn put_record(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The value as the body; the peer that signed it in `x-zerostate-publisher`.
 async fn get_record(State(api): State<Api>, Path(key): Path<String>) -> Result<Response, ApiError> {
     match api.network.get_record(key.as_bytes()).await? {
-        Some(value) => Ok(value.into_response()),
+        Some(record) => Ok((
+            [("x-zerostate-publisher", record.publisher.to_string())],
+            record.value,
+        )
+            .into_response()),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no node has a record under {key}"),

@@ -12,7 +12,7 @@ use libp2p::{PeerId, StreamProtocol, gossipsub, noise, request_response, tcp, ya
 use tokio::sync::mpsc;
 use zerostate_p2p::{Envelope, Event, Multiaddr, REQUEST_PROTOCOL, Role};
 
-use crate::harness::{Node, config, eventually, start};
+use crate::harness::{DEADLINE, Node, config, eventually, next_gossip, start};
 
 /// Writes whatever it is given, with no size bound: the hostile side.
 #[derive(Clone, Default)]
@@ -270,4 +270,102 @@ async fn hostile_bytes_are_dropped_counted_and_lower_the_score() {
         .await
         .expect("served");
     assert_eq!(reply.message_type, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_relay_of_a_flood_is_not_blamed_for_it() {
+    // The victim takes five messages a second from each author (bursts of five); the relay
+    // takes everything and forwards it.
+    let mut strict = config(Role::Edge);
+    strict.peer_messages_per_second = 5;
+    strict.peer_message_burst = 5;
+    let mut victim = start(strict).await;
+    let relay = start(config(Role::Edge)).await;
+    victim.network.subscribe("tasks").await.expect("subscribe");
+    relay.network.subscribe("tasks").await.expect("subscribe");
+    victim.network.dial(relay.addr.clone()).await.expect("dial");
+    // Throwaway identities, connected to the relay only, each publishing twenty messages.
+    let mut authors = Vec::new();
+    for _ in 0..4 {
+        let mut c = config(Role::Edge);
+        c.bootstrap = vec![relay.addr.clone()];
+        let author = start(c).await;
+        author.network.subscribe("tasks").await.expect("subscribe");
+        authors.push(author);
+    }
+    eventually("the relay meshed with the victim", || async {
+        (!relay
+            .network
+            .mesh_peers("tasks")
+            .await
+            .expect("mesh")
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for (a, author) in authors.iter().enumerate() {
+        let mut sent = 0;
+        while sent < 20 {
+            let body = format!("flood {a}.{sent}").into_bytes();
+            if author.network.publish("tasks", "note", body).await.is_ok() {
+                sent += 1;
+            } else {
+                // Not meshed with the relay yet.
+                assert!(
+                    started.elapsed() < DEADLINE,
+                    "the authors could not publish"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    eventually("the victim to drop part of the flood", || async {
+        (victim.network.stats().dropped_flood >= 10).then_some(())
+    })
+    .await;
+    let relay_id = relay.network.peer_id().to_string();
+    let seen = victim.network.peers().await.expect("peers");
+    let relay_seen = seen
+        .iter()
+        .find(|p| p.peer_id == relay_id)
+        .expect("the relay is still connected");
+    assert_eq!(relay_seen.offences, 0, "the relay offended nobody");
+    assert!(
+        relay_seen.score.is_none_or(|s| s > -80.0),
+        "the relay stays above the graylist threshold: {:?}",
+        relay_seen.score
+    );
+    // And what the relay itself sends still arrives.
+    relay
+        .network
+        .publish("tasks", "note", b"from the relay".to_vec())
+        .await
+        .expect("publish");
+    loop {
+        let m = next_gossip(&mut victim).await;
+        if m.envelope.payload == b"from the relay" {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_refused_and_counted() {
+    let mut c = config(Role::Edge);
+    c.max_connections = 2;
+    let victim = start(c).await;
+    let mut dialers = Vec::new();
+    for _ in 0..4 {
+        let d = start(config(Role::Edge)).await;
+        // Some of these dials fail: the victim refuses them.
+        let _ = d.network.dial(victim.addr.clone()).await;
+        dialers.push(d);
+    }
+    eventually("refusals counted", || async {
+        (victim.network.stats().connections_denied >= 1).then_some(())
+    })
+    .await;
+    let connected = victim.network.peers().await.expect("peers").len();
+    assert!(connected <= 2, "{connected} peers connected, limit 2");
 }

@@ -98,7 +98,31 @@ async fn a_record_put_on_one_node_is_read_on_another() {
         b.network.get_record(b"guild/alpha").await.ok().flatten()
     })
     .await;
-    assert_eq!(value, b"members");
+    assert_eq!(value.value, b"members");
+    assert_eq!(
+        value.publisher,
+        a.network.peer_id(),
+        "signed by its publisher"
+    );
+    // The key is bound to its publisher: b cannot take it over. Either b holds a's record
+    // and refuses at once, or the nodes that hold it refuse b's.
+    let refused_here = b
+        .network
+        .put_record(b"guild/alpha", b"mine now".to_vec())
+        .await
+        .is_err_and(|e| e.to_string().contains("belongs to another publisher"));
+    eventually("b's record refused by b or by a", || async {
+        (refused_here || a.network.stats().dht_records_refused >= 1).then_some(())
+    })
+    .await;
+    let again = a
+        .network
+        .get_record(b"guild/alpha")
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(again.value, b"members");
+    assert_eq!(again.publisher, a.network.peer_id());
     assert_eq!(
         b.network.get_record(b"nothing/here").await.expect("get"),
         None
