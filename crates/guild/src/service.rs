@@ -70,7 +70,10 @@ impl Service {
             tokio::time::interval(Duration::from_millis(self.config.heartbeat_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Commands first: a heartbeat waiting in the queue is taken before the next round
+            // decides who is overdue, so a busy moment does not mark a live member down.
             tokio::select! {
+                biased;
                 command = rx.recv() => match command {
                     Some(Command::Shutdown) | None => {
                         self.tasks.abort_all();

@@ -423,7 +423,7 @@ impl Service {
         let id = g.id.clone();
         drop(_entered);
         if !already {
-            self.announce(&id).await;
+            self.announce(&id);
         }
         reply
     }

@@ -174,9 +174,12 @@ impl Service {
         let Some(g) = self.guilds.get(&update.guild_id) else {
             return refused("this node is not in that guild (yet)");
         };
-        if g.status != Status::Member || r.peer != g.coordinator {
+        if r.peer != g.coordinator {
             bump(&self.counters.rejected_forged);
-            return refused("only the guild's coordinator delivers its key to a member");
+            return refused("only the guild's coordinator delivers its key");
+        }
+        if g.status != Status::Member {
+            return refused("this node is no longer a member of that guild");
         }
         match offered_epoch(g.epoch, update.key_epoch) {
             // A retried delivery of the key this node already holds.

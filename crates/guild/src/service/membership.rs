@@ -100,8 +100,10 @@ impl Service {
         Ok(())
     }
 
-    /// Publishes the current membership (coordinator only).
-    pub(super) async fn announce(&mut self, id: &str) {
+    /// Publishes the current membership (coordinator only), from a helper task: the service
+    /// goes on answering joins meanwhile. Receivers apply only a newer version, so two
+    /// announcements that overtake each other do no harm, and heartbeats repair a lost one.
+    pub(super) fn announce(&mut self, id: &str) {
         let key = self.key.clone();
         let Some(guild) = self.guilds.get(id) else {
             return;
@@ -114,19 +116,21 @@ impl Service {
         );
         let bytes = guild.membership(&key).encode_to_vec();
         let topic = guild.topic();
-        if let Err(e) = self
-            .network
-            .publish(&topic, types::MEMBERSHIP, bytes)
-            .instrument(span.clone())
-            .await
-        {
-            // No other member connected yet is normal right after creation.
-            tracing::debug!(
-                guild.id = id,
-                "announcing the membership: {}",
-                error_chain(&e)
-            );
-        }
+        let network = self.network.clone();
+        let id = id.to_owned();
+        self.tasks.spawn(
+            async move {
+                if let Err(e) = network.publish(&topic, types::MEMBERSHIP, bytes).await {
+                    // No other member connected yet is normal right after creation.
+                    tracing::debug!(
+                        guild.id = id,
+                        "announcing the membership: {}",
+                        error_chain(&e)
+                    );
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// Removes a member (coordinator only): new version, new key, announced.
@@ -140,7 +144,7 @@ impl Service {
         guild.prune_replay();
         guild.version = guild.version.saturating_add(1);
         self.rotate_key(id);
-        self.announce(id).await;
+        self.announce(id);
     }
 
     pub(super) async fn leave(&mut self, id: &str) -> Result<(), GuildError> {

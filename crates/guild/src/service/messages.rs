@@ -401,6 +401,27 @@ mod tests {
     }
 
     #[test]
+    fn kept_messages_are_bounded_in_bytes_as_well_as_count() {
+        let mut g = crate::service::state::test_guild(Status::Member);
+        let message = |n: usize| ReceivedMessage {
+            from: "p".into(),
+            message_type: "t".into(),
+            body: "x".repeat(n),
+            trace_id: None,
+        };
+        for _ in 0..3 {
+            g.keep(message(600 * 1024), 256, 1 << 20);
+        }
+        assert_eq!(g.received.len(), 1, "two of 600 KiB exceed 1 MiB");
+        assert_eq!(g.received_bytes, 600 * 1024);
+        for _ in 0..10 {
+            g.keep(message(1), 4, 1 << 20);
+        }
+        assert_eq!(g.received.len(), 4);
+        assert_eq!(g.received_bytes, 4);
+    }
+
+    #[test]
     fn counters_increase_strictly_and_start_above_an_earlier_run() {
         let before = unix_micros();
         let a = next_counter();

@@ -28,11 +28,11 @@ async fn capture(events: &mut mpsc::Receiver<Event>, message_type: &str) -> Vec<
 async fn hostile_guild_traffic_is_rejected_and_counted() {
     let _turn = crate::harness::exclusive().await;
     // A connection storm of twelve nodes on two cores can delay a heartbeat by more than
-    // the 2 s the other tests allow; this test is about hostile input, not failure
+    // the 2 s the other tests allow (seen in CI: the member gave the coordinator up after 3 s); this test is about hostile input, not failure
     // detection, so it gives members a wider window.
     let patient = GuildConfig {
         heartbeat_interval_ms: 500,
-        missed_heartbeats: 6,
+        missed_heartbeats: 10,
         ..guild_config()
     };
     // One join a second (a burst of two): admitting one awaits its announcement, so a
