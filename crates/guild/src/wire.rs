@@ -181,24 +181,27 @@ pub struct Invitation {
     pub signature: Vec<u8>,
 }
 
-impl Invitation {
-    fn signing_bytes(&self) -> Vec<u8> {
-        let mut unsigned = self.clone();
-        unsigned.signature.clear();
-        tagged(INVITATION_DOMAIN, &unsigned.encode_to_vec())
+impl CoordinatorSigned for Invitation {
+    const DOMAIN: &'static [u8] = INVITATION_DOMAIN;
+
+    fn signature_field(&mut self) -> &mut Vec<u8> {
+        &mut self.signature
     }
 
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+impl Invitation {
     /// Signs it with the coordinator's key.
-    pub(crate) fn sign(mut self, key: &Keypair) -> Self {
-        self.signature = key
-            .sign(&self.signing_bytes())
-            .expect("ed25519 signing does not fail");
-        self
+    pub(crate) fn sign(self, key: &Keypair) -> Self {
+        self.signed_with(key)
     }
 
     /// Whether `coordinator` signed it.
     pub(crate) fn verify(&self, coordinator: &PeerId) -> bool {
-        public_key_of(coordinator).is_some_and(|k| k.verify(&self.signing_bytes(), &self.signature))
+        self.signed_by(coordinator)
     }
 
     /// The text form a user passes around: `zsinv1` and the message in lowercase hex.
@@ -309,26 +312,55 @@ fn tagged(domain: &[u8], body: &[u8]) -> Vec<u8> {
     v
 }
 
-impl Membership {
+/// A message the coordinator signs whole: the signature covers the domain tag and the
+/// message encoded with an empty signature field.
+trait CoordinatorSigned: Message + Clone + Sized {
+    const DOMAIN: &'static [u8];
+
+    fn signature_field(&mut self) -> &mut Vec<u8>;
+
+    fn signature(&self) -> &[u8];
+
     fn signing_bytes(&self) -> Vec<u8> {
         let mut unsigned = self.clone();
-        unsigned.signature.clear();
-        tagged(MEMBERSHIP_DOMAIN, &unsigned.encode_to_vec())
+        unsigned.signature_field().clear();
+        tagged(Self::DOMAIN, &unsigned.encode_to_vec())
     }
 
-    /// Signs it with the coordinator's key.
-    pub(crate) fn sign(mut self, key: &Keypair) -> Self {
-        self.signature = key
+    fn signed_with(mut self, key: &Keypair) -> Self {
+        *self.signature_field() = key
             .sign(&self.signing_bytes())
             .expect("ed25519 signing does not fail");
         self
     }
 
+    fn signed_by(&self, coordinator: &PeerId) -> bool {
+        public_key_of(coordinator)
+            .is_some_and(|k| k.verify(&self.signing_bytes(), self.signature()))
+    }
+}
+
+impl CoordinatorSigned for Membership {
+    const DOMAIN: &'static [u8] = MEMBERSHIP_DOMAIN;
+
+    fn signature_field(&mut self) -> &mut Vec<u8> {
+        &mut self.signature
+    }
+
+    fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+}
+
+impl Membership {
+    /// Signs it with the coordinator's key.
+    pub(crate) fn sign(self, key: &Keypair) -> Self {
+        self.signed_with(key)
+    }
+
     /// Whether `coordinator` signed it.
     pub(crate) fn verify(&self, coordinator: &PeerId) -> bool {
-        self.coordinator == coordinator.to_bytes()
-            && public_key_of(coordinator)
-                .is_some_and(|k| k.verify(&self.signing_bytes(), &self.signature))
+        self.coordinator == coordinator.to_bytes() && self.signed_by(coordinator)
     }
 
     /// The members as peer ids (malformed entries skipped).

@@ -7,28 +7,14 @@ use std::time::Duration;
 
 use opentelemetry::trace::Status;
 use opentelemetry_sdk::trace::InMemorySpanExporter;
-use tokio::sync::mpsc;
-use zerostate_guild::{GuildConfig, TOPIC_PREFIX};
-use zerostate_p2p::Event;
+use zerostate_guild::GuildConfig;
 use zerostate_p2p::identity::Keypair;
 use zerostate_telemetry::{LogFormat, TelemetryBuilder, TelemetryConfig};
 
 use crate::harness::{
-    eventually, guild_config, join, meshed, node, node_with_key, raw, read_eventually,
+    Spied, capture, eventually, guild_config, join, member_with_key, meshed, node, read_eventually,
+    spied_guild,
 };
-
-/// The next sealed guild message the spy sees.
-async fn capture(events: &mut mpsc::Receiver<Event>) -> Vec<u8> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(Event::Gossip(m))) if m.envelope.message_type == "guild_message" => {
-                return m.envelope.payload;
-            }
-            Ok(Some(_)) => continue,
-            _ => panic!("the spy saw no guild message"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_missed_an_update_holds_the_new_members_message_then_opens_it() {
@@ -68,30 +54,22 @@ async fn a_member_that_missed_an_update_holds_the_new_members_message_then_opens
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_receiver_does_not_open_an_old_ciphertext_again() {
     let _turn = crate::harness::exclusive().await;
-    let coordinator = node(None, guild_config()).await;
-    let guild = coordinator.guilds.create("g").await.expect("create");
-    let topic = format!("{TOPIC_PREFIX}{}", guild.id);
-    let (spy, mut spy_events, _) = raw(Some(&coordinator.addr)).await;
-    spy.subscribe(&topic).await.expect("subscribe");
-    meshed(&spy, &guild.id).await;
-    let sender = node(Some(&coordinator.addr), guild_config()).await;
-    join(&sender, &coordinator, &guild.id).await;
-    meshed(&sender.network, &guild.id).await;
+    let Spied {
+        coordinator,
+        guild,
+        topic,
+        spy: _spy,
+        mut spy_events,
+    } = spied_guild(guild_config()).await;
+    let sender = member_with_key(&coordinator, &guild.id, Keypair::generate_ed25519()).await;
     let receiver_key = Keypair::generate_ed25519();
-    let receiver = node_with_key(
-        Some(&coordinator.addr),
-        guild_config(),
-        receiver_key.clone(),
-    )
-    .await;
-    join(&receiver, &coordinator, &guild.id).await;
-    meshed(&receiver.network, &guild.id).await;
+    let receiver = member_with_key(&coordinator, &guild.id, receiver_key.clone()).await;
     sender
         .guilds
         .send(&guild.id, "note", b"once".to_vec())
         .await
         .expect("send");
-    let frame = capture(&mut spy_events).await;
+    let frame = capture(&mut spy_events, "guild_message").await;
     read_eventually(&receiver, &guild.id, "once").await;
     // Older than the clock skew a joiner allows (2 s) by the time the receiver is back.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -99,9 +77,7 @@ async fn a_restarted_receiver_does_not_open_an_old_ciphertext_again() {
     // The receiver restarts with the same identity and rejoins (same key epoch).
     receiver.guilds.shutdown().await;
     receiver.network.shutdown().await;
-    let receiver = node_with_key(Some(&coordinator.addr), guild_config(), receiver_key).await;
-    join(&receiver, &coordinator, &guild.id).await;
-    meshed(&receiver.network, &guild.id).await;
+    let receiver = member_with_key(&coordinator, &guild.id, receiver_key).await;
     // The sender publishes the captured frame again.
     sender
         .network
@@ -146,21 +122,21 @@ fn a_refusal_ends_the_receive_span_in_the_senders_trace_with_the_reason() {
     tracing::dispatcher::with_default(&dispatch, || {
         runtime.block_on(async {
             let _turn = crate::harness::exclusive().await;
-            let coordinator = node(None, guild_config()).await;
-            let guild = coordinator.guilds.create("g").await.expect("create");
-            let topic = format!("{TOPIC_PREFIX}{}", guild.id);
-            let (spy, mut spy_events, _) = raw(Some(&coordinator.addr)).await;
-            spy.subscribe(&topic).await.expect("subscribe");
-            meshed(&spy, &guild.id).await;
-            let member = node(Some(&coordinator.addr), guild_config()).await;
-            join(&member, &coordinator, &guild.id).await;
-            meshed(&member.network, &guild.id).await;
+            let Spied {
+                coordinator,
+                guild,
+                topic,
+                spy: _spy,
+                mut spy_events,
+            } = spied_guild(guild_config()).await;
+            let member =
+                member_with_key(&coordinator, &guild.id, Keypair::generate_ed25519()).await;
             member
                 .guilds
                 .send(&guild.id, "note", b"one".to_vec())
                 .await
                 .expect("send");
-            let frame = capture(&mut spy_events).await;
+            let frame = capture(&mut spy_events, "guild_message").await;
             read_eventually(&coordinator, &guild.id, "one").await;
             member
                 .network

@@ -139,3 +139,50 @@ pub(crate) async fn read_eventually(node: &Node, guild_id: &str, body: &str) {
     })
     .await;
 }
+
+/// The next gossip payload of `message_type` that a plain node sees.
+pub(crate) async fn capture(events: &mut mpsc::Receiver<Event>, message_type: &str) -> Vec<u8> {
+    loop {
+        match tokio::time::timeout(DEADLINE, events.recv()).await {
+            Ok(Some(Event::Gossip(m))) if m.envelope.message_type == message_type => {
+                return m.envelope.payload;
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("the spy saw no {message_type}"),
+        }
+    }
+}
+
+/// A coordinator with a new guild, and a spy: a plain node on the guild's topic that sees
+/// its traffic as it travels.
+pub(crate) struct Spied {
+    pub(crate) coordinator: Node,
+    pub(crate) guild: zerostate_guild::GuildInfo,
+    pub(crate) topic: String,
+    pub(crate) spy: Network,
+    pub(crate) spy_events: mpsc::Receiver<Event>,
+}
+
+pub(crate) async fn spied_guild(config: GuildConfig) -> Spied {
+    let coordinator = node(None, config).await;
+    let guild = coordinator.guilds.create("g").await.expect("create");
+    let topic = format!("{}{}", zerostate_guild::TOPIC_PREFIX, guild.id);
+    let (spy, spy_events, _) = raw(Some(&coordinator.addr)).await;
+    spy.subscribe(&topic).await.expect("subscribe");
+    meshed(&spy, &guild.id).await;
+    Spied {
+        coordinator,
+        guild,
+        topic,
+        spy,
+        spy_events,
+    }
+}
+
+/// A new node with identity `key` that joins `coordinator`'s guild and is in its mesh.
+pub(crate) async fn member_with_key(coordinator: &Node, guild_id: &str, key: Keypair) -> Node {
+    let m = node_with_key(Some(&coordinator.addr), guild_config(), key).await;
+    join(&m, coordinator, guild_id).await;
+    meshed(&m.network, guild_id).await;
+    m
+}

@@ -1,28 +1,12 @@
 //! Forged and stale memberships, tampered and replayed messages, and a flood of joins:
 //! rejected, counted, and the guild carries on.
 
-use std::time::Duration;
-
 use prost::Message;
-use tokio::sync::mpsc;
 use zerostate_guild::wire::{JoinRequest, Membership, Sealed};
 use zerostate_guild::{Admission, GuildConfig, TOPIC_PREFIX};
-use zerostate_p2p::{Event, identity::Keypair};
+use zerostate_p2p::identity::Keypair;
 
-use crate::harness::{eventually, guild_config, join, meshed, node, raw, read_eventually};
-
-/// The next gossip payload of `message_type` the spy sees.
-async fn capture(events: &mut mpsc::Receiver<Event>, message_type: &str) -> Vec<u8> {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(Event::Gossip(m))) if m.envelope.message_type == message_type => {
-                return m.envelope.payload;
-            }
-            Ok(Some(_)) => continue,
-            _ => panic!("the spy saw no {message_type}"),
-        }
-    }
-}
+use crate::harness::{capture, eventually, guild_config, join, meshed, node, raw, read_eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guild_traffic_is_rejected_and_counted() {
