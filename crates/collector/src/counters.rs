@@ -34,6 +34,9 @@ pub(crate) struct Counters {
     pub(crate) overloaded: Counter,
     pub(crate) store_errors: Counter,
     pub(crate) spans_expired: Counter,
+    pub(crate) forward_sent: Counter,
+    pub(crate) forward_failed: Counter,
+    pub(crate) forward_dropped: Counter,
 }
 
 /// A snapshot of the collector's counters.
@@ -60,6 +63,12 @@ pub struct CollectorStats {
     pub store_errors: u64,
     /// Spans removed by retention (age or size).
     pub spans_expired: u64,
+    /// Batches forwarded to the `forward` backend.
+    pub forward_sent: u64,
+    /// Batches the `forward` backend did not take after every try.
+    pub forward_failed: u64,
+    /// Batches not forwarded because the forwarding queue was full.
+    pub forward_dropped: u64,
 }
 
 impl Counters {
@@ -75,6 +84,9 @@ impl Counters {
             overloaded: self.overloaded.get(),
             store_errors: self.store_errors.get(),
             spans_expired: self.spans_expired.get(),
+            forward_sent: self.forward_sent.get(),
+            forward_failed: self.forward_failed.get(),
+            forward_dropped: self.forward_dropped.get(),
         }
     }
 }

@@ -20,6 +20,7 @@
 
 mod counters;
 mod estimate;
+mod forward;
 mod query;
 mod receiver;
 pub mod serve;
@@ -74,6 +75,9 @@ pub struct CollectorConfig {
     pub idle_timeout_ms: u64,
     /// Time to read a request and answer it, milliseconds. Default 60,000.
     pub request_timeout_ms: u64,
+    /// An OTLP/HTTP endpoint every stored batch is also sent to (a base URL gets
+    /// `/v1/traces`), as protobuf; the collector's answers never wait for it. Default none.
+    pub forward: Option<String>,
 }
 
 impl CollectorConfig {
@@ -104,6 +108,7 @@ impl Default for CollectorConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             request_timeout_ms: 60_000,
+            forward: None,
         }
     }
 }
@@ -222,7 +227,14 @@ impl Collector {
             addr: config.ui,
             source,
         })?;
+        let mut servers = Vec::new();
+        let forward = config.forward.as_deref().map(|url| {
+            let (forwarder, task) = forward::Forwarder::start(url, counters.clone());
+            servers.push(task);
+            forwarder
+        });
         let receiver = receiver::router(receiver::Receiver {
+            forward,
             queue: queue.clone(),
             counters: counters.clone(),
             max_body_bytes: config.max_body_bytes,
@@ -239,7 +251,7 @@ impl Collector {
         let limits = config.serve_limits();
         let otlp_serve_stats = Arc::new(serve::ServeStats::default());
         let ui_serve_stats = Arc::new(serve::ServeStats::default());
-        let servers = vec![
+        servers.extend([
             tokio::spawn(serve::serve(
                 otlp,
                 receiver,
@@ -254,7 +266,7 @@ impl Collector {
                 ui_serve_stats.clone(),
                 std::future::pending(),
             )),
-        ];
+        ]);
         Ok(Collector {
             otlp_addr,
             ui_addr,

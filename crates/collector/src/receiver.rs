@@ -112,6 +112,8 @@ pub(crate) struct Job {
 #[derive(Clone)]
 pub(crate) struct Receiver {
     pub(crate) queue: SyncSender<Job>,
+    /// Where stored batches are also sent, if anywhere.
+    pub(crate) forward: Option<crate::forward::Forwarder>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_body_bytes: usize,
     pub(crate) decodes: Arc<Semaphore>,
@@ -316,6 +318,7 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
     r.counters.spans_rejected.add(rejected);
     drop(slot);
     if received > rejected {
+        let forwarded = r.forward.as_ref().map(|_| request.encode_to_vec());
         let (done, stored) = tokio::sync::oneshot::channel();
         let job = Job {
             request,
@@ -340,9 +343,13 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
                 );
             }
         }
-        // Acknowledge only what is stored.
+        // Acknowledge only what is stored; forward only what is stored.
         match tokio::time::timeout(r.store_timeout, stored).await {
-            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Ok(_))) => {
+                if let (Some(f), Some(batch)) = (&r.forward, forwarded) {
+                    f.offer(batch);
+                }
+            }
             Ok(Ok(Err(e))) => {
                 return retry_later(&r, format, format!("the spans could not be stored: {e}"));
             }

@@ -2,6 +2,7 @@
 //! retention.
 
 mod bounds;
+mod forward;
 mod harness;
 mod ingest;
 mod python;

@@ -29,6 +29,10 @@ pub struct CollectorCommand {
     /// $ZEROSTATE_DATA_DIR, else the file's data_dir, else ~/.local/share/zerostate].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Also send every stored batch to this OTLP/HTTP endpoint (Jaeger, Tempo, an
+    /// OpenTelemetry Collector; a base URL gets `/v1/traces`).
+    #[arg(long, value_name = "URL")]
+    forward: Option<String>,
     /// Configuration file (TOML), the node's format: its `data_dir` and its
     /// `[collector]` section are read; flags win over it.
     #[arg(long, value_name = "FILE")]
@@ -58,11 +62,18 @@ impl CollectorCommand {
         if let Some(m) = self.max_bytes {
             config.max_bytes = m;
         }
+        if let Some(url) = self.forward {
+            config.forward = Some(url);
+        }
+        if let Some(url) = &config.forward {
+            reqwest::Url::parse(url).with_context(|| format!("--forward {url}"))?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("zerostate-collector")
             .build()
             .context("starting the async runtime")?;
+        let forward = config.forward.clone();
         runtime.block_on(async move {
             let dir = config.data_dir.clone();
             let collector = Collector::start(config)
@@ -77,10 +88,13 @@ impl CollectorCommand {
                 ..Default::default()
             });
             eprintln!(
-                "collector: OTLP/HTTP on http://{}, queries on http://{}/api/v3, traces in {}",
+                "collector: OTLP/HTTP on http://{}, queries on http://{}/api/v3, traces in {}{}",
                 collector.otlp_addr,
                 collector.ui_addr,
-                dir.display()
+                dir.display(),
+                forward
+                    .map(|f| format!(", forwarded to {f}"))
+                    .unwrap_or_default()
             );
             crate::console::shutdown_signal().await?;
             eprintln!("collector: shutting down");

@@ -59,17 +59,24 @@ impl DevnetCommand {
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let s = |v: &str| v.to_owned();
+        let mut collector_args = vec![
+            s("collector"),
+            s("--otlp-http"),
+            self.otlp_http.to_string(),
+            s("--ui"),
+            self.ui.to_string(),
+            s("--data-dir"),
+            dir.display().to_string(),
+        ];
+        // The user's own backend, if they named one, gets every span too.
+        if let Ok(endpoint) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            && !endpoint.trim().is_empty()
+        {
+            collector_args.extend([s("--forward"), endpoint]);
+        }
         let collector = spawn(
             "collector",
-            &[
-                s("collector"),
-                s("--otlp-http"),
-                self.otlp_http.to_string(),
-                s("--ui"),
-                self.ui.to_string(),
-                s("--data-dir"),
-                dir.display().to_string(),
-            ],
+            &collector_args,
             &dir.join("collector.log"),
             None,
         )?;
