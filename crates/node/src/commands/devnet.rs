@@ -17,18 +17,60 @@ use crate::process::{Child, stop_all};
 /// Run a local network with its collector and viewer until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
 pub struct DevnetCommand {
-    /// Edge nodes besides the bootnode and the relay.
-    #[arg(long, default_value_t = 2)]
-    edges: usize,
+    /// Nodes in all: the bootnode (which creates the guild), a relay, and N-2 edges.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..=64))]
+    nodes: u16,
+    /// Stop once the network is up and the first message's trace is drawn, instead of
+    /// running until a signal; the exit code is 0 only if all of that worked.
+    #[arg(long)]
+    exit: bool,
     /// The collector's OTLP/HTTP address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318")]
     otlp_http: SocketAddr,
     /// The viewer and query API address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:16686")]
     ui: SocketAddr,
-    /// Where the devnet keeps its nodes' data and traces [default: <data dir>/devnet].
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
+    /// Where the devnet keeps its nodes' data, logs and traces, and `devnet.json`
+    /// [default: <data dir>/devnet].
+    #[arg(long, value_name = "DIR", alias = "dir")]
+    data: Option<PathBuf>,
+}
+
+/// `DIR/devnet.json`, written as soon as the network is up: where everything is.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DevnetFile {
+    /// The guild every node is in.
+    pub guild: String,
+    /// The collector's addresses.
+    pub collector: DevnetCollector,
+    /// Every node.
+    pub nodes: Vec<DevnetNode>,
+}
+
+/// The collector in `devnet.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DevnetCollector {
+    /// Its OTLP/HTTP endpoint.
+    pub otlp: String,
+    /// Its viewer and query API.
+    pub ui: String,
+}
+
+/// A node in `devnet.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DevnetNode {
+    /// Its name (`service.name` in traces).
+    pub name: String,
+    /// `bootnode`, `relay` or `edge`.
+    pub role: String,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its HTTP API.
+    pub api: String,
+    /// Its data directory (its API token is `api.token` there).
+    pub data_dir: PathBuf,
+    /// Its process id.
+    pub pid: u32,
 }
 
 /// How long a child has to say it is ready.
@@ -53,7 +95,7 @@ fn spawn(name: &str, args: &[String], log: &Path, otlp: Option<&str>) -> anyhow:
 impl DevnetCommand {
     /// Runs the devnet until a signal.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let dir = match &self.dir {
+        let dir = match &self.data {
             Some(d) => d.clone(),
             None => data::data_dir(None)?.join("devnet"),
         };
@@ -145,7 +187,7 @@ impl DevnetCommand {
                 invitation()?,
             ],
         )?);
-        for i in 1..=self.edges {
+        for i in 1..=usize::from(self.nodes) - 2 {
             nodes.push(node(
                 &format!("edge-node-{i}"),
                 &[
@@ -161,7 +203,7 @@ impl DevnetCommand {
         let members = nodes.len();
         let sender = client(&nodes[nodes.len() - 1])?;
         let coordinator = client(&nodes[0])?;
-        let trace_id = runtime.block_on(async {
+        runtime.block_on(async {
             let start = Instant::now();
             loop {
                 let body = coordinator
@@ -179,6 +221,10 @@ impl DevnetCommand {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            anyhow::Ok(())
+        })?;
+        write_devnet_file(&dir, &guild_id, &otlp, &ui, &nodes)?;
+        let trace_id = runtime.block_on(async {
             // Give the gossip mesh a heartbeat to form before the first message.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let body = sender
@@ -216,22 +262,75 @@ impl DevnetCommand {
             ..Default::default()
         });
         eprintln!(
-            "devnet: {} nodes in guild {guild_id}, traces to {otlp}, logs in {}\n\
-             the first guild message's trace ({ui}/trace/{trace_id}):\n\n{tree}\n\
-             viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n\
-             Ctrl-C stops everything.",
+            "devnet: {} nodes in guild {guild_id}, traces to {otlp}, logs and {DEVNET_FILE} in \
+             {}\nthe first guild message's trace ({ui}/trace/{trace_id}):\n\n{tree}\n\
+             viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n{}",
             names.len(),
-            dir.display()
+            dir.display(),
+            if self.exit {
+                "--exit: stopping now."
+            } else {
+                "Ctrl-C stops everything."
+            }
         );
-        runtime.block_on(crate::console::shutdown_signal())?;
+        if !self.exit {
+            runtime.block_on(crate::console::shutdown_signal())?;
+        }
         eprintln!("devnet: stopping");
         // Nodes first, all at once (their last spans go to the collector), then the
         // collector.
         stop_all(nodes, STOP_GRACE);
         stop_all(vec![collector], STOP_GRACE);
+        if tree.is_empty() {
+            eprintln!("devnet: the first message's trace did not reach the collector");
+            return Ok(ExitCode::FAILURE);
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// Writes `DIR/devnet.json` (through a temporary file, so a reader never sees half of it).
+fn write_devnet_file(
+    dir: &Path,
+    guild: &str,
+    otlp: &str,
+    ui: &str,
+    nodes: &[Child],
+) -> anyhow::Result<()> {
+    let nodes = nodes
+        .iter()
+        .map(|p| {
+            let node = Ready::parse(p.ready())?
+                .node
+                .with_context(|| format!("{} did not describe itself", p.name()))?;
+            Ok(DevnetNode {
+                data_dir: dir.join(&node.name),
+                name: node.name,
+                role: node.role,
+                peer_id: node.peer_id,
+                api: node.api,
+                pid: p.pid(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let file = DevnetFile {
+        guild: guild.to_owned(),
+        collector: DevnetCollector {
+            otlp: otlp.to_owned(),
+            ui: ui.to_owned(),
+        },
+        nodes,
+    };
+    let path = dir.join(DEVNET_FILE);
+    let partial = dir.join(format!("{DEVNET_FILE}.partial"));
+    std::fs::write(&partial, serde_json::to_vec_pretty(&file)?)
+        .with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The devnet's description in its data directory.
+pub const DEVNET_FILE: &str = "devnet.json";
 
 fn first_address(p: &Child) -> anyhow::Result<String> {
     Ready::parse(p.ready())?

@@ -10,8 +10,8 @@ use zerostate::process::{Child, stop_all};
 fn start_devnet(dir: &std::path::Path) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
     command
-        .args(["devnet", "--edges", "1", "--otlp-http", "127.0.0.1:0"])
-        .args(["--ui", "127.0.0.1:0", "--dir"])
+        .args(["devnet", "--nodes", "3", "--otlp-http", "127.0.0.1:0"])
+        .args(["--ui", "127.0.0.1:0", "--data"])
         .arg(dir);
     Child::spawn(
         "devnet",
@@ -32,6 +32,20 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
         .devnet
         .expect("a devnet's ready line");
     assert_eq!(d.nodes, ["bootnode", "relay-node", "edge-node-1"]);
+    // devnet.json says where everything is.
+    let file: zerostate::commands::devnet::DevnetFile = serde_json::from_slice(
+        &std::fs::read(dir.path().join("devnet.json")).expect("devnet.json"),
+    )
+    .expect("devnet.json parses");
+    assert_eq!(file.guild, d.guild);
+    assert_eq!(file.collector.ui, d.viewer);
+    let roles: Vec<&str> = file.nodes.iter().map(|n| n.role.as_str()).collect();
+    assert_eq!(roles, ["bootnode", "relay", "edge"]);
+    for n in &file.nodes {
+        assert!(d.pids.contains(&n.pid), "{n:?}");
+        assert!(n.data_dir.join("api.token").exists(), "{n:?}");
+        assert!(n.api.starts_with("http://127.0.0.1:"), "{n:?}");
+    }
     let (viewer, trace) = (&d.viewer, &d.trace);
     let body = get_body(&format!("{viewer}/api/v3/traces/{trace}"));
     for service in ["bootnode", "relay-node"] {
@@ -87,4 +101,28 @@ fn a_killed_devnet_leaves_no_process_behind() {
     // SIGKILL: the devnet cannot stop anything itself; its children notice it is gone.
     devnet.kill();
     all_gone(&pids, Duration::from_secs(15), "a killed devnet");
+}
+
+#[test]
+fn with_exit_the_devnet_stops_by_itself_and_runs_again_on_the_same_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for run in 1..=2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_zerostate"))
+            .args([
+                "devnet",
+                "--nodes",
+                "3",
+                "--exit",
+                "--otlp-http",
+                "127.0.0.1:0",
+            ])
+            .args(["--ui", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .output()
+            .expect("the devnet runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "run {run}: {stderr}");
+        assert!(stderr.contains("guild.send_message"), "run {run}: {stderr}");
+        assert!(dir.path().join("devnet.json").exists());
+    }
 }
