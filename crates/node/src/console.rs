@@ -61,6 +61,8 @@ pub struct DevnetReady {
     pub nodes: Vec<String>,
     /// The trace of the first guild message.
     pub trace: String,
+    /// The trace of the guild's announcement to the network (`guild_invitation` gossip).
+    pub announcement: String,
     /// The process ids of the nodes and the collector.
     pub pids: Vec<u32>,
 }

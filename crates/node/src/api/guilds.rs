@@ -19,6 +19,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/guilds/{id}", get(guild_info))
         .route("/v1/guilds/{id}/join", post(guild_join))
         .route("/v1/guilds/{id}/invitations", post(guild_invite))
+        .route("/v1/guilds/{id}/announce", post(guild_announce))
         .route("/v1/guilds/{id}/leave", post(guild_leave))
         .route("/v1/guilds/{id}/dissolve", post(guild_dissolve))
         .route("/v1/guilds/{id}/watch", post(guild_watch))
@@ -126,6 +127,47 @@ async fn guild_invite(
         })),
     )
         .into_response())
+}
+
+/// `POST /v1/guilds/{id}/announce`: the coordinator tells the whole network (plain gossip
+/// `guild_invitation` on the network-wide topic) that the guild exists and where to ask to
+/// join it. Every receiver's span is a child of the publish: one trace across the network.
+async fn guild_announce(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let info = api.guilds.info(&id).await?;
+    if info.status != "coordinator" {
+        return Err(ApiError::from(zerostate_guild::GuildError::NotCoordinator(
+            id,
+        )));
+    }
+    let addresses: Vec<String> = api
+        .network
+        .dialable_addresses()
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let payload = serde_json::json!({
+        "guild": info.id,
+        "name": info.name,
+        "coordinator": info.coordinator,
+        "addresses": addresses,
+    });
+    let message_id = api
+        .network
+        .publish(
+            crate::commands::node::DEFAULT_TOPIC,
+            "guild_invitation",
+            payload.to_string().into_bytes(),
+        )
+        .await?;
+    Ok(Json(serde_json::json!({
+        "message_id": message_id,
+        "trace_id": current_trace_id(),
+    }))
+    .into_response())
 }
 
 async fn guild_leave(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {

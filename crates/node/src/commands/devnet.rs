@@ -224,7 +224,7 @@ impl DevnetCommand {
             anyhow::Ok(())
         })?;
         write_devnet_file(&dir, &guild_id, &otlp, &ui, &nodes)?;
-        let trace_id = runtime.block_on(async {
+        let (trace_id, announcement) = runtime.block_on(async {
             // Give the gossip mesh a heartbeat to form before the first message.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let body = sender
@@ -235,16 +235,30 @@ impl DevnetCommand {
                 .await
                 .context("sending the first guild message")?;
             let trace_id = body["trace_id"].as_str().context("no trace id")?.to_owned();
+            // The coordinator announces the guild to the whole network: plain gossip,
+            // every receiver's span a child of the publish.
+            let body = coordinator
+                .post(
+                    &format!("/v1/guilds/{guild_id}/announce"),
+                    &serde_json::json!({}),
+                )
+                .await
+                .context("announcing the guild")?;
+            let announcement = body["trace_id"].as_str().context("no trace id")?.to_owned();
             // Every node exports within its batch delay (500 ms).
             tokio::time::sleep(Duration::from_secs(2)).await;
-            anyhow::Ok(trace_id)
+            anyhow::Ok((trace_id, announcement))
         })?;
-        let tree = runtime
-            .block_on(crate::commands::trace::fetch(&format!(
-                "{ui}/api/v3/traces/{trace_id}"
-            )))?
-            .map(|t| crate::commands::trace::render(&t["result"]))
-            .unwrap_or_default();
+        let draw = |trace: &str| -> anyhow::Result<String> {
+            Ok(runtime
+                .block_on(crate::commands::trace::fetch(&format!(
+                    "{ui}/api/v3/traces/{trace}"
+                )))?
+                .map(|t| crate::commands::trace::render(&t["result"]))
+                .unwrap_or_default())
+        };
+        let tree = draw(&trace_id)?;
+        let announced = draw(&announcement)?;
         let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
         crate::console::say(&Ready {
             devnet: Some(DevnetReady {
@@ -253,6 +267,7 @@ impl DevnetCommand {
                 guild: guild_id.clone(),
                 nodes: names.clone(),
                 trace: trace_id.clone(),
+                announcement: announcement.clone(),
                 pids: nodes
                     .iter()
                     .map(Child::pid)
@@ -264,6 +279,7 @@ impl DevnetCommand {
         eprintln!(
             "devnet: {} nodes in guild {guild_id}, traces to {otlp}, logs and {DEVNET_FILE} in \
              {}\nthe first guild message's trace ({ui}/trace/{trace_id}):\n\n{tree}\n\
+             the guild announced to the network ({ui}/trace/{announcement}):\n\n{announced}\n\
              viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n{}",
             names.len(),
             dir.display(),
@@ -281,8 +297,8 @@ impl DevnetCommand {
         // collector.
         stop_all(nodes, STOP_GRACE);
         stop_all(vec![collector], STOP_GRACE);
-        if tree.is_empty() {
-            eprintln!("devnet: the first message's trace did not reach the collector");
+        if tree.is_empty() || announced.is_empty() {
+            eprintln!("devnet: a trace did not reach the collector");
             return Ok(ExitCode::FAILURE);
         }
         Ok(ExitCode::SUCCESS)

@@ -57,6 +57,16 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
         "{body}"
     );
     assert!(body.contains("\"guild.send_message\""));
+    // The guild's announcement: one publish, a receive span on each of the other two nodes.
+    let announced = get_body(&format!("{viewer}/api/v3/traces/{}", d.announcement));
+    assert_eq!(
+        announced
+            .matches("\"p2p.message.guild_invitation\"")
+            .count(),
+        3,
+        "{announced}"
+    );
+    assert_eq!(announced.matches("\"p2p.gossip.publish\"").count(), 1);
 
     let pids = d.pids;
     assert_eq!(pids.len(), 4);
