@@ -29,7 +29,7 @@ pub mod wire;
 
 pub use crypto::{ExchangeKey, GuildKey, OpenError};
 pub use service::{
-    Admission, GuildConfig, GuildError, GuildInfo, GuildStats, Guilds, MAX_INVITATION_TTL,
-    MemberInfo, ReceivedMessage, TOPIC_PREFIX,
+    Admission, GuildConfig, GuildError, GuildInfo, GuildMessage, GuildStats, Guilds,
+    MAX_INVITATION_TTL, MemberInfo, ReceivedMessage, TOPIC_PREFIX,
 };
 pub use wire::Invitation;

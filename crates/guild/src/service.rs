@@ -36,7 +36,7 @@ pub use config::{Admission, GuildConfig};
 pub use error::GuildError;
 pub use handle::Guilds;
 pub use joins::MAX_INVITATION_TTL;
-pub use state::{GuildInfo, MemberInfo, ReceivedMessage};
+pub use state::{GuildInfo, GuildMessage, MemberInfo, ReceivedMessage};
 pub use stats::GuildStats;
 
 use crate::crypto::ExchangeKey;
@@ -49,6 +49,8 @@ use stats::{Counters, bump};
 pub const TOPIC_PREFIX: &str = "zerostate/guild/";
 /// Room in the command queue; senders wait when it is full.
 const COMMAND_QUEUE: usize = 256;
+/// Opened messages a subscriber may fall behind by before it loses the oldest.
+const OPENED_QUEUE: usize = 1024;
 
 struct Service {
     me: PeerId,
@@ -59,6 +61,8 @@ struct Service {
     counters: Arc<Counters>,
     guilds: BTreeMap<String, Guild>,
     loopback: mpsc::Sender<Command>,
+    /// Every message this node opens, for the applications that subscribed.
+    opened: tokio::sync::broadcast::Sender<GuildMessage>,
     /// Helper tasks (a join's request, key deliveries, leave notices): bounded in time,
     /// and aborted when the service stops.
     tasks: tokio::task::JoinSet<()>,

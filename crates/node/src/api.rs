@@ -14,6 +14,7 @@ mod dht;
 mod guilds;
 mod node;
 mod p2p;
+mod tasks;
 mod trace;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::commands::node::NodeInfo;
 pub(crate) struct Api {
     network: Network,
     guilds: Guilds,
+    tasks: crate::tasks::Tasks,
     info: NodeInfo,
 }
 
@@ -44,6 +46,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     network: Network,
     guilds: Guilds,
+    tasks: crate::tasks::Tasks,
     info: NodeInfo,
     access: Access,
 ) {
@@ -52,9 +55,11 @@ pub async fn serve(
         .merge(p2p::routes())
         .merge(dht::routes())
         .merge(guilds::routes())
+        .merge(tasks::routes())
         .with_state(Api {
             network,
             guilds,
+            tasks,
             info,
         })
         // Layers run outside in: access first, then the span, then the handler.

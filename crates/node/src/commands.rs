@@ -5,5 +5,6 @@ pub mod devnet;
 pub mod guild;
 pub mod node;
 pub mod receipt;
+pub mod submit;
 pub mod task;
 pub mod trace;

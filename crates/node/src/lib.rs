@@ -12,6 +12,7 @@ pub mod console;
 pub mod data;
 pub mod process;
 pub mod settings;
+pub mod tasks;
 pub mod units;
 
 use std::process::ExitCode;

@@ -170,6 +170,7 @@ pub struct Network {
     peer_id: PeerId,
     counters: Arc<Counters>,
     max_bytes: usize,
+    request_timeout: Duration,
 }
 
 impl Network {
@@ -189,6 +190,7 @@ impl Network {
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let max_bytes = config.max_message_bytes;
+        let request_timeout = config.request_timeout();
         let driver = Driver::new(config, key, counters.clone(), event_tx).map_err(start)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(driver.run(command_rx, ready_tx));
@@ -202,9 +204,15 @@ impl Network {
                 peer_id,
                 counters,
                 max_bytes,
+                request_timeout,
             },
             events,
         ))
+    }
+
+    /// How long a request this node sends waits for its answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// This node's peer id.

@@ -68,6 +68,11 @@ pub mod span {
     // --- task entry --------------------------------------------------------------------
     /// A client submitting a task (CLI or the node's HTTP API).
     pub const TASK_SUBMIT: &str = "task.submit";
+    /// The requester handing a task to one executor and checking what comes back; a failed
+    /// attempt ends with the reason.
+    pub const TASK_ATTEMPT: &str = "task.attempt";
+    /// An executor offering to run a task it heard of in its guild.
+    pub const TASK_OFFER: &str = "task.offer";
     /// A request served by a node's HTTP API. Exported as `{method} {route template}`
     /// (`POST /v1/guilds/{id}/messages`), as OpenTelemetry's HTTP conventions name server
     /// spans.

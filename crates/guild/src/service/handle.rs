@@ -14,8 +14,8 @@ use zerostate_telemetry::names::span as names;
 
 use super::stats::Counters;
 use super::{
-    COMMAND_QUEUE, GuildConfig, GuildError, GuildInfo, GuildStats, ReceivedMessage, Service,
-    TOPIC_PREFIX,
+    COMMAND_QUEUE, GuildConfig, GuildError, GuildInfo, GuildMessage, GuildStats, OPENED_QUEUE,
+    ReceivedMessage, Service, TOPIC_PREFIX,
 };
 use crate::crypto::ExchangeKey;
 use crate::wire::{Invitation, JoinReply};
@@ -102,6 +102,7 @@ pub(super) enum Command {
 #[derive(Clone)]
 pub struct Guilds {
     commands: mpsc::Sender<Command>,
+    opened: tokio::sync::broadcast::Sender<GuildMessage>,
     counters: Arc<Counters>,
     task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
@@ -124,6 +125,7 @@ impl Guilds {
         config.validate().map_err(GuildError::InvalidConfig)?;
         let counters = Arc::new(Counters::default());
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (opened, _) = tokio::sync::broadcast::channel(OPENED_QUEUE);
         let service = Service {
             me: key.public().to_peer_id(),
             network,
@@ -133,11 +135,13 @@ impl Guilds {
             counters: counters.clone(),
             guilds: BTreeMap::new(),
             loopback: commands.clone(),
+            opened: opened.clone(),
             tasks: tokio::task::JoinSet::new(),
         };
         let task = tokio::spawn(service.run(rx));
         Ok(Guilds {
             commands,
+            opened,
             counters,
             task: Arc::new(std::sync::Mutex::new(Some(task))),
         })
@@ -169,6 +173,12 @@ impl Guilds {
     /// Hands guild traffic to the service.
     pub async fn deliver(&self, event: Event) {
         let _ = self.commands.send(Command::Event(event)).await;
+    }
+
+    /// Every guild message this node opens from now on, in order. A subscriber that falls
+    /// more than 1024 messages behind loses the oldest (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<GuildMessage> {
+        self.opened.subscribe()
     }
 
     /// What the service counted.

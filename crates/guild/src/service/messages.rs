@@ -22,7 +22,7 @@ use zerostate_telemetry::{SpanExt, TraceContext, propagation};
 use super::refusal::Refusal;
 use super::state::Guild;
 use super::stats::bump;
-use super::{GuildError, ReceivedMessage, Service, Status};
+use super::{GuildError, GuildMessage, ReceivedMessage, Service, Status};
 use crate::wire::{Plain, Sealed, types};
 
 /// How far (in counter units, microseconds) below a sender's highest counter a message may
@@ -319,6 +319,14 @@ impl Service {
             "guild message received"
         );
         bump(&self.counters.messages_received);
+        // Nobody listening is normal; a listener that lags loses the oldest.
+        let _ = self.opened.send(GuildMessage {
+            guild: id.to_owned(),
+            from: source,
+            message_type: plain.message_type.clone(),
+            body: plain.body.clone(),
+            context: span.context(),
+        });
         let (count, bytes) = (self.config.received_kept, self.config.received_kept_bytes);
         g.keep(
             ReceivedMessage {

@@ -50,6 +50,23 @@ pub struct GuildInfo {
     pub undecryptable: u64,
 }
 
+/// A guild message this node opened, as applications receive it
+/// ([`super::Guilds::subscribe`]).
+#[derive(Clone, Debug)]
+pub struct GuildMessage {
+    /// The guild.
+    pub guild: String,
+    /// Who sent it.
+    pub from: PeerId,
+    /// The application's message type.
+    pub message_type: String,
+    /// The application's bytes.
+    pub body: Vec<u8>,
+    /// The context of this node's `guild.receive_message` span (a child of the sender's
+    /// span): work done for the message continues the sender's trace from it.
+    pub context: Option<zerostate_telemetry::TraceContext>,
+}
+
 /// A decrypted guild message.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReceivedMessage {

@@ -45,6 +45,8 @@ pub struct NodeFile {
     /// The collector (`[collector]`), read by `zerostate collector`; its `data_dir` field is
     /// ignored there: the collector keeps traces in `<data dir>/traces`.
     pub collector: Option<zerostate_collector::CollectorConfig>,
+    /// Tasks (`[tasks]`): offers, attempts, what this node runs for others.
+    pub tasks: crate::tasks::TaskSettings,
 }
 
 impl NodeFile {
@@ -168,6 +170,9 @@ struct Plan {
     access: (String, Vec<String>, PathBuf),
     topics: Vec<String>,
     guild: GuildConfig,
+    tasks: crate::tasks::TaskSettings,
+    /// The engine tasks run in, signing receipts with the node key.
+    engine: std::sync::Arc<zerostate_execution::Engine>,
     create_guild: Option<String>,
     join_guild: Option<GuildTarget>,
 }
@@ -225,6 +230,17 @@ impl NodeCommand {
         let token = data::load_or_create_api_token(&token_file)?;
         let key = zerostate_p2p::keypair_from_seed(seed);
         let peer_id = key.public().to_peer_id();
+        file.tasks
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid [tasks] settings: {e}"))?;
+        let engine = zerostate_execution::Engine::new(
+            zerostate_execution::EngineOptions {
+                disk_cache: Some(dir.join("modules")),
+                ..zerostate_execution::EngineOptions::default()
+            },
+            zerostate_execution::ExecutorKey::from_seed(seed),
+        )
+        .context("starting the execution engine")?;
 
         let mut telemetry = file.telemetry.clone().unwrap_or_default();
         telemetry
@@ -267,6 +283,8 @@ impl NodeCommand {
                 withhold_membership_updates: std::env::var_os(WITHHOLD_MEMBERSHIP_ENV).is_some(),
                 ..file.guild.clone()
             },
+            tasks: file.tasks.clone(),
+            engine: std::sync::Arc::new(engine),
             create_guild: self.create_guild.clone(),
             join_guild: self.join_guild.clone().map(|target| GuildTarget {
                 invitation: self.invitation.clone(),
@@ -291,6 +309,8 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         access: (token, api_hosts, token_file),
         topics,
         guild,
+        tasks,
+        engine,
         create_guild,
         join_guild,
     } = plan;
@@ -299,6 +319,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         .await
         .context("starting the network")?;
     let guilds = Guilds::start(network.clone(), key, guild).context("starting guilds")?;
+    let tasks = crate::tasks::Tasks::start(network.clone(), guilds.clone(), engine, tasks);
     for topic in &topics {
         network
             .subscribe(topic)
@@ -336,10 +357,16 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         listener,
         network.clone(),
         guilds.clone(),
+        tasks.clone(),
         info,
         access,
     ));
-    let handler = tokio::spawn(handle_events(network.clone(), guilds.clone(), events));
+    let handler = tokio::spawn(handle_events(
+        network.clone(),
+        guilds.clone(),
+        tasks,
+        events,
+    ));
     if let Some(name) = create_guild {
         let created = guilds
             .create(&name)
@@ -368,6 +395,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
 async fn handle_events(
     network: Network,
     guilds: Guilds,
+    tasks: crate::tasks::Tasks,
     mut events: tokio::sync::mpsc::Receiver<Event>,
 ) {
     while let Some(event) = events.recv().await {
@@ -375,6 +403,15 @@ async fn handle_events(
             guilds.deliver(event).await;
             continue;
         }
+        let event = match event {
+            // Running a task takes a while: each is answered on its own.
+            Event::Request(r) if crate::tasks::Tasks::wants(&r) => {
+                let tasks = tasks.clone();
+                tokio::spawn(async move { tasks.request(r).await });
+                continue;
+            }
+            other => other,
+        };
         match event {
             Event::Gossip(m) => {
                 let _entered = m.span.enter();

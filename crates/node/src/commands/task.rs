@@ -19,6 +19,10 @@ use crate::units::{parse_duration, parse_size};
 pub enum TaskCommand {
     /// Run a WebAssembly task here and print its output.
     Run(Box<RunArgs>),
+    /// Submit a task to a node, which runs it on a member of its guild; print its output.
+    /// Exit 0 succeeded, 1 failed inside its sandbox, 2 usage or bad input, 3 no executor
+    /// delivered.
+    Submit(Box<crate::commands::submit::SubmitArgs>),
     /// List the built-in tasks.
     Builtins,
 }
@@ -65,6 +69,7 @@ impl TaskCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Run(args) => args.run(),
+            Self::Submit(args) => args.run(),
             Self::Builtins => {
                 for b in builtin::BUILTINS {
                     println!("builtin:{:<8} {}", b.name, b.description);

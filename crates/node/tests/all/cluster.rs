@@ -165,3 +165,81 @@ pub(crate) fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) ->
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A coordinator that created a guild and `members` nodes that joined it with invitations,
+/// all with the configuration file `config` (TOML), once the coordinator sees them all.
+pub(crate) struct GuildCluster {
+    pub(crate) coordinator: NodeProcess,
+    pub(crate) members: Vec<NodeProcess>,
+    pub(crate) id: String,
+}
+
+pub(crate) fn guild_cluster(dir: &Path, config: &str, members: usize, otlp: &str) -> GuildCluster {
+    let file = dir.join("cluster.toml");
+    std::fs::write(&file, config).expect("config");
+    let file = file.to_string_lossy().into_owned();
+    let listen = "/ip4/127.0.0.1/tcp/0";
+    let coordinator = NodeProcess::start(
+        dir,
+        "coordinator",
+        &[
+            "--role",
+            "bootnode",
+            "--listen",
+            listen,
+            "--config",
+            &file,
+            "--create-guild",
+            "cluster",
+        ],
+        otlp,
+    );
+    let id = coordinator.event("guild_created")["guild"]["id"]
+        .as_str()
+        .expect("guild id")
+        .to_owned();
+    let boot = coordinator.tcp_address();
+    let target = format!("{id}@{boot}");
+    let members: Vec<NodeProcess> = (1..=members)
+        .map(|i| {
+            let invitation = crate::guild::invitation(&coordinator, &id);
+            NodeProcess::start(
+                dir,
+                &format!("member-{i}"),
+                &[
+                    "--listen",
+                    listen,
+                    "--bootstrap",
+                    &boot,
+                    "--config",
+                    &file,
+                    "--join-guild",
+                    &target,
+                    "--invitation",
+                    &invitation,
+                ],
+                otlp,
+            )
+        })
+        .collect();
+    let all = members.len() + 1;
+    eventually("every member at the coordinator", || {
+        (crate::guild::guild(&coordinator, &id)["members"]
+            .as_array()?
+            .len()
+            == all)
+            .then_some(())
+    });
+    let topic = format!("zerostate%2Fguild%2F{id}");
+    for n in std::iter::once(&coordinator).chain(&members) {
+        eventually(&format!("{} in the guild's mesh", n.name), || {
+            let (status, body) = n.get(&format!("/v1/p2p/mesh/{topic}"));
+            (status == 200 && body != "[]").then_some(())
+        });
+    }
+    GuildCluster {
+        coordinator,
+        members,
+        id,
+    }
+}

@@ -6,6 +6,7 @@ mod collector;
 mod convergence;
 mod devnet;
 mod guild;
+mod journey;
 mod network;
 mod receipt;
 mod task;

@@ -1,0 +1,150 @@
+//! Tasks: submitting one to a guild, and what became of it.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+use zerostate_execution::Limits;
+
+use super::{Api, ApiError, bad_request};
+use crate::tasks::requester::Submission;
+use crate::tasks::wire::ModuleSource;
+
+pub(super) fn routes() -> Router<Api> {
+    Router::new()
+        .route("/v1/tasks", get(task_list).post(task_submit))
+        .route("/v1/tasks/{id}", get(task_get))
+}
+
+/// A task's module: `"builtin:NAME"`, or `{"base64": "..."}` (WebAssembly, binary or text).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModuleBody {
+    Named(String),
+    Bytes { base64: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    module: ModuleBody,
+    /// The guild to run it in; default: the one guild this node is in.
+    #[serde(default)]
+    guild: Option<String>,
+    /// The input as text.
+    #[serde(default)]
+    input: Option<String>,
+    /// The input as base64 bytes.
+    #[serde(default)]
+    input_base64: Option<String>,
+    /// Fuel the task may use (a shortcut for `limits.fuel`).
+    #[serde(default)]
+    fuel: Option<u64>,
+    #[serde(default)]
+    limits: Option<Limits>,
+    /// The most to pay per million fuel units. Default 1000.
+    #[serde(default = "default_max_price")]
+    max_price: u64,
+}
+
+fn default_max_price() -> u64 {
+    1000
+}
+
+/// `POST /v1/tasks`: accepted at once (202) with the task's id and trace id; the task is
+/// announced, scheduled and run in the background (`GET /v1/tasks/{id}`).
+async fn task_submit(
+    State(api): State<Api>,
+    Json(body): Json<SubmitBody>,
+) -> Result<Response, ApiError> {
+    let module = match body.module {
+        ModuleBody::Named(name) => match name.strip_prefix("builtin:") {
+            Some(n) => ModuleSource::Builtin(n.to_owned()),
+            None => {
+                return Err(bad_request(format!(
+                    "module {name:?}: give \"builtin:NAME\" or {{\"base64\": ...}}"
+                )));
+            }
+        },
+        ModuleBody::Bytes { base64 } => ModuleSource::Base64(base64),
+    };
+    let input = match (body.input, body.input_base64) {
+        (Some(_), Some(_)) => return Err(bad_request("give input or input_base64, not both")),
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b)) => B64
+            .decode(b)
+            .map_err(|e| bad_request(format!("input_base64: {e}")))?,
+        (None, None) => Vec::new(),
+    };
+    let guild = match body.guild {
+        Some(g) => g,
+        None => {
+            let active: Vec<String> = api
+                .guilds
+                .list()
+                .await?
+                .into_iter()
+                .filter(|g| g.status == "member" || g.status == "coordinator")
+                .map(|g| g.id)
+                .collect();
+            match &active[..] {
+                [one] => one.clone(),
+                [] => return Err(bad_request("this node is in no guild to run the task in")),
+                _ => {
+                    return Err(bad_request(format!(
+                        "this node is in {} guilds: say which (\"guild\")",
+                        active.len()
+                    )));
+                }
+            }
+        }
+    };
+    let mut limits = body.limits.unwrap_or_default();
+    if let Some(fuel) = body.fuel {
+        limits.fuel = fuel;
+    }
+    let record = api
+        .tasks
+        .submit(Submission {
+            guild,
+            module,
+            input,
+            limits,
+            max_price: body.max_price,
+        })
+        .map_err(bad_request)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "task_id": record.id,
+            "trace_id": record.trace_id,
+            "state": record.state,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+async fn task_list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+    Json(api.tasks.list(q.limit.min(1000))).into_response()
+}
+
+async fn task_get(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    api.tasks
+        .get(&id)
+        .map(|r| Json(r).into_response())
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no task {id} on this node")))
+}

@@ -1,0 +1,163 @@
+//! `zerostate task submit`: a task handed to a node on this machine, which runs it in its
+//! guild; waits for it, writes its output to stdout and a summary to stderr.
+//!
+//! Exit codes: 0 the task succeeded, 1 it failed inside its sandbox (a trap, a limit),
+//! 2 usage or bad input (the node refused the submission), 3 no executor delivered.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::Args;
+
+use crate::client::NodeClient;
+
+/// How long `task submit` waits for a task to end.
+const WAIT: Duration = Duration::from_secs(300);
+
+/// `zerostate task submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The module: a `.wasm` or `.wat` file, or `builtin:NAME` (see `zerostate task builtins`).
+    module: String,
+    /// The task's input: a file, or `-` for this command's stdin. Default: empty.
+    #[arg(long)]
+    input: Option<String>,
+    /// Fuel the task may use [default: 10000000000].
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// The most to pay per million fuel units [default: 1000].
+    #[arg(long)]
+    max_price: Option<u64>,
+    /// The guild to run it in [default: the one guild the node is in].
+    #[arg(long)]
+    guild: Option<String>,
+    /// The node's API [default: http:// and $ZEROSTATE_API, else http://127.0.0.1:8700].
+    #[arg(long, value_name = "URL")]
+    node: Option<String>,
+    /// The node's data directory, where its API token is [default: $ZEROSTATE_DATA_DIR,
+    /// else ~/.local/share/zerostate].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print the whole task record as JSON instead of the output.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SubmitArgs {
+    /// Submits, waits, reports.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let node = match &self.node {
+            Some(url) => url.clone(),
+            None => format!(
+                "http://{}",
+                std::env::var("ZEROSTATE_API")
+                    .unwrap_or_else(|_| crate::settings::DEFAULT_API.to_string())
+            ),
+        };
+        let dir = crate::data::data_dir(self.data_dir.as_deref())?;
+        let client = NodeClient::new(&node, &dir.join(crate::data::API_TOKEN_FILE))?;
+        let mut body = serde_json::json!({});
+        body["module"] = match self.module.strip_prefix("builtin:") {
+            Some(_) => serde_json::Value::from(self.module.as_str()),
+            None => {
+                let bytes = std::fs::read(&self.module)
+                    .with_context(|| format!("reading the module {}", self.module))?;
+                serde_json::json!({ "base64": B64.encode(bytes) })
+            }
+        };
+        if let Some(input) = self.input.as_deref() {
+            let bytes = if input == "-" {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut buf)
+                    .context("reading the input from stdin")?;
+                buf
+            } else {
+                std::fs::read(input).with_context(|| format!("reading the input {input}"))?
+            };
+            body["input_base64"] = serde_json::Value::from(B64.encode(bytes));
+        }
+        if let Some(fuel) = self.fuel {
+            body["fuel"] = fuel.into();
+        }
+        if let Some(price) = self.max_price {
+            body["max_price"] = price.into();
+        }
+        if let Some(guild) = &self.guild {
+            body["guild"] = serde_json::Value::from(guild.as_str());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let record = runtime.block_on(async {
+            let accepted = client.post("/v1/tasks", &body).await?;
+            let id = accepted["task_id"]
+                .as_str()
+                .context("the node's answer has no task id")?
+                .to_owned();
+            let start = Instant::now();
+            loop {
+                let record = client
+                    .get(&format!("/v1/tasks/{id}"))
+                    .await?
+                    .with_context(|| format!("the node forgot task {id}"))?;
+                let state = record["state"].as_str().unwrap_or_default();
+                if matches!(state, "succeeded" | "failed" | "undelivered") {
+                    return anyhow::Ok(record);
+                }
+                if start.elapsed() > WAIT {
+                    anyhow::bail!("task {id} did not end within {} s", WAIT.as_secs());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })?;
+        report(&record, self.json)
+    }
+}
+
+/// Writes the output (or the record) and the summary; the exit code says how it ended.
+fn report(record: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(record)?)?;
+    } else if let Some(output) = record["output"].as_str() {
+        stdout.write_all(&B64.decode(output).context("the task's output is not base64")?)?;
+    }
+    stdout.flush()?;
+    let viewer = std::env::var("ZEROSTATE_COLLECTOR")
+        .unwrap_or_else(|_| "http://127.0.0.1:16686".to_owned());
+    let trace = record["trace_id"].as_str().unwrap_or_default();
+    let state = record["state"].as_str().unwrap_or_default();
+    let receipt = &record["receipt"];
+    eprintln!(
+        "task {}: {state} on {}, fuel {}, paid: {}, trace {trace} ({}/trace/{trace})",
+        record["id"].as_str().unwrap_or_default(),
+        record["executor"].as_str().unwrap_or("no executor"),
+        receipt["fuel_consumed"].as_u64().unwrap_or(0),
+        record["payment"].as_str().unwrap_or_default(),
+        viewer.trim_end_matches('/'),
+    );
+    if let Some(error) = record["error"].as_str() {
+        eprintln!("  {error}");
+    }
+    for a in record["attempts"].as_array().into_iter().flatten() {
+        if a["outcome"] != "delivered" {
+            eprintln!(
+                "  attempt on {}: {}",
+                a["executor"].as_str().unwrap_or_default(),
+                a["outcome"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(match state {
+        "succeeded" => ExitCode::SUCCESS,
+        "failed" => ExitCode::from(1),
+        _ => ExitCode::from(3),
+    })
+}

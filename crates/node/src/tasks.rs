@@ -1,0 +1,288 @@
+//! Tasks across the network. A node is both sides:
+//!
+//! - **requester** ([`requester`]): a task submitted to its API is announced to a guild as a
+//!   sealed `task_request` (what it needs, never its input); members answer with offers over
+//!   direct requests; within the offer window the requester picks the cheapest (then the
+//!   least loaded), hands it the module and input (`task_run`), and checks the signed receipt
+//!   that comes back before it accepts the output. A failed attempt (refused, timed out, a
+//!   receipt that does not verify) goes to the next offer, a bounded number of times.
+//! - **executor** ([`executor`]): a member that hears a `task_request` it can take offers to
+//!   run it; a task it is handed runs in its engine under the same limits as `task run`, at
+//!   most `max_running` at once.
+//!
+//! Payment for the fuel a receipt states is not built yet: a task record says so.
+
+pub mod executor;
+pub mod requester;
+pub mod wire;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use zerostate_execution::{Engine, Receipt};
+use zerostate_guild::Guilds;
+use zerostate_p2p::{IncomingRequest, Network};
+
+/// How tasks behave on this node (`[tasks]`). Every field says its default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSettings {
+    /// How long a requester collects offers before it picks, milliseconds. Default 300.
+    pub offer_window_ms: u64,
+    /// Executors a task is handed to before it fails. Default 3.
+    pub max_attempts: u32,
+    /// Tasks this node runs for others at once; more are refused. Default 2.
+    pub max_running: u32,
+    /// This node's price per million fuel units, as an executor. Default 1.
+    pub price: u64,
+    /// Whether this node offers to run tasks for its guilds. Default true.
+    pub execute: bool,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            offer_window_ms: 300,
+            max_attempts: 3,
+            max_running: 2,
+            price: 1,
+            execute: true,
+        }
+    }
+}
+
+impl TaskSettings {
+    /// Checks the settings, naming each one out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if !(10..=60_000).contains(&self.offer_window_ms) {
+            problems.push(format!(
+                "offer_window_ms = {} must be between 10 and 60000",
+                self.offer_window_ms
+            ));
+        }
+        if !(1..=20).contains(&self.max_attempts) {
+            problems.push(format!(
+                "max_attempts = {} must be between 1 and 20",
+                self.max_attempts
+            ));
+        }
+        if !(1..=256).contains(&self.max_running) {
+            problems.push(format!(
+                "max_running = {} must be between 1 and 256",
+                self.max_running
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Where a task is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepted, not yet announced.
+    Queued,
+    /// Announced to the guild; collecting offers.
+    Offered,
+    /// Handed to an executor.
+    Running,
+    /// Ran to the end and the receipt verified.
+    Succeeded,
+    /// Ran and failed inside its sandbox (a trap, a limit): a result, with a receipt.
+    Failed,
+    /// No executor delivered: every attempt's reason is in `attempts`.
+    Undelivered,
+}
+
+impl TaskState {
+    /// Whether nothing more will happen to the task.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Undelivered)
+    }
+}
+
+/// One executor's try at a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The executor's peer id.
+    pub executor: String,
+    /// Its price per million fuel units.
+    pub price: u64,
+    /// `delivered`, or why not.
+    pub outcome: String,
+}
+
+/// What a node knows of a task it submitted: `GET /v1/tasks/{id}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's id.
+    pub id: String,
+    /// The guild it was announced to.
+    pub guild: String,
+    /// Where it is.
+    pub state: TaskState,
+    /// The trace it belongs to.
+    pub trace_id: String,
+    /// The executor it is with, or that delivered it.
+    pub executor: Option<String>,
+    /// Every executor it was handed to, in order.
+    pub attempts: Vec<Attempt>,
+    /// The verified receipt.
+    pub receipt: Option<Receipt>,
+    /// The output, base64 (empty for a failed run).
+    pub output: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// The payment for the receipt's fuel: not built yet, and said so.
+    pub payment: String,
+    /// When it was submitted, unix milliseconds.
+    pub submitted_at: u64,
+    /// From submission to its final state, milliseconds.
+    pub duration_ms: Option<u64>,
+}
+
+/// Task records kept for the API; the oldest go first.
+const RECORDS_KEPT: usize = 1000;
+
+/// The tasks of one node: a cheap, cloneable handle.
+#[derive(Clone)]
+pub struct Tasks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    network: Network,
+    guilds: Guilds,
+    engine: Arc<Engine>,
+    settings: TaskSettings,
+    records: Mutex<(BTreeMap<String, TaskRecord>, VecDeque<String>)>,
+    /// Offers for tasks collecting them, by task id.
+    offers: Mutex<HashMap<String, mpsc::Sender<(zerostate_p2p::PeerId, wire::TaskOffer)>>>,
+    /// Tasks this node runs for others now.
+    running: AtomicU32,
+}
+
+impl Tasks {
+    /// Starts listening to the guilds for tasks to offer on (when `settings.execute`).
+    pub fn start(
+        network: Network,
+        guilds: Guilds,
+        engine: Arc<Engine>,
+        settings: TaskSettings,
+    ) -> Tasks {
+        let tasks = Tasks {
+            inner: Arc::new(Inner {
+                network,
+                guilds,
+                engine,
+                settings,
+                records: Mutex::default(),
+                offers: Mutex::default(),
+                running: AtomicU32::new(0),
+            }),
+        };
+        if tasks.inner.settings.execute {
+            tokio::spawn(executor::listen(tasks.clone()));
+        }
+        tasks
+    }
+
+    /// Whether a direct request is task traffic (hand it to [`Tasks::request`]).
+    pub fn wants(request: &IncomingRequest) -> bool {
+        matches!(
+            request.envelope.message_type.as_str(),
+            wire::TASK_OFFER | wire::TASK_RUN
+        )
+    }
+
+    /// Answers a direct request of task traffic.
+    pub async fn request(&self, request: IncomingRequest) {
+        match request.envelope.message_type.as_str() {
+            wire::TASK_OFFER => requester::offer(self, request).await,
+            _ => executor::run(self, request).await,
+        }
+    }
+
+    /// One task record.
+    pub fn get(&self, id: &str) -> Option<TaskRecord> {
+        self.records().0.get(id).cloned()
+    }
+
+    /// The most recent task records, newest first.
+    pub fn list(&self, limit: usize) -> Vec<TaskRecord> {
+        let records = self.records();
+        records
+            .1
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|id| records.0.get(id).cloned())
+            .collect()
+    }
+
+    fn records(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (BTreeMap<String, TaskRecord>, VecDeque<String>)> {
+        self.inner
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, record: TaskRecord) {
+        let mut records = self.records();
+        records.1.push_back(record.id.clone());
+        records.0.insert(record.id.clone(), record);
+        while records.1.len() > RECORDS_KEPT {
+            if let Some(old) = records.1.pop_front() {
+                records.0.remove(&old);
+            }
+        }
+    }
+
+    fn update(&self, id: &str, change: impl FnOnce(&mut TaskRecord)) {
+        if let Some(r) = self.records().0.get_mut(id) {
+            change(r);
+        }
+    }
+
+    fn offers(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        HashMap<String, mpsc::Sender<(zerostate_p2p::PeerId, wire::TaskOffer)>>,
+    > {
+        self.inner
+            .offers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn running(&self) -> u32 {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// The longest a task may run here so that the requester's network request outlives it.
+    fn wall_time_cap(&self) -> Duration {
+        self.inner
+            .network
+            .request_timeout()
+            .saturating_sub(Duration::from_secs(1))
+    }
+}
+
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

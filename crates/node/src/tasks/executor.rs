@@ -1,0 +1,169 @@
+//! The executor's side: offering on the tasks a guild announces, and running the one it is
+//! handed.
+
+use std::sync::atomic::Ordering;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
+use zerostate_execution::{Manifest, builtin};
+use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_telemetry::names::span as names;
+use zerostate_telemetry::{SpanExt, error_chain};
+
+use super::Tasks;
+use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
+
+/// Listens to every guild this node is in for task requests, and offers on those it can take.
+pub(super) async fn listen(tasks: Tasks) {
+    let mut opened = tasks.inner.guilds.subscribe();
+    loop {
+        let message = match opened.recv().await {
+            Ok(m) => m,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!("{n} guild messages were not looked at for tasks (too many)");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if message.message_type != wire::TASK_REQUEST {
+            continue;
+        }
+        let span = tracing::info_span!(
+            names::TASK_OFFER,
+            task.id = tracing::field::Empty,
+            guild.id = message.guild.as_str(),
+            peer.id = %message.from,
+        );
+        if let Some(cx) = &message.context {
+            span.set_parent(cx);
+        }
+        let tasks = tasks.clone();
+        tokio::spawn(
+            async move {
+                if let Err(why) = offer(&tasks, message.from, &message.body).await {
+                    tracing::Span::current().record_error(&*why);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+type Why = Box<dyn std::error::Error + Send + Sync>;
+
+/// Offers to run the task `body` describes, if this node can and the price suits.
+async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), Why> {
+    let request: TaskRequest = serde_json::from_slice(body)?;
+    tracing::Span::current().record("task.id", request.task_id.as_str());
+    let settings = &tasks.inner.settings;
+    if request.requester != from.to_string() {
+        return Err("the task request names another requester than its sender".into());
+    }
+    if settings.price > request.max_price {
+        tracing::info!(
+            "not offering: this node's price {} is above the requester's {}",
+            settings.price,
+            request.max_price
+        );
+        return Ok(());
+    }
+    let running = tasks.running();
+    if running >= settings.max_running {
+        tracing::info!("not offering: {running} tasks already running");
+        return Ok(());
+    }
+    let offer = TaskOffer {
+        task_id: request.task_id,
+        price: settings.price,
+        running,
+    };
+    let answer = tasks
+        .inner
+        .network
+        .request(from, vec![], wire::TASK_OFFER, serde_json::to_vec(&offer)?)
+        .await?;
+    if answer.message_type != wire::TASK_OFFER_TAKEN {
+        tracing::info!(
+            "the requester did not take the offer: {}",
+            String::from_utf8_lossy(&answer.payload)
+        );
+    }
+    Ok(())
+}
+
+/// Runs a task handed to this node and answers with its output and signed receipt, or
+/// refuses with a reason.
+pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
+    let span = request.span.clone();
+    let answer = match prepare(tasks, &request) {
+        Err(why) => Err(why),
+        Ok(manifest) => {
+            tasks.inner.running.fetch_add(1, Ordering::AcqRel);
+            let engine = tasks.inner.engine.clone();
+            let in_span = span.clone();
+            let ran = tokio::task::spawn_blocking(move || {
+                in_span.in_scope(|| {
+                    let execution = engine.run(&manifest);
+                    TaskResult {
+                        output: B64.encode(&execution.output),
+                        receipt: execution.receipt,
+                        exit_code: execution.exit_code,
+                    }
+                })
+            })
+            .await;
+            tasks.inner.running.fetch_sub(1, Ordering::AcqRel);
+            ran.map_err(|e| format!("the task's thread ended: {e}"))
+        }
+    };
+    let reply = match answer {
+        Ok(result) => tasks.inner.network.respond(
+            request,
+            wire::TASK_RESULT,
+            serde_json::to_vec(&result).unwrap_or_default(),
+        ),
+        Err(why) => {
+            span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(why.clone()));
+            tasks
+                .inner
+                .network
+                .respond(request, "error", why.into_bytes())
+        }
+    };
+    if let Err(e) = reply.await {
+        span.record_error(&e);
+        tracing::warn!("answering a task: {}", error_chain(&e));
+    }
+}
+
+/// The manifest of a task handed to this node, or why it will not run it.
+fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<Manifest, String> {
+    if !tasks.inner.settings.execute {
+        return Err("this node does not run tasks for others".into());
+    }
+    let running = tasks.running();
+    if running >= tasks.inner.settings.max_running {
+        return Err(format!("busy: {running} tasks running already"));
+    }
+    let run: TaskRun = serde_json::from_slice(&request.envelope.payload)
+        .map_err(|e| format!("not a task: {e}"))?;
+    let input = B64
+        .decode(&run.input)
+        .map_err(|e| format!("the input is not base64: {e}"))?;
+    let mut manifest = match run.module {
+        ModuleSource::Builtin(name) => builtin::manifest(&name, run.task_id, input)
+            .ok_or_else(|| format!("no built-in task {name:?} here"))?,
+        ModuleSource::Base64(b) => {
+            let module = B64
+                .decode(&b)
+                .map_err(|e| format!("the module is not base64: {e}"))?;
+            let mut m = Manifest::new(run.task_id, module);
+            m.input = input;
+            m
+        }
+    };
+    manifest.limits = run.limits;
+    Ok(manifest)
+}

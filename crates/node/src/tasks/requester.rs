@@ -1,0 +1,303 @@
+//! The requester's side: announcing a task to a guild, collecting offers, handing it to the
+//! best one, and checking the receipt before accepting the output.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::sync::mpsc;
+use tracing::{Instrument, Span};
+use zerostate_execution::{Limits, Receipt, builtin, sha256};
+use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_telemetry::names::span as names;
+use zerostate_telemetry::{SpanExt, error_chain};
+
+use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
+use super::{Attempt, TaskRecord, TaskState, Tasks, unix_ms};
+
+/// A task to submit.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// The guild to announce it to.
+    pub guild: String,
+    /// Its module.
+    pub module: ModuleSource,
+    /// Its input.
+    pub input: Vec<u8>,
+    /// Its limits (the wall time is capped so that the network request outlives it).
+    pub limits: Limits,
+    /// The most this node pays per million fuel units.
+    pub max_price: u64,
+}
+
+/// Offers a task may collect, at most.
+const MAX_OFFERS: usize = 64;
+
+impl Tasks {
+    /// Accepts a task: records it, and announces and drives it in the background, in the
+    /// trace of the current span. Returns its record as it is now (queued), or why the
+    /// submission is refused.
+    pub fn submit(&self, s: Submission) -> Result<TaskRecord, String> {
+        let module_bytes = match &s.module {
+            ModuleSource::Builtin(name) => builtin::manifest(name, "", Vec::new())
+                .map(|m| m.module)
+                .ok_or_else(|| format!("no built-in task {name:?} (see `zerostate task builtins`)"))?,
+            ModuleSource::Base64(b) => B64
+                .decode(b)
+                .map_err(|e| format!("the module is not base64: {e}"))?,
+        };
+        let cap = self.wall_time_cap();
+        let mut limits = s.limits;
+        let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        if limits.wall_time_ms > cap_ms {
+            limits.wall_time_ms = cap_ms;
+        }
+        let id = new_task_id();
+        let span = tracing::info_span!(
+            names::TASK_SUBMIT,
+            task.id = id.as_str(),
+            guild.id = s.guild.as_str(),
+        );
+        let trace_id = span.context().map(|c| c.trace_id.to_string()).unwrap_or_default();
+        let record = TaskRecord {
+            id: id.clone(),
+            guild: s.guild.clone(),
+            state: TaskState::Queued,
+            trace_id,
+            executor: None,
+            attempts: Vec::new(),
+            receipt: None,
+            output: None,
+            error: None,
+            payment: "not built yet: the receipt's fuel is not paid over the network".into(),
+            submitted_at: unix_ms(),
+            duration_ms: None,
+        };
+        self.insert(record.clone());
+        let (tx, rx) = mpsc::channel(MAX_OFFERS);
+        self.offers().insert(id.clone(), tx);
+        let tasks = self.clone();
+        let job = Job {
+            id,
+            guild: s.guild,
+            module: s.module,
+            module_sha256: hex::encode(sha256(&module_bytes)),
+            module_bytes,
+            input: s.input,
+            limits,
+            max_price: s.max_price,
+        };
+        let drive_span = span.clone();
+        tokio::spawn(
+            async move {
+                let started = Instant::now();
+                let end = drive(&tasks, &job, rx).await;
+                tasks.offers().remove(&job.id);
+                if let Err(why) = &end {
+                    Span::current().record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
+                        why.clone(),
+                    ));
+                }
+                tasks.update(&job.id, |r| {
+                    r.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+                    if let Err(why) = end {
+                        r.state = TaskState::Undelivered;
+                        r.error = Some(why);
+                    }
+                });
+            }
+            .instrument(drive_span),
+        );
+        Ok(record)
+    }
+}
+
+struct Job {
+    id: String,
+    guild: String,
+    module: ModuleSource,
+    module_sha256: String,
+    module_bytes: Vec<u8>,
+    input: Vec<u8>,
+    limits: Limits,
+    max_price: u64,
+}
+
+fn new_task_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    hex::encode(bytes)
+}
+
+/// Announces, collects offers, and tries them in order. `Err` when no executor delivered.
+async fn drive(
+    tasks: &Tasks,
+    job: &Job,
+    mut offers: mpsc::Receiver<(PeerId, TaskOffer)>,
+) -> Result<(), String> {
+    let request = TaskRequest {
+        task_id: job.id.clone(),
+        requester: tasks.inner.network.peer_id().to_string(),
+        module_sha256: job.module_sha256.clone(),
+        fuel: job.limits.fuel,
+        max_price: job.max_price,
+    };
+    tasks.update(&job.id, |r| r.state = TaskState::Offered);
+    tasks
+        .inner
+        .guilds
+        .send(
+            &job.guild,
+            wire::TASK_REQUEST,
+            serde_json::to_vec(&request).unwrap_or_default(),
+        )
+        .await
+        .map_err(|e| format!("announcing the task to guild {}: {}", job.guild, error_chain(&e)))?;
+    let window = Duration::from_millis(tasks.inner.settings.offer_window_ms);
+    let deadline = tokio::time::Instant::now() + window;
+    let mut collected = Vec::new();
+    while let Ok(Some(offer)) = tokio::time::timeout_at(deadline, offers.recv()).await {
+        collected.push(offer);
+    }
+    // Cheapest first, then the least loaded.
+    collected.sort_by_key(|(_, o)| (o.price, o.running));
+    if collected.is_empty() {
+        return Err(format!(
+            "no member of guild {} offered to run it within {} ms",
+            job.guild,
+            window.as_millis()
+        ));
+    }
+    let mut reasons = Vec::new();
+    for (executor, offer) in collected
+        .into_iter()
+        .take(tasks.inner.settings.max_attempts as usize)
+    {
+        let span = tracing::info_span!(
+            names::TASK_ATTEMPT,
+            task.id = job.id.as_str(),
+            peer.id = %executor,
+            price = offer.price,
+        );
+        tasks.update(&job.id, |r| {
+            r.state = TaskState::Running;
+            r.executor = Some(executor.to_string());
+        });
+        let outcome = attempt(tasks, job, executor).instrument(span.clone()).await;
+        match outcome {
+            Ok((receipt, output)) => {
+                let failed = receipt.status != "ok";
+                tasks.update(&job.id, |r| {
+                    r.attempts.push(Attempt {
+                        executor: executor.to_string(),
+                        price: offer.price,
+                        outcome: "delivered".into(),
+                    });
+                    r.state = if failed {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Succeeded
+                    };
+                    r.error = receipt.error.clone();
+                    r.output = Some(B64.encode(&output));
+                    r.receipt = Some(receipt);
+                });
+                return Ok(());
+            }
+            Err(why) => {
+                span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
+                    why.clone(),
+                ));
+                tasks.update(&job.id, |r| {
+                    r.attempts.push(Attempt {
+                        executor: executor.to_string(),
+                        price: offer.price,
+                        outcome: why.clone(),
+                    });
+                    r.executor = None;
+                });
+                reasons.push(format!("{executor}: {why}"));
+            }
+        }
+    }
+    Err(format!("no executor delivered: {}", reasons.join("; ")))
+}
+
+/// Hands the task to `executor` and checks what comes back.
+async fn attempt(tasks: &Tasks, job: &Job, executor: PeerId) -> Result<(Receipt, Vec<u8>), String> {
+    let run = TaskRun {
+        task_id: job.id.clone(),
+        module: job.module.clone(),
+        input: B64.encode(&job.input),
+        limits: job.limits,
+    };
+    let payload = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
+    let answer = tasks
+        .inner
+        .network
+        .request(executor, vec![], wire::TASK_RUN, payload)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    if answer.message_type != wire::TASK_RESULT {
+        return Err(format!(
+            "the executor answered {}: {}",
+            answer.message_type,
+            String::from_utf8_lossy(&answer.payload)
+        ));
+    }
+    let result: TaskResult = serde_json::from_slice(&answer.payload)
+        .map_err(|e| format!("the executor's answer is not a task result: {e}"))?;
+    let output = B64
+        .decode(&result.output)
+        .map_err(|e| format!("the executor's output is not base64: {e}"))?;
+    let receipt = result.receipt;
+    let output_checked = (receipt.status == "ok").then_some(&output[..]);
+    receipt
+        .verify_with(Some(&job.module_bytes), Some(&job.input), output_checked)
+        .map_err(|e| format!("the receipt does not verify: {e}"))?;
+    if receipt.executor != executor.to_string() {
+        return Err(format!(
+            "the receipt is signed by {}, not by the executor the task was sent to",
+            receipt.executor
+        ));
+    }
+    if receipt.task_id != job.id {
+        return Err(format!("the receipt is for task {}", receipt.task_id));
+    }
+    let trace = Span::current()
+        .context()
+        .map(|c| c.trace_id.to_string())
+        .unwrap_or_default();
+    if !trace.is_empty() && receipt.trace_id != trace {
+        return Err(format!(
+            "the receipt names trace {}, not this task's",
+            receipt.trace_id
+        ));
+    }
+    Ok((receipt, output))
+}
+
+/// An executor's offer for a task this node is collecting offers for.
+pub(super) async fn offer(tasks: &Tasks, request: IncomingRequest) {
+    let parsed: Result<TaskOffer, _> = serde_json::from_slice(&request.envelope.payload);
+    let taken = match parsed {
+        Err(e) => Err(format!("not an offer: {e}")),
+        Ok(offer) => {
+            let sender = tasks.offers().get(&offer.task_id).cloned();
+            match sender {
+                None => Err("no task of this node is collecting offers under that id".into()),
+                Some(tx) => tx
+                    .try_send((request.peer, offer))
+                    .map_err(|_| "enough offers already".to_owned()),
+            }
+        }
+    };
+    let network = tasks.inner.network.clone();
+    let (kind, body) = match taken {
+        Ok(()) => (wire::TASK_OFFER_TAKEN, Vec::new()),
+        Err(why) => ("error", why.into_bytes()),
+    };
+    if let Err(e) = network.respond(request, kind, body).await {
+        tracing::debug!("answering an offer: {}", error_chain(&e));
+    }
+}

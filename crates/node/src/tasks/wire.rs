@@ -1,0 +1,80 @@
+//! What requesters and executors send each other: JSON in p2p envelopes.
+
+use serde::{Deserialize, Serialize};
+use zerostate_execution::Receipt;
+use zerostate_execution::Limits;
+
+/// Guild message type of a task looking for an executor.
+pub const TASK_REQUEST: &str = "task_request";
+/// Direct request: an executor's offer to the requester.
+pub const TASK_OFFER: &str = "task_offer";
+/// Direct request: the requester hands the task to the executor it chose.
+pub const TASK_RUN: &str = "task_run";
+/// Answer to [`TASK_RUN`].
+pub const TASK_RESULT: &str = "task_result";
+/// Answer to [`TASK_OFFER`].
+pub const TASK_OFFER_TAKEN: &str = "task_offer_taken";
+
+/// Sealed to the guild: what the task needs, never its input.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// The task's id, chosen by the requester.
+    pub task_id: String,
+    /// The requester's peer id: where offers go.
+    pub requester: String,
+    /// SHA-256 of the module, hex.
+    pub module_sha256: String,
+    /// Fuel the task may use.
+    pub fuel: u64,
+    /// The most the requester pays per million fuel units.
+    pub max_price: u64,
+}
+
+/// An executor's offer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskOffer {
+    /// The task offered on.
+    pub task_id: String,
+    /// Its price per million fuel units.
+    pub price: u64,
+    /// Tasks it is running now.
+    pub running: u32,
+}
+
+/// The module of a task to run: a built-in by name, or the bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModuleSource {
+    /// A built-in task (`zerostate task builtins`).
+    Builtin(String),
+    /// WebAssembly (binary or text), base64.
+    Base64(String),
+}
+
+/// The task itself, to the chosen executor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRun {
+    /// The task's id.
+    pub task_id: String,
+    /// Its module.
+    pub module: ModuleSource,
+    /// The input, base64.
+    pub input: String,
+    /// The limits it runs under.
+    pub limits: Limits,
+}
+
+/// The executor's answer: the output and the signed receipt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// The output, base64.
+    pub output: String,
+    /// The executor's signed receipt.
+    pub receipt: Receipt,
+    /// The task's exit code.
+    pub exit_code: i32,
+}
