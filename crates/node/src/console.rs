@@ -63,6 +63,8 @@ pub struct DevnetReady {
     pub trace: String,
     /// The trace of the guild's announcement to the network (`guild_invitation` gossip).
     pub announcement: String,
+    /// The ids of the tasks it ran (their records: `GET /v1/tasks/{id}` on the last edge).
+    pub tasks: Vec<String>,
     /// The process ids of the nodes and the collector.
     pub pids: Vec<u32>,
 }

@@ -20,8 +20,12 @@ pub struct DevnetCommand {
     /// Nodes in all: the bootnode (which creates the guild), a relay, and N-2 edges.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..=64))]
     nodes: u16,
-    /// Stop once the network is up and the first message's trace is drawn, instead of
-    /// running until a signal; the exit code is 0 only if all of that worked.
+    /// Tasks submitted from the last edge once the network is up (built-in tasks, in turn
+    /// primes, matmul, crc32), so that they run on other members.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    tasks: u16,
+    /// Stop once the tasks have ended and the traces are drawn, instead of running until a
+    /// signal; the exit code is 0 only if every task succeeded and every trace was drawn.
     #[arg(long)]
     exit: bool,
     /// The collector's OTLP/HTTP address.
@@ -230,7 +234,7 @@ impl DevnetCommand {
             let body = sender
                 .post(
                     &format!("/v1/guilds/{guild_id}/messages"),
-                    &serde_json::json!({ "type": "task_request", "payload": "hello, devnet" }),
+                    &serde_json::json!({ "type": "greeting", "payload": "hello, devnet" }),
                 )
                 .await
                 .context("sending the first guild message")?;
@@ -245,10 +249,11 @@ impl DevnetCommand {
                 .await
                 .context("announcing the guild")?;
             let announcement = body["trace_id"].as_str().context("no trace id")?.to_owned();
-            // Every node exports within its batch delay (500 ms).
-            tokio::time::sleep(Duration::from_secs(2)).await;
             anyhow::Ok((trace_id, announcement))
         })?;
+        let tasks = runtime.block_on(run_tasks(&sender, self.tasks))?;
+        // Every node exports within its batch delay (500 ms).
+        std::thread::sleep(Duration::from_secs(2));
         let draw = |trace: &str| -> anyhow::Result<String> {
             Ok(runtime
                 .block_on(crate::commands::trace::fetch(&format!(
@@ -259,6 +264,10 @@ impl DevnetCommand {
         };
         let tree = draw(&trace_id)?;
         let announced = draw(&announcement)?;
+        let first_task = match tasks.first() {
+            Some(t) => draw(t["trace_id"].as_str().unwrap_or_default())?,
+            None => String::new(),
+        };
         let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
         crate::console::say(&Ready {
             devnet: Some(DevnetReady {
@@ -268,6 +277,10 @@ impl DevnetCommand {
                 nodes: names.clone(),
                 trace: trace_id.clone(),
                 announcement: announcement.clone(),
+                tasks: tasks
+                    .iter()
+                    .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                    .collect(),
                 pids: nodes
                     .iter()
                     .map(Child::pid)
@@ -280,9 +293,10 @@ impl DevnetCommand {
             "devnet: {} nodes in guild {guild_id}, traces to {otlp}, logs and {DEVNET_FILE} in \
              {}\nthe first guild message's trace ({ui}/trace/{trace_id}):\n\n{tree}\n\
              the guild announced to the network ({ui}/trace/{announcement}):\n\n{announced}\n\
-             viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n{}",
+             {}viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n{}",
             names.len(),
             dir.display(),
+            task_report(&tasks, &names_by_peer(&nodes), &first_task, &ui),
             if self.exit {
                 "--exit: stopping now."
             } else {
@@ -297,12 +311,112 @@ impl DevnetCommand {
         // collector.
         stop_all(nodes, STOP_GRACE);
         stop_all(vec![collector], STOP_GRACE);
-        if tree.is_empty() || announced.is_empty() {
+        if tree.is_empty() || announced.is_empty() || (!tasks.is_empty() && first_task.is_empty()) {
             eprintln!("devnet: a trace did not reach the collector");
+            return Ok(ExitCode::FAILURE);
+        }
+        if tasks.iter().any(|t| t["state"] != "succeeded") {
+            eprintln!("devnet: not every task succeeded");
             return Ok(ExitCode::FAILURE);
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// The built-in tasks the devnet runs, in turn, with their inputs.
+const DEVNET_TASKS: [(&str, &str); 3] = [
+    ("builtin:primes", "1000000"),
+    ("builtin:matmul", "64"),
+    ("builtin:crc32", "hello, devnet"),
+];
+
+/// Submits `count` tasks on `node`, one after another, and returns their final records.
+async fn run_tasks(
+    node: &crate::client::NodeClient,
+    count: u16,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut records = Vec::new();
+    for i in 0..usize::from(count) {
+        let (module, input) = DEVNET_TASKS[i % DEVNET_TASKS.len()];
+        let accepted = node
+            .post(
+                "/v1/tasks",
+                &serde_json::json!({ "module": module, "input": input }),
+            )
+            .await
+            .with_context(|| format!("submitting task {} ({module})", i + 1))?;
+        let id = accepted["task_id"]
+            .as_str()
+            .context("no task id")?
+            .to_owned();
+        let start = Instant::now();
+        loop {
+            let record = node
+                .get(&format!("/v1/tasks/{id}"))
+                .await?
+                .with_context(|| format!("task {id} was forgotten"))?;
+            if matches!(
+                record["state"].as_str(),
+                Some("succeeded" | "failed" | "undelivered")
+            ) {
+                records.push(record);
+                break;
+            }
+            if start.elapsed() > GUILD_TIMEOUT {
+                bail!("task {id} did not end within {} s", GUILD_TIMEOUT.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(records)
+}
+
+/// Each node's name by its peer id.
+fn names_by_peer(nodes: &[Child]) -> std::collections::HashMap<String, String> {
+    nodes
+        .iter()
+        .filter_map(|p| Ready::parse(p.ready()).ok()?.node)
+        .map(|n| (n.peer_id, n.name))
+        .collect()
+}
+
+/// The first task's trace and a table of every task; nothing without tasks.
+fn task_report(
+    tasks: &[serde_json::Value],
+    names: &std::collections::HashMap<String, String>,
+    first_trace: &str,
+    ui: &str,
+) -> String {
+    use std::fmt::Write as _;
+    let Some(first) = tasks.first() else {
+        return String::new();
+    };
+    let mut out = format!(
+        "the first task's trace ({ui}/trace/{}):\n\n{first_trace}\n",
+        first["trace_id"].as_str().unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "{:<18} {:<14} {:<12} {:>12} {:>9} {:>10}",
+        "task", "module", "executor", "fuel", "paid", "duration"
+    );
+    for t in tasks {
+        let executor = t["executor"].as_str().unwrap_or_default();
+        let module = t["receipt"]["entry"].as_str().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{:<18} {:<14} {:<12} {:>12} {:>9} {:>8}ms  {}",
+            t["id"].as_str().unwrap_or_default(),
+            module,
+            names.get(executor).map_or("-", String::as_str),
+            t["receipt"]["fuel_consumed"].as_u64().unwrap_or(0),
+            "not built",
+            t["duration_ms"].as_u64().unwrap_or(0),
+            t["state"].as_str().unwrap_or_default(),
+        );
+    }
+    out.push('\n');
+    out
 }
 
 /// Writes `DIR/devnet.json` (through a temporary file, so a reader never sees half of it).

@@ -127,7 +127,10 @@ fn report(record: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(record)?)?;
     } else if let Some(output) = record["output"].as_str() {
-        stdout.write_all(&B64.decode(output).context("the task's output is not base64")?)?;
+        stdout.write_all(
+            &B64.decode(output)
+                .context("the task's output is not base64")?,
+        )?;
     }
     stdout.flush()?;
     let viewer = std::env::var("ZEROSTATE_COLLECTOR")

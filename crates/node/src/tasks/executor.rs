@@ -125,7 +125,9 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
             serde_json::to_vec(&result).unwrap_or_default(),
         ),
         Err(why) => {
-            span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(why.clone()));
+            span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
+                why.clone(),
+            ));
             tasks
                 .inner
                 .network

@@ -41,7 +41,9 @@ impl Tasks {
         let module_bytes = match &s.module {
             ModuleSource::Builtin(name) => builtin::manifest(name, "", Vec::new())
                 .map(|m| m.module)
-                .ok_or_else(|| format!("no built-in task {name:?} (see `zerostate task builtins`)"))?,
+                .ok_or_else(|| {
+                    format!("no built-in task {name:?} (see `zerostate task builtins`)")
+                })?,
             ModuleSource::Base64(b) => B64
                 .decode(b)
                 .map_err(|e| format!("the module is not base64: {e}"))?,
@@ -58,7 +60,10 @@ impl Tasks {
             task.id = id.as_str(),
             guild.id = s.guild.as_str(),
         );
-        let trace_id = span.context().map(|c| c.trace_id.to_string()).unwrap_or_default();
+        let trace_id = span
+            .context()
+            .map(|c| c.trace_id.to_string())
+            .unwrap_or_default();
         let record = TaskRecord {
             id: id.clone(),
             guild: s.guild.clone(),
@@ -94,9 +99,9 @@ impl Tasks {
                 let end = drive(&tasks, &job, rx).await;
                 tasks.offers().remove(&job.id);
                 if let Err(why) = &end {
-                    Span::current().record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
-                        why.clone(),
-                    ));
+                    Span::current().record_error(
+                        &*Box::<dyn std::error::Error + Send + Sync>::from(why.clone()),
+                    );
                 }
                 tasks.update(&job.id, |r| {
                     r.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
@@ -152,7 +157,13 @@ async fn drive(
             serde_json::to_vec(&request).unwrap_or_default(),
         )
         .await
-        .map_err(|e| format!("announcing the task to guild {}: {}", job.guild, error_chain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "announcing the task to guild {}: {}",
+                job.guild,
+                error_chain(&e)
+            )
+        })?;
     let window = Duration::from_millis(tasks.inner.settings.offer_window_ms);
     let deadline = tokio::time::Instant::now() + window;
     let mut collected = Vec::new();

@@ -1,8 +1,8 @@
 //! What requesters and executors send each other: JSON in p2p envelopes.
 
 use serde::{Deserialize, Serialize};
-use zerostate_execution::Receipt;
 use zerostate_execution::Limits;
+use zerostate_execution::Receipt;
 
 /// Guild message type of a task looking for an executor.
 pub const TASK_REQUEST: &str = "task_request";

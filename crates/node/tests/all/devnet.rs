@@ -67,6 +67,8 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
         "{announced}"
     );
     assert_eq!(announced.matches("\"p2p.gossip.publish\"").count(), 1);
+    // Three tasks ran, each in its own trace, on a member other than the edge.
+    assert_eq!(d.tasks.len(), 3, "{ready}");
 
     let pids = d.pids;
     assert_eq!(pids.len(), 4);

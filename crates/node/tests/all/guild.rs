@@ -137,7 +137,7 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     let (status, body) = members[0].post(
         &format!("/v1/guilds/{id}/messages"),
-        &serde_json::json!({ "type": "task_request", "payload": "frame 1" }),
+        &serde_json::json!({ "type": "note", "payload": "frame 1" }),
         &[("traceparent", &format!("00-{trace_id}-b7ad6b7169203331-01"))],
     );
     assert_eq!(status, 200, "{body}");
@@ -210,7 +210,7 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
     assert_eq!(before["status"], "left");
     let (status, body) = members[1].post(
         &format!("/v1/guilds/{id}/messages"),
-        &serde_json::json!({ "type": "task_request", "payload": "frame 2" }),
+        &serde_json::json!({ "type": "note", "payload": "frame 2" }),
         &[],
     );
     assert_eq!(status, 200, "{body}");
