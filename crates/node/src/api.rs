@@ -10,6 +10,7 @@
 //! as every listener is (see `zerostate_collector::serve`).
 
 mod access;
+mod channels;
 mod dht;
 mod guilds;
 mod node;
@@ -38,6 +39,7 @@ pub(crate) struct Api {
     network: Network,
     guilds: Guilds,
     tasks: crate::tasks::Tasks,
+    payments: crate::payments::Payments,
     info: NodeInfo,
 }
 
@@ -47,6 +49,7 @@ pub async fn serve(
     network: Network,
     guilds: Guilds,
     tasks: crate::tasks::Tasks,
+    payments: crate::payments::Payments,
     info: NodeInfo,
     access: Access,
 ) {
@@ -56,10 +59,12 @@ pub async fn serve(
         .merge(dht::routes())
         .merge(guilds::routes())
         .merge(tasks::routes())
+        .merge(channels::routes())
         .with_state(Api {
             network,
             guilds,
             tasks,
+            payments,
             info,
         })
         // Layers run outside in: access first, then the span, then the handler.

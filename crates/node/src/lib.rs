@@ -10,6 +10,7 @@ pub mod client;
 pub mod commands;
 pub mod console;
 pub mod data;
+pub mod payments;
 pub mod process;
 pub mod settings;
 pub mod tasks;
@@ -47,6 +48,9 @@ enum Command {
     /// Work with the guilds of a node on this machine.
     #[command(subcommand)]
     Guild(commands::guild::GuildCommand),
+    /// Work with the payment channels of a node on this machine.
+    #[command(subcommand)]
+    Channel(commands::channel::ChannelCommand),
 }
 
 impl Cli {
@@ -60,6 +64,7 @@ impl Cli {
             Command::Devnet(c) => c.run(),
             Command::Trace(c) => c.run(),
             Command::Guild(c) => c.run(),
+            Command::Channel(c) => c.run(),
         }
     }
 }

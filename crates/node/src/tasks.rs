@@ -10,7 +10,8 @@
 //!   run it; a task it is handed runs in its engine under the same limits as `task run`, at
 //!   most `max_running` at once.
 //!
-//! Payment for the fuel a receipt states is not built yet: a task record says so.
+//! After a verified receipt the requester pays the executor for the fuel it states
+//! ([`crate::payments`]), failed runs included (like gas).
 
 pub mod executor;
 pub mod requester;
@@ -31,7 +32,8 @@ use zerostate_p2p::{IncomingRequest, Network};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskSettings {
-    /// How long a requester collects offers before it picks, milliseconds. Default 300.
+    /// The longest a requester collects offers before it picks, milliseconds; it picks at
+    /// once when every other member of the guild has offered. Default 1000.
     pub offer_window_ms: u64,
     /// Executors a task is handed to before it fails. Default 3.
     pub max_attempts: u32,
@@ -46,7 +48,7 @@ pub struct TaskSettings {
 impl Default for TaskSettings {
     fn default() -> Self {
         Self {
-            offer_window_ms: 300,
+            offer_window_ms: 1000,
             max_attempts: 3,
             max_running: 2,
             price: 1,
@@ -142,8 +144,8 @@ pub struct TaskRecord {
     pub output: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
-    /// The payment for the receipt's fuel: not built yet, and said so.
-    pub payment: String,
+    /// The payment for the fuel the receipt states, once the receipt verified.
+    pub payment: Option<crate::payments::PaymentRecord>,
     /// When it was submitted, unix milliseconds.
     pub submitted_at: u64,
     /// From submission to its final state, milliseconds.
@@ -163,6 +165,7 @@ struct Inner {
     network: Network,
     guilds: Guilds,
     engine: Arc<Engine>,
+    payments: crate::payments::Payments,
     settings: TaskSettings,
     records: Mutex<(BTreeMap<String, TaskRecord>, VecDeque<String>)>,
     /// Offers for tasks collecting them, by task id.
@@ -177,6 +180,7 @@ impl Tasks {
         network: Network,
         guilds: Guilds,
         engine: Arc<Engine>,
+        payments: crate::payments::Payments,
         settings: TaskSettings,
     ) -> Tasks {
         let tasks = Tasks {
@@ -184,6 +188,7 @@ impl Tasks {
                 network,
                 guilds,
                 engine,
+                payments,
                 settings,
                 records: Mutex::default(),
                 offers: Mutex::default(),

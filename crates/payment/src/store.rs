@@ -111,6 +111,17 @@ impl Store {
     fn get(&self, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
         load(&self.lock(), id)
     }
+
+    fn all(&self) -> Result<Vec<LocalChannel>, PaymentError> {
+        let conn = self.lock();
+        let ids = conn
+            .prepare("SELECT id FROM channels ORDER BY rowid")?
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.into_iter()
+            .map(|id| load(&conn, &ChannelId(db::bytes32(id, "stored channel id")?)))
+            .collect()
+    }
 }
 
 fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
@@ -387,6 +398,11 @@ impl PayerStore {
     pub fn channel(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
         self.store.get(channel)
     }
+
+    /// Every channel this side pays through, oldest first.
+    pub fn channels(&self) -> Result<Vec<LocalChannel>, PaymentError> {
+        self.store.all()
+    }
 }
 
 /// What the payee returns for an accepted payment, after it is durable.
@@ -496,6 +512,11 @@ impl PayeeStore {
     /// The channel with its latest accepted state.
     pub fn channel(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
         self.store.get(channel)
+    }
+
+    /// Every channel this side is paid through, oldest first.
+    pub fn channels(&self) -> Result<Vec<LocalChannel>, PaymentError> {
+        self.store.all()
     }
 }
 

@@ -147,7 +147,14 @@ impl DevnetCommand {
         };
         let boot = node(
             "bootnode",
-            &[s("--role"), s("bootnode"), s("--create-guild"), s("devnet")],
+            &[
+                s("--role"),
+                s("bootnode"),
+                s("--create-guild"),
+                s("devnet"),
+                s("--ledger"),
+                s("--ledger-faucet"),
+            ],
         )?;
         let guild = boot
             .event("guild_created", START_TIMEOUT)
@@ -157,6 +164,10 @@ impl DevnetCommand {
             .context("no guild id")?
             .to_owned();
         let boot_addr = first_address(&boot)?;
+        let boot_peer = Ready::parse(boot.ready())?
+            .node
+            .context("the bootnode did not describe itself")?
+            .peer_id;
         let join = format!("{guild_id}@{boot_addr}");
         let client = |p: &Child| crate::client::NodeClient::from_ready(p.ready());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -189,6 +200,8 @@ impl DevnetCommand {
                 join.clone(),
                 s("--invitation"),
                 invitation()?,
+                s("--ledger-peer"),
+                boot_peer.clone(),
             ],
         )?);
         for i in 1..=usize::from(self.nodes) - 2 {
@@ -201,6 +214,8 @@ impl DevnetCommand {
                     join.clone(),
                     s("--invitation"),
                     invitation()?,
+                    s("--ledger-peer"),
+                    boot_peer.clone(),
                 ],
             )?);
         }
@@ -228,6 +243,23 @@ impl DevnetCommand {
             anyhow::Ok(())
         })?;
         write_devnet_file(&dir, &guild_id, &otlp, &ui, &nodes)?;
+        // The devnet's faucet: every node gets funds on the bootnode's ledger.
+        runtime.block_on(async {
+            for p in &nodes {
+                let peer = Ready::parse(p.ready())?
+                    .node
+                    .context("a node did not describe itself")?
+                    .peer_id;
+                coordinator
+                    .post(
+                        "/v1/ledger/faucet",
+                        &serde_json::json!({ "peer_id": peer, "amount": DEVNET_FUNDS }),
+                    )
+                    .await
+                    .with_context(|| format!("funding {} from the devnet faucet", p.name()))?;
+            }
+            anyhow::Ok(())
+        })?;
         let (trace_id, announcement) = runtime.block_on(async {
             // Give the gossip mesh a heartbeat to form before the first message.
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -315,13 +347,19 @@ impl DevnetCommand {
             eprintln!("devnet: a trace did not reach the collector");
             return Ok(ExitCode::FAILURE);
         }
-        if tasks.iter().any(|t| t["state"] != "succeeded") {
-            eprintln!("devnet: not every task succeeded");
+        if tasks
+            .iter()
+            .any(|t| t["state"] != "succeeded" || t["payment"]["status"] != "paid")
+        {
+            eprintln!("devnet: not every task succeeded and was paid");
             return Ok(ExitCode::FAILURE);
         }
         Ok(ExitCode::SUCCESS)
     }
 }
+
+/// What the devnet faucet gives each node, in base units.
+const DEVNET_FUNDS: u64 = 1_000_000_000;
 
 /// The built-in tasks the devnet runs, in turn, with their inputs.
 const DEVNET_TASKS: [(&str, &str); 3] = [
@@ -410,7 +448,11 @@ fn task_report(
             module,
             names.get(executor).map_or("-", String::as_str),
             t["receipt"]["fuel_consumed"].as_u64().unwrap_or(0),
-            "not built",
+            match t["payment"]["status"].as_str() {
+                Some("paid") => t["payment"]["amount"].as_u64().unwrap_or(0).to_string(),
+                Some(other) => other.to_owned(),
+                None => "-".to_owned(),
+            },
             t["duration_ms"].as_u64().unwrap_or(0),
             t["state"].as_str().unwrap_or_default(),
         );

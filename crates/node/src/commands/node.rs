@@ -47,6 +47,8 @@ pub struct NodeFile {
     pub collector: Option<zerostate_collector::CollectorConfig>,
     /// Tasks (`[tasks]`): offers, attempts, what this node runs for others.
     pub tasks: crate::tasks::TaskSettings,
+    /// Payments (`[payments]`): which node runs the ledger, the channel deposit.
+    pub payments: crate::payments::PaymentSettings,
 }
 
 impl NodeFile {
@@ -108,6 +110,16 @@ pub struct NodeCommand {
     /// invite`), needed by a guild that admits by invitation (the default).
     #[arg(long, value_name = "TOKEN", requires = "join_guild", value_parser = parse_invitation)]
     invitation: Option<zerostate_guild::Invitation>,
+    /// Run the payment ledger (`<data dir>/ledger.db`) for the other nodes.
+    #[arg(long)]
+    ledger: bool,
+    /// Devnet only: let this node's API credit accounts on its ledger
+    /// (`POST /v1/ledger/faucet`).
+    #[arg(long, requires = "ledger")]
+    ledger_faucet: bool,
+    /// The peer id of the node that runs the ledger (sets `[payments] ledger`).
+    #[arg(long, value_name = "PEER_ID")]
+    ledger_peer: Option<String>,
 }
 
 fn parse_invitation(token: &str) -> Result<zerostate_guild::Invitation, String> {
@@ -171,6 +183,11 @@ struct Plan {
     topics: Vec<String>,
     guild: GuildConfig,
     tasks: crate::tasks::TaskSettings,
+    /// What pays and is paid.
+    payments: crate::payments::PaymentSettings,
+    /// The node key's seed (it is also the payment key), whether this node runs the ledger
+    /// and its faucet, and the data directory.
+    ledger: (bool, bool, PathBuf, [u8; 32]),
     /// The engine tasks run in, signing receipts with the node key.
     engine: std::sync::Arc<zerostate_execution::Engine>,
     create_guild: Option<String>,
@@ -284,6 +301,15 @@ impl NodeCommand {
                 ..file.guild.clone()
             },
             tasks: file.tasks.clone(),
+            payments: crate::payments::PaymentSettings {
+                ledger: self
+                    .ledger_peer
+                    .clone()
+                    .or_else(|| file.payments.ledger.clone())
+                    .or_else(|| self.ledger.then(|| peer_id.to_string())),
+                ..file.payments.clone()
+            },
+            ledger: (self.ledger, self.ledger_faucet, dir.clone(), seed),
             engine: std::sync::Arc::new(engine),
             create_guild: self.create_guild.clone(),
             join_guild: self.join_guild.clone().map(|target| GuildTarget {
@@ -310,6 +336,8 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         topics,
         guild,
         tasks,
+        payments,
+        ledger: (run_ledger, faucet, dir, seed),
         engine,
         create_guild,
         join_guild,
@@ -319,7 +347,21 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         .await
         .context("starting the network")?;
     let guilds = Guilds::start(network.clone(), key, guild).context("starting guilds")?;
-    let tasks = crate::tasks::Tasks::start(network.clone(), guilds.clone(), engine, tasks);
+    let payments = crate::payments::Payments::open(
+        network.clone(),
+        seed,
+        &dir,
+        &payments,
+        run_ledger,
+        faucet,
+    )?;
+    let tasks = crate::tasks::Tasks::start(
+        network.clone(),
+        guilds.clone(),
+        engine,
+        payments.clone(),
+        tasks,
+    );
     for topic in &topics {
         network
             .subscribe(topic)
@@ -358,6 +400,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         network.clone(),
         guilds.clone(),
         tasks.clone(),
+        payments.clone(),
         info,
         access,
     ));
@@ -365,6 +408,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         network.clone(),
         guilds.clone(),
         tasks,
+        payments,
         events,
     ));
     if let Some(name) = create_guild {
@@ -396,6 +440,7 @@ async fn handle_events(
     network: Network,
     guilds: Guilds,
     tasks: crate::tasks::Tasks,
+    payments: crate::payments::Payments,
     mut events: tokio::sync::mpsc::Receiver<Event>,
 ) {
     while let Some(event) = events.recv().await {
@@ -408,6 +453,11 @@ async fn handle_events(
             Event::Request(r) if crate::tasks::Tasks::wants(&r) => {
                 let tasks = tasks.clone();
                 tokio::spawn(async move { tasks.request(r).await });
+                continue;
+            }
+            Event::Request(r) if crate::payments::Payments::wants(&r) => {
+                let payments = payments.clone();
+                tokio::spawn(async move { payments.request(r).await });
                 continue;
             }
             other => other,

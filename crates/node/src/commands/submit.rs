@@ -138,12 +138,20 @@ fn report(record: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
     let trace = record["trace_id"].as_str().unwrap_or_default();
     let state = record["state"].as_str().unwrap_or_default();
     let receipt = &record["receipt"];
+    let payment = &record["payment"];
+    let paid = match payment["status"].as_str() {
+        Some("paid") => format!("{} units", payment["amount"].as_u64().unwrap_or(0)),
+        Some(other) => format!(
+            "{other} ({})",
+            payment["reason"].as_str().unwrap_or("no reason given")
+        ),
+        None => "nothing".to_owned(),
+    };
     eprintln!(
-        "task {}: {state} on {}, fuel {}, paid: {}, trace {trace} ({}/trace/{trace})",
+        "task {}: {state} on {}, fuel {}, paid {paid}, trace {trace} ({}/trace/{trace})",
         record["id"].as_str().unwrap_or_default(),
         record["executor"].as_str().unwrap_or("no executor"),
         receipt["fuel_consumed"].as_u64().unwrap_or(0),
-        record["payment"].as_str().unwrap_or_default(),
         viewer.trim_end_matches('/'),
     );
     if let Some(error) = record["error"].as_str() {

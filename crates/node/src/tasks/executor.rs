@@ -15,6 +15,10 @@ use zerostate_telemetry::{SpanExt, error_chain};
 use super::Tasks;
 use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
 
+/// Test switch, set in the environment of a node under test: as an executor it returns
+/// receipts that do not match what it ran (a dishonest executor).
+pub const FORGE_RECEIPTS_ENV: &str = "ZEROSTATE_TEST_FORGE_RECEIPTS";
+
 /// Listens to every guild this node is in for task requests, and offers on those it can take.
 pub(super) async fn listen(tasks: Tasks) {
     let mut opened = tasks.inner.guilds.subscribe();
@@ -79,10 +83,23 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), Why> {
         price: settings.price,
         running,
     };
+    // At most a few addresses, each of which must name the requester.
+    let addresses: Vec<zerostate_p2p::Multiaddr> = request
+        .addresses
+        .iter()
+        .take(8)
+        .filter_map(|a| a.parse().ok())
+        .filter(|a| zerostate_p2p::peer_of(a) == Some(from))
+        .collect();
     let answer = tasks
         .inner
         .network
-        .request(from, vec![], wire::TASK_OFFER, serde_json::to_vec(&offer)?)
+        .request(
+            from,
+            addresses,
+            wire::TASK_OFFER,
+            serde_json::to_vec(&offer)?,
+        )
         .await?;
     if answer.message_type != wire::TASK_OFFER_TAKEN {
         tracing::info!(
@@ -106,9 +123,14 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
             let ran = tokio::task::spawn_blocking(move || {
                 in_span.in_scope(|| {
                     let execution = engine.run(&manifest);
+                    let mut receipt = execution.receipt;
+                    if std::env::var_os(FORGE_RECEIPTS_ENV).is_some() {
+                        // Test switch: a dishonest executor claims another output.
+                        receipt.output_sha256 = hex::encode([0u8; 32]);
+                    }
                     TaskResult {
                         output: B64.encode(&execution.output),
-                        receipt: execution.receipt,
+                        receipt,
                         exit_code: execution.exit_code,
                     }
                 })

@@ -74,7 +74,7 @@ impl Tasks {
             receipt: None,
             output: None,
             error: None,
-            payment: "not built yet: the receipt's fuel is not paid over the network".into(),
+            payment: None,
             submitted_at: unix_ms(),
             duration_ms: None,
         };
@@ -146,6 +146,15 @@ async fn drive(
         module_sha256: job.module_sha256.clone(),
         fuel: job.limits.fuel,
         max_price: job.max_price,
+        addresses: tasks
+            .inner
+            .network
+            .dialable_addresses()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     tasks.update(&job.id, |r| r.state = TaskState::Offered);
     tasks
@@ -166,8 +175,17 @@ async fn drive(
         })?;
     let window = Duration::from_millis(tasks.inner.settings.offer_window_ms);
     let deadline = tokio::time::Instant::now() + window;
+    // Every other member can offer at most once; when all have, there is nothing to wait for.
+    let others = tasks
+        .inner
+        .guilds
+        .info(&job.guild)
+        .await
+        .map_or(usize::MAX, |g| g.members.len().saturating_sub(1));
     let mut collected = Vec::new();
-    while let Ok(Some(offer)) = tokio::time::timeout_at(deadline, offers.recv()).await {
+    while collected.len() < others
+        && let Ok(Some(offer)) = tokio::time::timeout_at(deadline, offers.recv()).await
+    {
         collected.push(offer);
     }
     // Cheapest first, then the least loaded.
@@ -198,6 +216,17 @@ async fn drive(
         match outcome {
             Ok((receipt, output)) => {
                 let failed = receipt.status != "ok";
+                // Fuel is the billing unit; the price is per million units, rounded up.
+                let amount = u64::try_from(
+                    (u128::from(receipt.fuel_consumed) * u128::from(offer.price))
+                        .div_ceil(1_000_000),
+                )
+                .unwrap_or(u64::MAX);
+                let paid = tasks
+                    .inner
+                    .payments
+                    .pay(executor, amount, sha256(&receipt.signing_bytes()))
+                    .await;
                 tasks.update(&job.id, |r| {
                     r.attempts.push(Attempt {
                         executor: executor.to_string(),
@@ -212,6 +241,7 @@ async fn drive(
                     r.error = receipt.error.clone();
                     r.output = Some(B64.encode(&output));
                     r.receipt = Some(receipt);
+                    r.payment = Some(paid);
                 });
                 return Ok(());
             }

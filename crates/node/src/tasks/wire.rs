@@ -29,6 +29,9 @@ pub struct TaskRequest {
     pub fuel: u64,
     /// The most the requester pays per million fuel units.
     pub max_price: u64,
+    /// Where the requester can be reached, for members not yet connected to it.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// An executor's offer.

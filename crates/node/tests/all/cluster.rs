@@ -166,7 +166,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A coordinator that created a guild and `members` nodes that joined it with invitations,
+/// A coordinator that created a guild and runs the payment ledger (with the devnet faucet)
+/// but no tasks (so that the ledger stays up when a test kills an executor), and `members`
+/// nodes that joined the guild with invitations and pay through that ledger,
 /// all with the configuration file `config` (TOML), once the coordinator sees them all.
 pub(crate) struct GuildCluster {
     pub(crate) coordinator: NodeProcess,
@@ -178,6 +180,14 @@ pub(crate) fn guild_cluster(dir: &Path, config: &str, members: usize, otlp: &str
     let file = dir.join("cluster.toml");
     std::fs::write(&file, config).expect("config");
     let file = file.to_string_lossy().into_owned();
+    let ledger_file = dir.join("ledger.toml");
+    let ledger_config = if config.contains("[tasks]\n") {
+        config.replacen("[tasks]\n", "[tasks]\nexecute = false\n", 1)
+    } else {
+        format!("{config}\n[tasks]\nexecute = false\n")
+    };
+    std::fs::write(&ledger_file, ledger_config).expect("config");
+    let ledger_file = ledger_file.to_string_lossy().into_owned();
     let listen = "/ip4/127.0.0.1/tcp/0";
     let coordinator = NodeProcess::start(
         dir,
@@ -188,9 +198,11 @@ pub(crate) fn guild_cluster(dir: &Path, config: &str, members: usize, otlp: &str
             "--listen",
             listen,
             "--config",
-            &file,
+            &ledger_file,
             "--create-guild",
             "cluster",
+            "--ledger",
+            "--ledger-faucet",
         ],
         otlp,
     );
@@ -217,6 +229,8 @@ pub(crate) fn guild_cluster(dir: &Path, config: &str, members: usize, otlp: &str
                     &target,
                     "--invitation",
                     &invitation,
+                    "--ledger-peer",
+                    &coordinator.peer_id,
                 ],
                 otlp,
             )

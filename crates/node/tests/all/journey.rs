@@ -7,7 +7,10 @@ use zerostate_telemetry::testing::OtlpReceiver;
 
 use crate::cluster::{GuildCluster, NodeProcess, eventually, guild_cluster, hex};
 
-const CONFIG: &str = "[guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 6\n";
+/// Heartbeats every 500 ms; offers collected for up to 3 s (a member's first offer dials
+/// the requester, which takes a while when a dozen processes share two cores).
+const CONFIG: &str = "[guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 6\n\
+                      [tasks]\noffer_window_ms = 3000\n";
 
 /// Submits `body` on `node` and waits for the task's final record.
 fn run_task(node: &NodeProcess, body: &serde_json::Value) -> serde_json::Value {
@@ -24,6 +27,16 @@ fn run_task(node: &NodeProcess, body: &serde_json::Value) -> serde_json::Value {
         )
         .then_some(record)
     })
+}
+
+/// The devnet faucet of the ledger node credits `node`'s account.
+fn fund(ledger: &NodeProcess, node: &NodeProcess) {
+    let (status, body) = ledger.post(
+        "/v1/ledger/faucet",
+        &serde_json::json!({ "peer_id": node.peer_id, "amount": 10_000_000 }),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 fn output(record: &serde_json::Value) -> String {
@@ -44,6 +57,7 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
         id,
     } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
     let requester = &members[0];
+    fund(&coordinator, requester);
     let record = run_task(
         requester,
         &serde_json::json!({ "module": "builtin:primes", "input": "1000000" }),
@@ -58,10 +72,48 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
     assert!(receipt["fuel_consumed"].as_u64() > Some(0));
     assert_eq!(record["guild"], id.as_str());
 
+    // Paid for the fuel the receipt states, at the executor's price (1 per million).
+    let fuel = receipt["fuel_consumed"].as_u64().expect("fuel");
+    let owed = fuel.div_ceil(1_000_000);
+    let payment = &record["payment"];
+    assert_eq!(payment["status"], "paid", "{record}");
+    assert_eq!(payment["amount"], owed);
+    let channel = payment["channel"].as_str().expect("channel").to_owned();
+    // The executor acknowledged the state only once it was on disk: its channel says so.
+    let executor_node = std::iter::once(&coordinator)
+        .chain(&members)
+        .find(|n| n.peer_id == executor)
+        .expect("the executor is one of the nodes");
+    let (_, channels) = executor_node.get("/v1/channels");
+    let channels: serde_json::Value = serde_json::from_str(&channels).expect("json");
+    let held = channels
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["id"] == channel.as_str() && c["side"] == "payee")
+        .expect("the executor holds the channel");
+    assert_eq!(held["cumulative"], owed);
+    assert_eq!(held["nonce"], 1);
+    // A cooperative close settles the right amounts on the ledger.
+    let (status, settled) = requester.post(
+        &format!("/v1/channels/{channel}/close"),
+        &serde_json::json!({}),
+        &[],
+    );
+    assert_eq!(status, 200, "{settled}");
+    let settled: serde_json::Value = serde_json::from_str(&settled).expect("json");
+    assert_eq!(settled["to_payee"], owed);
+    assert_eq!(settled["to_payer"], 1_000_000 - owed);
+
     // One trace: no orphan, spans from three processes, the journey's spans.
     let trace = record["trace_id"].as_str().expect("trace").to_owned();
     let names = [
         "task.submit",
+        "payment.flow",
+        "payment.channel.open",
+        "payment.transaction",
+        "payment.signature.sign",
+        "payment.verify",
         "guild.send_message",
         "p2p.message.guild_message",
         "guild.receive_message",
@@ -120,7 +172,8 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_undelivered() {
         coordinator,
         mut members,
         ..
-    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    } = guild_cluster(dir.path(), CONFIG, 3, &receiver.endpoint());
+    fund(&coordinator, &members[0]);
     // Nobody runs tasks for nothing: undelivered, with the reason.
     let record = run_task(
         &members[0],
@@ -137,8 +190,7 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_undelivered() {
         "/v1/tasks",
         &serde_json::json!({
             "module": "builtin:primes",
-            "input": "100000000",
-            "limits": { "memory_bytes": 134217728 },
+            "input": "30000000",
         }),
         &[],
     );
@@ -152,7 +204,7 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_undelivered() {
             .then(|| record["executor"].as_str().map(str::to_owned))
             .flatten()
     });
-    // Whoever got it first (the coordinator or the other member) dies with SIGKILL.
+    // Whoever got it first dies with SIGKILL.
     let mut nodes: Vec<NodeProcess> = members.drain(1..).chain([coordinator]).collect();
     let at = nodes
         .iter()
@@ -169,12 +221,21 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_undelivered() {
         .then_some(record)
     });
     assert_eq!(record["state"], "succeeded", "{record}");
-    assert_eq!(output(&record), "5761455\n");
+    assert_eq!(output(&record), "1857859\n");
     let attempts = record["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 2, "{record}");
     assert_eq!(attempts[0]["executor"], first.as_str());
     assert_ne!(attempts[0]["outcome"], "delivered", "{record}");
     assert_ne!(record["executor"], first.as_str());
+    // Only the executor that delivered is paid.
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+    let (_, channels) = members[0].get("/v1/channels");
+    let channels: serde_json::Value = serde_json::from_str(&channels).expect("json");
+    assert_eq!(
+        channels.as_array().expect("channels").len(),
+        1,
+        "{channels}"
+    );
     let trace = record["trace_id"].as_str().expect("trace").to_owned();
     eventually("the failed attempt as an error span", || {
         receiver
@@ -188,4 +249,76 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_undelivered() {
             .then_some(())
     });
     crate::cluster::stop_cleanly(members.into_iter().chain(nodes).collect());
+}
+
+#[test]
+fn an_executor_whose_receipt_does_not_verify_is_not_paid_and_the_task_moves_on() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let GuildCluster {
+        coordinator,
+        members,
+        ..
+    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    fund(&coordinator, &members[0]);
+    // A dishonest member joins, cheaper than everyone.
+    let config = dir.path().join("cheap.toml");
+    std::fs::write(
+        &config,
+        CONFIG.replacen("[tasks]\n", "[tasks]\nprice = 0\n", 1),
+    )
+    .expect("config");
+    let id = members[0].get("/v1/guilds").1;
+    let id: serde_json::Value = serde_json::from_str(&id).expect("json");
+    let id = id[0]["id"].as_str().expect("guild id").to_owned();
+    let liar = NodeProcess::start_with_env(
+        dir.path(),
+        "liar",
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &coordinator.tcp_address(),
+            "--config",
+            &config.to_string_lossy(),
+            "--join-guild",
+            &format!("{id}@{}", coordinator.tcp_address()),
+            "--invitation",
+            &crate::guild::invitation(&coordinator, &id),
+            "--ledger-peer",
+            &coordinator.peer_id,
+        ],
+        &receiver.endpoint(),
+        &[(zerostate::tasks::executor::FORGE_RECEIPTS_ENV, "1")],
+    );
+    eventually("the liar in the guild's mesh", || {
+        let topic = format!("zerostate%2Fguild%2F{id}");
+        let (status, body) = liar.get(&format!("/v1/p2p/mesh/{topic}"));
+        let members = crate::guild::guild(&coordinator, &id)["members"]
+            .as_array()?
+            .len();
+        (status == 200 && body != "[]" && members == 4).then_some(())
+    });
+    let record = run_task(
+        &members[0],
+        &serde_json::json!({ "module": "builtin:primes", "input": "1000" }),
+    );
+    assert_eq!(record["state"], "succeeded", "{record}");
+    let attempts = record["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts[0]["executor"], liar.peer_id.as_str(), "{record}");
+    assert!(
+        attempts[0]["outcome"]
+            .as_str()
+            .expect("outcome")
+            .contains("does not verify"),
+        "{record}"
+    );
+    assert_ne!(record["executor"], liar.peer_id.as_str());
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+    let (_, channels) = liar.get("/v1/channels");
+    assert_eq!(
+        channels, "[]",
+        "the liar holds no channel: it was never paid"
+    );
+    crate::cluster::stop_cleanly(members.into_iter().chain([liar, coordinator]).collect());
 }

@@ -1,0 +1,640 @@
+//! Paying for work over payment channels. Three roles, all in one node:
+//!
+//! - **ledger** (`--ledger`; the devnet's bootnode): runs the `SqliteLedger` in
+//!   `<data dir>/ledger.db` and serves open, cooperative close and balance to the other
+//!   nodes over direct requests, the caller being the libp2p peer that asks;
+//! - **payer** (a requester, `<data dir>/payer.db`): opens a channel to an executor on first
+//!   use (the deposit is `[payments] deposit`), then pays each verified receipt with one new
+//!   signed state, the cumulative amount raised by fuel × price per million fuel units and
+//!   the receipt's hash in the state;
+//! - **payee** (an executor, `<data dir>/payee.db`): verifies and persists each state before
+//!   acknowledging it.
+//!
+//! Every key is the node key: a peer id names the payment key of its node.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+use zerostate_p2p::{IncomingRequest, Network, PeerId};
+use zerostate_payment::{
+    Amount, ChannelId, ChannelParams, Keypair, LedgerId, OpenRequest, PayeeStore, PayerStore,
+    PaymentError, PublicKey, Settlement, Signature, SignedState, SqliteLedger,
+};
+use zerostate_telemetry::names::span as names;
+use zerostate_telemetry::{SpanExt, error_chain};
+
+/// Message types of payment traffic.
+pub mod types {
+    /// Payer to payee: sign this channel.
+    pub const CHANNEL_OPEN: &str = "channel_open";
+    /// Payer to ledger: open the channel both signed.
+    pub const LEDGER_OPEN: &str = "ledger_open";
+    /// Payer to payee: a new signed state.
+    pub const PAYMENT: &str = "payment";
+    /// Payer to payee: sign the latest state for a cooperative close.
+    pub const CHANNEL_CLOSE: &str = "channel_close";
+    /// Payer to ledger: settle on the state both signed.
+    pub const LEDGER_CLOSE: &str = "ledger_close";
+    /// Anyone to the ledger: what the caller holds.
+    pub const LEDGER_BALANCE: &str = "ledger_balance";
+    /// A positive answer to any of them.
+    pub const OK: &str = "payment_ok";
+}
+
+/// How this node pays and is paid (`[payments]`). Every field says its default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// The peer id of the node that runs the ledger; without one, nothing is paid. The
+    /// `--ledger-peer` flag sets it. Default none.
+    pub ledger: Option<String>,
+    /// What a payer locks in each new channel, in base units. Default 1000000.
+    pub deposit: Option<u64>,
+}
+
+impl PaymentSettings {
+    fn deposit(&self) -> u64 {
+        self.deposit.unwrap_or(1_000_000)
+    }
+}
+
+/// The challenge period of the ledger a node runs, seconds.
+const CHALLENGE_PERIOD: u64 = 3600;
+/// How long a new channel lasts, seconds.
+const CHANNEL_LIFETIME: u64 = 7 * 24 * 3600;
+
+/// The payment key of the node whose peer id is `peer`.
+pub fn key_of(peer: &PeerId) -> Option<PublicKey> {
+    let mh = peer.as_ref();
+    if mh.code() != 0 {
+        return None;
+    }
+    let public = libp2p_identity_public(mh.digest())?;
+    Some(PublicKey(public))
+}
+
+fn libp2p_identity_public(protobuf: &[u8]) -> Option<[u8; 32]> {
+    zerostate_p2p::identity::PublicKey::try_decode_protobuf(protobuf)
+        .ok()?
+        .try_into_ed25519()
+        .ok()
+        .map(|k| k.to_bytes())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A channel's parameters on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamsJson {
+    ledger: String,
+    payer: String,
+    payee: String,
+    deposit: u64,
+    expiry: u64,
+    nonce: u64,
+}
+
+impl From<&ChannelParams> for ParamsJson {
+    fn from(p: &ChannelParams) -> Self {
+        Self {
+            ledger: hex::encode(p.ledger.0),
+            payer: hex::encode(p.payer.0),
+            payee: hex::encode(p.payee.0),
+            deposit: p.deposit.base_units(),
+            expiry: p.expiry,
+            nonce: p.nonce,
+        }
+    }
+}
+
+fn bytes32(hexed: &str, what: &str) -> Result<[u8; 32], String> {
+    hex::decode(hexed)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{what} is not 32 hex-encoded bytes"))
+}
+
+fn signature(hexed: &str, what: &str) -> Result<Signature, String> {
+    hex::decode(hexed)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(Signature)
+        .ok_or_else(|| format!("{what} is not 64 hex-encoded bytes"))
+}
+
+impl TryFrom<&ParamsJson> for ChannelParams {
+    type Error = String;
+    fn try_from(p: &ParamsJson) -> Result<Self, String> {
+        Ok(ChannelParams {
+            ledger: LedgerId(bytes32(&p.ledger, "ledger")?),
+            payer: PublicKey(bytes32(&p.payer, "payer")?),
+            payee: PublicKey(bytes32(&p.payee, "payee")?),
+            deposit: Amount::from_base_units(p.deposit),
+            expiry: p.expiry,
+            nonce: p.nonce,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OpenBody {
+    params: ParamsJson,
+    payer_signature: String,
+    #[serde(default)]
+    payee_signature: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    /// The signed state, hex of its wire form.
+    state: String,
+    payee_signature: String,
+}
+
+/// What a payment did, for a task record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    /// `paid`, `unpaid` (nothing owed, or no ledger configured) or `failed`.
+    pub status: String,
+    /// The channel, hex.
+    pub channel: Option<String>,
+    /// What this payment added, base units.
+    pub amount: u64,
+    /// The channel's cumulative amount after it.
+    pub cumulative: Option<u64>,
+    /// The state's nonce.
+    pub nonce: Option<u64>,
+    /// Why it was not paid, when it was not.
+    pub reason: Option<String>,
+}
+
+impl PaymentRecord {
+    fn unpaid(amount: u64, reason: impl Into<String>, status: &str) -> Self {
+        Self {
+            status: status.to_owned(),
+            channel: None,
+            amount,
+            cumulative: None,
+            nonce: None,
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// One channel as `GET /v1/channels` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelView {
+    /// Its id, hex.
+    pub id: String,
+    /// `payer` or `payee`: this node's side.
+    pub side: String,
+    /// The other party's payment key, hex.
+    pub counterparty: String,
+    /// Locked by the payer, base units.
+    pub deposit: u64,
+    /// Paid so far, base units.
+    pub cumulative: u64,
+    /// Payments so far.
+    pub nonce: u64,
+    /// Hash of the receipt the latest payment was for, hex.
+    pub last_receipt: String,
+}
+
+/// This node's payment roles: a cheap, cloneable handle.
+#[derive(Clone)]
+pub struct Payments {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    network: Network,
+    key: Keypair,
+    ledger_peer: Option<(PeerId, LedgerId)>,
+    payer: PayerStore,
+    payee: PayeeStore,
+    ledger: Option<SqliteLedger>,
+    faucet: bool,
+    deposit: u64,
+    /// Channels being opened are opened one at a time.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Payments {
+    /// Opens the stores in `dir` (and the ledger, when `run_ledger`).
+    pub fn open(
+        network: Network,
+        seed: [u8; 32],
+        dir: &std::path::Path,
+        settings: &PaymentSettings,
+        run_ledger: bool,
+        faucet: bool,
+    ) -> anyhow::Result<Payments> {
+        use anyhow::Context as _;
+        let key = Keypair::from_seed(seed);
+        let ledger_peer = match &settings.ledger {
+            Some(p) => {
+                let peer: PeerId = p
+                    .parse()
+                    .with_context(|| format!("[payments] ledger = {p:?} is not a peer id"))?;
+                let operator = key_of(&peer).context("the ledger's peer id has no ed25519 key")?;
+                Some((peer, LedgerId::of_operator(&operator)))
+            }
+            None => None,
+        };
+        let ledger = run_ledger
+            .then(|| {
+                SqliteLedger::open(
+                    &dir.join("ledger.db"),
+                    LedgerId::of_operator(&key.public()),
+                    CHALLENGE_PERIOD,
+                )
+            })
+            .transpose()
+            .context("opening the ledger")?;
+        Ok(Payments {
+            inner: Arc::new(Inner {
+                network,
+                payer: PayerStore::open(&dir.join("payer.db"), Keypair::from_seed(seed))
+                    .context("opening the payer's store")?,
+                payee: PayeeStore::open(&dir.join("payee.db"))
+                    .context("opening the payee's store")?,
+                key,
+                ledger_peer,
+                ledger,
+                faucet,
+                deposit: settings.deposit(),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Whether a direct request is payment traffic (hand it to [`Payments::request`]).
+    pub fn wants(request: &IncomingRequest) -> bool {
+        use types::*;
+        matches!(
+            request.envelope.message_type.as_str(),
+            CHANNEL_OPEN | LEDGER_OPEN | PAYMENT | CHANNEL_CLOSE | LEDGER_CLOSE | LEDGER_BALANCE
+        )
+    }
+
+    /// Answers a direct request of payment traffic, refusing with a reason what it cannot do.
+    pub async fn request(&self, request: IncomingRequest) {
+        let span = request.span.clone();
+        let answer = span.in_scope(|| self.answer(&request));
+        let (kind, body) = match answer {
+            Ok(body) => (types::OK, body),
+            Err(why) => {
+                span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
+                    why.clone(),
+                ));
+                ("error", why.into_bytes())
+            }
+        };
+        if let Err(e) = self.inner.network.respond(request, kind, body).await {
+            tracing::debug!("answering a payment request: {}", error_chain(&e));
+        }
+    }
+
+    fn answer(&self, r: &IncomingRequest) -> Result<Vec<u8>, String> {
+        let caller = key_of(&r.peer).ok_or("the caller has no ed25519 key")?;
+        let payload = &r.envelope.payload;
+        let json = |v: serde_json::Value| Ok(v.to_string().into_bytes());
+        let e = |e: PaymentError| e.to_string();
+        match r.envelope.message_type.as_str() {
+            types::CHANNEL_OPEN => {
+                let body: OpenBody = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let params = ChannelParams::try_from(&body.params)?;
+                let me = self.inner.key.public();
+                if params.payee != me || params.payer != caller {
+                    return Err("the channel is not from the caller to this node".into());
+                }
+                let Some((_, ledger)) = self.inner.ledger_peer else {
+                    return Err("this node has no ledger configured: it cannot be paid".into());
+                };
+                if params.ledger != ledger {
+                    return Err("the channel is on another ledger than this node's".into());
+                }
+                params.validate(now()).map_err(e)?;
+                let payer_signature = signature(&body.payer_signature, "payer_signature")?;
+                zerostate_payment::verify(&params.payer, &params.open_bytes(), &payer_signature)
+                    .map_err(e)?;
+                self.inner.payee.add_channel(&params).map_err(e)?;
+                let sig = self.inner.key.sign(&params.open_bytes());
+                json(serde_json::json!({ "payee_signature": hex::encode(sig.0) }))
+            }
+            types::PAYMENT => {
+                let state = SignedState::from_bytes(payload).map_err(e)?;
+                let local = self.inner.payee.channel(&state.state.channel).map_err(e)?;
+                if local.params.payer != caller {
+                    return Err("the caller is not this channel's payer".into());
+                }
+                let ack = self.inner.payee.accept(&state, now()).map_err(e)?;
+                json(serde_json::json!({
+                    "nonce": ack.nonce,
+                    "cumulative": ack.cumulative.base_units(),
+                    "paid": ack.paid.base_units(),
+                }))
+            }
+            types::CHANNEL_CLOSE => {
+                let id = ChannelId(bytes32(
+                    std::str::from_utf8(payload).map_err(|e| e.to_string())?,
+                    "channel",
+                )?);
+                let local = self.inner.payee.channel(&id).map_err(e)?;
+                if local.params.payer != caller {
+                    return Err("the caller is not this channel's payer".into());
+                }
+                let signed = local.signed().ok_or("nothing was paid on this channel")?;
+                let sig = self.inner.key.sign(&signed.state.close_bytes());
+                json(serde_json::json!({
+                    "state": hex::encode(signed.to_bytes()),
+                    "payee_signature": hex::encode(sig.0),
+                }))
+            }
+            kind => self.ledger_answer(&caller, kind, payload),
+        }
+    }
+
+    /// The ledger's side of a request from `caller`.
+    fn ledger_answer(
+        &self,
+        caller: &PublicKey,
+        kind: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let json = |v: serde_json::Value| Ok(v.to_string().into_bytes());
+        let e = |e: PaymentError| e.to_string();
+        let ledger = self
+            .inner
+            .ledger
+            .as_ref()
+            .ok_or("this node does not run a ledger")?;
+        match kind {
+            types::LEDGER_OPEN => {
+                let body: OpenBody = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let request = OpenRequest {
+                    params: ChannelParams::try_from(&body.params)?,
+                    payer_signature: signature(&body.payer_signature, "payer_signature")?,
+                    payee_signature: signature(
+                        body.payee_signature.as_deref().unwrap_or_default(),
+                        "payee_signature",
+                    )?,
+                };
+                let id = ledger.open(caller, &request, now()).map_err(e)?;
+                json(serde_json::json!({ "channel": hex::encode(id.0) }))
+            }
+            types::LEDGER_CLOSE => {
+                let body: CloseBody = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let state =
+                    SignedState::from_bytes(&hex::decode(&body.state).map_err(|e| e.to_string())?)
+                        .map_err(e)?;
+                let sig = signature(&body.payee_signature, "payee_signature")?;
+                let settled = ledger
+                    .close_cooperative(caller, &state, &sig, now())
+                    .map_err(e)?;
+                json(serde_json::json!({
+                    "to_payee": settled.to_payee.base_units(),
+                    "to_payer": settled.to_payer.base_units(),
+                }))
+            }
+            types::LEDGER_BALANCE => {
+                let balance = ledger.balance(caller).map_err(e)?;
+                json(serde_json::json!({ "balance": balance.base_units() }))
+            }
+            other => Err(format!("no payment handler for {other}")),
+        }
+    }
+
+    /// A request to `peer` that must be answered [`types::OK`]; its JSON answer.
+    async fn ask(
+        &self,
+        peer: PeerId,
+        kind: &str,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, String> {
+        if peer == self.inner.network.peer_id() {
+            // This node runs the ledger itself.
+            let answer = self.ledger_answer(&self.inner.key.public(), kind, &body)?;
+            return serde_json::from_slice(&answer).map_err(|e| format!("{kind} answer: {e}"));
+        }
+        let answer = self
+            .inner
+            .network
+            .request(peer, vec![], kind, body)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if answer.message_type != types::OK {
+            return Err(format!(
+                "{peer} refused {kind}: {}",
+                String::from_utf8_lossy(&answer.payload)
+            ));
+        }
+        serde_json::from_slice(&answer.payload).map_err(|e| format!("{kind} answer: {e}"))
+    }
+
+    /// Pays `executor` for a receipt: `amount` base units, the receipt's hash in the state.
+    /// Opens a channel on first use. Records `payment.flow`.
+    pub async fn pay(&self, executor: PeerId, amount: u64, receipt: [u8; 32]) -> PaymentRecord {
+        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+            return PaymentRecord::unpaid(
+                amount,
+                "no ledger configured ([payments] ledger)",
+                "unpaid",
+            );
+        };
+        if amount == 0 {
+            return PaymentRecord::unpaid(0, "nothing owed", "unpaid");
+        }
+        let span = tracing::info_span!(
+            names::PAYMENT_FLOW,
+            peer.id = %executor,
+            amount = amount,
+            channel.id = tracing::field::Empty,
+        );
+        let result = async {
+            let channel = self.channel_to(executor, ledger_peer, ledger).await?;
+            tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
+            let state = self
+                .inner
+                .payer
+                .pay(&channel, Amount::from_base_units(amount), receipt, now())
+                .map_err(|e| e.to_string())?;
+            let ack = self
+                .ask(executor, types::PAYMENT, state.to_bytes().to_vec())
+                .await?;
+            self.inner.payer.acknowledged(&channel, state.state.nonce);
+            Ok::<_, String>(PaymentRecord {
+                status: "paid".into(),
+                channel: Some(hex::encode(channel.0)),
+                amount,
+                cumulative: ack["cumulative"].as_u64(),
+                nonce: ack["nonce"].as_u64(),
+                reason: None,
+            })
+        }
+        .instrument(span.clone())
+        .await;
+        result.unwrap_or_else(|why| {
+            span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
+                why.clone(),
+            ));
+            PaymentRecord::unpaid(amount, why, "failed")
+        })
+    }
+
+    /// The open channel from this node to `payee`, opened now when there is none.
+    async fn channel_to(
+        &self,
+        payee: PeerId,
+        ledger_peer: PeerId,
+        ledger: LedgerId,
+    ) -> Result<ChannelId, String> {
+        let payee_key = key_of(&payee).ok_or("the executor has no ed25519 key")?;
+        let _one_at_a_time = self.inner.opening.lock().await;
+        let existing = self
+            .inner
+            .payer
+            .channels()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|c| {
+                c.params.payee == payee_key
+                    && c.params.ledger == ledger
+                    && c.params.expiry > now() + 3600
+            });
+        if let Some(c) = existing {
+            return Ok(c.params.id());
+        }
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let params = ChannelParams {
+            ledger,
+            payer: self.inner.key.public(),
+            payee: payee_key,
+            deposit: Amount::from_base_units(self.inner.deposit),
+            expiry: now() + CHANNEL_LIFETIME,
+            nonce: u64::from_be_bytes(nonce),
+        };
+        let payer_signature = hex::encode(self.inner.key.sign(&params.open_bytes()).0);
+        let mut body = OpenBody {
+            params: ParamsJson::from(&params),
+            payer_signature,
+            payee_signature: None,
+        };
+        let signed = self
+            .ask(
+                payee,
+                types::CHANNEL_OPEN,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+            .await?;
+        body.payee_signature = signed["payee_signature"].as_str().map(str::to_owned);
+        self.ask(
+            ledger_peer,
+            types::LEDGER_OPEN,
+            serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+        )
+        .await?;
+        self.inner
+            .payer
+            .add_channel(&params)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every channel this node pays or is paid through.
+    pub fn channels(&self) -> Result<Vec<ChannelView>, String> {
+        let view = |side: &str, c: zerostate_payment::LocalChannel, other: PublicKey| ChannelView {
+            id: hex::encode(c.params.id().0),
+            side: side.to_owned(),
+            counterparty: hex::encode(other.0),
+            deposit: c.params.deposit.base_units(),
+            cumulative: c.state.cumulative.base_units(),
+            nonce: c.state.nonce,
+            last_receipt: hex::encode(c.state.receipt),
+        };
+        let mut all: Vec<ChannelView> = Vec::new();
+        for c in self.inner.payer.channels().map_err(|e| e.to_string())? {
+            let other = c.params.payee;
+            all.push(view("payer", c, other));
+        }
+        for c in self.inner.payee.channels().map_err(|e| e.to_string())? {
+            let other = c.params.payer;
+            all.push(view("payee", c, other));
+        }
+        Ok(all)
+    }
+
+    /// Closes a channel this node pays through, cooperatively: the payee signs the latest
+    /// state and the ledger settles on it. Returns what each side got.
+    pub async fn close(&self, channel: &str) -> Result<serde_json::Value, String> {
+        let Some((ledger_peer, _)) = self.inner.ledger_peer else {
+            return Err("no ledger configured ([payments] ledger)".into());
+        };
+        let id = ChannelId(bytes32(channel, "channel")?);
+        let local = self.inner.payer.channel(&id).map_err(|e| e.to_string())?;
+        let payee = self
+            .inner
+            .network
+            .peers()
+            .await
+            .map_err(|e| error_chain(&e))?
+            .into_iter()
+            .filter_map(|p| p.peer_id.parse::<PeerId>().ok())
+            .find(|p| key_of(p) == Some(local.params.payee))
+            .ok_or("the payee is not connected")?;
+        let signed = self
+            .ask(payee, types::CHANNEL_CLOSE, channel.as_bytes().to_vec())
+            .await?;
+        let body = CloseBody {
+            state: signed["state"].as_str().unwrap_or_default().to_owned(),
+            payee_signature: signed["payee_signature"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        self.ask(
+            ledger_peer,
+            types::LEDGER_CLOSE,
+            serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+        )
+        .await
+    }
+
+    /// What this node holds on the ledger.
+    pub async fn balance(&self) -> Result<u64, String> {
+        let Some((ledger_peer, _)) = self.inner.ledger_peer else {
+            return Err("no ledger configured ([payments] ledger)".into());
+        };
+        let answer = self
+            .ask(ledger_peer, types::LEDGER_BALANCE, b"{}".to_vec())
+            .await?;
+        answer["balance"]
+            .as_u64()
+            .ok_or_else(|| "no balance in the answer".into())
+    }
+
+    /// The devnet faucet: credits `amount` to `peer`'s account on the ledger this node
+    /// runs. Refused unless the node was started with `--ledger-faucet`.
+    pub fn faucet(&self, peer: &PeerId, amount: u64) -> Result<(), String> {
+        if !self.inner.faucet {
+            return Err("this node has no faucet (devnet only: --ledger-faucet)".into());
+        }
+        let ledger = self
+            .inner
+            .ledger
+            .as_ref()
+            .ok_or("this node runs no ledger")?;
+        let account = key_of(peer).ok_or("the peer id has no ed25519 key")?;
+        ledger
+            .fund(&account, Amount::from_base_units(amount))
+            .map_err(|e| e.to_string())
+    }
+}
