@@ -1,5 +1,6 @@
 //! One module per subcommand group, each a clap struct with `run(self)`.
 
+pub mod bench;
 pub mod channel;
 pub mod collector;
 pub mod devnet;

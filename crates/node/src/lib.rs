@@ -51,6 +51,9 @@ enum Command {
     /// Work with the payment channels of a node on this machine.
     #[command(subcommand)]
     Channel(commands::channel::ChannelCommand),
+    /// Measure the system across real processes.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
 }
 
 impl Cli {
@@ -65,6 +68,7 @@ impl Cli {
             Command::Trace(c) => c.run(),
             Command::Guild(c) => c.run(),
             Command::Channel(c) => c.run(),
+            Command::Bench(c) => c.run(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct TaskSettings {
     /// The longest a requester collects offers before it picks, milliseconds; it picks at
     /// once when every other member of the guild has offered. Default 1000.
     pub offer_window_ms: u64,
+    /// How long a requester still waits for cheaper offers once the first has arrived,
+    /// milliseconds (within the window). Default 20.
+    pub offer_grace_ms: u64,
     /// Executors a task is handed to before it fails. Default 3.
     pub max_attempts: u32,
     /// Tasks this node runs for others at once; more are refused. Default 2.
@@ -49,6 +52,7 @@ impl Default for TaskSettings {
     fn default() -> Self {
         Self {
             offer_window_ms: 1000,
+            offer_grace_ms: 20,
             max_attempts: 3,
             max_running: 2,
             price: 1,
@@ -65,6 +69,12 @@ impl TaskSettings {
             problems.push(format!(
                 "offer_window_ms = {} must be between 10 and 60000",
                 self.offer_window_ms
+            ));
+        }
+        if self.offer_grace_ms > 60_000 {
+            problems.push(format!(
+                "offer_grace_ms = {} must be at most 60000",
+                self.offer_grace_ms
             ));
         }
         if !(1..=20).contains(&self.max_attempts) {
@@ -99,16 +109,15 @@ pub enum TaskState {
     Running,
     /// Ran to the end and the receipt verified.
     Succeeded,
-    /// Ran and failed inside its sandbox (a trap, a limit): a result, with a receipt.
+    /// Failed: inside its sandbox (a trap, a limit: a result, with a receipt), or because
+    /// no executor delivered (no receipt; every attempt's reason is in `attempts`).
     Failed,
-    /// No executor delivered: every attempt's reason is in `attempts`.
-    Undelivered,
 }
 
 impl TaskState {
     /// Whether nothing more will happen to the task.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Undelivered)
+        matches!(self, Self::Succeeded | Self::Failed)
     }
 }
 
@@ -148,8 +157,8 @@ pub struct TaskRecord {
     pub payment: Option<crate::payments::PaymentRecord>,
     /// When it was submitted, unix milliseconds.
     pub submitted_at: u64,
-    /// From submission to its final state, milliseconds.
-    pub duration_ms: Option<u64>,
+    /// From submission to its final state (paid included), milliseconds.
+    pub duration_ms: Option<f64>,
 }
 
 /// Task records kept for the API; the oldest go first.

@@ -85,7 +85,12 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const GUILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts `zerostate <args>` and waits for its ready line; its log goes to `log`.
-fn spawn(name: &str, args: &[String], log: &Path, otlp: Option<&str>) -> anyhow::Result<Child> {
+pub(crate) fn spawn(
+    name: &str,
+    args: &[String],
+    log: &Path,
+    otlp: Option<&str>,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the zerostate executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(args);
@@ -393,10 +398,7 @@ async fn run_tasks(
                 .get(&format!("/v1/tasks/{id}"))
                 .await?
                 .with_context(|| format!("task {id} was forgotten"))?;
-            if matches!(
-                record["state"].as_str(),
-                Some("succeeded" | "failed" | "undelivered")
-            ) {
+            if matches!(record["state"].as_str(), Some("succeeded" | "failed")) {
                 records.push(record);
                 break;
             }
@@ -453,7 +455,7 @@ fn task_report(
                 Some(other) => other.to_owned(),
                 None => "-".to_owned(),
             },
-            t["duration_ms"].as_u64().unwrap_or(0),
+            t["duration_ms"].as_f64().unwrap_or(0.0).round(),
             t["state"].as_str().unwrap_or_default(),
         );
     }

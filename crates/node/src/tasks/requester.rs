@@ -103,11 +103,16 @@ impl Tasks {
                         &*Box::<dyn std::error::Error + Send + Sync>::from(why.clone()),
                     );
                 }
+                // The final state and the duration change together, so that a reader who
+                // sees the one sees the other.
                 tasks.update(&job.id, |r| {
-                    r.duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
-                    if let Err(why) = end {
-                        r.state = TaskState::Undelivered;
-                        r.error = Some(why);
+                    r.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                    match end {
+                        Ok(state) => r.state = state,
+                        Err(why) => {
+                            r.state = TaskState::Failed;
+                            r.error = Some(why);
+                        }
                     }
                 });
             }
@@ -134,12 +139,13 @@ fn new_task_id() -> String {
     hex::encode(bytes)
 }
 
-/// Announces, collects offers, and tries them in order. `Err` when no executor delivered.
+/// Announces, collects offers, and tries them in order; the final state, or why no
+/// executor delivered.
 async fn drive(
     tasks: &Tasks,
     job: &Job,
     mut offers: mpsc::Receiver<(PeerId, TaskOffer)>,
-) -> Result<(), String> {
+) -> Result<TaskState, String> {
     let request = TaskRequest {
         task_id: job.id.clone(),
         requester: tasks.inner.network.peer_id().to_string(),
@@ -182,10 +188,16 @@ async fn drive(
         .info(&job.guild)
         .await
         .map_or(usize::MAX, |g| g.members.len().saturating_sub(1));
+    let grace = Duration::from_millis(tasks.inner.settings.offer_grace_ms);
+    let mut until = deadline;
     let mut collected = Vec::new();
     while collected.len() < others
-        && let Ok(Some(offer)) = tokio::time::timeout_at(deadline, offers.recv()).await
+        && let Ok(Some(offer)) = tokio::time::timeout_at(until, offers.recv()).await
     {
+        if collected.is_empty() {
+            // A cheaper offer may still come, but not for long.
+            until = until.min(tokio::time::Instant::now() + grace);
+        }
         collected.push(offer);
     }
     // Cheapest first, then the least loaded.
@@ -233,17 +245,16 @@ async fn drive(
                         price: offer.price,
                         outcome: "delivered".into(),
                     });
-                    r.state = if failed {
-                        TaskState::Failed
-                    } else {
-                        TaskState::Succeeded
-                    };
                     r.error = receipt.error.clone();
                     r.output = Some(B64.encode(&output));
                     r.receipt = Some(receipt);
                     r.payment = Some(paid);
                 });
-                return Ok(());
+                return Ok(if failed {
+                    TaskState::Failed
+                } else {
+                    TaskState::Succeeded
+                });
             }
             Err(why) => {
                 span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(

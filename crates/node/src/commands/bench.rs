@@ -1,0 +1,330 @@
+//! `zerostate bench tasks`: tasks across three node processes on loopback — a ledger node,
+//! a requester and an executor — timed from submission to paid, with tracing off, at 10 %
+//! and at 100 % sampling, in one run; prints a table.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use crate::client::NodeClient;
+use crate::commands::devnet::spawn;
+use crate::console::Ready;
+use crate::process::{Child, stop_all};
+
+/// Measure the system.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Tasks per second and latency from submission to paid, across three processes.
+    Tasks(TasksArgs),
+}
+
+/// `bench tasks`.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Tasks measured per sampling setting and round (after 5 unmeasured ones).
+    #[arg(long, default_value_t = 100)]
+    tasks: usize,
+    /// Rounds: the settings run in turn this many times (a fresh network each time), so that
+    /// no setting always runs first; the figures pool every round.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Where the processes keep their data and logs [default: a temporary directory].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+impl BenchCommand {
+    /// Runs the benchmark.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Tasks(args) => args.run(),
+        }
+    }
+}
+
+/// One sampling setting's measurements, pooled over rounds.
+struct Figures {
+    label: &'static str,
+    latencies_ms: Vec<f64>,
+    elapsed: Duration,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.latencies_ms.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let mut l = self.latencies_ms.clone();
+        l.sort_by(f64::total_cmp);
+        l.get(((l.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+impl TasksArgs {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        let base = match &self.data {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("zerostate-bench-{}", std::process::id())),
+        };
+        std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+        let settings = [
+            ("tracing off", None),
+            ("10 % sampled", Some("0.1")),
+            ("100 % sampled", Some("1.0")),
+        ];
+        let mut rows: Vec<Figures> = settings
+            .iter()
+            .map(|(label, _)| Figures {
+                label,
+                latencies_ms: Vec::new(),
+                elapsed: Duration::ZERO,
+            })
+            .collect();
+        for round in 0..self.rounds.max(1) {
+            for (i, (label, sampler)) in settings.iter().enumerate() {
+                let dir = base.join(format!("{}-{round}", label.replace([' ', '%'], "")));
+                let (latencies, elapsed) = measure(&dir, *sampler, self.tasks)?;
+                rows[i].latencies_ms.extend(latencies);
+                rows[i].elapsed += elapsed;
+            }
+        }
+        let off = rows[0].per_second();
+        println!(
+            "{:<15} {:>7} {:>10} {:>9} {:>9} {:>14}",
+            "setting", "tasks", "tasks/s", "p50 ms", "p95 ms", "vs tracing off"
+        );
+        for r in &rows {
+            println!(
+                "{:<15} {:>7} {:>10.1} {:>9.2} {:>9.2} {:>13.1}%",
+                r.label,
+                r.latencies_ms.len(),
+                r.per_second(),
+                r.quantile(0.5),
+                r.quantile(0.95),
+                (r.per_second() / off - 1.0) * 100.0
+            );
+        }
+        if self.data.is_none() {
+            let _ = std::fs::remove_dir_all(&base);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Starts a collector (when sampling), a ledger node, an executor and a requester; runs
+/// `count` tasks one after another; stops them all. Returns each task's time from
+/// submission to paid (as the requester measured it) and the wall time of the run.
+fn measure(
+    dir: &Path,
+    sampler: Option<&str>,
+    count: usize,
+) -> anyhow::Result<(Vec<f64>, Duration)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let s = |v: &str| v.to_owned();
+    let mut children: Vec<Child> = Vec::new();
+    let otlp = match sampler {
+        None => None,
+        Some(_) => {
+            let collector = spawn(
+                "collector",
+                &[
+                    s("collector"),
+                    s("--otlp-http"),
+                    s("127.0.0.1:0"),
+                    s("--ui"),
+                    s("127.0.0.1:0"),
+                    s("--data-dir"),
+                    dir.display().to_string(),
+                ],
+                &dir.join("collector.log"),
+                None,
+            )?;
+            let otlp = Ready::parse(collector.ready())?
+                .collector
+                .context("the collector did not say where it listens")?
+                .otlp;
+            children.push(collector);
+            Some(otlp)
+        }
+    };
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, "[tasks]\noffer_grace_ms = 0\n")?;
+    let node = |name: &str, extra: &[String]| -> anyhow::Result<Child> {
+        let mut args = vec![
+            s("node"),
+            s("--name"),
+            s(name),
+            s("--listen"),
+            s("/ip4/127.0.0.1/tcp/0"),
+            s("--api"),
+            s("127.0.0.1:0"),
+            s("--data-dir"),
+            dir.join(name).display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        spawn_node(
+            name,
+            &args,
+            &dir.join(format!("{name}.log")),
+            otlp.as_deref(),
+            sampler,
+        )
+    };
+    let ledger_config = dir.join("ledger.toml");
+    std::fs::write(&ledger_config, "[tasks]\nexecute = false\n")?;
+    let ledger = node(
+        "ledger",
+        &[
+            s("--role"),
+            s("bootnode"),
+            s("--config"),
+            ledger_config.display().to_string(),
+            s("--create-guild"),
+            s("bench"),
+            s("--ledger"),
+            s("--ledger-faucet"),
+        ],
+    )?;
+    let created = ledger
+        .event("guild_created", Duration::from_secs(30))
+        .context("the ledger node did not create the guild")?;
+    let guild = created["guild"]["id"]
+        .as_str()
+        .context("no guild id")?
+        .to_owned();
+    let info = Ready::parse(ledger.ready())?.node.context("no node info")?;
+    let boot = info.listen.first().context("no listen address")?.clone();
+    let client = |p: &Child| NodeClient::from_ready(p.ready());
+    let ledger_api = client(&ledger)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let invite = || -> anyhow::Result<String> {
+        let answer = runtime.block_on(ledger_api.post(
+            &format!("/v1/guilds/{guild}/invitations"),
+            &serde_json::json!({ "ttl_s": 600 }),
+        ))?;
+        Ok(answer["invitation"]
+            .as_str()
+            .context("no invitation")?
+            .to_owned())
+    };
+    let member = |name: &str, invitation: String| {
+        node(
+            name,
+            &[
+                s("--bootstrap"),
+                boot.clone(),
+                s("--config"),
+                config.display().to_string(),
+                s("--join-guild"),
+                format!("{guild}@{boot}"),
+                s("--invitation"),
+                invitation,
+                s("--ledger-peer"),
+                info.peer_id.clone(),
+            ],
+        )
+    };
+    let executor = member("executor", invite()?)?;
+    let requester = member("requester", invite()?)?;
+    let requester_id = Ready::parse(requester.ready())?
+        .node
+        .context("no node info")?
+        .peer_id;
+    let requester_api = client(&requester)?;
+    children.extend([ledger, executor, requester]);
+    let result = runtime.block_on(async {
+        let start = Instant::now();
+        loop {
+            let g = ledger_api
+                .get(&format!("/v1/guilds/{guild}"))
+                .await?
+                .unwrap_or_default();
+            if g["members"].as_array().map(Vec::len) == Some(3) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("the guild did not form within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ledger_api
+            .post(
+                "/v1/ledger/faucet",
+                &serde_json::json!({ "peer_id": requester_id, "amount": 1_000_000_000u64 }),
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut latencies = Vec::new();
+        let mut measured = Duration::ZERO;
+        for i in 0..count + 5 {
+            let started = Instant::now();
+            let record = run_one(&requester_api).await?;
+            if record["state"] != "succeeded" || record["payment"]["status"] != "paid" {
+                bail!("a task was not run and paid: {record}");
+            }
+            if i >= 5 {
+                measured += started.elapsed();
+                latencies.push(record["duration_ms"].as_f64().unwrap_or(0.0));
+            }
+        }
+        Ok((latencies, measured))
+    });
+    stop_all(children, Duration::from_secs(10));
+    result
+}
+
+/// Starts a node process; with `sampler`, it exports to `otlp` sampling that ratio.
+fn spawn_node(
+    name: &str,
+    args: &[String],
+    log: &Path,
+    otlp: Option<&str>,
+    sampler: Option<&str>,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("finding the zerostate executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if let (Some(endpoint), Some(ratio)) = (otlp, sampler) {
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+            .env("OTEL_TRACES_SAMPLER_ARG", ratio);
+    }
+    Child::spawn(name, cmd, log, Duration::from_secs(30))
+}
+
+/// Submits a tiny built-in task and waits for its final record.
+async fn run_one(node: &NodeClient) -> anyhow::Result<serde_json::Value> {
+    let accepted = node
+        .post(
+            "/v1/tasks",
+            &serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" }),
+        )
+        .await?;
+    let id = accepted["task_id"]
+        .as_str()
+        .context("no task id")?
+        .to_owned();
+    let start = Instant::now();
+    loop {
+        let record = node
+            .get(&format!("/v1/tasks/{id}"))
+            .await?
+            .context("the task was forgotten")?;
+        if matches!(record["state"].as_str(), Some("succeeded" | "failed")) {
+            return Ok(record);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("task {id} did not end within 30 s");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
