@@ -130,6 +130,40 @@ pub struct Attempt {
     pub price: u64,
     /// `delivered`, or why not.
     pub outcome: String,
+    /// Whether the module was sent (`false`: the executor held it, only its hash went).
+    pub module_sent: bool,
+}
+
+/// Modules this node holds by SHA-256: uploaded to it, or run by it for others. Bounded;
+/// the oldest go first.
+#[derive(Default)]
+pub struct Modules {
+    by_hash: HashMap<String, Arc<Vec<u8>>>,
+    order: VecDeque<String>,
+}
+
+/// Modules kept.
+const MODULES_KEPT: usize = 64;
+
+impl Modules {
+    /// Keeps `bytes`; returns their SHA-256 (hex).
+    pub fn put(&mut self, bytes: Vec<u8>) -> String {
+        let hash = hex::encode(zerostate_execution::sha256(&bytes));
+        if self.by_hash.insert(hash.clone(), Arc::new(bytes)).is_none() {
+            self.order.push_back(hash.clone());
+        }
+        while self.order.len() > MODULES_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_hash.remove(&old);
+            }
+        }
+        hash
+    }
+
+    /// The module with this SHA-256 (hex), if held.
+    pub fn get(&self, hash: &str) -> Option<Arc<Vec<u8>>> {
+        self.by_hash.get(hash).cloned()
+    }
 }
 
 /// What a node knows of a task it submitted: `GET /v1/tasks/{id}`.
@@ -181,6 +215,8 @@ struct Inner {
     offers: Mutex<HashMap<String, mpsc::Sender<(zerostate_p2p::PeerId, wire::TaskOffer)>>>,
     /// Tasks this node runs for others now.
     running: AtomicU32,
+    /// Modules held by hash.
+    modules: Mutex<Modules>,
 }
 
 impl Tasks {
@@ -202,6 +238,7 @@ impl Tasks {
                 records: Mutex::default(),
                 offers: Mutex::default(),
                 running: AtomicU32::new(0),
+                modules: Mutex::default(),
             }),
         };
         if tasks.inner.settings.execute {
@@ -224,6 +261,18 @@ impl Tasks {
             wire::TASK_OFFER => requester::offer(self, request).await,
             _ => executor::run(self, request).await,
         }
+    }
+
+    /// Keeps an uploaded module (`POST /v1/modules`); returns its SHA-256 (hex).
+    pub fn upload(&self, bytes: Vec<u8>) -> String {
+        self.modules().put(bytes)
+    }
+
+    fn modules(&self) -> std::sync::MutexGuard<'_, Modules> {
+        self.inner
+            .modules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One task record.

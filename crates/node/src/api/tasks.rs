@@ -18,14 +18,21 @@ pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/v1/tasks", get(task_list).post(task_submit))
         .route("/v1/tasks/{id}", get(task_get))
+        .route(
+            "/v1/modules",
+            axum::routing::post(module_upload)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_MODULE_BYTES)),
+        )
 }
 
-/// A task's module: `"builtin:NAME"`, or `{"base64": "..."}` (WebAssembly, binary or text).
+/// A task's module: `"builtin:NAME"`, `{"base64": "..."}` (WebAssembly, binary or text),
+/// or `{"sha256": "..."}` (uploaded before with `POST /v1/modules`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ModuleBody {
     Named(String),
     Bytes { base64: String },
+    Hash { sha256: String },
 }
 
 #[derive(Deserialize)]
@@ -71,6 +78,7 @@ async fn task_submit(
             }
         },
         ModuleBody::Bytes { base64 } => ModuleSource::Base64(base64),
+        ModuleBody::Hash { sha256 } => ModuleSource::Sha256(sha256.to_ascii_lowercase()),
     };
     let input = match (body.input, body.input_base64) {
         (Some(_), Some(_)) => return Err(bad_request("give input or input_base64, not both")),
@@ -124,6 +132,27 @@ async fn task_submit(
             "trace_id": record.trace_id,
             "state": record.state,
         })),
+    )
+        .into_response())
+}
+
+/// Largest module uploaded: a task's module travels in one network message (1 MiB by
+/// default) with room for the rest of the task.
+const MAX_MODULE_BYTES: usize = 768 << 10;
+
+/// `POST /v1/modules`: the body is a module (binary or text WebAssembly); answers
+/// `201 {"sha256"}`, which `POST /v1/tasks` accepts as `{"module": {"sha256": ...}}`.
+async fn module_upload(
+    State(api): State<Api>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    if body.is_empty() {
+        return Err(bad_request("the body is the module: it is empty"));
+    }
+    let sha256 = api.tasks.upload(body.to_vec());
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "sha256": sha256 })),
     )
         .into_response())
 }

@@ -79,6 +79,7 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), Why> {
         return Ok(());
     }
     let offer = TaskOffer {
+        has_module: tasks.modules().get(&request.module_sha256).is_some(),
         task_id: request.task_id,
         price: settings.price,
         running,
@@ -183,7 +184,18 @@ fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<Manifest, String>
             let module = B64
                 .decode(&b)
                 .map_err(|e| format!("the module is not base64: {e}"))?;
+            // Kept by its hash, so that the next task with it need not carry it.
+            tasks.modules().put(module.clone());
             let mut m = Manifest::new(run.task_id, module);
+            m.input = input;
+            m
+        }
+        ModuleSource::Sha256(hash) => {
+            let module = tasks
+                .modules()
+                .get(&hash)
+                .ok_or_else(|| format!("this node does not hold module {hash}"))?;
+            let mut m = Manifest::new(run.task_id, module.to_vec());
             m.input = input;
             m
         }

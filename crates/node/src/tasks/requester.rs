@@ -47,6 +47,14 @@ impl Tasks {
             ModuleSource::Base64(b) => B64
                 .decode(b)
                 .map_err(|e| format!("the module is not base64: {e}"))?,
+            ModuleSource::Sha256(hash) => {
+                self.modules()
+                    .get(hash)
+                    .map(|m| m.to_vec())
+                    .ok_or_else(|| {
+                        format!("no module {hash} was uploaded to this node (POST /v1/modules)")
+                    })?
+            }
         };
         let cap = self.wall_time_cap();
         let mut limits = s.limits;
@@ -82,10 +90,15 @@ impl Tasks {
         let (tx, rx) = mpsc::channel(MAX_OFFERS);
         self.offers().insert(id.clone(), tx);
         let tasks = self.clone();
+        // A module named by its hash travels as bytes to an executor that lacks it.
+        let module = match s.module {
+            ModuleSource::Sha256(_) => ModuleSource::Base64(B64.encode(&module_bytes)),
+            other => other,
+        };
         let job = Job {
             id,
             guild: s.guild,
-            module: s.module,
+            module,
             module_sha256: hex::encode(sha256(&module_bytes)),
             module_bytes,
             input: s.input,
@@ -224,7 +237,11 @@ async fn drive(
             r.state = TaskState::Running;
             r.executor = Some(executor.to_string());
         });
-        let outcome = attempt(tasks, job, executor).instrument(span.clone()).await;
+        // Only the hash, when the executor said it holds the module.
+        let send_module = !offer.has_module || matches!(job.module, ModuleSource::Builtin(_));
+        let outcome = attempt(tasks, job, executor, send_module)
+            .instrument(span.clone())
+            .await;
         match outcome {
             Ok((receipt, output)) => {
                 let failed = receipt.status != "ok";
@@ -244,6 +261,7 @@ async fn drive(
                         executor: executor.to_string(),
                         price: offer.price,
                         outcome: "delivered".into(),
+                        module_sent: send_module,
                     });
                     r.error = receipt.error.clone();
                     r.output = Some(B64.encode(&output));
@@ -265,6 +283,7 @@ async fn drive(
                         executor: executor.to_string(),
                         price: offer.price,
                         outcome: why.clone(),
+                        module_sent: send_module,
                     });
                     r.executor = None;
                 });
@@ -275,11 +294,21 @@ async fn drive(
     Err(format!("no executor delivered: {}", reasons.join("; ")))
 }
 
-/// Hands the task to `executor` and checks what comes back.
-async fn attempt(tasks: &Tasks, job: &Job, executor: PeerId) -> Result<(Receipt, Vec<u8>), String> {
+/// Hands the task to `executor` (with the module's bytes, or only its hash when
+/// `send_module` is false) and checks what comes back.
+async fn attempt(
+    tasks: &Tasks,
+    job: &Job,
+    executor: PeerId,
+    send_module: bool,
+) -> Result<(Receipt, Vec<u8>), String> {
     let run = TaskRun {
         task_id: job.id.clone(),
-        module: job.module.clone(),
+        module: if send_module {
+            job.module.clone()
+        } else {
+            ModuleSource::Sha256(job.module_sha256.clone())
+        },
         input: B64.encode(&job.input),
         limits: job.limits,
     };

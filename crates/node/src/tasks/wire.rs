@@ -44,6 +44,9 @@ pub struct TaskOffer {
     pub price: u64,
     /// Tasks it is running now.
     pub running: u32,
+    /// Whether it holds the module already (the requester then sends only its hash).
+    #[serde(default)]
+    pub has_module: bool,
 }
 
 /// The module of a task to run: a built-in by name, or the bytes.
@@ -54,6 +57,8 @@ pub enum ModuleSource {
     Builtin(String),
     /// WebAssembly (binary or text), base64.
     Base64(String),
+    /// A module the receiver holds, by its SHA-256 (hex).
+    Sha256(String),
 }
 
 /// The task itself, to the chosen executor.

@@ -102,6 +102,38 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
     assert_eq!(settled["to_payee"], owed);
     assert_eq!(settled["to_payer"], 1_000_000 - owed);
 
+    // A module uploaded once runs by its hash; the second time only the hash travels.
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "hi")
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 2))
+        (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let auth = format!("Bearer {}", requester.token);
+    let (status, uploaded) = crate::cluster::http(
+        &requester.api,
+        "POST",
+        "/v1/modules",
+        Some(wat),
+        &[("authorization", &auth)],
+    );
+    assert_eq!(status, 201, "{uploaded}");
+    let uploaded: serde_json::Value = serde_json::from_str(&uploaded).expect("json");
+    let sha256 = uploaded["sha256"].as_str().expect("sha256").to_owned();
+    for sent in [true, false] {
+        let run = run_task(
+            requester,
+            &serde_json::json!({ "module": { "sha256": sha256 } }),
+        );
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(output(&run), "hi");
+        assert_eq!(run["receipt"]["module_sha256"], sha256.as_str());
+        let attempts = run["attempts"].as_array().expect("attempts");
+        assert_eq!(attempts[attempts.len() - 1]["module_sent"], sent, "{run}");
+    }
+
     // One trace: no orphan, spans from three processes, the journey's spans.
     let trace = record["trace_id"].as_str().expect("trace").to_owned();
     let names = [
