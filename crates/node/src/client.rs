@@ -44,6 +44,35 @@ impl NodeClient {
         self.send(request, path).await
     }
 
+    /// Submits a task (`POST /v1/tasks` with `body`) and waits for its final record,
+    /// polling every `poll`, for at most `within`.
+    pub async fn run_task(
+        &self,
+        body: &serde_json::Value,
+        poll: std::time::Duration,
+        within: std::time::Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        let accepted = self.post("/v1/tasks", body).await?;
+        let id = accepted["task_id"]
+            .as_str()
+            .context("the node's answer has no task id")?
+            .to_owned();
+        let start = std::time::Instant::now();
+        loop {
+            let record = self
+                .get(&format!("/v1/tasks/{id}"))
+                .await?
+                .with_context(|| format!("the node forgot task {id}"))?;
+            if matches!(record["state"].as_str(), Some("succeeded" | "failed")) {
+                return Ok(record);
+            }
+            if start.elapsed() > within {
+                anyhow::bail!("task {id} did not end within {} s", within.as_secs());
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// `POST path` with a JSON body: the JSON answer.
     pub async fn post(
         &self,

@@ -303,28 +303,10 @@ fn spawn_node(
 
 /// Submits a tiny built-in task and waits for its final record.
 async fn run_one(node: &NodeClient) -> anyhow::Result<serde_json::Value> {
-    let accepted = node
-        .post(
-            "/v1/tasks",
-            &serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" }),
-        )
-        .await?;
-    let id = accepted["task_id"]
-        .as_str()
-        .context("no task id")?
-        .to_owned();
-    let start = Instant::now();
-    loop {
-        let record = node
-            .get(&format!("/v1/tasks/{id}"))
-            .await?
-            .context("the task was forgotten")?;
-        if matches!(record["state"].as_str(), Some("succeeded" | "failed")) {
-            return Ok(record);
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!("task {id} did not end within 30 s");
-        }
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
+    node.run_task(
+        &serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" }),
+        Duration::from_micros(500),
+        Duration::from_secs(30),
+    )
+    .await
 }

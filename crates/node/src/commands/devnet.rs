@@ -381,32 +381,15 @@ async fn run_tasks(
     let mut records = Vec::new();
     for i in 0..usize::from(count) {
         let (module, input) = DEVNET_TASKS[i % DEVNET_TASKS.len()];
-        let accepted = node
-            .post(
-                "/v1/tasks",
+        let record = node
+            .run_task(
                 &serde_json::json!({ "module": module, "input": input }),
+                Duration::from_millis(50),
+                GUILD_TIMEOUT,
             )
             .await
-            .with_context(|| format!("submitting task {} ({module})", i + 1))?;
-        let id = accepted["task_id"]
-            .as_str()
-            .context("no task id")?
-            .to_owned();
-        let start = Instant::now();
-        loop {
-            let record = node
-                .get(&format!("/v1/tasks/{id}"))
-                .await?
-                .with_context(|| format!("task {id} was forgotten"))?;
-            if matches!(record["state"].as_str(), Some("succeeded" | "failed")) {
-                records.push(record);
-                break;
-            }
-            if start.elapsed() > GUILD_TIMEOUT {
-                bail!("task {id} did not end within {} s", GUILD_TIMEOUT.as_secs());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .with_context(|| format!("task {} ({module})", i + 1))?;
+        records.push(record);
     }
     Ok(records)
 }

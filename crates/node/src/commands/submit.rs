@@ -5,16 +5,13 @@
 //! 2 usage or bad input (the node refused the submission), 3 no executor delivered.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-
-use crate::client::NodeClient;
 
 /// How long `task submit` waits for a task to end.
 const WAIT: Duration = Duration::from_secs(300);
@@ -36,13 +33,9 @@ pub struct SubmitArgs {
     /// The guild to run it in [default: the one guild the node is in].
     #[arg(long)]
     guild: Option<String>,
-    /// The node's API [default: http:// and $ZEROSTATE_API, else http://127.0.0.1:8700].
-    #[arg(long, value_name = "URL")]
-    node: Option<String>,
-    /// The node's data directory, where its API token is [default: $ZEROSTATE_DATA_DIR,
-    /// else ~/.local/share/zerostate].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    /// Which node.
+    #[command(flatten)]
+    node: crate::commands::channel::NodeArgs,
     /// Print the whole task record as JSON instead of the output.
     #[arg(long)]
     json: bool,
@@ -51,16 +44,7 @@ pub struct SubmitArgs {
 impl SubmitArgs {
     /// Submits, waits, reports.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let node = match &self.node {
-            Some(url) => url.clone(),
-            None => format!(
-                "http://{}",
-                std::env::var("ZEROSTATE_API")
-                    .unwrap_or_else(|_| crate::settings::DEFAULT_API.to_string())
-            ),
-        };
-        let dir = crate::data::data_dir(self.data_dir.as_deref())?;
-        let client = NodeClient::new(&node, &dir.join(crate::data::API_TOKEN_FILE))?;
+        let client = self.node.client()?;
         let mut body = serde_json::json!({});
         body["module"] = match self.module.strip_prefix("builtin:") {
             Some(_) => serde_json::Value::from(self.module.as_str()),
@@ -95,28 +79,7 @@ impl SubmitArgs {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let record = runtime.block_on(async {
-            let accepted = client.post("/v1/tasks", &body).await?;
-            let id = accepted["task_id"]
-                .as_str()
-                .context("the node's answer has no task id")?
-                .to_owned();
-            let start = Instant::now();
-            loop {
-                let record = client
-                    .get(&format!("/v1/tasks/{id}"))
-                    .await?
-                    .with_context(|| format!("the node forgot task {id}"))?;
-                let state = record["state"].as_str().unwrap_or_default();
-                if matches!(state, "succeeded" | "failed") {
-                    return anyhow::Ok(record);
-                }
-                if start.elapsed() > WAIT {
-                    anyhow::bail!("task {id} did not end within {} s", WAIT.as_secs());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })?;
+        let record = runtime.block_on(client.run_task(&body, Duration::from_millis(50), WAIT))?;
         report(&record, self.json)
     }
 }

@@ -175,6 +175,106 @@ async fn drive(
             .map(ToString::to_string)
             .collect(),
     };
+    let mut reasons: Vec<String> = Vec::new();
+    let mut tried: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
+    let mut attempts_left = tasks.inner.settings.max_attempts as usize;
+    // Each round announces the task and tries the offers it gets; a round whose offers all
+    // failed announces again (those executors excluded) while attempts are left.
+    loop {
+        let collected = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
+        if collected.is_empty() {
+            return Err(if reasons.is_empty() {
+                format!(
+                    "no member of guild {} offered to run it within {} ms",
+                    job.guild, tasks.inner.settings.offer_window_ms
+                )
+            } else {
+                format!("no executor delivered: {}", reasons.join("; "))
+            });
+        }
+        for (executor, offer) in collected.into_iter().take(attempts_left) {
+            attempts_left -= 1;
+            tried.insert(executor);
+            let span = tracing::info_span!(
+                names::TASK_ATTEMPT,
+                task.id = job.id.as_str(),
+                peer.id = %executor,
+                price = offer.price,
+            );
+            tasks.update(&job.id, |r| {
+                r.state = TaskState::Running;
+                r.executor = Some(executor.to_string());
+            });
+            // Only the hash, when the executor said it holds the module.
+            let send_module = !offer.has_module || matches!(job.module, ModuleSource::Builtin(_));
+            let outcome = attempt(tasks, job, executor, send_module)
+                .instrument(span.clone())
+                .await;
+            match outcome {
+                Ok((receipt, output)) => {
+                    let failed = receipt.status != "ok";
+                    // Fuel is the billing unit; the price is per million units, rounded up.
+                    let amount = u64::try_from(
+                        (u128::from(receipt.fuel_consumed) * u128::from(offer.price))
+                            .div_ceil(1_000_000),
+                    )
+                    .unwrap_or(u64::MAX);
+                    let paid = tasks
+                        .inner
+                        .payments
+                        .pay(executor, amount, sha256(&receipt.signing_bytes()))
+                        .await;
+                    tasks.update(&job.id, |r| {
+                        r.attempts.push(Attempt {
+                            executor: executor.to_string(),
+                            price: offer.price,
+                            outcome: "delivered".into(),
+                            module_sent: send_module,
+                        });
+                        r.error = receipt.error.clone();
+                        r.output = Some(B64.encode(&output));
+                        r.receipt = Some(receipt);
+                        r.payment = Some(paid);
+                    });
+                    return Ok(if failed {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Succeeded
+                    });
+                }
+                Err(why) => {
+                    span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
+                        why.clone(),
+                    ));
+                    tasks.update(&job.id, |r| {
+                        r.attempts.push(Attempt {
+                            executor: executor.to_string(),
+                            price: offer.price,
+                            outcome: why.clone(),
+                            module_sent: send_module,
+                        });
+                        r.executor = None;
+                    });
+                    reasons.push(format!("{executor}: {why}"));
+                }
+            }
+        }
+        if attempts_left == 0 {
+            return Err(format!("no executor delivered: {}", reasons.join("; ")));
+        }
+    }
+}
+
+/// Announces the task to the guild and collects offers (from executors not yet tried):
+/// until every other member offered, `offer_grace_ms` after the first, or the window ends.
+/// Ordered cheapest first, then least loaded.
+async fn announce_and_collect(
+    tasks: &Tasks,
+    job: &Job,
+    request: &TaskRequest,
+    offers: &mut mpsc::Receiver<(PeerId, TaskOffer)>,
+    tried: &std::collections::HashSet<PeerId>,
+) -> Result<Vec<(PeerId, TaskOffer)>, String> {
     tasks.update(&job.id, |r| r.state = TaskState::Offered);
     tasks
         .inner
@@ -182,7 +282,7 @@ async fn drive(
         .send(
             &job.guild,
             wire::TASK_REQUEST,
-            serde_json::to_vec(&request).unwrap_or_default(),
+            serde_json::to_vec(request).unwrap_or_default(),
         )
         .await
         .map_err(|e| {
@@ -200,13 +300,22 @@ async fn drive(
         .guilds
         .info(&job.guild)
         .await
-        .map_or(usize::MAX, |g| g.members.len().saturating_sub(1));
+        .map_or(usize::MAX, |g| {
+            g.members
+                .len()
+                .saturating_sub(1)
+                .saturating_sub(tried.len())
+        });
     let grace = Duration::from_millis(tasks.inner.settings.offer_grace_ms);
     let mut until = deadline;
-    let mut collected = Vec::new();
+    let mut collected: Vec<(PeerId, TaskOffer)> = Vec::new();
     while collected.len() < others
         && let Ok(Some(offer)) = tokio::time::timeout_at(until, offers.recv()).await
     {
+        // Each executor once: not one already tried, not twice in a round.
+        if tried.contains(&offer.0) || collected.iter().any(|(p, _)| *p == offer.0) {
+            continue;
+        }
         if collected.is_empty() {
             // A cheaper offer may still come, but not for long.
             until = until.min(tokio::time::Instant::now() + grace);
@@ -215,83 +324,7 @@ async fn drive(
     }
     // Cheapest first, then the least loaded.
     collected.sort_by_key(|(_, o)| (o.price, o.running));
-    if collected.is_empty() {
-        return Err(format!(
-            "no member of guild {} offered to run it within {} ms",
-            job.guild,
-            window.as_millis()
-        ));
-    }
-    let mut reasons = Vec::new();
-    for (executor, offer) in collected
-        .into_iter()
-        .take(tasks.inner.settings.max_attempts as usize)
-    {
-        let span = tracing::info_span!(
-            names::TASK_ATTEMPT,
-            task.id = job.id.as_str(),
-            peer.id = %executor,
-            price = offer.price,
-        );
-        tasks.update(&job.id, |r| {
-            r.state = TaskState::Running;
-            r.executor = Some(executor.to_string());
-        });
-        // Only the hash, when the executor said it holds the module.
-        let send_module = !offer.has_module || matches!(job.module, ModuleSource::Builtin(_));
-        let outcome = attempt(tasks, job, executor, send_module)
-            .instrument(span.clone())
-            .await;
-        match outcome {
-            Ok((receipt, output)) => {
-                let failed = receipt.status != "ok";
-                // Fuel is the billing unit; the price is per million units, rounded up.
-                let amount = u64::try_from(
-                    (u128::from(receipt.fuel_consumed) * u128::from(offer.price))
-                        .div_ceil(1_000_000),
-                )
-                .unwrap_or(u64::MAX);
-                let paid = tasks
-                    .inner
-                    .payments
-                    .pay(executor, amount, sha256(&receipt.signing_bytes()))
-                    .await;
-                tasks.update(&job.id, |r| {
-                    r.attempts.push(Attempt {
-                        executor: executor.to_string(),
-                        price: offer.price,
-                        outcome: "delivered".into(),
-                        module_sent: send_module,
-                    });
-                    r.error = receipt.error.clone();
-                    r.output = Some(B64.encode(&output));
-                    r.receipt = Some(receipt);
-                    r.payment = Some(paid);
-                });
-                return Ok(if failed {
-                    TaskState::Failed
-                } else {
-                    TaskState::Succeeded
-                });
-            }
-            Err(why) => {
-                span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
-                    why.clone(),
-                ));
-                tasks.update(&job.id, |r| {
-                    r.attempts.push(Attempt {
-                        executor: executor.to_string(),
-                        price: offer.price,
-                        outcome: why.clone(),
-                        module_sent: send_module,
-                    });
-                    r.executor = None;
-                });
-                reasons.push(format!("{executor}: {why}"));
-            }
-        }
-    }
-    Err(format!("no executor delivered: {}", reasons.join("; ")))
+    Ok(collected)
 }
 
 /// Hands the task to `executor` (with the module's bytes, or only its hash when
