@@ -115,7 +115,20 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), Why> {
 /// refuses with a reason.
 pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     let span = request.span.clone();
-    let answer = match prepare(tasks, &request) {
+    // Only a member of a guild this node is in may hand it work.
+    let asker = request.peer.to_string();
+    let member = tasks.inner.guilds.list().await.is_ok_and(|guilds| {
+        guilds.iter().any(|g| {
+            matches!(g.status.as_str(), "member" | "coordinator")
+                && g.members.iter().any(|m| m.peer_id == asker)
+        })
+    });
+    let prepared = if member {
+        prepare(tasks, &request)
+    } else {
+        Err("only members of this node's guilds may hand it tasks".to_owned())
+    };
+    let answer = match prepared {
         Err(why) => Err(why),
         Ok(manifest) => {
             tasks.inner.running.fetch_add(1, Ordering::AcqRel);

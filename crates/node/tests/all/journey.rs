@@ -102,6 +102,37 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
     assert_eq!(settled["to_payee"], owed);
     assert_eq!(settled["to_payer"], 1_000_000 - owed);
 
+    // Someone outside the guild cannot hand the executor work.
+    let outsider = NodeProcess::start(
+        dir.path(),
+        "outsider",
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &coordinator.tcp_address(),
+        ],
+        &receiver.endpoint(),
+    );
+    let run = serde_json::json!({
+        "task_id": "x",
+        "module": { "builtin": "primes" },
+        "input": "",
+        "limits": {},
+    });
+    let (status, refused) = outsider.post(
+        "/v1/p2p/request",
+        &serde_json::json!({
+            "peer": executor,
+            "addresses": executor_node.listen.clone(),
+            "type": "task_run",
+            "payload": run.to_string(),
+        }),
+        &[],
+    );
+    assert_eq!(status, 502, "{refused}");
+    assert!(refused.contains("only members"), "{refused}");
+
     // A module uploaded once runs by its hash; the second time only the hash travels.
     let wat = r#"(module
       (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
@@ -190,7 +221,7 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
         .expect("execution.task");
     assert_ne!(ran_on.service, requester.name);
 
-    crate::cluster::stop_cleanly(members.into_iter().chain([coordinator]).collect());
+    crate::cluster::stop_cleanly(members.into_iter().chain([coordinator, outsider]).collect());
 }
 
 #[test]
