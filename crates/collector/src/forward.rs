@@ -93,7 +93,7 @@ async fn run(
             Ok(()) => counters.forward_sent.inc(),
             Err(why) => {
                 counters.forward_failed.inc();
-                if is_power_of_ten(counters.snapshot().forward_failed) {
+                if zerostate_telemetry::is_power_of_ten(counters.snapshot().forward_failed) {
                     tracing::warn!(
                         "forwarding spans to {url}: {why} (logged at 1, 10, 100, ... failed \
                          batches)"
@@ -103,14 +103,6 @@ async fn run(
         }
         queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
-}
-
-/// Whether `n` is 1, 10, 100, ...: when a failure is logged.
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n.is_multiple_of(10) {
-        n /= 10;
-    }
-    n == 1
 }
 
 /// One batch, tried up to [`ATTEMPTS`] times.

@@ -292,9 +292,7 @@ impl Payments {
         let (kind, body) = match answer {
             Ok(body) => (types::OK, body),
             Err(why) => {
-                span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
-                    why.clone(),
-                ));
+                span.record_error(&zerostate_p2p::Reason(why.clone()));
                 ("error", why.into_bytes())
             }
         };
@@ -483,9 +481,7 @@ impl Payments {
         .instrument(span.clone())
         .await;
         result.unwrap_or_else(|why| {
-            span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
-                why.clone(),
-            ));
+            span.record_error(&zerostate_p2p::Reason(why.clone()));
             PaymentRecord::unpaid(amount, why, "failed")
         })
     }

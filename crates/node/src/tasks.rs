@@ -114,13 +114,6 @@ pub enum TaskState {
     Failed,
 }
 
-impl TaskState {
-    /// Whether nothing more will happen to the task.
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
-    }
-}
-
 /// One executor's try at a task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {

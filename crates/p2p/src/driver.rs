@@ -517,7 +517,7 @@ impl Driver {
                 {
                     self.counters.connections_denied();
                     let denied = self.counters.snapshot().connections_denied;
-                    if peers::is_power_of_ten(denied) {
+                    if zerostate_telemetry::is_power_of_ten(denied) {
                         tracing::warn!(
                             "refused an incoming connection: {cause} (connection limits; \
                              logged at 1, 10, 100, ... refusals)"
@@ -561,7 +561,7 @@ impl Driver {
             self.penalize(author, "more messages per second than allowed");
             // The refusal shows in the author's trace, at its 1st, 10th, 100th, ...
             // offence: a flood cannot flood the exporter either.
-            if peers::is_power_of_ten(self.peer(author).offences)
+            if zerostate_telemetry::is_power_of_ten(self.peer(author).offences)
                 && let Ok(envelope) = Envelope::decode(&message.data, self.config.max_message_bytes)
             {
                 let span = self.receive_span(

@@ -49,5 +49,6 @@ pub use config::{BatchConfig, ConfigError, LogFormat, Sampling, TelemetryConfig}
 pub use context::{Baggage, BaggageEntry, TraceContext, TraceState};
 pub use export::TelemetryStats;
 pub use layer::{MAX_ATTRIBUTES, MAX_EVENTS, SpanLayer};
+pub use log::is_power_of_ten;
 pub use setup::{FlushError, InitError, TelemetryBuilder, TelemetryGuard, init};
 pub use span_ext::{SpanExt, error_chain};

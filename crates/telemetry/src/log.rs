@@ -136,3 +136,24 @@ impl Visit for JsonVisitor {
         self.put(f, Json::from(format!("{v:?}")));
     }
 }
+
+/// Whether `n` is 1, 10, 100, ...: the counts at which a repeated event (an offence, a
+/// failed batch) is logged, so that a flood of them cannot flood the log.
+pub fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
+#[cfg(test)]
+mod power_of_ten_tests {
+    use super::is_power_of_ten;
+
+    #[test]
+    fn repeated_events_are_logged_at_powers_of_ten() {
+        let logged: Vec<u64> = (1..=1000).filter(|&n| is_power_of_ten(n)).collect();
+        assert_eq!(logged, [1, 10, 100, 1000]);
+        assert!(!is_power_of_ten(0));
+    }
+}

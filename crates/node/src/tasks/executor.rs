@@ -55,10 +55,8 @@ pub(super) async fn listen(tasks: Tasks) {
     }
 }
 
-type Why = Box<dyn std::error::Error + Send + Sync>;
-
 /// Offers to run the task `body` describes, if this node can and the price suits.
-async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), Why> {
+async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate_p2p::Cause> {
     let request: TaskRequest = serde_json::from_slice(body)?;
     tracing::Span::current().record("task.id", request.task_id.as_str());
     let settings = &tasks.inner.settings;
@@ -161,9 +159,7 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
             serde_json::to_vec(&result).unwrap_or_default(),
         ),
         Err(why) => {
-            span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
-                why.clone(),
-            ));
+            span.record_error(&zerostate_p2p::Reason(why.clone()));
             tasks
                 .inner
                 .network

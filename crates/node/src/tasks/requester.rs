@@ -62,7 +62,7 @@ impl Tasks {
         if limits.wall_time_ms > cap_ms {
             limits.wall_time_ms = cap_ms;
         }
-        let id = new_task_id();
+        let id = new_task_id()?;
         let span = tracing::info_span!(
             names::TASK_SUBMIT,
             task.id = id.as_str(),
@@ -112,9 +112,7 @@ impl Tasks {
                 let end = drive(&tasks, &job, rx).await;
                 tasks.offers().remove(&job.id);
                 if let Err(why) = &end {
-                    Span::current().record_error(
-                        &*Box::<dyn std::error::Error + Send + Sync>::from(why.clone()),
-                    );
+                    Span::current().record_error(&zerostate_p2p::Reason(why.clone()));
                 }
                 // The final state and the duration change together, so that a reader who
                 // sees the one sees the other.
@@ -146,10 +144,10 @@ struct Job {
     max_price: u64,
 }
 
-fn new_task_id() -> String {
+fn new_task_id() -> Result<String, String> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the system's random source");
-    hex::encode(bytes)
+    getrandom::fill(&mut bytes).map_err(|e| format!("the system's random source: {e}"))?;
+    Ok(hex::encode(bytes))
 }
 
 /// Announces, collects offers, and tries them in order; the final state, or why no
@@ -243,9 +241,7 @@ async fn drive(
                     });
                 }
                 Err(why) => {
-                    span.record_error(&*Box::<dyn std::error::Error + Send + Sync>::from(
-                        why.clone(),
-                    ));
+                    span.record_error(&zerostate_p2p::Reason(why.clone()));
                     tasks.update(&job.id, |r| {
                         r.attempts.push(Attempt {
                             executor: executor.to_string(),

@@ -107,7 +107,7 @@ impl Driver {
             .set_application_score(&peer, score);
         // One line for the first offence, then one per power of ten: a flood cannot flood
         // the log.
-        if is_power_of_ten(offences) {
+        if zerostate_telemetry::is_power_of_ten(offences) {
             tracing::warn!(
                 peer.id = %peer,
                 offences,
@@ -169,14 +169,6 @@ pub(super) fn least_offending(peers: &HashMap<PeerId, PeerState>, keep: usize) -
     idle.into_iter().take(excess).map(|(_, p)| p).collect()
 }
 
-/// Whether `n` is 1, 10, 100, ...: when an offence is logged.
-pub(super) fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n.is_multiple_of(10) {
-        n /= 10;
-    }
-    n == 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,12 +196,5 @@ mod tests {
         assert!((decayed(-80.0, h, h) + 40.0).abs() < 1e-9);
         assert!((decayed(-80.0, 2 * h, h) + 20.0).abs() < 1e-9);
         assert_eq!(decayed(-80.0, Duration::ZERO, h), -80.0);
-    }
-
-    #[test]
-    fn offences_are_logged_at_powers_of_ten() {
-        let logged: Vec<u64> = (1..=1000).filter(|&n| is_power_of_ten(n)).collect();
-        assert_eq!(logged, [1, 10, 100, 1000]);
-        assert!(!is_power_of_ten(0));
     }
 }
