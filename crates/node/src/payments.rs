@@ -225,6 +225,9 @@ struct Inner {
     deposit: u64,
     /// Channels being opened are opened one at a time.
     opening: tokio::sync::Mutex<()>,
+    /// The channel to each payee (by payment key) and its expiry, so that a payment does
+    /// not read every channel from disk; filled from the store on first use.
+    open_to: std::sync::Mutex<std::collections::HashMap<[u8; 32], (ChannelId, u64)>>,
 }
 
 impl Payments {
@@ -272,6 +275,7 @@ impl Payments {
                 faucet,
                 deposit: settings.deposit(),
                 opening: tokio::sync::Mutex::new(()),
+                open_to: std::sync::Mutex::default(),
             }),
         })
     }
@@ -494,7 +498,32 @@ impl Payments {
         ledger: LedgerId,
     ) -> Result<ChannelId, String> {
         let payee_key = key_of(&payee).ok_or("the executor has no ed25519 key")?;
+        let usable = |expiry: u64| expiry > now() + 3600;
+        let cached = |inner: &Inner| {
+            inner
+                .open_to
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&payee_key.0)
+                .filter(|(_, expiry)| usable(*expiry))
+                .map(|(id, _)| *id)
+        };
+        if let Some(id) = cached(&self.inner) {
+            return Ok(id);
+        }
         let _one_at_a_time = self.inner.opening.lock().await;
+        if let Some(id) = cached(&self.inner) {
+            return Ok(id);
+        }
+        let remember = |id: ChannelId, expiry: u64| {
+            self.inner
+                .open_to
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(payee_key.0, (id, expiry));
+            id
+        };
+        // After a restart: a channel opened before, still usable.
         let existing = self
             .inner
             .payer
@@ -502,12 +531,10 @@ impl Payments {
             .map_err(|e| e.to_string())?
             .into_iter()
             .find(|c| {
-                c.params.payee == payee_key
-                    && c.params.ledger == ledger
-                    && c.params.expiry > now() + 3600
+                c.params.payee == payee_key && c.params.ledger == ledger && usable(c.params.expiry)
             });
         if let Some(c) = existing {
-            return Ok(c.params.id());
+            return Ok(remember(c.params.id(), c.params.expiry));
         }
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
@@ -539,10 +566,12 @@ impl Payments {
             serde_json::to_vec(&body).map_err(|e| e.to_string())?,
         )
         .await?;
-        self.inner
+        let id = self
+            .inner
             .payer
             .add_channel(&params)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(remember(id, params.expiry))
     }
 
     /// Every channel this node pays or is paid through.

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use crate::client::NodeClient;
-use crate::commands::devnet::spawn;
+use crate::commands::devnet::{spawn_collector, spawn_node};
 use crate::console::Ready;
 use crate::process::{Child, stop_all};
 
@@ -132,51 +132,24 @@ fn measure(
     let otlp = match sampler {
         None => None,
         Some(_) => {
-            let collector = spawn(
-                "collector",
-                &[
-                    s("collector"),
-                    s("--otlp-http"),
-                    s("127.0.0.1:0"),
-                    s("--ui"),
-                    s("127.0.0.1:0"),
-                    s("--data-dir"),
-                    dir.display().to_string(),
-                ],
-                &dir.join("collector.log"),
-                None,
-            )?;
-            let otlp = Ready::parse(collector.ready())?
-                .collector
-                .context("the collector did not say where it listens")?
-                .otlp;
+            let (collector, otlp, _) = spawn_collector(dir, "127.0.0.1:0", "127.0.0.1:0", &[])?;
             children.push(collector);
             Some(otlp)
         }
     };
     let config = dir.join("bench.toml");
     std::fs::write(&config, "[tasks]\noffer_grace_ms = 0\n")?;
-    let node = |name: &str, extra: &[String]| -> anyhow::Result<Child> {
-        let mut args = vec![
-            s("node"),
-            s("--name"),
-            s(name),
-            s("--listen"),
-            s("/ip4/127.0.0.1/tcp/0"),
-            s("--api"),
-            s("127.0.0.1:0"),
-            s("--data-dir"),
-            dir.join(name).display().to_string(),
-        ];
-        args.extend_from_slice(extra);
-        spawn_node(
-            name,
-            &args,
-            &dir.join(format!("{name}.log")),
-            otlp.as_deref(),
-            sampler,
-        )
+    // With a sampler, every node exports to the collector sampling that ratio; without,
+    // none exports, whatever this process's environment says.
+    let env: Vec<(&str, Option<&str>)> = match (otlp.as_deref(), sampler) {
+        (Some(endpoint), Some(ratio)) => vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", Some(endpoint)),
+            ("OTEL_TRACES_SAMPLER", Some("parentbased_traceidratio")),
+            ("OTEL_TRACES_SAMPLER_ARG", Some(ratio)),
+        ],
+        _ => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", None)],
     };
+    let node = |name: &str, extra: &[String]| spawn_node(dir, name, extra, &env);
     let ledger_config = dir.join("ledger.toml");
     std::fs::write(&ledger_config, "[tasks]\nexecute = false\n")?;
     let ledger = node(
@@ -280,25 +253,6 @@ fn measure(
     });
     stop_all(children, Duration::from_secs(10));
     result
-}
-
-/// Starts a node process; with `sampler`, it exports to `otlp` sampling that ratio.
-fn spawn_node(
-    name: &str,
-    args: &[String],
-    log: &Path,
-    otlp: Option<&str>,
-    sampler: Option<&str>,
-) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("finding the zerostate executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(args).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
-    if let (Some(endpoint), Some(ratio)) = (otlp, sampler) {
-        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-            .env("OTEL_TRACES_SAMPLER_ARG", ratio);
-    }
-    Child::spawn(name, cmd, log, Duration::from_secs(30))
 }
 
 /// Submits a tiny built-in task and waits for its final record.

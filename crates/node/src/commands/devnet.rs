@@ -84,21 +84,73 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long the guild has to reach every member.
 const GUILD_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Environment a child starts with besides this process's: `None` removes a variable.
+pub(crate) type ChildEnv<'a> = &'a [(&'a str, Option<&'a str>)];
+
 /// Starts `zerostate <args>` and waits for its ready line; its log goes to `log`.
-pub(crate) fn spawn(
-    name: &str,
-    args: &[String],
-    log: &Path,
-    otlp: Option<&str>,
-) -> anyhow::Result<Child> {
+fn spawn(name: &str, args: &[String], log: &Path, env: ChildEnv<'_>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the zerostate executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(args);
-    if let Some(endpoint) = otlp {
-        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "500");
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
     }
     Child::spawn(name, cmd, log, START_TIMEOUT)
+}
+
+/// Starts a collector keeping its traces under `dir` (`extra`: more flags), its log in
+/// `dir/collector.log`; returns it and its OTLP and viewer URLs.
+pub(crate) fn spawn_collector(
+    dir: &Path,
+    otlp_http: &str,
+    ui: &str,
+    extra: &[String],
+) -> anyhow::Result<(Child, String, String)> {
+    let mut args: Vec<String> = [
+        "collector",
+        "--otlp-http",
+        otlp_http,
+        "--ui",
+        ui,
+        "--data-dir",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(dir.display().to_string());
+    args.extend_from_slice(extra);
+    let collector = spawn("collector", &args, &dir.join("collector.log"), &[])?;
+    let listening = Ready::parse(collector.ready())?
+        .collector
+        .context("the collector did not say where it listens")?;
+    Ok((collector, listening.otlp, listening.ui))
+}
+
+/// Starts node `name` on loopback ports (`extra`: more flags), its data in `dir/name` and
+/// its log in `dir/name.log`.
+pub(crate) fn spawn_node(
+    dir: &Path,
+    name: &str,
+    extra: &[String],
+    env: ChildEnv<'_>,
+) -> anyhow::Result<Child> {
+    let mut args: Vec<String> = [
+        "node",
+        "--name",
+        name,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--api",
+        "127.0.0.1:0",
+        "--data-dir",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(dir.join(name).display().to_string());
+    args.extend_from_slice(extra);
+    spawn(name, &args, &dir.join(format!("{name}.log")), env)
 }
 
 impl DevnetCommand {
@@ -110,45 +162,27 @@ impl DevnetCommand {
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let s = |v: &str| v.to_owned();
-        let mut collector_args = vec![
-            s("collector"),
-            s("--otlp-http"),
-            self.otlp_http.to_string(),
-            s("--ui"),
-            self.ui.to_string(),
-            s("--data-dir"),
-            dir.display().to_string(),
-        ];
         // The user's own backend, if they named one, gets every span too.
-        if let Ok(endpoint) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-            && !endpoint.trim().is_empty()
-        {
-            collector_args.extend([s("--forward"), endpoint]);
-        }
-        let collector = spawn(
-            "collector",
-            &collector_args,
-            &dir.join("collector.log"),
-            None,
+        let forward = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            Ok(endpoint) if !endpoint.trim().is_empty() => vec![s("--forward"), endpoint],
+            _ => Vec::new(),
+        };
+        let (collector, otlp, ui) = spawn_collector(
+            &dir,
+            &self.otlp_http.to_string(),
+            &self.ui.to_string(),
+            &forward,
         )?;
-        let listening = Ready::parse(collector.ready())?
-            .collector
-            .context("the collector did not say where it listens")?;
-        let (otlp, ui) = (listening.otlp, listening.ui);
         let node = |name: &str, extra: &[String]| -> anyhow::Result<Child> {
-            let mut args = vec![
-                s("node"),
-                s("--name"),
-                s(name),
-                s("--listen"),
-                s("/ip4/127.0.0.1/tcp/0"),
-                s("--api"),
-                s("127.0.0.1:0"),
-                s("--data-dir"),
-                dir.join(name).display().to_string(),
-            ];
-            args.extend_from_slice(extra);
-            spawn(name, &args, &dir.join(format!("{name}.log")), Some(&otlp))
+            spawn_node(
+                &dir,
+                name,
+                extra,
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&otlp)),
+                    ("OTEL_BSP_SCHEDULE_DELAY", Some("500")),
+                ],
+            )
         };
         let boot = node(
             "bootnode",
