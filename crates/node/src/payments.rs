@@ -38,6 +38,12 @@ pub mod types {
     pub const LEDGER_CLOSE: &str = "ledger_close";
     /// Anyone to the ledger: what the caller holds.
     pub const LEDGER_BALANCE: &str = "ledger_balance";
+    /// Payer or payee to ledger: start a unilateral close on the caller's latest state.
+    pub const LEDGER_START_CLOSE: &str = "ledger_start_close";
+    /// The other party to ledger: a state of a higher amount, within the challenge window.
+    pub const LEDGER_DISPUTE: &str = "ledger_dispute";
+    /// Anyone to ledger: pay out a closing channel whose challenge window has ended.
+    pub const LEDGER_FINALIZE: &str = "ledger_finalize";
     /// A positive answer to any of them.
     pub const OK: &str = "payment_ok";
 }
@@ -51,16 +57,27 @@ pub struct PaymentSettings {
     pub ledger: Option<String>,
     /// What a payer locks in each new channel, in base units. Default 1000000.
     pub deposit: Option<u64>,
+    /// On the node that runs the ledger: how long the other party may dispute a
+    /// unilateral close, seconds (1 to 2592000). Default 3600.
+    pub challenge_period_s: Option<u64>,
 }
 
 impl PaymentSettings {
     fn deposit(&self) -> u64 {
         self.deposit.unwrap_or(1_000_000)
     }
-}
 
-/// The challenge period of the ledger a node runs, seconds.
-const CHALLENGE_PERIOD: u64 = 3600;
+    fn challenge_period(&self) -> Result<u64, String> {
+        let period = self.challenge_period_s.unwrap_or(3600);
+        if (1..=30 * 24 * 3600).contains(&period) {
+            Ok(period)
+        } else {
+            Err(format!(
+                "[payments] challenge_period_s = {period} must be between 1 and 2592000"
+            ))
+        }
+    }
+}
 /// How long a new channel lasts, seconds.
 const CHANNEL_LIFETIME: u64 = 7 * 24 * 3600;
 
@@ -151,6 +168,22 @@ struct OpenBody {
     payee_signature: Option<String>,
 }
 
+/// A unilateral close, a dispute or a finalization, to the ledger.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleBody {
+    /// The channel, hex.
+    channel: String,
+    /// The caller's best signed state, hex of its wire form (none: settle on nothing paid).
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn signed_state(hexed: &str) -> Result<SignedState, String> {
+    let bytes = hex::decode(hexed).map_err(|e| format!("the state is not hex: {e}"))?;
+    SignedState::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CloseBody {
@@ -172,6 +205,9 @@ pub struct PaymentRecord {
     pub cumulative: Option<u64>,
     /// The state's nonce.
     pub nonce: Option<u64>,
+    /// SHA-256 of the receipt paid for (of its signed bytes), hex: the `receipt` the
+    /// channel's history (`GET /v1/channels/{id}`) lists for this payment.
+    pub receipt: Option<String>,
     /// Why it was not paid, when it was not.
     pub reason: Option<String>,
 }
@@ -184,6 +220,7 @@ impl PaymentRecord {
             amount,
             cumulative: None,
             nonce: None,
+            receipt: None,
             reason: Some(reason.into()),
         }
     }
@@ -206,6 +243,43 @@ pub struct ChannelView {
     pub nonce: u64,
     /// Hash of the receipt the latest payment was for, hex.
     pub last_receipt: String,
+    /// Whether this node has agreed to or started its settlement (no more payments).
+    pub closing: bool,
+}
+
+/// A channel with its payments, as `GET /v1/channels/{id}` answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelHistory {
+    /// The channel.
+    #[serde(flatten)]
+    pub channel: ChannelView,
+    /// Its newest payments, newest first.
+    pub payments: Vec<PaymentView>,
+}
+
+/// One payment on a channel.
+#[derive(Clone, Debug, Serialize)]
+pub struct PaymentView {
+    /// The signed state's nonce.
+    pub nonce: u64,
+    /// What it added, base units.
+    pub amount: u64,
+    /// The cumulative amount after it, base units.
+    pub cumulative: u64,
+    /// SHA-256 of the receipt it paid for, hex (a task's `payment.receipt`).
+    pub receipt: String,
+}
+
+/// A step of a unilateral settlement (see [`Payments::settle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Start a close on this node's best state; the other party may dispute until the
+    /// challenge window ends.
+    Start,
+    /// Replace the closing state with this node's, when its amount is higher.
+    Dispute,
+    /// Pay out once the challenge window has ended.
+    Finalize,
 }
 
 /// This node's payment roles: a cheap, cloneable handle.
@@ -252,12 +326,13 @@ impl Payments {
             }
             None => None,
         };
+        let challenge_period = settings.challenge_period().map_err(anyhow::Error::msg)?;
         let ledger = run_ledger
             .then(|| {
                 SqliteLedger::open(
                     &dir.join("ledger.db"),
                     LedgerId::of_operator(&key.public()),
-                    CHALLENGE_PERIOD,
+                    challenge_period,
                 )
             })
             .transpose()
@@ -285,7 +360,15 @@ impl Payments {
         use types::*;
         matches!(
             request.envelope.message_type.as_str(),
-            CHANNEL_OPEN | LEDGER_OPEN | PAYMENT | CHANNEL_CLOSE | LEDGER_CLOSE | LEDGER_BALANCE
+            CHANNEL_OPEN
+                | LEDGER_OPEN
+                | PAYMENT
+                | CHANNEL_CLOSE
+                | LEDGER_CLOSE
+                | LEDGER_BALANCE
+                | LEDGER_START_CLOSE
+                | LEDGER_DISPUTE
+                | LEDGER_FINALIZE
         )
     }
 
@@ -354,6 +437,8 @@ impl Payments {
                 if local.params.payer != caller {
                     return Err("the caller is not this channel's payer".into());
                 }
+                // From the close on, a later state could not be settled on: take none.
+                let local = self.inner.payee.close(&id).map_err(e)?;
                 let signed = local.signed().ok_or("nothing was paid on this channel")?;
                 let sig = self.inner.key.sign(&signed.state.close_bytes());
                 json(serde_json::json!({
@@ -395,9 +480,7 @@ impl Payments {
             }
             types::LEDGER_CLOSE => {
                 let body: CloseBody = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-                let state =
-                    SignedState::from_bytes(&hex::decode(&body.state).map_err(|e| e.to_string())?)
-                        .map_err(e)?;
+                let state = signed_state(&body.state)?;
                 let sig = signature(&body.payee_signature, "payee_signature")?;
                 let settled = ledger
                     .close_cooperative(caller, &state, &sig, now())
@@ -410,6 +493,33 @@ impl Payments {
             types::LEDGER_BALANCE => {
                 let balance = ledger.balance(caller).map_err(e)?;
                 json(serde_json::json!({ "balance": balance.base_units() }))
+            }
+            types::LEDGER_START_CLOSE => {
+                let body: SettleBody =
+                    serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let id = ChannelId(bytes32(&body.channel, "channel")?);
+                let state = body.state.as_deref().map(signed_state).transpose()?;
+                let ends = ledger
+                    .start_close(caller, &id, state.as_ref(), now())
+                    .map_err(e)?;
+                json(serde_json::json!({ "challenge_ends": ends }))
+            }
+            types::LEDGER_DISPUTE => {
+                let body: SettleBody =
+                    serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let state = signed_state(body.state.as_deref().ok_or("a dispute needs a state")?)?;
+                ledger.dispute(caller, &state, now()).map_err(e)?;
+                json(serde_json::json!({ "disputed": body.channel }))
+            }
+            types::LEDGER_FINALIZE => {
+                let body: SettleBody =
+                    serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let id = ChannelId(bytes32(&body.channel, "channel")?);
+                let settled = ledger.finalize(caller, &id, now()).map_err(e)?;
+                json(serde_json::json!({
+                    "to_payee": settled.to_payee.base_units(),
+                    "to_payer": settled.to_payer.base_units(),
+                }))
             }
             other => Err(format!("no payment handler for {other}")),
         }
@@ -462,13 +572,21 @@ impl Payments {
             channel.id = tracing::field::Empty,
         );
         let result = async {
-            let channel = self.channel_to(executor, ledger_peer, ledger).await?;
+            let value = Amount::from_base_units(amount);
+            let mut channel = self
+                .channel_to(executor, ledger_peer, ledger, value)
+                .await?;
+            let mut paid = self.inner.payer.pay(&channel, value, receipt, now());
+            if let Err(PaymentError::Overdraft { .. } | PaymentError::WrongStatus { .. }) = paid {
+                // Used up or being settled since it was remembered: a new channel.
+                self.forget(&channel);
+                channel = self
+                    .channel_to(executor, ledger_peer, ledger, value)
+                    .await?;
+                paid = self.inner.payer.pay(&channel, value, receipt, now());
+            }
             tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
-            let state = self
-                .inner
-                .payer
-                .pay(&channel, Amount::from_base_units(amount), receipt, now())
-                .map_err(|e| e.to_string())?;
+            let state = paid.map_err(|e| e.to_string())?;
             let ack = self
                 .ask(executor, types::PAYMENT, state.to_bytes().to_vec())
                 .await?;
@@ -479,6 +597,7 @@ impl Payments {
                 amount,
                 cumulative: ack["cumulative"].as_u64(),
                 nonce: ack["nonce"].as_u64(),
+                receipt: Some(hex::encode(receipt)),
                 reason: None,
             })
         }
@@ -490,12 +609,23 @@ impl Payments {
         })
     }
 
-    /// The open channel from this node to `payee`, opened now when there is none.
+    /// Forgets `channel` as the one to its payee (used up, or being settled).
+    fn forget(&self, channel: &ChannelId) {
+        self.inner
+            .open_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (id, _)| id != channel);
+    }
+
+    /// The open channel from this node to `payee` with room for `amount`, opened now when
+    /// there is none.
     async fn channel_to(
         &self,
         payee: PeerId,
         ledger_peer: PeerId,
         ledger: LedgerId,
+        amount: Amount,
     ) -> Result<ChannelId, String> {
         let payee_key = key_of(&payee).ok_or("the executor has no ed25519 key")?;
         let usable = |expiry: u64| expiry > now() + 3600;
@@ -531,7 +661,14 @@ impl Payments {
             .map_err(|e| e.to_string())?
             .into_iter()
             .find(|c| {
-                c.params.payee == payee_key && c.params.ledger == ledger && usable(c.params.expiry)
+                c.params.payee == payee_key
+                    && c.params.ledger == ledger
+                    && usable(c.params.expiry)
+                    && !c.closing
+                    && c.params
+                        .deposit
+                        .checked_sub(c.state.cumulative)
+                        .is_some_and(|room| room >= amount)
             });
         if let Some(c) = existing {
             return Ok(remember(c.params.id(), c.params.expiry));
@@ -584,6 +721,7 @@ impl Payments {
             cumulative: c.state.cumulative.base_units(),
             nonce: c.state.nonce,
             last_receipt: hex::encode(c.state.receipt),
+            closing: c.closing,
         };
         let mut all: Vec<ChannelView> = Vec::new();
         for c in self.inner.payer.channels().map_err(|e| e.to_string())? {
@@ -597,6 +735,33 @@ impl Payments {
         Ok(all)
     }
 
+    /// One channel of this node with its newest `limit` payments, newest first, each with
+    /// the hash of the receipt it paid for; `None` when this node knows no such channel.
+    pub fn history(&self, channel: &str, limit: usize) -> Result<Option<ChannelHistory>, String> {
+        let id = ChannelId(bytes32(channel, "channel")?);
+        let Some(channel) = self.channels()?.into_iter().find(|c| c.id == channel) else {
+            return Ok(None);
+        };
+        let payments = if channel.side == "payer" {
+            self.inner.payer.history(&id, limit)
+        } else {
+            self.inner.payee.history(&id, limit)
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(Some(ChannelHistory {
+            channel,
+            payments: payments
+                .into_iter()
+                .map(|p| PaymentView {
+                    nonce: p.nonce,
+                    amount: p.amount.base_units(),
+                    cumulative: p.cumulative.base_units(),
+                    receipt: hex::encode(p.receipt),
+                })
+                .collect(),
+        }))
+    }
+
     /// Closes a channel this node pays through, cooperatively: the payee signs the latest
     /// state and the ledger settles on it. Returns what each side got.
     pub async fn close(&self, channel: &str) -> Result<serde_json::Value, String> {
@@ -604,7 +769,10 @@ impl Payments {
             return Err("no ledger configured ([payments] ledger)".into());
         };
         let id = ChannelId(bytes32(channel, "channel")?);
-        let local = self.inner.payer.channel(&id).map_err(|e| e.to_string())?;
+        self.inner.payer.channel(&id).map_err(|e| e.to_string())?;
+        // No payment on it from now on; the next one to this payee opens a new channel.
+        let local = self.inner.payer.close(&id).map_err(|e| e.to_string())?;
+        self.forget(&id);
         let payee = self
             .inner
             .network
@@ -628,6 +796,49 @@ impl Payments {
         self.ask(
             ledger_peer,
             types::LEDGER_CLOSE,
+            serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+        )
+        .await
+    }
+
+    /// One step of a unilateral settlement of `channel`, on either side, through the
+    /// ledger: start a close on this node's best signed state, dispute the closing state
+    /// with it, or pay out once the challenge window has ended.
+    pub async fn settle(&self, channel: &str, step: Settle) -> Result<serde_json::Value, String> {
+        let Some((ledger_peer, _)) = self.inner.ledger_peer else {
+            return Err("no ledger configured ([payments] ledger)".into());
+        };
+        let id = ChannelId(bytes32(channel, "channel")?);
+        let local = match self.inner.payer.channel(&id) {
+            Ok(_) => {
+                self.forget(&id);
+                self.inner.payer.close(&id)
+            }
+            Err(PaymentError::UnknownChannel(_)) => self.inner.payee.close(&id),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| match e {
+            PaymentError::UnknownChannel(_) => {
+                format!("this node pays or is paid through no channel {channel}")
+            }
+            e => e.to_string(),
+        })?;
+        let state = local.signed().map(|s| hex::encode(s.to_bytes()));
+        let (kind, state) = match step {
+            Settle::Start => (types::LEDGER_START_CLOSE, state),
+            Settle::Dispute => (
+                types::LEDGER_DISPUTE,
+                Some(state.ok_or("nothing was paid on this channel: no state to dispute with")?),
+            ),
+            Settle::Finalize => (types::LEDGER_FINALIZE, None),
+        };
+        let body = SettleBody {
+            channel: channel.to_owned(),
+            state,
+        };
+        self.ask(
+            ledger_peer,
+            kind,
             serde_json::to_vec(&body).map_err(|e| e.to_string())?,
         )
         .await

@@ -40,6 +40,11 @@ pub struct TaskSettings {
     pub offer_grace_ms: u64,
     /// Executors a task is handed to before it fails. Default 3.
     pub max_attempts: u32,
+    /// How long past the task's wall-time limit a requester waits for an executor's answer
+    /// before the attempt fails as timed out, milliseconds (compiling the module and
+    /// carrying it and the answer take time too); the network's request timeout bounds it
+    /// too. Default 5000.
+    pub timeout_margin_ms: u64,
     /// Tasks this node runs for others at once; more are refused. Default 2.
     pub max_running: u32,
     /// This node's price per million fuel units, as an executor. Default 1.
@@ -54,6 +59,7 @@ impl Default for TaskSettings {
             offer_window_ms: 1000,
             offer_grace_ms: 20,
             max_attempts: 3,
+            timeout_margin_ms: 5000,
             max_running: 2,
             price: 1,
             execute: true,
@@ -81,6 +87,12 @@ impl TaskSettings {
             problems.push(format!(
                 "max_attempts = {} must be between 1 and 20",
                 self.max_attempts
+            ));
+        }
+        if !(100..=600_000).contains(&self.timeout_margin_ms) {
+            problems.push(format!(
+                "timeout_margin_ms = {} must be between 100 and 600000",
+                self.timeout_margin_ms
             ));
         }
         if !(1..=256).contains(&self.max_running) {
@@ -328,6 +340,8 @@ impl Tasks {
     }
 
     /// The longest a task may run here so that the requester's network request outlives it.
+    /// The longest wall time a task of this node may have: the network's request timeout
+    /// less a second, so that the answer can arrive.
     fn wall_time_cap(&self) -> Duration {
         self.inner
             .network

@@ -322,7 +322,8 @@ impl Network {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Result<String, NetworkError> {
-        self.publish_inner(topic, message_type, payload, true).await
+        self.publish_inner(topic, message_type, message_type, payload, true)
+            .await
     }
 
     /// Publishes like [`Network::publish`], but the envelope carries no trace context: for
@@ -335,7 +336,29 @@ impl Network {
         message_type: &str,
         payload: Vec<u8>,
     ) -> Result<String, NetworkError> {
-        self.publish_inner(topic, message_type, payload, false)
+        self.publish_inner(topic, message_type, message_type, payload, false)
+            .await
+    }
+
+    /// Publishes like [`Network::publish_opaque`], with the sender's message span named
+    /// after `inner_type`, the type sealed inside the payload (`p2p.message.task_request`
+    /// for a guild's `task_request`), while the envelope on the wire says only
+    /// `message_type`. The name stays in the sender's own spans; outsiders see nothing new.
+    /// An inner type that is not a valid message type (lowercase, digits, `_`) is shown as
+    /// `message_type`, so that no caller's string becomes a span name.
+    pub async fn publish_sealed(
+        &self,
+        topic: &str,
+        message_type: &str,
+        inner_type: &str,
+        payload: Vec<u8>,
+    ) -> Result<String, NetworkError> {
+        let shown_as = if valid_type(inner_type) {
+            inner_type
+        } else {
+            message_type
+        };
+        self.publish_inner(topic, message_type, shown_as, payload, false)
             .await
     }
 
@@ -343,15 +366,16 @@ impl Network {
         &self,
         topic: &str,
         message_type: &str,
+        shown_as: &str,
         payload: Vec<u8>,
         carry_context: bool,
     ) -> Result<String, NetworkError> {
         let started = Instant::now();
         let message = tracing::info_span!(
             "p2p.message",
-            otel.name = p2p_message(message_type),
+            otel.name = p2p_message(shown_as),
             otel.kind = "producer",
-            message.type = message_type,
+            message.type = shown_as,
             topic = topic,
         );
         let publish = tracing::info_span!(

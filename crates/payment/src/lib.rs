@@ -66,4 +66,4 @@ pub use keys::{Keypair, PublicKey, Signature, verify};
 pub use ledger::{
     Audit, ChannelRecord, ChannelStatus, OpenRequest, Settled, Settlement, SqliteLedger,
 };
-pub use store::{Ack, LocalChannel, MAX_UNACKNOWLEDGED, PayeeStore, PayerStore};
+pub use store::{Ack, LocalChannel, MAX_UNACKNOWLEDGED, PayeeStore, PayerStore, Payment};

@@ -39,6 +39,16 @@ CREATE TABLE IF NOT EXISTS unacknowledged (
     signature BLOB NOT NULL,
     PRIMARY KEY (channel, nonce)
 );
+CREATE TABLE IF NOT EXISTS history (
+    channel BLOB NOT NULL,
+    nonce INTEGER NOT NULL,
+    cumulative INTEGER NOT NULL,
+    receipt BLOB NOT NULL,
+    PRIMARY KEY (channel, nonce)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS closing (
+    channel BLOB PRIMARY KEY
+) WITHOUT ROWID;
 ";
 
 /// The most states a payer keeps signed but unacknowledged on one channel; past it,
@@ -54,6 +64,9 @@ pub struct LocalChannel {
     pub state: ChannelState,
     /// The payer's signature on `state`; `None` before any payment.
     pub signature: Option<Signature>,
+    /// Whether this side has agreed to or started its settlement: no payment is made or
+    /// accepted on it any more.
+    pub closing: bool,
 }
 
 impl LocalChannel {
@@ -64,6 +77,19 @@ impl LocalChannel {
             signature,
         })
     }
+}
+
+/// One payment on a channel, as its history keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payment {
+    /// The state's nonce.
+    pub nonce: u64,
+    /// What this payment added.
+    pub amount: Amount,
+    /// The cumulative amount after it.
+    pub cumulative: Amount,
+    /// SHA-256 of the receipt it paid for.
+    pub receipt: [u8; 32],
 }
 
 /// The shared table and its operations.
@@ -108,8 +134,56 @@ impl Store {
         Ok(id)
     }
 
+    fn close(&self, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
+        let conn = self.lock();
+        load(&conn, id)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO closing (channel) VALUES (?1)",
+            [&id.0[..]],
+        )?;
+        load(&conn, id)
+    }
+
     fn get(&self, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
         load(&self.lock(), id)
+    }
+
+    /// The newest `limit` payments on `id`, newest first.
+    fn history(&self, id: &ChannelId, limit: usize) -> Result<Vec<Payment>, PaymentError> {
+        let conn = self.lock();
+        load(&conn, id)?;
+        // One row more than asked, for the amount the oldest one added.
+        let rows = conn
+            .prepare_cached(
+                "SELECT nonce, cumulative, receipt FROM history WHERE channel = ?1
+                 ORDER BY nonce DESC LIMIT ?2",
+            )?
+            .query_map(
+                params![
+                    &id.0[..],
+                    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(rows.len().min(limit));
+        for (i, (nonce, cumulative, receipt)) in rows.iter().enumerate().take(limit) {
+            let before = rows.get(i + 1).map_or(0, |r| r.1);
+            let (cumulative, before) = (amount(*cumulative), amount(before));
+            out.push(Payment {
+                nonce: uint(*nonce),
+                amount: cumulative.checked_sub(before).unwrap_or_default(),
+                cumulative,
+                receipt: db::bytes32(receipt.clone(), "stored receipt")?,
+            });
+        }
+        Ok(out)
     }
 
     fn all(&self) -> Result<Vec<LocalChannel>, PaymentError> {
@@ -148,6 +222,9 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
         .optional()?
         .ok_or(PaymentError::UnknownChannel(*id))?;
     let (payer, payee, deposit, expiry, nonce, s_nonce, s_cum, receipt, sig, ledger) = row;
+    let closing = conn
+        .prepare_cached("SELECT 1 FROM closing WHERE channel = ?1")?
+        .exists([&id.0[..]])?;
     let signature = sig.map(signature_from).transpose()?;
     let ledger = LedgerId(db::bytes32(ledger, "stored ledger id")?);
     Ok(LocalChannel {
@@ -167,6 +244,7 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
             receipt: db::bytes32(receipt, "stored receipt")?,
         },
         signature,
+        closing,
     })
 }
 
@@ -198,6 +276,21 @@ fn save(conn: &Connection, s: &SignedState) -> Result<(), PaymentError> {
             &s.signature.0[..]
         ],
     )?;
+    Ok(())
+}
+
+/// Adds `s` to its channel's payment history, in the caller's transaction.
+fn record(conn: &Connection, s: &SignedState) -> Result<(), PaymentError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO history (channel, nonce, cumulative, receipt)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        &s.state.channel.0[..],
+        int(s.state.nonce),
+        int(s.state.cumulative.base_units()),
+        &s.state.receipt[..]
+    ])?;
     Ok(())
 }
 
@@ -269,6 +362,13 @@ impl PayerStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let local = load(&tx, channel)?;
         span.record("peer.id", tracing::field::display(local.params.payee));
+        if local.closing {
+            return Err(PaymentError::WrongStatus {
+                channel: *channel,
+                status: "closing",
+                operation: "pay",
+            });
+        }
         if now >= local.params.expiry {
             return Err(PaymentError::Expired {
                 expiry: local.params.expiry,
@@ -336,6 +436,7 @@ impl PayerStore {
                 &s.state.receipt[..],
                 &s.signature.0[..]
             ])?;
+            record(&tx, s)?;
         }
         drop(insert);
         if let Some(last) = signed.last() {
@@ -403,6 +504,18 @@ impl PayerStore {
     pub fn channels(&self) -> Result<Vec<LocalChannel>, PaymentError> {
         self.store.all()
     }
+
+    /// Marks `channel` as being settled: no payment is made on it any more. Returns the
+    /// channel with its latest signed state, to settle on.
+    pub fn close(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
+        self.store.close(channel)
+    }
+
+    /// The newest `limit` payments made on `channel`, newest first, each with the receipt
+    /// it paid for.
+    pub fn history(&self, channel: &ChannelId, limit: usize) -> Result<Vec<Payment>, PaymentError> {
+        self.store.history(channel, limit)
+    }
 }
 
 /// What the payee returns for an accepted payment, after it is durable.
@@ -458,6 +571,13 @@ impl PayeeStore {
                 .map(|_| Err(PaymentError::CommitFailed(reason.clone())))
                 .collect()
         };
+        let fail = |e: PaymentError| match e {
+            PaymentError::Storage(e) => all_fail(e),
+            other => states
+                .iter()
+                .map(|_| Err(PaymentError::CommitFailed(other.to_string())))
+                .collect(),
+        };
         let mut conn = self.store.lock();
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
@@ -482,6 +602,9 @@ impl PayeeStore {
             };
             let result = check_next(local, verifier, s, now);
             if result.is_ok() {
+                if let Err(e) = record(&tx, s) {
+                    return fail(e);
+                }
                 local.state = s.state;
                 local.signature = Some(s.signature);
                 if !changed.contains(&id) {
@@ -494,13 +617,7 @@ impl PayeeStore {
             if let Some(signed) = channels.get(id).and_then(|(local, _)| local.signed())
                 && let Err(e) = save(&tx, &signed)
             {
-                return match e {
-                    PaymentError::Storage(e) => all_fail(e),
-                    other => states
-                        .iter()
-                        .map(|_| Err(PaymentError::CommitFailed(other.to_string())))
-                        .collect(),
-                };
+                return fail(e);
             }
         }
         match tx.commit() {
@@ -518,12 +635,25 @@ impl PayeeStore {
     pub fn channels(&self) -> Result<Vec<LocalChannel>, PaymentError> {
         self.store.all()
     }
+
+    /// Marks `channel` as being settled: no payment is accepted on it any more (a state
+    /// signed later could not be settled on). Returns the channel with its best state.
+    pub fn close(&self, channel: &ChannelId) -> Result<LocalChannel, PaymentError> {
+        self.store.close(channel)
+    }
+
+    /// The newest `limit` payments accepted on `channel`, newest first, each with the
+    /// receipt it paid for.
+    pub fn history(&self, channel: &ChannelId, limit: usize) -> Result<Vec<Payment>, PaymentError> {
+        self.store.history(channel, limit)
+    }
 }
 
 fn accept_one(tx: &Connection, s: &SignedState, now: u64) -> Result<Ack, PaymentError> {
     let local = load(tx, &s.state.channel)?;
     let ack = check_next(&local, &Verifier::new(&local.params.payer)?, s, now)?;
     save(tx, s)?;
+    record(tx, s)?;
     Ok(ack)
 }
 
@@ -543,6 +673,13 @@ fn check_next(
         amount = %s.state.cumulative,
     )
     .entered();
+    if local.closing {
+        return Err(PaymentError::WrongStatus {
+            channel: id,
+            status: "closing",
+            operation: "accept a payment",
+        });
+    }
     if s.state.ledger != local.params.ledger {
         return Err(PaymentError::WrongLedger {
             expected: local.params.ledger,

@@ -185,6 +185,7 @@ impl Service {
         }
         let mut take = |k: &str| headers.remove(k).unwrap_or_default();
         let traceparent = take(propagation::TRACEPARENT);
+        let shown_as = message_type.clone();
         let plain = Plain {
             message_type,
             body,
@@ -206,7 +207,7 @@ impl Service {
         sealed.ciphertext = ct;
         let topic = guild.topic();
         self.network
-            .publish_opaque(&topic, types::MESSAGE, sealed.encode_to_vec())
+            .publish_sealed(&topic, types::MESSAGE, &shown_as, sealed.encode_to_vec())
             .instrument(span)
             .await?;
         bump(&self.counters.messages_sent);

@@ -1,7 +1,7 @@
 //! Payment channels and the ledger: listing and closing channels, a balance, the devnet
 //! faucet.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -9,11 +9,15 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{Api, ApiError, parse_peer};
+use crate::payments::Settle;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/v1/channels", get(channel_list))
+        .route("/v1/channels/{id}", get(channel_history))
         .route("/v1/channels/{id}/close", post(channel_close))
+        .route("/v1/channels/{id}/dispute", post(channel_dispute))
+        .route("/v1/channels/{id}/finalize", post(channel_finalize))
         .route("/v1/ledger/balance", get(balance))
         .route("/v1/ledger/faucet", post(faucet))
 }
@@ -30,12 +34,99 @@ async fn channel_list(State(api): State<Api>) -> Result<Response, ApiError> {
     Ok(Json(channels).into_response())
 }
 
-/// Closes a channel this node pays through, cooperatively; the ledger settles it.
+/// The most payments one answer lists.
+const MAX_HISTORY: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// One channel with its newest payments (`?limit=`, default 100, at most 1000), each
+/// naming the receipt it paid for.
+async fn channel_history(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_HISTORY).contains(&limit) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_HISTORY}"),
+        ));
+    }
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a channel id is 64 hex digits".into(),
+        ));
+    }
+    match api
+        .payments
+        .history(&id, limit)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?
+    {
+        Some(history) => Ok(Json(history).into_response()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("this node pays or is paid through no channel {id}"),
+        )),
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    /// Start a unilateral close on this node's best state instead of asking the payee.
+    #[serde(default)]
+    unilateral: bool,
+}
+
+/// Closes a channel: cooperatively (the payer asks the payee to sign, the ledger settles
+/// at once), or with `{"unilateral": true}` on either side (the ledger opens a challenge
+/// window; `finalize` pays out after it).
 async fn channel_close(
     State(api): State<Api>,
     Path(id): Path<String>,
+    body: Option<Json<CloseBody>>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(api.payments.close(&id).await.map_err(failed)?).into_response())
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let answer = if body.unilateral {
+        api.payments.settle(&id, Settle::Start).await
+    } else {
+        api.payments.close(&id).await
+    };
+    Ok(Json(answer.map_err(failed)?).into_response())
+}
+
+/// Disputes a unilateral close with this node's best state (a higher amount wins).
+async fn channel_dispute(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        api.payments
+            .settle(&id, Settle::Dispute)
+            .await
+            .map_err(failed)?,
+    )
+    .into_response())
+}
+
+/// Pays out a unilaterally closed channel once its challenge window has ended.
+async fn channel_finalize(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        api.payments
+            .settle(&id, Settle::Finalize)
+            .await
+            .map_err(failed)?,
+    )
+    .into_response())
 }
 
 async fn balance(State(api): State<Api>) -> Result<Response, ApiError> {

@@ -1,4 +1,4 @@
-//! `zerostate channel list|close`: the payment channels of a node on this machine.
+//! `zerostate channel list|show|close|dispute|finalize`: the payment channels of a node on this machine.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,10 +13,41 @@ use crate::client::NodeClient;
 pub enum ChannelCommand {
     /// List the channels the node pays or is paid through.
     List(NodeArgs),
+    /// Show a channel and its newest payments, each with the receipt it paid for.
+    Show {
+        /// The channel's id (hex, as `list` shows it).
+        id: String,
+        /// How many payments, newest first (1 to 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Which node.
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Close a channel the node pays through, cooperatively: the payee signs the latest
-    /// state and the ledger settles on it.
+    /// state and the ledger settles on it. With --unilateral, on either side: the ledger
+    /// opens a challenge window on this node's best state (then `finalize`).
     Close {
         /// The channel's id (hex, as `list` shows it).
+        id: String,
+        /// Start a unilateral close instead of asking the payee.
+        #[arg(long)]
+        unilateral: bool,
+        /// Which node.
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Dispute a unilateral close with this node's best state (a higher amount wins).
+    Dispute {
+        /// The channel's id.
+        id: String,
+        /// Which node.
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Pay out a unilaterally closed channel once its challenge window has ended.
+    Finalize {
+        /// The channel's id.
         id: String,
         /// Which node.
         #[command(flatten)]
@@ -79,18 +110,76 @@ impl ChannelCommand {
                     );
                 }
             }
-            Self::Close { id, node } => {
-                let settled = runtime.block_on(
-                    node.client()?
-                        .post(&format!("/v1/channels/{id}/close"), &serde_json::json!({})),
-                )?;
+            Self::Show { id, limit, node } => {
+                let channel = runtime
+                    .block_on(
+                        node.client()?
+                            .get(&format!("/v1/channels/{id}?limit={limit}")),
+                    )?
+                    .with_context(|| format!("the node knows no channel {id}"))?;
+                let n = |k: &str| channel[k].as_u64().unwrap_or(0);
                 println!(
-                    "settled: {} to the payee, {} back to the payer",
-                    settled["to_payee"].as_u64().unwrap_or(0),
-                    settled["to_payer"].as_u64().unwrap_or(0)
+                    "channel {id}\nside {}, counterparty {}\ndeposit {}, paid {}, {} payments",
+                    channel["side"].as_str().unwrap_or_default(),
+                    channel["counterparty"].as_str().unwrap_or_default(),
+                    n("deposit"),
+                    n("cumulative"),
+                    n("nonce"),
                 );
+                println!(
+                    "{:>6} {:>10} {:>10}  receipt",
+                    "nonce", "amount", "cumulative"
+                );
+                for p in channel["payments"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:>6} {:>10} {:>10}  {}",
+                        p["nonce"].as_u64().unwrap_or(0),
+                        p["amount"].as_u64().unwrap_or(0),
+                        p["cumulative"].as_u64().unwrap_or(0),
+                        p["receipt"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+            Self::Close {
+                id,
+                unilateral,
+                node,
+            } => {
+                let answer = runtime.block_on(node.client()?.post(
+                    &format!("/v1/channels/{id}/close"),
+                    &serde_json::json!({ "unilateral": unilateral }),
+                ))?;
+                match answer["challenge_ends"].as_u64() {
+                    Some(ends) => println!(
+                        "closing: the other party may dispute until {ends} (unix seconds); \
+                         then `zerostate channel finalize {id}`"
+                    ),
+                    None => print_settled(&answer),
+                }
+            }
+            Self::Dispute { id, node } => {
+                runtime.block_on(node.client()?.post(
+                    &format!("/v1/channels/{id}/dispute"),
+                    &serde_json::json!({}),
+                ))?;
+                println!("disputed: the ledger now holds this node's state for {id}");
+            }
+            Self::Finalize { id, node } => {
+                let settled = runtime.block_on(node.client()?.post(
+                    &format!("/v1/channels/{id}/finalize"),
+                    &serde_json::json!({}),
+                ))?;
+                print_settled(&settled);
             }
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn print_settled(settled: &serde_json::Value) {
+    println!(
+        "settled: {} to the payee, {} back to the payer",
+        settled["to_payee"].as_u64().unwrap_or(0),
+        settled["to_payer"].as_u64().unwrap_or(0)
+    );
 }

@@ -19,6 +19,10 @@ use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRu
 /// receipts that do not match what it ran (a dishonest executor).
 pub const FORGE_RECEIPTS_ENV: &str = "ZEROSTATE_TEST_FORGE_RECEIPTS";
 
+/// Test switch, set in the environment of a node under test: as an executor it holds each
+/// answer back this many milliseconds after running the task (a hung executor).
+pub const STALL_ANSWERS_ENV: &str = "ZEROSTATE_TEST_STALL_ANSWERS_MS";
+
 /// Listens to every guild this node is in for task requests, and offers on those it can take.
 pub(super) async fn listen(tasks: Tasks) {
     let mut opened = tasks.inner.guilds.subscribe();
@@ -148,6 +152,12 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
                 })
             })
             .await;
+            if let Some(ms) = std::env::var(STALL_ANSWERS_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             tasks.inner.running.fetch_sub(1, Ordering::AcqRel);
             ran.map_err(|e| format!("the task's thread ended: {e}"))
         }

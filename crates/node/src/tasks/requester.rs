@@ -342,11 +342,24 @@ async fn attempt(
         limits: job.limits,
     };
     let payload = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
-    let answer = tasks
+    // The executor has the task's wall time to run it, plus a margin to compile it and to
+    // carry the module and the answer; the network's request timeout bounds it too.
+    let margin = Duration::from_millis(tasks.inner.settings.timeout_margin_ms);
+    let deadline = Duration::from_millis(job.limits.wall_time_ms).saturating_add(margin);
+    let request = tasks
         .inner
         .network
-        .request(executor, vec![], wire::TASK_RUN, payload)
+        .request(executor, vec![], wire::TASK_RUN, payload);
+    let answer = tokio::time::timeout(deadline, request)
         .await
+        .map_err(|_| {
+            format!(
+                "the executor did not answer within the task's wall-time limit ({} ms) and \
+                 the margin ({} ms): timed out",
+                job.limits.wall_time_ms,
+                margin.as_millis()
+            )
+        })?
         .map_err(|e| error_chain(&e))?;
     if answer.message_type != wire::TASK_RESULT {
         return Err(format!(

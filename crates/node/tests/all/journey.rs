@@ -9,10 +9,14 @@ use crate::cluster::{GuildCluster, NodeProcess, eventually, guild_cluster, hex};
 
 /// Heartbeats every 500 ms; offers collected for up to 3 s, the cheapest included (a
 /// member's first offer dials the requester, which takes a while when a dozen processes
-/// share two cores); requests may take 30 s (a task run by a starved executor).
+/// share two cores); requests may take 30 s (a task run by a starved executor); a
+/// unilateral close may be disputed for 3 s; an executor has 10 s past a task's wall time
+/// to answer (a debug build compiling a module while a dozen processes share two cores).
 const CONFIG: &str = "[network]\nrequest_timeout_ms = 30000\n\
                       [guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 6\n\
-                      [tasks]\noffer_window_ms = 3000\noffer_grace_ms = 3000\n";
+                      [payments]\nchallenge_period_s = 3\n\
+                      [tasks]\noffer_window_ms = 3000\noffer_grace_ms = 3000\n\
+                      timeout_margin_ms = 10000\n";
 
 /// Submits `body` on `node` and waits for the task's final record.
 fn run_task(node: &NodeProcess, body: &serde_json::Value) -> serde_json::Value {
@@ -92,6 +96,20 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
         .expect("the executor holds the channel");
     assert_eq!(held["cumulative"], owed);
     assert_eq!(held["nonce"], 1);
+    // Money and work point at each other: both sides' history of the channel names the
+    // receipt the task record says was paid for.
+    let paid_for = payment["receipt"].as_str().expect("receipt hash");
+    assert_eq!(paid_for.len(), 64);
+    for (node, side) in [(executor_node, "payee"), (requester, "payer")] {
+        let (status, history) = node.get(&format!("/v1/channels/{channel}"));
+        assert_eq!(status, 200, "{history}");
+        let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+        assert_eq!(history["side"], side);
+        let payments = history["payments"].as_array().expect("payments");
+        assert_eq!(payments.len(), 1, "{history}");
+        assert_eq!(payments[0]["receipt"], paid_for);
+        assert_eq!(payments[0]["amount"], owed);
+    }
     // A cooperative close settles the right amounts on the ledger.
     let (status, settled) = requester.post(
         &format!("/v1/channels/{channel}/close"),
@@ -102,6 +120,47 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
     let settled: serde_json::Value = serde_json::from_str(&settled).expect("json");
     assert_eq!(settled["to_payee"], owed);
     assert_eq!(settled["to_payer"], 1_000_000 - owed);
+
+    // A settled channel takes no more payments: the next task is paid on a new one.
+    let next = run_task(
+        requester,
+        &serde_json::json!({ "module": "builtin:primes", "input": "1000" }),
+    );
+    assert_eq!(next["payment"]["status"], "paid", "{next}");
+    let second = next["payment"]["channel"]
+        .as_str()
+        .expect("channel")
+        .to_owned();
+    assert_ne!(second, channel, "{next}");
+    // The executor settles it unilaterally; the payer has no higher state to dispute
+    // with; after the challenge window anyone pays it out, the executor's amount intact.
+    let payee = std::iter::once(&coordinator)
+        .chain(&members)
+        .find(|n| next["executor"] == n.peer_id.as_str())
+        .expect("the executor is one of the nodes");
+    let (status, closing) = payee.post(
+        &format!("/v1/channels/{second}/close"),
+        &serde_json::json!({ "unilateral": true }),
+        &[],
+    );
+    assert_eq!(status, 200, "{closing}");
+    assert!(closing.contains("challenge_ends"), "{closing}");
+    let (status, refused) = requester.post(
+        &format!("/v1/channels/{second}/dispute"),
+        &serde_json::json!({}),
+        &[],
+    );
+    assert_eq!(status, 502, "{refused}");
+    let settled = eventually("the challenge window to end", || {
+        let (status, settled) = requester.post(
+            &format!("/v1/channels/{second}/finalize"),
+            &serde_json::json!({}),
+            &[],
+        );
+        (status == 200).then_some(settled)
+    });
+    let settled: serde_json::Value = serde_json::from_str(&settled).expect("json");
+    assert_eq!(settled["to_payee"], next["payment"]["amount"], "{settled}");
 
     // Someone outside the guild cannot hand the executor work.
     let outsider = NodeProcess::start(
@@ -176,7 +235,8 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
         "payment.signature.sign",
         "payment.verify",
         "guild.send_message",
-        "p2p.message.guild_message",
+        "p2p.message.task_request",
+        "p2p.gossip.publish",
         "guild.receive_message",
         "task.offer",
         "p2p.message.task_offer",
@@ -310,7 +370,7 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_failed() {
 }
 
 #[test]
-fn an_executor_whose_receipt_does_not_verify_is_not_paid_and_the_task_moves_on() {
+fn executors_whose_receipt_does_not_verify_or_that_time_out_are_not_paid() {
     let receiver = OtlpReceiver::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let GuildCluster {
@@ -319,64 +379,106 @@ fn an_executor_whose_receipt_does_not_verify_is_not_paid_and_the_task_moves_on()
         ..
     } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
     fund(&coordinator, &members[0]);
-    // A dishonest member joins, cheaper than everyone.
+    // Two dishonest members join, cheaper than everyone: one forges its receipts, one
+    // holds its answers back far past the task's wall time.
     let config = dir.path().join("cheap.toml");
     std::fs::write(
         &config,
         CONFIG.replacen("[tasks]\n", "[tasks]\nprice = 0\n", 1),
     )
     .expect("config");
+    // The requester waits 2 s of wall time plus 10 s for each answer; the staller holds
+    // its answer for 60 s.
     let id = members[0].get("/v1/guilds").1;
     let id: serde_json::Value = serde_json::from_str(&id).expect("json");
     let id = id[0]["id"].as_str().expect("guild id").to_owned();
-    let liar = NodeProcess::start_with_env(
-        dir.path(),
-        "liar",
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &coordinator.tcp_address(),
-            "--config",
-            &config.to_string_lossy(),
-            "--join-guild",
-            &format!("{id}@{}", coordinator.tcp_address()),
-            "--invitation",
-            &crate::guild::invitation(&coordinator, &id),
-            "--ledger-peer",
-            &coordinator.peer_id,
-        ],
-        &receiver.endpoint(),
-        &[(zerostate::tasks::executor::FORGE_RECEIPTS_ENV, "1")],
-    );
-    eventually("the liar in the guild's mesh", || {
+    let cheats = [
+        ("liar", zerostate::tasks::executor::FORGE_RECEIPTS_ENV, "1"),
+        (
+            "staller",
+            zerostate::tasks::executor::STALL_ANSWERS_ENV,
+            "60000",
+        ),
+    ]
+    .map(|(name, switch, value)| {
+        NodeProcess::start_with_env(
+            dir.path(),
+            name,
+            &[
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--bootstrap",
+                &coordinator.tcp_address(),
+                "--config",
+                &config.to_string_lossy(),
+                "--join-guild",
+                &format!("{id}@{}", coordinator.tcp_address()),
+                "--invitation",
+                &crate::guild::invitation(&coordinator, &id),
+                "--ledger-peer",
+                &coordinator.peer_id,
+            ],
+            &receiver.endpoint(),
+            &[(switch, value)],
+        )
+    });
+    eventually("the cheats in the guild's mesh", || {
         let topic = format!("zerostate%2Fguild%2F{id}");
-        let (status, body) = liar.get(&format!("/v1/p2p/mesh/{topic}"));
         let members = crate::guild::guild(&coordinator, &id)["members"]
             .as_array()?
             .len();
-        (status == 200 && body != "[]" && members == 4).then_some(())
+        let meshed = cheats.iter().all(|cheat| {
+            let (status, body) = cheat.get(&format!("/v1/p2p/mesh/{topic}"));
+            status == 200 && body != "[]"
+        });
+        (meshed && members == 5).then_some(())
     });
     let record = run_task(
         &members[0],
-        &serde_json::json!({ "module": "builtin:primes", "input": "1000" }),
+        &serde_json::json!({
+            "module": "builtin:primes",
+            "input": "1000",
+            "limits": { "wall_time_ms": 2000 },
+        }),
     );
     assert_eq!(record["state"], "succeeded", "{record}");
     let attempts = record["attempts"].as_array().expect("attempts");
-    assert_eq!(attempts[0]["executor"], liar.peer_id.as_str(), "{record}");
+    let outcome_of = |peer: &str| {
+        attempts
+            .iter()
+            .find(|a| a["executor"] == peer)
+            .and_then(|a| a["outcome"].as_str())
+            .unwrap_or_else(|| panic!("no attempt on {peer}: {record}"))
+            .to_owned()
+    };
     assert!(
-        attempts[0]["outcome"]
-            .as_str()
-            .expect("outcome")
-            .contains("does not verify"),
+        outcome_of(&cheats[0].peer_id).contains("does not verify"),
         "{record}"
     );
-    assert_ne!(record["executor"], liar.peer_id.as_str());
-    assert_eq!(record["payment"]["status"], "paid", "{record}");
-    let (_, channels) = liar.get("/v1/channels");
-    assert_eq!(
-        channels, "[]",
-        "the liar holds no channel: it was never paid"
+    assert!(
+        outcome_of(&cheats[1].peer_id).contains("timed out"),
+        "{record}"
     );
-    crate::cluster::stop_cleanly(members.into_iter().chain([liar, coordinator]).collect());
+    assert_eq!(attempts.len(), 3, "{record}");
+    assert!(
+        cheats
+            .iter()
+            .all(|c| record["executor"] != c.peer_id.as_str()),
+        "{record}"
+    );
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+    for cheat in &cheats {
+        let (_, channels) = cheat.get("/v1/channels");
+        assert_eq!(
+            channels, "[]",
+            "a cheat holds no channel: it was never paid"
+        );
+    }
+    let [liar, staller] = cheats;
+    crate::cluster::stop_cleanly(
+        members
+            .into_iter()
+            .chain([liar, staller, coordinator])
+            .collect(),
+    );
 }

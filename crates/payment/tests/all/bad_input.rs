@@ -264,6 +264,51 @@ fn a_bad_state_inside_a_group_is_refused_alone() {
 }
 
 #[test]
+fn both_sides_keep_the_receipts_a_channel_paid_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, payee, id) = stores(dir.path(), "10");
+    let states = payer
+        .pay_many(&id, &[(amount("1"), [1; 32]), (amount("2"), [2; 32])], NOW)
+        .expect("pay");
+    let third = payer.pay(&id, amount("0.5"), [3; 32], NOW).expect("pay");
+    let mut forged = third;
+    forged.state.nonce = 4;
+    forged.state.receipt = [4; 32];
+    let sent = [states[0], states[1], forged, third];
+    assert!(payee.accept_batch(&sent, NOW)[2].is_err());
+    for history in [
+        payer.history(&id, 10).expect("payer history"),
+        payee.history(&id, 10).expect("payee history"),
+    ] {
+        let seen: Vec<_> = history
+            .iter()
+            .map(|p| (p.nonce, p.amount, p.cumulative, p.receipt[0]))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (3, amount("0.5"), amount("3.5"), 3),
+                (2, amount("2"), amount("3"), 2),
+                (1, amount("1"), amount("1"), 1),
+            ],
+            "newest first, the forged state absent"
+        );
+    }
+    // A shorter page still knows what its oldest payment added.
+    let page = payee.history(&id, 1).expect("page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].amount, amount("0.5"));
+    // Kept across a restart.
+    drop(payee);
+    let reopened = PayeeStore::open(&dir.path().join("payee.db")).expect("reopen");
+    assert_eq!(reopened.history(&id, 10).expect("history").len(), 3);
+    assert!(matches!(
+        reopened.history(&zerostate_payment::ChannelId([9; 32]), 10),
+        Err(PaymentError::UnknownChannel(_))
+    ));
+}
+
+#[test]
 fn the_payer_refuses_to_run_too_far_ahead_of_acknowledgements() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (payer, _, id) = stores(dir.path(), "1000000");
@@ -288,4 +333,45 @@ fn the_payer_refuses_to_run_too_far_ahead_of_acknowledgements() {
     payer
         .pay(&id, Amount::from_base_units(1), [0; 32], NOW)
         .expect("room again");
+}
+
+#[test]
+fn a_channel_being_settled_takes_no_more_payments_on_either_side() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (payer, payee, id) = stores(dir.path(), "10");
+    let first = payer.pay(&id, amount("1"), [1; 32], NOW).expect("pay");
+    let second = payer.pay(&id, amount("1"), [2; 32], NOW).expect("pay");
+    payee.accept(&first, NOW).expect("accept");
+    // The payee signed a close on the first state: the second is worth nothing to it.
+    let closing = payee.close(&id).expect("close");
+    assert!(closing.closing);
+    assert_eq!(closing.signed(), Some(first));
+    let late = payee.accept(&second, NOW);
+    assert!(
+        matches!(
+            late,
+            Err(PaymentError::WrongStatus {
+                status: "closing",
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    payer.close(&id).expect("close");
+    let more = payer.pay(&id, amount("1"), [3; 32], NOW);
+    assert!(
+        matches!(
+            more,
+            Err(PaymentError::WrongStatus {
+                status: "closing",
+                ..
+            })
+        ),
+        "{more:?}"
+    );
+    // Remembered across a restart.
+    drop(payee);
+    let reopened = PayeeStore::open(&dir.path().join("payee.db")).expect("reopen");
+    assert!(reopened.channel(&id).expect("channel").closing);
+    assert!(reopened.accept(&second, NOW).is_err());
 }
