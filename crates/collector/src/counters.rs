@@ -71,6 +71,65 @@ pub struct CollectorStats {
     pub forward_dropped: u64,
 }
 
+impl CollectorStats {
+    /// The counters as metric families (`collector_*`).
+    pub fn families(&self, f: &mut zerostate_telemetry::metrics::Families) {
+        const REJECTED: &str = "collector_requests_rejected";
+        const REJECTED_HELP: &str = "Export requests turned away, by reason.";
+        const FORWARD: &str = "collector_forward_batches";
+        const FORWARD_HELP: &str = "Batches for the forward backend, by result.";
+        f.counter(
+            "collector_requests",
+            "Export requests received.",
+            self.requests,
+        )
+        .counter(
+            "collector_spans_received",
+            "Spans in export requests.",
+            self.spans_received,
+        )
+        .counter(
+            "collector_spans_rejected",
+            "Spans refused for unusable ids.",
+            self.spans_rejected,
+        )
+        .counter(
+            "collector_spans_stored",
+            "Spans written to the store.",
+            self.spans_stored,
+        )
+        .counter(
+            "collector_spans_duplicate",
+            "Spans already stored (same trace and span id).",
+            self.spans_duplicate,
+        )
+        .counter(
+            "collector_spans_expired",
+            "Spans removed by retention.",
+            self.spans_expired,
+        )
+        .counter(
+            "collector_store_errors",
+            "Batches the store failed to write.",
+            self.store_errors,
+        );
+        for (reason, n) in [
+            ("bad_request", self.bad_requests),
+            ("too_large", self.too_large),
+            ("overloaded", self.overloaded),
+        ] {
+            f.counter_with(REJECTED, REJECTED_HELP, &[("reason", reason)], n);
+        }
+        for (result, n) in [
+            ("sent", self.forward_sent),
+            ("failed", self.forward_failed),
+            ("dropped", self.forward_dropped),
+        ] {
+            f.counter_with(FORWARD, FORWARD_HELP, &[("result", result)], n);
+        }
+    }
+}
+
 impl Counters {
     pub(crate) fn snapshot(&self) -> CollectorStats {
         CollectorStats {

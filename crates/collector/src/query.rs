@@ -54,6 +54,9 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/zerostate/stats", get(stats))
         .route("/api/zerostate/map", get(map))
         .route("/api/zerostate/operations", get(operation_stats))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .with_state(api)
 }
 
@@ -323,6 +326,43 @@ async fn operation_stats(
         })
         .collect();
     Ok(Json(serde_json::json!({ "operations": ops })).into_response())
+}
+
+/// The collector's counters and the size of its store, in the OpenMetrics text format.
+async fn metrics(State(api): State<Api>) -> Response {
+    use zerostate_telemetry::metrics::{self, Families};
+    let mut families = Families::new();
+    api.counters.snapshot().families(&mut families);
+    if let Ok(bytes) = with_store(&api, |s| s.used_bytes()).await {
+        families.gauge(
+            "collector_stored_bytes",
+            "Bytes the trace store takes on disk.",
+            bytes,
+        );
+    }
+    let mut registry = metrics::prometheus_client::registry::Registry::default();
+    families.register(&mut registry);
+    (
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::encode(&registry),
+    )
+        .into_response()
+}
+
+/// Ready when the store answers a read.
+async fn ready(State(api): State<Api>) -> Response {
+    match with_store(&api, |s| s.used_bytes()).await {
+        Ok(_) => Json(serde_json::json!({ "ready": true, "components": { "store": "ok" } }))
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false,
+                "components": { "store": format!("not ready: {}", e.1) },
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn stats(State(api): State<Api>) -> Response {

@@ -5,11 +5,13 @@
 //! `zerostate collector` and `zerostate trace` (traces in and out), and what a task author
 //! needs: `zerostate task run` and `zerostate receipt verify`.
 
+pub mod admin;
 pub mod api;
 pub mod client;
 pub mod commands;
 pub mod console;
 pub mod data;
+pub mod metrics;
 pub mod payments;
 pub mod process;
 pub mod settings;

@@ -299,6 +299,8 @@ struct Inner {
     deposit: u64,
     /// Channels being opened are opened one at a time.
     opening: tokio::sync::Mutex<()>,
+    /// What this node measures.
+    metrics: crate::metrics::NodeMetrics,
     /// The channel to each payee (by payment key) and its expiry, so that a payment does
     /// not read every channel from disk; filled from the store on first use.
     open_to: std::sync::Mutex<std::collections::HashMap<[u8; 32], (ChannelId, u64)>>,
@@ -313,6 +315,7 @@ impl Payments {
         settings: &PaymentSettings,
         run_ledger: bool,
         faucet: bool,
+        metrics: crate::metrics::NodeMetrics,
     ) -> anyhow::Result<Payments> {
         use anyhow::Context as _;
         let key = Keypair::from_seed(seed);
@@ -350,6 +353,7 @@ impl Payments {
                 faucet,
                 deposit: settings.deposit(),
                 opening: tokio::sync::Mutex::new(()),
+                metrics,
                 open_to: std::sync::Mutex::default(),
             }),
         })
@@ -422,6 +426,7 @@ impl Payments {
                     return Err("the caller is not this channel's payer".into());
                 }
                 let ack = self.inner.payee.accept(&state, now()).map_err(e)?;
+                self.inner.metrics.payment("in", ack.paid.base_units());
                 json(serde_json::json!({
                     "nonce": ack.nonce,
                     "cumulative": ack.cumulative.base_units(),
@@ -591,6 +596,7 @@ impl Payments {
                 .ask(executor, types::PAYMENT, state.to_bytes().to_vec())
                 .await?;
             self.inner.payer.acknowledged(&channel, state.state.nonce);
+            self.inner.metrics.payment("out", amount);
             Ok::<_, String>(PaymentRecord {
                 status: "paid".into(),
                 channel: Some(hex::encode(channel.0)),
@@ -793,12 +799,15 @@ impl Payments {
                 .unwrap_or_default()
                 .to_owned(),
         };
-        self.ask(
-            ledger_peer,
-            types::LEDGER_CLOSE,
-            serde_json::to_vec(&body).map_err(|e| e.to_string())?,
-        )
-        .await
+        let settled = self
+            .ask(
+                ledger_peer,
+                types::LEDGER_CLOSE,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+            .await?;
+        self.inner.metrics.settlement("cooperative");
+        Ok(settled)
     }
 
     /// One step of a unilateral settlement of `channel`, on either side, through the
@@ -836,12 +845,19 @@ impl Payments {
             channel: channel.to_owned(),
             state,
         };
-        self.ask(
-            ledger_peer,
-            kind,
-            serde_json::to_vec(&body).map_err(|e| e.to_string())?,
-        )
-        .await
+        let answer = self
+            .ask(
+                ledger_peer,
+                kind,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+            .await?;
+        self.inner.metrics.settlement(match step {
+            Settle::Start => "unilateral",
+            Settle::Dispute => "dispute",
+            Settle::Finalize => "finalize",
+        });
+        Ok(answer)
     }
 
     /// What this node holds on the ledger.

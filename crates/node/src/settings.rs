@@ -14,6 +14,7 @@
 //! | role | `--role` | `ZEROSTATE_ROLE` | `[network] role` | `edge` |
 //! | API address | `--api` | `ZEROSTATE_API` | `api` | `127.0.0.1:8700` |
 //! | API host names | `--api-host` | `ZEROSTATE_API_HOSTS` | `api_hosts` | none |
+//! | operations listener | `--admin` | `ZEROSTATE_ADMIN` | `[admin] listen` | `127.0.0.1:8701` |
 //! | listen | `--listen` | `ZEROSTATE_LISTEN` | `[network] listen` | TCP and QUIC on 127.0.0.1:4001 |
 //! | bootstrap | `--bootstrap` | `ZEROSTATE_BOOTSTRAP` | `[network] bootstrap` | none |
 //! | relays | `--relay` | `ZEROSTATE_RELAYS` | `[network] relays` | none |
@@ -36,6 +37,10 @@ use crate::commands::node::{DEFAULT_TOPIC, NodeFile};
 /// The default address of a node's HTTP API.
 pub const DEFAULT_API: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8700);
+
+/// The default address of a node's operations listener (`/metrics`, `/healthz`, `/readyz`).
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8701);
 
 /// The value of the highest source that has one: flag, environment, file, default.
 pub fn pick<T>(flag: Option<T>, env: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> T {
@@ -119,6 +124,8 @@ pub struct NodeFlags {
     pub api: Option<SocketAddr>,
     /// `--api-host`, repeated.
     pub api_hosts: Vec<String>,
+    /// `--admin`.
+    pub admin: Option<SocketAddr>,
     /// `--listen`, repeated.
     pub listen: Vec<Multiaddr>,
     /// `--bootstrap`, repeated.
@@ -140,6 +147,8 @@ pub struct NodeSettings {
     pub api: SocketAddr,
     /// Host names the API answers to besides loopback and its address.
     pub api_hosts: Vec<String>,
+    /// The operations listener's address.
+    pub admin: SocketAddr,
     /// Gossip topics joined.
     pub topics: Vec<String>,
     /// The network, role and address lists included.
@@ -216,6 +225,12 @@ impl NodeSettings {
                 file.api_hosts.clone(),
                 Vec::new,
             ),
+            admin: pick(
+                flags.admin,
+                parsed(env, "ZEROSTATE_ADMIN")?,
+                file.admin.listen,
+                || DEFAULT_ADMIN,
+            ),
             topics: pick_list(
                 Vec::new(),
                 parsed_list(env, "ZEROSTATE_TOPICS")?,
@@ -282,6 +297,8 @@ mod tests {
             bootstrap = ["/ip4/127.0.0.1/tcp/7002"]
             relays = ["/ip4/127.0.0.1/tcp/7003"]
             external = ["/ip4/127.0.0.1/tcp/7004"]
+            [admin]
+            listen = "127.0.0.1:9101"
             "#,
         );
         let env: &[(&str, &str)] = &[
@@ -291,6 +308,7 @@ mod tests {
             ("ZEROSTATE_ROLE", "bootnode"),
             ("ZEROSTATE_API", "127.0.0.1:9002"),
             ("ZEROSTATE_API_HOSTS", "env.example,other.example"),
+            ("ZEROSTATE_ADMIN", "127.0.0.1:9102"),
             ("ZEROSTATE_LISTEN", "/ip4/127.0.0.1/tcp/8001"),
             ("ZEROSTATE_BOOTSTRAP", "/ip4/127.0.0.1/tcp/8002"),
             ("ZEROSTATE_RELAYS", "/ip4/127.0.0.1/tcp/8003"),
@@ -303,6 +321,7 @@ mod tests {
             role: Some(Role::Edge),
             api: Some("127.0.0.1:9003".parse().expect("addr")),
             api_hosts: vec!["flag.example".into()],
+            admin: Some("127.0.0.1:9103".parse().expect("addr")),
             listen: vec![addr("/ip4/127.0.0.1/tcp/9001")],
             bootstrap: vec![addr("/ip4/127.0.0.1/tcp/9002")],
             relays: vec![addr("/ip4/127.0.0.1/tcp/9003")],
@@ -361,6 +380,8 @@ mod tests {
             assert_eq!(s.name, name, "{layer}");
             assert_eq!(s.network.role, role, "{layer}");
             assert_eq!(s.api.port(), api, "{layer}");
+            let admin = if layer == "default" { 8701 } else { api + 100 };
+            assert_eq!(s.admin.port(), admin, "{layer}");
             assert_eq!(
                 s.api_hosts.first().map_or("", String::as_str),
                 host,

@@ -222,6 +222,8 @@ struct Inner {
     running: AtomicU32,
     /// Modules held by hash.
     modules: Mutex<Modules>,
+    /// What this node measures.
+    metrics: crate::metrics::NodeMetrics,
 }
 
 impl Tasks {
@@ -232,6 +234,7 @@ impl Tasks {
         engine: Arc<Engine>,
         payments: crate::payments::Payments,
         settings: TaskSettings,
+        metrics: crate::metrics::NodeMetrics,
     ) -> Tasks {
         let tasks = Tasks {
             inner: Arc::new(Inner {
@@ -244,6 +247,7 @@ impl Tasks {
                 offers: Mutex::default(),
                 running: AtomicU32::new(0),
                 modules: Mutex::default(),
+                metrics,
             }),
         };
         if tasks.inner.settings.execute {

@@ -100,6 +100,10 @@ pub struct NetworkConfig {
     /// Time in which a penalty decays to half, in milliseconds: a peer that stops offending
     /// recovers. Default 60000.
     pub penalty_half_life_ms: u64,
+    /// Message types whose spans are not recorded, sent or received: periodic background
+    /// traffic, counted in metrics instead, so that traces show the work. Empty it to trace
+    /// them too. Default `["guild_heartbeat"]`.
+    pub quiet_message_types: Vec<String>,
 }
 
 impl Default for NetworkConfig {
@@ -127,6 +131,7 @@ impl Default for NetworkConfig {
             max_connections: 512,
             max_connections_per_peer: 4,
             max_pending_connections: 128,
+            quiet_message_types: vec!["guild_heartbeat".to_owned()],
         }
     }
 }

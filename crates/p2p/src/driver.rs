@@ -377,6 +377,14 @@ impl Driver {
         kind: &'static str,
         size: usize,
     ) -> Span {
+        if self
+            .config
+            .quiet_message_types
+            .iter()
+            .any(|q| *q == envelope.message_type)
+        {
+            return Span::none();
+        }
         let span = tracing::info_span!(
             parent: None,
             "p2p.message",
@@ -591,6 +599,10 @@ impl Driver {
                         message.data.len(),
                     );
                     self.counters.gossip_received();
+                    self.counters
+                        .delivery
+                        .0
+                        .observe(envelope.age().as_secs_f64());
                     self.deliver(Event::Gossip(GossipMessage {
                         topic: message.topic.to_string(),
                         source: message.source,

@@ -171,6 +171,8 @@ pub struct Network {
     counters: Arc<Counters>,
     max_bytes: usize,
     request_timeout: Duration,
+    /// Message types recorded without spans (`quiet_message_types`).
+    quiet: Arc<Vec<String>>,
 }
 
 impl Network {
@@ -191,6 +193,7 @@ impl Network {
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let max_bytes = config.max_message_bytes;
         let request_timeout = config.request_timeout();
+        let quiet = Arc::new(config.quiet_message_types.clone());
         let driver = Driver::new(config, key, counters.clone(), event_tx).map_err(start)?;
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(driver.run(command_rx, ready_tx));
@@ -205,6 +208,7 @@ impl Network {
                 counters,
                 max_bytes,
                 request_timeout,
+                quiet,
             },
             events,
         ))
@@ -218,6 +222,11 @@ impl Network {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// How long gossip took to reach this node: a live histogram, for a metrics registry.
+    pub fn delivery_latency(&self) -> crate::stats::DeliveryLatency {
+        self.counters.delivery.clone()
     }
 
     /// What the network counted so far.
@@ -371,21 +380,30 @@ impl Network {
         carry_context: bool,
     ) -> Result<String, NetworkError> {
         let started = Instant::now();
-        let message = tracing::info_span!(
-            "p2p.message",
-            otel.name = p2p_message(shown_as),
-            otel.kind = "producer",
-            message.type = shown_as,
-            topic = topic,
-        );
-        let publish = tracing::info_span!(
-            parent: &message,
-            names::P2P_GOSSIP_PUBLISH,
-            otel.kind = "producer",
-            message.type = message_type,
-            topic = topic,
-            size.bytes = tracing::field::Empty,
-        );
+        let quiet = self.quiet.iter().any(|q| q == message_type);
+        let message = if quiet {
+            Span::none()
+        } else {
+            tracing::info_span!(
+                "p2p.message",
+                otel.name = p2p_message(shown_as),
+                otel.kind = "producer",
+                message.type = shown_as,
+                topic = topic,
+            )
+        };
+        let publish = if quiet {
+            Span::none()
+        } else {
+            tracing::info_span!(
+                parent: &message,
+                names::P2P_GOSSIP_PUBLISH,
+                otel.kind = "producer",
+                message.type = message_type,
+                topic = topic,
+                size.bytes = tracing::field::Empty,
+            )
+        };
         let result = async {
             let bytes = if carry_context {
                 self.envelope(message_type, payload, &publish)?

@@ -6,9 +6,23 @@ use serde::Serialize;
 
 use crate::envelope::EnvelopeError;
 
+/// How long gossip took from its author to this node, seconds (by the envelope's
+/// timestamp, so clock skew between machines shows in it).
+#[derive(Clone, Debug)]
+pub struct DeliveryLatency(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for DeliveryLatency {
+    fn default() -> Self {
+        Self(prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14),
+        ))
+    }
+}
+
 /// Counters of one node's network, shared with its handle.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub(crate) delivery: DeliveryLatency,
     gossip_published: AtomicU64,
     gossip_received: AtomicU64,
     requests_sent: AtomicU64,
@@ -69,6 +83,69 @@ pub struct NetworkStats {
 }
 
 impl NetworkStats {
+    /// The counters as metric families (`p2p_*`).
+    pub fn families(&self, f: &mut zerostate_telemetry::metrics::Families) {
+        const MESSAGES: &str = "p2p_messages";
+        const MESSAGES_HELP: &str = "Valid messages, by kind (gossip, request) and direction.";
+        f.counter_with(
+            MESSAGES,
+            MESSAGES_HELP,
+            &[("kind", "gossip"), ("direction", "out")],
+            self.gossip_published,
+        )
+        .counter_with(
+            MESSAGES,
+            MESSAGES_HELP,
+            &[("kind", "gossip"), ("direction", "in")],
+            self.gossip_received,
+        )
+        .counter_with(
+            MESSAGES,
+            MESSAGES_HELP,
+            &[("kind", "request"), ("direction", "out")],
+            self.requests_sent,
+        )
+        .counter_with(
+            MESSAGES,
+            MESSAGES_HELP,
+            &[("kind", "request"), ("direction", "in")],
+            self.requests_received,
+        )
+        .counter(
+            "p2p_requests_failed",
+            "Requests of this node that got no valid response.",
+            self.requests_failed,
+        );
+        const DROPPED: &str = "p2p_messages_dropped";
+        const DROPPED_HELP: &str = "Messages thrown away, by reason.";
+        for (reason, n) in [
+            ("oversized", self.dropped_oversized),
+            ("malformed", self.dropped_malformed),
+            ("unknown_version", self.dropped_unknown_version),
+            ("bad_type", self.dropped_bad_type),
+            ("flood", self.dropped_flood),
+            ("app_busy", self.dropped_app_busy),
+        ] {
+            f.counter_with(DROPPED, DROPPED_HELP, &[("reason", reason)], n);
+        }
+        const CONNECTIONS: &str = "p2p_connections";
+        const CONNECTIONS_HELP: &str =
+            "Connections, by event (established, closed, failed, denied by a limit).";
+        for (event, n) in [
+            ("established", self.connections_established),
+            ("closed", self.connections_closed),
+            ("failed", self.connections_failed),
+            ("denied", self.connections_denied),
+        ] {
+            f.counter_with(CONNECTIONS, CONNECTIONS_HELP, &[("event", event)], n);
+        }
+        f.counter(
+            "p2p_dht_records_refused",
+            "DHT records refused (unsigned, or for a key bound to another publisher).",
+            self.dht_records_refused,
+        );
+    }
+
     /// Messages dropped for the sender's fault.
     pub fn dropped_hostile(&self) -> u64 {
         self.dropped_oversized

@@ -29,6 +29,8 @@ pub(crate) struct Counters {
     dropped: AtomicU64,
     failed: AtomicU64,
     failed_requests: AtomicU64,
+    /// Whether the latest export request failed.
+    failing: AtomicBool,
 }
 
 /// What the export pipeline has done so far.
@@ -42,6 +44,8 @@ pub struct TelemetryStats {
     pub spans_failed: u64,
     /// Export requests that failed.
     pub failed_exports: u64,
+    /// Whether the latest export request failed (the backend is down or refusing).
+    pub failing: bool,
 }
 
 impl Counters {
@@ -55,6 +59,7 @@ impl Counters {
             spans_dropped: self.dropped.load(Ordering::Relaxed),
             spans_failed: self.failed.load(Ordering::Relaxed),
             failed_exports: self.failed_requests.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
         }
     }
 }
@@ -282,6 +287,7 @@ impl<E: SpanExporter> Worker<E> {
         match futures_executor::block_on(self.exporter.export(batch)) {
             Ok(()) => {
                 counters.exported.fetch_add(n, Ordering::Relaxed);
+                counters.failing.store(false, Ordering::Relaxed);
                 if let Some((since, failures)) = self.failing_since.take() {
                     self.log(|| {
                         tracing::info!(
@@ -297,6 +303,7 @@ impl<E: SpanExporter> Worker<E> {
             Err(e) => {
                 counters.failed.fetch_add(n, Ordering::Relaxed);
                 counters.failed_requests.fetch_add(1, Ordering::Relaxed);
+                counters.failing.store(true, Ordering::Relaxed);
                 let message = format!(
                     "span export to {} failed, {n} spans lost: {e}",
                     self.destination

@@ -13,11 +13,15 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::layer::record;
 
-/// Formats one event per line, as text or as a JSON object.
-#[derive(Debug, Clone, Copy)]
+/// Formats one event per line, as text or as a JSON object. A JSON line also names the
+/// process (`service.name`, and its instance: a node's peer id), so that lines shipped
+/// from many nodes to one store say where they come from.
+#[derive(Debug, Clone)]
 pub(crate) struct LogFormat {
     pub(crate) json: bool,
     pub(crate) ansi: bool,
+    pub(crate) service: std::sync::Arc<str>,
+    pub(crate) instance: Option<std::sync::Arc<str>>,
 }
 
 impl<S, N> FormatEvent<S, N> for LogFormat
@@ -49,6 +53,10 @@ where
             obj.insert("timestamp".into(), Json::String(time));
             obj.insert("level".into(), Json::String(meta.level().to_string()));
             obj.insert("target".into(), Json::String(meta.target().to_owned()));
+            obj.insert("service".into(), Json::String(self.service.to_string()));
+            if let Some(instance) = &self.instance {
+                obj.insert("peer_id".into(), Json::String(instance.to_string()));
+            }
             if let Some(m) = visitor.message {
                 obj.insert("message".into(), Json::String(m));
             }

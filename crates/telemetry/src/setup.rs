@@ -199,7 +199,12 @@ impl TelemetryBuilder {
                 ),
             };
             tracing_subscriber::fmt::layer()
-                .event_format(crate::log::LogFormat { json, ansi })
+                .event_format(crate::log::LogFormat {
+                    json,
+                    ansi,
+                    service: config.service_name.as_str().into(),
+                    instance: config.instance_id.as_deref().map(Into::into),
+                })
                 .with_writer(writer)
                 .with_filter(log_filter)
         });
@@ -341,6 +346,15 @@ impl TelemetryGuard {
         self.worker.is_some()
     }
 
+    /// A reader of [`Self::stats`] that other threads can keep (for a metrics endpoint).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(
+            self.worker
+                .as_ref()
+                .map(|(queue, _)| queue.counters.clone()),
+        )
+    }
+
     /// Counts of exported, dropped and failed spans.
     pub fn stats(&self) -> TelemetryStats {
         match (&self.worker, self.stats_after_shutdown) {
@@ -348,6 +362,23 @@ impl TelemetryGuard {
             (None, Some(stats)) => stats,
             (None, None) => TelemetryStats::default(),
         }
+    }
+}
+
+/// Reads the export counters of a [`TelemetryGuard`] from anywhere; all zero when
+/// telemetry does not export.
+#[derive(Clone, Debug, Default)]
+pub struct StatsReader(Option<Arc<crate::export::Counters>>);
+
+impl StatsReader {
+    /// The counters now.
+    pub fn read(&self) -> TelemetryStats {
+        self.0.as_ref().map(|c| c.snapshot()).unwrap_or_default()
+    }
+
+    /// Whether spans are exported at all.
+    pub fn is_exporting(&self) -> bool {
+        self.0.is_some()
     }
 }
 

@@ -2,11 +2,13 @@
 //! missed-heartbeat window is marked down, and then removed (by the coordinator) or, when
 //! it is the coordinator, ends the guild (for a member).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use prost::Message as _;
 use tracing::Instrument;
+use zerostate_telemetry::SpanExt as _;
 use zerostate_telemetry::names::span as names;
 
 use super::state::Guild;
@@ -62,12 +64,24 @@ impl Service {
             let held_for = self.config.interval().saturating_mul(2);
             let coordinating = guild.status == Status::Coordinator;
             let coordinator = guild.coordinator;
+            // A beat is background traffic: counted, not traced (its message type is quiet
+            // in the network's settings), unless it fails.
             let span = tracing::debug_span!(names::GUILD_HEARTBEAT, guild.id = id.as_str());
-            let _ = self
+            if let Err(e) = self
                 .network
                 .publish(&topic, types::HEARTBEAT, beat)
                 .instrument(span)
-                .await;
+                .await
+            {
+                bump(&self.counters.heartbeats_failed);
+                // Traced at the 1st, 10th, 100th, ... failure (a lone coordinator's beats
+                // reach nobody, every interval).
+                let failed = self.counters.heartbeats_failed.load(Ordering::Relaxed);
+                if zerostate_telemetry::is_power_of_ten(failed) {
+                    let span = tracing::info_span!(names::GUILD_HEARTBEAT, guild.id = id.as_str());
+                    span.record_error(&e);
+                }
+            }
             // What waited two intervals for a catch-up is opened or refused now.
             self.release_held(&id, Some(held_for));
             for peer in down {

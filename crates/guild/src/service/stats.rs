@@ -41,6 +41,81 @@ pub struct GuildStats {
     pub joins_admitted: u64,
     /// Members marked down for missing heartbeats.
     pub members_marked_down: u64,
+    /// Heartbeats this node failed to publish (no peer on the guild's topic, ...).
+    pub heartbeats_failed: u64,
+}
+
+impl GuildStats {
+    /// The counters as metric families (`guild_*`).
+    pub fn families(&self, f: &mut zerostate_telemetry::metrics::Families) {
+        const MESSAGES: &str = "guild_messages";
+        const MESSAGES_HELP: &str = "Guild messages sealed and published (out) or opened (in).";
+        f.counter_with(
+            MESSAGES,
+            MESSAGES_HELP,
+            &[("direction", "out")],
+            self.messages_sent,
+        )
+        .counter_with(
+            MESSAGES,
+            MESSAGES_HELP,
+            &[("direction", "in")],
+            self.messages_received,
+        );
+        const REJECTED: &str = "guild_messages_rejected";
+        const REJECTED_HELP: &str = "Guild input refused, by reason.";
+        for (reason, n) in [
+            ("forged", self.rejected_forged),
+            ("stale", self.rejected_stale),
+            ("tampered", self.rejected_tampered),
+            ("replayed", self.rejected_replayed),
+            ("not_member", self.rejected_not_member),
+            ("malformed", self.rejected_malformed),
+            ("undecryptable", self.rejected_undecryptable),
+        ] {
+            f.counter_with(REJECTED, REJECTED_HELP, &[("reason", reason)], n);
+        }
+        const JOINS: &str = "guild_joins";
+        const JOINS_HELP: &str = "Join requests answered, by result.";
+        f.counter(
+            "guild_messages_held",
+            "Messages held until this node caught up with the coordinator.",
+            self.messages_held,
+        )
+        .counter(
+            "guild_syncs",
+            "Times this node caught up with the coordinator's membership or key.",
+            self.syncs,
+        )
+        .counter_with(
+            JOINS,
+            JOINS_HELP,
+            &[("result", "admitted")],
+            self.joins_admitted,
+        )
+        .counter_with(
+            JOINS,
+            JOINS_HELP,
+            &[("result", "refused_policy")],
+            self.joins_refused_policy,
+        )
+        .counter_with(
+            JOINS,
+            JOINS_HELP,
+            &[("result", "refused_other")],
+            self.joins_refused.saturating_sub(self.joins_refused_policy),
+        )
+        .counter(
+            "guild_members_marked_down",
+            "Members marked down for missing heartbeats.",
+            self.members_marked_down,
+        )
+        .counter(
+            "guild_heartbeats_failed",
+            "Heartbeats this node failed to publish.",
+            self.heartbeats_failed,
+        );
+    }
 }
 
 #[derive(Default)]
@@ -60,6 +135,7 @@ pub(super) struct Counters {
     pub(super) joins_refused_policy: AtomicU64,
     pub(super) joins_admitted: AtomicU64,
     pub(super) members_marked_down: AtomicU64,
+    pub(super) heartbeats_failed: AtomicU64,
 }
 
 impl Counters {
@@ -80,6 +156,7 @@ impl Counters {
             joins_refused_policy: self.joins_refused_policy.load(Relaxed),
             joins_admitted: self.joins_admitted.load(Relaxed),
             members_marked_down: self.members_marked_down.load(Relaxed),
+            heartbeats_failed: self.heartbeats_failed.load(Relaxed),
         }
     }
 }

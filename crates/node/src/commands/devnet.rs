@@ -71,6 +71,8 @@ pub struct DevnetNode {
     pub peer_id: String,
     /// Its HTTP API.
     pub api: String,
+    /// Its operations listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: String,
     /// Its data directory (its API token is `api.token` there).
     pub data_dir: PathBuf,
     /// Its process id.
@@ -143,6 +145,8 @@ pub(crate) fn spawn_node(
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
         "--api",
+        "127.0.0.1:0",
+        "--admin",
         "127.0.0.1:0",
         "--data-dir",
     ]
@@ -500,6 +504,7 @@ fn write_devnet_file(
                 role: node.role,
                 peer_id: node.peer_id,
                 api: node.api,
+                admin: node.admin,
                 pid: p.pid(),
             })
         })
@@ -517,7 +522,38 @@ fn write_devnet_file(
     std::fs::write(&partial, serde_json::to_vec_pretty(&file)?)
         .with_context(|| format!("writing {}", partial.display()))?;
     std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
+    let scrape = dir.join(PROMETHEUS_FILE);
+    std::fs::write(&scrape, prometheus_config(&file))
+        .with_context(|| format!("writing {}", scrape.display()))?;
     Ok(())
+}
+
+/// The devnet's Prometheus configuration, next to `devnet.json`.
+pub const PROMETHEUS_FILE: &str = "prometheus.yml";
+
+/// A Prometheus configuration that scrapes every node's and the collector's `/metrics`
+/// every 5 s, each target labelled with its node name and role.
+fn prometheus_config(file: &DevnetFile) -> String {
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let mut out = String::from(
+        "# Written by `zerostate devnet`: scrapes every node and the collector.\n\
+         # prometheus --config.file prometheus.yml --enable-feature=exemplar-storage\n\
+         global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+         scrape_configs:\n  - job_name: zerostate-nodes\n    static_configs:\n",
+    );
+    for n in &file.nodes {
+        out.push_str(&format!(
+            "      - targets: ['{}']\n        labels: {{node: '{}', role: '{}'}}\n",
+            host(&n.admin),
+            n.name,
+            n.role
+        ));
+    }
+    out.push_str(&format!(
+        "  - job_name: zerostate-collector\n    static_configs:\n      - targets: ['{}']\n",
+        host(&file.collector.ui)
+    ));
+    out
 }
 
 /// The devnet's description in its data directory.

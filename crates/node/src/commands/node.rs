@@ -49,6 +49,16 @@ pub struct NodeFile {
     pub tasks: crate::tasks::TaskSettings,
     /// Payments (`[payments]`): which node runs the ledger, the channel deposit.
     pub payments: crate::payments::PaymentSettings,
+    /// The operations listener (`[admin]`).
+    pub admin: AdminSettings,
+}
+
+/// The operations listener (`[admin]`): `/metrics`, `/healthz`, `/readyz`, no token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Its address. Default `127.0.0.1:8701`.
+    pub listen: Option<SocketAddr>,
 }
 
 impl NodeFile {
@@ -92,6 +102,14 @@ pub struct NodeCommand {
     /// HTTP API address [default: 127.0.0.1:8700].
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
+    /// Operations listener address: `/metrics`, `/healthz`, `/readyz`, no token
+    /// [default: 127.0.0.1:8701].
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Log lines as `pretty` text (the default) or `json` objects, or `off`
+    /// [default: $ZEROSTATE_LOG_FORMAT, else the file's `[telemetry] log_format`].
+    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<zerostate_telemetry::LogFormat>,
     /// A name the API accepts in `Host` and `Origin` besides loopback and its address
     /// (a reverse proxy's or a DNS name); repeatable, adds to the file's `api_hosts`.
     #[arg(long, value_name = "NAME")]
@@ -120,6 +138,15 @@ pub struct NodeCommand {
     /// The peer id of the node that runs the ledger (sets `[payments] ledger`).
     #[arg(long, value_name = "PEER_ID")]
     ledger_peer: Option<String>,
+}
+
+fn parse_log_format(text: &str) -> Result<zerostate_telemetry::LogFormat, String> {
+    match text {
+        "pretty" => Ok(zerostate_telemetry::LogFormat::Pretty),
+        "json" => Ok(zerostate_telemetry::LogFormat::Json),
+        "off" => Ok(zerostate_telemetry::LogFormat::Off),
+        other => Err(format!("{other:?}: expected pretty, json or off")),
+    }
 }
 
 fn parse_invitation(token: &str) -> Result<zerostate_guild::Invitation, String> {
@@ -178,6 +205,10 @@ struct Plan {
     key: zerostate_p2p::identity::Keypair,
     name: String,
     api: SocketAddr,
+    /// The operations listener's address.
+    admin: SocketAddr,
+    /// Reads the span export's counters.
+    telemetry: zerostate_telemetry::StatsReader,
     /// The API token, extra host names, and the token's file.
     access: (String, Vec<String>, PathBuf),
     topics: Vec<String>,
@@ -205,6 +236,8 @@ pub struct NodeInfo {
     pub peer_id: String,
     /// Where its HTTP API listens.
     pub api: String,
+    /// Where its operations listener (`/metrics`, `/healthz`, `/readyz`) listens.
+    pub admin: String,
     /// The file holding the token its HTTP API asks for (`Authorization: Bearer`).
     pub api_token_file: String,
     /// Where it listens, each ending in its peer id.
@@ -222,6 +255,7 @@ impl NodeCommand {
                 role: self.role,
                 api: self.api,
                 api_hosts: self.api_host.clone(),
+                admin: self.admin,
                 listen: self.listen.clone(),
                 bootstrap: self.bootstrap.clone(),
                 relays: self.relay.clone(),
@@ -235,6 +269,7 @@ impl NodeCommand {
             name,
             api: api_addr,
             api_hosts,
+            admin: admin_addr,
             topics,
             network,
         } = settings;
@@ -275,6 +310,9 @@ impl NodeCommand {
             // libp2p reports routine events (a bootnode with no peers yet) at info and warn.
             telemetry.log_filter = "info,libp2p=warn,libp2p_kad=error".into();
         }
+        if let Some(format) = self.log_format {
+            telemetry.log_format = format;
+        }
         telemetry.service_name = name.clone();
         telemetry.instance_id = Some(peer_id.to_string());
         telemetry.node_role = Some(network.role.to_string());
@@ -283,6 +321,7 @@ impl NodeCommand {
             .entry("service.namespace".into())
             .or_insert_with(|| "zerostate".into());
         let mut guard = zerostate_telemetry::init(telemetry).context("starting telemetry")?;
+        let telemetry = guard.stats_reader();
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -294,6 +333,8 @@ impl NodeCommand {
             key,
             name,
             api: api_addr,
+            admin: admin_addr,
+            telemetry,
             access: (token, api_hosts, token_file),
             topics,
             guild: zerostate_guild::GuildConfig {
@@ -332,6 +373,8 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         key,
         name,
         api: api_addr,
+        admin: admin_addr,
+        telemetry,
         access: (token, api_hosts, token_file),
         topics,
         guild,
@@ -343,6 +386,13 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         join_guild,
     } = plan;
     let role = config.role;
+    let bootstrap = config.bootstrap.len();
+    let ledger_peer = payments
+        .ledger
+        .as_deref()
+        .and_then(|p| p.parse::<zerostate_p2p::PeerId>().ok())
+        .filter(|_| !run_ledger);
+    let metrics = crate::metrics::NodeMetrics::new();
     let (network, events) = Network::start(config, key.clone())
         .await
         .context("starting the network")?;
@@ -354,6 +404,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         &payments,
         run_ledger,
         faucet,
+        metrics.clone(),
     )?;
     let tasks = crate::tasks::Tasks::start(
         network.clone(),
@@ -361,6 +412,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         engine,
         payments.clone(),
         tasks,
+        metrics.clone(),
     );
     for topic in &topics {
         network
@@ -373,6 +425,10 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {api_addr}"))?;
     let bound = listener.local_addr()?;
     let api_url = format!("http://{bound}");
+    let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .with_context(|| format!("binding the operations listener to {admin_addr}"))?;
+    let admin_url = format!("http://{}", admin_listener.local_addr()?);
     let listen = network
         .dialable_addresses()
         .await?
@@ -384,6 +440,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         role: role.to_string(),
         peer_id: network.peer_id().to_string(),
         api: api_url,
+        admin: admin_url,
         api_token_file: token_file.display().to_string(),
         listen,
     };
@@ -403,6 +460,22 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         payments.clone(),
         info,
         access,
+    ));
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        network.clone(),
+        guilds.clone(),
+        payments.clone(),
+        metrics,
+        telemetry,
+        crate::admin::Expect {
+            bootnode: role == zerostate_p2p::Role::Bootnode,
+            bootstrap,
+            guild: join_guild.as_ref().map(|t| t.guild_id.clone()),
+            creates_guild: create_guild.is_some(),
+            ledger: ledger_peer,
+            data_dir: dir.clone(),
+        },
     ));
     let handler = tokio::spawn(handle_events(
         network.clone(),
@@ -425,6 +498,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     crate::console::shutdown_signal().await?;
     tracing::info!("shutting down");
     api.abort();
+    admin.abort();
     handler.abort();
     if let Some(joining) = joining {
         joining.abort();

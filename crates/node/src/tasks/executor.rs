@@ -135,10 +135,21 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
         Ok(manifest) => {
             tasks.inner.running.fetch_add(1, Ordering::AcqRel);
             let engine = tasks.inner.engine.clone();
+            let metrics = tasks.inner.metrics.clone();
             let in_span = span.clone();
             let ran = tokio::task::spawn_blocking(move || {
                 in_span.in_scope(|| {
                     let execution = engine.run(&manifest);
+                    // Counted with this request's trace as the duration's exemplar.
+                    metrics.task_ran(
+                        execution
+                            .result
+                            .as_ref()
+                            .map_or_else(|e| e.kind(), |()| "ok"),
+                        execution.measurement.wall_time.as_secs_f64(),
+                        execution.receipt.fuel_consumed,
+                        execution.measurement.cache_hit,
+                    );
                     let mut receipt = execution.receipt;
                     if std::env::var_os(FORGE_RECEIPTS_ENV).is_some() {
                         // Test switch: a dishonest executor claims another output.

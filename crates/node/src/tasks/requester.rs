@@ -106,6 +106,8 @@ impl Tasks {
             max_price: s.max_price,
         };
         let drive_span = span.clone();
+        tasks.inner.metrics.task_submitted();
+        span.in_scope(|| tracing::info!(task.id = job.id.as_str(), "task submitted"));
         tokio::spawn(
             async move {
                 let started = Instant::now();
@@ -116,6 +118,12 @@ impl Tasks {
                 }
                 // The final state and the duration change together, so that a reader who
                 // sees the one sees the other.
+                let state = match &end {
+                    Ok(TaskState::Succeeded) => "succeeded",
+                    _ => "failed",
+                };
+                tasks.inner.metrics.task_ended(state);
+                tracing::info!(task.id = job.id.as_str(), state, "task ended");
                 tasks.update(&job.id, |r| {
                     r.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
                     match end {

@@ -13,6 +13,8 @@ pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 pub(crate) struct NodeProcess {
     pub(crate) name: String,
     pub(crate) api: String,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`).
+    pub(crate) admin: String,
     /// The API token the node created in its data directory.
     pub(crate) token: String,
     pub(crate) peer_id: String,
@@ -37,7 +39,14 @@ impl NodeProcess {
         command.envs(env.iter().copied());
         command
             .arg("node")
-            .args(["--name", name, "--api", "127.0.0.1:0"])
+            .args([
+                "--name",
+                name,
+                "--api",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
             .args(["--data-dir", &dir.join(name).to_string_lossy()])
             .args(args)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
@@ -58,6 +67,7 @@ impl NodeProcess {
                 .trim()
                 .to_owned(),
             api: node.api,
+            admin: node.admin,
             peer_id: node.peer_id,
             listen: node.listen,
             process,

@@ -8,6 +8,7 @@ mod devnet;
 mod guild;
 mod journey;
 mod network;
+mod operations;
 mod receipt;
 mod task;
 

@@ -1,0 +1,214 @@
+//! What a node measures as it happens (tasks run, their durations with the trace that took
+//! them as an exemplar, payments), next to the counters its parts keep, exposed together
+//! on the operations listener's `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Registry, Unit};
+use zerostate_telemetry::metrics::{Families, TraceExemplar};
+
+/// Buckets of a task's run time, seconds: 1 ms to about 33 s.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16)
+}
+
+/// One label with a value from a fixed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+/// A node's live metrics: cheap to clone, shared by everything that records.
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    tasks: Family<ResultLabel, Counter>,
+    duration: HistogramWithExemplars<TraceExemplar>,
+    fuel: Counter,
+    cache: Family<ResultLabel, Counter>,
+    payments: Family<DirectionLabel, Counter>,
+    amount: Family<DirectionLabel, Counter>,
+    settlements: Family<ResultLabel, Counter>,
+    submitted: Counter,
+    ended: Family<ResultLabel, Counter>,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    /// Metrics at zero.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tasks: Family::default(),
+                duration: HistogramWithExemplars::new(duration_buckets()),
+                fuel: Counter::default(),
+                cache: Family::default(),
+                payments: Family::default(),
+                amount: Family::default(),
+                settlements: Family::default(),
+                submitted: Counter::default(),
+                ended: Family::default(),
+            }),
+        }
+    }
+
+    /// A task this node ran for another: its result (`ok` or the error's kind), its run
+    /// time with the current span's trace as the exemplar, its fuel, and whether the
+    /// module came from a cache.
+    pub fn task_ran(&self, result: &'static str, seconds: f64, fuel: u64, cache_hit: bool) {
+        let i = &self.inner;
+        i.tasks.get_or_create(&ResultLabel { result }).inc();
+        i.duration.observe(
+            seconds,
+            TraceExemplar::current(),
+            Some(std::time::SystemTime::now()),
+        );
+        i.fuel.inc_by(fuel);
+        let cache = if cache_hit { "hit" } else { "miss" };
+        i.cache.get_or_create(&ResultLabel { result: cache }).inc();
+    }
+
+    /// A payment this node made (`out`) or accepted (`in`), in base units.
+    pub fn payment(&self, direction: &'static str, amount: u64) {
+        let i = &self.inner;
+        i.payments
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
+        i.amount
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(amount);
+    }
+
+    /// A settlement step this node asked the ledger for: `cooperative`, `unilateral`,
+    /// `dispute` or `finalize`.
+    pub fn settlement(&self, kind: &'static str) {
+        self.inner
+            .settlements
+            .get_or_create(&ResultLabel { result: kind })
+            .inc();
+    }
+
+    /// A task submitted on this node.
+    pub fn task_submitted(&self) {
+        self.inner.submitted.inc();
+    }
+
+    /// A task of this node ended: `succeeded` or `failed`.
+    pub fn task_ended(&self, state: &'static str) {
+        self.inner
+            .ended
+            .get_or_create(&ResultLabel { result: state })
+            .inc();
+    }
+
+    /// A registry with these metrics and `snapshot`'s families.
+    pub fn registry(&self, snapshot: Families) -> Registry {
+        let i = &self.inner;
+        let mut r = Registry::default();
+        r.register(
+            "execution_tasks",
+            "Tasks this node ran for others, by result (ok or the error's kind).",
+            i.tasks.clone(),
+        );
+        r.register_with_unit(
+            "execution_task_duration",
+            "Run time of tasks this node ran; exemplars name a task's trace.",
+            Unit::Seconds,
+            i.duration.clone(),
+        );
+        r.register(
+            "execution_fuel_consumed",
+            "Fuel the tasks this node ran used (the billing unit).",
+            i.fuel.clone(),
+        );
+        r.register(
+            "execution_module_cache",
+            "Modules a task needed, by whether a cache had them (hit, miss).",
+            i.cache.clone(),
+        );
+        r.register(
+            "payment_payments",
+            "Payments made (out) and accepted (in).",
+            i.payments.clone(),
+        );
+        r.register(
+            "payment_amount",
+            "Base units paid (out) and received (in).",
+            i.amount.clone(),
+        );
+        r.register(
+            "payment_settlements",
+            "Settlement steps asked of the ledger, by kind (cooperative, unilateral, \
+             dispute, finalize).",
+            i.settlements.clone(),
+        );
+        r.register(
+            "tasks_submitted",
+            "Tasks submitted on this node.",
+            i.submitted.clone(),
+        );
+        r.register(
+            "tasks_ended",
+            "Tasks submitted on this node that ended, by state (succeeded, failed).",
+            i.ended.clone(),
+        );
+        snapshot.register(&mut r);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_counted_and_its_duration_bucketed() {
+        let m = NodeMetrics::new();
+        m.task_ran("ok", 0.003, 1_500, false);
+        m.task_ran("out_of_fuel", 0.5, 10, true);
+        m.payment("in", 7);
+        let text = zerostate_telemetry::metrics::encode(&m.registry(Families::new()));
+        assert!(
+            text.contains("execution_tasks_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("execution_tasks_total{result=\"out_of_fuel\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("execution_task_duration_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("execution_fuel_consumed_total 1510"),
+            "{text}"
+        );
+        assert!(
+            text.contains("execution_module_cache_total{result=\"hit\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("payment_amount_total{direction=\"in\"} 7"),
+            "{text}"
+        );
+    }
+}
