@@ -43,6 +43,7 @@ pub(crate) struct Api {
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(viewer))
+        .route("/search", get(viewer))
         .route("/trace/{trace_id}", get(viewer))
         .route("/map", get(viewer))
         .route("/operations", get(viewer))

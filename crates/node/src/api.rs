@@ -2,7 +2,7 @@
 //! operations a devnet, a script or a test drives. Requests honour `traceparent`, so a
 //! caller's trace continues into the network.
 //!
-//! Who may call it: every route but `/healthz` and `/readyz` needs the node's token
+//! Who may call it: every route but `/healthz` needs the node's token
 //! (`Authorization: Bearer`, the token in `<data dir>/api.token`), answered 401 without
 //! it. Every route refuses (403) a `Host` that is not the bound address, a loopback name or
 //! a configured name, and an `Origin` other than those: a web page the operator visits

@@ -53,9 +53,10 @@ impl Default for NodeMetrics {
 }
 
 impl NodeMetrics {
-    /// Metrics at zero.
+    /// Metrics at zero, every series of a fixed label set present from the start (a
+    /// rate over a series that appears only at its first event misses that event).
     pub fn new() -> Self {
-        Self {
+        let metrics = Self {
             inner: Arc::new(Inner {
                 tasks: Family::default(),
                 duration: HistogramWithExemplars::new(duration_buckets()),
@@ -67,7 +68,23 @@ impl NodeMetrics {
                 submitted: Counter::default(),
                 ended: Family::default(),
             }),
+        };
+        let i = &metrics.inner;
+        i.tasks.get_or_create(&ResultLabel { result: "ok" });
+        for result in ["hit", "miss"] {
+            i.cache.get_or_create(&ResultLabel { result });
         }
+        for direction in ["in", "out"] {
+            i.payments.get_or_create(&DirectionLabel { direction });
+            i.amount.get_or_create(&DirectionLabel { direction });
+        }
+        for result in ["cooperative", "unilateral", "dispute", "finalize"] {
+            i.settlements.get_or_create(&ResultLabel { result });
+        }
+        for result in ["succeeded", "failed"] {
+            i.ended.get_or_create(&ResultLabel { result });
+        }
+        metrics
     }
 
     /// A task this node ran for another: its result (`ok` or the error's kind), its run

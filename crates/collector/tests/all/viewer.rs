@@ -118,6 +118,13 @@ async fn the_viewer_renders_in_chromium() {
         };
         let trace = dom(&format!("/trace/{id}"));
         let search = dom("/?limit=10");
+        // Jaeger UI's search URL, as a dashboard's "View traces" link writes it.
+        let jaeger = "/search?service=edge-node-1&operation=guild.send_message\
+                      &tags=%7B%22peer.id%22%3A%22peer-1%22%7D&lookback=1000000h&limit=5";
+        let jaeger_hit = dom(&format!("{jaeger}&minDuration=10ms&maxDuration=1s"));
+        let jaeger_miss = dom(&format!("{jaeger}&minDuration=1s"));
+        let jaeger_other_tag =
+            dom("/search?service=edge-node-1&tags=peer.id%3Dpeer-9&lookback=1000000h");
         // The test spans carry fixed times in 2026; the window reaches back to them.
         let map = dom("/map?lookback=1000000h");
         let operations = dom("/operations?lookback=1000000h");
@@ -134,11 +141,15 @@ async fn the_viewer_renders_in_chromium() {
         let blank = shot(&format!("/trace/{}", "f".repeat(32)), "blank.png");
         let waterfall = shot(&format!("/trace/{id}"), "trace.png");
         let map_png = shot("/map?lookback=1000000h", "map.png");
-        (trace, search, map, operations, blank, waterfall, map_png)
+        (
+            (trace, search, map, operations, blank, waterfall, map_png),
+            (jaeger_hit, jaeger_miss, jaeger_other_tag),
+        )
     })
     .await
     .expect("chromium task");
-    let (trace, search, map, operations, blank, waterfall, map_png) = results;
+    let (trace, search, map, operations, blank, waterfall, map_png) = results.0;
+    let (jaeger_hit, jaeger_miss, jaeger_other_tag) = results.1;
 
     assert!(trace.contains("data-ready=\"1\""), "{trace}");
     // Five rows, numbered 0 to 4 (the page's own script holds the row template too).
@@ -161,6 +172,18 @@ async fn the_viewer_renders_in_chromium() {
         search.contains(&format!("href=\"/trace/{}\"", hex::encode([1u8; 16]))),
         "{search}"
     );
+    let link = format!("href=\"/trace/{}\"", hex::encode([1u8; 16]));
+    assert!(jaeger_hit.contains(&link), "{jaeger_hit}");
+    assert!(
+        jaeger_hit.contains("value=\"10ms\""),
+        "the form keeps the search: {jaeger_hit}"
+    );
+    for miss in [&jaeger_miss, &jaeger_other_tag] {
+        assert!(
+            !miss.contains(&link) && miss.contains("No traces match."),
+            "{miss}"
+        );
+    }
     assert!(map.contains("<svg id=\"map\""), "{map}");
     assert!(map.contains("3 calls") || map.contains("1 calls"), "{map}");
     assert!(operations.contains("p2p.gossip.publish"), "{operations}");

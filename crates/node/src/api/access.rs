@@ -61,7 +61,7 @@ impl Access {
 }
 
 /// Routes anyone who reaches the API may call: they reveal and change nothing.
-pub(super) const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz"];
+pub(super) const OPEN_ROUTES: &[&str] = &["/healthz"];
 
 fn refuse(status: StatusCode, why: &str) -> Response {
     let mut response = ApiError(status, why.to_owned()).into_response();

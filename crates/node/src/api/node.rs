@@ -1,4 +1,5 @@
-//! The node itself: what it is, and whether it is up.
+//! The node itself: what it is, and whether it is up (readiness is on the operations
+//! listener, `/readyz`, where it says what each part lacks).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -11,7 +12,6 @@ use crate::commands::node::NodeInfo;
 pub(super) fn routes() -> Router<Api> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
         .route("/v1/node", get(node))
 }
 

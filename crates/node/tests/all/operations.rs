@@ -366,8 +366,61 @@ fn prometheus_scrapes_the_devnet_and_its_exemplars_lead_to_traces() {
         assert_eq!(status, 200, "the collector has no trace {trace}: {body}");
         assert!(body.contains("execution.task"), "{body}");
     }
+    // The example dashboard asks only for metrics the network exposes.
+    let mut exposed = String::new();
+    for url in file
+        .nodes
+        .iter()
+        .map(|n| n.admin.clone())
+        .chain([file.collector.ui.clone()])
+    {
+        let (status, text) = http(&url, "GET", "/metrics", None, &[]);
+        assert_eq!(status, 200, "{url}");
+        exposed.push_str(&text);
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../../docs/grafana/zerostate.json"))
+            .expect("the dashboard is JSON");
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            for metric in metric_names(expr) {
+                asked += 1;
+                assert!(
+                    exposed.contains(&format!("# TYPE {metric} ")),
+                    "the dashboard asks for {metric}, which no target exposes ({expr})"
+                );
+            }
+        }
+    }
+    assert!(asked > 20, "{asked}");
     let _ = prometheus_process.kill();
     let _ = prometheus_process.wait();
     let exits = stop_all(vec![devnet], Duration::from_secs(30));
     assert!(exits[0].1.is_some_and(|s| s.success()), "{exits:?}");
+}
+
+/// The metric families an expression reads (`execution_tasks_total{..}` is
+/// `execution_tasks`), by the prefixes ZeroState's metrics have.
+fn metric_names(expr: &str) -> Vec<String> {
+    const PREFIXES: [&str; 7] = [
+        "execution_",
+        "p2p_",
+        "guild_",
+        "payment_",
+        "telemetry_",
+        "collector_",
+        "tasks_",
+    ];
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| PREFIXES.iter().any(|p| w.starts_with(p)))
+        .map(|w| {
+            ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect()
 }
