@@ -70,19 +70,20 @@ impl NodeMetrics {
             }),
         };
         let i = &metrics.inner;
-        i.tasks.get_or_create(&ResultLabel { result: "ok" });
+        // Each call creates the series; the guard it returns is not needed.
+        drop(i.tasks.get_or_create(&ResultLabel { result: "ok" }));
         for result in ["hit", "miss"] {
-            i.cache.get_or_create(&ResultLabel { result });
+            drop(i.cache.get_or_create(&ResultLabel { result }));
         }
         for direction in ["in", "out"] {
-            i.payments.get_or_create(&DirectionLabel { direction });
-            i.amount.get_or_create(&DirectionLabel { direction });
+            drop(i.payments.get_or_create(&DirectionLabel { direction }));
+            drop(i.amount.get_or_create(&DirectionLabel { direction }));
         }
         for result in ["cooperative", "unilateral", "dispute", "finalize"] {
-            i.settlements.get_or_create(&ResultLabel { result });
+            drop(i.settlements.get_or_create(&ResultLabel { result }));
         }
         for result in ["succeeded", "failed"] {
-            i.ended.get_or_create(&ResultLabel { result });
+            drop(i.ended.get_or_create(&ResultLabel { result }));
         }
         metrics
     }

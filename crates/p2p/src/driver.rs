@@ -380,8 +380,7 @@ impl Driver {
         if self
             .config
             .quiet_message_types
-            .iter()
-            .any(|q| *q == envelope.message_type)
+            .contains(&envelope.message_type)
         {
             return Span::none();
         }

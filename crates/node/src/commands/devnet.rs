@@ -368,10 +368,12 @@ impl DevnetCommand {
             "devnet: {} nodes in guild {guild_id}, traces to {otlp}, logs and {DEVNET_FILE} in \
              {}\nthe first guild message's trace ({ui}/trace/{trace_id}):\n\n{tree}\n\
              the guild announced to the network ({ui}/trace/{announcement}):\n\n{announced}\n\
-             {}viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n{}",
+             {}viewer: {ui}   map: {ui}/map   operations: {ui}/operations\n\
+             metrics: prometheus --config.file {} --enable-feature=exemplar-storage\n{}",
             names.len(),
             dir.display(),
             task_report(&tasks, &names_by_peer(&nodes), &first_task, &ui),
+            dir.join(PROMETHEUS_FILE).display(),
             if self.exit {
                 "--exit: stopping now."
             } else {
