@@ -81,6 +81,7 @@ pub async fn serve(
 async fn scrape(State(admin): State<Admin>) -> Response {
     let mut f = Families::new();
     admin.network.stats().families(&mut f);
+    admin.network.type_families(&mut f);
     admin.guilds.stats().families(&mut f);
     admin.telemetry.read().families(&mut f);
     if let Ok(peers) = admin.network.peers().await {

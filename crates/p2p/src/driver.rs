@@ -598,6 +598,7 @@ impl Driver {
                         message.data.len(),
                     );
                     self.counters.gossip_received();
+                    self.counters.by_type.count(&envelope.message_type, true);
                     self.counters
                         .delivery
                         .0
@@ -648,6 +649,7 @@ impl Driver {
                         }
                         Ok((envelope, size)) => {
                             self.counters.requests_received();
+                            self.counters.by_type.count(&envelope.message_type, true);
                             let span = self.receive_span(&envelope, peer, "server", size);
                             let event = Event::Request(IncomingRequest {
                                 peer,

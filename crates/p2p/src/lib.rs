@@ -50,7 +50,7 @@ pub use network::{
     Cause, Event, GossipMessage, IncomingRequest, Network, NetworkError, PeerInfo, Reason,
 };
 pub use record::{DhtRecord, RecordError};
-pub use stats::{DeliveryLatency, NetworkStats};
+pub use stats::{DeliveryLatency, MAX_COUNTED_TYPES, NetworkStats};
 
 /// The peer id an address ends in (`.../p2p/<peer id>`), if any.
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {

@@ -229,6 +229,18 @@ impl Network {
         self.counters.delivery.clone()
     }
 
+    /// Valid messages sent and received by type, as metric families
+    /// (`p2p_messages_by_type_total{type, direction}`); at most
+    /// [`crate::MAX_COUNTED_TYPES`] types, the rest as `other`.
+    pub fn type_families(&self, f: &mut zerostate_telemetry::metrics::Families) {
+        const NAME: &str = "p2p_messages_by_type";
+        const HELP: &str = "Valid messages by envelope type and direction.";
+        for (t, inbound, outbound) in self.counters.by_type.snapshot() {
+            f.counter_with(NAME, HELP, &[("type", &t), ("direction", "in")], inbound)
+                .counter_with(NAME, HELP, &[("type", &t), ("direction", "out")], outbound);
+        }
+    }
+
     /// What the network counted so far.
     pub fn stats(&self) -> NetworkStats {
         self.counters.snapshot()
@@ -421,6 +433,7 @@ impl Network {
         finish_timed(&message, &result, started);
         if result.is_ok() {
             self.counters.gossip_published();
+            self.counters.by_type.count(message_type, false);
         }
         result
     }
@@ -448,6 +461,7 @@ impl Network {
             let bytes = self.envelope(message_type, payload, &span)?;
             span.record("size.bytes", bytes.len());
             self.counters.requests_sent();
+            self.counters.by_type.count(message_type, false);
             self.ask(|tx| Command::Request(peer, addresses, bytes, tx))
                 .await?
         }

@@ -19,10 +19,38 @@ impl Default for DeliveryLatency {
     }
 }
 
+/// Message types counted apart; past them, a type is counted as `other` (a peer chooses
+/// the type, so the set of label values must stay bounded).
+pub const MAX_COUNTED_TYPES: usize = 64;
+
+/// Valid messages by type: `[in, out]` per type, at most [`MAX_COUNTED_TYPES`] types.
+#[derive(Debug, Default)]
+pub(crate) struct ByType(std::sync::Mutex<std::collections::BTreeMap<String, [u64; 2]>>);
+
+impl ByType {
+    /// Counts one message of `message_type`, received (`inbound`) or sent.
+    pub(crate) fn count(&self, message_type: &str, inbound: bool) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = if map.contains_key(message_type) || map.len() < MAX_COUNTED_TYPES {
+            map.entry(message_type.to_owned()).or_default()
+        } else {
+            map.entry("other".to_owned()).or_default()
+        };
+        slot[usize::from(!inbound)] += 1;
+    }
+
+    /// `(type, in, out)` for every type counted.
+    pub(crate) fn snapshot(&self) -> Vec<(String, u64, u64)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(t, [i, o])| (t.clone(), *i, *o)).collect()
+    }
+}
+
 /// Counters of one node's network, shared with its handle.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) delivery: DeliveryLatency,
+    pub(crate) by_type: ByType,
     gossip_published: AtomicU64,
     gossip_received: AtomicU64,
     requests_sent: AtomicU64,
@@ -211,5 +239,26 @@ impl Counters {
             connections_denied: self.connections_denied.load(Relaxed),
             dht_records_refused: self.dht_records_refused.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_types_are_counted_apart_up_to_a_bound() {
+        let by_type = ByType::default();
+        by_type.count("task_run", true);
+        by_type.count("task_run", false);
+        by_type.count("task_run", false);
+        for i in 0..MAX_COUNTED_TYPES + 10 {
+            by_type.count(&format!("junk_{i}"), true);
+        }
+        let seen = by_type.snapshot();
+        assert_eq!(seen.len(), MAX_COUNTED_TYPES + 1, "the bound, plus `other`");
+        assert!(seen.contains(&("task_run".to_owned(), 1, 2)));
+        let other = seen.iter().find(|(t, ..)| t == "other").expect("other");
+        assert_eq!(other.1, 11, "the types past the bound");
     }
 }

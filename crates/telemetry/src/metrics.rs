@@ -58,7 +58,7 @@ struct Family {
     help: &'static str,
     kind: Kind,
     /// Each sample's labels and value.
-    samples: Vec<(Vec<(&'static str, &'static str)>, u64)>,
+    samples: Vec<(Vec<(String, String)>, u64)>,
 }
 
 /// Counters and gauges read from a snapshot, written as metric families when scraped.
@@ -79,9 +79,13 @@ impl Families {
         name: &'static str,
         help: &'static str,
         kind: Kind,
-        labels: Vec<(&'static str, &'static str)>,
+        labels: &[(&str, &str)],
         value: u64,
     ) -> &mut Self {
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         match self.families.iter_mut().find(|f| f.name == name) {
             Some(f) => f.samples.push((labels, value)),
             None => self.families.push(Family {
@@ -96,24 +100,24 @@ impl Families {
 
     /// A counter without labels; `name` without `_total`.
     pub fn counter(&mut self, name: &'static str, help: &'static str, value: u64) -> &mut Self {
-        self.add(name, help, Kind::Counter, Vec::new(), value)
+        self.add(name, help, Kind::Counter, &[], value)
     }
 
     /// One sample of a counter with `labels` (`[("reason", "flood")]`); `name` without
-    /// `_total`.
+    /// `_total`. Label values must come from a bounded set.
     pub fn counter_with(
         &mut self,
         name: &'static str,
         help: &'static str,
-        labels: &[(&'static str, &'static str)],
+        labels: &[(&str, &str)],
         value: u64,
     ) -> &mut Self {
-        self.add(name, help, Kind::Counter, labels.to_vec(), value)
+        self.add(name, help, Kind::Counter, labels, value)
     }
 
     /// A gauge without labels.
     pub fn gauge(&mut self, name: &'static str, help: &'static str, value: u64) -> &mut Self {
-        self.add(name, help, Kind::Gauge, Vec::new(), value)
+        self.add(name, help, Kind::Gauge, &[], value)
     }
 
     /// One sample of a gauge with `labels`.
@@ -121,10 +125,10 @@ impl Families {
         &mut self,
         name: &'static str,
         help: &'static str,
-        labels: &[(&'static str, &'static str)],
+        labels: &[(&str, &str)],
         value: u64,
     ) -> &mut Self {
-        self.add(name, help, Kind::Gauge, labels.to_vec(), value)
+        self.add(name, help, Kind::Gauge, labels, value)
     }
 
     /// Adds these families to `registry`.

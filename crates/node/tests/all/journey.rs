@@ -7,15 +7,17 @@ use zerostate_telemetry::testing::OtlpReceiver;
 
 use crate::cluster::{GuildCluster, NodeProcess, eventually, guild_cluster, hex};
 
-/// Heartbeats every 500 ms; offers collected for up to 3 s, the cheapest included (a
+/// Heartbeats every 500 ms, a member removed only after 10 s of silence (a requester
+/// waiting on a stalled executor while another test loads both cores once went quiet for
+/// 3 s and was removed); offers collected for up to 10 s, 3 s after the first (a
 /// member's first offer dials the requester, which takes a while when a dozen processes
 /// share two cores); requests may take 30 s (a task run by a starved executor); a
 /// unilateral close may be disputed for 3 s; an executor has 10 s past a task's wall time
 /// to answer (a debug build compiling a module while a dozen processes share two cores).
 const CONFIG: &str = "[network]\nrequest_timeout_ms = 30000\n\
-                      [guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 6\n\
+                      [guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 20\n\
                       [payments]\nchallenge_period_s = 3\n\
-                      [tasks]\noffer_window_ms = 3000\noffer_grace_ms = 3000\n\
+                      [tasks]\noffer_window_ms = 10000\noffer_grace_ms = 3000\n\
                       timeout_margin_ms = 10000\n";
 
 /// Submits `body` on `node` and waits for the task's final record.

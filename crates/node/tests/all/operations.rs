@@ -115,10 +115,11 @@ fn readiness_names_a_missing_peer_and_a_dead_collector_and_recovers() {
     let _ = stop_all(vec![collector], Duration::from_secs(15));
 }
 
-/// Heartbeats every 300 ms, a member gone after 4 missed.
+/// Heartbeats every 300 ms, a member (or the coordinator) given up after 3 s of silence;
+/// offers collected for up to 10 s (two cores shared by a dozen processes).
 const CONFIG: &str = "[network]\nrequest_timeout_ms = 30000\n\
-                      [guild]\nheartbeat_interval_ms = 300\nmissed_heartbeats = 4\n\
-                      [tasks]\noffer_window_ms = 3000\noffer_grace_ms = 3000\n";
+                      [guild]\nheartbeat_interval_ms = 300\nmissed_heartbeats = 10\n\
+                      [tasks]\noffer_window_ms = 10000\noffer_grace_ms = 3000\n";
 
 /// The JSON log lines of `node` that name `trace`.
 fn lines_of(dir: &std::path::Path, node: &NodeProcess, trace: &str) -> Vec<serde_json::Value> {
@@ -179,6 +180,10 @@ fn a_task_shows_in_metrics_and_logs_and_a_lost_coordinator_makes_members_unready
         "no exemplar names the task's trace:\n{text}"
     );
     assert!(text.contains("payment_amount_total{direction=\"in\"}"));
+    assert!(
+        text.contains("p2p_messages_by_type_total{type=\"task_run\",direction=\"in\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("p2p_peers "), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
     let (_, text) = http(&members[0].admin, "GET", "/metrics", None, &[]);
