@@ -157,10 +157,11 @@ impl Service {
                 let _ = reply.send(self.watch(guild).await);
             }
             Command::Info { guild, reply } => {
-                let _ = reply.send(self.guild(&guild).map(|g| g.info()));
+                let me = self.me;
+                let _ = reply.send(self.guild(&guild).map(|g| g.info(&me)));
             }
             Command::List { reply } => {
-                let _ = reply.send(self.guilds.values().map(Guild::info).collect());
+                let _ = reply.send(self.guilds.values().map(|g| g.info(&self.me)).collect());
             }
             Command::Messages { guild, reply } => {
                 let _ = reply.send(

@@ -30,6 +30,9 @@ pub struct Expect {
     pub guild: Option<String>,
     /// It creates a guild on start: it must be its coordinator.
     pub creates_guild: bool,
+    /// The guilds' heartbeat interval: a member that has heard nothing from its
+    /// coordinator for three of them is not ready.
+    pub heartbeat_interval: std::time::Duration,
     /// The peer that runs the ledger, when payments are configured and it is not this node.
     pub ledger: Option<PeerId>,
     /// Its data directory, which must be writable.
@@ -68,14 +71,7 @@ pub async fn serve(
             payments,
             expect: Arc::new(expect),
         });
-    zerostate_collector::serve::serve(
-        listener,
-        app,
-        zerostate_collector::serve::ServeLimits::default(),
-        Arc::new(zerostate_collector::serve::ServeStats::default()),
-        std::future::pending(),
-    )
-    .await;
+    crate::api::serve_bounded(listener, app).await;
 }
 
 async fn scrape(State(admin): State<Admin>) -> Response {
@@ -196,7 +192,24 @@ async fn ready(State(admin): State<Admin>) -> Response {
                 }
             }
             (Some(id), _) => match guilds.iter().find(|g| &g.id == id) {
-                Some(g) if matches!(g.status.as_str(), "member" | "coordinator") => ok(),
+                Some(g) if g.status == "member" => {
+                    let silent = g
+                        .members
+                        .iter()
+                        .find(|m| m.peer_id == g.coordinator)
+                        .map_or(u64::MAX, |m| m.last_heard_ms);
+                    let limit = e.heartbeat_interval.saturating_mul(3);
+                    if u128::from(silent) > limit.as_millis() {
+                        format!(
+                            "not ready: guild {id}: nothing heard from its coordinator {} for \
+                             {silent} ms",
+                            g.coordinator
+                        )
+                    } else {
+                        ok()
+                    }
+                }
+                Some(g) if g.status == "coordinator" => ok(),
                 Some(g) => format!(
                     "not ready: guild {id} is {}{}",
                     g.status,

@@ -72,6 +72,12 @@ pub async fn serve(
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| access::guard(access.clone(), request, next),
         ));
+    serve_bounded(listener, app).await;
+}
+
+/// Serves `app` on `listener` with the bounds every listener has (connections, header and
+/// idle timeouts, request time: `zerostate_collector::serve`) until the task is dropped.
+pub(crate) async fn serve_bounded(listener: tokio::net::TcpListener, app: Router) {
     zerostate_collector::serve::serve(
         listener,
         app,

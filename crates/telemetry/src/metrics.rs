@@ -140,7 +140,7 @@ impl Families {
 impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for f in &self.families {
-            let mut metric = match f.kind {
+            let metric = match f.kind {
                 Kind::Counter => encoder.encode_descriptor(
                     f.name,
                     f.help,
@@ -154,17 +154,30 @@ impl Collector for Families {
                     ConstGauge::new(0i64).metric_type(),
                 )?,
             };
+            // One sample without labels is written bare (`p2p_peers 2`, not `p2p_peers{} 2`).
+            if let [(labels, value)] = f.samples.as_slice()
+                && labels.is_empty()
+            {
+                write_value(f.kind, *value, metric)?;
+                continue;
+            }
+            let mut metric = metric;
             for (labels, value) in &f.samples {
-                let sample = metric.encode_family(labels)?;
-                match f.kind {
-                    Kind::Counter => ConstCounter::new(*value).encode(sample)?,
-                    Kind::Gauge => {
-                        ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(sample)?
-                    }
-                }
+                write_value(f.kind, *value, metric.encode_family(labels)?)?;
             }
         }
         Ok(())
+    }
+}
+
+fn write_value(
+    kind: Kind,
+    value: u64,
+    sample: prometheus_client::encoding::MetricEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        Kind::Counter => ConstCounter::new(value).encode(sample),
+        Kind::Gauge => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(sample),
     }
 }
 
@@ -229,7 +242,7 @@ mod tests {
             text.contains("p2p_messages_dropped_total{reason=\"oversized\"} 1"),
             "{text}"
         );
-        assert!(text.contains("p2p_peers 2"), "{text}");
+        assert!(text.lines().any(|l| l == "p2p_peers 2"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -142,7 +142,7 @@ impl GuildConfig {
     }
 
     /// The heartbeat interval.
-    pub(super) fn interval(&self) -> Duration {
+    pub fn interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
 

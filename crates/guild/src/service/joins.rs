@@ -198,7 +198,7 @@ impl Service {
         if let Some(g) = self.guilds.get(&id)
             && g.status.active()
         {
-            let _ = tx.send(Ok(g.info()));
+            let _ = tx.send(Ok(g.info(&self.me)));
             return;
         }
         // Subscribe first, so that no membership update published after admission is missed.
@@ -299,7 +299,7 @@ impl Service {
         guild.version = membership.version;
         guild.epoch = update.key_epoch;
         guild.key = Some(key);
-        let info = guild.info();
+        let info = guild.info(&self.me);
         self.guilds.insert(id.to_owned(), guild);
         Ok(info)
     }

@@ -80,7 +80,7 @@ impl Service {
             Member::new(Instant::now(), Some(self.exchange.public())),
         );
         self.network.subscribe(&guild.topic()).await?;
-        let info = guild.info();
+        let info = guild.info(&self.me);
         self.guilds.insert(id, guild);
         Ok(info)
     }

@@ -21,6 +21,9 @@ pub struct MemberInfo {
     pub peer_id: String,
     /// Whether it has sent a heartbeat within the window.
     pub up: bool,
+    /// Milliseconds since this node last heard from it (a heartbeat or a message); 0 for
+    /// this node itself.
+    pub last_heard_ms: u64,
 }
 
 /// A guild as this node sees it.
@@ -218,7 +221,8 @@ impl Guild {
         format!("{TOPIC_PREFIX}{}", self.id)
     }
 
-    pub(super) fn info(&self) -> GuildInfo {
+    pub(super) fn info(&self, me: &PeerId) -> GuildInfo {
+        let now = Instant::now();
         GuildInfo {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -231,6 +235,12 @@ impl Guild {
                 .map(|(p, m)| MemberInfo {
                     peer_id: p.to_string(),
                     up: m.up,
+                    last_heard_ms: if p == me {
+                        0
+                    } else {
+                        u64::try_from(now.saturating_duration_since(m.last_seen).as_millis())
+                            .unwrap_or(u64::MAX)
+                    },
                 })
                 .collect(),
             version: self.version,
@@ -314,7 +324,7 @@ mod tests {
         g.members
             .insert(PeerId::random(), Member::new(Instant::now(), None));
         g.end(Status::Removed, "removed by the coordinator");
-        let info = g.info();
+        let info = g.info(&PeerId::random());
         assert_eq!(info.status, "removed");
         assert_eq!(info.reason.as_deref(), Some("removed by the coordinator"));
         assert!(info.members.is_empty());

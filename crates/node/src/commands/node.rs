@@ -387,6 +387,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     } = plan;
     let role = config.role;
     let bootstrap = config.bootstrap.len();
+    let heartbeat_interval = guild.interval();
     let ledger_peer = payments
         .ledger
         .as_deref()
@@ -473,6 +474,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
             bootstrap,
             guild: join_guild.as_ref().map(|t| t.guild_id.clone()),
             creates_guild: create_guild.is_some(),
+            heartbeat_interval,
             ledger: ledger_peer,
             data_dir: dir.clone(),
         },

@@ -106,6 +106,11 @@ impl NodeProcess {
         http(&self.api, "POST", path, Some(&body.to_string()), &headers)
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub(crate) fn kill(mut self) {
         self.process.kill();

@@ -115,10 +115,11 @@ fn readiness_names_a_missing_peer_and_a_dead_collector_and_recovers() {
     let _ = stop_all(vec![collector], Duration::from_secs(15));
 }
 
-/// Heartbeats every 300 ms, a member (or the coordinator) given up after 3 s of silence;
-/// offers collected for up to 10 s (two cores shared by a dozen processes).
+/// Heartbeats every 300 ms: a member that has heard nothing from its coordinator for
+/// 900 ms is not ready, and gives it up after 6 s; offers collected for up to 10 s (two
+/// cores shared by a dozen processes).
 const CONFIG: &str = "[network]\nrequest_timeout_ms = 30000\n\
-                      [guild]\nheartbeat_interval_ms = 300\nmissed_heartbeats = 10\n\
+                      [guild]\nheartbeat_interval_ms = 300\nmissed_heartbeats = 20\n\
                       [tasks]\noffer_window_ms = 10000\noffer_grace_ms = 3000\n";
 
 /// The JSON log lines of `node` that name `trace`.
@@ -184,7 +185,7 @@ fn a_task_shows_in_metrics_and_logs_and_a_lost_coordinator_makes_members_unready
         text.contains("p2p_messages_by_type_total{type=\"task_run\",direction=\"in\"} 1"),
         "{text}"
     );
-    assert!(text.contains("p2p_peers "), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("p2p_peers ")), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
     let (_, text) = http(&members[0].admin, "GET", "/metrics", None, &[]);
     assert!(
@@ -219,6 +220,34 @@ fn a_task_shows_in_metrics_and_logs_and_a_lost_coordinator_makes_members_unready
             .all(|s| s.span.name != "p2p.message.guild_heartbeat"),
         "a heartbeat was exported as a span"
     );
+
+    // The coordinator stops answering: the members say so, and are ready again once it
+    // is back.
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &coordinator.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    signal("STOP");
+    for m in &members {
+        let answer = eventually(&format!("{} unready", m.name), || {
+            let (status, answer) = readiness(m);
+            (status == 503).then_some(answer)
+        });
+        let guild = component(&answer, "guild");
+        assert!(
+            guild.contains(&id) && guild.contains("nothing heard from its coordinator"),
+            "{answer}"
+        );
+    }
+    signal("CONT");
+    for m in &members {
+        eventually(&format!("{} ready again", m.name), || {
+            (readiness(m).0 == 200).then_some(())
+        });
+    }
 
     // The coordinator dies: the members' guild ends and they say so.
     coordinator.kill();
