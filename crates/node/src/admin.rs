@@ -134,9 +134,10 @@ async fn scrape(State(admin): State<Admin>) -> Response {
         }
     }
     let mut registry = admin.metrics.registry(f);
-    registry.register(
+    registry.register_with_unit(
         "p2p_gossip_delivery",
-        "Time from a gossip message's author to this node, seconds.",
+        "Time from a gossip message's author to this node (by the author's clock).",
+        prometheus_client::registry::Unit::Seconds,
         admin.network.delivery_latency().0,
     );
     (
