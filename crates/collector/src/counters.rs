@@ -37,6 +37,7 @@ pub(crate) struct Counters {
     pub(crate) forward_sent: Counter,
     pub(crate) forward_failed: Counter,
     pub(crate) forward_dropped: Counter,
+    pub(crate) unauthorized: Counter,
 }
 
 /// A snapshot of the collector's counters.
@@ -69,6 +70,8 @@ pub struct CollectorStats {
     pub forward_failed: u64,
     /// Batches not forwarded because the forwarding queue was full.
     pub forward_dropped: u64,
+    /// Requests refused for a missing or wrong token (401), on either listener.
+    pub unauthorized: u64,
 }
 
 impl CollectorStats {
@@ -117,6 +120,7 @@ impl CollectorStats {
             ("bad_request", self.bad_requests),
             ("too_large", self.too_large),
             ("overloaded", self.overloaded),
+            ("unauthorized", self.unauthorized),
         ] {
             f.counter_with(REJECTED, REJECTED_HELP, &[("reason", reason)], n);
         }
@@ -146,6 +150,7 @@ impl Counters {
             forward_sent: self.forward_sent.get(),
             forward_failed: self.forward_failed.get(),
             forward_dropped: self.forward_dropped.get(),
+            unauthorized: self.unauthorized.get(),
         }
     }
 }

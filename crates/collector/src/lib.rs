@@ -25,6 +25,7 @@ mod query;
 mod receiver;
 pub mod serve;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +79,19 @@ pub struct CollectorConfig {
     /// An OTLP/HTTP endpoint every stored batch is also sent to (a base URL gets
     /// `/v1/traces`), as protobuf; the collector's answers never wait for it. Default none.
     pub forward: Option<String>,
+    /// TLS on both listeners: the certificate chain (PEM). Needs `tls_key`. Default none
+    /// (plain HTTP, for loopback).
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// With TLS: require client certificates signed by this authority (PEM). Default none.
+    pub tls_client_ca: Option<PathBuf>,
+    /// A file whose first line is the bearer token OTLP intake requires (`Authorization:
+    /// Bearer`); a request without it is answered 401 and counted. Default none.
+    pub otlp_token_file: Option<PathBuf>,
+    /// A file whose first line is the token the query API and viewer require (a header,
+    /// or the cookie `GET /login?token=` sets for a browser). Default none.
+    pub read_token_file: Option<PathBuf>,
 }
 
 impl CollectorConfig {
@@ -109,6 +123,11 @@ impl Default for CollectorConfig {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 60_000,
             forward: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            otlp_token_file: None,
+            read_token_file: None,
         }
     }
 }
@@ -120,6 +139,9 @@ pub enum CollectorError {
     /// The store did not open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// TLS or a token is misconfigured (a file missing or not what it should be).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// An address could not be bound.
     #[error("binding {addr}")]
     Bind {
@@ -157,6 +179,28 @@ pub(crate) fn now_ns() -> u64 {
 impl Collector {
     /// Opens the store and starts receiving and serving, on the current tokio runtime.
     pub async fn start(config: CollectorConfig) -> Result<Collector, CollectorError> {
+        let acceptor = match (&config.tls_cert, &config.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(tls::acceptor(cert, key, config.tls_client_ca.as_deref())?)
+            }
+            _ => {
+                return Err(tls::TlsError::from(
+                    "TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)",
+                )
+                .into());
+            }
+        };
+        let otlp_token = config
+            .otlp_token_file
+            .as_deref()
+            .map(tls::token)
+            .transpose()?;
+        let read_token = config
+            .read_token_file
+            .as_deref()
+            .map(tls::token)
+            .transpose()?;
         let mut writer_store = Store::open(&config.data_dir)?;
         let readers = (0..config.query_readers.max(1))
             .map(|_| Store::reader(&config.data_dir))
@@ -233,7 +277,7 @@ impl Collector {
             servers.push(task);
             forwarder
         });
-        let receiver = receiver::router(receiver::Receiver {
+        let mut receiver = receiver::router(receiver::Receiver {
             forward,
             queue: queue.clone(),
             counters: counters.clone(),
@@ -244,27 +288,61 @@ impl Collector {
             budget: Arc::new(receiver::Budget::new(config.max_decoded_bytes)),
             store_timeout: Duration::from_secs(30),
         });
-        let api = query::router(query::Api {
+        if let Some(token) = otlp_token {
+            let counters = counters.clone();
+            receiver = receiver.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let (token, counters) = (token.clone(), counters.clone());
+                    async move {
+                        if tls::presents(&request, &token, false) {
+                            next.run(request).await
+                        } else {
+                            counters.unauthorized.inc();
+                            tls::unauthorized("exporting spans needs the collector's OTLP token")
+                        }
+                    }
+                },
+            ));
+        }
+        let mut api = query::router(query::Api {
             readers: Arc::new(query::Readers::new(readers)),
             counters: counters.clone(),
+            read_token: read_token.clone(),
         });
+        if let Some(token) = read_token {
+            let counters = counters.clone();
+            api = api.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let (token, counters) = (token.clone(), counters.clone());
+                    async move {
+                        let response = tls::require_read(token, request, next).await;
+                        if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+                            counters.unauthorized.inc();
+                        }
+                        response
+                    }
+                },
+            ));
+        }
         let limits = config.serve_limits();
         let otlp_serve_stats = Arc::new(serve::ServeStats::default());
         let ui_serve_stats = Arc::new(serve::ServeStats::default());
         servers.extend([
-            tokio::spawn(serve::serve(
+            tokio::spawn(serve::serve_tls(
                 otlp,
                 receiver,
                 limits,
                 otlp_serve_stats.clone(),
                 std::future::pending(),
+                acceptor.clone(),
             )),
-            tokio::spawn(serve::serve(
+            tokio::spawn(serve::serve_tls(
                 ui,
                 api,
                 limits,
                 ui_serve_stats.clone(),
                 std::future::pending(),
+                acceptor,
             )),
         ]);
         Ok(Collector {

@@ -38,6 +38,8 @@ impl Readers {
 pub(crate) struct Api {
     pub(crate) readers: Arc<Readers>,
     pub(crate) counters: Arc<Counters>,
+    /// The read token, when one is required.
+    pub(crate) read_token: Option<Arc<str>>,
 }
 
 pub(crate) fn router(api: Api) -> Router {
@@ -57,6 +59,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/zerostate/operations", get(operation_stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(login))
         .route("/readyz", get(ready))
         .with_state(api)
 }
@@ -327,6 +330,28 @@ async fn operation_stats(
         })
         .collect();
     Ok(Json(serde_json::json!({ "operations": ops })).into_response())
+}
+
+/// Gives a browser the read token as a cookie (`GET /login?token=...`), then the viewer.
+async fn login(State(api): State<Api>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let Some(token) = api.read_token else {
+        return axum::response::Redirect::to("/").into_response();
+    };
+    let given = params.get("token").map(String::as_str).unwrap_or_default();
+    if !crate::tls::same(given.as_bytes(), token.as_bytes()) {
+        api.counters.unauthorized.inc();
+        return crate::tls::unauthorized("that is not the collector's read token");
+    }
+    let mut response = axum::response::Redirect::to("/").into_response();
+    if let Ok(cookie) = axum::http::HeaderValue::from_str(&format!(
+        "{}={token}; HttpOnly; SameSite=Strict; Path=/",
+        crate::tls::READ_COOKIE
+    )) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// The collector's counters and the size of its store, in the OpenMetrics text format.

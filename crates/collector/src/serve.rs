@@ -67,6 +67,8 @@ pub struct ServeStats {
     pub idle_closed: AtomicU64,
     /// Requests answered 408 for taking longer than the request timeout.
     pub request_timeouts: AtomicU64,
+    /// TLS handshakes that failed or did not end within the header-read timeout.
+    pub tls_failed: AtomicU64,
 }
 
 /// Serves `app` on `listener` under `limits` until `shutdown` completes; counts go to
@@ -77,6 +79,20 @@ pub async fn serve(
     limits: ServeLimits,
     stats: Arc<ServeStats>,
     shutdown: impl Future<Output = ()>,
+) {
+    serve_tls(listener, app, limits, stats, shutdown, None).await;
+}
+
+/// [`serve`] over TLS when `tls` is given: the handshake must end within the header-read
+/// timeout, and one that fails closes the connection (counted in
+/// [`ServeStats::tls_failed`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    stats: Arc<ServeStats>,
+    shutdown: impl Future<Output = ()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let timeout_stats = stats.clone();
     let request_timeout = limits.request_timeout;
@@ -133,13 +149,28 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let stats = stats.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let io = TokioIo::new(Idle::new(stream, limits.idle_timeout));
-            let result = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(io, service)
-                .await;
+            let idle = Idle::new(stream, limits.idle_timeout);
+            let result = match tls {
+                None => connection(idle, service, limits).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(idle))
+                        .await
+                    {
+                        Ok(Ok(stream)) => connection(stream, service, limits).await,
+                        Ok(Err(e)) => {
+                            stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!("a TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            };
             if let Err(e) = result
                 && is_idle_timeout(&e)
             {
@@ -148,6 +179,22 @@ pub async fn serve(
             drop(permit);
         });
     }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS.
+async fn connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    limits: ServeLimits,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .await
 }
 
 fn is_idle_timeout(e: &hyper::Error) -> bool {

@@ -50,6 +50,16 @@ pub struct TelemetryConfig {
     pub headers: BTreeMap<String, String>,
     /// Gzip request bodies. Default `true`; `OTEL_EXPORTER_OTLP_COMPRESSION=gzip|none`.
     pub gzip: bool,
+    /// For an `https://` endpoint: a PEM file of the certificate authorities its
+    /// certificate must chain to, used instead of the system's. Default: the system's;
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` (or `..._TRACES_CERTIFICATE`).
+    pub certificate: Option<std::path::PathBuf>,
+    /// For mutual TLS: this process's certificate (PEM) and its private key (PKCS#8 PEM).
+    /// Default: none; `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY` (or the `_TRACES_` variants).
+    pub client_certificate: Option<std::path::PathBuf>,
+    /// See `client_certificate`.
+    pub client_key: Option<std::path::PathBuf>,
     /// Which traces are kept.
     pub sampling: Sampling,
     /// How spans are queued and sent.
@@ -79,6 +89,9 @@ impl Default for TelemetryConfig {
             traces_endpoint: None,
             headers: BTreeMap::new(),
             gzip: true,
+            certificate: None,
+            client_certificate: None,
+            client_key: None,
             sampling: Sampling::default(),
             batch: BatchConfig::default(),
             shutdown_timeout_ms: 5000,
@@ -243,6 +256,28 @@ impl TelemetryConfig {
                     "none" => false,
                     _ => return Err(invalid(var, &v, "expected `gzip` or `none`")),
                 };
+            }
+        }
+        for (generic, traces, field) in [
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                &mut self.certificate,
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                &mut self.client_certificate,
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                &mut self.client_key,
+            ),
+        ] {
+            // The signal-specific variable wins over the generic one.
+            if let Some(v) = get(traces).or_else(|| get(generic)) {
+                *field = Some(std::path::PathBuf::from(v.trim()));
             }
         }
         for var in [

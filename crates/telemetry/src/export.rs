@@ -140,6 +140,7 @@ pub(crate) fn start<E, F>(
     batch: BatchConfig,
     pool: Arc<RecordPool>,
     destination: String,
+    cause: crate::client::LastError,
 ) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
 where
     E: SpanExporter + 'static,
@@ -169,7 +170,7 @@ where
             };
             exporter.set_resource(&resource);
             let _ = ready_tx.send(Ok(()));
-            Worker::new(exporter, worker_queue, batch, pool, destination).run(control_rx);
+            Worker::new(exporter, worker_queue, batch, pool, destination, cause).run(control_rx);
         })
         .map_err(|e| format!("could not start the export thread: {e}"))?;
     match ready_rx.recv() {
@@ -189,6 +190,9 @@ struct Worker<E> {
     scopes: HashMap<&'static str, InstrumentationScope>,
     drop_reported: bool,
     failing_since: Option<(Instant, u64)>,
+    /// Why the HTTP client's latest request failed, in full (the exporter keeps only
+    /// "network error").
+    cause: crate::client::LastError,
 }
 
 impl<E: SpanExporter> Worker<E> {
@@ -198,8 +202,10 @@ impl<E: SpanExporter> Worker<E> {
         batch: BatchConfig,
         pool: Arc<RecordPool>,
         destination: String,
+        cause: crate::client::LastError,
     ) -> Self {
         Self {
+            cause,
             exporter,
             queue,
             batch,
@@ -284,6 +290,7 @@ impl<E: SpanExporter> Worker<E> {
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
         let n = batch.len() as u64;
         let counters = &self.queue.counters;
+        crate::client::take(&self.cause);
         match futures_executor::block_on(self.exporter.export(batch)) {
             Ok(()) => {
                 counters.exported.fetch_add(n, Ordering::Relaxed);
@@ -305,8 +312,11 @@ impl<E: SpanExporter> Worker<E> {
                 counters.failed_requests.fetch_add(1, Ordering::Relaxed);
                 counters.failing.store(true, Ordering::Relaxed);
                 let message = format!(
-                    "span export to {} failed, {n} spans lost: {e}",
-                    self.destination
+                    "span export to {} failed, {n} spans lost: {e}{}",
+                    self.destination,
+                    crate::client::take(&self.cause)
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
                 );
                 match &mut self.failing_since {
                     Some((_, failures)) => *failures += 1,

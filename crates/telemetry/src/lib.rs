@@ -32,6 +32,7 @@
 //! Feature flags: `testing` adds [`testing`], an OTLP/HTTP receiver that multi-process
 //! tests export to; nothing else is optional.
 
+mod client;
 mod clock;
 pub mod config;
 pub mod context;

@@ -102,7 +102,14 @@ impl TelemetryBuilder {
     pub fn with_exporter<E: SpanExporter + Send + 'static>(mut self, exporter: E) -> Self {
         let destination = std::any::type_name::<E>().to_owned();
         self.exporter = Some(Box::new(move |resource, batch, pool| {
-            export::start(move || Ok(exporter), resource, batch, pool, destination)
+            export::start(
+                move || Ok(exporter),
+                resource,
+                batch,
+                pool,
+                destination,
+                crate::client::LastError::default(),
+            )
         }));
         self
     }
@@ -269,11 +276,16 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
     let headers = config.headers.clone().into_iter().collect();
     let gzip = config.gzip;
     let timeout = config.batch.export_timeout();
+    let tls = config.clone();
     Box::new(move |resource, batch, pool| {
+        let cause = crate::client::LastError::default();
+        let recorded = cause.clone();
         export::start(
             move || {
+                let client = crate::client::ExportClient::new(&tls, timeout, recorded)?;
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
+                    .with_http_client(client)
                     .with_protocol(Protocol::HttpBinary)
                     .with_endpoint(url)
                     .with_timeout(timeout)
@@ -288,6 +300,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
             batch,
             pool,
             url_for_messages,
+            cause,
         )
     })
 }

@@ -7,4 +7,5 @@ mod harness;
 mod ingest;
 mod python;
 mod store;
+mod tls;
 mod viewer;

@@ -37,6 +37,21 @@ pub struct CollectorCommand {
     /// `[collector]` section are read; flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve both listeners over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this authority (PEM), with TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Require this bearer token (the file's first line) for OTLP intake.
+    #[arg(long, value_name = "FILE")]
+    otlp_token_file: Option<PathBuf>,
+    /// Require this token (the file's first line) for the query API and the viewer.
+    #[arg(long, value_name = "FILE")]
+    read_token_file: Option<PathBuf>,
 }
 
 impl CollectorCommand {
@@ -65,6 +80,22 @@ impl CollectorCommand {
         if let Some(url) = self.forward {
             config.forward = Some(url);
         }
+        for (flag, field) in [
+            (self.tls_cert, &mut config.tls_cert),
+            (self.tls_key, &mut config.tls_key),
+            (self.tls_client_ca, &mut config.tls_client_ca),
+            (self.otlp_token_file, &mut config.otlp_token_file),
+            (self.read_token_file, &mut config.read_token_file),
+        ] {
+            if flag.is_some() {
+                *field = flag;
+            }
+        }
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if let Some(url) = &config.forward {
             reqwest::Url::parse(url).with_context(|| format!("--forward {url}"))?;
         }
@@ -81,14 +112,14 @@ impl CollectorCommand {
                 .with_context(|| format!("starting the collector (traces in {})", dir.display()))?;
             crate::console::say(&crate::console::Ready {
                 collector: Some(crate::console::CollectorReady {
-                    otlp: format!("http://{}", collector.otlp_addr),
-                    ui: format!("http://{}", collector.ui_addr),
+                    otlp: format!("{scheme}://{}", collector.otlp_addr),
+                    ui: format!("{scheme}://{}", collector.ui_addr),
                     data: dir.clone(),
                 }),
                 ..Default::default()
             });
             eprintln!(
-                "collector: OTLP/HTTP on http://{}, queries on http://{}/api/v3, traces in {}{}",
+                "collector: OTLP/HTTP on {scheme}://{}, queries on {scheme}://{}/api/v3, traces in {}{}",
                 collector.otlp_addr,
                 collector.ui_addr,
                 dir.display(),
