@@ -41,24 +41,68 @@ pub(crate) fn traces_url(url: &str) -> String {
 }
 
 impl Forwarder {
-    /// Starts the forwarding task on the current runtime.
-    pub(crate) fn start(url: &str, counters: Arc<Counters>) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the forwarding task on the current runtime: to `url`, with `headers` on every
+    /// request (a backend's token), trusting the authorities in `certificate` (PEM) instead
+    /// of the system's when given.
+    pub(crate) fn start(
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        certificate: Option<&std::path::Path>,
+        counters: Arc<Counters>,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), crate::tls::TlsError> {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| crate::tls::TlsError::from(format!("forward header {k:?}: {e}")))?;
+            let value = reqwest::header::HeaderValue::from_str(v)
+                .map_err(|e| crate::tls::TlsError::from(format!("forward header {k:?}: {e}")))?;
+            map.insert(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(TRY_TIMEOUT)
+            .default_headers(map);
+        if let Some(path) = certificate {
+            let pem = std::fs::read(path).map_err(|e| {
+                crate::tls::TlsError::from(
+                    format!("reading the forward CA {}: {e}", path.display()).as_str(),
+                )
+            })?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| {
+                    crate::tls::TlsError::from(
+                        format!("{} holds no PEM certificate", path.display()).as_str(),
+                    )
+                })?;
+            builder = builder.tls_certs_only(roots);
+        }
+        let client = builder.build().map_err(|e| {
+            crate::tls::TlsError::from(
+                format!(
+                    "the forwarding client: {}",
+                    zerostate_telemetry::error_chain(&e)
+                )
+                .as_str(),
+            )
+        })?;
         let (queue, rx) = mpsc::channel(QUEUE_BATCHES);
         let queued_bytes = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(run(
+            client,
             traces_url(url),
             rx,
             queued_bytes.clone(),
             counters.clone(),
         ));
-        (
+        Ok((
             Self {
                 queue,
                 queued_bytes,
                 counters,
             },
             task,
-        )
+        ))
     }
 
     /// Queues a stored batch (protobuf bytes) for forwarding; drops and counts it when the
@@ -78,15 +122,12 @@ impl Forwarder {
 }
 
 async fn run(
+    client: reqwest::Client,
     url: String,
     mut rx: mpsc::Receiver<Vec<u8>>,
     queued_bytes: Arc<AtomicU64>,
     counters: Arc<Counters>,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(TRY_TIMEOUT)
-        .build()
-        .unwrap_or_default();
     while let Some(batch) = rx.recv().await {
         let len = batch.len() as u64;
         match send(&client, &url, batch).await {
@@ -123,7 +164,7 @@ async fn send(client: &reqwest::Client, url: &str, batch: Vec<u8>) -> Result<(),
                 matches!(r.status().as_u16(), 429 | 502 | 503 | 504)
             }
             Err(e) => {
-                last = format!("no answer: {e}");
+                last = format!("no answer: {}", zerostate_telemetry::error_chain(&e));
                 true
             }
         };

@@ -79,6 +79,11 @@ pub struct CollectorConfig {
     /// An OTLP/HTTP endpoint every stored batch is also sent to (a base URL gets
     /// `/v1/traces`), as protobuf; the collector's answers never wait for it. Default none.
     pub forward: Option<String>,
+    /// Headers sent with every forwarded batch (the backend's token). Default none.
+    pub forward_headers: std::collections::BTreeMap<String, String>,
+    /// The authorities (PEM) the forward backend's certificate must chain to, instead of
+    /// the system's. Default none.
+    pub forward_certificate: Option<PathBuf>,
     /// TLS on both listeners: the certificate chain (PEM). Needs `tls_key`. Default none
     /// (plain HTTP, for loopback).
     pub tls_cert: Option<PathBuf>,
@@ -123,6 +128,8 @@ impl Default for CollectorConfig {
             idle_timeout_ms: 60_000,
             request_timeout_ms: 60_000,
             forward: None,
+            forward_headers: std::collections::BTreeMap::new(),
+            forward_certificate: None,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -272,11 +279,19 @@ impl Collector {
             source,
         })?;
         let mut servers = Vec::new();
-        let forward = config.forward.as_deref().map(|url| {
-            let (forwarder, task) = forward::Forwarder::start(url, counters.clone());
-            servers.push(task);
-            forwarder
-        });
+        let forward = match config.forward.as_deref() {
+            None => None,
+            Some(url) => {
+                let (forwarder, task) = forward::Forwarder::start(
+                    url,
+                    &config.forward_headers,
+                    config.forward_certificate.as_deref(),
+                    counters.clone(),
+                )?;
+                servers.push(task);
+                Some(forwarder)
+            }
+        };
         let mut receiver = receiver::router(receiver::Receiver {
             forward,
             queue: queue.clone(),

@@ -18,6 +18,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 #[error("{0}")]
 pub struct TlsError(String);
 
+impl From<String> for TlsError {
+    fn from(text: String) -> Self {
+        Self(text)
+    }
+}
+
 impl From<&str> for TlsError {
     fn from(text: &str) -> Self {
         Self(text.to_owned())

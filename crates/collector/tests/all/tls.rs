@@ -16,10 +16,10 @@ use crate::harness::collector;
 
 /// A certificate authority, a server certificate for 127.0.0.1 and a client certificate,
 /// as PEM files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
     /// Another authority, which signed nothing here.
@@ -34,7 +34,7 @@ fn authority(name: &str) -> (rcgen::Certificate, KeyPair) {
     (params.self_signed(&key).expect("CA"), key)
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let (ca, ca_key) = authority("zerostate test CA");
     let server_key = KeyPair::generate().expect("key");
     let mut server = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");

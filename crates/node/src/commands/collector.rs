@@ -37,6 +37,14 @@ pub struct CollectorCommand {
     /// `[collector]` section are read; flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// A header sent with every forwarded batch, KEY=VALUE (a backend's token);
+    /// repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_header)]
+    forward_header: Vec<(String, String)>,
+    /// Trust the authorities in this PEM file for the --forward backend, instead of the
+    /// system's.
+    #[arg(long, value_name = "FILE")]
+    forward_ca: Option<PathBuf>,
     /// Serve both listeners over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -52,6 +60,13 @@ pub struct CollectorCommand {
     /// Require this token (the file's first line) for the query API and the viewer.
     #[arg(long, value_name = "FILE")]
     read_token_file: Option<PathBuf>,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))
 }
 
 impl CollectorCommand {
@@ -79,6 +94,10 @@ impl CollectorCommand {
         }
         if let Some(url) = self.forward {
             config.forward = Some(url);
+        }
+        config.forward_headers.extend(self.forward_header);
+        if self.forward_ca.is_some() {
+            config.forward_certificate = self.forward_ca;
         }
         for (flag, field) in [
             (self.tls_cert, &mut config.tls_cert),
