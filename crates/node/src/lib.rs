@@ -41,7 +41,7 @@ enum Command {
     /// Run a node (bootnode, relay or edge) until SIGINT or SIGTERM.
     Node(Box<commands::node::NodeCommand>),
     /// Run the trace collector (OTLP/HTTP in, a Jaeger api_v3 query API) until a signal.
-    Collector(commands::collector::CollectorCommand),
+    Collector(Box<commands::collector::CollectorCommand>),
     /// Run a local network (collector, bootnode with a guild, relay, edges) until a signal.
     Devnet(commands::devnet::DevnetCommand),
     /// Read traces from a collector.
