@@ -1,6 +1,7 @@
 //! Integration tests of the telemetry crate: one binary, one module per topic.
 
 mod backpressure;
+mod catalog;
 mod dead_collector;
 mod harness;
 mod logs;
