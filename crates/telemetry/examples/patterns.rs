@@ -27,10 +27,8 @@ fn run_task(id: &str, fuel: u64) -> Result<(), OutOfFuel> {
     let started = Instant::now();
     let task = tracing::info_span!(span::EXECUTION_TASK, task.id = id);
     let _entered = task.enter();
-    task.set_attribute(
-        attr::RESOURCES_FUEL,
-        i64::try_from(fuel).unwrap_or(i64::MAX),
-    );
+    let fuel_used = i64::try_from(fuel).unwrap_or(i64::MAX);
+    task.set_attribute(attr::RESOURCES_FUEL, fuel_used);
     let result = if fuel > 1_000 {
         Err(OutOfFuel(1_000))
     } else {
@@ -77,12 +75,9 @@ async fn offer(task_id: String) {
     let child = offer.clone();
     async move {
         // Work handed to another task takes its span along.
-        tokio::spawn(
-            async { tracing::info!("offer sent") }
-                .instrument(tracing::info_span!(parent: &child, "p2p.message", otel.name = "p2p.message.task_offer")),
-        )
-        .await
-        .ok();
+        let sending = tracing::info_span!(parent: &child, "p2p.message", otel.name = "p2p.message.task_offer");
+        let sent = tokio::spawn(async { tracing::info!("offer sent") }.instrument(sending));
+        sent.await.ok();
     }
     .instrument(offer)
     .await;

@@ -1,6 +1,7 @@
-//! The tracing guide's span catalog and the constants in `names` say the same thing: every
-//! span name and attribute key the code can write is in the catalog, and every span the
-//! catalog's tables name is one the code can write.
+//! The tracing guide checked against the code: its span catalog and the constants in
+//! `names` say the same thing (every span name and attribute key the code can write is in
+//! the catalog, every span the catalog's tables name is one the code can write), and its
+//! Rust blocks are excerpts of files the workspace compiles.
 
 const NAMES: &str = include_str!("../../src/names.rs");
 const GUIDE: &str = include_str!("../../../../docs/tracing-guide.md");
@@ -68,4 +69,35 @@ fn every_span_the_catalog_lists_is_one_the_code_writes() {
         }
     }
     assert!(listed >= known.len(), "{listed} spans listed");
+}
+
+/// Every Rust block of the guide names, on its first line, the compiled file it is taken
+/// from, and each of its lines is a line of that file: the guide shows only code that
+/// builds.
+#[test]
+fn every_rust_block_of_the_guide_is_an_excerpt_of_compiled_code() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let mut blocks = 0;
+    let mut rest = GUIDE;
+    while let Some(start) = rest.find("```rust\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("a closed block");
+        let mut lines = body[..end].lines().map(str::trim).filter(|l| !l.is_empty());
+        let source = lines
+            .next()
+            .and_then(|l| l.strip_prefix("// "))
+            .unwrap_or_else(|| panic!("a Rust block does not name its file:\n{}", &body[..end]));
+        let text = std::fs::read_to_string(format!("{root}/{source}"))
+            .unwrap_or_else(|e| panic!("{source}: {e}"));
+        let have: Vec<&str> = text.lines().map(str::trim).collect();
+        for line in lines.filter(|l| !l.starts_with("// ")) {
+            assert!(
+                have.contains(&line),
+                "the guide shows `{line}`, which {source} does not have"
+            );
+        }
+        blocks += 1;
+        rest = &body[end + 3..];
+    }
+    assert!(blocks >= 7, "{blocks} Rust blocks");
 }
