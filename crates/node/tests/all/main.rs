@@ -11,6 +11,7 @@ mod network;
 mod operations;
 mod receipt;
 mod task;
+mod tls;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

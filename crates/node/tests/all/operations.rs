@@ -458,3 +458,30 @@ fn metric_names(expr: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[test]
+fn the_shipped_alert_rules_are_valid_prometheus_rules() {
+    if !std::path::Path::new("/usr/bin/promtool").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is missing: apt-get install prometheus (scripts/test-deps.sh does)"
+        );
+        eprintln!("skipped: promtool is not installed");
+        return;
+    }
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/prometheus/alerts.yml"
+    );
+    let out = Command::new("/usr/bin/promtool")
+        .args(["check", "rules", rules])
+        .output()
+        .expect("promtool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS: 3 rules found"), "{text}");
+}
