@@ -46,6 +46,8 @@ pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(viewer))
         .route("/search", get(viewer))
+        .route("/compare/{a}/{b}", get(viewer))
+        .route("/task/{id}", get(viewer))
         .route("/trace/{trace_id}", get(viewer))
         .route("/map", get(viewer))
         .route("/operations", get(viewer))

@@ -195,3 +195,164 @@ async fn the_viewer_renders_in_chromium() {
     assert!(map_png > blank * 2, "map {map_png} B vs blank {blank} B");
     c.shutdown().await;
 }
+
+/// A task's trace as a requester, an executor and a ledger would export it: the first
+/// attempt timed out, the second delivered; `paid` adds the payment spans. `slow` makes the
+/// run 30 ms longer.
+fn task_trace(
+    trace: u8,
+    task: &str,
+    paid: bool,
+    slow: u64,
+) -> Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest> {
+    use crate::harness::kv;
+    let with = |mut s: opentelemetry_proto::tonic::trace::v1::Span, attrs: &[(&str, &str)]| {
+        s.attributes.extend(attrs.iter().map(|(k, v)| kv(k, v)));
+        s
+    };
+    let mut timed_out = with(
+        span(trace, 2, 1, "task.attempt", 1, 40),
+        &[("task.id", task), ("peer.id", "executor-a")],
+    );
+    timed_out.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+        code: 2,
+        message: "the executor did not answer: timed out".into(),
+    });
+    let mut requester = vec![
+        with(
+            span(trace, 1, 0, "task.submit", 0, 120 + slow),
+            &[("task.id", task)],
+        ),
+        timed_out,
+        with(
+            span(trace, 3, 1, "task.attempt", 42, 60 + slow),
+            &[("task.id", task), ("peer.id", "executor-b")],
+        ),
+    ];
+    if paid {
+        requester.push(with(
+            span(trace, 6, 1, "payment.flow", 105 + slow, 10),
+            &[
+                ("amount", "44"),
+                ("channel.id", "c0ffee"),
+                ("peer.id", "executor-b"),
+            ],
+        ));
+        requester.push(with(
+            span(trace, 7, 6, "payment.transaction", 106 + slow, 2),
+            &[("nonce", "3")],
+        ));
+    }
+    let executor = vec![
+        with(
+            span(trace, 4, 3, "execution.task", 45, 50 + slow),
+            &[("task.id", task)],
+        ),
+        with(
+            span(trace, 5, 4, "execution.resources.measure", 94 + slow, 1),
+            &[
+                ("resources.fuel", "43608379"),
+                ("resources.memory_bytes", "1114112"),
+                ("resources.duration_ms", "11.2"),
+            ],
+        ),
+    ];
+    vec![
+        request("edge-node-2", requester),
+        request("bootnode", executor),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_task_statistics_and_operation_links_render_in_chromium() {
+    let Some(bin) = browser() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is missing: apt-get install chromium (.ci/run does)"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(&dir.path().join("traces"), |_| {}).await;
+    for r in task_trace(2, "t-1", true, 0)
+        .into_iter()
+        .chain(task_trace(3, "t-2", false, 30))
+    {
+        let answer = post(&c, "application/x-protobuf", false, r.encode_to_vec()).await;
+        assert_eq!(answer.status(), 200);
+    }
+    let (a, b) = (hex::encode([2u8; 16]), hex::encode([3u8; 16]));
+    let base = format!("http://{}", c.ui_addr);
+    let profile = dir.path().join("profile");
+    let pages = tokio::task::spawn_blocking(move || {
+        let dom = |path: &str| {
+            String::from_utf8_lossy(&chromium(
+                &bin,
+                &profile,
+                "--dump-dom",
+                &format!("{base}{path}"),
+            ))
+            .into_owned()
+        };
+        let shot = |path: &str, name: &str| {
+            let file = profile.parent().expect("dir").join(name);
+            chromium(
+                &bin,
+                &profile,
+                &format!("--screenshot={}", file.display()),
+                &format!("{base}{path}"),
+            );
+            png_size(&file)
+        };
+        (
+            dom(&format!("/compare/{a}/{b}")),
+            dom("/task/t-1"),
+            dom(&format!("/trace/{a}")),
+            dom("/operations?lookback=1000000h"),
+            dom("/search?service=edge-node-2&lookback=1000000h"),
+            shot(&format!("/compare/{a}/{b}"), "compare.png"),
+            shot("/task/t-1", "task.png"),
+        )
+    })
+    .await
+    .expect("chromium task");
+    let (compare, task, trace, operations, search, compare_png, task_png) = pages;
+    // Compare: aligned pairs with their difference; the payment only in A.
+    assert!(compare.contains("id=\"compare\""), "{compare}");
+    assert!(compare.contains("only in A"), "{compare}");
+    assert!(
+        compare.contains("+30ms"),
+        "the slower run's difference: {compare}"
+    );
+    assert!(
+        compare.contains("2 spans only in A, 0 only in B"),
+        "{compare}"
+    );
+    // The task page: both attempts, the failure's reason, the receipt and the payment.
+    assert!(task.contains("id=\"attempts\""), "{task}");
+    assert!(
+        task.contains("executor-a") && task.contains("executor-b"),
+        "{task}"
+    );
+    assert!(
+        task.contains("failed: the executor did not answer: timed out"),
+        "{task}"
+    );
+    assert!(
+        task.contains("43608379") && task.contains("c0ffee"),
+        "{task}"
+    );
+    // Statistics beside the waterfall: self time of the root excludes its children.
+    assert!(trace.contains("id=\"statistics\""), "{trace}");
+    // Each latency figure links to traces near it.
+    assert!(operations.contains("class=\"example\""), "{operations}");
+    assert!(operations.contains("minDuration="), "{operations}");
+    // Two traces can be picked for comparison from the search.
+    assert!(search.contains("id=\"compare-picked\""), "{search}");
+    assert!(
+        compare_png > 10_000 && task_png > 10_000,
+        "{compare_png} {task_png}"
+    );
+    c.shutdown().await;
+}
