@@ -15,7 +15,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::counters::Counters;
-use crate::store::{MAX_SEARCH_LIMIT, MAX_TRACE_SPANS, Store, StoreError, TraceQuery};
+use crate::store::{
+    MAX_SEARCH_LIMIT, MAX_TRACE_PAGE, MAX_TRACE_SPANS, Store, StoreError, TraceQuery,
+};
 
 /// Read-only handles on the store, one per query running at once: SQLite's WAL lets them
 /// read side by side, so one heavy query does not stall the others.
@@ -175,15 +177,43 @@ fn parse_trace_id(s: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-async fn trace(State(api): State<Api>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+/// A trace, or one page of it: `?offset=` (spans to skip, earliest first) and `?limit=`
+/// (default 10,000, at most 50,000). `nextOffset` says where the next page starts while
+/// there is one; a viewer reads a huge trace page by page.
+async fn trace(
+    State(api): State<Api>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     let id = parse_trace_id(&trace_id)?;
-    match with_store(&api, move |s| s.trace(&id)).await? {
-        Some((data, total)) => Ok(Json(serde_json::json!({
-            "result": data,
-            "totalSpans": total,
-            "truncated": total > MAX_TRACE_SPANS,
-        }))
-        .into_response()),
+    let number = |k: &str, default: u64| -> Result<u64, ApiError> {
+        params
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| bad(format!("{k} {v:?} is not a number")))
+            })
+    };
+    let offset = number("offset", 0)?;
+    let limit = number("limit", MAX_TRACE_SPANS)?.clamp(1, MAX_TRACE_PAGE);
+    match with_store(&api, move |s| s.trace_page(&id, offset, limit)).await? {
+        Some((data, total)) => {
+            let returned: u64 = data
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len() as u64)
+                .sum();
+            let next = offset.saturating_add(returned);
+            Ok(Json(serde_json::json!({
+                "result": data,
+                "totalSpans": total,
+                "truncated": next < total,
+                "nextOffset": (next < total).then_some(next),
+            }))
+            .into_response())
+        }
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("trace {trace_id} not found"),

@@ -21,6 +21,8 @@ pub const MAX_SEARCH_SCAN: usize = 200_000;
 /// Most spans one answer carries (a trace, or all traces of a search); the total is given
 /// beside them.
 pub const MAX_TRACE_SPANS: u64 = 10_000;
+/// The most spans one page of a trace holds (`?limit=` of the trace API).
+pub const MAX_TRACE_PAGE: u64 = 50_000;
 /// How far past the collector's clock a span's start may be indexed; a later start is
 /// indexed at this bound (the span itself is kept as sent), so that it can be found by
 /// time and expires with its neighbours.
@@ -306,13 +308,36 @@ impl Store {
     /// resource and scope as OTLP has them, and how many it has in all; `None` when there
     /// is none.
     pub fn trace(&self, trace_id: &[u8]) -> Result<Option<(TracesData, u64)>, StoreError> {
-        let (data, total) = self.traces(&[trace_id.to_vec()])?;
+        self.trace_page(trace_id, 0, MAX_TRACE_SPANS)
+    }
+
+    /// One page of a trace: at most `limit` spans (capped at [`MAX_TRACE_PAGE`]) from the
+    /// `offset`-th on, earliest first, and how many it has in all; `None` when the trace
+    /// has no span at all or none from `offset` on.
+    pub fn trace_page(
+        &self,
+        trace_id: &[u8],
+        offset: u64,
+        limit: u64,
+    ) -> Result<Option<(TracesData, u64)>, StoreError> {
+        let (data, total) =
+            self.spans_of(&[trace_id.to_vec()], offset, limit.min(MAX_TRACE_PAGE))?;
         Ok((!data.resource_spans.is_empty()).then_some((data, total)))
     }
 
     /// The spans of these traces (at most [`MAX_TRACE_SPANS`] in all), as one OTLP
     /// document, and how many they have in all.
     pub fn traces(&self, trace_ids: &[Vec<u8>]) -> Result<(TracesData, u64), StoreError> {
+        self.spans_of(trace_ids, 0, MAX_TRACE_SPANS)
+    }
+
+    /// The spans of these traces from the `offset`-th on, at most `limit`, earliest first.
+    fn spans_of(
+        &self,
+        trace_ids: &[Vec<u8>],
+        offset: u64,
+        limit: u64,
+    ) -> Result<(TracesData, u64), StoreError> {
         let mut count = self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")?;
@@ -325,14 +350,22 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.resource_id, s.scope_id, r.data, c.data, s.data FROM spans s \
              JOIN resources r ON r.id = s.resource_id JOIN scopes c ON c.id = s.scope_id \
-             WHERE s.trace_id = ?1 ORDER BY s.start_ns",
+             WHERE s.trace_id = ?1 ORDER BY s.start_ns, s.span_id LIMIT -1 OFFSET ?2",
         )?;
+        let mut skip = offset;
         // (resource id, resource, scopes), in first-seen order.
         let mut groups: Vec<(i64, Resource, Vec<ScopeGroup>)> = Vec::new();
         for id in trace_ids {
-            let mut rows = stmt.query(params![id])?;
+            let n: i64 = count.query_row(params![id], |r| r.get(0))?;
+            let here = n.max(0) as u64;
+            if skip >= here {
+                skip -= here;
+                continue;
+            }
+            let mut rows = stmt.query(params![id, skip as i64])?;
+            skip = 0;
             while let Some(row) = rows.next()? {
-                if taken >= MAX_TRACE_SPANS {
+                if taken >= limit {
                     break;
                 }
                 taken += 1;

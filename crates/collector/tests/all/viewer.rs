@@ -356,3 +356,180 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
     );
     c.shutdown().await;
 }
+
+/// A span of trace `[trace; 16]` with a 64-bit id, for traces too big for `span`.
+fn wide_span(
+    trace: u8,
+    id: u64,
+    parent: u64,
+    name: &str,
+    start_us: u64,
+    dur_us: u64,
+) -> opentelemetry_proto::tonic::trace::v1::Span {
+    let mut s = span(trace, 1, 0, name, 0, 0);
+    s.span_id = id.to_be_bytes().to_vec();
+    s.parent_span_id = if parent == 0 {
+        Vec::new()
+    } else {
+        parent.to_be_bytes().to_vec()
+    };
+    let start = s.start_time_unix_nano + start_us * 1000;
+    s.start_time_unix_nano = start;
+    s.end_time_unix_nano = start + dur_us * 1000;
+    s.attributes.clear();
+    s
+}
+
+/// 100,000 spans in one trace: a root, a gossip publish with 2,000 receivers on ten other
+/// nodes, and 98 stages of up to 999 steps each.
+fn huge_trace(
+    trace: u8,
+) -> Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest> {
+    let mut requester = vec![
+        wide_span(trace, 1, 0, "task.submit", 0, 2_000_000),
+        wide_span(trace, 2, 1, "p2p.gossip.publish", 10, 500),
+    ];
+    let mut next = 3u64;
+    let mut receivers: Vec<Vec<_>> = vec![Vec::new(); 10];
+    for i in 0..2_000u64 {
+        receivers[(i % 10) as usize].push(wide_span(
+            trace,
+            next,
+            2,
+            "p2p.message.task_request",
+            200 + i,
+            50,
+        ));
+        next += 1;
+    }
+    for stage in 0..98u64 {
+        let id = next;
+        next += 1;
+        requester.push(wide_span(
+            trace,
+            id,
+            1,
+            "stage",
+            1_000 + stage * 20_000,
+            19_000,
+        ));
+        for step in 0..999u64 {
+            if next > 100_000 {
+                break;
+            }
+            requester.push(wide_span(
+                trace,
+                next,
+                id,
+                "step",
+                1_000 + stage * 20_000 + step * 19,
+                15,
+            ));
+            next += 1;
+        }
+    }
+    assert_eq!(next - 1, 100_000);
+    let mut out: Vec<_> = requester
+        .chunks(5_000)
+        .map(|c| request("requester", c.to_vec()))
+        .collect();
+    for (i, r) in receivers.into_iter().enumerate() {
+        out.push(request(&format!("edge-{i}"), r));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_of_100000_spans_opens_scrolls_and_collapses_its_fan_out() {
+    let Some(bin) = browser() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is missing: apt-get install chromium (.ci/run does)"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(&dir.path().join("traces"), |cfg| {
+        cfg.max_bytes = 4 << 30;
+    })
+    .await;
+    for r in huge_trace(4) {
+        let answer = post(&c, "application/x-protobuf", false, r.encode_to_vec()).await;
+        assert_eq!(answer.status(), 200);
+    }
+    let id = hex::encode([4u8; 16]);
+    // The API in pages: the query time behind the page.
+    let started = std::time::Instant::now();
+    let mut offset = 0u64;
+    let mut pages = 0;
+    loop {
+        let (status, body) = crate::harness::get(
+            &c,
+            &format!("/api/v3/traces/{id}?offset={offset}&limit=50000"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["totalSpans"], 100_000);
+        pages += 1;
+        match body["nextOffset"].as_u64() {
+            Some(n) => offset = n,
+            None => break,
+        }
+    }
+    let query = started.elapsed();
+    assert_eq!(pages, 2);
+    let base = format!("http://{}", c.ui_addr);
+    let profile = dir.path().join("profile");
+    let (opened, scrolled, open_time, scroll_time) = tokio::task::spawn_blocking(move || {
+        let timed = |path: &str| {
+            let started = std::time::Instant::now();
+            let dom = String::from_utf8_lossy(&chromium(
+                &bin,
+                &profile,
+                "--dump-dom",
+                &format!("{base}{path}"),
+            ))
+            .into_owned();
+            (dom, started.elapsed())
+        };
+        let (opened, open_time) = timed(&format!("/trace/{id}"));
+        let (scrolled, scroll_time) = timed(&format!("/trace/{id}#row=50000"));
+        (opened, scrolled, open_time, scroll_time)
+    })
+    .await
+    .expect("chromium");
+    assert!(
+        opened.contains("100000 spans"),
+        "{}",
+        &opened[..opened.len().min(3000)]
+    );
+    // Only the rows in view are in the page.
+    let rows = opened.matches("class=\"row").count();
+    assert!((10..200).contains(&rows), "{rows} rows in the page");
+    // The fan-out of 2,000 receivers is one row until expanded.
+    assert!(
+        opened.contains("2000 receivers: min"),
+        "fan-out row missing"
+    );
+    assert!(
+        scrolled.contains("data-i=\"50000\""),
+        "row 50,000 not drawn after the jump"
+    );
+    let paint_ms = |dom: &str| -> u64 {
+        dom.split("data-first-paint-ms=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .expect("first paint recorded")
+    };
+    eprintln!(
+        "100,000-span trace: API 2 pages in {:.0} ms; Chromium open (process start to DOM dump) {:.0} ms, first paint at {} ms; jump to row 50,000 {:.0} ms, first paint at {} ms",
+        query.as_secs_f64() * 1e3,
+        open_time.as_secs_f64() * 1e3,
+        paint_ms(&opened),
+        scroll_time.as_secs_f64() * 1e3,
+        paint_ms(&scrolled),
+    );
+    c.shutdown().await;
+}
