@@ -197,6 +197,24 @@ async fn trace(
     };
     let offset = number("offset", 0)?;
     let limit = number("limit", MAX_TRACE_SPANS)?.clamp(1, MAX_TRACE_PAGE);
+    // Long polling for a trace still arriving: with `?after=N`, answer once it holds more
+    // than N spans, or after `wait_ms` (at most 30 s) with what it holds.
+    if let Some(after) = params.get("after").filter(|v| !v.is_empty()) {
+        let after: u64 = after
+            .parse()
+            .map_err(|_| bad(format!("after {after:?} is not a number")))?;
+        let wait = Duration::from_millis(number("wait_ms", 10_000)?.min(30_000));
+        let started = std::time::Instant::now();
+        loop {
+            let id = id.clone();
+            if with_store(&api, move |s| s.trace_span_count(&id)).await? > after
+                || started.elapsed() >= wait
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     match with_store(&api, move |s| s.trace_page(&id, offset, limit)).await? {
         Some((data, total)) => {
             let returned: u64 = data
@@ -227,6 +245,8 @@ pub(crate) fn parse_query(params: &HashMap<String, String>) -> Result<TraceQuery
     let nonempty = |k: &str| params.get(k).filter(|v| !v.is_empty()).cloned();
     q.service = nonempty("query.serviceName");
     q.operation = nonempty("query.operationName");
+    q.root_operation = nonempty("query.rootOperationName");
+    q.errors_only = nonempty("query.errorsOnly").is_some_and(|v| v == "true" || v == "1");
     if let Some(a) = nonempty("query.attributes") {
         let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&a)
             .map_err(|e| format!("query.attributes must be a JSON object: {e}"))?;

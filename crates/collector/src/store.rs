@@ -71,6 +71,10 @@ pub struct TraceQuery {
     pub start_max_ns: Option<u64>,
     /// Most traces returned (newest first). Default 20 when 0.
     pub limit: usize,
+    /// Only traces whose root span has this name.
+    pub root_operation: Option<String>,
+    /// Only spans that failed (status Error), so only traces with an error.
+    pub errors_only: bool,
 }
 
 /// A service's operation.
@@ -311,6 +315,15 @@ impl Store {
         self.trace_page(trace_id, 0, MAX_TRACE_SPANS)
     }
 
+    /// How many spans of a trace are stored.
+    pub fn trace_span_count(&self, trace_id: &[u8]) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")?
+            .query_row(params![trace_id], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
     /// One page of a trace: at most `limit` spans (capped at [`MAX_TRACE_PAGE`]) from the
     /// `offset`-th on, earliest first, and how many it has in all; `None` when the trace
     /// has no span at all or none from `offset` on.
@@ -468,7 +481,13 @@ impl Store {
         if let Some(t) = q.start_max_ns {
             arg(&mut sql, "start_ns <=", to_i64(t).into());
         }
+        if q.errors_only {
+            arg(&mut sql, "status =", i64::from(STATUS_ERROR).into());
+        }
         sql.push_str(" ORDER BY start_ns DESC");
+        let mut root = self.conn.prepare_cached(
+            "SELECT 1 FROM spans WHERE trace_id = ?1 AND name = ?2 AND parent_span_id = x''",
+        )?;
         let mut stmt = self.conn.prepare(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut seen = HashSet::new();
@@ -493,6 +512,12 @@ impl Store {
                 if !matches {
                     continue;
                 }
+            }
+            if let Some(name) = &q.root_operation
+                && !root.exists(params![trace_id, name])?
+            {
+                seen.insert(trace_id);
+                continue;
             }
             seen.insert(trace_id.clone());
             out.push(trace_id);

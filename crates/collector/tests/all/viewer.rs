@@ -45,6 +45,14 @@ fn chromium(bin: &Path, profile: &Path, action: &str, url: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// Where a screenshot is kept after the test, for a person to look at:
+/// `target/tmp/viewer/<name>`.
+fn artifact(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    dir.join(name)
+}
+
 fn png_size(path: &Path) -> u64 {
     let bytes = std::fs::read(path).expect("screenshot written");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
@@ -129,7 +137,7 @@ async fn the_viewer_renders_in_chromium() {
         let map = dom("/map?lookback=1000000h");
         let operations = dom("/operations?lookback=1000000h");
         let shot = |path: &str, name: &str| {
-            let file = profile.parent().expect("dir").join(name);
+            let file = artifact(name);
             chromium(
                 &bin,
                 &profile,
@@ -283,6 +291,7 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
         assert_eq!(answer.status(), 200);
     }
     let (a, b) = (hex::encode([2u8; 16]), hex::encode([3u8; 16]));
+    let ids = [a.clone(), b.clone()];
     let base = format!("http://{}", c.ui_addr);
     let profile = dir.path().join("profile");
     let pages = tokio::task::spawn_blocking(move || {
@@ -296,7 +305,7 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
             .into_owned()
         };
         let shot = |path: &str, name: &str| {
-            let file = profile.parent().expect("dir").join(name);
+            let file = artifact(name);
             chromium(
                 &bin,
                 &profile,
@@ -311,13 +320,26 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
             dom(&format!("/trace/{a}")),
             dom("/operations?lookback=1000000h"),
             dom("/search?service=edge-node-2&lookback=1000000h"),
+            dom("/search?rootOperation=task.submit&errors=1&lookback=1000000h"),
+            dom("/search?rootOperation=task.attempt&lookback=1000000h"),
             shot(&format!("/compare/{a}/{b}"), "compare.png"),
             shot("/task/t-1", "task.png"),
         )
     })
     .await
     .expect("chromium task");
-    let (compare, task, trace, operations, search, compare_png, task_png) = pages;
+    let (compare, task, trace, operations, search, failing, by_root, compare_png, task_png) = pages;
+    // Search by root operation and errors only.
+    for id in &ids {
+        assert!(
+            failing.contains(&format!("href=\"/trace/{id}\"")),
+            "{failing}"
+        );
+    }
+    assert!(
+        by_root.contains("No traces match."),
+        "no trace has task.attempt at its root"
+    );
     // Compare: aligned pairs with their difference; the payment only in A.
     assert!(compare.contains("id=\"compare\""), "{compare}");
     assert!(compare.contains("only in A"), "{compare}");
@@ -495,6 +517,12 @@ async fn a_trace_of_100000_spans_opens_scrolls_and_collapses_its_fan_out() {
         };
         let (opened, open_time) = timed(&format!("/trace/{id}"));
         let (scrolled, scroll_time) = timed(&format!("/trace/{id}#row=50000"));
+        chromium(
+            &bin,
+            &profile,
+            &format!("--screenshot={}", artifact("huge.png").display()),
+            &format!("{base}/trace/{id}#row=50000"),
+        );
         (opened, scrolled, open_time, scroll_time)
     })
     .await
@@ -531,5 +559,69 @@ async fn a_trace_of_100000_spans_opens_scrolls_and_collapses_its_fan_out() {
         scroll_time.as_secs_f64() * 1e3,
         paint_ms(&scrolled),
     );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_still_arriving_shows_waiting_spans_and_updates_when_they_come() {
+    let Some(bin) = browser() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is missing: apt-get install chromium (.ci/run does)"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(&dir.path().join("traces"), |_| {}).await;
+    // The executor's span arrives first; the requester's, its parent, later.
+    let child = request("bootnode", vec![span(5, 2, 1, "execution.task", 5, 20)]);
+    assert_eq!(
+        post(&c, "application/x-protobuf", false, child.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let id = hex::encode([5u8; 16]);
+    let url = format!("http://{}/trace/{id}?wait_ms=20000", c.ui_addr);
+    let profile = dir.path().join("profile");
+    let browser = tokio::task::spawn_blocking(move || {
+        let out = Command::new(&bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--virtual-time-budget=60000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom")
+            .arg(url)
+            .output()
+            .expect("chromium runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    // Long enough for the page to have drawn the lone span and be waiting for more.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let parent = request("edge-node-2", vec![span(5, 1, 0, "task.submit", 0, 40)]);
+    assert_eq!(
+        post(&c, "application/x-protobuf", false, parent.encode_to_vec())
+            .await
+            .status(),
+        200
+    );
+    let dom = browser.await.expect("chromium");
+    assert!(
+        dom.contains("data-first-waiting=\"1\""),
+        "the first drawing had one span waiting for its parent: {}",
+        &dom[..dom.len().min(2000)]
+    );
+    assert!(
+        dom.contains("data-waiting=\"0\""),
+        "the parent arrived: {dom}"
+    );
+    assert!(!dom.contains("<div class=\"row waiting"), "{dom}");
+    assert!(dom.contains("2 spans across 2 services"), "{dom}");
     c.shutdown().await;
 }
