@@ -354,7 +354,15 @@ async fn map(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (since, _) = window(&params)?;
-    let edges = with_store(&api, move |s| s.edges(since)).await?;
+    let by_node = params.get("by").is_some_and(|b| b == "node");
+    let edges = with_store(&api, move |s| {
+        if by_node {
+            s.node_edges(since)
+        } else {
+            s.edges(since)
+        }
+    })
+    .await?;
     let edges: Vec<_> = edges
         .into_iter()
         .map(|e| serde_json::json!({ "from": e.from, "to": e.to, "calls": e.calls, "errors": e.errors }))

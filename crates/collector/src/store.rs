@@ -2,7 +2,7 @@
 //! duplicates are stored once, resources and scopes stored once each, bounded by age and
 //! by bytes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -578,6 +578,80 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Calls between nodes: like [`Self::edges`], each end named by its service and its
+    /// `service.instance.id` (a node's peer id), as `service (…last 6 of the id)`, or the
+    /// service alone when its spans carry no instance id.
+    pub fn node_edges(&self, since_ns: u64) -> Result<Vec<Edge>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT p.resource_id, c.resource_id, COUNT(*), SUM(c.status = ?2) FROM spans c \
+             JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id \
+             WHERE c.start_ns >= ?1 AND c.resource_id != p.resource_id \
+             GROUP BY p.resource_id, c.resource_id",
+        )?;
+        let rows = stmt
+            .query_map(params![to_i64(since_ns), STATUS_ERROR], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut names: HashMap<i64, String> = HashMap::new();
+        let mut resource = self
+            .conn
+            .prepare_cached("SELECT service, data FROM resources WHERE id = ?1")?;
+        let mut name_of = |id: i64| -> Result<String, StoreError> {
+            if let Some(n) = names.get(&id) {
+                return Ok(n.clone());
+            }
+            let (service, data): (String, Vec<u8>) =
+                resource.query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let instance = Resource::decode(&data[..])?
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service.instance.id")
+                .and_then(|kv| kv.value.as_ref().map(value_string));
+            let name = match instance {
+                Some(i) if !i.is_empty() => {
+                    let tail: String = i
+                        .chars()
+                        .rev()
+                        .take(6)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    format!("{service} (…{tail})")
+                }
+                _ => service,
+            };
+            names.insert(id, name.clone());
+            Ok(name)
+        };
+        let mut merged: std::collections::BTreeMap<(String, String), (u64, u64)> =
+            std::collections::BTreeMap::new();
+        for (from, to, calls, errors) in rows {
+            let key = (name_of(from)?, name_of(to)?);
+            if key.0 == key.1 {
+                continue;
+            }
+            let e = merged.entry(key).or_default();
+            e.0 += calls;
+            e.1 += errors;
+        }
+        Ok(merged
+            .into_iter()
+            .map(|((from, to), (calls, errors))| Edge {
+                from,
+                to,
+                calls,
+                errors,
+            })
+            .collect())
     }
 
     /// Rate, error rate and latency percentiles of every operation (or one service's)

@@ -625,3 +625,51 @@ async fn a_trace_still_arriving_shows_waiting_spans_and_updates_when_they_come()
     assert!(dom.contains("2 spans across 2 services"), "{dom}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_can_be_drawn_per_node() {
+    use crate::harness::kv;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(&dir.path().join("traces"), |_| {}).await;
+    // Two edge nodes of the same name, told apart by their peer ids, call the bootnode.
+    for (i, peer) in ["12D3KooWAAAAAAaaaaaa", "12D3KooWBBBBBBbbbbbb"]
+        .iter()
+        .enumerate()
+    {
+        let trace = 10 + i as u8;
+        let mut caller = request("edge-node", vec![span(trace, 1, 0, "task.submit", 0, 10)]);
+        caller.resource_spans[0]
+            .resource
+            .as_mut()
+            .expect("resource")
+            .attributes
+            .push(kv("service.instance.id", peer));
+        let callee = request("bootnode", vec![span(trace, 2, 1, "execution.task", 1, 5)]);
+        for r in [caller, callee] {
+            assert_eq!(
+                post(&c, "application/x-protobuf", false, r.encode_to_vec())
+                    .await
+                    .status(),
+                200
+            );
+        }
+    }
+    let by_service = crate::harness::get_ok(&c, "/api/zerostate/map?lookback=1000000h").await;
+    assert_eq!(
+        by_service["edges"].as_array().expect("edges").len(),
+        1,
+        "{by_service}"
+    );
+    assert_eq!(by_service["edges"][0]["calls"], 2);
+    let by_node = crate::harness::get_ok(&c, "/api/zerostate/map?by=node&lookback=1000000h").await;
+    let edges = by_node["edges"].as_array().expect("edges");
+    assert_eq!(edges.len(), 2, "{by_node}");
+    assert_eq!(edges[0]["from"], "edge-node (…aaaaaa)", "{by_node}");
+    assert_eq!(edges[1]["from"], "edge-node (…bbbbbb)", "{by_node}");
+    assert!(
+        edges
+            .iter()
+            .all(|e| e["to"] == "bootnode" && e["calls"] == 1)
+    );
+    c.shutdown().await;
+}
