@@ -575,6 +575,7 @@ impl Payments {
             peer.id = %executor,
             amount = amount,
             channel.id = tracing::field::Empty,
+            receipt.sha256 = hex::encode(receipt).as_str(),
         );
         let result = async {
             let value = Amount::from_base_units(amount);

@@ -135,6 +135,8 @@ pub mod attr {
     pub const RESOURCES_FUEL: &str = "resources.fuel";
     /// Whether a compiled module came from the cache.
     pub const CACHE_HIT: &str = "cache.hit";
+    /// The SHA-256 of a receipt's signed bytes, hex: what a payment pays for.
+    pub const RECEIPT_SHA256: &str = "receipt.sha256";
 
     /// Semantic convention: the logical service name (a node's name).
     pub const SERVICE_NAME: &str = "service.name";

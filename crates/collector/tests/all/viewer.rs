@@ -244,6 +244,7 @@ fn task_trace(
                 ("amount", "44"),
                 ("channel.id", "c0ffee"),
                 ("peer.id", "executor-b"),
+                ("receipt.sha256", "5eed5eed"),
             ],
         ));
         requester.push(with(
@@ -362,7 +363,7 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
         "{task}"
     );
     assert!(
-        task.contains("43608379") && task.contains("c0ffee"),
+        task.contains("43608379") && task.contains("c0ffee") && task.contains("5eed5eed"),
         "{task}"
     );
     // Statistics beside the waterfall: self time of the root excludes its children.
