@@ -247,6 +247,7 @@ pub(crate) fn parse_query(params: &HashMap<String, String>) -> Result<TraceQuery
     q.operation = nonempty("query.operationName");
     q.root_operation = nonempty("query.rootOperationName");
     q.errors_only = nonempty("query.errorsOnly").is_some_and(|v| v == "true" || v == "1");
+    q.caller_service = nonempty("query.callerServiceName");
     if let Some(a) = nonempty("query.attributes") {
         let map: BTreeMap<String, serde_json::Value> = serde_json::from_str(&a)
             .map_err(|e| format!("query.attributes must be a JSON object: {e}"))?;

@@ -75,6 +75,9 @@ pub struct TraceQuery {
     pub root_operation: Option<String>,
     /// Only spans that failed (status Error), so only traces with an error.
     pub errors_only: bool,
+    /// Only spans whose parent ran in this service: with `service`, the traces that cross
+    /// the map's edge from this service to that one.
+    pub caller_service: Option<String>,
 }
 
 /// A service's operation.
@@ -483,6 +486,14 @@ impl Store {
         }
         if q.errors_only {
             arg(&mut sql, "status =", i64::from(STATUS_ERROR).into());
+        }
+        if let Some(caller) = &q.caller_service {
+            args.push(caller.clone().into());
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = spans.trace_id \
+                 AND p.span_id = spans.parent_span_id AND p.service = ?{})",
+                args.len()
+            ));
         }
         sql.push_str(" ORDER BY start_ns DESC");
         let mut root = self.conn.prepare_cached(

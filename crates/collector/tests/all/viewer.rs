@@ -325,11 +325,26 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
             dom("/search?rootOperation=task.attempt&lookback=1000000h"),
             shot(&format!("/compare/{a}/{b}"), "compare.png"),
             shot("/task/t-1", "task.png"),
+            shot(
+                "/search?service=edge-node-2&lookback=1000000h",
+                "search.png",
+            ) + shot("/operations?lookback=1000000h", "operations.png"),
         )
     })
     .await
     .expect("chromium task");
-    let (compare, task, trace, operations, search, failing, by_root, compare_png, task_png) = pages;
+    let (
+        compare,
+        task,
+        trace,
+        operations,
+        search,
+        failing,
+        by_root,
+        compare_png,
+        task_png,
+        pages_png,
+    ) = pages;
     // Search by root operation and errors only.
     for id in &ids {
         assert!(
@@ -374,8 +389,8 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
     // Two traces can be picked for comparison from the search.
     assert!(search.contains("id=\"compare-picked\""), "{search}");
     assert!(
-        compare_png > 10_000 && task_png > 10_000,
-        "{compare_png} {task_png}"
+        compare_png > 10_000 && task_png > 10_000 && pages_png > 20_000,
+        "{compare_png} {task_png} {pages_png}"
     );
     c.shutdown().await;
 }
@@ -671,6 +686,27 @@ async fn the_map_can_be_drawn_per_node() {
         edges
             .iter()
             .all(|e| e["to"] == "bootnode" && e["calls"] == 1)
+    );
+    // An edge's link: the traces in which the bootnode was called from an edge node.
+    let crossing = crate::harness::get_ok(
+        &c,
+        "/api/zerostate/traces?query.serviceName=bootnode&query.callerServiceName=edge-node",
+    )
+    .await;
+    assert_eq!(
+        crossing["traces"].as_array().expect("traces").len(),
+        2,
+        "{crossing}"
+    );
+    let none = crate::harness::get_ok(
+        &c,
+        "/api/zerostate/traces?query.serviceName=edge-node&query.callerServiceName=bootnode",
+    )
+    .await;
+    assert_eq!(
+        none["traces"].as_array().expect("traces").len(),
+        0,
+        "{none}"
     );
     c.shutdown().await;
 }
