@@ -17,8 +17,27 @@ fn browser() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Chromium, or `None` (the test is skipped) when it is not installed; under `CI=true` a
+/// missing browser fails the test instead.
+fn browser_or_skip() -> Option<PathBuf> {
+    let bin = browser();
+    if bin.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is missing: apt-get install chromium (.ci/run does)"
+        );
+        eprintln!("skipped: chromium is not installed");
+    }
+    bin
+}
+
 /// Runs headless Chromium on `url` with `action` (`--dump-dom` or `--screenshot=FILE`).
 fn chromium(bin: &Path, profile: &Path, action: &str, url: &str) -> Vec<u8> {
+    chromium_for(bin, profile, action, url, 5_000)
+}
+
+/// [`chromium`] with `budget_ms` of the page's virtual time.
+fn chromium_for(bin: &Path, profile: &Path, action: &str, url: &str, budget_ms: u64) -> Vec<u8> {
     let out = Command::new(bin)
         .args([
             "--headless",
@@ -30,8 +49,8 @@ fn chromium(bin: &Path, profile: &Path, action: &str, url: &str) -> Vec<u8> {
             "--disable-component-update",
             "--disable-sync",
             "--window-size=1200,800",
-            "--virtual-time-budget=5000",
         ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(action)
         .arg(url)
@@ -61,12 +80,7 @@ fn png_size(path: &Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_renders_in_chromium() {
-    let Some(bin) = browser() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Chromium is missing: apt-get install chromium (.ci/run does)"
-        );
-        eprintln!("skipped: chromium is not installed");
+    let Some(bin) = browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -274,12 +288,7 @@ fn task_trace(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_task_statistics_and_operation_links_render_in_chromium() {
-    let Some(bin) = browser() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Chromium is missing: apt-get install chromium (.ci/run does)"
-        );
-        eprintln!("skipped: chromium is not installed");
+    let Some(bin) = browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -479,12 +488,7 @@ fn huge_trace(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_of_100000_spans_opens_scrolls_and_collapses_its_fan_out() {
-    let Some(bin) = browser() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Chromium is missing: apt-get install chromium (.ci/run does)"
-        );
-        eprintln!("skipped: chromium is not installed");
+    let Some(bin) = browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -580,12 +584,7 @@ async fn a_trace_of_100000_spans_opens_scrolls_and_collapses_its_fan_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_still_arriving_shows_waiting_spans_and_updates_when_they_come() {
-    let Some(bin) = browser() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Chromium is missing: apt-get install chromium (.ci/run does)"
-        );
-        eprintln!("skipped: chromium is not installed");
+    let Some(bin) = browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -602,21 +601,8 @@ async fn a_trace_still_arriving_shows_waiting_spans_and_updates_when_they_come()
     let url = format!("http://{}/trace/{id}?wait_ms=20000", c.ui_addr);
     let profile = dir.path().join("profile");
     let browser = tokio::task::spawn_blocking(move || {
-        let out = Command::new(&bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--virtual-time-budget=60000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("--dump-dom")
-            .arg(url)
-            .output()
-            .expect("chromium runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&chromium_for(&bin, &profile, "--dump-dom", &url, 60_000))
+            .into_owned()
     });
     // Long enough for the page to have drawn the lone span and be waiting for more.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
