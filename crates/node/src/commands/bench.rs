@@ -1,6 +1,7 @@
 //! `zerostate bench tasks`: tasks across three node processes on loopback — a ledger node,
 //! a requester and an executor — timed from submission to paid, with tracing off, at 10 %
-//! and at 100 % sampling, in one run; prints a table.
+//! and at 100 % sampling, in one run; prints a table. `zerostate bench ingest`: see
+//! [`ingest`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+
+mod ingest;
 
 use crate::client::NodeClient;
 use crate::commands::devnet::{spawn_collector, spawn_node};
@@ -19,6 +22,9 @@ use crate::process::{Child, stop_all};
 pub enum BenchCommand {
     /// Tasks per second and latency from submission to paid, across three processes.
     Tasks(TasksArgs),
+    /// Spans per second a collector process takes over OTLP/HTTP, with random ids, and the
+    /// bytes it stores per span.
+    Ingest(ingest::IngestArgs),
 }
 
 /// `bench tasks`.
@@ -41,6 +47,7 @@ impl BenchCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Tasks(args) => args.run(),
+            Self::Ingest(args) => args.run(),
         }
     }
 }
