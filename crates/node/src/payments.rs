@@ -247,6 +247,27 @@ pub struct ChannelView {
     pub closing: bool,
 }
 
+impl ChannelView {
+    /// `c` as this node's `side` (`payer` or `payee`) sees it.
+    fn of(side: &str, c: &zerostate_payment::LocalChannel) -> Self {
+        let other = if side == "payer" {
+            c.params.payee
+        } else {
+            c.params.payer
+        };
+        Self {
+            id: hex::encode(c.params.id().0),
+            side: side.to_owned(),
+            counterparty: hex::encode(other.0),
+            deposit: c.params.deposit.base_units(),
+            cumulative: c.state.cumulative.base_units(),
+            nonce: c.state.nonce,
+            last_receipt: hex::encode(c.state.receipt),
+            closing: c.closing,
+        }
+    }
+}
+
 /// A channel with its payments, as `GET /v1/channels/{id}` answers.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChannelHistory {
@@ -720,24 +741,12 @@ impl Payments {
 
     /// Every channel this node pays or is paid through.
     pub fn channels(&self) -> Result<Vec<ChannelView>, String> {
-        let view = |side: &str, c: zerostate_payment::LocalChannel, other: PublicKey| ChannelView {
-            id: hex::encode(c.params.id().0),
-            side: side.to_owned(),
-            counterparty: hex::encode(other.0),
-            deposit: c.params.deposit.base_units(),
-            cumulative: c.state.cumulative.base_units(),
-            nonce: c.state.nonce,
-            last_receipt: hex::encode(c.state.receipt),
-            closing: c.closing,
-        };
         let mut all: Vec<ChannelView> = Vec::new();
         for c in self.inner.payer.channels().map_err(|e| e.to_string())? {
-            let other = c.params.payee;
-            all.push(view("payer", c, other));
+            all.push(ChannelView::of("payer", &c));
         }
         for c in self.inner.payee.channels().map_err(|e| e.to_string())? {
-            let other = c.params.payer;
-            all.push(view("payee", c, other));
+            all.push(ChannelView::of("payee", &c));
         }
         Ok(all)
     }
@@ -746,15 +755,25 @@ impl Payments {
     /// the hash of the receipt it paid for; `None` when this node knows no such channel.
     pub fn history(&self, channel: &str, limit: usize) -> Result<Option<ChannelHistory>, String> {
         let id = ChannelId(bytes32(channel, "channel")?);
-        let Some(channel) = self.channels()?.into_iter().find(|c| c.id == channel) else {
+        let known = |found: Result<zerostate_payment::LocalChannel, PaymentError>| match found {
+            Ok(c) => Ok(Some(c)),
+            Err(PaymentError::UnknownChannel(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        };
+        let (channel, payments) = if let Some(c) = known(self.inner.payer.channel(&id))? {
+            (
+                ChannelView::of("payer", &c),
+                self.inner.payer.history(&id, limit),
+            )
+        } else if let Some(c) = known(self.inner.payee.channel(&id))? {
+            (
+                ChannelView::of("payee", &c),
+                self.inner.payee.history(&id, limit),
+            )
+        } else {
             return Ok(None);
         };
-        let payments = if channel.side == "payer" {
-            self.inner.payer.history(&id, limit)
-        } else {
-            self.inner.payee.history(&id, limit)
-        }
-        .map_err(|e| e.to_string())?;
+        let payments = payments.map_err(|e| e.to_string())?;
         Ok(Some(ChannelHistory {
             channel,
             payments: payments

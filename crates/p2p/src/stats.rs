@@ -31,12 +31,20 @@ impl ByType {
     /// Counts one message of `message_type`, received (`inbound`) or sent.
     pub(crate) fn count(&self, message_type: &str, inbound: bool) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = if map.contains_key(message_type) || map.len() < MAX_COUNTED_TYPES {
-            map.entry(message_type.to_owned()).or_default()
+        let key = if map.contains_key(message_type) || map.len() < MAX_COUNTED_TYPES {
+            message_type
         } else {
-            map.entry("other".to_owned()).or_default()
+            "other"
         };
-        slot[usize::from(!inbound)] += 1;
+        // A type seen before is counted without allocating.
+        match map.get_mut(key) {
+            Some(slot) => slot[usize::from(!inbound)] += 1,
+            None => {
+                let mut slot = [0; 2];
+                slot[usize::from(!inbound)] = 1;
+                map.insert(key.to_owned(), slot);
+            }
+        }
     }
 
     /// `(type, in, out)` for every type counted.

@@ -64,6 +64,39 @@ fn chromium_for(bin: &Path, profile: &Path, action: &str, url: &str, budget_ms: 
     out.stdout
 }
 
+/// Headless Chromium pointed at one collector's viewer.
+struct Viewer {
+    bin: PathBuf,
+    profile: PathBuf,
+    base: String,
+}
+
+impl Viewer {
+    fn new(bin: PathBuf, dir: &Path, c: &zerostate_collector::Collector) -> Self {
+        Self {
+            bin,
+            profile: dir.join("profile"),
+            base: format!("http://{}", c.ui_addr),
+        }
+    }
+
+    /// The page at `path` as drawn, its DOM.
+    fn dom(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.base);
+        String::from_utf8_lossy(&chromium(&self.bin, &self.profile, "--dump-dom", &url))
+            .into_owned()
+    }
+
+    /// A screenshot of the page at `path`, kept as `name` (see [`artifact`]); its size.
+    fn shot(&self, path: &str, name: &str) -> u64 {
+        let file = artifact(name);
+        let url = format!("{}{path}", self.base);
+        let action = format!("--screenshot={}", file.display());
+        chromium(&self.bin, &self.profile, &action, &url);
+        png_size(&file)
+    }
+}
+
 /// Where a screenshot is kept after the test, for a person to look at:
 /// `target/tmp/viewer/<name>`.
 fn artifact(name: &str) -> PathBuf {
@@ -126,18 +159,9 @@ async fn the_viewer_renders_in_chromium() {
     let t = get_ok(&c, &format!("/api/v3/traces/{id}")).await;
     assert_eq!(t.to_string().matches("\"spanId\"").count(), 5);
 
-    let base = format!("http://{}", c.ui_addr);
-    let profile = dir.path().join("profile");
+    let viewer = Viewer::new(bin, dir.path(), &c);
     let results = tokio::task::spawn_blocking(move || {
-        let dom = |path: &str| {
-            String::from_utf8_lossy(&chromium(
-                &bin,
-                &profile,
-                "--dump-dom",
-                &format!("{base}{path}"),
-            ))
-            .into_owned()
-        };
+        let dom = |path: &str| viewer.dom(path);
         let trace = dom(&format!("/trace/{id}"));
         let search = dom("/?limit=10");
         // Jaeger UI's search URL, as a dashboard's "View traces" link writes it.
@@ -150,16 +174,7 @@ async fn the_viewer_renders_in_chromium() {
         // The test spans carry fixed times in 2026; the window reaches back to them.
         let map = dom("/map?lookback=1000000h");
         let operations = dom("/operations?lookback=1000000h");
-        let shot = |path: &str, name: &str| {
-            let file = artifact(name);
-            chromium(
-                &bin,
-                &profile,
-                &format!("--screenshot={}", file.display()),
-                &format!("{base}{path}"),
-            );
-            png_size(&file)
-        };
+        let shot = |path: &str, name: &str| viewer.shot(path, name);
         let blank = shot(&format!("/trace/{}", "f".repeat(32)), "blank.png");
         let waterfall = shot(&format!("/trace/{id}"), "trace.png");
         let map_png = shot("/map?lookback=1000000h", "map.png");
@@ -302,28 +317,10 @@ async fn compare_task_statistics_and_operation_links_render_in_chromium() {
     }
     let (a, b) = (hex::encode([2u8; 16]), hex::encode([3u8; 16]));
     let ids = [a.clone(), b.clone()];
-    let base = format!("http://{}", c.ui_addr);
-    let profile = dir.path().join("profile");
+    let viewer = Viewer::new(bin, dir.path(), &c);
     let pages = tokio::task::spawn_blocking(move || {
-        let dom = |path: &str| {
-            String::from_utf8_lossy(&chromium(
-                &bin,
-                &profile,
-                "--dump-dom",
-                &format!("{base}{path}"),
-            ))
-            .into_owned()
-        };
-        let shot = |path: &str, name: &str| {
-            let file = artifact(name);
-            chromium(
-                &bin,
-                &profile,
-                &format!("--screenshot={}", file.display()),
-                &format!("{base}{path}"),
-            );
-            png_size(&file)
-        };
+        let dom = |path: &str| viewer.dom(path);
+        let shot = |path: &str, name: &str| viewer.shot(path, name);
         (
             dom(&format!("/compare/{a}/{b}")),
             dom("/task/t-1"),
@@ -521,28 +518,16 @@ async fn a_trace_of_100000_spans_opens_scrolls_and_collapses_its_fan_out() {
     }
     let query = started.elapsed();
     assert_eq!(pages, 2);
-    let base = format!("http://{}", c.ui_addr);
-    let profile = dir.path().join("profile");
+    let viewer = Viewer::new(bin, dir.path(), &c);
     let (opened, scrolled, open_time, scroll_time) = tokio::task::spawn_blocking(move || {
         let timed = |path: &str| {
             let started = std::time::Instant::now();
-            let dom = String::from_utf8_lossy(&chromium(
-                &bin,
-                &profile,
-                "--dump-dom",
-                &format!("{base}{path}"),
-            ))
-            .into_owned();
+            let dom = viewer.dom(path);
             (dom, started.elapsed())
         };
         let (opened, open_time) = timed(&format!("/trace/{id}"));
         let (scrolled, scroll_time) = timed(&format!("/trace/{id}#row=50000"));
-        chromium(
-            &bin,
-            &profile,
-            &format!("--screenshot={}", artifact("huge.png").display()),
-            &format!("{base}/trace/{id}#row=50000"),
-        );
+        viewer.shot(&format!("/trace/{id}#row=50000"), "huge.png");
         (opened, scrolled, open_time, scroll_time)
     })
     .await

@@ -38,8 +38,8 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// The collector's counters, read over HTTPS with the authority.
-fn stats(ui: &str, ca: &Path) -> serde_json::Value {
+/// The body of `url`, read over HTTPS trusting only the authority in `ca`.
+fn https_get(url: &str, ca: &Path) -> String {
     let roots = reqwest::Certificate::from_pem(&std::fs::read(ca).expect("ca")).expect("pem");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,14 +50,19 @@ fn stats(ui: &str, ca: &Path) -> serde_json::Value {
             .tls_certs_only([roots])
             .build()
             .expect("client")
-            .get(format!("{ui}/api/zerostate/stats"))
+            .get(url)
             .send()
             .await
             .expect("the collector answers over TLS")
-            .json()
+            .text()
             .await
-            .expect("json")
+            .expect("body")
     })
+}
+
+/// The collector's counters, read over HTTPS with the authority.
+fn stats(ui: &str, ca: &Path) -> serde_json::Value {
+    serde_json::from_str(&https_get(&format!("{ui}/api/zerostate/stats"), ca)).expect("json")
 }
 
 #[test]
@@ -118,30 +123,11 @@ fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
         (stats(&ready.ui, &ca)["spans_stored"].as_u64()? > 0).then_some(())
     });
     let log = dir.path().join("without-ca.log");
-    eventually("the node without it's warning", || {
+    eventually("the warning of the node without it", || {
         let text = std::fs::read_to_string(&log).ok()?;
         text.contains("UnknownIssuer").then_some(())
     });
-    let services = {
-        let roots = reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("ca")).expect("pem");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                reqwest::Client::builder()
-                    .tls_certs_only([roots])
-                    .build()
-                    .expect("client")
-                    .get(format!("{}/api/v3/services", ready.ui))
-                    .send()
-                    .await
-                    .expect("answer")
-                    .text()
-                    .await
-                    .expect("body")
-            })
-    };
+    let services = https_get(&format!("{}/api/v3/services", ready.ui), &ca);
     assert!(services.contains("with-ca"), "{services}");
     assert!(!services.contains("without-ca"), "{services}");
     assert_eq!(stats(&ready.ui, &ca)["unauthorized"], 0);
