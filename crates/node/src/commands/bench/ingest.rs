@@ -146,25 +146,48 @@ impl IngestArgs {
         let result = runtime.block_on(send(bodies, &otlp, &ui, self.connections.max(1)));
         drop(runtime);
         let _ = stop_all(vec![collector], Duration::from_secs(15));
+        // What is on disk once the collector has stopped: every acknowledged span must be.
+        // (`zerostate collector --data-dir D` keeps its store in D/traces.)
+        let store = dir.join("traces");
+        let on_disk = zerostate_collector::Store::reader(&store)
+            .and_then(|s| s.span_count())
+            .with_context(|| format!("reading the store in {}", store.display()));
         if self.data.is_none() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         let r = result?;
+        let on_disk = on_disk?;
         let spans = (count * per) as f64;
+        let lost = ((count * per) as u64).saturating_sub(on_disk);
         println!(
-            "{:>9} {:>9} {:>16} {:>14} {:>9} {:>14} {:>14}",
-            "spans", "seconds", "acknowledged/s", "stored/s", "503s", "wire B/span", "store B/span"
+            "{:>9} {:>9} {:>16} {:>14} {:>9} {:>9} {:>14} {:>14}",
+            "spans",
+            "seconds",
+            "acknowledged/s",
+            "stored/s",
+            "503s",
+            "lost",
+            "wire B/span",
+            "store B/span"
         );
         println!(
-            "{:>9} {:>9.2} {:>16.0} {:>14.0} {:>9} {:>14.1} {:>14.1}",
+            "{:>9} {:>9.2} {:>16.0} {:>14.0} {:>9} {:>9} {:>14.1} {:>14.1}",
             count * per,
             r.acknowledged.as_secs_f64(),
             spans / r.acknowledged.as_secs_f64(),
             r.stored_spans as f64 / r.stored.as_secs_f64(),
             r.refused,
+            lost,
             wire as f64 / spans,
             r.store_bytes as f64 / r.stored_spans.max(1) as f64,
         );
+        if lost > 0 {
+            eprintln!(
+                "ingest: {lost} acknowledged spans are not in the store ({on_disk} of {} on disk)",
+                count * per
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
