@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Criterion prints each row; the table at the end gives the median ns per span of the
-//! samples and each row's ratio to ours, all from this one run.
+//! samples and each row's ratio to ours, all from this one run. The child-span rows time a
+//! task span with 50 children and divide by 50; ours are also run paced at a million
+//! spans a second for three seconds, to show whether the export thread keeps up.
 
 use std::borrow::Cow;
 use std::hint::black_box;
@@ -41,7 +43,12 @@ impl SpanExporter for Sink {
 struct Table(Mutex<Vec<(&'static str, Vec<f64>, String)>>);
 
 impl Table {
-    fn measure(&self, c: &mut Criterion, row: &'static str, mut f: impl FnMut()) {
+    fn measure(&self, c: &mut Criterion, row: &'static str, f: impl FnMut()) {
+        self.measure_per(c, row, 1, f);
+    }
+
+    /// Like `measure`, for a closure that makes `per` spans: the row gives ns per span.
+    fn measure_per(&self, c: &mut Criterion, row: &'static str, per: u64, mut f: impl FnMut()) {
         let mut samples = Vec::new();
         c.bench_function(row, |b| {
             b.iter_custom(|iters| {
@@ -50,7 +57,7 @@ impl Table {
                     f();
                 }
                 let elapsed = start.elapsed();
-                samples.push(elapsed.as_nanos() as f64 / iters as f64);
+                samples.push(elapsed.as_nanos() as f64 / (iters * per) as f64);
                 elapsed
             })
         });
@@ -89,6 +96,64 @@ const RAW_SDK: &str = "opentelemetry_sdk, batch processor";
 const FASTRACE: &str = "fastrace + OpenTelemetry reporter";
 const TRACING_OTEL: &str = "tracing-opentelemetry 0.34, defaults";
 const FLOOR: &str = "tracing registry alone, a do-nothing layer (floor)";
+const OURS_CHILDREN: &str = "zerostate-telemetry, task span + 50 tracing child spans, per span";
+const OURS_LOCAL: &str = "zerostate-telemetry, task span + 50 LocalSpan children, per span";
+const RAW_SDK_CHILDREN: &str = "opentelemetry_sdk, task span + 50 child spans, per span";
+const FASTRACE_LOCAL: &str = "fastrace, root + 50 LocalSpan children, per span";
+/// Children of one task span in the child-span rows.
+const CHILDREN: u64 = 50;
+/// The rate of the paced runs, spans per second, and how long they last.
+const PACED_RATE: u64 = 1_000_000;
+const PACED_FOR: Duration = Duration::from_secs(3);
+
+/// One task span with `CHILDREN` local children, each with an attribute.
+fn local_task() {
+    let task = tracing::info_span!("bench.task", task.id = 42_i64);
+    let _collect = zerostate_telemetry::local::LocalParent::of(&task);
+    for i in 0..CHILDREN as i64 {
+        let _s = zerostate_telemetry::local::LocalSpan::enter("bench.child").with_attribute("i", i);
+        black_box(());
+    }
+}
+
+/// One task span with `CHILDREN` `tracing` children, each with an attribute.
+fn tracing_task() {
+    tracing::info_span!("bench.task", task.id = 42_i64).in_scope(|| {
+        for i in 0..CHILDREN as i64 {
+            tracing::info_span!("bench.child", i).in_scope(|| black_box(()));
+        }
+    });
+}
+
+/// Runs `task` (which makes `CHILDREN + 1` spans) paced at [`PACED_RATE`] spans a second
+/// for [`PACED_FOR`], then flushes; returns the spans made and the stats after.
+fn paced(task: fn(), telemetry: &mut zerostate_telemetry::TelemetryGuard) -> (u64, String) {
+    let per_task = CHILDREN + 1;
+    let started = Instant::now();
+    let mut made = 0u64;
+    while started.elapsed() < PACED_FOR {
+        let due = (started.elapsed().as_secs_f64() * PACED_RATE as f64) as u64;
+        while made < due {
+            task();
+            made += per_task;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let rate = made as f64 / started.elapsed().as_secs_f64();
+    let _ = telemetry.force_flush();
+    let s = telemetry.stats();
+    (
+        made,
+        format!(
+            "paced at {:.0} spans/s for {} s: {} made, {} exported / {} dropped",
+            rate,
+            PACED_FOR.as_secs(),
+            made,
+            s.spans_exported,
+            s.spans_dropped
+        ),
+    )
+}
 
 /// A layer that records nothing: what `tracing-subscriber`'s registry costs by itself.
 struct Noop;
@@ -133,6 +198,35 @@ fn main() {
         table.note(FILTERED, "none recorded".into());
     }
 
+    // Child spans, ours both ways; each row also runs paced at a million spans a second
+    // on a fresh set-up to show whether the export thread keeps up.
+    for (row, task) in [
+        (OURS_CHILDREN, tracing_task as fn()),
+        (OURS_LOCAL, local_task as fn()),
+    ] {
+        let sink = Sink::default();
+        let (dispatch, mut guard) = TelemetryBuilder::new(ours_config())
+            .with_exporter(sink.clone())
+            .build()
+            .expect("telemetry builds");
+        tracing::dispatcher::with_default(&dispatch, || {
+            table.measure_per(&mut c, row, CHILDREN, task);
+        });
+        let _ = guard.shutdown();
+        let s = guard.stats();
+        let sink = Sink::default();
+        let (dispatch, mut guard) = TelemetryBuilder::new(ours_config())
+            .with_exporter(sink.clone())
+            .build()
+            .expect("telemetry builds");
+        let (_, paced) = tracing::dispatcher::with_default(&dispatch, || paced(task, &mut guard));
+        let _ = guard.shutdown();
+        table.note(
+            row,
+            format!("{} / {}; {paced}", s.spans_exported, s.spans_dropped),
+        );
+    }
+
     {
         let sink = Sink::default();
         let provider = SdkTracerProvider::builder()
@@ -148,6 +242,29 @@ fn main() {
         let _ = provider.shutdown();
         table.note(
             RAW_SDK,
+            format!("{} / (not reported)", sink.0.load(Ordering::Relaxed)),
+        );
+    }
+
+    {
+        let sink = Sink::default();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(sink.clone())
+            .build();
+        let tracer = provider.tracer("bench");
+        table.measure_per(&mut c, RAW_SDK_CHILDREN, CHILDREN, || {
+            tracer.in_span("bench.task", |_| {
+                for i in 0..CHILDREN as i64 {
+                    tracer.in_span("bench.child", |cx| {
+                        cx.span().set_attribute(KeyValue::new("i", i));
+                        black_box(());
+                    });
+                }
+            });
+        });
+        let _ = provider.shutdown();
+        table.note(
+            RAW_SDK_CHILDREN,
             format!("{} / (not reported)", sink.0.load(Ordering::Relaxed)),
         );
     }
@@ -170,6 +287,25 @@ fn main() {
         table.note(
             FASTRACE,
             format!("{} / (not reported)", sink.0.load(Ordering::Relaxed)),
+        );
+        let before = sink.0.load(Ordering::Relaxed);
+        table.measure_per(&mut c, FASTRACE_LOCAL, CHILDREN, || {
+            let root = fastrace::Span::root("bench.task", fastrace::prelude::SpanContext::random())
+                .with_property(|| ("task.id", "42"));
+            let _g = root.set_local_parent();
+            for _ in 0..CHILDREN {
+                let _s = fastrace::local::LocalSpan::enter_with_local_parent("bench.child")
+                    .with_property(|| ("i", "1"));
+                black_box(());
+            }
+        });
+        fastrace::flush();
+        table.note(
+            FASTRACE_LOCAL,
+            format!(
+                "{} / (not reported)",
+                sink.0.load(Ordering::Relaxed) - before
+            ),
         );
     }
 

@@ -1,4 +1,4 @@
-//! The three ways ZeroState code is instrumented, each in one function, all in one trace:
+//! The four ways ZeroState code is instrumented, each in one function, all in one trace:
 //!
 //! 1. **A unit of work**: a span named by a constant, attributes by key, the outcome with
 //!    `record_success` or `record_error`.
@@ -6,6 +6,8 @@
 //!    message's headers, the receiver extracts it and makes it its span's parent.
 //! 3. **Async work**: a future carries its span with `.instrument(span)`, and work handed
 //!    to another task keeps its parent by taking the span along.
+//! 4. **Many small steps on one thread**: local spans under a `tracing` span, a few tens of
+//!    nanoseconds each, exported with their parent.
 //!
 //! ```text
 //! cargo run -p zerostate-telemetry --example patterns
@@ -83,6 +85,19 @@ async fn offer(task_id: String) {
     .await;
 }
 
+/// Pattern 4: many small steps on one thread, as local spans of the enclosing span.
+fn check_chunks(chunks: &[&[u8]]) -> usize {
+    use zerostate_telemetry::local::{LocalParent, LocalSpan};
+    let check = tracing::info_span!("receipt.check", chunks = chunks.len());
+    let _collect = LocalParent::of(&check);
+    let mut nonzero = 0;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let _step = LocalSpan::enter("receipt.check.chunk").with_attribute("chunk.index", i as i64);
+        nonzero += chunk.iter().filter(|b| **b != 0).count();
+    }
+    nonzero
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = TelemetryConfig::from_env()?;
     config.service_name = "patterns".into();
@@ -93,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = run_task("pattern-1", 500);
         let _ = run_task("pattern-2", 5_000);
         receive(&send());
+        check_chunks(&[&b"ab"[..], &b"\0c"[..], &b"d"[..]]);
         tokio::runtime::Builder::new_current_thread()
             .build()
             .map(|rt| rt.block_on(offer("pattern-1".into())))

@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::{SpanContext, TraceFlags};
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 
@@ -102,12 +102,14 @@ impl ExportQueue {
     /// Queues a span without blocking. A full (or closed) queue counts the drop and hands
     /// the record back for reuse.
     pub(crate) fn push(&self, span: Box<SpanRecord>) -> Result<(), Box<SpanRecord>> {
+        // A span carries its local spans: they are dropped with it.
+        let spans = 1 + span.children.len() as u64 + span.children.dropped;
         if self.closed.load(Ordering::Relaxed) {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
             return Err(span);
         }
         if let Err(span) = self.spans.push(span) {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(spans, Ordering::Relaxed);
             return Err(span);
         }
         if self.spans.len() >= self.batch_size && !self.notified.swap(true, Ordering::AcqRel) {
@@ -274,11 +276,14 @@ impl<E: SpanExporter> Worker<E> {
             if len == 0 || (full_only && len < self.batch.max_export_batch_size) {
                 break;
             }
-            let queue = self.queue.clone();
-            let batch: Vec<SpanData> = std::iter::from_fn(|| queue.spans.pop())
-                .take(self.batch.max_export_batch_size)
-                .map(|s| self.convert(s))
-                .collect();
+            // A batch holds about the batch size in spans, local spans included.
+            let mut batch: Vec<SpanData> = Vec::with_capacity(self.batch.max_export_batch_size);
+            while batch.len() < self.batch.max_export_batch_size {
+                let Some(s) = self.queue.spans.pop() else {
+                    break;
+                };
+                self.convert(s, &mut batch);
+            }
             if let Err(e) = self.export(batch) {
                 result = Err(e);
             }
@@ -359,9 +364,10 @@ impl<E: SpanExporter> Worker<E> {
         }
     }
 
-    /// Builds the exported form of `r` on this thread (new allocations here, so memory the
-    /// calling thread allocated is not freed here) and returns the record to the pool.
-    fn convert(&mut self, mut r: Box<SpanRecord>) -> SpanData {
+    /// Builds the exported form of `r` and of its local spans on this thread (new
+    /// allocations here, so memory the calling thread allocated is not freed here), and
+    /// returns the record to the pool.
+    fn convert(&mut self, mut r: Box<SpanRecord>, out: &mut Vec<SpanData>) {
         // Spans of one target arrive in runs; the map is only consulted when it changes.
         let scope = self
             .scopes
@@ -399,10 +405,60 @@ impl<E: SpanExporter> Worker<E> {
             events,
             links: SpanLinks::default(),
             status: std::mem::replace(&mut r.status, opentelemetry::trace::Status::Unset),
-            instrumentation_scope: scope,
+            instrumentation_scope: scope.clone(),
         };
+        out.push(data);
+        let children = &mut r.children;
+        if children.dropped > 0 {
+            self.queue
+                .counters
+                .dropped
+                .fetch_add(children.dropped, Ordering::Relaxed);
+        }
+        if !children.spans.is_empty() {
+            // Attributes were pushed in the order they were set: group them by span.
+            let mut attributes: Vec<Vec<KeyValue>> = Vec::new();
+            if !children.attributes.is_empty() {
+                attributes.resize_with(children.spans.len(), Vec::new);
+                for (i, kv) in children.attributes.drain(..) {
+                    if let Some(a) = attributes.get_mut(i as usize) {
+                        a.push(kv);
+                    }
+                }
+            }
+            let context = out.last().map(|d| d.span_context.clone());
+            for (i, c) in children.spans.iter().enumerate() {
+                let span_context = match &context {
+                    Some(cx) => SpanContext::new(
+                        cx.trace_id(),
+                        c.span_id,
+                        cx.trace_flags(),
+                        false,
+                        cx.trace_state().clone(),
+                    ),
+                    None => continue,
+                };
+                out.push(SpanData {
+                    span_context,
+                    parent_span_id: c.parent_span_id,
+                    parent_span_is_remote: false,
+                    span_kind: opentelemetry::trace::SpanKind::Internal,
+                    name: std::borrow::Cow::Borrowed(c.name),
+                    start_time: self.anchor.wall(c.start),
+                    end_time: self.anchor.wall(c.end),
+                    attributes: attributes
+                        .get_mut(i)
+                        .map(std::mem::take)
+                        .unwrap_or_default(),
+                    dropped_attributes_count: 0,
+                    events: SpanEvents::default(),
+                    links: SpanLinks::default(),
+                    status: opentelemetry::trace::Status::Unset,
+                    instrumentation_scope: scope.clone(),
+                });
+            }
+        }
         self.pool.give(r);
-        data
     }
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct SpanRecord {
     pub(crate) events: Vec<Event>,
     pub(crate) dropped_events: u32,
     pub(crate) status: Status,
+    /// Local spans collected under this span ([`crate::local`]).
+    pub(crate) children: crate::local::Children,
 }
 
 impl SpanRecord {
@@ -124,6 +126,8 @@ pub(crate) struct RecordPool(ArrayQueue<Box<SpanRecord>>);
 
 /// Vectors larger than this are not kept in a pooled record, so the pool stays small.
 const POOLED_CAPACITY: usize = 16;
+/// Local spans larger than this are not kept in a pooled record.
+const POOLED_CHILDREN: usize = 256;
 
 impl RecordPool {
     pub(crate) fn new(capacity: usize) -> Self {
@@ -150,6 +154,7 @@ impl RecordPool {
                 events: Vec::new(),
                 dropped_events: 0,
                 status: Status::Unset,
+                children: crate::local::Children::default(),
             })
         })
     }
@@ -169,6 +174,11 @@ impl RecordPool {
             record.events = Vec::new();
         } else {
             record.events.clear();
+        }
+        if record.children.spans.capacity() > POOLED_CHILDREN {
+            record.children = crate::local::Children::default();
+        } else {
+            record.children.clear();
         }
         // A full pool frees the record instead.
         let _ = self.0.push(record);

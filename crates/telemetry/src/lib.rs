@@ -38,6 +38,7 @@ pub mod config;
 pub mod context;
 mod export;
 mod layer;
+pub mod local;
 mod log;
 pub mod metrics;
 pub mod names;

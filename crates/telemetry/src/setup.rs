@@ -196,25 +196,32 @@ impl TelemetryBuilder {
         }
         .with_filter(span_filter);
 
-        let log_layer = (config.log_format != LogFormat::Off).then(|| {
-            let json = config.log_format == LogFormat::Json;
-            let (writer, ansi) = match self.log_writer {
-                Some(w) => (w, false),
-                None => (
-                    BoxMakeWriter::new(std::io::stderr),
-                    !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                ),
-            };
-            tracing_subscriber::fmt::layer()
-                .event_format(crate::log::LogFormat {
-                    json,
-                    ansi,
-                    service: config.service_name.as_str().into(),
-                    instance: config.instance_id.as_deref().map(Into::into),
-                })
-                .with_writer(writer)
-                .with_filter(log_filter)
-        });
+        // Logs off is a log layer whose filter wants nothing, rather than no layer: an
+        // absent layer would declare interest in every callsite, and spans the span filter
+        // drops would then be filtered on every call instead of once per callsite.
+        let off = config.log_format == LogFormat::Off;
+        let json = config.log_format == LogFormat::Json;
+        let (writer, ansi) = match self.log_writer {
+            _ if off => (BoxMakeWriter::new(std::io::sink), false),
+            Some(w) => (w, false),
+            None => (
+                BoxMakeWriter::new(std::io::stderr),
+                !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ),
+        };
+        let log_layer = tracing_subscriber::fmt::layer()
+            .event_format(crate::log::LogFormat {
+                json,
+                ansi,
+                service: config.service_name.as_str().into(),
+                instance: config.instance_id.as_deref().map(Into::into),
+            })
+            .with_writer(writer)
+            .with_filter(if off {
+                EnvFilter::new("off")
+            } else {
+                log_filter
+            });
 
         let subscriber = Registry::default().with(span_layer).with(log_layer);
         keep_interest_shared();

@@ -4,6 +4,7 @@ mod backpressure;
 mod catalog;
 mod dead_collector;
 mod harness;
+mod local;
 mod logs;
 mod otlp;
 mod sampling;
