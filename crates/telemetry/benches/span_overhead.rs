@@ -160,6 +160,14 @@ struct Noop;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Noop {}
 
+/// Our set-up, exporting to a fresh sink.
+fn ours() -> (tracing::Dispatch, zerostate_telemetry::TelemetryGuard) {
+    TelemetryBuilder::new(ours_config())
+        .with_exporter(Sink::default())
+        .build()
+        .expect("telemetry builds")
+}
+
 fn ours_config() -> TelemetryConfig {
     let mut c = TelemetryConfig::default();
     c.service_name = "bench".into();
@@ -178,11 +186,7 @@ fn main() {
     // Ours, and the filtered span, while ours is the only subscriber (as in a real process,
     // so callsite interest is cached the way it would be).
     {
-        let sink = Sink::default();
-        let (dispatch, mut guard) = TelemetryBuilder::new(ours_config())
-            .with_exporter(sink.clone())
-            .build()
-            .expect("telemetry builds");
+        let (dispatch, mut guard) = ours();
         tracing::dispatcher::with_default(&dispatch, || {
             table.measure(&mut c, OURS, || {
                 tracing::info_span!("bench.span", task.id = 42_i64).in_scope(|| black_box(()));
@@ -204,21 +208,13 @@ fn main() {
         (OURS_CHILDREN, tracing_task as fn()),
         (OURS_LOCAL, local_task as fn()),
     ] {
-        let sink = Sink::default();
-        let (dispatch, mut guard) = TelemetryBuilder::new(ours_config())
-            .with_exporter(sink.clone())
-            .build()
-            .expect("telemetry builds");
+        let (dispatch, mut guard) = ours();
         tracing::dispatcher::with_default(&dispatch, || {
             table.measure_per(&mut c, row, CHILDREN, task);
         });
         let _ = guard.shutdown();
         let s = guard.stats();
-        let sink = Sink::default();
-        let (dispatch, mut guard) = TelemetryBuilder::new(ours_config())
-            .with_exporter(sink.clone())
-            .build()
-            .expect("telemetry builds");
+        let (dispatch, mut guard) = ours();
         let (_, paced) = tracing::dispatcher::with_default(&dispatch, || paced(task, &mut guard));
         let _ = guard.shutdown();
         table.note(
