@@ -27,6 +27,7 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,6 +175,26 @@ pub struct Collector {
     pub otlp_serve_stats: Arc<serve::ServeStats>,
     /// What the query listener counted.
     pub ui_serve_stats: Arc<serve::ServeStats>,
+}
+
+/// What the OTLP receiver does with an uncompressed export body before it queues it for
+/// the store: the memory decoding would take (refused above `max_decoded_bytes`), the
+/// decoding, and the spans with unusable ids dropped. Returns the request and (spans
+/// received, spans dropped). The receiver's own path; public for fuzzing.
+pub fn decode_export(
+    body: &[u8],
+    json: bool,
+    max_decoded_bytes: u64,
+) -> Result<(ExportTraceServiceRequest, u64, u64), String> {
+    let needed = receiver::decoded_size(body, json)?;
+    if needed > max_decoded_bytes {
+        return Err(format!(
+            "the request would take {needed} bytes once decoded, more than {max_decoded_bytes}"
+        ));
+    }
+    let mut request = receiver::decode(body, json)?;
+    let (received, rejected) = receiver::drop_invalid(&mut request);
+    Ok((request, received, rejected))
 }
 
 pub(crate) fn now_ns() -> u64 {

@@ -134,6 +134,44 @@ enum Format {
     Json,
 }
 
+/// The memory an uncompressed export body will take once decoded (protobuf is walked
+/// along the OTLP schema without decoding; JSON is bounded by its size).
+pub(crate) fn decoded_size(body: &[u8], json: bool) -> Result<u64, String> {
+    if json {
+        Ok(estimate::json(body))
+    } else {
+        estimate::protobuf(body)
+            .map_err(|e| format!("the body is not an OTLP ExportTraceServiceRequest: {e}"))
+    }
+}
+
+/// Decodes an uncompressed export body.
+pub(crate) fn decode(body: &[u8], json: bool) -> Result<ExportTraceServiceRequest, String> {
+    let decoded = if json {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    } else {
+        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
+    };
+    decoded.map_err(|e| format!("the body is not an OTLP ExportTraceServiceRequest: {e}"))
+}
+
+/// Drops the spans whose ids are unusable; returns (spans received, spans dropped).
+pub(crate) fn drop_invalid(request: &mut ExportTraceServiceRequest) -> (u64, u64) {
+    let mut received = 0u64;
+    let mut rejected = 0u64;
+    for rs in &mut request.resource_spans {
+        for ss in &mut rs.scope_spans {
+            received += ss.spans.len() as u64;
+            ss.spans.retain(|s| {
+                let ok = valid_ids(s);
+                rejected += u64::from(!ok);
+                ok
+            });
+        }
+    }
+    (received, rejected)
+}
+
 fn reply<M: Message + serde::Serialize>(format: Format, status: StatusCode, body: &M) -> Response {
     let (bytes, ctype) = match format {
         Format::Protobuf => (body.encode_to_vec(), "application/x-protobuf"),
@@ -254,18 +292,9 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
     } else {
         body
     };
-    let needed = match format {
-        Format::Protobuf => match estimate::protobuf(&bytes) {
-            Ok(n) => n,
-            Err(e) => {
-                return bad_request(
-                    &r,
-                    format,
-                    format!("the body is not an OTLP ExportTraceServiceRequest: {e}"),
-                );
-            }
-        },
-        Format::Json => estimate::json(&bytes),
+    let needed = match decoded_size(&bytes, format == Format::Json) {
+        Ok(n) => n,
+        Err(e) => return bad_request(&r, format, e),
     };
     if needed > r.budget.limit {
         return too_large(
@@ -286,34 +315,11 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
             "the collector is decoding as much as it can hold: retry after a second".into(),
         );
     };
-    let decoded = match format {
-        Format::Protobuf => {
-            ExportTraceServiceRequest::decode(&bytes[..]).map_err(|e| e.to_string())
-        }
-        Format::Json => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
-    };
-    let mut request = match decoded {
+    let mut request = match decode(&bytes, format == Format::Json) {
         Ok(req) => req,
-        Err(e) => {
-            return bad_request(
-                &r,
-                format,
-                format!("the body is not an OTLP ExportTraceServiceRequest: {e}"),
-            );
-        }
+        Err(e) => return bad_request(&r, format, e),
     };
-    let mut received = 0u64;
-    let mut rejected = 0u64;
-    for rs in &mut request.resource_spans {
-        for ss in &mut rs.scope_spans {
-            received += ss.spans.len() as u64;
-            ss.spans.retain(|s| {
-                let ok = valid_ids(s);
-                rejected += u64::from(!ok);
-                ok
-            });
-        }
-    }
+    let (received, rejected) = drop_invalid(&mut request);
     r.counters.spans_received.add(received);
     r.counters.spans_rejected.add(rejected);
     drop(slot);

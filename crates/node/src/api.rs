@@ -18,6 +18,15 @@ mod p2p;
 mod tasks;
 mod trace;
 
+/// The JSON bodies and query strings the API reads, each as its handler decodes it (for
+/// fuzzing and tests).
+pub mod bodies {
+    pub use super::channels::{CloseBody, FaucetBody, HistoryQuery};
+    pub use super::guilds::{CreateBody, InviteBody, JoinBody};
+    pub use super::p2p::{DialBody, PublishBody, RequestBody};
+    pub use super::tasks::{ListQuery, ModuleBody, SubmitBody};
+}
+
 use std::sync::Arc;
 
 use axum::extract::Request;

@@ -37,9 +37,10 @@ async fn channel_list(State(api): State<Api>) -> Result<Response, ApiError> {
 /// The most payments one answer lists.
 const MAX_HISTORY: usize = 1000;
 
+/// The query of `GET /v1/channels/{id}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+pub struct HistoryQuery {
     limit: Option<usize>,
 }
 
@@ -76,9 +77,10 @@ async fn channel_history(
     }
 }
 
+/// The body of `POST /v1/channels/{id}/close`.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CloseBody {
+pub struct CloseBody {
     /// Start a unilateral close on this node's best state instead of asking the payee.
     #[serde(default)]
     unilateral: bool,
@@ -134,9 +136,10 @@ async fn balance(State(api): State<Api>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "balance": balance })).into_response())
 }
 
+/// The body of `POST /v1/ledger/faucet`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FaucetBody {
+pub struct FaucetBody {
     peer_id: String,
     amount: u64,
 }

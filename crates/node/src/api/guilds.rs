@@ -41,9 +41,10 @@ async fn guild_info(State(api): State<Api>, Path(id): Path<String>) -> Result<Re
     Ok(Json(api.guilds.info(&id).await?).into_response())
 }
 
+/// The body of `POST /v1/guilds`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub struct CreateBody {
     name: String,
 }
 
@@ -55,9 +56,10 @@ async fn guild_create(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
+/// The body of `POST /v1/guilds/{id}/join`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JoinBody {
+pub struct JoinBody {
     coordinator: String,
     #[serde(default)]
     addresses: Vec<String>,
@@ -86,9 +88,10 @@ async fn guild_join(
     Ok(Json(info).into_response())
 }
 
+/// The body of `POST /v1/guilds/{id}/invitations`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+pub struct InviteBody {
     /// Only this peer may use it; absent: whoever presents it first.
     #[serde(default, rename = "for")]
     invitee: Option<String>,

@@ -50,9 +50,10 @@ async fn find_peer(State(api): State<Api>, Path(peer): Path<String>) -> Result<R
     Ok(Json(addrs).into_response())
 }
 
+/// The body of `POST /v1/p2p/publish`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct PublishBody {
+pub struct PublishBody {
     /// Default: the node topic, `zerostate`.
     pub(super) topic: Option<String>,
     #[serde(rename = "type")]
@@ -75,9 +76,10 @@ async fn publish(
     Ok(Json(serde_json::json!({ "message_id": id, "trace_id": trace_id })).into_response())
 }
 
+/// The body of `POST /v1/p2p/dial`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DialBody {
+pub struct DialBody {
     address: String,
 }
 
@@ -90,9 +92,10 @@ async fn dial(State(api): State<Api>, Json(body): Json<DialBody>) -> Result<Resp
     Ok(Json(serde_json::json!({ "peer_id": peer.to_string() })).into_response())
 }
 
+/// The body of `POST /v1/p2p/request`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestBody {
+pub struct RequestBody {
     peer: String,
     #[serde(default)]
     addresses: Vec<String>,

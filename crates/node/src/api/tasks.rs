@@ -29,15 +29,25 @@ pub(super) fn routes() -> Router<Api> {
 /// or `{"sha256": "..."}` (uploaded before with `POST /v1/modules`).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum ModuleBody {
+pub enum ModuleBody {
+    /// `"builtin:NAME"`.
     Named(String),
-    Bytes { base64: String },
-    Hash { sha256: String },
+    /// The module's bytes.
+    Bytes {
+        /// Base64 of the module.
+        base64: String,
+    },
+    /// A module uploaded before.
+    Hash {
+        /// Its SHA-256, hex.
+        sha256: String,
+    },
 }
 
+/// The body of `POST /v1/tasks`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub struct SubmitBody {
     module: ModuleBody,
     /// The guild to run it in; default: the one guild this node is in.
     #[serde(default)]
@@ -157,8 +167,9 @@ async fn module_upload(
         .into_response())
 }
 
+/// The query of `GET /v1/tasks`.
 #[derive(Deserialize)]
-struct ListQuery {
+pub struct ListQuery {
     #[serde(default = "default_limit")]
     limit: usize,
 }
