@@ -1088,26 +1088,42 @@ impl Store {
     }
 
     /// The spans of chunks holding a span that started at or after `since_ns`, the newest
-    /// chunks first, at most [`MAX_WINDOW_SPANS`]; with `services`, only those of these
-    /// services.
+    /// chunks first, at most [`MAX_WINDOW_SPANS`].
     fn window(
         &self,
         since_ns: u64,
         mut each: impl FnMut(&[u8], i64, Span) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT trace_id, spans, data FROM chunks WHERE last_ns >= ?1 ORDER BY id DESC",
-        )?;
-        let mut rows = stmt.query(params![to_i64(since_ns)])?;
-        let mut read = 0usize;
-        while let Some(row) = rows.next()? {
-            read += row.get::<_, i64>(1)?.max(0) as usize;
-            if read > MAX_WINDOW_SPANS {
-                break;
+        // The window's chunks, newest first, chosen by their small columns alone (so that
+        // ordering them never sorts their data), then read one by one.
+        let mut ids = Vec::new();
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, spans FROM chunks WHERE last_ns >= ?1 ORDER BY id DESC",
+            )?;
+            let mut rows = stmt.query(params![to_i64(since_ns)])?;
+            let mut read = 0usize;
+            while let Some(row) = rows.next()? {
+                read += row.get::<_, i64>(1)?.max(0) as usize;
+                if read > MAX_WINDOW_SPANS {
+                    break;
+                }
+                ids.push(row.get::<_, i64>(0)?);
             }
-            let trace_id: Vec<u8> = row.get(0)?;
-            let chunk = self.chunk(blob(row, 2)?)?;
-            for g in chunk.groups {
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT trace_id, data FROM chunks WHERE id = ?1")?;
+        for id in ids {
+            let Some((trace_id, chunk)) = stmt
+                .query_row(params![id], |row| {
+                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()?
+            else {
+                continue;
+            };
+            for g in self.chunk(&chunk)?.groups {
                 for bytes in g.spans {
                     each(&trace_id, g.resource, Span::decode(&bytes[..])?)?;
                 }
