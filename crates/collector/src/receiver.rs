@@ -7,7 +7,7 @@
 //! **What a 200 means**: every span of the request that it does not reject is committed to
 //! the store (SQLite, WAL): it survives the collector's crash or kill; a power loss may
 //! lose the last commits (`synchronous = NORMAL`). Any other answer means nothing was
-//! promised, and resending is safe: spans are stored once per (trace id, span id).
+//! promised, and resending is safe: a span is shown once per (trace id, span id).
 //!
 //! **Memory**: at most `max_concurrent_decodes` requests are read, decompressed and decoded
 //! at once; before decoding, a request reserves what it will take in memory (see
