@@ -162,6 +162,8 @@ impl Drop for LocalParent {
 pub struct LocalSpan {
     /// Index in the collection, or `u32::MAX` when nothing is recorded.
     index: u32,
+    /// How many guards were open when it began: it belongs to the innermost of them.
+    depth: u32,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -180,14 +182,15 @@ impl LocalSpan {
     /// guard's span.
     #[inline]
     pub fn enter(name: &'static str) -> Self {
-        let index = COLLECTING.with(|c| {
+        let (index, depth) = COLLECTING.with(|c| {
             let mut c = c.borrow_mut();
+            let depth = c.len() as u32;
             let Some(top) = c.last_mut() else {
-                return NOT_RECORDED;
+                return (NOT_RECORDED, depth);
             };
             if top.children.spans.len() >= MAX_LOCAL_SPANS {
                 top.children.dropped += 1;
-                return NOT_RECORDED;
+                return (NOT_RECORDED, depth);
             }
             let span_id = ids::span_id();
             let parent_span_id = *top.open.last().unwrap_or(&SpanId::INVALID);
@@ -201,10 +204,11 @@ impl LocalSpan {
                 ended: false,
             });
             top.open.push(span_id);
-            (top.children.spans.len() - 1) as u32
+            ((top.children.spans.len() - 1) as u32, depth)
         });
         Self {
             index,
+            depth,
             _not_send: PhantomData,
         }
     }
@@ -214,7 +218,10 @@ impl LocalSpan {
         if self.index != NOT_RECORDED {
             let kv = KeyValue::new(Key::from_static_str(key), value.into());
             COLLECTING.with(|c| {
-                if let Some(top) = c.borrow_mut().last_mut() {
+                let mut c = c.borrow_mut();
+                if c.len() == self.depth as usize
+                    && let Some(top) = c.last_mut()
+                {
                     top.children.attributes.push((self.index, kv));
                 }
             });
@@ -231,7 +238,12 @@ impl Drop for LocalSpan {
         }
         let end = clock::now();
         COLLECTING.with(|c| {
-            if let Some(top) = c.borrow_mut().last_mut()
+            let mut c = c.borrow_mut();
+            // A span outliving its guard (or ending under a newer one) records nothing more.
+            if c.len() != self.depth as usize {
+                return;
+            }
+            if let Some(top) = c.last_mut()
                 && let Some(r) = top.children.spans.get_mut(self.index as usize)
             {
                 r.end = end;

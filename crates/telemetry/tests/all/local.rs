@@ -106,3 +106,35 @@ fn nested_guards_collect_under_the_innermost_span() {
         inner.span_context.span_id()
     );
 }
+
+#[test]
+fn a_local_span_ending_under_a_newer_guard_does_not_touch_that_guards_spans() {
+    let t = Captured::new(test_config());
+    t.run(|| {
+        let outer = tracing::info_span!("outer");
+        let _a = LocalParent::of(&outer);
+        let early = LocalSpan::enter("early");
+        let inner = tracing::info_span!("inner");
+        let b = LocalParent::of(&inner);
+        let first = LocalSpan::enter("first.of.inner");
+        // `early` ends while `inner` collects: it must not close `first.of.inner`, which
+        // stays the parent of what opens next.
+        drop(early);
+        let second = LocalSpan::enter("second.of.inner");
+        drop(second);
+        drop(first);
+        drop(b);
+    });
+    let spans = t.spans();
+    let first = find(&spans, "first.of.inner");
+    assert_eq!(
+        first.parent_span_id,
+        find(&spans, "inner").span_context.span_id()
+    );
+    assert_eq!(
+        find(&spans, "second.of.inner").parent_span_id,
+        first.span_context.span_id()
+    );
+    // `early` ended when its guard did, after `first.of.inner`.
+    assert!(find(&spans, "early").end_time >= first.end_time);
+}
