@@ -42,7 +42,7 @@ pub enum StoreError {
     #[error("trace store: a stored span does not decode")]
     Corrupt(#[from] prost::DecodeError),
     /// Compressing or decompressing a chunk of spans failed.
-    #[error("trace store: compressing spans")]
+    #[error("trace store: compressing or decompressing a chunk of spans")]
     Compression(#[source] std::io::Error),
     /// A stored chunk does not say its size, or says one larger than any chunk written.
     #[error("trace store: a stored chunk has no usable size")]

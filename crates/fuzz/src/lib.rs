@@ -92,14 +92,13 @@ pub fn trace_context(data: &[u8]) {
 /// default budget is larger; this keeps each run quick).
 const MAX_DECODED: u64 = 64 << 20;
 
-/// The store the OTLP targets write into: one per target, in the temporary directory,
+/// The store the OTLP targets write into: one per format, in the temporary directory,
 /// shared by the runs of a process and by the processes AFL++ starts one after another,
 /// and kept under 64 MiB.
-fn store(name: &str) -> &'static Mutex<Option<zerostate_collector::Store>> {
+fn store(json: bool) -> &'static Mutex<Option<zerostate_collector::Store>> {
     static STORES: [Mutex<Option<zerostate_collector::Store>>; 2] =
         [Mutex::new(None), Mutex::new(None)];
-    let i = usize::from(name == "otlp_json");
-    &STORES[i]
+    &STORES[usize::from(json)]
 }
 
 /// An OTLP/HTTP body through the receiver's path into the store, and the traces it wrote
@@ -109,7 +108,7 @@ fn otlp(data: &[u8], json: bool) {
         return;
     };
     let name = if json { "otlp_json" } else { "otlp_protobuf" };
-    let mut guard = store(name).lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = store(json).lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
         let dir = std::env::temp_dir().join(format!("zerostate-fuzz-{name}"));
         *guard = Some(zerostate_collector::Store::open(&dir).expect("the store opens"));
@@ -126,14 +125,14 @@ fn otlp(data: &[u8], json: bool) {
             }
         }
     }
-    if fastrand_like(data).is_multiple_of(256) {
+    if spread(data).is_multiple_of(256) {
         s.enforce_limits(0, std::time::Duration::ZERO, 64 << 20)
             .expect("the store trims itself");
     }
 }
 
-/// A cheap, deterministic spread of inputs (so trimming runs now and then).
-fn fastrand_like(data: &[u8]) -> u32 {
+/// A cheap, deterministic hash of an input (so that trimming runs now and then).
+fn spread(data: &[u8]) -> u32 {
     data.iter().fold(2_166_136_261u32, |h, b| {
         (h ^ u32::from(*b)).wrapping_mul(16_777_619)
     })
