@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod channel;
+pub mod chaos;
 pub mod collector;
 pub mod devnet;
 pub mod guild;

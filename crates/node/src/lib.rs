@@ -56,6 +56,8 @@ enum Command {
     /// Measure the system across real processes.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Inject faults into a network of real processes under load and measure what survives.
+    Chaos(commands::chaos::ChaosCommand),
 }
 
 impl Cli {
@@ -71,6 +73,7 @@ impl Cli {
             Command::Guild(c) => c.run(),
             Command::Channel(c) => c.run(),
             Command::Bench(c) => c.run(),
+            Command::Chaos(c) => c.run(),
         }
     }
 }

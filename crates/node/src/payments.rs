@@ -325,6 +325,10 @@ struct Inner {
     /// The channel to each payee (by payment key) and its expiry, so that a payment does
     /// not read every channel from disk; filled from the store on first use.
     open_to: std::sync::Mutex<std::collections::HashMap<[u8; 32], (ChannelId, u64)>>,
+    /// One delivery at a time per channel: the payee takes states only in nonce order.
+    delivering: std::sync::Mutex<
+        std::collections::HashMap<ChannelId, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
 }
 
 impl Payments {
@@ -376,6 +380,7 @@ impl Payments {
                 opening: tokio::sync::Mutex::new(()),
                 metrics,
                 open_to: std::sync::Mutex::default(),
+                delivering: std::sync::Mutex::default(),
             }),
         })
     }
@@ -446,7 +451,21 @@ impl Payments {
                 if local.params.payer != caller {
                     return Err("the caller is not this channel's payer".into());
                 }
-                let ack = self.inner.payee.accept(&state, now()).map_err(e)?;
+                let ack = match self.inner.payee.accept(&state, now()) {
+                    Ok(ack) => ack,
+                    // Delivered again (its acknowledgement was lost): signed by the payer,
+                    // and this side holds it or a later state. Acknowledged as held, paid
+                    // once.
+                    Err(PaymentError::StaleNonce { got, expected }) if got < expected => {
+                        return json(serde_json::json!({
+                            "nonce": got,
+                            "cumulative": local.state.cumulative.base_units(),
+                            "paid": 0,
+                            "held": true,
+                        }));
+                    }
+                    Err(other) => return Err(e(other)),
+                };
                 self.inner.metrics.payment("in", ack.paid.base_units());
                 json(serde_json::json!({
                     "nonce": ack.nonce,
@@ -614,17 +633,14 @@ impl Payments {
             }
             tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
             let state = paid.map_err(|e| e.to_string())?;
-            let ack = self
-                .ask(executor, types::PAYMENT, state.to_bytes().to_vec())
-                .await?;
-            self.inner.payer.acknowledged(&channel, state.state.nonce);
+            self.deliver(executor, &channel, state.state.nonce).await?;
             self.inner.metrics.payment("out", amount);
             Ok::<_, String>(PaymentRecord {
                 status: "paid".into(),
                 channel: Some(hex::encode(channel.0)),
                 amount,
-                cumulative: ack["cumulative"].as_u64(),
-                nonce: ack["nonce"].as_u64(),
+                cumulative: Some(state.state.cumulative.base_units()),
+                nonce: Some(state.state.nonce),
                 receipt: Some(hex::encode(receipt)),
                 reason: None,
             })
@@ -635,6 +651,35 @@ impl Payments {
             span.record_error(&zerostate_p2p::Reason(why.clone()));
             PaymentRecord::unpaid(amount, why, "failed")
         })
+    }
+
+    /// Delivers to `payee`, in nonce order, every state signed on `channel` it has not
+    /// acknowledged, until the one with nonce `upto` is acknowledged. The payee takes only
+    /// the next nonce, so states signed at once by concurrent payments, or left behind by a
+    /// delivery that failed (the payee was down, the answer lost), go in order, one
+    /// delivery at a time per channel; a state the payee already holds is acknowledged as
+    /// held, so nothing is paid twice.
+    async fn deliver(&self, payee: PeerId, channel: &ChannelId, upto: u64) -> Result<(), String> {
+        let lock = self
+            .inner
+            .delivering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(*channel)
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let pending = self
+            .inner
+            .payer
+            .unacknowledged(channel)
+            .map_err(|e| e.to_string())?;
+        for state in pending.iter().take_while(|s| s.state.nonce <= upto) {
+            self.ask(payee, types::PAYMENT, state.to_bytes().to_vec())
+                .await?;
+            self.inner.payer.acknowledged(channel, state.state.nonce);
+        }
+        Ok(())
     }
 
     /// Forgets `channel` as the one to its payee (used up, or being settled).

@@ -101,6 +101,9 @@ impl Service {
                     self.config.missed_heartbeats
                 );
                 if coordinating {
+                    if let Some(g) = self.guilds.get_mut(&id) {
+                        g.fell_silent(peer, now);
+                    }
                     self.remove_member(&id, peer).await;
                 } else if peer == coordinator {
                     // The coordinator is gone: without it nobody can admit, rotate keys or

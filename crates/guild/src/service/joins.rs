@@ -358,7 +358,10 @@ impl Service {
             return refused("too many join requests: try again later", false);
         }
         let already = g.members.contains_key(&r.peer);
-        if !already {
+        // A member removed only because it fell silent (a pause, a partition) comes back
+        // on the admission it had.
+        let returning = !already && g.take_returning(&r.peer, now);
+        if !already && !returning {
             let now_ms = unix_ms();
             g.used_invitations
                 .retain(|_, (_, expires)| *expires > now_ms);
@@ -373,15 +376,17 @@ impl Service {
             if let Some(reason) = problem {
                 return refused(reason, true);
             }
-            if g.members.len() >= config.max_members {
-                return refused("the guild is full", false);
-            }
-            if let Some(inv) = &req.invitation
-                && config.admission == Admission::Invite
-            {
-                g.used_invitations
-                    .insert(inv.id.clone(), (r.peer, inv.expires_unix_ms));
-            }
+        }
+        if !already && g.members.len() >= config.max_members {
+            return refused("the guild is full", false);
+        }
+        if !already
+            && !returning
+            && let Some(inv) = &req.invitation
+            && config.admission == Admission::Invite
+        {
+            g.used_invitations
+                .insert(inv.id.clone(), (r.peer, inv.expires_unix_ms));
         }
         let span = tracing::info_span!(
             parent: &r.span,

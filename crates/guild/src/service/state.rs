@@ -178,9 +178,37 @@ pub(super) struct Guild {
     /// so rotation traffic stays bounded however fast members come and go.
     pub(super) deliveries: Vec<tokio::task::AbortHandle>,
     pub(super) heartbeat_seq: u64,
+    /// Members removed because they fell silent (coordinator only), and when: each was
+    /// admitted once and removed by no one's decision, so it may come back without a new
+    /// invitation within [`RETURN_WINDOW`]. At most [`RETURNING_KEPT`], the oldest go first.
+    pub(super) returning: VecDeque<(PeerId, Instant)>,
 }
 
+/// How long a member removed for silence may come back without a new invitation.
+pub(super) const RETURN_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Members removed for silence remembered per guild.
+pub(super) const RETURNING_KEPT: usize = 256;
+
 impl Guild {
+    /// Remembers that `peer` was removed for silence at `now` (coordinator only).
+    pub(super) fn fell_silent(&mut self, peer: PeerId, now: Instant) {
+        self.returning.retain(|(p, _)| *p != peer);
+        self.returning.push_back((peer, now));
+        while self.returning.len() > RETURNING_KEPT {
+            self.returning.pop_front();
+        }
+    }
+
+    /// Whether `peer` was removed for silence within [`RETURN_WINDOW`] of `now`; it is
+    /// forgotten either way (it comes back once).
+    pub(super) fn take_returning(&mut self, peer: &PeerId, now: Instant) -> bool {
+        let Some(at) = self.returning.iter().position(|(p, _)| p == peer) else {
+            return false;
+        };
+        let (_, since) = self.returning.remove(at).unwrap_or((*peer, now));
+        now.saturating_duration_since(since) <= RETURN_WINDOW
+    }
+
     /// A guild this node has just come to know, with nothing in it yet.
     pub(super) fn new(
         id: String,
@@ -213,6 +241,7 @@ impl Guild {
             sync_started: None,
             used_invitations: HashMap::new(),
             deliveries: Vec::new(),
+            returning: VecDeque::new(),
             heartbeat_seq: 0,
         }
     }

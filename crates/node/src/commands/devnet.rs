@@ -90,7 +90,12 @@ const GUILD_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) type ChildEnv<'a> = &'a [(&'a str, Option<&'a str>)];
 
 /// Starts `zerostate <args>` and waits for its ready line; its log goes to `log`.
-fn spawn(name: &str, args: &[String], log: &Path, env: ChildEnv<'_>) -> anyhow::Result<Child> {
+pub(crate) fn spawn(
+    name: &str,
+    args: &[String],
+    log: &Path,
+    env: ChildEnv<'_>,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the zerostate executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(args);

@@ -363,6 +363,17 @@ impl NodeCommand {
         if let Err(e) = guard.shutdown() {
             eprintln!("warning: flushing telemetry on shutdown: {e}");
         }
+        // The span export's final account, after the last flush: what a harness compares
+        // with what its collector stored.
+        let spans = guard.stats();
+        crate::console::say(&serde_json::json!({
+            "event": "stopped",
+            "spans": {
+                "exported": spans.spans_exported,
+                "dropped": spans.spans_dropped,
+                "export_failed": spans.spans_failed,
+            },
+        }));
         result.map(|()| ExitCode::SUCCESS)
     }
 }
@@ -495,8 +506,8 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         tracing::info!(guild.id = %created.id, "guild created");
     }
     // Retried until admitted; stopped with the node if it is still trying.
-    let joining =
-        join_guild.map(|target| tokio::spawn(join_until_admitted(guilds.clone(), target)));
+    let joining = join_guild
+        .map(|target| tokio::spawn(stay_in_guild(guilds.clone(), target, heartbeat_interval)));
     crate::console::shutdown_signal().await?;
     tracing::info!("shutting down");
     api.abort();
@@ -572,11 +583,43 @@ async fn handle_events(
 /// How long a node started with `--join-guild` keeps trying to reach the coordinator.
 const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Joins the guild named by `--join-guild` and stays in it: when this node finds itself
+/// removed, or the guild ended under it because its coordinator fell silent (this node or
+/// the coordinator was paused or cut off), it says so (`guild_rejoining` on stdout) and
+/// asks to join again, without the invitation it already used: a coordinator takes back,
+/// once, a member it removed for silence. A guild its coordinator dissolved, or a refusal,
+/// ends it. The guild's state is checked every `check`.
+async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time::Duration) {
+    while join_until_admitted(&guilds, &target).await {
+        target.invitation = None;
+        let reason = loop {
+            tokio::time::sleep(check).await;
+            let Ok(info) = guilds.info(&target.guild_id).await else {
+                return;
+            };
+            let reason = info.reason.unwrap_or_default();
+            match info.status.as_str() {
+                "removed" => break reason,
+                "dissolved" if reason.contains("coordinator lost") => break reason,
+                "coordinator" | "member" => {}
+                _ => return,
+            }
+        };
+        tracing::warn!(guild.id = %target.guild_id, "out of the guild ({reason}): joining again");
+        crate::console::say(&serde_json::json!({
+            "event": "guild_rejoining",
+            "guild": target.guild_id,
+            "reason": reason,
+        }));
+    }
+}
+
 /// Joins a guild, retrying with backoff (200 ms doubling to 10 s) while the coordinator
-/// cannot be reached (it may not be up yet), for at most [`JOIN_PATIENCE`]. A refusal, or
-/// running out of patience, ends the attempts with an error line and a
-/// `guild_join_failed` event on stdout; a failed attempt leaves no subscription behind.
-async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
+/// cannot be reached (it may not be up yet), for at most [`JOIN_PATIENCE`]; true once
+/// admitted. A refusal, or running out of patience, ends the attempts with an error line
+/// and a `guild_join_failed` event on stdout; a failed attempt leaves no subscription
+/// behind.
+async fn join_until_admitted(guilds: &Guilds, target: &GuildTarget) -> bool {
     let mut wait = std::time::Duration::from_millis(200);
     let start = tokio::time::Instant::now();
     let failed = |why: String| {
@@ -599,17 +642,19 @@ async fn join_until_admitted(guilds: Guilds, target: GuildTarget) {
         {
             Ok(info) => {
                 tracing::info!(guild.id = %info.id, count = info.members.len(), "joined guild");
-                return;
+                return true;
             }
             Err(e @ zerostate_guild::GuildError::Refused { .. }) => {
-                return failed(zerostate_telemetry::error_chain(&e));
+                failed(zerostate_telemetry::error_chain(&e));
+                return false;
             }
             Err(e) if start.elapsed() + wait > JOIN_PATIENCE => {
-                return failed(format!(
+                failed(format!(
                     "{}; gave up after {} s",
                     zerostate_telemetry::error_chain(&e),
                     start.elapsed().as_secs()
                 ));
+                return false;
             }
             Err(e) => {
                 tracing::warn!(

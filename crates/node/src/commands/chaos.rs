@@ -1,0 +1,910 @@
+//! `zerostate chaos`: a real network of processes under a steady task load, with faults
+//! injected, measured from the outside — tasks submitted, succeeded, failed (and why) and
+//! lost; payments the requester was told of against those on both parties' disks; spans
+//! the collector acknowledged against those in its store; each node's peak resident
+//! memory; the time to recover. Prints a table; exits 1 when a check fails.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+mod load;
+mod net;
+mod proxy;
+
+use load::{Book, Load, Pace};
+use net::{Net, Plan};
+
+/// Run the chaos scenarios against a network of real processes.
+#[derive(Debug, Args)]
+pub struct ChaosCommand {
+    /// Scenarios to run, in order; repeatable [default: all].
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Seconds of load per scenario: the fault comes after a third of it and is healed
+    /// after two thirds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
+    seconds: u64,
+    /// Tasks submitted per second in the fault scenarios (the load scenarios keep
+    /// `--in-flight` tasks under way instead).
+    #[arg(long, default_value_t = 4.0)]
+    rate: f64,
+    /// Tasks kept under way in the load scenarios (three executors run two each at once).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=256))]
+    in_flight: u64,
+    /// Executors killed (SIGKILL) and started again in `executors-killed`.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    kills: u32,
+    /// How long the slow collector holds each answer, milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    slow_ms: u64,
+    /// Where the processes keep their data and logs [default: a temporary directory,
+    /// removed afterwards].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// A chaos scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// As many tasks as the network takes, every trace sampled.
+    #[value(name = "load-100")]
+    Load100,
+    /// The same with 10 % of traces sampled.
+    #[value(name = "load-10")]
+    Load10,
+    /// The collector killed (SIGKILL) and started again mid-load.
+    CollectorKilled,
+    /// An executor cut off (SIGSTOP) and healed (SIGCONT).
+    Partition,
+    /// Executors killed (SIGKILL) mid-task and started again, `--kills` times.
+    ExecutorsKilled,
+    /// The ledger node killed (SIGKILL) mid-payments and started again.
+    LedgerRestarted,
+    /// The guild's coordinator killed (SIGKILL) for good.
+    CoordinatorLost,
+    /// The collector answering every export `--slow-ms` late.
+    SlowCollector,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Load100 => "load-100",
+            Self::Load10 => "load-10",
+            Self::CollectorKilled => "collector-killed",
+            Self::Partition => "partition",
+            Self::ExecutorsKilled => "executors-killed",
+            Self::LedgerRestarted => "ledger-restarted",
+            Self::CoordinatorLost => "coordinator-lost",
+            Self::SlowCollector => "slow-collector",
+        }
+    }
+}
+
+/// A check a scenario makes, and how it came out.
+#[derive(Debug, serde::Serialize)]
+struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+/// What one scenario measured.
+#[derive(Debug, Default, serde::Serialize)]
+struct Row {
+    scenario: String,
+    load: String,
+    fault: String,
+    seconds: f64,
+    submitted: usize,
+    succeeded: usize,
+    failed: usize,
+    lost: usize,
+    /// Why tasks failed, with counts.
+    reasons: BTreeMap<String, usize>,
+    /// Succeeded tasks' time from submission to paid, as the requester measured it.
+    p50_ms: f64,
+    p95_ms: f64,
+    /// Payments the requester reported as paid.
+    payments_acknowledged: usize,
+    /// Of those, found exactly once in the payer's store and in a payee's store.
+    payments_found_payer: usize,
+    payments_found_payee: usize,
+    /// Receipts paid more than once on either side.
+    payments_duplicated: usize,
+    /// Payments on a payee's disk the requester never reported as paid (an answer lost).
+    payments_unreported: usize,
+    /// Tasks whose payment did not go through, with why.
+    payments_not_made: usize,
+    spans_acknowledged: u64,
+    spans_stored: u64,
+    spans_dropped: u64,
+    spans_export_failed: u64,
+    peak_rss_mib: BTreeMap<String, f64>,
+    /// Seconds from the fault's end (or the fault) to recovery, and what that means.
+    recovery_s: Option<f64>,
+    recovery: String,
+    notes: Vec<String>,
+    checks: Vec<Check>,
+    ok: bool,
+}
+
+impl Row {
+    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.to_owned(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// The first line of an error chain, short enough for a table.
+pub(crate) fn short(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.chars().take(160).collect()
+}
+
+/// Failure reasons grouped: ids and numbers vary, the wording does not.
+fn reason_key(reason: &str) -> String {
+    let words: Vec<String> = reason
+        .split_whitespace()
+        .map(|w| {
+            if w.chars().filter(char::is_ascii_hexdigit).count() >= 8
+                || w.chars().any(|c| c.is_ascii_digit())
+            {
+                "…".to_owned()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    words.join(" ").chars().take(140).collect()
+}
+
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values
+        .get(((values.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+impl ChaosCommand {
+    /// Runs the scenarios and prints the table.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let scenarios = if self.scenarios.is_empty() {
+            Scenario::value_variants().to_vec()
+        } else {
+            self.scenarios.clone()
+        };
+        let base = match &self.data {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("zerostate-chaos-{}", std::process::id())),
+        };
+        let mut rows = Vec::new();
+        for scenario in scenarios {
+            eprintln!("chaos: {} ({} s of load)", scenario.name(), self.seconds);
+            let started = Instant::now();
+            let mut row = match self.scenario(scenario, &base.join(scenario.name())) {
+                Ok(row) => row,
+                Err(e) => {
+                    let mut row = Row {
+                        scenario: scenario.name().to_owned(),
+                        ..Row::default()
+                    };
+                    row.check("the scenario ran", false, short(&e));
+                    row
+                }
+            };
+            row.ok = row.checks.iter().all(|c| c.ok);
+            eprintln!(
+                "chaos: {} {} in {:.0} s",
+                scenario.name(),
+                if row.ok { "passed" } else { "FAILED" },
+                started.elapsed().as_secs_f64()
+            );
+            for c in row.checks.iter().filter(|c| !c.ok) {
+                eprintln!("  failed: {}: {}", c.name, c.detail);
+            }
+            rows.push(row);
+        }
+        println!("{}", markdown(&rows));
+        if let Some(path) = &self.report {
+            std::fs::write(path, serde_json::to_vec_pretty(&rows)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if self.data.is_none() {
+            let _ = std::fs::remove_dir_all(&base);
+        }
+        Ok(if rows.iter().all(|r| r.ok) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+
+    /// Runs one scenario on a fresh network.
+    fn scenario(&self, scenario: Scenario, dir: &std::path::Path) -> anyhow::Result<Row> {
+        let slow = proxy::Delay::default();
+        let mut net = Net::start(Plan {
+            dir,
+            executors: 3,
+            sampling: if scenario == Scenario::Load10 {
+                0.1
+            } else {
+                1.0
+            },
+            otlp_via: (scenario == Scenario::SlowCollector).then(|| slow.clone()),
+        })?;
+        let third = Duration::from_secs(self.seconds) / 3;
+        let mut row = Row {
+            scenario: scenario.name().to_owned(),
+            ..Row::default()
+        };
+        let pace = match scenario {
+            Scenario::Load100 | Scenario::Load10 => {
+                Pace::InFlight(usize::try_from(self.in_flight).unwrap_or(6))
+            }
+            _ => Pace::Rate(self.rate),
+        };
+        row.load = match pace {
+            Pace::InFlight(k) => format!(
+                "{k} in flight, {} sampled",
+                if scenario == Scenario::Load10 {
+                    "10 %"
+                } else {
+                    "100 %"
+                }
+            ),
+            Pace::Rate(r) => format!("{r}/s"),
+        };
+        // The gossip mesh forms within a heartbeat or two.
+        std::thread::sleep(Duration::from_secs(2));
+        let load = Load::start(&net.runtime, net.client("requester")?, pace);
+        let mut book = match scenario {
+            Scenario::Load100 | Scenario::Load10 => {
+                row.fault = "none".to_owned();
+                std::thread::sleep(third * 3);
+                row.recovery = "—".to_owned();
+                load.finish(&net.runtime)
+            }
+            Scenario::CollectorKilled => collector_killed(&mut net, load, third, &mut row)?,
+            Scenario::Partition => partition(&mut net, load, third, &mut row)?,
+            Scenario::ExecutorsKilled => {
+                executors_killed(&mut net, load, third, self.kills, &mut row)?
+            }
+            Scenario::LedgerRestarted => ledger_restarted(&mut net, load, third, &mut row)?,
+            Scenario::CoordinatorLost => coordinator_lost(&mut net, load, third, &mut row)?,
+            Scenario::SlowCollector => {
+                slow_collector(&mut net, load, third, &slow, self.slow_ms, &mut row)?
+            }
+        };
+        row.seconds = (third * 3).as_secs_f64();
+        let stored = net.stop()?;
+        tally(&mut row, &mut book);
+        payments(&net, &mut row, &book)?;
+        row.spans_acknowledged = net.spans.exported;
+        row.spans_dropped = net.spans.dropped;
+        row.spans_export_failed = net.spans.export_failed;
+        row.spans_stored = stored;
+        row.peak_rss_mib = net.peaks_mib();
+        common_checks(&mut row, net.spans_scraped);
+        if matches!(scenario, Scenario::Load100 | Scenario::Load10) {
+            let peak = row.peak_rss_mib.values().copied().fold(0.0, f64::max);
+            row.check(
+                "memory bounded",
+                peak < MEMORY_BOUND_MIB,
+                format!("largest node peak {peak:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)"),
+            );
+            row.check(
+                "every task succeeded",
+                row.failed == 0,
+                format!("{} failed", row.failed),
+            );
+            row.check(
+                "every task paid",
+                row.payments_not_made == 0,
+                format!("{} tasks not paid", row.payments_not_made),
+            );
+        }
+        Ok(row)
+    }
+}
+
+/// The most resident memory a node may reach under load.
+const MEMORY_BOUND_MIB: f64 = 512.0;
+
+/// Counts outcomes, reasons and latencies.
+fn tally(row: &mut Row, book: &mut Book) {
+    row.submitted = book.submitted;
+    let mut latencies = Vec::new();
+    for o in &book.outcomes {
+        match o.state.as_str() {
+            "succeeded" => {
+                row.succeeded += 1;
+                if let Some(ms) = o.record.as_ref().and_then(|r| r["duration_ms"].as_f64()) {
+                    latencies.push(ms);
+                }
+            }
+            "lost" => row.lost += 1,
+            _ => row.failed += 1,
+        }
+        if o.state != "succeeded" {
+            let reason = o.reason.as_deref().unwrap_or("no reason given");
+            *row.reasons.entry(reason_key(reason)).or_default() += 1;
+        }
+    }
+    row.p50_ms = quantile(&mut latencies, 0.5);
+    row.p95_ms = quantile(&mut latencies, 0.95);
+}
+
+/// Reads every payment from the requester's (payer's) and the executors' (payees') stores
+/// on disk, after the processes stopped, and compares them with what the requester said.
+fn payments(net: &Net, row: &mut Row, book: &Book) -> anyhow::Result<()> {
+    use zerostate_payment::{Keypair, PayeeStore, PayerStore};
+    const ALL: usize = 10_000_000;
+    let mut payer: BTreeMap<String, usize> = BTreeMap::new();
+    let mut payee: BTreeMap<String, usize> = BTreeMap::new();
+    let store = PayerStore::open(
+        &net.data_dir("requester").join("payer.db"),
+        Keypair::from_seed([0; 32]),
+    )
+    .context("opening the requester's payer store")?;
+    for c in store.channels()? {
+        for p in store.history(&c.params.id(), ALL)? {
+            *payer.entry(hex::encode(p.receipt)).or_default() += 1;
+        }
+    }
+    for name in net.executors() {
+        let store = PayeeStore::open(&net.data_dir(&name).join("payee.db"))
+            .with_context(|| format!("opening {name}'s payee store"))?;
+        for c in store.channels()? {
+            for p in store.history(&c.params.id(), ALL)? {
+                *payee.entry(hex::encode(p.receipt)).or_default() += 1;
+            }
+        }
+    }
+    let acked: Vec<String> = book
+        .outcomes
+        .iter()
+        .filter_map(|o| o.paid_receipt())
+        .collect();
+    row.payments_acknowledged = acked.len();
+    row.payments_found_payer = acked.iter().filter(|r| payer.get(*r) == Some(&1)).count();
+    row.payments_found_payee = acked.iter().filter(|r| payee.get(*r) == Some(&1)).count();
+    row.payments_duplicated = payer
+        .values()
+        .chain(payee.values())
+        .filter(|n| **n > 1)
+        .count();
+    let acked: std::collections::HashSet<&String> = acked.iter().collect();
+    row.payments_unreported = payee.keys().filter(|r| !acked.contains(r)).count();
+    row.payments_not_made = book
+        .outcomes
+        .iter()
+        .filter(|o| o.record.is_some() && o.payment() != Some("paid"))
+        .count();
+    for o in &book.outcomes {
+        if let Some(r) = &o.record
+            && o.payment().is_some_and(|p| p != "paid")
+        {
+            let why = r["payment"]["reason"].as_str().unwrap_or("no reason given");
+            *row.reasons
+                .entry(format!("payment: {}", reason_key(why)))
+                .or_default() += 1;
+        }
+    }
+    Ok(())
+}
+
+/// What every scenario must show.
+fn common_checks(row: &mut Row, scraped: bool) {
+    row.check(
+        "no task lost",
+        row.lost == 0,
+        format!("{} of {} without a final state", row.lost, row.submitted),
+    );
+    row.check(
+        "every failure has a reason",
+        !row.reasons.contains_key("no reason given"),
+        format!("{:?}", row.reasons.keys().collect::<Vec<_>>()),
+    );
+    row.check(
+        "every acknowledged payment is on both parties' disks once",
+        row.payments_found_payer == row.payments_acknowledged
+            && row.payments_found_payee == row.payments_acknowledged,
+        format!(
+            "{} acknowledged, {} found at the payer, {} at a payee",
+            row.payments_acknowledged, row.payments_found_payer, row.payments_found_payee
+        ),
+    );
+    row.check(
+        "no receipt paid twice",
+        row.payments_duplicated == 0,
+        format!("{} receipts paid more than once", row.payments_duplicated),
+    );
+    row.check(
+        "every acknowledged span is stored",
+        row.spans_stored >= row.spans_acknowledged,
+        format!(
+            "{} acknowledged{}, {} stored",
+            row.spans_acknowledged,
+            if scraped {
+                " (killed processes as last scraped)"
+            } else {
+                ""
+            },
+            row.spans_stored
+        ),
+    );
+}
+
+/// Polls `done` every 100 ms for at most `within`; how long it took.
+fn until(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// How long recovery may take before it counts as not recovered.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+
+fn collector_killed(
+    net: &mut Net,
+    load: Load,
+    third: Duration,
+    row: &mut Row,
+) -> anyhow::Result<Book> {
+    row.fault = format!("collector SIGKILL for {:.0} s", third.as_secs_f64());
+    std::thread::sleep(third);
+    net.kill_collector();
+    std::thread::sleep(third);
+    net.restart_collector()?;
+    // Export resumed when the new collector stores its first span.
+    let resumed = until(RECOVERY_LIMIT, || {
+        net.collector_stored().is_ok_and(|n| n > 0)
+    });
+    row.recovery_s = resumed.map(|d| d.as_secs_f64());
+    row.recovery = "restart → first span stored".to_owned();
+    row.check(
+        "export resumed after the restart",
+        resumed.is_some(),
+        "the restarted collector stored a span",
+    );
+    std::thread::sleep(third.saturating_sub(resumed.unwrap_or_default()));
+    let book = load.finish(&net.runtime);
+    let failed = book
+        .outcomes
+        .iter()
+        .filter(|o| o.state != "succeeded")
+        .count();
+    row.check(
+        "tasks unaffected",
+        failed == 0,
+        format!("{failed} tasks did not succeed"),
+    );
+    Ok(book)
+}
+
+fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyhow::Result<Book> {
+    let cut = "executor-1";
+    row.fault = format!("{cut} SIGSTOP for {:.0} s", third.as_secs_f64());
+    row.notes.push(
+        "the partition is a SIGSTOP/SIGCONT of the node's process: every node listens on \
+         loopback, so a network namespace would need every node moved to its own address"
+            .to_owned(),
+    );
+    let peer = net.peer(cut)?;
+    std::thread::sleep(third);
+    let cut_at = load.started.elapsed();
+    net.pause(cut, true)?;
+    std::thread::sleep(third);
+    let coordinator = net.guild_view("coordinator")?;
+    let marked_down = !coordinator["members"].as_array().is_some_and(|m| {
+        m.iter()
+            .any(|m| m["peer_id"] == peer.as_str() && m["up"] == true)
+    });
+    row.check(
+        "heartbeats marked the cut-off node down",
+        marked_down,
+        format!(
+            "the coordinator's view before the heal: {}",
+            coordinator["members"]
+        ),
+    );
+    let healed_at = load.started.elapsed();
+    net.pause(cut, false)?;
+    let rejoined = until(RECOVERY_LIMIT, || net.converged(cut));
+    row.recovery_s = rejoined.map(|d| d.as_secs_f64());
+    row.recovery = "heal → member again, membership converged".to_owned();
+    row.check(
+        "it rejoined and its guild state converged",
+        rejoined.is_some(),
+        format!("{cut}: {}", net.guild_view(cut).unwrap_or_default()),
+    );
+    std::thread::sleep(third.saturating_sub(rejoined.unwrap_or_default()));
+    let book = load.finish(&net.runtime);
+    // Tasks submitted a second after the cut (an offer made just before it may still be
+    // taken) until the heal: none may be handed to the cut-off node.
+    let handed = book
+        .outcomes
+        .iter()
+        .filter(|o| o.at > cut_at + Duration::from_secs(1) && o.at < healed_at)
+        .filter_map(|o| o.record.as_ref())
+        .flat_map(|r| r["attempts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["executor"] == peer.as_str())
+        .count();
+    row.check(
+        "tasks avoided the cut-off node",
+        handed == 0,
+        format!("{handed} attempts handed to it while it was cut off"),
+    );
+    let failed = book
+        .outcomes
+        .iter()
+        .filter(|o| o.state != "succeeded")
+        .count();
+    row.check(
+        "every task succeeded",
+        failed == 0,
+        format!("{failed} did not"),
+    );
+    Ok(book)
+}
+
+fn executors_killed(
+    net: &mut Net,
+    load: Load,
+    third: Duration,
+    kills: u32,
+    row: &mut Row,
+) -> anyhow::Result<Book> {
+    row.fault = format!("{kills} × executor SIGKILL mid-task, started again");
+    let executors = net.executors();
+    // The kills spread over the middle two thirds.
+    let window = third * 2;
+    let every = window / kills.max(1);
+    std::thread::sleep(third / 2);
+    let mut mid_task = 0;
+    let mut rejoins = Vec::new();
+    for i in 0..kills {
+        let started = Instant::now();
+        // The executor running a task now, if one is.
+        let running: Vec<String> = load.running_on();
+        let victim = running
+            .iter()
+            .find_map(|peer| net.name_of(peer).map(str::to_owned))
+            .unwrap_or_else(|| executors[i as usize % executors.len()].clone());
+        if running
+            .iter()
+            .any(|p| net.peer(&victim).is_ok_and(|v| &v == p))
+        {
+            mid_task += 1;
+        }
+        net.kill(&victim)?;
+        net.restart(&victim)?;
+        let back = until(RECOVERY_LIMIT, || net.converged(&victim));
+        rejoins.push(back.map(|d| d.as_secs_f64() + 0.0));
+        std::thread::sleep(every.saturating_sub(started.elapsed()));
+    }
+    let rejoined: Vec<f64> = rejoins.iter().flatten().copied().collect();
+    row.recovery_s = rejoined.iter().copied().reduce(f64::max);
+    row.recovery = "start again → member again (slowest)".to_owned();
+    row.notes.push(format!(
+        "{mid_task} of {kills} kills hit an executor while it ran a task"
+    ));
+    row.check(
+        "every killed executor came back",
+        rejoined.len() == rejoins.len(),
+        format!("{} of {} back in the guild", rejoined.len(), rejoins.len()),
+    );
+    std::thread::sleep(third / 2);
+    let book = load.finish(&net.runtime);
+    let failed = book
+        .outcomes
+        .iter()
+        .filter(|o| o.state != "succeeded")
+        .count();
+    row.check(
+        "every task completed on another member",
+        failed == 0,
+        format!("{failed} did not"),
+    );
+    Ok(book)
+}
+
+fn ledger_restarted(
+    net: &mut Net,
+    load: Load,
+    third: Duration,
+    row: &mut Row,
+) -> anyhow::Result<Book> {
+    row.fault = format!("ledger SIGKILL for {:.0} s", third.as_secs_f64());
+    std::thread::sleep(third);
+    net.kill("ledger")?;
+    std::thread::sleep(third);
+    net.restart("ledger")?;
+    let requester = net.client("requester")?;
+    let back = until(RECOVERY_LIMIT, || {
+        net.runtime
+            .block_on(requester.get("/v1/ledger/balance"))
+            .is_ok_and(|b| b.is_some())
+    });
+    row.recovery_s = back.map(|d| d.as_secs_f64());
+    row.recovery = "restart → the requester's ledger calls answered".to_owned();
+    row.check(
+        "the ledger answers again",
+        back.is_some(),
+        "the requester's balance query succeeded",
+    );
+    let recovered_at = load.started.elapsed();
+    // A channel opened before the restart is settled on the restarted ledger: it kept the
+    // channel and takes the latest acknowledged state.
+    let channels = net
+        .runtime
+        .block_on(requester.get("/v1/channels"))?
+        .unwrap_or_default();
+    let open = channels
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["closing"] == false && c["nonce"].as_u64() > Some(0))
+        })
+        .cloned();
+    match open {
+        Some(c) => {
+            let id = c["id"].as_str().unwrap_or_default().to_owned();
+            let closed = net.runtime.block_on(
+                requester.post(&format!("/v1/channels/{id}/close"), &serde_json::json!({})),
+            );
+            row.check(
+                "a channel from before the restart settles on the restarted ledger",
+                closed.is_ok(),
+                match &closed {
+                    Ok(a) => format!("closed {id} at {}: {a}", c["cumulative"]),
+                    Err(e) => short(e),
+                },
+            );
+        }
+        None => row.check(
+            "a channel from before the restart settles on the restarted ledger",
+            false,
+            format!("no open channel with payments on the requester: {channels}"),
+        ),
+    }
+    std::thread::sleep(third.saturating_sub(back.unwrap_or_default()));
+    let book = load.finish(&net.runtime);
+    let paid_after = book
+        .outcomes
+        .iter()
+        .filter(|o| o.at > recovered_at && o.payment() == Some("paid"))
+        .count();
+    row.check(
+        "payments continue after it returns",
+        paid_after > 0,
+        format!("{paid_after} tasks submitted after the recovery were paid"),
+    );
+    let failed = book
+        .outcomes
+        .iter()
+        .filter(|o| o.state != "succeeded")
+        .count();
+    row.check(
+        "every task succeeded",
+        failed == 0,
+        format!("{failed} did not"),
+    );
+    Ok(book)
+}
+
+fn coordinator_lost(
+    net: &mut Net,
+    load: Load,
+    third: Duration,
+    row: &mut Row,
+) -> anyhow::Result<Book> {
+    row.fault = "coordinator SIGKILL, not restarted".to_owned();
+    std::thread::sleep(third);
+    let lost_at = load.started.elapsed();
+    net.kill("coordinator")?;
+    // Members notice within their missed-heartbeat window; the guild ends for them.
+    let ended = until(RECOVERY_LIMIT, || {
+        net.guild_view("requester")
+            .is_ok_and(|g| g["status"] == "dissolved")
+    });
+    row.recovery_s = ended.map(|d| d.as_secs_f64());
+    row.recovery =
+        "kill → the requester's guild ends (no recovery: guilds are not persisted)".to_owned();
+    row.check(
+        "members notice the coordinator is gone",
+        ended.is_some(),
+        format!("{}", net.guild_view("requester").unwrap_or_default()),
+    );
+    std::thread::sleep(third * 2);
+    let book = load.finish(&net.runtime);
+    let after: Vec<&load::Outcome> = book.outcomes.iter().filter(|o| o.at > lost_at).collect();
+    let slowest = after.iter().map(|o| o.took).max().unwrap_or_default();
+    row.notes.push(format!(
+        "after the kill: {} tasks submitted, {} succeeded, {} failed with a reason; the \
+         slowest took {:.1} s to its answer",
+        after.len(),
+        after.iter().filter(|o| o.state == "succeeded").count(),
+        after.iter().filter(|o| o.state == "failed").count(),
+        slowest.as_secs_f64()
+    ));
+    row.check(
+        "no task hangs",
+        slowest < load::TASK_DEADLINE,
+        format!("slowest answer {:.1} s", slowest.as_secs_f64()),
+    );
+    Ok(book)
+}
+
+fn slow_collector(
+    net: &mut Net,
+    load: Load,
+    third: Duration,
+    slow: &proxy::Delay,
+    slow_ms: u64,
+    row: &mut Row,
+) -> anyhow::Result<Book> {
+    row.fault = format!(
+        "collector answers {slow_ms} ms late for {:.0} s",
+        third.as_secs_f64()
+    );
+    // The operations listener of every member is asked for /healthz every 200 ms; the
+    // slowest answer of each phase is kept.
+    let admins: Vec<String> = ["requester".to_owned()]
+        .into_iter()
+        .chain(net.executors())
+        .filter_map(|n| {
+            net.metrics(&n).ok()?;
+            Some(n)
+        })
+        .collect();
+    let probe = |net: &Net, until_at: Instant| -> Duration {
+        let mut worst = Duration::ZERO;
+        while Instant::now() < until_at {
+            for n in &admins {
+                let t = Instant::now();
+                let _ = net.metrics(n);
+                worst = worst.max(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        worst
+    };
+    let before = probe(net, Instant::now() + third);
+    let slow_from = load.started.elapsed();
+    slow.set(Duration::from_millis(slow_ms));
+    let during = probe(net, Instant::now() + third);
+    slow.set(Duration::ZERO);
+    let slow_to = load.started.elapsed();
+    std::thread::sleep(third);
+    let book = load.finish(&net.runtime);
+    let phase = |from: Duration, to: Duration| {
+        let mut l: Vec<f64> = book
+            .outcomes
+            .iter()
+            .filter(|o| o.at >= from && o.at < to && o.state == "succeeded")
+            .filter_map(|o| o.record.as_ref()?["duration_ms"].as_f64())
+            .collect();
+        quantile(&mut l, 0.5)
+    };
+    let (p_before, p_during) = (phase(Duration::ZERO, slow_from), phase(slow_from, slow_to));
+    row.notes.push(format!(
+        "task p50 {p_before:.1} ms before, {p_during:.1} ms while the collector was slow; \
+         slowest /metrics answer {:.0} ms before, {:.0} ms during",
+        before.as_secs_f64() * 1000.0,
+        during.as_secs_f64() * 1000.0
+    ));
+    row.recovery = "—".to_owned();
+    row.check(
+        "no node thread blocks",
+        during < Duration::from_secs(2),
+        format!(
+            "slowest /metrics answer while the collector was slow: {:.0} ms",
+            during.as_secs_f64() * 1000.0
+        ),
+    );
+    let failed = book
+        .outcomes
+        .iter()
+        .filter(|o| o.state != "succeeded")
+        .count();
+    row.check(
+        "tasks unaffected",
+        failed == 0,
+        format!("{failed} tasks did not succeed"),
+    );
+    Ok(book)
+}
+
+/// The results as a Markdown table, then each scenario's details.
+fn markdown(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "| scenario | load | fault | submitted | succeeded | failed | lost | payments acked / on payer's disk / on payee's disk | spans acked / stored (dropped, failed exports) | peak RSS per node, MiB | recovery |\n\
+         |---|---|---|---:|---:|---:|---:|---|---|---|---|\n",
+    );
+    for r in rows {
+        let peaks: Vec<String> = r
+            .peak_rss_mib
+            .iter()
+            .map(|(n, m)| format!("{n} {m:.0}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} ({}, {}) | {} | {} |",
+            r.scenario,
+            r.load,
+            r.fault,
+            r.submitted,
+            r.succeeded,
+            r.failed,
+            r.lost,
+            r.payments_acknowledged,
+            r.payments_found_payer,
+            r.payments_found_payee,
+            r.spans_acknowledged,
+            r.spans_stored,
+            r.spans_dropped,
+            r.spans_export_failed,
+            peaks.join(", "),
+            match r.recovery_s {
+                Some(s) => format!("{s:.1} s ({})", r.recovery),
+                None => r.recovery.clone(),
+            }
+        );
+    }
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "\n**{}** ({}; {:.0} s of load): task p50 {:.1} ms, p95 {:.1} ms.",
+            r.scenario,
+            if r.ok { "passed" } else { "FAILED" },
+            r.seconds,
+            r.p50_ms,
+            r.p95_ms
+        );
+        for (reason, n) in &r.reasons {
+            let _ = writeln!(out, "- {n} × {reason}");
+        }
+        if r.payments_unreported > 0 {
+            let _ = writeln!(
+                out,
+                "- {} payments on a payee's disk whose acknowledgement the requester never \
+                 reported (the answer was lost to a fault)",
+                r.payments_unreported
+            );
+        }
+        for n in &r.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+        for c in &r.checks {
+            let _ = writeln!(
+                out,
+                "- {} {}: {}",
+                if c.ok { "✓" } else { "✗" },
+                c.name,
+                c.detail
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,239 @@
+//! The steady task load: tasks submitted to the requester's API, each followed until it
+//! ends or its deadline passes, every outcome kept.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client::NodeClient;
+
+/// How long a task may take from submission to a final state before it counts as lost.
+pub(super) const TASK_DEADLINE: Duration = Duration::from_secs(90);
+
+/// The task every scenario submits: a built-in that runs for tens of milliseconds, under a
+/// 2 s wall-time limit (so an executor that stops answering is given up on after 5 s).
+fn task_body() -> serde_json::Value {
+    serde_json::json!({
+        "module": "builtin:primes",
+        "input": "300000",
+        "limits": { "wall_time_ms": 2000 },
+    })
+}
+
+/// How one task ended.
+#[derive(Clone, Debug)]
+pub(super) struct Outcome {
+    /// When it was submitted, from the start of the load.
+    pub(super) at: Duration,
+    /// `succeeded`, `failed` or `lost`.
+    pub(super) state: String,
+    /// Why it failed or was lost.
+    pub(super) reason: Option<String>,
+    /// Its final record, when it has one.
+    pub(super) record: Option<serde_json::Value>,
+    /// From submission to its end, as the harness saw it.
+    pub(super) took: Duration,
+}
+
+impl Outcome {
+    /// The payment's status (`paid`, `failed`, ...), when the record has one.
+    pub(super) fn payment(&self) -> Option<&str> {
+        self.record.as_ref()?["payment"]["status"].as_str()
+    }
+
+    /// The hash of the receipt paid for, when paid.
+    pub(super) fn paid_receipt(&self) -> Option<String> {
+        (self.payment() == Some("paid"))
+            .then(|| self.record.as_ref()?["payment"]["receipt"].as_str())
+            .flatten()
+            .map(str::to_owned)
+    }
+}
+
+/// A record seen while a task was under way: who it is with now.
+#[derive(Clone, Debug)]
+pub(super) struct InFlight {
+    /// The executor it is running on, when it is running.
+    pub(super) executor: Option<String>,
+}
+
+/// Every outcome so far, and the tasks under way.
+#[derive(Default)]
+pub(super) struct Book {
+    /// Ended tasks.
+    pub(super) outcomes: Vec<Outcome>,
+    /// Submitted, not ended, by task id (or a harness id before the answer).
+    pub(super) in_flight: std::collections::HashMap<String, InFlight>,
+    /// Submitted so far.
+    pub(super) submitted: usize,
+}
+
+/// How tasks are sent.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Pace {
+    /// This many per second, whatever is under way (open loop).
+    Rate(f64),
+    /// Always this many under way (closed loop): as fast as the network takes them.
+    InFlight(usize),
+}
+
+/// A load running on the harness's runtime until stopped.
+pub(super) struct Load {
+    /// What happened.
+    pub(super) book: Arc<Mutex<Book>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    driver: tokio::task::JoinHandle<()>,
+    /// When it started.
+    pub(super) started: Instant,
+}
+
+impl Load {
+    /// Starts submitting tasks to `requester` at `pace`.
+    pub(super) fn start(
+        runtime: &tokio::runtime::Runtime,
+        requester: NodeClient,
+        pace: Pace,
+    ) -> Load {
+        let book = Arc::new(Mutex::new(Book::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Instant::now();
+        let (b, s) = (book.clone(), stop.clone());
+        let driver = runtime.spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut n = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                match pace {
+                    Pace::Rate(per_second) => {
+                        let due = started + Duration::from_secs_f64(n as f64 / per_second);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    Pace::InFlight(k) => {
+                        while tasks.len() >= k {
+                            tasks.join_next().await;
+                        }
+                    }
+                }
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                n += 1;
+                tasks.spawn(one(requester.clone(), b.clone(), started, n));
+                while tasks.try_join_next().is_some() {}
+            }
+            while tasks.join_next().await.is_some() {}
+        });
+        Load {
+            book,
+            stop,
+            driver,
+            started,
+        }
+    }
+
+    /// Stops submitting and waits until every task under way has ended or been given up
+    /// on.
+    pub(super) fn finish(self, runtime: &tokio::runtime::Runtime) -> Book {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = runtime.block_on(self.driver);
+        std::mem::take(&mut *self.book.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Who is running each task under way now.
+    pub(super) fn running_on(&self) -> Vec<String> {
+        self.book
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight
+            .values()
+            .filter_map(|f| f.executor.clone())
+            .collect()
+    }
+}
+
+/// Submits one task and follows it to its end.
+async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n: u64) {
+    let at = started.elapsed();
+    let begun = Instant::now();
+    let provisional = format!("#{n}");
+    {
+        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+        b.submitted += 1;
+        b.in_flight
+            .insert(provisional.clone(), InFlight { executor: None });
+    }
+    let end =
+        |state: &str, reason: Option<String>, record: Option<serde_json::Value>, key: &str| {
+            let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+            b.in_flight.remove(key);
+            b.outcomes.push(Outcome {
+                at,
+                state: state.to_owned(),
+                reason,
+                record,
+                took: begun.elapsed(),
+            });
+        };
+    let id = match requester.post("/v1/tasks", &task_body()).await {
+        Ok(accepted) => match accepted["task_id"].as_str() {
+            Some(id) => id.to_owned(),
+            None => {
+                return end(
+                    "failed",
+                    Some(format!("no task id in {accepted}")),
+                    None,
+                    &provisional,
+                );
+            }
+        },
+        Err(e) => {
+            return end(
+                "failed",
+                Some(format!(
+                    "refused at submission: {}",
+                    crate::commands::chaos::short(&e)
+                )),
+                None,
+                &provisional,
+            );
+        }
+    };
+    {
+        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+        b.in_flight.remove(&provisional);
+        b.in_flight.insert(id.clone(), InFlight { executor: None });
+    }
+    loop {
+        if begun.elapsed() > TASK_DEADLINE {
+            return end(
+                "lost",
+                Some(format!(
+                    "no final state within {} s",
+                    TASK_DEADLINE.as_secs()
+                )),
+                None,
+                &id,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let record = match requester.get(&format!("/v1/tasks/{id}")).await {
+            Ok(Some(r)) => r,
+            // The requester is busy or gone for a moment: the deadline decides.
+            Ok(None) | Err(_) => continue,
+        };
+        match record["state"].as_str() {
+            Some("succeeded") => return end("succeeded", None, Some(record), &id),
+            Some("failed") => {
+                let reason = record["error"].as_str().map(str::to_owned);
+                return end("failed", reason, Some(record), &id);
+            }
+            _ => {
+                let executor = (record["state"] == "running")
+                    .then(|| record["executor"].as_str().map(str::to_owned))
+                    .flatten();
+                let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(f) = b.in_flight.get_mut(&id) {
+                    f.executor = executor;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The network a chaos scenario runs on: a collector, a coordinator that creates the guild,
+//! a ledger node, a requester and executors, each its own `zerostate` process on loopback
+//! with a fixed p2p port, so that a node killed and started again is found where it was.
+//! It kills, pauses, resumes and restarts them, samples their resident memory, and keeps
+//! the span accounts of every process it ends.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::client::NodeClient;
+use crate::commands::devnet::spawn;
+use crate::console::Ready;
+use crate::process::{Child, stop_all};
+
+/// How long a node or the collector has to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long the guild has to form.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The guild's heartbeats in every scenario: every 500 ms, a member silent for six of them
+/// (3 s) is marked down: short enough for a scenario, wide enough for seven processes on
+/// two cores.
+const GUILD_SETTINGS: &str = "[guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 6\n";
+
+/// The requester tries five executors before a task fails, and waits 3 s past a task's
+/// wall-time limit for an answer.
+const TASK_SETTINGS: &str = "max_attempts = 5\ntimeout_margin_ms = 3000\n";
+
+/// What a process that ended said about its spans.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub(super) struct SpanAccount {
+    /// Spans the collector acknowledged.
+    pub(super) exported: u64,
+    /// Spans dropped because the export queue was full.
+    pub(super) dropped: u64,
+    /// Spans in exports that failed.
+    pub(super) export_failed: u64,
+}
+
+impl SpanAccount {
+    fn add(&mut self, other: SpanAccount) {
+        self.exported += other.exported;
+        self.dropped += other.dropped;
+        self.export_failed += other.export_failed;
+    }
+}
+
+/// One node: how it is started and, while it runs, its process.
+struct Slot {
+    args: Vec<String>,
+    child: Option<Child>,
+    peer_id: String,
+    client: Option<NodeClient>,
+    admin: String,
+}
+
+/// Peak resident memory (VmHWM, KiB) by node name, over every process it ran as.
+type Peaks = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// A running chaos network.
+pub(super) struct Net {
+    dir: PathBuf,
+    /// The guild every member is in.
+    pub(super) guild: String,
+    env: Vec<(String, Option<String>)>,
+    collector: Option<Child>,
+    collector_args: Vec<String>,
+    /// The collector's query API and viewer.
+    pub(super) ui: String,
+    nodes: BTreeMap<String, Slot>,
+    /// Spans of processes that ended (killed ones as last scraped).
+    pub(super) spans: SpanAccount,
+    /// Whether some node's span account is only as good as its last scrape.
+    pub(super) spans_scraped: bool,
+    peaks: Peaks,
+    pids: Arc<Mutex<BTreeMap<String, u32>>>,
+    sampling: Arc<std::sync::atomic::AtomicBool>,
+    /// The runtime the harness's HTTP calls run on.
+    pub(super) runtime: tokio::runtime::Runtime,
+}
+
+/// How the network is built.
+pub(super) struct Plan<'a> {
+    /// Where every process keeps its data and log.
+    pub(super) dir: &'a Path,
+    /// Executors (members that run tasks).
+    pub(super) executors: usize,
+    /// `OTEL_TRACES_SAMPLER_ARG` for every node (parent-based trace-id ratio).
+    pub(super) sampling: f64,
+    /// When set, nodes send spans through a proxy in front of the collector that holds its
+    /// answers as long as this says.
+    pub(super) otlp_via: Option<super::proxy::Delay>,
+}
+
+/// A free loopback TCP port (bound and released; the kernel does not hand it out again
+/// soon).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+/// The first `name value` pair of a Prometheus text exposition.
+pub(super) fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace()
+            .next()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
+    })
+}
+
+/// VmHWM of a process, KiB.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix("VmHWM:")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}
+
+impl Net {
+    /// Starts the collector, then the coordinator (which creates the guild), the ledger
+    /// node, the requester and the executors; waits until the guild has them all, funds
+    /// the requester, and starts sampling memory.
+    pub(super) fn start(plan: Plan<'_>) -> anyhow::Result<Net> {
+        let dir = plan.dir.to_owned();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        // The collector on fixed ports, so that it comes back where the nodes send.
+        let collector_args = vec![
+            s("collector"),
+            s("--otlp-http"),
+            format!("127.0.0.1:{}", free_port()?),
+            s("--ui"),
+            format!("127.0.0.1:{}", free_port()?),
+            s("--data-dir"),
+            dir.display().to_string(),
+        ];
+        let collector = spawn(
+            "collector",
+            &collector_args,
+            &dir.join("collector.log"),
+            &[],
+        )?;
+        let ready = Ready::parse(collector.ready())?
+            .collector
+            .context("the collector did not say where it listens")?;
+        let otlp = match plan.otlp_via {
+            Some(delay) => super::proxy::start(&runtime, &ready.otlp, delay)?,
+            None => ready.otlp.clone(),
+        };
+        let env = vec![
+            (s("OTEL_EXPORTER_OTLP_ENDPOINT"), Some(otlp)),
+            (s("OTEL_BSP_SCHEDULE_DELAY"), Some(s("500"))),
+            (
+                s("OTEL_TRACES_SAMPLER"),
+                Some(s("parentbased_traceidratio")),
+            ),
+            (
+                s("OTEL_TRACES_SAMPLER_ARG"),
+                Some(plan.sampling.to_string()),
+            ),
+            (s("RUST_LOG"), None),
+        ];
+        let mut net = Net {
+            dir: dir.clone(),
+            guild: String::new(),
+            env,
+            collector: Some(collector),
+            collector_args,
+            ui: ready.ui,
+            nodes: BTreeMap::new(),
+            spans: SpanAccount::default(),
+            spans_scraped: false,
+            peaks: Peaks::default(),
+            pids: Arc::default(),
+            sampling: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            runtime,
+        };
+        net.sample_memory();
+        let config = |name: &str, execute: bool| -> anyhow::Result<String> {
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &path,
+                format!("{GUILD_SETTINGS}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}"),
+            )?;
+            Ok(path.display().to_string())
+        };
+        let coordinator_port = free_port()?;
+        net.add(
+            "coordinator",
+            vec![
+                s("--role"),
+                s("bootnode"),
+                s("--listen"),
+                format!("/ip4/127.0.0.1/tcp/{coordinator_port}"),
+                s("--config"),
+                config("coordinator", false)?,
+                s("--create-guild"),
+                s("chaos"),
+            ],
+        )?;
+        let created = net.nodes["coordinator"]
+            .child
+            .as_ref()
+            .context("no coordinator")?
+            .event("guild_created", FORM_TIMEOUT)
+            .context("the coordinator did not create the guild")?;
+        net.guild = created["guild"]["id"]
+            .as_str()
+            .context("no guild id")?
+            .to_owned();
+        let boot = format!(
+            "/ip4/127.0.0.1/tcp/{coordinator_port}/p2p/{}",
+            net.nodes["coordinator"].peer_id
+        );
+        net.add(
+            "ledger",
+            vec![
+                s("--listen"),
+                format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
+                s("--bootstrap"),
+                boot.clone(),
+                s("--config"),
+                config("ledger", false)?,
+                s("--ledger"),
+                s("--ledger-faucet"),
+            ],
+        )?;
+        let ledger = net.nodes["ledger"].peer_id.clone();
+        let mut members = vec![(s("requester"), false)];
+        members.extend((1..=plan.executors).map(|i| (format!("executor-{i}"), true)));
+        for (name, execute) in &members {
+            let invitation = net.invitation()?;
+            net.add(
+                name,
+                vec![
+                    s("--listen"),
+                    format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
+                    s("--bootstrap"),
+                    boot.clone(),
+                    s("--config"),
+                    config(name, *execute)?,
+                    s("--join-guild"),
+                    format!("{}@{boot}", net.guild),
+                    s("--invitation"),
+                    invitation,
+                    s("--ledger-peer"),
+                    ledger.clone(),
+                ],
+            )?;
+        }
+        let everyone: Vec<String> = std::iter::once(s("coordinator"))
+            .chain(members.iter().map(|(n, _)| n.clone()))
+            .collect();
+        net.wait_members(&everyone, FORM_TIMEOUT)?;
+        let requester = net.peer("requester")?;
+        net.runtime.block_on(async {
+            net.client("ledger")?
+                .post(
+                    "/v1/ledger/faucet",
+                    &serde_json::json!({ "peer_id": requester, "amount": 1_000_000_000_000u64 }),
+                )
+                .await
+                .context("funding the requester")
+        })?;
+        Ok(net)
+    }
+
+    /// Starts node `name` with `args` (besides its name, API, operations listener and data
+    /// directory) and keeps how it was started.
+    fn add(&mut self, name: &str, args: Vec<String>) -> anyhow::Result<()> {
+        self.nodes.insert(
+            name.to_owned(),
+            Slot {
+                args,
+                child: None,
+                peer_id: String::new(),
+                client: None,
+                admin: String::new(),
+            },
+        );
+        self.restart(name)
+    }
+
+    /// Starts node `name` again, as it was started first (same data, same p2p port).
+    pub(super) fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let slot = self.nodes.get(name).context("no such node")?;
+        let mut args = vec![
+            s("node"),
+            s("--name"),
+            name.to_owned(),
+            s("--api"),
+            s("127.0.0.1:0"),
+            s("--admin"),
+            s("127.0.0.1:0"),
+            s("--data-dir"),
+            self.dir.join(name).display().to_string(),
+        ];
+        args.extend(slot.args.iter().cloned());
+        let env: Vec<(&str, Option<&str>)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let child = spawn(name, &args, &self.dir.join(format!("{name}.log")), &env)?;
+        let info = Ready::parse(child.ready())?
+            .node
+            .with_context(|| format!("{name} did not describe itself"))?;
+        self.pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), child.pid());
+        let slot = self.nodes.get_mut(name).context("no such node")?;
+        slot.peer_id = info.peer_id;
+        slot.admin = info.admin;
+        slot.client = Some(NodeClient::from_ready(child.ready())?);
+        slot.child = Some(child);
+        Ok(())
+    }
+
+    /// Node `name`'s API client.
+    pub(super) fn client(&self, name: &str) -> anyhow::Result<NodeClient> {
+        self.nodes
+            .get(name)
+            .and_then(|s| s.client.clone())
+            .with_context(|| format!("{name} is not running"))
+    }
+
+    /// Node `name`'s peer id.
+    pub(super) fn peer(&self, name: &str) -> anyhow::Result<String> {
+        Ok(self
+            .nodes
+            .get(name)
+            .context("no such node")?
+            .peer_id
+            .clone())
+    }
+
+    /// The name of the node with this peer id.
+    pub(super) fn name_of(&self, peer: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|(_, s)| s.peer_id == peer)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Node `name`'s process id, while it runs.
+    pub(super) fn pid(&self, name: &str) -> Option<u32> {
+        self.nodes.get(name)?.child.as_ref().map(Child::pid)
+    }
+
+    /// Names of the executors.
+    pub(super) fn executors(&self) -> Vec<String> {
+        self.nodes
+            .keys()
+            .filter(|n| n.starts_with("executor-"))
+            .cloned()
+            .collect()
+    }
+
+    /// Node `name`'s `/metrics` text.
+    pub(super) fn metrics(&self, name: &str) -> anyhow::Result<String> {
+        let admin = self.nodes.get(name).context("no such node")?.admin.clone();
+        self.runtime.block_on(async {
+            let text = reqwest::Client::new()
+                .get(format!("{admin}/metrics"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await?
+                .text()
+                .await?;
+            anyhow::Ok(text)
+        })
+    }
+
+    /// A single-use invitation to the guild, signed by the coordinator.
+    pub(super) fn invitation(&self) -> anyhow::Result<String> {
+        let coordinator = self.client("coordinator")?;
+        let answer = self.runtime.block_on(coordinator.post(
+            &format!("/v1/guilds/{}/invitations", self.guild),
+            &serde_json::json!({ "ttl_s": 7200 }),
+        ))?;
+        Ok(answer["invitation"]
+            .as_str()
+            .context("no invitation in the coordinator's answer")?
+            .to_owned())
+    }
+
+    /// The guild as the coordinator sees it.
+    pub(super) fn guild_view(&self, from: &str) -> anyhow::Result<serde_json::Value> {
+        let client = self.client(from)?;
+        self.runtime
+            .block_on(client.get(&format!("/v1/guilds/{}", self.guild)))?
+            .context("the guild is unknown there")
+    }
+
+    /// Whether `name` is in the guild and converged: the coordinator lists it as an up
+    /// member, and its own view is `member` at the coordinator's membership version.
+    pub(super) fn converged(&self, name: &str) -> bool {
+        let (Ok(coordinator), Ok(own), Ok(peer)) = (
+            self.guild_view("coordinator"),
+            self.guild_view(name),
+            self.peer(name),
+        ) else {
+            return false;
+        };
+        let listed = coordinator["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["peer_id"] == peer.as_str() && m["up"] == true)
+        });
+        listed && own["status"] == "member" && own["version"] == coordinator["version"]
+    }
+
+    /// Waits until every node named is in the guild and converged.
+    pub(super) fn wait_members(
+        &self,
+        names: &[String],
+        within: Duration,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        loop {
+            let waiting: Vec<&String> = names
+                .iter()
+                .filter(|n| n.as_str() != "coordinator" && !self.converged(n))
+                .collect();
+            if waiting.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > within {
+                bail!(
+                    "{waiting:?} not in the guild within {} s: {}",
+                    within.as_secs(),
+                    self.guild_view("coordinator").unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills node `name` with SIGKILL, as a crash would; its span account is taken from a
+    /// scrape just before.
+    pub(super) fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let scraped = self.metrics(name).ok();
+        let slot = self.nodes.get_mut(name).context("no such node")?;
+        let mut child = slot
+            .child
+            .take()
+            .with_context(|| format!("{name} is not running"))?;
+        child.kill();
+        slot.client = None;
+        if let Some(text) = scraped {
+            self.spans.add(SpanAccount {
+                exported: metric(&text, "telemetry_spans_exported_total").unwrap_or(0),
+                dropped: metric(&text, "telemetry_spans_dropped_total").unwrap_or(0),
+                export_failed: metric(&text, "telemetry_spans_export_failed_total").unwrap_or(0),
+            });
+        }
+        self.spans_scraped = true;
+        Ok(())
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT (`false`) to node `name`.
+    pub(super) fn pause(&self, name: &str, paused: bool) -> anyhow::Result<()> {
+        let pid = self
+            .pid(name)
+            .with_context(|| format!("{name} is not running"))?;
+        signal(pid, if paused { "STOP" } else { "CONT" })
+    }
+
+    /// Kills the collector with SIGKILL.
+    pub(super) fn kill_collector(&mut self) {
+        if let Some(mut c) = self.collector.take() {
+            c.kill();
+        }
+    }
+
+    /// Starts the collector again on its ports and data.
+    pub(super) fn restart_collector(&mut self) -> anyhow::Result<()> {
+        self.collector = Some(spawn(
+            "collector",
+            &self.collector_args,
+            &self.dir.join("collector-restarted.log"),
+            &[],
+        )?);
+        Ok(())
+    }
+
+    /// Spans the running collector has stored since it started.
+    pub(super) fn collector_stored(&self) -> anyhow::Result<u64> {
+        let ui = self.ui.clone();
+        self.runtime.block_on(async {
+            let body: serde_json::Value = reqwest::Client::new()
+                .get(format!("{ui}/api/zerostate/stats"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await?
+                .json()
+                .await?;
+            body["spans_stored"]
+                .as_u64()
+                .context("no spans_stored in the collector's stats")
+        })
+    }
+
+    /// Samples every node's peak resident memory every 250 ms until stopped.
+    fn sample_memory(&self) {
+        let (peaks, pids, on) = (self.peaks.clone(), self.pids.clone(), self.sampling.clone());
+        std::thread::spawn(move || {
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
+                let now: Vec<(String, u32)> = pids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .map(|(n, p)| (n.clone(), *p))
+                    .collect();
+                for (name, pid) in now {
+                    if let Some(kib) = peak_kib(pid) {
+                        let mut peaks = peaks.lock().unwrap_or_else(|e| e.into_inner());
+                        let peak = peaks.entry(name).or_default();
+                        *peak = (*peak).max(kib);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+    }
+
+    /// Peak resident memory by node, MiB.
+    pub(super) fn peaks_mib(&self) -> BTreeMap<String, f64> {
+        self.peaks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, k)| (n.clone(), *k as f64 / 1024.0))
+            .collect()
+    }
+
+    /// Stops every node (SIGTERM: each flushes its spans and says its account), then the
+    /// collector; returns the spans the collector's store holds.
+    pub(super) fn stop(&mut self) -> anyhow::Result<u64> {
+        // Last samples first.
+        std::thread::sleep(Duration::from_millis(300));
+        self.sampling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let mut children = Vec::new();
+        for slot in self.nodes.values_mut() {
+            slot.client = None;
+            if let Some(c) = slot.child.take() {
+                children.push(c);
+            }
+        }
+        // A paused node would never see its SIGTERM.
+        for c in &children {
+            let _ = signal(c.pid(), "CONT");
+        }
+        let accounts: Vec<Option<serde_json::Value>> = {
+            let pids: Vec<u32> = children.iter().map(Child::pid).collect();
+            for pid in &pids {
+                let _ = signal(*pid, "TERM");
+            }
+            children
+                .iter()
+                .map(|c| c.event("stopped", STOP_GRACE))
+                .collect()
+        };
+        for (c, account) in children.iter().zip(&accounts) {
+            match account {
+                Some(a) => self.spans.add(SpanAccount {
+                    exported: a["spans"]["exported"].as_u64().unwrap_or(0),
+                    dropped: a["spans"]["dropped"].as_u64().unwrap_or(0),
+                    export_failed: a["spans"]["export_failed"].as_u64().unwrap_or(0),
+                }),
+                None => bail!(
+                    "{} did not stop within {} s",
+                    c.name(),
+                    STOP_GRACE.as_secs()
+                ),
+            }
+        }
+        stop_all(children, STOP_GRACE);
+        if let Some(c) = self.collector.take() {
+            stop_all(vec![c], STOP_GRACE);
+        }
+        let stored = zerostate_collector::Store::reader(&self.dir.join("traces"))
+            .and_then(|s| s.span_count())
+            .context("reading the collector's store")?;
+        Ok(stored)
+    }
+
+    /// A node's data directory.
+    pub(super) fn data_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.sampling
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        for slot in self.nodes.values_mut() {
+            if let Some(c) = &slot.child {
+                let _ = signal(c.pid(), "CONT");
+            }
+        }
+    }
+}
