@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+mod island;
 mod load;
 mod net;
 mod proxy;
@@ -245,6 +246,7 @@ impl ChaosCommand {
                 1.0
             },
             otlp_via: (scenario == Scenario::SlowCollector).then(|| slow.clone()),
+            island: scenario == Scenario::Partition,
         })?;
         let third = Duration::from_secs(self.seconds) / 3;
         let mut row = Row {
@@ -270,7 +272,12 @@ impl ChaosCommand {
         };
         // The gossip mesh forms within a heartbeat or two.
         std::thread::sleep(Duration::from_secs(2));
-        let load = Load::start(&net.runtime, net.client("requester")?, pace);
+        let task = if scenario == Scenario::ExecutorsKilled {
+            load::HEAVY
+        } else {
+            load::LIGHT
+        };
+        let load = Load::start(&net.runtime, net.client("requester")?, pace, task);
         let mut book = match scenario {
             Scenario::Load100 | Scenario::Load10 => {
                 row.fault = "none".to_owned();
@@ -502,17 +509,18 @@ fn collector_killed(
 }
 
 fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyhow::Result<Book> {
-    let cut = "executor-1";
-    row.fault = format!("{cut} SIGSTOP for {:.0} s", third.as_secs_f64());
-    row.notes.push(
-        "the partition is a SIGSTOP/SIGCONT of the node's process: every node listens on \
-         loopback, so a network namespace would need every node moved to its own address"
-            .to_owned(),
-    );
+    let cut = net::ISLANDER;
+    if let Some(why) = &net.island_refused {
+        row.notes.push(format!(
+            "no network namespace could be made ({why}): the partition is a SIGSTOP of the \
+             node's process instead"
+        ));
+    }
     let peer = net.peer(cut)?;
     std::thread::sleep(third);
     let cut_at = load.started.elapsed();
-    net.pause(cut, true)?;
+    let how = net.partition(cut, true)?;
+    row.fault = format!("{cut} cut off for {:.0} s ({how})", third.as_secs_f64());
     std::thread::sleep(third);
     let coordinator = net.guild_view("coordinator")?;
     let marked_down = !coordinator["members"].as_array().is_some_and(|m| {
@@ -528,7 +536,7 @@ fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyho
         ),
     );
     let healed_at = load.started.elapsed();
-    net.pause(cut, false)?;
+    net.partition(cut, false)?;
     let rejoined = until(RECOVERY_LIMIT, || net.converged(cut));
     row.recovery_s = rejoined.map(|d| d.as_secs_f64());
     row.recovery = "heal → member again, membership converged".to_owned();
@@ -584,27 +592,29 @@ fn executors_killed(
     let mut rejoins = Vec::new();
     for i in 0..kills {
         let started = Instant::now();
-        // The executor running a task now, if one is.
-        let running: Vec<String> = load.running_on();
-        let victim = running
-            .iter()
-            .find_map(|peer| net.name_of(peer).map(str::to_owned))
-            .unwrap_or_else(|| executors[i as usize % executors.len()].clone());
-        if running
-            .iter()
-            .any(|p| net.peer(&victim).is_ok_and(|v| &v == p))
-        {
+        // An executor running a task now: waited for, up to a second.
+        let mut running = None;
+        let _ = until(Duration::from_secs(1), || {
+            running = load
+                .running_on()
+                .iter()
+                .find_map(|peer| net.name_of(peer).map(str::to_owned));
+            running.is_some()
+        });
+        if running.is_some() {
             mid_task += 1;
         }
+        let victim = running.unwrap_or_else(|| executors[i as usize % executors.len()].clone());
+        let killed = Instant::now();
         net.kill(&victim)?;
         net.restart(&victim)?;
         let back = until(RECOVERY_LIMIT, || net.converged(&victim));
-        rejoins.push(back.map(|d| d.as_secs_f64() + 0.0));
+        rejoins.push(back.map(|_| killed.elapsed().as_secs_f64()));
         std::thread::sleep(every.saturating_sub(started.elapsed()));
     }
     let rejoined: Vec<f64> = rejoins.iter().flatten().copied().collect();
     row.recovery_s = rejoined.iter().copied().reduce(f64::max);
-    row.recovery = "start again → member again (slowest)".to_owned();
+    row.recovery = "kill → started again and a member again (slowest)".to_owned();
     row.notes.push(format!(
         "{mid_task} of {kills} kills hit an executor while it ran a task"
     ));
@@ -636,8 +646,10 @@ fn ledger_restarted(
 ) -> anyhow::Result<Book> {
     row.fault = format!("ledger SIGKILL for {:.0} s", third.as_secs_f64());
     std::thread::sleep(third);
+    let down_at = load.started.elapsed();
     net.kill("ledger")?;
     std::thread::sleep(third);
+    let up_at = load.started.elapsed();
     net.restart("ledger")?;
     let requester = net.client("requester")?;
     let back = until(RECOVERY_LIMIT, || {
@@ -653,6 +665,20 @@ fn ledger_restarted(
         "the requester's balance query succeeded",
     );
     let recovered_at = load.started.elapsed();
+    {
+        let book = load.book.lock().unwrap_or_else(|e| e.into_inner());
+        let during = book
+            .outcomes
+            .iter()
+            .filter(|o| o.at >= down_at && o.at < up_at);
+        let (n, paid) = during.fold((0, 0), |(n, p), o| {
+            (n + 1, p + usize::from(o.payment() == Some("paid")))
+        });
+        row.notes.push(format!(
+            "while the ledger was down: {n} tasks submitted, {paid} paid over channels \
+             opened before"
+        ));
+    }
     // A channel opened before the restart is settled on the restarted ledger: it kept the
     // channel and takes the latest acknowledged state.
     let channels = net
@@ -814,6 +840,11 @@ fn slow_collector(
         during.as_secs_f64() * 1000.0
     ));
     row.recovery = "—".to_owned();
+    row.check(
+        "the collector was slow",
+        slow.held() > 0,
+        format!("{} answers held {slow_ms} ms", slow.held()),
+    );
     row.check(
         "no node thread blocks",
         during < Duration::from_secs(2),

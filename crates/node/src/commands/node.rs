@@ -590,7 +590,10 @@ const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 /// once, a member it removed for silence. A guild its coordinator dissolved, or a refusal,
 /// ends it. The guild's state is checked every `check`.
 async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time::Duration) {
-    while join_until_admitted(&guilds, &target).await {
+    let mut patience = Some(JOIN_PATIENCE);
+    while join_until_admitted(&guilds, &target, patience).await {
+        // Once a member, a node keeps trying to get back for as long as it runs.
+        patience = None;
         target.invitation = None;
         let reason = loop {
             tokio::time::sleep(check).await;
@@ -615,11 +618,15 @@ async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time
 }
 
 /// Joins a guild, retrying with backoff (200 ms doubling to 10 s) while the coordinator
-/// cannot be reached (it may not be up yet), for at most [`JOIN_PATIENCE`]; true once
-/// admitted. A refusal, or running out of patience, ends the attempts with an error line
-/// and a `guild_join_failed` event on stdout; a failed attempt leaves no subscription
-/// behind.
-async fn join_until_admitted(guilds: &Guilds, target: &GuildTarget) -> bool {
+/// cannot be reached (it may not be up yet, or cut off), for at most `patience` (`None`:
+/// until refused); true once admitted. A refusal, or running out of patience, ends the
+/// attempts with an error line and a `guild_join_failed` event on stdout; a failed attempt
+/// leaves no subscription behind.
+async fn join_until_admitted(
+    guilds: &Guilds,
+    target: &GuildTarget,
+    patience: Option<std::time::Duration>,
+) -> bool {
     let mut wait = std::time::Duration::from_millis(200);
     let start = tokio::time::Instant::now();
     let failed = |why: String| {
@@ -648,7 +655,7 @@ async fn join_until_admitted(guilds: &Guilds, target: &GuildTarget) -> bool {
                 failed(zerostate_telemetry::error_chain(&e));
                 return false;
             }
-            Err(e) if start.elapsed() + wait > JOIN_PATIENCE => {
+            Err(e) if patience.is_some_and(|p| start.elapsed() + wait > p) => {
                 failed(format!(
                     "{}; gave up after {} s",
                     zerostate_telemetry::error_chain(&e),

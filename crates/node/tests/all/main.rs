@@ -1,6 +1,7 @@
 //! Integration tests of the `zerostate` binary, run as a real process.
 
 mod api;
+mod chaos;
 mod cluster;
 mod collector;
 mod convergence;

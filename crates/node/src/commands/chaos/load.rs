@@ -9,15 +9,21 @@ use crate::client::NodeClient;
 /// How long a task may take from submission to a final state before it counts as lost.
 pub(super) const TASK_DEADLINE: Duration = Duration::from_secs(90);
 
-/// The task every scenario submits: a built-in that runs for tens of milliseconds, under a
+/// The task every scenario submits: the built-in that counts primes below `below`, under a
 /// 2 s wall-time limit (so an executor that stops answering is given up on after 5 s).
-fn task_body() -> serde_json::Value {
+fn task_body(below: u64) -> serde_json::Value {
     serde_json::json!({
         "module": "builtin:primes",
-        "input": "300000",
+        "input": below.to_string(),
         "limits": { "wall_time_ms": 2000 },
     })
 }
+
+/// A task of tens of milliseconds.
+pub(super) const LIGHT: u64 = 300_000;
+/// A task of a hundred milliseconds or more, so that an executor killed at a random moment is
+/// likely to be running one.
+pub(super) const HEAVY: u64 = 20_000_000;
 
 /// How one task ended.
 #[derive(Clone, Debug)]
@@ -87,11 +93,12 @@ pub(super) struct Load {
 }
 
 impl Load {
-    /// Starts submitting tasks to `requester` at `pace`.
+    /// Starts submitting tasks (primes below `below`) to `requester` at `pace`.
     pub(super) fn start(
         runtime: &tokio::runtime::Runtime,
         requester: NodeClient,
         pace: Pace,
+        below: u64,
     ) -> Load {
         let book = Arc::new(Mutex::new(Book::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -116,7 +123,7 @@ impl Load {
                     break;
                 }
                 n += 1;
-                tasks.spawn(one(requester.clone(), b.clone(), started, n));
+                tasks.spawn(one(requester.clone(), b.clone(), started, n, below));
                 while tasks.try_join_next().is_some() {}
             }
             while tasks.join_next().await.is_some() {}
@@ -150,7 +157,7 @@ impl Load {
 }
 
 /// Submits one task and follows it to its end.
-async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n: u64) {
+async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n: u64, below: u64) {
     let at = started.elapsed();
     let begun = Instant::now();
     let provisional = format!("#{n}");
@@ -172,7 +179,7 @@ async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n:
                 took: begun.elapsed(),
             });
         };
-    let id = match requester.post("/v1/tasks", &task_body()).await {
+    let id = match requester.post("/v1/tasks", &task_body(below)).await {
         Ok(accepted) => match accepted["task_id"].as_str() {
             Some(id) => id.to_owned(),
             None => {

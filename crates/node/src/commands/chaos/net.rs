@@ -52,6 +52,8 @@ impl SpanAccount {
 /// One node: how it is started and, while it runs, its process.
 struct Slot {
     args: Vec<String>,
+    /// Whether it runs on the island.
+    island: bool,
     child: Option<Child>,
     peer_id: String,
     client: Option<NodeClient>,
@@ -78,9 +80,17 @@ pub(super) struct Net {
     pub(super) spans_scraped: bool,
     peaks: Peaks,
     pids: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// Why the island was not made, when it was asked for.
+    pub(super) island_refused: Option<String>,
+    /// Where the island sends its spans.
+    island_otlp: Option<String>,
+    /// How many times each node was started.
+    starts: BTreeMap<String, u32>,
     sampling: Arc<std::sync::atomic::AtomicBool>,
     /// The runtime the harness's HTTP calls run on.
     pub(super) runtime: tokio::runtime::Runtime,
+    /// The namespace one executor runs in, when asked for and this machine allows it.
+    pub(super) island: Option<super::island::Island>,
 }
 
 /// How the network is built.
@@ -94,6 +104,18 @@ pub(super) struct Plan<'a> {
     /// When set, nodes send spans through a proxy in front of the collector that holds its
     /// answers as long as this says.
     pub(super) otlp_via: Option<super::proxy::Delay>,
+    /// Run `executor-1` in a network namespace of its own (see [`super::island`]); if the
+    /// namespace cannot be made, `island` stays `None` and the reason is returned in
+    /// [`Net::island_refused`].
+    pub(super) island: bool,
+}
+
+/// The node the island holds, when there is one.
+pub(super) const ISLANDER: &str = "executor-1";
+
+/// A free TCP port on `ip`.
+fn free_port_on(ip: &str) -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
 /// A free loopback TCP port (bound and released; the kernel does not hand it out again
@@ -178,11 +200,11 @@ impl Net {
             .collector
             .context("the collector did not say where it listens")?;
         let otlp = match plan.otlp_via {
-            Some(delay) => super::proxy::start(&runtime, &ready.otlp, delay)?,
+            Some(delay) => super::proxy::start(&runtime, "127.0.0.1", &ready.otlp, delay)?,
             None => ready.otlp.clone(),
         };
         let env = vec![
-            (s("OTEL_EXPORTER_OTLP_ENDPOINT"), Some(otlp)),
+            (s("OTEL_EXPORTER_OTLP_ENDPOINT"), Some(otlp.clone())),
             (s("OTEL_BSP_SCHEDULE_DELAY"), Some(s("500"))),
             (
                 s("OTEL_TRACES_SAMPLER"),
@@ -208,6 +230,36 @@ impl Net {
             pids: Arc::default(),
             sampling: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             runtime,
+            island: None,
+            island_refused: None,
+            island_otlp: None,
+            starts: BTreeMap::new(),
+        };
+        if plan.island {
+            match super::island::Island::create() {
+                Ok(island) => {
+                    // The collector listens on loopback: the island sends its spans to a
+                    // plain proxy on the link.
+                    net.island_otlp = Some(super::proxy::start(
+                        &net.runtime,
+                        &island.host_ip,
+                        &otlp,
+                        super::proxy::Delay::default(),
+                    )?);
+                    net.island = Some(island);
+                }
+                Err(e) => net.island_refused = Some(format!("{e:#}")),
+            }
+        }
+        // Nodes on this side also listen on the island's link, where the island reaches them.
+        let link = |net: &Net| -> anyhow::Result<Vec<String>> {
+            Ok(match &net.island {
+                Some(i) => vec![
+                    s("--listen"),
+                    format!("/ip4/{}/tcp/{}", i.host_ip, free_port_on(&i.host_ip)?),
+                ],
+                None => Vec::new(),
+            })
         };
         net.sample_memory();
         let config = |name: &str, execute: bool| -> anyhow::Result<String> {
@@ -219,19 +271,21 @@ impl Net {
             Ok(path.display().to_string())
         };
         let coordinator_port = free_port()?;
-        net.add(
-            "coordinator",
-            vec![
-                s("--role"),
-                s("bootnode"),
-                s("--listen"),
-                format!("/ip4/127.0.0.1/tcp/{coordinator_port}"),
-                s("--config"),
-                config("coordinator", false)?,
-                s("--create-guild"),
-                s("chaos"),
-            ],
-        )?;
+        let coordinator_link = link(&net)?;
+        let mut args = vec![
+            s("--role"),
+            s("bootnode"),
+            s("--listen"),
+            format!("/ip4/127.0.0.1/tcp/{coordinator_port}"),
+        ];
+        args.extend(coordinator_link.iter().cloned());
+        args.extend([
+            s("--config"),
+            config("coordinator", false)?,
+            s("--create-guild"),
+            s("chaos"),
+        ]);
+        net.add("coordinator", args, false)?;
         let created = net.nodes["coordinator"]
             .child
             .as_ref()
@@ -246,41 +300,58 @@ impl Net {
             "/ip4/127.0.0.1/tcp/{coordinator_port}/p2p/{}",
             net.nodes["coordinator"].peer_id
         );
-        net.add(
-            "ledger",
-            vec![
-                s("--listen"),
-                format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
-                s("--bootstrap"),
-                boot.clone(),
-                s("--config"),
-                config("ledger", false)?,
-                s("--ledger"),
-                s("--ledger-faucet"),
-            ],
-        )?;
+        // The island reaches the coordinator on the link.
+        let island_boot = coordinator_link
+            .get(1)
+            .map(|a| format!("{a}/p2p/{}", net.nodes["coordinator"].peer_id));
+        let mut args = vec![
+            s("--listen"),
+            format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
+        ];
+        args.extend(link(&net)?);
+        args.extend([
+            s("--bootstrap"),
+            boot.clone(),
+            s("--config"),
+            config("ledger", false)?,
+            s("--ledger"),
+            s("--ledger-faucet"),
+        ]);
+        net.add("ledger", args, false)?;
         let ledger = net.nodes["ledger"].peer_id.clone();
         let mut members = vec![(s("requester"), false)];
         members.extend((1..=plan.executors).map(|i| (format!("executor-{i}"), true)));
         for (name, execute) in &members {
             let invitation = net.invitation()?;
-            net.add(
-                name,
-                vec![
-                    s("--listen"),
-                    format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
-                    s("--bootstrap"),
-                    boot.clone(),
-                    s("--config"),
-                    config(name, *execute)?,
-                    s("--join-guild"),
-                    format!("{}@{boot}", net.guild),
-                    s("--invitation"),
-                    invitation,
-                    s("--ledger-peer"),
-                    ledger.clone(),
-                ],
-            )?;
+            let on_island = name == ISLANDER && net.island.is_some();
+            let (listen, boot) = match (&net.island, &island_boot) {
+                (Some(i), Some(island_boot)) if on_island => (
+                    vec![s("--listen"), format!("/ip4/{}/tcp/4001", i.node_ip)],
+                    island_boot.clone(),
+                ),
+                _ => {
+                    let mut listen = vec![
+                        s("--listen"),
+                        format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
+                    ];
+                    listen.extend(link(&net)?);
+                    (listen, boot.clone())
+                }
+            };
+            let mut args = listen;
+            args.extend([
+                s("--bootstrap"),
+                boot.clone(),
+                s("--config"),
+                config(name, *execute)?,
+                s("--join-guild"),
+                format!("{}@{boot}", net.guild),
+                s("--invitation"),
+                invitation,
+                s("--ledger-peer"),
+                ledger.clone(),
+            ]);
+            net.add(name, args, on_island)?;
         }
         let everyone: Vec<String> = std::iter::once(s("coordinator"))
             .chain(members.iter().map(|(n, _)| n.clone()))
@@ -301,11 +372,12 @@ impl Net {
 
     /// Starts node `name` with `args` (besides its name, API, operations listener and data
     /// directory) and keeps how it was started.
-    fn add(&mut self, name: &str, args: Vec<String>) -> anyhow::Result<()> {
+    fn add(&mut self, name: &str, args: Vec<String>, island: bool) -> anyhow::Result<()> {
         self.nodes.insert(
             name.to_owned(),
             Slot {
                 args,
+                island,
                 child: None,
                 peer_id: String::new(),
                 client: None,
@@ -318,24 +390,57 @@ impl Net {
     /// Starts node `name` again, as it was started first (same data, same p2p port).
     pub(super) fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         let slot = self.nodes.get(name).context("no such node")?;
+        let island = self.island.as_ref().filter(|_| slot.island);
+        // The island's API and operations listener are on its link, where this side
+        // reaches them.
+        let local = match island {
+            Some(i) => format!("{}:0", i.node_ip),
+            None => s("127.0.0.1:0"),
+        };
         let mut args = vec![
             s("node"),
             s("--name"),
             name.to_owned(),
             s("--api"),
-            s("127.0.0.1:0"),
+            local.clone(),
             s("--admin"),
-            s("127.0.0.1:0"),
+            local,
             s("--data-dir"),
             self.dir.join(name).display().to_string(),
         ];
         args.extend(slot.args.iter().cloned());
-        let env: Vec<(&str, Option<&str>)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
-        let child = spawn(name, &args, &self.dir.join(format!("{name}.log")), &env)?;
+        // Each start its own log: `NAME.log`, then `NAME.2.log`, ...
+        let starts = self.starts.entry(name.to_owned()).or_default();
+        *starts += 1;
+        let log = match *starts {
+            1 => self.dir.join(format!("{name}.log")),
+            n => self.dir.join(format!("{name}.{n}.log")),
+        };
+        let child = match island {
+            Some(i) => {
+                let exe = std::env::current_exe().context("finding the zerostate executable")?;
+                let mut cmd = i.command(&exe);
+                cmd.args(&args);
+                for (k, v) in &self.env {
+                    match v {
+                        Some(v) => cmd.env(k, v),
+                        None => cmd.env_remove(k),
+                    };
+                }
+                if let Some(otlp) = &self.island_otlp {
+                    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp);
+                }
+                Child::spawn(name, cmd, &log, Duration::from_secs(30))?
+            }
+            None => {
+                let env: Vec<(&str, Option<&str>)> = self
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_deref()))
+                    .collect();
+                spawn(name, &args, &log, &env)?
+            }
+        };
         let info = Ready::parse(child.ready())?
             .node
             .with_context(|| format!("{name} did not describe itself"))?;
@@ -492,6 +597,21 @@ impl Net {
         Ok(())
     }
 
+    /// Cuts node `name` off (`true`) or heals it (`false`): its island's link down or up
+    /// when it runs on the island, SIGSTOP or SIGCONT otherwise. Returns how.
+    pub(super) fn partition(&self, name: &str, cut: bool) -> anyhow::Result<&'static str> {
+        match &self.island {
+            Some(i) if self.nodes.get(name).is_some_and(|s| s.island) => {
+                i.cut(cut)?;
+                Ok("its network namespace's veth link down")
+            }
+            _ => {
+                self.pause(name, cut)?;
+                Ok("SIGSTOP")
+            }
+        }
+    }
+
     /// SIGSTOP (`true`) or SIGCONT (`false`) to node `name`.
     pub(super) fn pause(&self, name: &str, paused: bool) -> anyhow::Result<()> {
         let pid = self
@@ -582,9 +702,12 @@ impl Net {
                 children.push(c);
             }
         }
-        // A paused node would never see its SIGTERM.
+        // A paused node would never see its SIGTERM, a cut-off one could not export.
         for c in &children {
             let _ = signal(c.pid(), "CONT");
+        }
+        if let Some(i) = &self.island {
+            let _ = i.cut(false);
         }
         let accounts: Vec<Option<serde_json::Value>> = {
             let pids: Vec<u32> = children.iter().map(Child::pid).collect();

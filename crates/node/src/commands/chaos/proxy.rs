@@ -7,28 +7,33 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The proxy's switch: milliseconds each answer is held (0: none).
+/// The proxy's switch: milliseconds each answer is held (0: none), and how many answers
+/// were held.
 #[derive(Clone, Default)]
-pub(super) struct Delay(Arc<AtomicU64>);
+pub(super) struct Delay(Arc<(AtomicU64, AtomicU64)>);
 
 impl Delay {
     /// Holds every answer from now on for `by`.
     pub(super) fn set(&self, by: Duration) {
-        self.0.store(
-            u64::try_from(by.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.0.0.store(ms, Ordering::Relaxed);
+    }
+
+    /// Answers held so far.
+    pub(super) fn held(&self) -> u64 {
+        self.0.1.load(Ordering::Relaxed)
     }
 
     fn get(&self) -> Duration {
-        Duration::from_millis(self.0.load(Ordering::Relaxed))
+        Duration::from_millis(self.0.0.load(Ordering::Relaxed))
     }
 }
 
-/// Starts a proxy on a loopback port for `upstream` (`http://127.0.0.1:PORT`); returns its
+/// Starts a proxy on a port of `ip` for `upstream` (`http://127.0.0.1:PORT`); returns its
 /// URL.
 pub(super) fn start(
     runtime: &tokio::runtime::Runtime,
+    ip: &str,
     upstream: &str,
     delay: Delay,
 ) -> anyhow::Result<String> {
@@ -36,7 +41,7 @@ pub(super) fn start(
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind((ip, 0)))?;
     let url = format!("http://{}", listener.local_addr()?);
     runtime.spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
@@ -59,6 +64,7 @@ pub(super) fn start(
                     };
                     let hold = delay.get();
                     if !hold.is_zero() {
+                        delay.0.1.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(hold).await;
                     }
                     if client_write.write_all(&buf[..n]).await.is_err() {
