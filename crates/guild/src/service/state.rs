@@ -2,7 +2,7 @@
 //! messages it opened, and the forms the API shows them in.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -185,7 +185,7 @@ pub(super) struct Guild {
 }
 
 /// How long a member removed for silence may come back without a new invitation.
-pub(super) const RETURN_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(super) const RETURN_WINDOW: Duration = Duration::from_secs(3600);
 /// Members removed for silence remembered per guild.
 pub(super) const RETURNING_KEPT: usize = 256;
 
@@ -359,5 +359,25 @@ mod tests {
         assert!(info.members.is_empty());
         assert!(!g.status.active());
         assert_eq!(info.topic, "zerostate/guild/g1");
+    }
+
+    #[test]
+    fn a_member_removed_for_silence_comes_back_once_within_the_window() {
+        let mut g = test_guild(Status::Coordinator);
+        let (quiet, stranger) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        g.fell_silent(quiet, now);
+        assert!(!g.take_returning(&stranger, now), "never a member");
+        assert!(g.take_returning(&quiet, now + Duration::from_secs(5)));
+        assert!(!g.take_returning(&quiet, now), "once");
+        g.fell_silent(quiet, now);
+        assert!(
+            !g.take_returning(&quiet, now + RETURN_WINDOW + Duration::from_secs(1)),
+            "not after the window"
+        );
+        for _ in 0..RETURNING_KEPT + 10 {
+            g.fell_silent(PeerId::random(), now);
+        }
+        assert_eq!(g.returning.len(), RETURNING_KEPT);
     }
 }

@@ -277,6 +277,7 @@ impl ChaosCommand {
         } else {
             load::LIGHT
         };
+        let began = Instant::now();
         let load = Load::start(&net.runtime, net.client("requester")?, pace, task);
         let mut book = match scenario {
             Scenario::Load100 | Scenario::Load10 => {
@@ -296,7 +297,8 @@ impl ChaosCommand {
                 slow_collector(&mut net, load, third, &slow, self.slow_ms, &mut row)?
             }
         };
-        row.seconds = (third * 3).as_secs_f64();
+        // From the first task to the last one's end.
+        row.seconds = began.elapsed().as_secs_f64();
         let stored = net.stop()?;
         tally(&mut row, &mut book);
         payments(&net, &mut row, &book)?;
@@ -517,11 +519,13 @@ fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyho
         ));
     }
     let peer = net.peer(cut)?;
+    // Cut off for twice the missed-heartbeat window at least, however short the run.
+    let cut_for = third.max(Duration::from_secs(6));
     std::thread::sleep(third);
     let cut_at = load.started.elapsed();
     let how = net.partition(cut, true)?;
-    row.fault = format!("{cut} cut off for {:.0} s ({how})", third.as_secs_f64());
-    std::thread::sleep(third);
+    row.fault = format!("{cut} cut off for {:.0} s ({how})", cut_for.as_secs_f64());
+    std::thread::sleep(cut_for);
     let coordinator = net.guild_view("coordinator")?;
     let marked_down = !coordinator["members"].as_array().is_some_and(|m| {
         m.iter()

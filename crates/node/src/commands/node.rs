@@ -617,9 +617,9 @@ async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time
     }
 }
 
-/// Joins a guild, retrying with backoff (200 ms doubling to 10 s) while the coordinator
-/// cannot be reached (it may not be up yet, or cut off), for at most `patience` (`None`:
-/// until refused); true once admitted. A refusal, or running out of patience, ends the
+/// Joins a guild, retrying with backoff (200 ms doubling to 10 s; to 2 s without
+/// `patience`) while the coordinator cannot be reached (it may not be up yet, or cut off),
+/// for at most `patience` (`None`: until refused); true once admitted. A refusal, or running out of patience, ends the
 /// attempts with an error line and a `guild_join_failed` event on stdout; a failed attempt
 /// leaves no subscription behind.
 async fn join_until_admitted(
@@ -670,7 +670,10 @@ async fn join_until_admitted(
                     wait.as_millis()
                 );
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                // Getting back into a guild is retried more often than a first join: the
+                // node was a member, and the coordinator is probably there.
+                let cap = if patience.is_some() { 10 } else { 2 };
+                wait = (wait * 2).min(std::time::Duration::from_secs(cap));
             }
         }
     }
