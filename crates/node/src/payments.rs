@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use zerostate_p2p::{IncomingRequest, Network, PeerId};
 use zerostate_payment::{
-    Amount, ChannelId, ChannelParams, Keypair, LedgerId, OpenRequest, PayeeStore, PayerStore,
-    PaymentError, PublicKey, Settlement, Signature, SignedState, SqliteLedger,
+    Amount, ChannelId, ChannelParams, ChannelState, Keypair, LedgerId, OpenRequest, PayeeStore,
+    PayerStore, PaymentError, PublicKey, Settlement, Signature, SignedState, SqliteLedger,
 };
 use zerostate_telemetry::names::span as names;
 use zerostate_telemetry::{SpanExt, error_chain};
@@ -309,6 +309,32 @@ pub struct Payments {
     inner: Arc<Inner>,
 }
 
+/// Test switch, set in the environment of a node under test: as a payee it accepts and
+/// keeps the first this many payments but answers each with an error, as if the
+/// acknowledgement were lost on its way.
+pub const WITHHOLD_PAYMENT_ACKS_ENV: &str = "ZEROSTATE_TEST_WITHHOLD_PAYMENT_ACKS";
+
+/// Whether [`WITHHOLD_PAYMENT_ACKS_ENV`] withholds this acknowledgement.
+fn withhold_ack() -> bool {
+    static WITHHELD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(n) = std::env::var(WITHHOLD_PAYMENT_ACKS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    WITHHELD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n
+}
+
+/// Undelivered payments by receipt, and receipts delivered late not yet reported.
+type Late = (
+    std::collections::HashMap<[u8; 32], (ChannelId, ChannelState)>,
+    Vec<[u8; 32]>,
+);
+
+/// Undelivered payments remembered for their task records.
+const UNDELIVERED_KEPT: usize = 4096;
+
 struct Inner {
     network: Network,
     key: Keypair,
@@ -325,6 +351,9 @@ struct Inner {
     /// The channel to each payee (by payment key) and its expiry, so that a payment does
     /// not read every channel from disk; filled from the store on first use.
     open_to: std::sync::Mutex<std::collections::HashMap<[u8; 32], (ChannelId, u64)>>,
+    /// Payments reported `failed` whose state is signed but undelivered, by receipt; and
+    /// those a later delivery carried, not yet reported.
+    late: std::sync::Mutex<Late>,
     /// One delivery at a time per channel: the payee takes states only in nonce order.
     delivering: std::sync::Mutex<
         std::collections::HashMap<ChannelId, std::sync::Arc<tokio::sync::Mutex<()>>>,
@@ -381,6 +410,7 @@ impl Payments {
                 metrics,
                 open_to: std::sync::Mutex::default(),
                 delivering: std::sync::Mutex::default(),
+                late: std::sync::Mutex::default(),
             }),
         })
     }
@@ -467,6 +497,11 @@ impl Payments {
                     Err(other) => return Err(e(other)),
                 };
                 self.inner.metrics.payment("in", ack.paid.base_units());
+                if withhold_ack() {
+                    return Err(format!(
+                        "acknowledgement withheld (test switch {WITHHOLD_PAYMENT_ACKS_ENV})"
+                    ));
+                }
                 json(serde_json::json!({
                     "nonce": ack.nonce,
                     "cumulative": ack.cumulative.base_units(),
@@ -633,7 +668,11 @@ impl Payments {
             }
             tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
             let state = paid.map_err(|e| e.to_string())?;
-            self.deliver(executor, &channel, state.state.nonce).await?;
+            if let Err(why) = self.deliver(executor, &channel, state.state.nonce).await {
+                // Signed and kept: it goes with the next delivery on this channel.
+                self.undelivered(receipt, &channel, &state.state);
+                return Err(why);
+            }
             self.inner.metrics.payment("out", amount);
             Ok::<_, String>(PaymentRecord {
                 status: "paid".into(),
@@ -649,8 +688,44 @@ impl Payments {
         .await;
         result.unwrap_or_else(|why| {
             span.record_error(&zerostate_p2p::Reason(why.clone()));
-            PaymentRecord::unpaid(amount, why, "failed")
+            let mut record = PaymentRecord::unpaid(amount, why, "failed");
+            // A signed state not yet delivered: the record names it, so that it can say
+            // `paid` once a later delivery carries it.
+            if let Some((channel, state)) = self.pending(&receipt) {
+                record.channel = Some(hex::encode(channel.0));
+                record.cumulative = Some(state.cumulative.base_units());
+                record.nonce = Some(state.nonce);
+                record.receipt = Some(hex::encode(receipt));
+            }
+            record
         })
+    }
+
+    /// Remembers a payment whose state was signed but not delivered (at most
+    /// [`UNDELIVERED_KEPT`]; past that, its record keeps saying `failed`).
+    fn undelivered(&self, receipt: [u8; 32], channel: &ChannelId, state: &ChannelState) {
+        let mut pending = self.late();
+        if pending.0.len() < UNDELIVERED_KEPT {
+            pending.0.insert(receipt, (*channel, *state));
+        }
+    }
+
+    /// The undelivered payment for this receipt, if one is remembered.
+    fn pending(&self, receipt: &[u8; 32]) -> Option<(ChannelId, ChannelState)> {
+        self.late().0.get(receipt).copied()
+    }
+
+    fn late(&self) -> std::sync::MutexGuard<'_, Late> {
+        self.inner
+            .late
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Receipts (their hashes) of payments reported `failed` whose states a later delivery
+    /// carried to the payee since the last call: those payments were made after all.
+    pub fn delivered_late(&self) -> Vec<[u8; 32]> {
+        std::mem::take(&mut self.late().1)
     }
 
     /// Delivers to `payee`, in nonce order, every state signed on `channel` it has not
@@ -678,6 +753,10 @@ impl Payments {
             self.ask(payee, types::PAYMENT, state.to_bytes().to_vec())
                 .await?;
             self.inner.payer.acknowledged(channel, state.state.nonce);
+            let mut late = self.late();
+            if late.0.remove(&state.state.receipt).is_some() {
+                late.1.push(state.state.receipt);
+            }
         }
         Ok(())
     }

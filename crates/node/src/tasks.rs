@@ -321,6 +321,28 @@ impl Tasks {
         }
     }
 
+    /// Marks `paid` the records of payments that failed to be delivered and that a later
+    /// delivery carried to their executor.
+    fn paid_late(&self) {
+        let late = self.inner.payments.delivered_late();
+        if late.is_empty() {
+            return;
+        }
+        let late: std::collections::HashSet<String> = late.iter().map(hex::encode).collect();
+        for record in self.records().0.values_mut() {
+            if let Some(p) = &mut record.payment
+                && p.status == "failed"
+                && p.receipt.as_ref().is_some_and(|r| late.contains(r))
+            {
+                p.status = "paid".into();
+                p.reason = Some(format!(
+                    "delivered with a later payment; the first delivery failed: {}",
+                    p.reason.as_deref().unwrap_or("no reason given")
+                ));
+            }
+        }
+    }
+
     fn update(&self, id: &str, change: impl FnOnce(&mut TaskRecord)) {
         if let Some(r) = self.records().0.get_mut(id) {
             change(r);

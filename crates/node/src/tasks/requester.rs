@@ -230,6 +230,7 @@ async fn drive(
                         .payments
                         .pay(executor, amount, sha256(&receipt.signing_bytes()))
                         .await;
+                    tasks.paid_late();
                     tasks.update(&job.id, |r| {
                         r.attempts.push(Attempt {
                             executor: executor.to_string(),

@@ -484,3 +484,98 @@ fn executors_whose_receipt_does_not_verify_or_that_time_out_are_not_paid() {
             .collect(),
     );
 }
+
+#[test]
+fn a_payment_whose_acknowledgement_was_lost_is_delivered_again_and_paid_once() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The coordinator (the ledger, it runs no task) and a requester (gossip does not bring
+    // its own task requests back to it).
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), CONFIG, 1, &receiver.endpoint());
+    fund(&coordinator, &members[0]);
+    // The only executor keeps its first payment but answers it with an error, as if the
+    // acknowledgement were lost.
+    let config = dir.path().join("executor.toml");
+    std::fs::write(&config, CONFIG).expect("config");
+    let executor = NodeProcess::start_with_env(
+        dir.path(),
+        "executor",
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &coordinator.tcp_address(),
+            "--config",
+            &config.to_string_lossy(),
+            "--join-guild",
+            &format!("{id}@{}", coordinator.tcp_address()),
+            "--invitation",
+            &crate::guild::invitation(&coordinator, &id),
+            "--ledger-peer",
+            &coordinator.peer_id,
+        ],
+        &receiver.endpoint(),
+        &[(zerostate::payments::WITHHOLD_PAYMENT_ACKS_ENV, "1")],
+    );
+    eventually("the executor in the guild", || {
+        (crate::guild::guild(&coordinator, &id)["members"]
+            .as_array()?
+            .len()
+            == 3)
+            .then_some(())
+    });
+    let task = serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" });
+    let first = run_task(&members[0], &task);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(first["payment"]["status"], "failed", "{first}");
+    assert_eq!(first["payment"]["nonce"], 1, "{first}");
+    let lost = first["payment"]["receipt"]
+        .as_str()
+        .expect("receipt")
+        .to_owned();
+    // The next payment on the channel carries the first state again; the executor holds
+    // it already and says so; the first task's record now says paid.
+    let second = run_task(&members[0], &task);
+    assert_eq!(second["payment"]["status"], "paid", "{second}");
+    assert_eq!(second["payment"]["nonce"], 2, "{second}");
+    let (_, first) = members[0].get(&format!("/v1/tasks/{}", first["id"].as_str().expect("id")));
+    let first: serde_json::Value = serde_json::from_str(&first).expect("json");
+    assert_eq!(first["payment"]["status"], "paid", "{first}");
+    assert!(
+        first["payment"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("first delivery failed")),
+        "{first}"
+    );
+    // Each receipt paid once, on both sides.
+    let channel = second["payment"]["channel"].as_str().expect("channel");
+    for node in [&members[0], &executor] {
+        let (status, history) = node.get(&format!("/v1/channels/{channel}?limit=10"));
+        assert_eq!(status, 200, "{history}");
+        let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+        let receipts: Vec<&str> = history["payments"]
+            .as_array()
+            .expect("payments")
+            .iter()
+            .filter_map(|p| p["receipt"].as_str())
+            .collect();
+        assert_eq!(
+            receipts,
+            [
+                second["payment"]["receipt"].as_str().expect("receipt"),
+                lost.as_str()
+            ],
+            "{}: {history}",
+            node.name
+        );
+    }
+    crate::cluster::stop_cleanly(vec![
+        coordinator,
+        executor,
+        members.into_iter().next().expect("requester"),
+    ]);
+}

@@ -217,7 +217,7 @@ impl Net {
             (s("RUST_LOG"), None),
         ];
         let mut net = Net {
-            dir: dir.clone(),
+            dir,
             guild: String::new(),
             env,
             collector: Some(collector),
@@ -236,138 +236,132 @@ impl Net {
             starts: BTreeMap::new(),
         };
         if plan.island {
-            match super::island::Island::create() {
-                Ok(island) => {
-                    // The collector listens on loopback: the island sends its spans to a
-                    // plain proxy on the link.
-                    net.island_otlp = Some(super::proxy::start(
-                        &net.runtime,
-                        &island.host_ip,
-                        &otlp,
-                        super::proxy::Delay::default(),
-                    )?);
-                    net.island = Some(island);
-                }
-                Err(e) => net.island_refused = Some(format!("{e:#}")),
-            }
+            net.make_island(&otlp)?;
         }
-        // Nodes on this side also listen on the island's link, where the island reaches them.
-        let link = |net: &Net| -> anyhow::Result<Vec<String>> {
-            Ok(match &net.island {
-                Some(i) => vec![
-                    s("--listen"),
-                    format!("/ip4/{}/tcp/{}", i.host_ip, free_port_on(&i.host_ip)?),
-                ],
-                None => Vec::new(),
-            })
-        };
         net.sample_memory();
-        let config = |name: &str, execute: bool| -> anyhow::Result<String> {
-            let path = dir.join(format!("{name}.toml"));
-            std::fs::write(
-                &path,
-                format!("{GUILD_SETTINGS}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}"),
-            )?;
-            Ok(path.display().to_string())
-        };
-        let coordinator_port = free_port()?;
-        let coordinator_link = link(&net)?;
-        let mut args = vec![
+        net.start_nodes(plan.executors)?;
+        Ok(net)
+    }
+
+    /// Makes the island, or says why it could not be made.
+    fn make_island(&mut self, otlp: &str) -> anyhow::Result<()> {
+        match super::island::Island::create() {
+            Ok(island) => {
+                // The collector listens on loopback: the island sends its spans to a plain
+                // proxy on the link.
+                self.island_otlp = Some(super::proxy::start(
+                    &self.runtime,
+                    &island.host_ip,
+                    otlp,
+                    super::proxy::Delay::default(),
+                )?);
+                self.island = Some(island);
+            }
+            Err(e) => self.island_refused = Some(format!("{e:#}")),
+        }
+        Ok(())
+    }
+
+    /// `--listen` flags of a node on this side: loopback `port`, and the island's link
+    /// (where the island reaches it) when there is one.
+    fn listen_here(&self, port: u16) -> anyhow::Result<Vec<String>> {
+        let mut args = vec![s("--listen"), format!("/ip4/127.0.0.1/tcp/{port}")];
+        if let Some(i) = &self.island {
+            args.extend([
+                s("--listen"),
+                format!("/ip4/{}/tcp/{}", i.host_ip, free_port_on(&i.host_ip)?),
+            ]);
+        }
+        Ok(args)
+    }
+
+    /// Writes node `name`'s settings file; returns its path.
+    fn config(&self, name: &str, execute: bool) -> anyhow::Result<String> {
+        let path = self.dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!("{GUILD_SETTINGS}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}"),
+        )?;
+        Ok(path.display().to_string())
+    }
+
+    /// Starts the coordinator (it creates the guild), the ledger node, the requester and
+    /// the executors (they join with invitations), waits for the guild to hold them all and
+    /// funds the requester.
+    fn start_nodes(&mut self, executors: usize) -> anyhow::Result<()> {
+        let mut args = self.listen_here(free_port()?)?;
+        // Its address on loopback, and on the island's link.
+        let addresses: Vec<String> = args.iter().skip(1).step_by(2).cloned().collect();
+        args.extend([
             s("--role"),
             s("bootnode"),
-            s("--listen"),
-            format!("/ip4/127.0.0.1/tcp/{coordinator_port}"),
-        ];
-        args.extend(coordinator_link.iter().cloned());
-        args.extend([
             s("--config"),
-            config("coordinator", false)?,
+            self.config("coordinator", false)?,
             s("--create-guild"),
             s("chaos"),
         ]);
-        net.add("coordinator", args, false)?;
-        let created = net.nodes["coordinator"]
+        self.add("coordinator", args, false)?;
+        let created = self.nodes["coordinator"]
             .child
             .as_ref()
             .context("no coordinator")?
             .event("guild_created", FORM_TIMEOUT)
             .context("the coordinator did not create the guild")?;
-        net.guild = created["guild"]["id"]
+        self.guild = created["guild"]["id"]
             .as_str()
             .context("no guild id")?
             .to_owned();
-        let boot = format!(
-            "/ip4/127.0.0.1/tcp/{coordinator_port}/p2p/{}",
-            net.nodes["coordinator"].peer_id
-        );
-        // The island reaches the coordinator on the link.
-        let island_boot = coordinator_link
-            .get(1)
-            .map(|a| format!("{a}/p2p/{}", net.nodes["coordinator"].peer_id));
-        let mut args = vec![
-            s("--listen"),
-            format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
-        ];
-        args.extend(link(&net)?);
+        let peer = self.nodes["coordinator"].peer_id.clone();
+        let boot = format!("{}/p2p/{peer}", addresses[0]);
+        let island_boot = addresses.get(1).map(|a| format!("{a}/p2p/{peer}"));
+        let mut args = self.listen_here(free_port()?)?;
         args.extend([
             s("--bootstrap"),
             boot.clone(),
             s("--config"),
-            config("ledger", false)?,
+            self.config("ledger", false)?,
             s("--ledger"),
             s("--ledger-faucet"),
         ]);
-        net.add("ledger", args, false)?;
-        let ledger = net.nodes["ledger"].peer_id.clone();
+        self.add("ledger", args, false)?;
+        let ledger = self.nodes["ledger"].peer_id.clone();
         let mut members = vec![(s("requester"), false)];
-        members.extend((1..=plan.executors).map(|i| (format!("executor-{i}"), true)));
+        members.extend((1..=executors).map(|i| (format!("executor-{i}"), true)));
         for (name, execute) in &members {
-            let invitation = net.invitation()?;
-            let on_island = name == ISLANDER && net.island.is_some();
-            let (listen, boot) = match (&net.island, &island_boot) {
+            let invitation = self.invitation()?;
+            let on_island = name == ISLANDER && self.island.is_some();
+            let (mut args, boot) = match (&self.island, &island_boot) {
                 (Some(i), Some(island_boot)) if on_island => (
                     vec![s("--listen"), format!("/ip4/{}/tcp/4001", i.node_ip)],
                     island_boot.clone(),
                 ),
-                _ => {
-                    let mut listen = vec![
-                        s("--listen"),
-                        format!("/ip4/127.0.0.1/tcp/{}", free_port()?),
-                    ];
-                    listen.extend(link(&net)?);
-                    (listen, boot.clone())
-                }
+                _ => (self.listen_here(free_port()?)?, boot.clone()),
             };
-            let mut args = listen;
             args.extend([
                 s("--bootstrap"),
                 boot.clone(),
                 s("--config"),
-                config(name, *execute)?,
+                self.config(name, *execute)?,
                 s("--join-guild"),
-                format!("{}@{boot}", net.guild),
+                format!("{}@{boot}", self.guild),
                 s("--invitation"),
                 invitation,
                 s("--ledger-peer"),
                 ledger.clone(),
             ]);
-            net.add(name, args, on_island)?;
+            self.add(name, args, on_island)?;
         }
-        let everyone: Vec<String> = std::iter::once(s("coordinator"))
-            .chain(members.iter().map(|(n, _)| n.clone()))
-            .collect();
-        net.wait_members(&everyone, FORM_TIMEOUT)?;
-        let requester = net.peer("requester")?;
-        net.runtime.block_on(async {
-            net.client("ledger")?
-                .post(
-                    "/v1/ledger/faucet",
-                    &serde_json::json!({ "peer_id": requester, "amount": 1_000_000_000_000u64 }),
-                )
-                .await
-                .context("funding the requester")
-        })?;
-        Ok(net)
+        let everyone: Vec<String> = members.into_iter().map(|(n, _)| n).collect();
+        self.wait_members(&everyone, FORM_TIMEOUT)?;
+        let requester = self.peer("requester")?;
+        let ledger = self.client("ledger")?;
+        self.runtime
+            .block_on(ledger.post(
+                "/v1/ledger/faucet",
+                &serde_json::json!({ "peer_id": requester, "amount": 1_000_000_000_000u64 }),
+            ))
+            .context("funding the requester")?;
+        Ok(())
     }
 
     /// Starts node `name` with `args` (besides its name, API, operations listener and data
