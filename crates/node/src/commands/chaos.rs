@@ -140,6 +140,16 @@ struct Row {
 }
 
 impl Row {
+    /// Checks that every task of `book` succeeded.
+    fn all_succeeded(&mut self, book: &Book, name: &str) {
+        let failed = book
+            .outcomes
+            .iter()
+            .filter(|o| o.state != "succeeded")
+            .count();
+        self.check(name, failed == 0, format!("{failed} tasks did not succeed"));
+    }
+
     fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
         self.checks.push(Check {
             name: name.to_owned(),
@@ -521,16 +531,7 @@ fn collector_killed(
     );
     std::thread::sleep(third.saturating_sub(resumed.unwrap_or_default()));
     let book = load.finish(&net.runtime);
-    let failed = book
-        .outcomes
-        .iter()
-        .filter(|o| o.state != "succeeded")
-        .count();
-    row.check(
-        "tasks unaffected",
-        failed == 0,
-        format!("{failed} tasks did not succeed"),
-    );
+    row.all_succeeded(&book, "tasks unaffected");
     Ok(book)
 }
 
@@ -590,16 +591,7 @@ fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyho
         handed == 0,
         format!("{handed} attempts handed to it while it was cut off"),
     );
-    let failed = book
-        .outcomes
-        .iter()
-        .filter(|o| o.state != "succeeded")
-        .count();
-    row.check(
-        "every task succeeded",
-        failed == 0,
-        format!("{failed} did not"),
-    );
+    row.all_succeeded(&book, "every task succeeded");
     Ok(book)
 }
 
@@ -653,16 +645,7 @@ fn executors_killed(
     );
     std::thread::sleep(third / 2);
     let book = load.finish(&net.runtime);
-    let failed = book
-        .outcomes
-        .iter()
-        .filter(|o| o.state != "succeeded")
-        .count();
-    row.check(
-        "every task completed on another member",
-        failed == 0,
-        format!("{failed} did not"),
-    );
+    row.all_succeeded(&book, "every task completed on another member");
     Ok(book)
 }
 
@@ -765,16 +748,7 @@ fn ledger_restarted(
         paid_after > 0,
         format!("{paid_after} tasks submitted after the recovery were paid"),
     );
-    let failed = book
-        .outcomes
-        .iter()
-        .filter(|o| o.state != "succeeded")
-        .count();
-    row.check(
-        "every task succeeded",
-        failed == 0,
-        format!("{failed} did not"),
-    );
+    row.all_succeeded(&book, "every task succeeded");
     Ok(book)
 }
 
@@ -893,16 +867,7 @@ fn slow_collector(
             during.as_secs_f64() * 1000.0
         ),
     );
-    let failed = book
-        .outcomes
-        .iter()
-        .filter(|o| o.state != "succeeded")
-        .count();
-    row.check(
-        "tasks unaffected",
-        failed == 0,
-        format!("{failed} tasks did not succeed"),
-    );
+    row.all_succeeded(&book, "tasks unaffected");
     Ok(book)
 }
 

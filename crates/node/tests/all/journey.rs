@@ -33,6 +33,38 @@ fn run_task(node: &NodeProcess, body: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// Starts `name`, which joins `guild` (its coordinator, which runs the ledger, and its
+/// id) with settings file `config` and test switch `switch` set.
+fn member_with(
+    dir: &std::path::Path,
+    (coordinator, id): (&NodeProcess, &str),
+    name: &str,
+    config: &std::path::Path,
+    otlp: &str,
+    switch: (&str, &str),
+) -> NodeProcess {
+    NodeProcess::start_with_env(
+        dir,
+        name,
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &coordinator.tcp_address(),
+            "--config",
+            &config.to_string_lossy(),
+            "--join-guild",
+            &format!("{id}@{}", coordinator.tcp_address()),
+            "--invitation",
+            &crate::guild::invitation(coordinator, id),
+            "--ledger-peer",
+            &coordinator.peer_id,
+        ],
+        otlp,
+        &[switch],
+    )
+}
+
 /// The devnet faucet of the ledger node credits `node`'s account.
 fn fund(ledger: &NodeProcess, node: &NodeProcess) {
     let (status, body) = ledger.post(
@@ -403,25 +435,13 @@ fn executors_whose_receipt_does_not_verify_or_that_time_out_are_not_paid() {
         ),
     ]
     .map(|(name, switch, value)| {
-        NodeProcess::start_with_env(
+        member_with(
             dir.path(),
+            (&coordinator, &id),
             name,
-            &[
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--bootstrap",
-                &coordinator.tcp_address(),
-                "--config",
-                &config.to_string_lossy(),
-                "--join-guild",
-                &format!("{id}@{}", coordinator.tcp_address()),
-                "--invitation",
-                &crate::guild::invitation(&coordinator, &id),
-                "--ledger-peer",
-                &coordinator.peer_id,
-            ],
+            &config,
             &receiver.endpoint(),
-            &[(switch, value)],
+            (switch, value),
         )
     });
     eventually("the cheats in the guild's mesh", || {
@@ -501,25 +521,13 @@ fn a_payment_whose_acknowledgement_was_lost_is_delivered_again_and_paid_once() {
     // acknowledgement were lost.
     let config = dir.path().join("executor.toml");
     std::fs::write(&config, CONFIG).expect("config");
-    let executor = NodeProcess::start_with_env(
+    let executor = member_with(
         dir.path(),
+        (&coordinator, &id),
         "executor",
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &coordinator.tcp_address(),
-            "--config",
-            &config.to_string_lossy(),
-            "--join-guild",
-            &format!("{id}@{}", coordinator.tcp_address()),
-            "--invitation",
-            &crate::guild::invitation(&coordinator, &id),
-            "--ledger-peer",
-            &coordinator.peer_id,
-        ],
+        &config,
         &receiver.endpoint(),
-        &[(zerostate::payments::WITHHOLD_PAYMENT_ACKS_ENV, "1")],
+        (zerostate::payments::WITHHOLD_PAYMENT_ACKS_ENV, "1"),
     );
     eventually("the executor in the guild", || {
         (crate::guild::guild(&coordinator, &id)["members"]

@@ -490,12 +490,12 @@ impl Net {
             .collect()
     }
 
-    /// Node `name`'s `/metrics` text.
-    pub(super) fn metrics(&self, name: &str) -> anyhow::Result<String> {
-        let admin = self.nodes.get(name).context("no such node")?.admin.clone();
+    /// The body of `GET url` (no token: the operations listener and the collector's query
+    /// API), within 5 s.
+    fn fetch(&self, url: &str) -> anyhow::Result<String> {
         self.runtime.block_on(async {
             let text = reqwest::Client::new()
-                .get(format!("{admin}/metrics"))
+                .get(url)
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await?
@@ -503,6 +503,12 @@ impl Net {
                 .await?;
             anyhow::Ok(text)
         })
+    }
+
+    /// Node `name`'s `/metrics` text.
+    pub(super) fn metrics(&self, name: &str) -> anyhow::Result<String> {
+        let admin = &self.nodes.get(name).context("no such node")?.admin;
+        self.fetch(&format!("{admin}/metrics"))
     }
 
     /// A single-use invitation to the guild, signed by the coordinator.
@@ -634,19 +640,11 @@ impl Net {
 
     /// Spans the running collector has stored since it started.
     pub(super) fn collector_stored(&self) -> anyhow::Result<u64> {
-        let ui = self.ui.clone();
-        self.runtime.block_on(async {
-            let body: serde_json::Value = reqwest::Client::new()
-                .get(format!("{ui}/api/zerostate/stats"))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await?
-                .json()
-                .await?;
-            body["spans_stored"]
-                .as_u64()
-                .context("no spans_stored in the collector's stats")
-        })
+        let body: serde_json::Value =
+            serde_json::from_str(&self.fetch(&format!("{}/api/zerostate/stats", self.ui))?)?;
+        body["spans_stored"]
+            .as_u64()
+            .context("no spans_stored in the collector's stats")
     }
 
     /// Samples every node's peak resident memory every 250 ms until stopped.
