@@ -668,11 +668,7 @@ impl Payments {
             }
             tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
             let state = paid.map_err(|e| e.to_string())?;
-            if let Err(why) = self.deliver(executor, &channel, state.state.nonce).await {
-                // Signed and kept: it goes with the next delivery on this channel.
-                self.undelivered(receipt, &channel, &state.state);
-                return Err(why);
-            }
+            self.deliver(executor, &channel, state.state.nonce).await?;
             self.inner.metrics.payment("out", amount);
             Ok::<_, String>(PaymentRecord {
                 status: "paid".into(),
@@ -703,10 +699,10 @@ impl Payments {
 
     /// Remembers a payment whose state was signed but not delivered (at most
     /// [`UNDELIVERED_KEPT`]; past that, its record keeps saying `failed`).
-    fn undelivered(&self, receipt: [u8; 32], channel: &ChannelId, state: &ChannelState) {
+    fn undelivered(&self, channel: &ChannelId, state: &ChannelState) {
         let mut pending = self.late();
         if pending.0.len() < UNDELIVERED_KEPT {
-            pending.0.insert(receipt, (*channel, *state));
+            pending.0.insert(state.receipt, (*channel, *state));
         }
     }
 
@@ -750,8 +746,18 @@ impl Payments {
             .unacknowledged(channel)
             .map_err(|e| e.to_string())?;
         for state in pending.iter().take_while(|s| s.state.nonce <= upto) {
-            self.ask(payee, types::PAYMENT, state.to_bytes().to_vec())
-                .await?;
+            if let Err(why) = self
+                .ask(payee, types::PAYMENT, state.to_bytes().to_vec())
+                .await
+            {
+                // The state with nonce `upto` is signed and kept: it goes with the next
+                // delivery on this channel. Remembered before the channel is free, so that
+                // the delivery that carries it finds it.
+                if let Some(mine) = pending.iter().find(|s| s.state.nonce == upto) {
+                    self.undelivered(channel, &mine.state);
+                }
+                return Err(why);
+            }
             self.inner.payer.acknowledged(channel, state.state.nonce);
             let mut late = self.late();
             if late.0.remove(&state.state.receipt).is_some() {

@@ -874,9 +874,22 @@ fn slow_collector(
 /// The results as a Markdown table, then each scenario's details.
 fn markdown(rows: &[Row]) -> String {
     use std::fmt::Write as _;
-    let mut out = String::from(
-        "| scenario | load | fault | submitted | succeeded | failed | lost | payments acked / on payer's disk / on payee's disk | spans acked / stored (dropped, failed exports) | peak RSS per node, MiB | recovery |\n\
-         |---|---|---|---:|---:|---:|---:|---|---|---|---|\n",
+    const COLUMNS: [&str; 11] = [
+        "scenario",
+        "load",
+        "fault",
+        "submitted",
+        "succeeded",
+        "failed",
+        "lost",
+        "payments acked / on payer's disk / on payee's disk",
+        "spans acked / stored (dropped, failed exports)",
+        "peak RSS per node, MiB",
+        "recovery",
+    ];
+    let mut out = format!(
+        "| {} |\n|---|---|---|---:|---:|---:|---:|---|---|---|---|\n",
+        COLUMNS.join(" | ")
     );
     for r in rows {
         let peaks: Vec<String> = r

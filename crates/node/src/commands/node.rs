@@ -619,9 +619,9 @@ async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time
 
 /// Joins a guild, retrying with backoff (200 ms doubling to 10 s; to 2 s without
 /// `patience`) while the coordinator cannot be reached (it may not be up yet, or cut off),
-/// for at most `patience` (`None`: until refused); true once admitted. A refusal, or running out of patience, ends the
-/// attempts with an error line and a `guild_join_failed` event on stdout; a failed attempt
-/// leaves no subscription behind.
+/// for at most `patience` (`None`: until refused); true once admitted. A refusal, or
+/// running out of patience, ends the attempts with an error line and a
+/// `guild_join_failed` event on stdout; a failed attempt leaves no subscription behind.
 async fn join_until_admitted(
     guilds: &Guilds,
     target: &GuildTarget,
