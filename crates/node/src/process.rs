@@ -176,17 +176,26 @@ impl Drop for Child {
     }
 }
 
+/// Sends signal `sig` (`TERM`, `STOP`, `CONT`, ...) to every process in `pids`.
+pub fn signal(pids: &[u32], sig: &str) -> anyhow::Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status()
+        .context("running kill")?;
+    anyhow::ensure!(status.success(), "kill -{sig} {pids:?} failed");
+    Ok(())
+}
+
 /// Stops every child at once: SIGTERM to all, then SIGKILL to those still running after
 /// `grace`. Returns each one's name and how it exited (`None` when it had to be killed).
 pub fn stop_all(mut children: Vec<Child>, grace: Duration) -> Vec<(String, Option<ExitStatus>)> {
-    let pids: Vec<String> = children.iter().map(|c| c.pid().to_string()).collect();
-    if !pids.is_empty() {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .args(&pids)
-            .stderr(Stdio::null())
-            .status();
-    }
+    let pids: Vec<u32> = children.iter().map(Child::pid).collect();
+    let _ = signal(&pids, "TERM");
     let deadline = Instant::now() + grace;
     let mut exits: Vec<Option<ExitStatus>> = vec![None; children.len()];
     while Instant::now() < deadline && exits.iter().any(Option::is_none) {

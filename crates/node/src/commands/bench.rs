@@ -65,12 +65,17 @@ impl Figures {
     }
 
     fn quantile(&self, q: f64) -> f64 {
-        let mut l = self.latencies_ms.clone();
-        l.sort_by(f64::total_cmp);
-        l.get(((l.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
+        quantile(&mut self.latencies_ms.clone(), q)
     }
+}
+
+/// The `q` quantile (0 to 1) of `values`, nearest rank; 0 for none. Sorts `values`.
+pub(crate) fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values
+        .get(((values.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 impl TasksArgs {

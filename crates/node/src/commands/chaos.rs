@@ -17,6 +17,7 @@ mod load;
 mod net;
 mod proxy;
 
+use crate::commands::bench::quantile;
 use load::{Book, Load, Pace};
 use net::{Net, Plan};
 
@@ -31,8 +32,8 @@ pub struct ChaosCommand {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
     seconds: u64,
     /// Tasks submitted per second in the fault scenarios (the load scenarios keep
-    /// `--in-flight` tasks under way instead).
-    #[arg(long, default_value_t = 4.0)]
+    /// `--in-flight` tasks under way instead); more than 0, at most 1000.
+    #[arg(long, default_value_t = 4.0, value_parser = rate)]
     rate: f64,
     /// Tasks kept under way in the load scenarios (three executors run two each at once).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -41,7 +42,7 @@ pub struct ChaosCommand {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     kills: u32,
     /// How long the slow collector holds each answer, milliseconds.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     slow_ms: u64,
     /// Where the processes keep their data and logs [default: a temporary directory,
     /// removed afterwards].
@@ -52,9 +53,22 @@ pub struct ChaosCommand {
     report: Option<PathBuf>,
 }
 
+/// `--rate`: a number of tasks per second, more than 0 and at most 1000.
+fn rate(text: &str) -> Result<f64, String> {
+    let r: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number: {e}"))?;
+    if r > 0.0 && r <= 1000.0 {
+        Ok(r)
+    } else {
+        Err(format!(
+            "{r} tasks a second: it must be more than 0 and at most 1000"
+        ))
+    }
+}
+
 /// A chaos scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// As many tasks as the network takes, every trace sampled.
     #[value(name = "load-100")]
@@ -64,7 +78,8 @@ pub enum Scenario {
     Load10,
     /// The collector killed (SIGKILL) and started again mid-load.
     CollectorKilled,
-    /// An executor cut off (SIGSTOP) and healed (SIGCONT).
+    /// An executor cut off (its network namespace's link down, or SIGSTOP where no
+    /// namespace can be made) and healed.
     Partition,
     /// Executors killed (SIGKILL) mid-task and started again, `--kills` times.
     ExecutorsKilled,
@@ -77,17 +92,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Load100 => "load-100",
-            Self::Load10 => "load-10",
-            Self::CollectorKilled => "collector-killed",
-            Self::Partition => "partition",
-            Self::ExecutorsKilled => "executors-killed",
-            Self::LedgerRestarted => "ledger-restarted",
-            Self::CoordinatorLost => "coordinator-lost",
-            Self::SlowCollector => "slow-collector",
-        }
+    /// Its name on the command line and in the report.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -150,6 +159,13 @@ impl Row {
         self.check(name, failed == 0, format!("{failed} tasks did not succeed"));
     }
 
+    /// Records how long recovery took (`None`: it did not happen in time), and what it
+    /// measures.
+    fn recovered(&mut self, took: Option<Duration>, what: &str) {
+        self.recovery_s = took.map(|d| d.as_secs_f64());
+        self.recovery = what.to_owned();
+    }
+
     fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
         self.checks.push(Check {
             name: name.to_owned(),
@@ -182,14 +198,6 @@ fn reason_key(reason: &str) -> String {
     words.join(" ").chars().take(140).collect()
 }
 
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values
-        .get(((values.len() as f64 - 1.0) * q).round() as usize)
-        .copied()
-        .unwrap_or(0.0)
-}
-
 impl ChaosCommand {
     /// Runs the scenarios and prints the table.
     pub fn run(self) -> anyhow::Result<ExitCode> {
@@ -210,7 +218,7 @@ impl ChaosCommand {
                 Ok(row) => row,
                 Err(e) => {
                     let mut row = Row {
-                        scenario: scenario.name().to_owned(),
+                        scenario: scenario.name(),
                         ..Row::default()
                     };
                     row.check("the scenario ran", false, short(&e));
@@ -260,7 +268,7 @@ impl ChaosCommand {
         })?;
         let third = Duration::from_secs(self.seconds) / 3;
         let mut row = Row {
-            scenario: scenario.name().to_owned(),
+            scenario: scenario.name(),
             ..Row::default()
         };
         let pace = match scenario {
@@ -311,7 +319,7 @@ impl ChaosCommand {
         row.seconds = began.elapsed().as_secs_f64();
         refresh_unpaid(&net, &mut book);
         let stored = net.stop()?;
-        tally(&mut row, &mut book);
+        tally(&mut row, &book);
         payments(&net, &mut row, &book)?;
         row.spans_acknowledged = net.spans.exported;
         row.spans_dropped = net.spans.dropped;
@@ -326,11 +334,7 @@ impl ChaosCommand {
                 peak < MEMORY_BOUND_MIB,
                 format!("largest node peak {peak:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)"),
             );
-            row.check(
-                "every task succeeded",
-                row.failed == 0,
-                format!("{} failed", row.failed),
-            );
+            row.all_succeeded(&book, "every task succeeded");
             row.check(
                 "every task paid",
                 row.payments_not_made == 0,
@@ -368,7 +372,7 @@ fn refresh_unpaid(net: &Net, book: &mut Book) {
 }
 
 /// Counts outcomes, reasons and latencies.
-fn tally(row: &mut Row, book: &mut Book) {
+fn tally(row: &mut Row, book: &Book) {
     row.submitted = book.submitted;
     let mut latencies = Vec::new();
     for o in &book.outcomes {
@@ -394,28 +398,35 @@ fn tally(row: &mut Row, book: &mut Book) {
 /// Reads every payment from the requester's (payer's) and the executors' (payees') stores
 /// on disk, after the processes stopped, and compares them with what the requester said.
 fn payments(net: &Net, row: &mut Row, book: &Book) -> anyhow::Result<()> {
-    use zerostate_payment::{Keypair, PayeeStore, PayerStore};
-    const ALL: usize = 10_000_000;
+    use zerostate_payment::{
+        ChannelId, Keypair, LocalChannel, PayeeStore, PayerStore, Payment, PaymentError,
+    };
+    /// Counts, by receipt, every payment of every channel a store holds.
+    fn count(
+        into: &mut BTreeMap<String, usize>,
+        channels: Vec<LocalChannel>,
+        history: impl Fn(&ChannelId, usize) -> Result<Vec<Payment>, PaymentError>,
+    ) -> anyhow::Result<()> {
+        for c in channels {
+            for p in history(&c.params.id(), 10_000_000)? {
+                *into.entry(hex::encode(p.receipt)).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
     let mut payer: BTreeMap<String, usize> = BTreeMap::new();
     let mut payee: BTreeMap<String, usize> = BTreeMap::new();
+    // The key only signs; reading needs none of the node's.
     let store = PayerStore::open(
         &net.data_dir("requester").join("payer.db"),
         Keypair::from_seed([0; 32]),
     )
     .context("opening the requester's payer store")?;
-    for c in store.channels()? {
-        for p in store.history(&c.params.id(), ALL)? {
-            *payer.entry(hex::encode(p.receipt)).or_default() += 1;
-        }
-    }
+    count(&mut payer, store.channels()?, |c, n| store.history(c, n))?;
     for name in net.executors() {
         let store = PayeeStore::open(&net.data_dir(&name).join("payee.db"))
             .with_context(|| format!("opening {name}'s payee store"))?;
-        for c in store.channels()? {
-            for p in store.history(&c.params.id(), ALL)? {
-                *payee.entry(hex::encode(p.receipt)).or_default() += 1;
-            }
-        }
+        count(&mut payee, store.channels()?, |c, n| store.history(c, n))?;
     }
     let acked: Vec<String> = book
         .outcomes
@@ -522,8 +533,7 @@ fn collector_killed(
     let resumed = until(RECOVERY_LIMIT, || {
         net.collector_stored().is_ok_and(|n| n > 0)
     });
-    row.recovery_s = resumed.map(|d| d.as_secs_f64());
-    row.recovery = "restart → first span stored".to_owned();
+    row.recovered(resumed, "restart → first span stored");
     row.check(
         "export resumed after the restart",
         resumed.is_some(),
@@ -567,8 +577,7 @@ fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyho
     let healed_at = load.started.elapsed();
     net.partition(cut, false)?;
     let rejoined = until(RECOVERY_LIMIT, || net.converged(cut));
-    row.recovery_s = rejoined.map(|d| d.as_secs_f64());
-    row.recovery = "heal → member again, membership converged".to_owned();
+    row.recovered(rejoined, "heal → member again, membership converged");
     row.check(
         "it rejoined and its guild state converged",
         rejoined.is_some(),
@@ -629,12 +638,14 @@ fn executors_killed(
         net.kill(&victim)?;
         net.restart(&victim)?;
         let back = until(RECOVERY_LIMIT, || net.converged(&victim));
-        rejoins.push(back.map(|_| killed.elapsed().as_secs_f64()));
+        rejoins.push(back.map(|_| killed.elapsed()));
         std::thread::sleep(every.saturating_sub(started.elapsed()));
     }
-    let rejoined: Vec<f64> = rejoins.iter().flatten().copied().collect();
-    row.recovery_s = rejoined.iter().copied().reduce(f64::max);
-    row.recovery = "kill → started again and a member again (slowest)".to_owned();
+    let rejoined: Vec<Duration> = rejoins.iter().flatten().copied().collect();
+    row.recovered(
+        rejoined.iter().max().copied(),
+        "kill → started again and a member again (slowest)",
+    );
     row.notes.push(format!(
         "{mid_task} of {kills} kills hit an executor while it ran a task"
     ));
@@ -668,8 +679,7 @@ fn ledger_restarted(
             .block_on(requester.get("/v1/ledger/balance"))
             .is_ok_and(|b| b.is_some())
     });
-    row.recovery_s = back.map(|d| d.as_secs_f64());
-    row.recovery = "restart → the requester's ledger calls answered".to_owned();
+    row.recovered(back, "restart → the requester's ledger calls answered");
     row.check(
         "the ledger answers again",
         back.is_some(),
@@ -767,9 +777,10 @@ fn coordinator_lost(
         net.guild_view("requester")
             .is_ok_and(|g| g["status"] == "dissolved")
     });
-    row.recovery_s = ended.map(|d| d.as_secs_f64());
-    row.recovery =
-        "kill → the requester's guild ends (no recovery: guilds are not persisted)".to_owned();
+    row.recovered(
+        ended,
+        "kill → the requester's guild ends (no recovery: guilds are not persisted)",
+    );
     row.check(
         "members notice the coordinator is gone",
         ended.is_some(),
@@ -807,15 +818,10 @@ fn slow_collector(
         "collector answers {slow_ms} ms late for {:.0} s",
         third.as_secs_f64()
     );
-    // The operations listener of every member is asked for /healthz every 200 ms; the
+    // The operations listener of every member is asked for /metrics every 200 ms; the
     // slowest answer of each phase is kept.
-    let admins: Vec<String> = ["requester".to_owned()]
-        .into_iter()
+    let admins: Vec<String> = std::iter::once("requester".to_owned())
         .chain(net.executors())
-        .filter_map(|n| {
-            net.metrics(&n).ok()?;
-            Some(n)
-        })
         .collect();
     let probe = |net: &Net, until_at: Instant| -> Duration {
         let mut worst = Duration::ZERO;

@@ -97,7 +97,18 @@ pub(crate) fn spawn(
     env: ChildEnv<'_>,
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the zerostate executable")?;
-    let mut cmd = Command::new(exe);
+    spawn_with(name, Command::new(exe), args, log, env)
+}
+
+/// [`spawn`] through `cmd`: `zerostate` itself, or a program that runs it (`ip netns exec
+/// NS zerostate`).
+pub(crate) fn spawn_with(
+    name: &str,
+    mut cmd: Command,
+    args: &[String],
+    log: &Path,
+    env: ChildEnv<'_>,
+) -> anyhow::Result<Child> {
     cmd.args(args);
     for (key, value) in env {
         match value {

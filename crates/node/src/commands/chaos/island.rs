@@ -64,7 +64,7 @@ impl Island {
         ])?;
         ip(&["link", "set", &island.host_if, "up"])?;
         let inside = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &island.ns, "ip"];
+            let mut all = vec!["-n", &island.ns];
             all.extend_from_slice(args);
             ip(&all)
         };

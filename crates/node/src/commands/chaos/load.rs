@@ -55,20 +55,14 @@ impl Outcome {
     }
 }
 
-/// A record seen while a task was under way: who it is with now.
-#[derive(Clone, Debug)]
-pub(super) struct InFlight {
-    /// The executor it is running on, when it is running.
-    pub(super) executor: Option<String>,
-}
-
 /// Every outcome so far, and the tasks under way.
 #[derive(Default)]
 pub(super) struct Book {
     /// Ended tasks.
     pub(super) outcomes: Vec<Outcome>,
-    /// Submitted, not ended, by task id (or a harness id before the answer).
-    pub(super) in_flight: std::collections::HashMap<String, InFlight>,
+    /// Submitted, not ended, by submission number: the executor running it, while one
+    /// does.
+    pub(super) in_flight: std::collections::HashMap<u64, Option<String>>,
     /// Submitted so far.
     pub(super) submitted: usize,
 }
@@ -151,94 +145,78 @@ impl Load {
             .unwrap_or_else(|e| e.into_inner())
             .in_flight
             .values()
-            .filter_map(|f| f.executor.clone())
+            .flatten()
+            .cloned()
             .collect()
     }
 }
 
-/// Submits one task and follows it to its end.
+/// How long one request to the requester's API may take; past it the harness asks again
+/// (or, for the submission, counts the task as failed).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Submits one task (the `n`th) and follows it to its end.
 async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n: u64, below: u64) {
     let at = started.elapsed();
     let begun = Instant::now();
-    let provisional = format!("#{n}");
     {
         let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
         b.submitted += 1;
-        b.in_flight
-            .insert(provisional.clone(), InFlight { executor: None });
+        b.in_flight.insert(n, None);
     }
-    let end =
-        |state: &str, reason: Option<String>, record: Option<serde_json::Value>, key: &str| {
-            let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
-            b.in_flight.remove(key);
-            b.outcomes.push(Outcome {
-                at,
-                state: state.to_owned(),
-                reason,
-                record,
-                took: begun.elapsed(),
-            });
-        };
-    let id = match requester.post("/v1/tasks", &task_body(below)).await {
+    let end = |state: &str, reason: String, record: Option<serde_json::Value>| {
+        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
+        b.in_flight.remove(&n);
+        b.outcomes.push(Outcome {
+            at,
+            state: state.to_owned(),
+            reason: (!reason.is_empty()).then_some(reason),
+            record,
+            took: begun.elapsed(),
+        });
+    };
+    let submitted = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        requester.post("/v1/tasks", &task_body(below)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+    .and_then(|answer| answer);
+    let id = match submitted {
         Ok(accepted) => match accepted["task_id"].as_str() {
             Some(id) => id.to_owned(),
-            None => {
-                return end(
-                    "failed",
-                    Some(format!("no task id in {accepted}")),
-                    None,
-                    &provisional,
-                );
-            }
+            None => return end("failed", format!("no task id in {accepted}"), None),
         },
         Err(e) => {
-            return end(
-                "failed",
-                Some(format!(
-                    "refused at submission: {}",
-                    crate::commands::chaos::short(&e)
-                )),
-                None,
-                &provisional,
-            );
+            let why = crate::commands::chaos::short(&e);
+            return end("failed", format!("refused at submission: {why}"), None);
         }
     };
-    {
-        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
-        b.in_flight.remove(&provisional);
-        b.in_flight.insert(id.clone(), InFlight { executor: None });
-    }
     loop {
         if begun.elapsed() > TASK_DEADLINE {
-            return end(
-                "lost",
-                Some(format!(
-                    "no final state within {} s",
-                    TASK_DEADLINE.as_secs()
-                )),
-                None,
-                &id,
-            );
+            let why = format!("no final state within {} s", TASK_DEADLINE.as_secs());
+            return end("lost", why, None);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let record = match requester.get(&format!("/v1/tasks/{id}")).await {
-            Ok(Some(r)) => r,
+        let path = format!("/v1/tasks/{id}");
+        let record = match tokio::time::timeout(REQUEST_TIMEOUT, requester.get(&path)).await {
+            Ok(Ok(Some(r))) => r,
             // The requester is busy or gone for a moment: the deadline decides.
-            Ok(None) | Err(_) => continue,
+            _ => continue,
         };
         match record["state"].as_str() {
-            Some("succeeded") => return end("succeeded", None, Some(record), &id),
+            Some("succeeded") => return end("succeeded", String::new(), Some(record)),
             Some("failed") => {
-                let reason = record["error"].as_str().map(str::to_owned);
-                return end("failed", reason, Some(record), &id);
+                let reason = record["error"].as_str().unwrap_or_default().to_owned();
+                return end("failed", reason, Some(record));
             }
             _ => {
                 let executor = (record["state"] == "running")
                     .then(|| record["executor"].as_str().map(str::to_owned))
                     .flatten();
                 let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(f) = b.in_flight.get_mut(&id) {
-                    f.executor = executor;
+                if let Some(running) = b.in_flight.get_mut(&n) {
+                    *running = executor;
                 }
             }
         }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::client::NodeClient;
-use crate::commands::devnet::spawn;
+use crate::commands::devnet::{spawn, spawn_with};
 use crate::console::Ready;
-use crate::process::{Child, stop_all};
+use crate::process::{Child, signal, stop_all};
 
 /// How long a node or the collector has to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -31,7 +31,7 @@ const GUILD_SETTINGS: &str = "[guild]\nheartbeat_interval_ms = 500\nmissed_heart
 const TASK_SETTINGS: &str = "max_attempts = 5\ntimeout_margin_ms = 3000\n";
 
 /// What a process that ended said about its spans.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(super) struct SpanAccount {
     /// Spans the collector acknowledged.
     pub(super) exported: u64,
@@ -67,12 +67,12 @@ type Peaks = Arc<Mutex<BTreeMap<String, u64>>>;
 pub(super) struct Net {
     dir: PathBuf,
     /// The guild every member is in.
-    pub(super) guild: String,
+    guild: String,
     env: Vec<(String, Option<String>)>,
     collector: Option<Child>,
     collector_args: Vec<String>,
     /// The collector's query API and viewer.
-    pub(super) ui: String,
+    ui: String,
     nodes: BTreeMap<String, Slot>,
     /// Spans of processes that ended (killed ones as last scraped).
     pub(super) spans: SpanAccount,
@@ -113,17 +113,15 @@ pub(super) struct Plan<'a> {
 /// The node the island holds, when there is one.
 pub(super) const ISLANDER: &str = "executor-1";
 
-/// A free TCP port on `ip`.
+/// A free TCP port on `ip` (bound and released; the kernel does not hand it out again
+/// soon).
 fn free_port_on(ip: &str) -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
 }
 
-/// A free loopback TCP port (bound and released; the kernel does not hand it out again
-/// soon).
+/// A free loopback TCP port.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    free_port_on("127.0.0.1")
 }
 
 fn s(v: &str) -> String {
@@ -153,18 +151,6 @@ fn peak_kib(pid: u32) -> Option<u64> {
             .parse()
             .ok()
     })
-}
-
-fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .context("running kill")?;
-    if !status.success() {
-        bail!("kill -{sig} {pid} failed");
-    }
-    Ok(())
 }
 
 impl Net {
@@ -410,30 +396,19 @@ impl Net {
             1 => self.dir.join(format!("{name}.log")),
             n => self.dir.join(format!("{name}.{n}.log")),
         };
+        let mut env: Vec<(&str, Option<&str>)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
         let child = match island {
             Some(i) => {
+                // The island reaches the collector through the proxy on its link.
+                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", self.island_otlp.as_deref()));
                 let exe = std::env::current_exe().context("finding the zerostate executable")?;
-                let mut cmd = i.command(&exe);
-                cmd.args(&args);
-                for (k, v) in &self.env {
-                    match v {
-                        Some(v) => cmd.env(k, v),
-                        None => cmd.env_remove(k),
-                    };
-                }
-                if let Some(otlp) = &self.island_otlp {
-                    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp);
-                }
-                Child::spawn(name, cmd, &log, Duration::from_secs(30))?
+                spawn_with(name, i.command(&exe), &args, &log, &env)?
             }
-            None => {
-                let env: Vec<(&str, Option<&str>)> = self
-                    .env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_deref()))
-                    .collect();
-                spawn(name, &args, &log, &env)?
-            }
+            None => spawn(name, &args, &log, &env)?,
         };
         let info = Ready::parse(child.ready())?
             .node
@@ -549,20 +524,13 @@ impl Net {
         listed && own["status"] == "member" && own["version"] == coordinator["version"]
     }
 
-    /// Waits until every node named is in the guild and converged.
-    pub(super) fn wait_members(
-        &self,
-        names: &[String],
-        within: Duration,
-    ) -> anyhow::Result<Duration> {
+    /// Waits until every member named is in the guild and converged.
+    fn wait_members(&self, names: &[String], within: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
         loop {
-            let waiting: Vec<&String> = names
-                .iter()
-                .filter(|n| n.as_str() != "coordinator" && !self.converged(n))
-                .collect();
+            let waiting: Vec<&String> = names.iter().filter(|n| !self.converged(n)).collect();
             if waiting.is_empty() {
-                return Ok(start.elapsed());
+                return Ok(());
             }
             if start.elapsed() > within {
                 bail!(
@@ -617,7 +585,7 @@ impl Net {
         let pid = self
             .pid(name)
             .with_context(|| format!("{name} is not running"))?;
-        signal(pid, if paused { "STOP" } else { "CONT" })
+        signal(&[pid], if paused { "STOP" } else { "CONT" })
     }
 
     /// Kills the collector with SIGKILL.
@@ -695,24 +663,14 @@ impl Net {
             }
         }
         // A paused node would never see its SIGTERM, a cut-off one could not export.
-        for c in &children {
-            let _ = signal(c.pid(), "CONT");
-        }
+        let pids: Vec<u32> = children.iter().map(Child::pid).collect();
+        let _ = signal(&pids, "CONT");
         if let Some(i) = &self.island {
             let _ = i.cut(false);
         }
-        let accounts: Vec<Option<serde_json::Value>> = {
-            let pids: Vec<u32> = children.iter().map(Child::pid).collect();
-            for pid in &pids {
-                let _ = signal(*pid, "TERM");
-            }
-            children
-                .iter()
-                .map(|c| c.event("stopped", STOP_GRACE))
-                .collect()
-        };
-        for (c, account) in children.iter().zip(&accounts) {
-            match account {
+        let _ = signal(&pids, "TERM");
+        for c in &children {
+            match c.event("stopped", STOP_GRACE) {
                 Some(a) => self.spans.add(SpanAccount {
                     exported: a["spans"]["exported"].as_u64().unwrap_or(0),
                     dropped: a["spans"]["dropped"].as_u64().unwrap_or(0),
@@ -745,10 +703,11 @@ impl Drop for Net {
     fn drop(&mut self) {
         self.sampling
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        for slot in self.nodes.values_mut() {
-            if let Some(c) = &slot.child {
-                let _ = signal(c.pid(), "CONT");
-            }
-        }
+        let paused: Vec<u32> = self
+            .nodes
+            .values()
+            .filter_map(|s| s.child.as_ref().map(Child::pid))
+            .collect();
+        let _ = signal(&paused, "CONT");
     }
 }
