@@ -124,6 +124,8 @@ pub struct EngineOptions {
 /// Runs tasks. One per node; share it between threads.
 pub struct Engine {
     engine: wasmtime::Engine,
+    /// What receipts name as their engine ([`Engine::id`]).
+    id: String,
     linker: Linker<TaskState>,
     cache: Mutex<Cache>,
     disk: Option<DiskCache>,
@@ -146,15 +148,23 @@ impl Engine {
     pub fn new(options: EngineOptions, key: ExecutorKey) -> Result<Self, TaskError> {
         let policy = options.policy;
         let mut config = Config::new();
+        // Deterministic: the same module, input and limits give the same output and fuel on
+        // any machine (NaNs canonical, relaxed SIMD in its deterministic mode; clocks and
+        // randomness are virtual in the host). Fuel is counted per operator by wasmtime's
+        // own costs and per byte by the host's, so a copy-on-write or copied memory image,
+        // a cold compile or a cached module all consume the same.
         config
             .consume_fuel(true)
             .epoch_interruption(true)
-            .max_wasm_stack(MAX_STACK_BYTES);
+            .max_wasm_stack(MAX_STACK_BYTES)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true);
         if options.pooling_allocator {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_core_instances(POOL_SLOTS)
                 .total_memories(POOL_SLOTS)
                 .total_tables(POOL_SLOTS * 8)
+                .total_stacks(POOL_SLOTS)
                 .max_memory_size(usize::try_from(policy.max_memory_bytes).unwrap_or(usize::MAX))
                 .table_elements(MAX_TABLE_ELEMENTS);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -189,6 +199,7 @@ impl Engine {
         };
         Ok(Self {
             engine,
+            id: engine_id(MAX_STACK_BYTES),
             linker,
             cache: Mutex::new(Cache::default()),
             disk,
@@ -204,6 +215,21 @@ impl Engine {
     /// The executor's peer id, as receipts name it.
     pub fn peer_id(&self) -> String {
         self.key.peer_id()
+    }
+
+    /// What receipts name as this engine: `wasmtime-<version>+<fingerprint>`, the
+    /// fingerprint the first 16 hex digits of the SHA-256 of every setting that decides a
+    /// task's output and fuel (NaN canonicalization, deterministic relaxed SIMD, fuel on,
+    /// the stack bound, the host's fuel costs and virtual clocks). Two engines with the
+    /// same id give the same output and fuel for the same task.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Signs `receipt` with this engine's key, naming this engine.
+    pub fn sign(&self, mut receipt: Receipt) -> Receipt {
+        receipt.engine = self.id.clone();
+        receipt.sign(&self.key)
     }
 
     /// Runs `manifest`. Never panics on anything the module does; every failure is a
@@ -250,6 +276,7 @@ impl Engine {
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
+                engine: self.id.clone(),
                 signature: String::new(),
             }
             .sign(&self.key)
@@ -331,26 +358,39 @@ impl Engine {
         store
             .set_fuel(limits.fuel)
             .map_err(|e| TaskError::Host(format!("cannot set fuel: {e}")))?;
-        // The ticker runs all the time, so the first tick can come at once: one tick more
-        // guarantees the task at least its whole wall time.
-        let ticks = limits.wall_time_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+        // The wall-time limit is checked each time the task has used FUEL_YIELD units: the
+        // run yields there with its fuel counted, so a task stopped by the clock states
+        // exactly what it consumed. The epoch deadline, a little later, is the backstop
+        // for a task stuck where no fuel is counted (one long host call or bulk memory
+        // instruction); such a task states the fuel it had used at its last yield.
+        store
+            .fuel_async_yield_interval(Some(FUEL_YIELD))
+            .map_err(|e| TaskError::Host(format!("cannot set the fuel yield: {e}")))?;
+        let ticks = (limits.wall_time_ms + BACKSTOP.as_millis() as u64)
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            + 1;
         store.set_epoch_deadline(ticks);
 
         let started = Instant::now();
-        let outcome = (|| {
-            let instance = {
-                let _s = tracing::info_span!(span::EXECUTION_WASM_INSTANTIATE).entered();
-                prepared.pre.instantiate(&mut store)?
+        let deadline = started + Duration::from_millis(limits.wall_time_ms);
+        let outcome = {
+            let store = &mut store;
+            let run = async move {
+                let instance = {
+                    let _s = tracing::info_span!(span::EXECUTION_WASM_INSTANTIATE).entered();
+                    prepared.pre.instantiate_async(&mut *store).await?
+                };
+                let entry = instance
+                    .get_typed_func::<(), ()>(&mut *store, &manifest.entry)
+                    .map_err(|_| wasmtime::Error::new(MissingEntry))?;
+                if !call_entry {
+                    return Ok(());
+                }
+                let _s = tracing::info_span!(span::EXECUTION_WASM_EXECUTE).entered();
+                entry.call_async(&mut *store, ()).await
             };
-            let entry = instance
-                .get_typed_func::<(), ()>(&mut store, &manifest.entry)
-                .map_err(|_| wasmtime::Error::new(MissingEntry))?;
-            if !call_entry {
-                return Ok(());
-            }
-            let _s = tracing::info_span!(span::EXECUTION_WASM_EXECUTE).entered();
-            entry.call(&mut store, ())
-        })();
+            until(run, deadline)
+        };
         measurement.wall_time = started.elapsed();
         measurement.fuel_consumed = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let mut state = store.into_data();
@@ -439,6 +479,62 @@ impl Engine {
     }
 }
 
+/// The wasmtime this engine is built on, from the workspace's lock file.
+const WASMTIME_VERSION: &str = env!("ZEROSTATE_WASMTIME_VERSION");
+
+fn engine_id(max_stack: usize) -> String {
+    let settings = format!(
+        "wasmtime {WASMTIME_VERSION}\nconsume_fuel true\nfuel costs wasmtime default\n\
+         cranelift_nan_canonicalization true\nrelaxed_simd_deterministic true\n\
+         max_wasm_stack {max_stack}\nhost revision {}: call {}, iovec {}, copy {} per 8 bytes, \
+         random {} per block, clocks from fuel\n",
+        wasi::HOST_REVISION,
+        wasi::HOST_CALL_FUEL,
+        wasi::IOVEC_FUEL,
+        wasi::COPY_FUEL_PER_8_BYTES,
+        wasi::RANDOM_FUEL_PER_BLOCK,
+    );
+    let digest = sha256(settings.as_bytes());
+    format!("wasmtime-{WASMTIME_VERSION}+{}", &hex::encode(digest)[..16])
+}
+
+/// Fuel a task uses between two looks at the wall clock.
+const FUEL_YIELD: u64 = 100_000;
+/// How long past its wall-time limit a task that yields no more is interrupted.
+const BACKSTOP: Duration = Duration::from_millis(100);
+
+/// The run went past its wall-time deadline at a yield, and was dropped there.
+#[derive(Debug)]
+struct PastDeadline;
+
+impl std::fmt::Display for PastDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wall time exceeded")
+    }
+}
+
+impl std::error::Error for PastDeadline {}
+
+/// Drives `run` on this thread to its end, or until it yields past `deadline`: it yields
+/// only every [`FUEL_YIELD`] units of fuel (the host functions never wait), so polling it
+/// again at once is all the scheduling it needs. Dropping it at a yield cancels the run.
+fn until<F>(run: F, deadline: Instant) -> wasmtime::Result<()>
+where
+    F: std::future::Future<Output = wasmtime::Result<()>>,
+{
+    let mut run = std::pin::pin!(run);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        match run.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => return result,
+            std::task::Poll::Pending if Instant::now() >= deadline => {
+                return Err(wasmtime::Error::new(PastDeadline));
+            }
+            std::task::Poll::Pending => {}
+        }
+    }
+}
+
 /// The entry point exists but is not a `() -> ()` function.
 #[derive(Debug)]
 struct MissingEntry;
@@ -468,6 +564,9 @@ fn classify(e: wasmtime::Error, state: &mut TaskState, manifest: &Manifest) -> T
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => TaskError::OutOfFuel(manifest.limits.fuel),
         Some(Trap::Interrupt) => TaskError::WallTimeExceeded(manifest.limits.wall_time_ms),
+        None if e.downcast_ref::<PastDeadline>().is_some() => {
+            TaskError::WallTimeExceeded(manifest.limits.wall_time_ms)
+        }
         Some(Trap::StackOverflow) => TaskError::StackOverflow,
         Some(trap) => TaskError::Trap(trap.to_string()),
         None => TaskError::Trap(format!("{e:#}")),

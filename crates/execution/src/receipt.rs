@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Limits, sha256};
 
-const DOMAIN: &[u8] = b"zerostate/receipt/v2\n";
+/// Receipts that name their engine.
+const DOMAIN: &[u8] = b"zerostate/receipt/v3\n";
+/// Receipts from before the engine was named: still verified, never issued.
+const DOMAIN_V2: &[u8] = b"zerostate/receipt/v2\n";
 
 /// A signed statement of what ran, on what, with what result and cost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +44,11 @@ pub struct Receipt {
     pub trace_id: String,
     /// When the receipt was issued, unix milliseconds.
     pub issued_at: u64,
+    /// The engine that ran it: the wasmtime version and a fingerprint of everything that
+    /// decides output and fuel ([`crate::Engine::id`]); a rerun under another engine is
+    /// not comparable. Empty in receipts issued before engines were named.
+    #[serde(default)]
+    pub engine: String,
     /// Ed25519 signature over [`Receipt::signing_bytes`], hex.
     pub signature: String,
 }
@@ -87,11 +95,14 @@ struct Body<'a> {
     executor: &'a str,
     trace_id: &'a str,
     issued_at: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    engine: &'a str,
 }
 
 impl Receipt {
     /// The canonical bytes signed: a domain tag, then every field but the signature as
-    /// compact JSON in declaration order.
+    /// compact JSON in declaration order (a receipt that names no engine is one of the
+    /// format before, with its own tag).
     pub fn signing_bytes(&self) -> Vec<u8> {
         let body = Body {
             task_id: &self.task_id,
@@ -109,10 +120,16 @@ impl Receipt {
             executor: &self.executor,
             trace_id: &self.trace_id,
             issued_at: self.issued_at,
+            engine: &self.engine,
         };
         // Serializing plain strings and integers cannot fail.
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        [DOMAIN, &json].concat()
+        let domain = if self.engine.is_empty() {
+            DOMAIN_V2
+        } else {
+            DOMAIN
+        };
+        [domain, &json].concat()
     }
 
     /// Signs the receipt with the executor's key, setting `executor` and `signature`.

@@ -31,6 +31,10 @@ const EINVAL: i32 = 28;
 const ENOSYS: i32 = 52;
 const ESPIPE: i32 = 70;
 
+/// Raised whenever the host changes what a task outputs or the fuel it is charged; part of
+/// the engine id receipts carry.
+pub(crate) const HOST_REVISION: u32 = 1;
+
 /// Fuel for any host call that does work sized by the guest, on top of the call itself.
 pub const HOST_CALL_FUEL: u64 = 50;
 /// Fuel per iovec entry read by `fd_write` or `fd_read`.

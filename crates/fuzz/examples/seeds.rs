@@ -115,6 +115,7 @@ fn main() {
         executor: key.peer_id(),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         issued_at: 1_764_547_200,
+        engine: "wasmtime-48.0.8+0123456789abcdef".into(),
         signature: String::new(),
     }
     .sign(&key);

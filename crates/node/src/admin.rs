@@ -37,6 +37,8 @@ pub struct Expect {
     pub ledger: Option<PeerId>,
     /// Its data directory, which must be writable.
     pub data_dir: PathBuf,
+    /// What it was told to do wrong (`--misbehave`, tests only).
+    pub misbehaving: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -251,6 +253,15 @@ async fn ready(State(admin): State<Admin>) -> Response {
         match std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe)) {
             Ok(()) => ok(),
             Err(err) => format!("not ready: cannot write to {}: {err}", e.data_dir.display()),
+        },
+    );
+    // Informational: a node that misbehaves on purpose works, and says so.
+    c.insert(
+        "misbehaviour",
+        if e.misbehaving.is_empty() {
+            "off".into()
+        } else {
+            format!("on (tests only): {}", e.misbehaving.join(", "))
         },
     );
     let ready = c.values().all(|v| !v.starts_with("not ready"));

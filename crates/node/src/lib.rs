@@ -12,6 +12,7 @@ pub mod commands;
 pub mod console;
 pub mod data;
 pub mod metrics;
+pub mod misbehave;
 pub mod payments;
 pub mod process;
 pub mod settings;

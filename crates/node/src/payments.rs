@@ -309,23 +309,6 @@ pub struct Payments {
     inner: Arc<Inner>,
 }
 
-/// Test switch, set in the environment of a node under test: as a payee it accepts and
-/// keeps the first this many payments but answers each with an error, as if the
-/// acknowledgement were lost on its way.
-pub const WITHHOLD_PAYMENT_ACKS_ENV: &str = "ZEROSTATE_TEST_WITHHOLD_PAYMENT_ACKS";
-
-/// Whether [`WITHHOLD_PAYMENT_ACKS_ENV`] withholds this acknowledgement.
-fn withhold_ack() -> bool {
-    static WITHHELD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let Some(n) = std::env::var(WITHHOLD_PAYMENT_ACKS_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return false;
-    };
-    WITHHELD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n
-}
-
 /// Undelivered payments by receipt, and receipts delivered late not yet reported.
 type Late = (
     std::collections::HashMap<[u8; 32], (ChannelId, ChannelState)>,
@@ -358,6 +341,10 @@ struct Inner {
     delivering: std::sync::Mutex<
         std::collections::HashMap<ChannelId, std::sync::Arc<tokio::sync::Mutex<()>>>,
     >,
+    /// What this node was told to do wrong (tests only).
+    misbehave: crate::misbehave::Misbehaviour,
+    /// Acknowledgements withheld so far (`withhold-payment-acks=N`).
+    withheld: std::sync::atomic::AtomicU64,
 }
 
 impl Payments {
@@ -370,6 +357,7 @@ impl Payments {
         run_ledger: bool,
         faucet: bool,
         metrics: crate::metrics::NodeMetrics,
+        misbehave: crate::misbehave::Misbehaviour,
     ) -> anyhow::Result<Payments> {
         use anyhow::Context as _;
         let key = Keypair::from_seed(seed);
@@ -411,6 +399,8 @@ impl Payments {
                 open_to: std::sync::Mutex::default(),
                 delivering: std::sync::Mutex::default(),
                 late: std::sync::Mutex::default(),
+                misbehave,
+                withheld: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -497,10 +487,10 @@ impl Payments {
                     Err(other) => return Err(e(other)),
                 };
                 self.inner.metrics.payment("in", ack.paid.base_units());
-                if withhold_ack() {
-                    return Err(format!(
-                        "acknowledgement withheld (test switch {WITHHOLD_PAYMENT_ACKS_ENV})"
-                    ));
+                if self.withhold_ack() {
+                    return Err(
+                        "acknowledgement withheld (misbehaviour withhold-payment-acks)".into(),
+                    );
                 }
                 json(serde_json::json!({
                     "nonce": ack.nonce,
@@ -605,6 +595,22 @@ impl Payments {
         }
     }
 
+    /// What each new channel locks, base units: the most one bill may be.
+    pub fn deposit(&self) -> u64 {
+        self.inner.deposit
+    }
+
+    /// Whether `withhold-payment-acks=N` withholds this acknowledgement (the first N).
+    fn withhold_ack(&self) -> bool {
+        let n = self.inner.misbehave.withhold_payment_acks;
+        n > 0
+            && self
+                .inner
+                .withheld
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                < n
+    }
+
     /// A request to `peer` that must be answered [`types::OK`]; its JSON answer.
     async fn ask(
         &self,
@@ -644,6 +650,9 @@ impl Payments {
         };
         if amount == 0 {
             return PaymentRecord::unpaid(0, "nothing owed", "unpaid");
+        }
+        if self.inner.misbehave.never_pay {
+            return PaymentRecord::unpaid(amount, "misbehaviour never-pay", "unpaid");
         }
         let span = tracing::info_span!(
             names::PAYMENT_FLOW,

@@ -23,10 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use zerostate_execution::{Engine, Receipt};
 use zerostate_guild::Guilds;
-use zerostate_p2p::{IncomingRequest, Network};
+use zerostate_p2p::{IncomingRequest, Network, PeerId};
 
 /// How tasks behave on this node (`[tasks]`). Every field says its default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,6 +50,10 @@ pub struct TaskSettings {
     pub price: u64,
     /// Whether this node offers to run tasks for its guilds. Default true.
     pub execute: bool,
+    /// The share of receipts this node, as a requester, reruns in its own engine before
+    /// paying them (a spot check), 0 to 1. Default 0.1: a cheater is caught after ten
+    /// tasks on average, and the checks cost this node a tenth of the fuel it pays for.
+    pub verify_share: f64,
 }
 
 impl Default for TaskSettings {
@@ -63,6 +66,7 @@ impl Default for TaskSettings {
             max_running: 2,
             price: 1,
             execute: true,
+            verify_share: 0.1,
         }
     }
 }
@@ -99,6 +103,12 @@ impl TaskSettings {
             problems.push(format!(
                 "max_running = {} must be between 1 and 256",
                 self.max_running
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.verify_share) {
+            problems.push(format!(
+                "verify_share = {} must be between 0 and 1",
+                self.verify_share
             ));
         }
         if problems.is_empty() {
@@ -217,14 +227,30 @@ struct Inner {
     settings: TaskSettings,
     records: Mutex<(BTreeMap<String, TaskRecord>, VecDeque<String>)>,
     /// Offers for tasks collecting them, by task id.
-    offers: Mutex<HashMap<String, mpsc::Sender<(zerostate_p2p::PeerId, wire::TaskOffer)>>>,
+    offers: Mutex<HashMap<String, requester::OfferSink>>,
+    /// Executors whose bills or receipts did not hold, and why: their offers are refused
+    /// while this node runs (at most [`REFUSED_KEPT`]).
+    refused: Mutex<HashMap<PeerId, String>>,
+    /// Offers this node made and had taken, by task id: the requester that took each and
+    /// when. Only such a task is run (at most [`OFFERS_KEPT`], each for [`OFFER_LIFETIME`]).
+    offered: Mutex<HashMap<String, (PeerId, std::time::Instant)>>,
     /// Tasks this node runs for others now.
     running: AtomicU32,
     /// Modules held by hash.
     modules: Mutex<Modules>,
     /// What this node measures.
     metrics: crate::metrics::NodeMetrics,
+    /// What this node was told to do wrong (tests only).
+    misbehave: crate::misbehave::Misbehaviour,
 }
+
+/// Executors refused for cheating that a node remembers; past that, the oldest is
+/// forgotten (a cheater has to make a new identity per refusal anyway).
+const REFUSED_KEPT: usize = 4096;
+/// Taken offers an executor remembers.
+const OFFERS_KEPT: usize = 4096;
+/// How long a taken offer stays good for the task it was made for.
+const OFFER_LIFETIME: Duration = Duration::from_secs(120);
 
 impl Tasks {
     /// Starts listening to the guilds for tasks to offer on (when `settings.execute`).
@@ -235,6 +261,7 @@ impl Tasks {
         payments: crate::payments::Payments,
         settings: TaskSettings,
         metrics: crate::metrics::NodeMetrics,
+        misbehave: crate::misbehave::Misbehaviour,
     ) -> Tasks {
         let tasks = Tasks {
             inner: Arc::new(Inner {
@@ -245,9 +272,12 @@ impl Tasks {
                 settings,
                 records: Mutex::default(),
                 offers: Mutex::default(),
+                refused: Mutex::default(),
+                offered: Mutex::default(),
                 running: AtomicU32::new(0),
                 modules: Mutex::default(),
                 metrics,
+                misbehave,
             }),
         };
         if tasks.inner.settings.execute {
@@ -349,20 +379,93 @@ impl Tasks {
         }
     }
 
-    fn offers(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        HashMap<String, mpsc::Sender<(zerostate_p2p::PeerId, wire::TaskOffer)>>,
-    > {
+    fn offers(&self) -> std::sync::MutexGuard<'_, HashMap<String, requester::OfferSink>> {
         self.inner
             .offers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Refuses `executor`'s offers from now on, for `why`.
+    fn refuse(&self, executor: PeerId, why: &str) {
+        let mut refused = self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused.len() >= REFUSED_KEPT
+            && let Some(any) = refused.keys().next().copied()
+        {
+            refused.remove(&any);
+        }
+        tracing::warn!(peer.id = %executor, "refusing this executor from now on: {why}");
+        refused.insert(executor, why.to_owned());
+    }
+
+    /// Why `executor` is refused, if it is.
+    fn refused(&self, executor: PeerId) -> Option<String> {
+        self.inner
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&executor)
+            .cloned()
+    }
+
+    /// Whether `peer` is a current member of `guild` as this node knows it (this node in
+    /// it as member or coordinator).
+    async fn is_member(&self, guild: &str, peer: PeerId) -> bool {
+        let peer = peer.to_string();
+        self.inner.guilds.info(guild).await.is_ok_and(|g| {
+            matches!(g.status.as_str(), "member" | "coordinator")
+                && g.members.iter().any(|m| m.peer_id == peer)
+        })
+    }
+
     fn running(&self) -> u32 {
         self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Takes one of the `max_running` slots, or says how many run already: the check and
+    /// the increment are one step, so concurrent tasks cannot overshoot.
+    fn reserve(&self) -> Result<Slot, u32> {
+        let max = self.inner.settings.max_running;
+        self.inner
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| Slot(self.clone()))
+    }
+
+    /// Remembers that `requester` took this node's offer for `task`.
+    fn offer_taken(&self, task: &str, requester: PeerId) {
+        let mut offered = self
+            .inner
+            .offered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        offered.retain(|_, (_, at)| now.duration_since(*at) < OFFER_LIFETIME);
+        if offered.len() < OFFERS_KEPT {
+            offered.insert(task.to_owned(), (requester, now));
+        }
+    }
+
+    /// Whether this node made an offer for `task` that `requester` took (used up by it).
+    fn take_offered(&self, task: &str, requester: PeerId) -> bool {
+        let mut offered = self
+            .inner
+            .offered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match offered.get(task) {
+            Some((who, at)) if *who == requester && at.elapsed() < OFFER_LIFETIME => {
+                offered.remove(task);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The longest a task may run here so that the requester's network request outlives it.
@@ -373,6 +476,15 @@ impl Tasks {
             .network
             .request_timeout()
             .saturating_sub(Duration::from_secs(1))
+    }
+}
+
+/// One of the `max_running` slots, given back when dropped.
+struct Slot(Tasks);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.inner.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -71,6 +71,9 @@ pub mod span {
     /// The requester handing a task to one executor and checking what comes back; a failed
     /// attempt ends with the reason.
     pub const TASK_ATTEMPT: &str = "task.attempt";
+    /// The requester rerunning a receipt's task in its own engine before paying it (a spot
+    /// check); `status` is `match` or `mismatch`, a mismatch an error naming what differs.
+    pub const TASK_VERIFY: &str = "task.verify";
     /// An executor offering to run a task it heard of in its guild.
     pub const TASK_OFFER: &str = "task.offer";
     /// A request served by a node's HTTP API. Exported as `{method} {route template}`

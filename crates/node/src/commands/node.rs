@@ -51,6 +51,8 @@ pub struct NodeFile {
     pub payments: crate::payments::PaymentSettings,
     /// The operations listener (`[admin]`).
     pub admin: AdminSettings,
+    /// What tests make this node do wrong (`[test]`); default nothing.
+    pub test: crate::misbehave::TestSettings,
 }
 
 /// The operations listener (`[admin]`): `/metrics`, `/healthz`, `/readyz`, no token.
@@ -138,6 +140,11 @@ pub struct NodeCommand {
     /// The peer id of the node that runs the ledger (sets `[payments] ledger`).
     #[arg(long, value_name = "PEER_ID")]
     ledger_peer: Option<String>,
+    /// Tests only: make this node misbehave (repeatable; replaces `[test] misbehave`):
+    /// forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice,
+    /// withhold-payment-acks=N, never-pay, withhold-membership.
+    #[arg(long, value_name = "ITEM")]
+    misbehave: Vec<String>,
 }
 
 fn parse_log_format(text: &str) -> Result<zerostate_telemetry::LogFormat, String> {
@@ -165,11 +172,6 @@ pub struct GuildTarget {
     /// The coordinator's invitation, if it admits by invitation.
     pub invitation: Option<zerostate_guild::Invitation>,
 }
-
-/// Test switch, set in the environment of a node under test: its guild service ignores
-/// membership updates on the topic (as if gossip lost them all), so that a test can show
-/// it catching up by itself.
-pub const WITHHOLD_MEMBERSHIP_ENV: &str = "ZEROSTATE_TEST_WITHHOLD_MEMBERSHIP";
 
 impl std::str::FromStr for GuildTarget {
     type Err = String;
@@ -223,6 +225,8 @@ struct Plan {
     engine: std::sync::Arc<zerostate_execution::Engine>,
     create_guild: Option<String>,
     join_guild: Option<GuildTarget>,
+    /// What it was told to do wrong (tests only).
+    misbehave: crate::misbehave::Misbehaviour,
 }
 
 /// What a running node is, as printed on start and served at `/v1/node`.
@@ -242,6 +246,9 @@ pub struct NodeInfo {
     pub api_token_file: String,
     /// Where it listens, each ending in its peer id.
     pub listen: Vec<String>,
+    /// What it was told to do wrong (`--misbehave`, tests only); absent when nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub misbehaving: Vec<String>,
 }
 
 impl NodeCommand {
@@ -277,6 +284,12 @@ impl NodeCommand {
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid network configuration: {e}"))?;
         data::prepare_dir(&dir)?;
+        let misbehave = crate::misbehave::Misbehaviour::parse(if self.misbehave.is_empty() {
+            &file.test.misbehave
+        } else {
+            &self.misbehave
+        })
+        .map_err(anyhow::Error::msg)?;
         let seed = data::load_or_create_seed(&dir.join("node.key"))?;
         let token_file = dir.join(data::API_TOKEN_FILE);
         let token = data::load_or_create_api_token(&token_file)?;
@@ -338,7 +351,7 @@ impl NodeCommand {
             access: (token, api_hosts, token_file),
             topics,
             guild: zerostate_guild::GuildConfig {
-                withhold_membership_updates: std::env::var_os(WITHHOLD_MEMBERSHIP_ENV).is_some(),
+                withhold_membership_updates: misbehave.withhold_membership,
                 ..file.guild.clone()
             },
             tasks: file.tasks.clone(),
@@ -357,6 +370,7 @@ impl NodeCommand {
                 invitation: self.invitation.clone(),
                 ..target
             }),
+            misbehave,
         };
         let result = runtime.block_on(serve(plan));
         drop(runtime);
@@ -395,7 +409,14 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         engine,
         create_guild,
         join_guild,
+        misbehave,
     } = plan;
+    if misbehave.any() {
+        tracing::warn!(
+            "this node MISBEHAVES on purpose (tests only): {}",
+            misbehave.items().join(", ")
+        );
+    }
     let role = config.role;
     let bootstrap = config.bootstrap.len();
     let heartbeat_interval = guild.interval();
@@ -417,6 +438,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         run_ledger,
         faucet,
         metrics.clone(),
+        misbehave.clone(),
     )?;
     let tasks = crate::tasks::Tasks::start(
         network.clone(),
@@ -425,6 +447,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         payments.clone(),
         tasks,
         metrics.clone(),
+        misbehave.clone(),
     );
     for topic in &topics {
         network
@@ -455,6 +478,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         admin: admin_url,
         api_token_file: token_file.display().to_string(),
         listen,
+        misbehaving: misbehave.items(),
     };
     // One JSON line on stdout says the node is up and where; logs go to stderr.
     crate::console::say(&crate::console::Ready {
@@ -488,6 +512,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
             heartbeat_interval,
             ledger: ledger_peer,
             data_dir: dir.clone(),
+            misbehaving: misbehave.items(),
         },
     ));
     let handler = tokio::spawn(handle_events(

@@ -1,8 +1,6 @@
 //! The executor's side: offering on the tasks a guild announces, and running the one it is
 //! handed.
 
-use std::sync::atomic::Ordering;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::broadcast::error::RecvError;
@@ -14,14 +12,6 @@ use zerostate_telemetry::{SpanExt, error_chain};
 
 use super::Tasks;
 use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
-
-/// Test switch, set in the environment of a node under test: as an executor it returns
-/// receipts that do not match what it ran (a dishonest executor).
-pub const FORGE_RECEIPTS_ENV: &str = "ZEROSTATE_TEST_FORGE_RECEIPTS";
-
-/// Test switch, set in the environment of a node under test: as an executor it holds each
-/// answer back this many milliseconds after running the task (a hung executor).
-pub const STALL_ANSWERS_ENV: &str = "ZEROSTATE_TEST_STALL_ANSWERS_MS";
 
 /// Listens to every guild this node is in for task requests, and offers on those it can take.
 pub(super) async fn listen(tasks: Tasks) {
@@ -67,7 +57,13 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
     if request.requester != from.to_string() {
         return Err("the task request names another requester than its sender".into());
     }
-    if settings.price > request.max_price {
+    // Misbehaviour `overprice`: offer far above what the requester pays.
+    let price = if tasks.inner.misbehave.overprice {
+        request.max_price.saturating_mul(10).max(1)
+    } else {
+        settings.price
+    };
+    if price > request.max_price {
         tracing::info!(
             "not offering: this node's price {} is above the requester's {}",
             settings.price,
@@ -82,8 +78,8 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
     }
     let offer = TaskOffer {
         has_module: tasks.modules().get(&request.module_sha256).is_some(),
-        task_id: request.task_id,
-        price: settings.price,
+        task_id: request.task_id.clone(),
+        price,
         running,
     };
     // At most a few addresses, each of which must name the requester.
@@ -104,7 +100,10 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
             serde_json::to_vec(&offer)?,
         )
         .await?;
-    if answer.message_type != wire::TASK_OFFER_TAKEN {
+    if answer.message_type == wire::TASK_OFFER_TAKEN {
+        // Only a task this node offered on, to the requester that took the offer, runs.
+        tasks.offer_taken(&request.task_id, from);
+    } else {
         tracing::info!(
             "the requester did not take the offer: {}",
             String::from_utf8_lossy(&answer.payload)
@@ -132,10 +131,10 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     };
     let answer = match prepared {
         Err(why) => Err(why),
-        Ok(manifest) => {
-            tasks.inner.running.fetch_add(1, Ordering::AcqRel);
+        Ok((manifest, slot)) => {
             let engine = tasks.inner.engine.clone();
             let metrics = tasks.inner.metrics.clone();
+            let misbehave = tasks.inner.misbehave.clone();
             let in_span = span.clone();
             let ran = tokio::task::spawn_blocking(move || {
                 in_span.in_scope(|| {
@@ -150,26 +149,21 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
                         execution.receipt.fuel_consumed,
                         execution.measurement.cache_hit,
                     );
-                    let mut receipt = execution.receipt;
-                    if std::env::var_os(FORGE_RECEIPTS_ENV).is_some() {
-                        // Test switch: a dishonest executor claims another output.
-                        receipt.output_sha256 = hex::encode([0u8; 32]);
-                    }
+                    let (receipt, output) =
+                        misbehave.lie(&engine, execution.receipt, execution.output);
                     TaskResult {
-                        output: B64.encode(&execution.output),
+                        output: B64.encode(&output),
                         receipt,
                         exit_code: execution.exit_code,
                     }
                 })
             })
             .await;
-            if let Some(ms) = std::env::var(STALL_ANSWERS_ENV)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            let stall = tasks.inner.misbehave.stall_answers_ms;
+            if stall > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
             }
-            tasks.inner.running.fetch_sub(1, Ordering::AcqRel);
+            drop(slot);
             ran.map_err(|e| format!("the task's thread ended: {e}"))
         }
     };
@@ -184,7 +178,7 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
             tasks
                 .inner
                 .network
-                .respond(request, "error", why.into_bytes())
+                .respond(request, wire::ERROR, why.into_bytes())
         }
     };
     if let Err(e) = reply.await {
@@ -193,17 +187,31 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     }
 }
 
-/// The manifest of a task handed to this node, or why it will not run it.
-fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<Manifest, String> {
+/// The manifest of a task handed to this node and the slot it runs in, or why it will not
+/// run it: only a task this node offered on, handed over by the requester that took the
+/// offer, with a wall time the requester waits for, while a slot is free.
+fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<(Manifest, super::Slot), String> {
     if !tasks.inner.settings.execute {
         return Err("this node does not run tasks for others".into());
     }
-    let running = tasks.running();
-    if running >= tasks.inner.settings.max_running {
-        return Err(format!("busy: {running} tasks running already"));
-    }
     let run: TaskRun = serde_json::from_slice(&request.envelope.payload)
         .map_err(|e| format!("not a task: {e}"))?;
+    let cap = u64::try_from(tasks.wall_time_cap().as_millis()).unwrap_or(u64::MAX);
+    if run.limits.wall_time_ms > cap {
+        return Err(format!(
+            "a wall time of {} ms is more than a requester waits for an answer ({cap} ms)",
+            run.limits.wall_time_ms
+        ));
+    }
+    if !tasks.take_offered(&run.task_id, request.peer) {
+        return Err(format!(
+            "this node made no offer for task {} that you took",
+            run.task_id
+        ));
+    }
+    let slot = tasks
+        .reserve()
+        .map_err(|running| format!("busy: {running} tasks running already"))?;
     let input = B64
         .decode(&run.input)
         .map_err(|e| format!("the input is not base64: {e}"))?;
@@ -231,5 +239,5 @@ fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<Manifest, String>
         }
     };
     manifest.limits = run.limits;
-    Ok(manifest)
+    Ok((manifest, slot))
 }

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
-use zerostate_execution::{Limits, Receipt, builtin, sha256};
+use zerostate_execution::{Limits, Manifest, Receipt, builtin, sha256};
 use zerostate_p2p::{IncomingRequest, PeerId};
 use zerostate_telemetry::names::span as names;
 use zerostate_telemetry::{SpanExt, error_chain};
@@ -38,9 +38,13 @@ impl Tasks {
     /// trace of the current span. Returns its record as it is now (queued), or why the
     /// submission is refused.
     pub fn submit(&self, s: Submission) -> Result<TaskRecord, String> {
+        let mut entry = "_start".to_owned();
         let module_bytes = match &s.module {
             ModuleSource::Builtin(name) => builtin::manifest(name, "", Vec::new())
-                .map(|m| m.module)
+                .map(|m| {
+                    entry = m.entry;
+                    m.module
+                })
                 .ok_or_else(|| {
                     format!("no built-in task {name:?} (see `zerostate task builtins`)")
                 })?,
@@ -88,7 +92,14 @@ impl Tasks {
         };
         self.insert(record.clone());
         let (tx, rx) = mpsc::channel(MAX_OFFERS);
-        self.offers().insert(id.clone(), tx);
+        self.offers().insert(
+            id.clone(),
+            OfferSink {
+                guild: s.guild.clone(),
+                max_price: s.max_price,
+                tx,
+            },
+        );
         let tasks = self.clone();
         // A module named by its hash travels as bytes to an executor that lacks it.
         let module = match s.module {
@@ -101,6 +112,7 @@ impl Tasks {
             module,
             module_sha256: hex::encode(sha256(&module_bytes)),
             module_bytes,
+            entry,
             input: s.input,
             limits,
             max_price: s.max_price,
@@ -141,15 +153,37 @@ impl Tasks {
     }
 }
 
+/// Where an executor's offer for a task goes, and what it must meet to be taken.
+pub(super) struct OfferSink {
+    /// The guild the task was announced to: only its members may offer.
+    guild: String,
+    /// The most the requester pays per million fuel units.
+    max_price: u64,
+    tx: mpsc::Sender<(PeerId, TaskOffer)>,
+}
+
 struct Job {
     id: String,
     guild: String,
     module: ModuleSource,
     module_sha256: String,
     module_bytes: Vec<u8>,
+    /// The function the executor must call (a built-in's name, else `_start`).
+    entry: String,
     input: Vec<u8>,
     limits: Limits,
     max_price: u64,
+}
+
+impl Job {
+    /// The job as this node's own engine would run it: what a spot check reruns.
+    fn manifest(&self) -> Manifest {
+        let mut m = Manifest::new(self.id.clone(), self.module_bytes.clone());
+        m.entry = self.entry.clone();
+        m.input = self.input.clone();
+        m.limits = self.limits;
+        m
+    }
 }
 
 fn new_task_id() -> Result<String, String> {
@@ -219,12 +253,34 @@ async fn drive(
             match outcome {
                 Ok((receipt, output)) => {
                     let failed = receipt.status != "ok";
-                    // Fuel is the billing unit; the price is per million units, rounded up.
-                    let amount = u64::try_from(
-                        (u128::from(receipt.fuel_consumed) * u128::from(offer.price))
-                            .div_ceil(1_000_000),
-                    )
-                    .unwrap_or(u64::MAX);
+                    let checked = async {
+                        let amount = check_bill(tasks, job, executor, &offer, &receipt, &output)
+                            .await
+                            .map_err(|why| format!("the bill does not hold: {why}"))?;
+                        spot_check(tasks, job, &receipt).await?;
+                        Ok::<_, String>(amount)
+                    }
+                    .instrument(span.clone())
+                    .await;
+                    let amount = match checked {
+                        Ok(amount) => amount,
+                        Err(why) => {
+                            // Not paid, and not asked again while this node runs.
+                            span.record_error(&zerostate_p2p::Reason(why.clone()));
+                            tasks.refuse(executor, &why);
+                            tasks.update(&job.id, |r| {
+                                r.attempts.push(Attempt {
+                                    executor: executor.to_string(),
+                                    price: offer.price,
+                                    outcome: why.clone(),
+                                    module_sent: send_module,
+                                });
+                                r.executor = None;
+                            });
+                            reasons.push(format!("{executor}: {why}"));
+                            continue;
+                        }
+                    };
                     let paid = tasks
                         .inner
                         .payments
@@ -251,6 +307,9 @@ async fn drive(
                 }
                 Err(why) => {
                     span.record_error(&zerostate_p2p::Reason(why.clone()));
+                    if why.starts_with(LIE) {
+                        tasks.refuse(executor, &why);
+                    }
                     tasks.update(&job.id, |r| {
                         r.attempts.push(Attempt {
                             executor: executor.to_string(),
@@ -383,18 +442,18 @@ async fn attempt(
         .decode(&result.output)
         .map_err(|e| format!("the executor's output is not base64: {e}"))?;
     let receipt = result.receipt;
-    let output_checked = (receipt.status == "ok").then_some(&output[..]);
+    // A failed run's output is empty (the engine keeps none), so it is checked too.
     receipt
-        .verify_with(Some(&job.module_bytes), Some(&job.input), output_checked)
-        .map_err(|e| format!("the receipt does not verify: {e}"))?;
+        .verify_with(Some(&job.module_bytes), Some(&job.input), Some(&output))
+        .map_err(|e| format!("{LIE}: {e}"))?;
     if receipt.executor != executor.to_string() {
         return Err(format!(
-            "the receipt is signed by {}, not by the executor the task was sent to",
+            "{LIE}: it is signed by {}, not by the executor the task was sent to",
             receipt.executor
         ));
     }
     if receipt.task_id != job.id {
-        return Err(format!("the receipt is for task {}", receipt.task_id));
+        return Err(format!("{LIE}: it is for task {}", receipt.task_id));
     }
     let trace = Span::current()
         .context()
@@ -402,34 +461,206 @@ async fn attempt(
         .unwrap_or_default();
     if !trace.is_empty() && receipt.trace_id != trace {
         return Err(format!(
-            "the receipt names trace {}, not this task's",
+            "{LIE}: it names trace {}, not this task's",
             receipt.trace_id
         ));
     }
     Ok((receipt, output))
 }
 
-/// An executor's offer for a task this node is collecting offers for.
-pub(super) async fn offer(tasks: &Tasks, request: IncomingRequest) {
-    let parsed: Result<TaskOffer, _> = serde_json::from_slice(&request.envelope.payload);
-    let taken = match parsed {
-        Err(e) => Err(format!("not an offer: {e}")),
-        Ok(offer) => {
-            let sender = tasks.offers().get(&offer.task_id).cloned();
-            match sender {
-                None => Err("no task of this node is collecting offers under that id".into()),
-                Some(tx) => tx
-                    .try_send((request.peer, offer))
-                    .map_err(|_| "enough offers already".to_owned()),
-            }
-        }
+/// How an attempt's reason starts when the executor's receipt is false: such an executor
+/// is refused for the rest of the session.
+const LIE: &str = "the receipt does not verify";
+
+/// Checks an executor's bill from what this node already knows (the price it accepted, the
+/// job it sent, the limits it set, the guild it announced to) before paying it; the amount
+/// owed, or why the bill does not hold. The receipt's signature only says who claims.
+async fn check_bill(
+    tasks: &Tasks,
+    job: &Job,
+    executor: PeerId,
+    offer: &TaskOffer,
+    receipt: &Receipt,
+    output: &[u8],
+) -> Result<u64, String> {
+    if offer.price > job.max_price {
+        return Err(format!(
+            "the price {} is above the most this node pays ({})",
+            offer.price, job.max_price
+        ));
+    }
+    if !tasks.is_member(&job.guild, executor).await {
+        return Err(format!(
+            "{executor} is not a current member of guild {}",
+            job.guild
+        ));
+    }
+    let mismatch = |what: &str, stated: &dyn std::fmt::Debug, sent: &dyn std::fmt::Debug| {
+        Err(format!(
+            "the receipt's {what} is {stated:?}, not the job's {sent:?}"
+        ))
     };
+    if receipt.module_sha256 != job.module_sha256 {
+        return mismatch("module", &receipt.module_sha256, &job.module_sha256);
+    }
+    let input = hex::encode(sha256(&job.input));
+    if receipt.input_sha256 != input {
+        return mismatch("input", &receipt.input_sha256, &input);
+    }
+    if receipt.entry != job.entry {
+        return mismatch("entry", &receipt.entry, &job.entry);
+    }
+    if !receipt.args.is_empty() {
+        return mismatch("arguments", &receipt.args, &Vec::<String>::new());
+    }
+    if receipt.limits != job.limits {
+        return mismatch("limits", &receipt.limits, &job.limits);
+    }
+    if receipt.status != "ok" && !output.is_empty() {
+        return Err(format!(
+            "a failed run came with {} bytes of output",
+            output.len()
+        ));
+    }
+    if receipt.fuel_consumed > job.limits.fuel {
+        return Err(format!(
+            "it claims {} fuel, above the task's limit of {}",
+            receipt.fuel_consumed, job.limits.fuel
+        ));
+    }
+    let most = bill(job.limits.fuel, offer.price);
+    let amount = bill(receipt.fuel_consumed, offer.price);
+    if amount > most {
+        return Err(format!(
+            "{amount} is above the price agreed times the fuel limit ({most})"
+        ));
+    }
+    let deposit = tasks.inner.payments.deposit();
+    if amount > deposit {
+        return Err(format!(
+            "{amount} is more than a channel holds ({deposit}): no bill opens a second channel"
+        ));
+    }
+    Ok(amount)
+}
+
+/// A number in [0, 1) from the system's random source (0 when it fails: checked then).
+fn uniform() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.0;
+    }
+    (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What `fuel` costs at `price` per million fuel units, rounded up.
+pub(crate) fn bill(fuel: u64, price: u64) -> u64 {
+    u64::try_from((u128::from(fuel) * u128::from(price)).div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// Reruns a share of receipts (`[tasks] verify_share`) in this node's own engine before
+/// paying them, in a `task.verify` span: execution is deterministic, so an honest receipt
+/// has the output and the fuel the rerun gets. A run cut off by its wall-time limit is not
+/// comparable (how far it got depends on the machine) and is not rerun.
+async fn spot_check(tasks: &Tasks, job: &Job, receipt: &Receipt) -> Result<(), String> {
+    let share = tasks.inner.settings.verify_share;
+    if share <= 0.0 || (share < 1.0 && uniform() >= share) {
+        return Ok(());
+    }
+    if receipt
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("wall_time_exceeded"))
+    {
+        return Ok(());
+    }
+    let span = tracing::info_span!(
+        names::TASK_VERIFY,
+        task.id = job.id.as_str(),
+        peer.id = receipt.executor.as_str(),
+        status = tracing::field::Empty,
+    );
+    let engine = tasks.inner.engine.clone();
+    let manifest = job.manifest();
+    let in_span = span.clone();
+    let rerun = tokio::task::spawn_blocking(move || in_span.in_scope(|| engine.run(&manifest)))
+        .await
+        .map_err(|e| format!("the spot check's thread ended: {e}"))?;
+    let mine = &rerun.receipt;
+    let mut differs = Vec::new();
+    if mine.status != receipt.status {
+        differs.push(format!(
+            "status {} claimed, {} on rerun",
+            receipt.status, mine.status
+        ));
+    }
+    if mine.output_sha256 != receipt.output_sha256 {
+        differs.push(format!(
+            "output {} claimed, {} on rerun",
+            receipt.output_sha256, mine.output_sha256
+        ));
+    }
+    if mine.fuel_consumed != receipt.fuel_consumed {
+        differs.push(format!(
+            "fuel {} claimed, {} on rerun",
+            receipt.fuel_consumed, mine.fuel_consumed
+        ));
+    }
+    if differs.is_empty() {
+        span.record(zerostate_telemetry::names::attr::STATUS, "match");
+        return Ok(());
+    }
+    let why = format!("the spot check does not match: {}", differs.join("; "));
+    span.record(zerostate_telemetry::names::attr::STATUS, "mismatch");
+    span.record_error(&zerostate_p2p::Reason(why.clone()));
+    Err(why)
+}
+
+/// An executor's offer for a task this node is collecting offers for: taken only from a
+/// current member of the guild the task was announced to, not refused this session, at a
+/// price within the task's maximum.
+pub(super) async fn offer(tasks: &Tasks, request: IncomingRequest) {
+    let taken = take_offer(tasks, &request).await;
     let network = tasks.inner.network.clone();
     let (kind, body) = match taken {
         Ok(()) => (wire::TASK_OFFER_TAKEN, Vec::new()),
-        Err(why) => ("error", why.into_bytes()),
+        Err(why) => (wire::ERROR, why.into_bytes()),
     };
     if let Err(e) = network.respond(request, kind, body).await {
         tracing::debug!("answering an offer: {}", error_chain(&e));
     }
+}
+
+async fn take_offer(tasks: &Tasks, request: &IncomingRequest) -> Result<(), String> {
+    let offer: TaskOffer = serde_json::from_slice(&request.envelope.payload)
+        .map_err(|e| format!("not an offer: {e}"))?;
+    if let Some(why) = tasks.refused(request.peer) {
+        return Err(format!("this node takes no more offers from you: {why}"));
+    }
+    let (guild, max_price) = tasks
+        .offers()
+        .get(&offer.task_id)
+        .map(|s| (s.guild.clone(), s.max_price))
+        .ok_or("no task of this node is collecting offers under that id")?;
+    if !tasks.is_member(&guild, request.peer).await {
+        return Err(format!(
+            "only members of guild {guild} may offer on its tasks"
+        ));
+    }
+    if offer.price > max_price {
+        let why = format!(
+            "offered {} per million fuel units, above the task's maximum of {max_price}",
+            offer.price
+        );
+        tasks.refuse(request.peer, &why);
+        return Err(why);
+    }
+    let sender = tasks
+        .offers()
+        .get(&offer.task_id)
+        .map(|s| s.tx.clone())
+        .ok_or("the task stopped collecting offers")?;
+    sender
+        .try_send((request.peer, offer))
+        .map_err(|_| "enough offers already".to_owned())
 }

@@ -14,6 +14,8 @@ pub const TASK_RUN: &str = "task_run";
 pub const TASK_RESULT: &str = "task_result";
 /// Answer to [`TASK_OFFER`].
 pub const TASK_OFFER_TAKEN: &str = "task_offer_taken";
+/// Answer to [`TASK_OFFER`] or [`TASK_RUN`] refusing it; the payload is the reason (text).
+pub const ERROR: &str = "error";
 
 /// Sealed to the guild: what the task needs, never its input.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use zerostate::commands::node::WITHHOLD_MEMBERSHIP_ENV;
 use zerostate_telemetry::testing::OtlpReceiver;
 
 use crate::cluster::{NodeProcess, eventually};
@@ -84,19 +83,18 @@ fn five_processes_converge_after_lost_updates_and_a_restart() {
         .map(str::to_owned)
         .to_vec()
     };
-    let start = |name: &str, env: &[(&str, &str)]| {
+    let start = |name: &str, extra: &[&str]| {
         let args = member_args(&invitation(&coordinator, &id));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        (
-            NodeProcess::start_with_env(dir.path(), name, &args, &otlp, env),
-            args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(),
-        )
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let kept: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend_from_slice(extra);
+        (NodeProcess::start(dir.path(), name, &args, &otlp), kept)
     };
     // member-3 never applies a membership update from the topic: it learns of every change
     // only by catching up with the coordinator.
     let (m1, m1_args) = start("member-1", &[]);
     let (m2, _) = start("member-2", &[]);
-    let (m3, _) = start("member-3", &[(WITHHOLD_MEMBERSHIP_ENV, "1")]);
+    let (m3, _) = start("member-3", &["--misbehave", "withhold-membership"]);
     eventually("four members at the coordinator", || {
         (guild(&coordinator, &id)["members"].as_array()?.len() == 4).then_some(())
     });

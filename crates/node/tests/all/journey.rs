@@ -34,35 +34,37 @@ fn run_task(node: &NodeProcess, body: &serde_json::Value) -> serde_json::Value {
 }
 
 /// Starts `name`, which joins `guild` (its coordinator, which runs the ledger, and its
-/// id) with settings file `config` and test switch `switch` set.
+/// id) with settings file `config`, misbehaving as `misbehave` says (`--misbehave`).
 fn member_with(
     dir: &std::path::Path,
     (coordinator, id): (&NodeProcess, &str),
     name: &str,
     config: &std::path::Path,
     otlp: &str,
-    switch: (&str, &str),
+    misbehave: &[&str],
 ) -> NodeProcess {
-    NodeProcess::start_with_env(
-        dir,
-        name,
-        &[
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--bootstrap",
-            &coordinator.tcp_address(),
-            "--config",
-            &config.to_string_lossy(),
-            "--join-guild",
-            &format!("{id}@{}", coordinator.tcp_address()),
-            "--invitation",
-            &crate::guild::invitation(coordinator, id),
-            "--ledger-peer",
-            &coordinator.peer_id,
-        ],
-        otlp,
-        &[switch],
-    )
+    let bootstrap = coordinator.tcp_address();
+    let config = config.to_string_lossy();
+    let join = format!("{id}@{bootstrap}");
+    let invitation = crate::guild::invitation(coordinator, id);
+    let mut args = vec![
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--bootstrap",
+        &bootstrap,
+        "--config",
+        &config,
+        "--join-guild",
+        &join,
+        "--invitation",
+        &invitation,
+        "--ledger-peer",
+        &coordinator.peer_id,
+    ];
+    for item in misbehave {
+        args.extend(["--misbehave", item]);
+    }
+    NodeProcess::start(dir, name, &args, otlp)
 }
 
 /// The devnet faucet of the ledger node credits `node`'s account.
@@ -427,21 +429,17 @@ fn executors_whose_receipt_does_not_verify_or_that_time_out_are_not_paid() {
     let id: serde_json::Value = serde_json::from_str(&id).expect("json");
     let id = id[0]["id"].as_str().expect("guild id").to_owned();
     let cheats = [
-        ("liar", zerostate::tasks::executor::FORGE_RECEIPTS_ENV, "1"),
-        (
-            "staller",
-            zerostate::tasks::executor::STALL_ANSWERS_ENV,
-            "60000",
-        ),
+        ("liar", "forge-receipts"),
+        ("staller", "stall-answers=60000"),
     ]
-    .map(|(name, switch, value)| {
+    .map(|(name, misbehave)| {
         member_with(
             dir.path(),
             (&coordinator, &id),
             name,
             &config,
             &receiver.endpoint(),
-            (switch, value),
+            &[misbehave],
         )
     });
     eventually("the cheats in the guild's mesh", || {
@@ -527,7 +525,7 @@ fn a_payment_whose_acknowledgement_was_lost_is_delivered_again_and_paid_once() {
         "executor",
         &config,
         &receiver.endpoint(),
-        (zerostate::payments::WITHHOLD_PAYMENT_ACKS_ENV, "1"),
+        &["withhold-payment-acks=1"],
     );
     eventually("the executor in the guild", || {
         (crate::guild::guild(&coordinator, &id)["members"]

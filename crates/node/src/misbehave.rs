@@ -1,0 +1,174 @@
+//! What a node under test is told to do wrong: one setting, given on the command line
+//! (`--misbehave`, repeatable) or in the node's file (`[test] misbehave = [...]`), never
+//! read from the environment, so that nothing a user's shell happens to hold can make a
+//! node cheat. A node running with any of them says so on start (its ready line), in
+//! `GET /v1/node` (`misbehaving`) and in `/readyz` (`misbehaviour`).
+//!
+//! | item | what the node does |
+//! |---|---|
+//! | `forge-receipts` | as an executor, signs receipts naming an output it did not produce |
+//! | `stall-answers=MS` | as an executor, holds each answer back MS milliseconds after the run |
+//! | `inflate-fuel` | as an executor, signs receipts claiming a hundred times the fuel it used |
+//! | `fake-output` | as an executor, returns made-up output, its receipt's hashes consistent with it |
+//! | `overprice` | as an executor, offers on every task at ten times the requester's maximum price |
+//! | `withhold-payment-acks=N` | as a payee, keeps the first N payments but answers each with an error |
+//! | `never-pay` | as a requester, never pays for a receipt |
+//! | `withhold-membership` | ignores membership updates on guild topics, as if gossip lost them |
+
+use serde::{Deserialize, Serialize};
+
+/// The misbehaviours a node runs with (all off by default).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Misbehaviour {
+    /// `forge-receipts`.
+    pub forge_receipts: bool,
+    /// `stall-answers=MS`: milliseconds, 0 when off.
+    pub stall_answers_ms: u64,
+    /// `inflate-fuel`.
+    pub inflate_fuel: bool,
+    /// `fake-output`.
+    pub fake_output: bool,
+    /// `overprice`.
+    pub overprice: bool,
+    /// `withhold-payment-acks=N`: how many, 0 when off.
+    pub withhold_payment_acks: u64,
+    /// `never-pay`.
+    pub never_pay: bool,
+    /// `withhold-membership`.
+    pub withhold_membership: bool,
+}
+
+/// The names `--misbehave` takes, for its help and its errors.
+pub const ITEMS: &str = "forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice, \
+                         withhold-payment-acks=N, never-pay, withhold-membership";
+
+impl Misbehaviour {
+    /// Parses a list of items (`name` or `name=value`), naming the first it does not know.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
+        let mut m = Self::default();
+        for item in items {
+            let item = item.as_ref().trim();
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (item, None),
+            };
+            let number = |what: &str| -> Result<u64, String> {
+                value
+                    .ok_or_else(|| format!("misbehaviour {name} needs ={what}"))?
+                    .parse::<u64>()
+                    .map_err(|e| format!("misbehaviour {item:?}: {e}"))
+            };
+            let flag = || match value {
+                None => Ok(true),
+                Some(_) => Err(format!("misbehaviour {name} takes no value")),
+            };
+            match name {
+                "forge-receipts" => m.forge_receipts = flag()?,
+                "stall-answers" => m.stall_answers_ms = number("MS")?,
+                "inflate-fuel" => m.inflate_fuel = flag()?,
+                "fake-output" => m.fake_output = flag()?,
+                "overprice" => m.overprice = flag()?,
+                "withhold-payment-acks" => m.withhold_payment_acks = number("N")?,
+                "never-pay" => m.never_pay = flag()?,
+                "withhold-membership" => m.withhold_membership = flag()?,
+                other => return Err(format!("unknown misbehaviour {other:?} (known: {ITEMS})")),
+            }
+        }
+        Ok(m)
+    }
+
+    /// The items that are on, as `--misbehave` spells them.
+    pub fn items(&self) -> Vec<String> {
+        let mut items = Vec::new();
+        let mut on = |yes: bool, item: String| {
+            if yes {
+                items.push(item);
+            }
+        };
+        on(self.forge_receipts, "forge-receipts".into());
+        on(
+            self.stall_answers_ms > 0,
+            format!("stall-answers={}", self.stall_answers_ms),
+        );
+        on(self.inflate_fuel, "inflate-fuel".into());
+        on(self.fake_output, "fake-output".into());
+        on(self.overprice, "overprice".into());
+        on(
+            self.withhold_payment_acks > 0,
+            format!("withhold-payment-acks={}", self.withhold_payment_acks),
+        );
+        on(self.never_pay, "never-pay".into());
+        on(self.withhold_membership, "withhold-membership".into());
+        items
+    }
+
+    /// Whether any is on.
+    pub fn any(&self) -> bool {
+        !self.items().is_empty()
+    }
+
+    /// What an executor answers for a run: the receipt and output as they are, or as the
+    /// misbehaviours make them (signed again with the node's key where they change it).
+    pub fn lie(
+        &self,
+        engine: &zerostate_execution::Engine,
+        mut receipt: zerostate_execution::Receipt,
+        mut output: Vec<u8>,
+    ) -> (zerostate_execution::Receipt, Vec<u8>) {
+        if self.forge_receipts {
+            // Claims another output than it returns: the signature no longer matches.
+            receipt.output_sha256 = hex::encode([0u8; 32]);
+            return (receipt, output);
+        }
+        if !self.inflate_fuel && !self.fake_output {
+            return (receipt, output);
+        }
+        if self.inflate_fuel {
+            receipt.fuel_consumed = receipt.fuel_consumed.saturating_mul(100);
+        }
+        if self.fake_output && receipt.status == "ok" {
+            output = b"42\n".to_vec();
+            receipt.output_sha256 = hex::encode(zerostate_execution::sha256(&output));
+        }
+        (engine.sign(receipt), output)
+    }
+}
+
+/// The `[test]` section of a node's file: what tests and the chaos suite make a node do
+/// wrong. Default: nothing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TestSettings {
+    /// Misbehaviours, as `--misbehave` takes them (see [`ITEMS`]). Default none.
+    pub misbehave: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip_and_unknown_ones_are_named() {
+        let items = [
+            "forge-receipts",
+            "stall-answers=60000",
+            "inflate-fuel",
+            "fake-output",
+            "overprice",
+            "withhold-payment-acks=1",
+            "never-pay",
+            "withhold-membership",
+        ];
+        let m = Misbehaviour::parse(&items).expect("parses");
+        assert_eq!(m.items(), items);
+        assert!(m.any());
+        assert!(!Misbehaviour::default().any());
+        let err = Misbehaviour::parse(&["lie"]).expect_err("unknown");
+        assert!(
+            err.contains("\"lie\"") && err.contains("forge-receipts"),
+            "{err}"
+        );
+        assert!(Misbehaviour::parse(&["stall-answers"]).is_err());
+        assert!(Misbehaviour::parse(&["never-pay=1"]).is_err());
+    }
+}
