@@ -119,20 +119,12 @@ async fn scrape(State(admin): State<Admin>) -> Response {
             u64::try_from(members).unwrap_or(u64::MAX),
         );
     }
-    if let Ok(channels) = admin.payments.channels() {
+    {
         const OPEN: &str = "payment_channels_open";
         const HELP: &str = "Channels not being settled, by this node's side.";
-        for side in ["payer", "payee"] {
-            let n = channels
-                .iter()
-                .filter(|c| c.side == side && !c.closing)
-                .count();
-            f.gauge_with(
-                OPEN,
-                HELP,
-                &[("side", side)],
-                u64::try_from(n).unwrap_or(u64::MAX),
-            );
+        let [payer, payee] = admin.payments.open_counts();
+        for (side, n) in [("payer", payer), ("payee", payee)] {
+            f.gauge_with(OPEN, HELP, &[("side", side)], n);
         }
     }
     let mut registry = admin.metrics.registry(f);

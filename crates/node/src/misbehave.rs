@@ -13,6 +13,7 @@
 //! | `overprice` | as an executor, offers on every task at ten times the requester's maximum price |
 //! | `withhold-payment-acks=N` | as a payee, keeps the first N payments but answers each with an error |
 //! | `never-pay` | as a requester, never pays for a receipt |
+//! | `skip-ledger-open` | as a requester, opens channels with executors but never asks the ledger to lock them |
 //! | `withhold-membership` | ignores membership updates on guild topics, as if gossip lost them |
 
 use serde::{Deserialize, Serialize};
@@ -34,13 +35,15 @@ pub struct Misbehaviour {
     pub withhold_payment_acks: u64,
     /// `never-pay`.
     pub never_pay: bool,
+    /// `skip-ledger-open`.
+    pub skip_ledger_open: bool,
     /// `withhold-membership`.
     pub withhold_membership: bool,
 }
 
 /// The names `--misbehave` takes, for its help and its errors.
 pub const ITEMS: &str = "forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice, \
-                         withhold-payment-acks=N, never-pay, withhold-membership";
+                         withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership";
 
 impl Misbehaviour {
     /// Parses a list of items (`name` or `name=value`), naming the first it does not know.
@@ -70,6 +73,7 @@ impl Misbehaviour {
                 "overprice" => m.overprice = flag()?,
                 "withhold-payment-acks" => m.withhold_payment_acks = number("N")?,
                 "never-pay" => m.never_pay = flag()?,
+                "skip-ledger-open" => m.skip_ledger_open = flag()?,
                 "withhold-membership" => m.withhold_membership = flag()?,
                 other => return Err(format!("unknown misbehaviour {other:?} (known: {ITEMS})")),
             }
@@ -98,6 +102,7 @@ impl Misbehaviour {
             format!("withhold-payment-acks={}", self.withhold_payment_acks),
         );
         on(self.never_pay, "never-pay".into());
+        on(self.skip_ledger_open, "skip-ledger-open".into());
         on(self.withhold_membership, "withhold-membership".into());
         items
     }
@@ -157,6 +162,7 @@ mod tests {
             "overprice",
             "withhold-payment-acks=1",
             "never-pay",
+            "skip-ledger-open",
             "withhold-membership",
         ];
         let m = Misbehaviour::parse(&items).expect("parses");

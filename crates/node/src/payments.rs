@@ -12,6 +12,8 @@
 //!
 //! Every key is the node key: a peer id names the payment key of its node.
 
+mod served;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,8 @@ pub mod types {
     pub const LEDGER_DISPUTE: &str = "ledger_dispute";
     /// Anyone to ledger: pay out a closing channel whose challenge window has ended.
     pub const LEDGER_FINALIZE: &str = "ledger_finalize";
+    /// Anyone to ledger: whether a channel's deposit is locked, and on what terms.
+    pub const LEDGER_CHANNEL: &str = "ledger_channel";
     /// A positive answer to any of them.
     pub const OK: &str = "payment_ok";
 }
@@ -315,6 +319,10 @@ type Late = (
     Vec<[u8; 32]>,
 );
 
+/// Channels one payer may hold open to this node at once (each is a synced row and a
+/// locked deposit the payer chose); more are refused until it closes one.
+const CHANNELS_PER_PAYER: usize = 16;
+
 /// Undelivered payments remembered for their task records.
 const UNDELIVERED_KEPT: usize = 4096;
 
@@ -327,8 +335,18 @@ struct Inner {
     ledger: Option<SqliteLedger>,
     faucet: bool,
     deposit: u64,
-    /// Channels being opened are opened one at a time.
-    opening: tokio::sync::Mutex<()>,
+    /// Channels to one payee are opened one at a time (payees apart do not wait on each
+    /// other).
+    opening: std::sync::Mutex<
+        std::collections::HashMap<[u8; 32], std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
+    /// As a payee: the work served against each payer's channels, not yet paid.
+    served: std::sync::Mutex<served::Served>,
+    /// The guilds this node is in: only their members may open channels to it.
+    guilds: zerostate_guild::Guilds,
+    /// Channels not being settled, as payer and as payee: counted, so that a metrics
+    /// scrape reads no table.
+    open_channels: [std::sync::atomic::AtomicI64; 2],
     /// What this node measures.
     metrics: crate::metrics::NodeMetrics,
     /// The channel to each payee (by payment key) and its expiry, so that a payment does
@@ -349,8 +367,10 @@ struct Inner {
 
 impl Payments {
     /// Opens the stores in `dir` (and the ledger, when `run_ledger`).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         network: Network,
+        guilds: zerostate_guild::Guilds,
         seed: [u8; 32],
         dir: &std::path::Path,
         settings: &PaymentSettings,
@@ -382,19 +402,30 @@ impl Payments {
             })
             .transpose()
             .context("opening the ledger")?;
+        let payer = PayerStore::open(&dir.join("payer.db"), Keypair::from_seed(seed))
+            .context("opening the payer's store")?;
+        let payee = PayeeStore::open(&dir.join("payee.db")).context("opening the payee's store")?;
+        let open = |channels: Result<Vec<zerostate_payment::LocalChannel>, PaymentError>| {
+            channels.map(|c| c.iter().filter(|c| !c.closing).count() as i64)
+        };
+        let open_channels = [
+            std::sync::atomic::AtomicI64::new(open(payer.channels()).context("reading payer.db")?),
+            std::sync::atomic::AtomicI64::new(open(payee.channels()).context("reading payee.db")?),
+        ];
         Ok(Payments {
             inner: Arc::new(Inner {
                 network,
-                payer: PayerStore::open(&dir.join("payer.db"), Keypair::from_seed(seed))
-                    .context("opening the payer's store")?,
-                payee: PayeeStore::open(&dir.join("payee.db"))
-                    .context("opening the payee's store")?,
+                payer,
+                payee,
                 key,
                 ledger_peer,
                 ledger,
                 faucet,
                 deposit: settings.deposit(),
-                opening: tokio::sync::Mutex::new(()),
+                opening: std::sync::Mutex::default(),
+                served: std::sync::Mutex::default(),
+                guilds,
+                open_channels,
                 metrics,
                 open_to: std::sync::Mutex::default(),
                 delivering: std::sync::Mutex::default(),
@@ -419,13 +450,35 @@ impl Payments {
                 | LEDGER_START_CLOSE
                 | LEDGER_DISPUTE
                 | LEDGER_FINALIZE
+                | LEDGER_CHANNEL
         )
     }
 
     /// Answers a direct request of payment traffic, refusing with a reason what it cannot do.
     pub async fn request(&self, request: IncomingRequest) {
         let span = request.span.clone();
-        let answer = span.in_scope(|| self.answer(&request));
+        let (request, answer) = if request.envelope.message_type == types::CHANNEL_OPEN
+            && !self.is_member(request.peer).await
+        {
+            let why = "only members of this node's guilds may open channels to it".to_owned();
+            (request, Err(why))
+        } else {
+            // Storage work (each write is synced to disk) off the async threads.
+            let this = self.clone();
+            let in_span = span.clone();
+            match tokio::task::spawn_blocking(move || {
+                let answer = in_span.in_scope(|| this.answer(&request));
+                (request, answer)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!("a payment request's thread ended: {e}");
+                    return;
+                }
+            }
+        };
         let (kind, body) = match answer {
             Ok(body) => (types::OK, body),
             Err(why) => {
@@ -461,7 +514,25 @@ impl Payments {
                 let payer_signature = signature(&body.payer_signature, "payer_signature")?;
                 zerostate_payment::verify(&params.payer, &params.open_bytes(), &payer_signature)
                     .map_err(e)?;
+                let open = self
+                    .inner
+                    .payee
+                    .channels()
+                    .map_err(e)?
+                    .iter()
+                    .filter(|c| c.params.payer == caller && !c.closing)
+                    .count();
+                if open >= CHANNELS_PER_PAYER {
+                    return Err(format!(
+                        "you have {open} channels open to this node already (at most \
+                         {CHANNELS_PER_PAYER}): close one first"
+                    ));
+                }
+                let known = self.inner.payee.channel(&params.id()).is_ok();
                 self.inner.payee.add_channel(&params).map_err(e)?;
+                if !known {
+                    self.count_open(1, 1);
+                }
                 let sig = self.inner.key.sign(&params.open_bytes());
                 json(serde_json::json!({ "payee_signature": hex::encode(sig.0) }))
             }
@@ -486,6 +557,7 @@ impl Payments {
                     }
                     Err(other) => return Err(e(other)),
                 };
+                self.served().paid(&state.state.receipt);
                 self.inner.metrics.payment("in", ack.paid.base_units());
                 if self.withhold_ack() {
                     return Err(
@@ -508,7 +580,11 @@ impl Payments {
                     return Err("the caller is not this channel's payer".into());
                 }
                 // From the close on, a later state could not be settled on: take none.
+                let was_open = !local.closing;
                 let local = self.inner.payee.close(&id).map_err(e)?;
+                if was_open {
+                    self.count_open(1, -1);
+                }
                 let signed = local.signed().ok_or("nothing was paid on this channel")?;
                 let sig = self.inner.key.sign(&signed.state.close_bytes());
                 json(serde_json::json!({
@@ -581,6 +657,22 @@ impl Payments {
                 ledger.dispute(caller, &state, now()).map_err(e)?;
                 json(serde_json::json!({ "disputed": body.channel }))
             }
+            types::LEDGER_CHANNEL => {
+                let id = ChannelId(bytes32(
+                    std::str::from_utf8(payload).map_err(|e| e.to_string())?,
+                    "channel",
+                )?);
+                let record = ledger.channel(&id).map_err(e)?;
+                let status = match record.status {
+                    zerostate_payment::ChannelStatus::Open => "open",
+                    zerostate_payment::ChannelStatus::Closing { .. } => "closing",
+                    zerostate_payment::ChannelStatus::Settled(_) => "settled",
+                };
+                json(serde_json::json!({
+                    "status": status,
+                    "params": ParamsJson::from(&record.params),
+                }))
+            }
             types::LEDGER_FINALIZE => {
                 let body: SettleBody =
                     serde_json::from_slice(payload).map_err(|e| e.to_string())?;
@@ -593,6 +685,140 @@ impl Payments {
             }
             other => Err(format!("no payment handler for {other}")),
         }
+    }
+
+    fn served(&self) -> std::sync::MutexGuard<'_, served::Served> {
+        self.inner
+            .served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `peer` is a member of a guild this node is in.
+    async fn is_member(&self, peer: PeerId) -> bool {
+        let peer = peer.to_string();
+        self.inner.guilds.list().await.is_ok_and(|guilds| {
+            guilds.iter().any(|g| {
+                matches!(g.status.as_str(), "member" | "coordinator")
+                    && g.members.iter().any(|m| m.peer_id == peer)
+            })
+        })
+    }
+
+    /// Counts a channel opening (`delta` 1) or going into settlement (-1) on `side` (0
+    /// payer, 1 payee).
+    fn count_open(&self, side: usize, delta: i64) {
+        self.inner.open_channels[side].fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Channels not being settled, as payer and as payee, from counters.
+    pub fn open_counts(&self) -> [u64; 2] {
+        self.inner
+            .open_channels
+            .each_ref()
+            .map(|c| u64::try_from(c.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0))
+    }
+
+    /// As a payer: makes sure a channel to `executor` holds at least `max_bill`, opening
+    /// one if needed, before the executor is handed a task; its id (hex), or `None` when
+    /// no ledger is configured (nothing is paid).
+    pub async fn lock_for(&self, executor: PeerId, max_bill: u64) -> Result<Option<String>, String> {
+        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+            return Ok(None);
+        };
+        let amount = Amount::from_base_units(max_bill);
+        let mut channel = self.channel_to(executor, ledger_peer, ledger, amount).await?;
+        let room = self
+            .inner
+            .payer
+            .channel(&channel)
+            .map_err(|e| e.to_string())
+            .map(|c| c.params.deposit.checked_sub(c.state.cumulative))?;
+        if room.is_none_or(|room| room < amount) {
+            // Used up since it was remembered: a new one.
+            self.forget(&channel);
+            channel = self.channel_to(executor, ledger_peer, ledger, amount).await?;
+        }
+        Ok(Some(hex::encode(channel.0)))
+    }
+
+    /// As a payee: reserves a task's most expensive bill (`max_bill`) on `channel`, the
+    /// payer's channel to this node, once the ledger confirms its deposit locked, unless
+    /// the payer owes for `credit` delivered tasks or more. `Ok(None)` when this node
+    /// has no ledger (it cannot be paid and serves at its own risk); else the reservation,
+    /// to be marked [`Payments::delivered`] or [`Payments::release`]d.
+    pub async fn reserve(
+        &self,
+        payer: PeerId,
+        channel: Option<&str>,
+        max_bill: u64,
+        credit: u32,
+    ) -> Result<Option<u64>, String> {
+        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+            return Ok(None);
+        };
+        let payer_key = key_of(&payer).ok_or("the requester has no ed25519 key")?;
+        let owed = self.served().owed_tasks(&payer_key);
+        if owed >= credit as usize {
+            return Err(format!(
+                "you have not paid for {owed} delivered task(s), and this node's credit is \
+                 {credit}"
+            ));
+        }
+        let channel = channel.ok_or("this node runs tasks only against a channel to it")?;
+        let id = ChannelId(bytes32(channel, "channel")?);
+        let local = self.inner.payee.channel(&id).map_err(|e| match e {
+            PaymentError::UnknownChannel(_) => {
+                format!("this node holds no channel {channel} from you: open one first")
+            }
+            e => e.to_string(),
+        })?;
+        if local.params.payer != payer_key || local.params.ledger != ledger {
+            return Err("the channel is not yours to this node on its ledger".into());
+        }
+        if local.closing {
+            return Err("the channel is being settled".into());
+        }
+        if !self.served().is_confirmed(&id) {
+            let answer = self
+                .ask(ledger_peer, types::LEDGER_CHANNEL, channel.as_bytes().to_vec())
+                .await
+                .map_err(|why| format!("the ledger did not confirm the channel: {why}"))?;
+            let params: ParamsJson = serde_json::from_value(answer["params"].clone())
+                .map_err(|e| format!("the ledger's answer: {e}"))?;
+            let params = ChannelParams::try_from(&params)?;
+            if answer["status"] != "open" || params != local.params {
+                return Err(format!(
+                    "the ledger does not hold this channel open on its terms ({})",
+                    answer["status"]
+                ));
+            }
+            self.served().confirm(id);
+        }
+        let unsigned = local
+            .params
+            .deposit
+            .checked_sub(local.state.cumulative)
+            .map_or(0, |a| a.base_units());
+        self.served()
+            .reserve(payer_key, id, unsigned, max_bill, credit)
+            .map(Some)
+    }
+
+    /// The task under `reservation` was delivered with the receipt hashed `receipt`,
+    /// billed `bill`: held against its payer until the payment for it arrives.
+    pub fn delivered(&self, reservation: u64, receipt: [u8; 32], bill: u64) {
+        self.served().delivered(reservation, receipt, bill);
+    }
+
+    /// The task under `reservation` ended without a delivery.
+    pub fn release(&self, reservation: u64) {
+        self.served().release(reservation);
+    }
+
+    /// Delivered tasks `payer` has not paid this node for.
+    pub fn owes(&self, payer: PeerId) -> usize {
+        key_of(&payer).map_or(0, |k| self.served().owed_tasks(&k))
     }
 
     /// What each new channel locks, base units: the most one bill may be.
@@ -808,7 +1034,15 @@ impl Payments {
         if let Some(id) = cached(&self.inner) {
             return Ok(id);
         }
-        let _one_at_a_time = self.inner.opening.lock().await;
+        let lock = self
+            .inner
+            .opening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(payee_key.0)
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
         if let Some(id) = cached(&self.inner) {
             return Ok(id);
         }
@@ -864,17 +1098,21 @@ impl Payments {
             )
             .await?;
         body.payee_signature = signed["payee_signature"].as_str().map(str::to_owned);
-        self.ask(
-            ledger_peer,
-            types::LEDGER_OPEN,
-            serde_json::to_vec(&body).map_err(|e| e.to_string())?,
-        )
-        .await?;
+        // Misbehaviour `skip-ledger-open`: a channel nobody locked money for.
+        if !self.inner.misbehave.skip_ledger_open {
+            self.ask(
+                ledger_peer,
+                types::LEDGER_OPEN,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+            .await?;
+        }
         let id = self
             .inner
             .payer
             .add_channel(&params)
             .map_err(|e| e.to_string())?;
+        self.count_open(0, 1);
         Ok(remember(id, params.expiry))
     }
 
@@ -934,9 +1172,17 @@ impl Payments {
             return Err("no ledger configured ([payments] ledger)".into());
         };
         let id = ChannelId(bytes32(channel, "channel")?);
-        self.inner.payer.channel(&id).map_err(|e| e.to_string())?;
+        let was_open = !self
+            .inner
+            .payer
+            .channel(&id)
+            .map_err(|e| e.to_string())?
+            .closing;
         // No payment on it from now on; the next one to this payee opens a new channel.
         let local = self.inner.payer.close(&id).map_err(|e| e.to_string())?;
+        if was_open {
+            self.count_open(0, -1);
+        }
         self.forget(&id);
         let payee = self
             .inner
@@ -978,11 +1224,19 @@ impl Payments {
         };
         let id = ChannelId(bytes32(channel, "channel")?);
         let local = match self.inner.payer.channel(&id) {
-            Ok(_) => {
+            Ok(c) => {
                 self.forget(&id);
+                if !c.closing {
+                    self.count_open(0, -1);
+                }
                 self.inner.payer.close(&id)
             }
-            Err(PaymentError::UnknownChannel(_)) => self.inner.payee.close(&id),
+            Err(PaymentError::UnknownChannel(_)) => {
+                if self.inner.payee.channel(&id).is_ok_and(|c| !c.closing) {
+                    self.count_open(1, -1);
+                }
+                self.inner.payee.close(&id)
+            }
             Err(e) => Err(e),
         }
         .map_err(|e| match e {

@@ -54,6 +54,10 @@ pub struct TaskSettings {
     /// paying them (a spot check), 0 to 1. Default 0.1: a cheater is caught after ten
     /// tasks on average, and the checks cost this node a tenth of the fuel it pays for.
     pub verify_share: f64,
+    /// As an executor: how many delivered tasks a requester may owe for before it gets no
+    /// more offers (a task already offered on still runs while it owes one more). Default
+    /// 1.
+    pub credit: u32,
 }
 
 impl Default for TaskSettings {
@@ -67,6 +71,7 @@ impl Default for TaskSettings {
             price: 1,
             execute: true,
             verify_share: 0.1,
+            credit: 1,
         }
     }
 }
@@ -103,6 +108,12 @@ impl TaskSettings {
             problems.push(format!(
                 "max_running = {} must be between 1 and 256",
                 self.max_running
+            ));
+        }
+        if !(1..=1000).contains(&self.credit) {
+            problems.push(format!(
+                "credit = {} must be between 1 and 1000",
+                self.credit
             ));
         }
         if !(0.0..=1.0).contains(&self.verify_share) {

@@ -142,7 +142,7 @@ pub struct NodeCommand {
     ledger_peer: Option<String>,
     /// Tests only: make this node misbehave (repeatable; replaces `[test] misbehave`):
     /// forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice,
-    /// withhold-payment-acks=N, never-pay, withhold-membership.
+    /// withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership.
     #[arg(long, value_name = "ITEM")]
     misbehave: Vec<String>,
 }
@@ -432,6 +432,7 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     let guilds = Guilds::start(network.clone(), key, guild).context("starting guilds")?;
     let payments = crate::payments::Payments::open(
         network.clone(),
+        guilds.clone(),
         seed,
         &dir,
         &payments,

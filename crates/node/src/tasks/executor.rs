@@ -76,6 +76,14 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
         tracing::info!("not offering: {running} tasks already running");
         return Ok(());
     }
+    let owed = tasks.inner.payments.owes(from);
+    if owed >= settings.credit as usize {
+        tracing::info!(
+            "not offering: the requester has not paid for {owed} delivered task(s) (credit {})",
+            settings.credit
+        );
+        return Ok(());
+    }
     let offer = TaskOffer {
         has_module: tasks.modules().get(&request.module_sha256).is_some(),
         task_id: request.task_id.clone(),
@@ -125,13 +133,13 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
         })
     });
     let prepared = if member {
-        prepare(tasks, &request)
+        prepare(tasks, &request).await
     } else {
         Err("only members of this node's guilds may hand it tasks".to_owned())
     };
     let answer = match prepared {
         Err(why) => Err(why),
-        Ok((manifest, slot)) => {
+        Ok((manifest, slot, reservation)) => {
             let engine = tasks.inner.engine.clone();
             let metrics = tasks.inner.metrics.clone();
             let misbehave = tasks.inner.misbehave.clone();
@@ -164,7 +172,22 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
                 tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
             }
             drop(slot);
-            ran.map_err(|e| format!("the task's thread ended: {e}"))
+            let ran = ran.map_err(|e| format!("the task's thread ended: {e}"));
+            if let Some(reservation) = reservation {
+                let payments = &tasks.inner.payments;
+                match &ran {
+                    Ok(result) => payments.delivered(
+                        reservation,
+                        zerostate_execution::sha256(&result.receipt.signing_bytes()),
+                        super::requester::bill(
+                            result.receipt.fuel_consumed,
+                            tasks.inner.settings.price,
+                        ),
+                    ),
+                    Err(_) => payments.release(reservation),
+                }
+            }
+            ran
         }
     };
     let reply = match answer {
@@ -187,10 +210,15 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     }
 }
 
-/// The manifest of a task handed to this node and the slot it runs in, or why it will not
-/// run it: only a task this node offered on, handed over by the requester that took the
-/// offer, with a wall time the requester waits for, while a slot is free.
-fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<(Manifest, super::Slot), String> {
+/// The manifest of a task handed to this node, the slot it runs in and the reservation of
+/// its most expensive bill on the requester's channel, or why it will not run it: only a
+/// task this node offered on, handed over by the requester that took the offer, with a
+/// wall time the requester waits for, while a slot is free, against money the ledger
+/// confirmed locked, to a requester that does not owe for more than its credit.
+async fn prepare(
+    tasks: &Tasks,
+    request: &IncomingRequest,
+) -> Result<(Manifest, super::Slot, Option<u64>), String> {
     if !tasks.inner.settings.execute {
         return Err("this node does not run tasks for others".into());
     }
@@ -212,6 +240,30 @@ fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<(Manifest, super:
     let slot = tasks
         .reserve()
         .map_err(|running| format!("busy: {running} tasks running already"))?;
+    let settings = &tasks.inner.settings;
+    let reservation = tasks
+        .inner
+        .payments
+        .reserve(
+            request.peer,
+            run.channel.as_deref(),
+            super::requester::bill(run.limits.fuel, settings.price),
+            settings.credit.saturating_add(1),
+        )
+        .await?;
+    let release = |why: String| {
+        if let Some(r) = reservation {
+            tasks.inner.payments.release(r);
+        }
+        why
+    };
+    let manifest = manifest_of(tasks, run).map_err(release)?;
+    Ok((manifest, slot, reservation))
+}
+
+/// The manifest of a task run: its module (kept by hash when it came as bytes), input and
+/// limits.
+fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
     let input = B64
         .decode(&run.input)
         .map_err(|e| format!("the input is not base64: {e}"))?;
@@ -239,5 +291,5 @@ fn prepare(tasks: &Tasks, request: &IncomingRequest) -> Result<(Manifest, super:
         }
     };
     manifest.limits = run.limits;
-    Ok((manifest, slot))
+    Ok(manifest)
 }

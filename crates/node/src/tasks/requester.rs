@@ -247,9 +247,12 @@ async fn drive(
             });
             // Only the hash, when the executor said it holds the module.
             let send_module = !offer.has_module || matches!(job.module, ModuleSource::Builtin(_));
-            let outcome = attempt(tasks, job, executor, send_module)
-                .instrument(span.clone())
-                .await;
+            let outcome = async {
+                let channel = lock_money(tasks, job, executor, &offer).await?;
+                attempt(tasks, job, executor, send_module, channel).await
+            }
+            .instrument(span.clone())
+            .await;
             match outcome {
                 Ok((receipt, output)) => {
                     let failed = receipt.status != "ok";
@@ -391,13 +394,40 @@ async fn announce_and_collect(
     Ok(collected)
 }
 
+/// Locks money for `executor` before it is handed the task: a channel to it holding the
+/// task's most expensive bill (the fuel limit at the offered price), which must fit in one
+/// channel's deposit. The channel's id, or `None` when nothing is paid (no ledger).
+async fn lock_money(
+    tasks: &Tasks,
+    job: &Job,
+    executor: PeerId,
+    offer: &TaskOffer,
+) -> Result<Option<String>, String> {
+    let most = bill(job.limits.fuel, offer.price);
+    let deposit = tasks.inner.payments.deposit();
+    if most > deposit {
+        return Err(format!(
+            "the task's most expensive bill at this price ({most}: the fuel limit times {}) \
+             is more than a channel holds ({deposit})",
+            offer.price
+        ));
+    }
+    tasks
+        .inner
+        .payments
+        .lock_for(executor, most)
+        .await
+        .map_err(|why| format!("locking money for the executor: {why}"))
+}
+
 /// Hands the task to `executor` (with the module's bytes, or only its hash when
-/// `send_module` is false) and checks what comes back.
+/// `send_module` is false; the channel that holds its bill) and checks what comes back.
 async fn attempt(
     tasks: &Tasks,
     job: &Job,
     executor: PeerId,
     send_module: bool,
+    channel: Option<String>,
 ) -> Result<(Receipt, Vec<u8>), String> {
     let run = TaskRun {
         task_id: job.id.clone(),
@@ -408,6 +438,7 @@ async fn attempt(
         },
         input: B64.encode(&job.input),
         limits: job.limits,
+        channel,
     };
     let payload = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
     // The executor has the task's wall time to run it, plus a margin to compile it and to

@@ -75,6 +75,10 @@ pub struct TaskRun {
     pub input: String,
     /// The limits it runs under.
     pub limits: Limits,
+    /// The requester's channel to the executor (hex) that holds the task's most expensive
+    /// bill, locked on the ledger; absent when the requester has no ledger.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// The executor's answer: the output and the signed receipt.

@@ -8,6 +8,7 @@ mod convergence;
 mod devnet;
 mod guild;
 mod journey;
+mod market;
 mod network;
 mod operations;
 mod receipt;

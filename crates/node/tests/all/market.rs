@@ -1,0 +1,222 @@
+//! The market against peers that lie, on real `zerostate node` processes: bills that do not
+//! hold are not paid and their executors are refused; executors run only against money the
+//! ledger locked, and a requester that does not pay is served no more than its credit.
+
+use zerostate_telemetry::testing::OtlpReceiver;
+
+use crate::cluster::{GuildCluster, NodeProcess, eventually, guild_cluster, hex};
+use crate::journey::{CONFIG, fund, member_with, run_task};
+
+/// `CONFIG` with these lines added to its `[tasks]`.
+fn tasks_config(dir: &std::path::Path, name: &str, lines: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        CONFIG.replacen("[tasks]\n", &format!("[tasks]\n{lines}"), 1),
+    )
+    .expect("config");
+    path
+}
+
+/// Waits until `nodes` are all in the guild's gossip mesh and the guild has `members`.
+fn meshed(coordinator: &NodeProcess, id: &str, nodes: &[&NodeProcess], members: usize) {
+    eventually("every node in the guild's mesh", || {
+        let topic = format!("zerostate%2Fguild%2F{id}");
+        let count = crate::guild::guild(coordinator, id)["members"]
+            .as_array()?
+            .len();
+        let all = nodes.iter().all(|n| {
+            let (status, body) = n.get(&format!("/v1/p2p/mesh/{topic}"));
+            status == 200 && body != "[]"
+        });
+        (all && count == members).then_some(())
+    });
+}
+
+fn outcome_of(record: &serde_json::Value, peer: &str) -> Option<String> {
+    record["attempts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["executor"] == peer)
+        .and_then(|a| a["outcome"].as_str())
+        .map(str::to_owned)
+}
+
+fn paid_to(node: &NodeProcess) -> u64 {
+    let (_, channels) = node.get("/v1/channels");
+    let channels: serde_json::Value = serde_json::from_str(&channels).expect("json");
+    channels
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter(|c| c["side"] == "payee")
+        .filter_map(|c| c["cumulative"].as_u64())
+        .sum()
+}
+
+#[test]
+fn bills_that_do_not_hold_are_not_paid_and_their_executors_are_refused() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The requester reruns every receipt and tries up to five executors.
+    let requester_config = CONFIG.replacen(
+        "[tasks]\n",
+        "[tasks]\nverify_share = 1.0\nmax_attempts = 5\n",
+        1,
+    );
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), &requester_config, 1, &receiver.endpoint());
+    let requester = members.into_iter().next().expect("requester");
+    fund(&coordinator, &requester);
+    // The cheats are cheaper than the honest member, so they are tried first.
+    let cheap = tasks_config(dir.path(), "cheap", "price = 1\n");
+    let honest_config = tasks_config(dir.path(), "honest", "price = 2\n");
+    let [inflater, faker, overpricer] = [
+        ("inflater", "inflate-fuel"),
+        ("faker", "fake-output"),
+        ("overpricer", "overprice"),
+    ]
+    .map(|(name, misbehave)| {
+        member_with(
+            dir.path(),
+            (&coordinator, &id),
+            name,
+            &cheap,
+            &receiver.endpoint(),
+            &[misbehave],
+        )
+    });
+    let honest = member_with(
+        dir.path(),
+        (&coordinator, &id),
+        "honest",
+        &honest_config,
+        &receiver.endpoint(),
+        &[],
+    );
+    meshed(
+        &coordinator,
+        &id,
+        &[&inflater, &faker, &overpricer, &honest],
+        6,
+    );
+    // A misbehaving node says so.
+    let (_, info) = inflater.get("/v1/node");
+    assert!(info.contains("\"misbehaving\":[\"inflate-fuel\"]"), "{info}");
+    let (_, ready) = crate::cluster::http(&inflater.admin, "GET", "/readyz", None, &[]);
+    assert!(ready.contains("on (tests only): inflate-fuel"), "{ready}");
+
+    // A hundredfold fuel is above this task's limit; made-up output fails the rerun; an
+    // offer above the maximum price is not taken.
+    let task = serde_json::json!({
+        "module": "builtin:primes",
+        "input": "1000",
+        "fuel": 1_000_000,
+        "limits": { "fuel": 1_000_000 },
+    });
+    let first = run_task(&requester, &task);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(first["executor"], honest.peer_id.as_str(), "{first}");
+    assert_eq!(first["payment"]["status"], "paid", "{first}");
+    let inflated = outcome_of(&first, &inflater.peer_id).expect("the inflater was tried");
+    assert!(
+        inflated.contains("the bill does not hold") && inflated.contains("above the task's limit"),
+        "{inflated}"
+    );
+    let faked = outcome_of(&first, &faker.peer_id).expect("the faker was tried");
+    assert!(
+        faked.contains("spot check does not match") && faked.contains("output"),
+        "{faked}"
+    );
+    assert!(
+        outcome_of(&first, &overpricer.peer_id).is_none(),
+        "an offer above the maximum price is never taken: {first}"
+    );
+    // The mismatch is in the trace as an error `task.verify`.
+    let trace = first["trace_id"].as_str().expect("trace").to_owned();
+    eventually("the spot check's mismatch in the trace", || {
+        receiver
+            .spans()
+            .iter()
+            .any(|s| {
+                hex(&s.span.trace_id) == trace
+                    && s.span.name == "task.verify"
+                    && s.attribute("status").as_deref() == Some("mismatch")
+                    && s.span.status.as_ref().is_some_and(|st| st.code == 2)
+            })
+            .then_some(())
+    });
+
+    // The cheats are refused from now on: the next task goes to the honest member at once.
+    let second = run_task(&requester, &task);
+    assert_eq!(second["state"], "succeeded", "{second}");
+    let attempts = second["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{second}");
+    assert_eq!(attempts[0]["executor"], honest.peer_id.as_str(), "{second}");
+    // Nothing was paid to a cheat.
+    for cheat in [&inflater, &faker, &overpricer] {
+        assert_eq!(paid_to(cheat), 0, "{} was paid", cheat.name);
+    }
+    assert!(paid_to(&honest) > 0);
+    crate::cluster::stop_cleanly(vec![
+        requester, inflater, faker, overpricer, honest, coordinator,
+    ]);
+}
+
+#[test]
+fn executors_serve_only_against_locked_money_and_a_non_payer_no_more_than_its_credit() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The coordinator (the ledger, runs no task) and one executor.
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), CONFIG, 1, &receiver.endpoint());
+    let executor = members.into_iter().next().expect("executor");
+    let config = tasks_config(dir.path(), "requesters", "execute = false\n");
+    // One requester never pays; one opens channels the ledger never locked.
+    let [non_payer, unlocked] = [
+        ("non-payer", "never-pay"),
+        ("unlocked", "skip-ledger-open"),
+    ]
+    .map(|(name, misbehave)| {
+        member_with(
+            dir.path(),
+            (&coordinator, &id),
+            name,
+            &config,
+            &receiver.endpoint(),
+            &[misbehave],
+        )
+    });
+    fund(&coordinator, &non_payer);
+    fund(&coordinator, &unlocked);
+    meshed(&coordinator, &id, &[&executor, &non_payer, &unlocked], 4);
+    let task = serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" });
+
+    // No money locked, no work.
+    let refused = run_task(&unlocked, &task);
+    assert_eq!(refused["state"], "failed", "{refused}");
+    let outcome = outcome_of(&refused, &executor.peer_id).expect("the executor was tried");
+    assert!(
+        outcome.contains("the ledger did not confirm the channel"),
+        "{outcome}"
+    );
+
+    // The non-payer's first task is served (its credit), then it gets no more offers.
+    let served = run_task(&non_payer, &task);
+    assert_eq!(served["state"], "succeeded", "{served}");
+    assert_eq!(served["payment"]["status"], "unpaid", "{served}");
+    let next = run_task(&non_payer, &task);
+    assert_eq!(next["state"], "failed", "{next}");
+    assert!(
+        next["error"].as_str().is_some_and(|e| e.contains("offered")),
+        "{next}"
+    );
+    assert_eq!(paid_to(&executor), 0);
+    crate::cluster::stop_cleanly(vec![non_payer, unlocked, executor, coordinator]);
+}
