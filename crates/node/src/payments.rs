@@ -722,12 +722,18 @@ impl Payments {
     /// As a payer: makes sure a channel to `executor` holds at least `max_bill`, opening
     /// one if needed, before the executor is handed a task; its id (hex), or `None` when
     /// no ledger is configured (nothing is paid).
-    pub async fn lock_for(&self, executor: PeerId, max_bill: u64) -> Result<Option<String>, String> {
+    pub async fn lock_for(
+        &self,
+        executor: PeerId,
+        max_bill: u64,
+    ) -> Result<Option<String>, String> {
         let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
             return Ok(None);
         };
         let amount = Amount::from_base_units(max_bill);
-        let mut channel = self.channel_to(executor, ledger_peer, ledger, amount).await?;
+        let mut channel = self
+            .channel_to(executor, ledger_peer, ledger, amount)
+            .await?;
         let room = self
             .inner
             .payer
@@ -737,7 +743,9 @@ impl Payments {
         if room.is_none_or(|room| room < amount) {
             // Used up since it was remembered: a new one.
             self.forget(&channel);
-            channel = self.channel_to(executor, ledger_peer, ledger, amount).await?;
+            channel = self
+                .channel_to(executor, ledger_peer, ledger, amount)
+                .await?;
         }
         Ok(Some(hex::encode(channel.0)))
     }
@@ -781,7 +789,11 @@ impl Payments {
         }
         if !self.served().is_confirmed(&id) {
             let answer = self
-                .ask(ledger_peer, types::LEDGER_CHANNEL, channel.as_bytes().to_vec())
+                .ask(
+                    ledger_peer,
+                    types::LEDGER_CHANNEL,
+                    channel.as_bytes().to_vec(),
+                )
                 .await
                 .map_err(|why| format!("the ledger did not confirm the channel: {why}"))?;
             let params: ParamsJson = serde_json::from_value(answer["params"].clone())

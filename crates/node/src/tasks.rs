@@ -51,8 +51,10 @@ pub struct TaskSettings {
     /// Whether this node offers to run tasks for its guilds. Default true.
     pub execute: bool,
     /// The share of receipts this node, as a requester, reruns in its own engine before
-    /// paying them (a spot check), 0 to 1. Default 0.1: a cheater is caught after ten
-    /// tasks on average, and the checks cost this node a tenth of the fuel it pays for.
+    /// paying them (a spot check), 0 to 1; every receipt of an executor is checked until
+    /// one of them matches (with 0, none is). Default 0.1: a cheater that is honest at
+    /// first is caught after ten more tasks on average, and the checks cost this node
+    /// about a tenth of the work it pays for.
     pub verify_share: f64,
     /// As an executor: how many delivered tasks a requester may owe for before it gets no
     /// more offers (a task already offered on still runs while it owes one more). Default
@@ -242,11 +244,16 @@ struct Inner {
     /// Executors whose bills or receipts did not hold, and why: their offers are refused
     /// while this node runs (at most [`REFUSED_KEPT`]).
     refused: Mutex<HashMap<PeerId, String>>,
+    /// Executors one of whose receipts matched a spot check this session: only theirs are
+    /// sampled (at most [`REFUSED_KEPT`]; past that, new ones are always checked).
+    vouched: Mutex<std::collections::HashSet<PeerId>>,
     /// Offers this node made and had taken, by task id: the requester that took each and
     /// when. Only such a task is run (at most [`OFFERS_KEPT`], each for [`OFFER_LIFETIME`]).
     offered: Mutex<HashMap<String, (PeerId, std::time::Instant)>>,
     /// Tasks this node runs for others now.
     running: AtomicU32,
+    /// Attempts of this node's own tasks under way, from handing one over to its payment.
+    own_work: Arc<AtomicU32>,
     /// Modules held by hash.
     modules: Mutex<Modules>,
     /// What this node measures.
@@ -284,8 +291,10 @@ impl Tasks {
                 records: Mutex::default(),
                 offers: Mutex::default(),
                 refused: Mutex::default(),
+                vouched: Mutex::default(),
                 offered: Mutex::default(),
                 running: AtomicU32::new(0),
+                own_work: Arc::default(),
                 modules: Mutex::default(),
                 metrics,
                 misbehave,
@@ -413,6 +422,26 @@ impl Tasks {
         refused.insert(executor, why.to_owned());
     }
 
+    fn vouched_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<PeerId>> {
+        self.inner
+            .vouched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a receipt of `executor` matched a spot check this session.
+    fn vouched(&self, executor: PeerId) -> bool {
+        self.vouched_set().contains(&executor)
+    }
+
+    /// Remembers that a receipt of `executor` matched a spot check.
+    fn vouch(&self, executor: PeerId) {
+        let mut vouched = self.vouched_set();
+        if vouched.len() < REFUSED_KEPT {
+            vouched.insert(executor);
+        }
+    }
+
     /// Why `executor` is refused, if it is.
     fn refused(&self, executor: PeerId) -> Option<String> {
         self.inner
@@ -431,6 +460,17 @@ impl Tasks {
             matches!(g.status.as_str(), "member" | "coordinator")
                 && g.members.iter().any(|m| m.peer_id == peer)
         })
+    }
+
+    /// Attempts of this node's own tasks under way.
+    fn own_work(&self) -> u32 {
+        self.inner.own_work.load(Ordering::Acquire)
+    }
+
+    /// Counts an attempt of this node's own as under way until the guard is dropped.
+    fn working(&self) -> Working {
+        self.inner.own_work.fetch_add(1, Ordering::AcqRel);
+        Working(self.inner.own_work.clone())
     }
 
     fn running(&self) -> u32 {
@@ -487,6 +527,15 @@ impl Tasks {
             .network
             .request_timeout()
             .saturating_sub(Duration::from_secs(1))
+    }
+}
+
+/// An attempt of this node's own under way (see [`Tasks::working`]).
+struct Working(Arc<AtomicU32>);
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+mod cheaters;
 mod island;
 mod load;
 mod net;
@@ -89,6 +90,9 @@ pub enum Scenario {
     CoordinatorLost,
     /// The collector answering every export `--slow-ms` late.
     SlowCollector,
+    /// Three lying executors (fuel inflated a hundredfold, made-up output, offers above
+    /// the maximum price) and a requester that never pays, beside the honest load.
+    Cheaters,
 }
 
 impl Scenario {
@@ -265,6 +269,7 @@ impl ChaosCommand {
             },
             otlp_via: (scenario == Scenario::SlowCollector).then(|| slow.clone()),
             island: scenario == Scenario::Partition,
+            cheaters: scenario == Scenario::Cheaters,
         })?;
         let third = Duration::from_secs(self.seconds) / 3;
         let mut row = Row {
@@ -272,7 +277,7 @@ impl ChaosCommand {
             ..Row::default()
         };
         let pace = match scenario {
-            Scenario::Load100 | Scenario::Load10 => {
+            Scenario::Load100 | Scenario::Load10 | Scenario::Cheaters => {
                 Pace::InFlight(usize::try_from(self.in_flight).unwrap_or(6))
             }
             _ => Pace::Rate(self.rate),
@@ -314,6 +319,7 @@ impl ChaosCommand {
             Scenario::SlowCollector => {
                 slow_collector(&mut net, load, third, &slow, self.slow_ms, &mut row)?
             }
+            Scenario::Cheaters => cheaters::run(&mut net, 3, load, third, &mut row)?,
         };
         // From the first task to the last one's end.
         row.seconds = began.elapsed().as_secs_f64();

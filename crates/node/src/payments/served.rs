@@ -145,7 +145,9 @@ mod tests {
     fn work_is_served_only_against_a_confirmed_channel_with_room() {
         let mut s = Served::default();
         let (payer, channel) = (key(1), ChannelId([7; 32]));
-        let err = s.reserve(payer, channel, 100, 10, 1).expect_err("unconfirmed");
+        let err = s
+            .reserve(payer, channel, 100, 10, 1)
+            .expect_err("unconfirmed");
         assert!(err.contains("not confirmed"), "{err}");
         s.confirm(channel);
         let a = s.reserve(payer, channel, 100, 60, 1).expect("room");
@@ -166,13 +168,16 @@ mod tests {
         let a = s.reserve(payer, channel, 1000, 10, 1).expect("first");
         s.delivered(a, [1; 32], 10);
         assert_eq!(s.owed_tasks(&payer), 1);
-        let err = s.reserve(payer, channel, 1000, 10, 1).expect_err("owes one");
+        let err = s
+            .reserve(payer, channel, 1000, 10, 1)
+            .expect_err("owes one");
         assert!(err.contains("not paid for 1"), "{err}");
         // Another payer is served meanwhile; a payment clears the debt, paid once.
         let other = key(2);
         let channel2 = ChannelId([8; 32]);
         s.confirm(channel2);
-        s.reserve(other, channel2, 1000, 10, 1).expect("another payer");
+        s.reserve(other, channel2, 1000, 10, 1)
+            .expect("another payer");
         assert!(s.paid(&[1; 32]));
         assert!(!s.paid(&[1; 32]));
         s.reserve(payer, channel, 990, 10, 1).expect("paid up");

@@ -30,6 +30,10 @@ pub struct Submission {
     pub max_price: u64,
 }
 
+/// Rounds without a single offer a task is announced again while this node has other work
+/// under way (the executors may be busy with it, or waiting for its payment).
+const QUIET_ROUNDS: u32 = 2;
+
 /// Offers a task may collect, at most.
 const MAX_OFFERS: usize = 64;
 
@@ -220,8 +224,17 @@ async fn drive(
     let mut attempts_left = tasks.inner.settings.max_attempts as usize;
     // Each round announces the task and tries the offers it gets; a round whose offers all
     // failed announces again (those executors excluded) while attempts are left.
+    let mut quiet_rounds = 0;
     loop {
+        // Other tasks of this node running or being paid: executors may be busy with them,
+        // or waiting for their payment before they offer again.
+        let busy = tasks.own_work() > 0;
         let collected = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
+        if collected.is_empty() && (busy || tasks.own_work() > 0) && quiet_rounds < QUIET_ROUNDS {
+            // Nobody free this round: a passing state, asked again.
+            quiet_rounds += 1;
+            continue;
+        }
         if collected.is_empty() {
             return Err(if reasons.is_empty() {
                 format!(
@@ -247,6 +260,7 @@ async fn drive(
             });
             // Only the hash, when the executor said it holds the module.
             let send_module = !offer.has_module || matches!(job.module, ModuleSource::Builtin(_));
+            let _working = tasks.working();
             let outcome = async {
                 let channel = lock_money(tasks, job, executor, &offer).await?;
                 attempt(tasks, job, executor, send_module, channel).await
@@ -589,13 +603,17 @@ pub(crate) fn bill(fuel: u64, price: u64) -> u64 {
     u64::try_from((u128::from(fuel) * u128::from(price)).div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
-/// Reruns a share of receipts (`[tasks] verify_share`) in this node's own engine before
-/// paying them, in a `task.verify` span: execution is deterministic, so an honest receipt
+/// Reruns an executor's receipts until one matches, then a share of the others (`[tasks]
+/// verify_share`) in this node's own engine before paying them, in a `task.verify` span: execution is deterministic, so an honest receipt
 /// has the output and the fuel the rerun gets. A run cut off by its wall-time limit is not
 /// comparable (how far it got depends on the machine) and is not rerun.
 async fn spot_check(tasks: &Tasks, job: &Job, receipt: &Receipt) -> Result<(), String> {
     let share = tasks.inner.settings.verify_share;
-    if share <= 0.0 || (share < 1.0 && uniform() >= share) {
+    let executor: Option<PeerId> = receipt.executor.parse().ok();
+    // Until one of its receipts has matched a rerun, every receipt of an executor is
+    // checked (receipts that arrive while the first check runs included).
+    let vouched = executor.is_some_and(|e| tasks.vouched(e));
+    if share <= 0.0 || (vouched && share < 1.0 && uniform() >= share) {
         return Ok(());
     }
     if receipt
@@ -639,6 +657,9 @@ async fn spot_check(tasks: &Tasks, job: &Job, receipt: &Receipt) -> Result<(), S
     }
     if differs.is_empty() {
         span.record(zerostate_telemetry::names::attr::STATUS, "match");
+        if let Some(e) = executor {
+            tasks.vouch(e);
+        }
         return Ok(());
     }
     let why = format!("the spot check does not match: {}", differs.join("; "));

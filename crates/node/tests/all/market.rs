@@ -105,7 +105,10 @@ fn bills_that_do_not_hold_are_not_paid_and_their_executors_are_refused() {
     );
     // A misbehaving node says so.
     let (_, info) = inflater.get("/v1/node");
-    assert!(info.contains("\"misbehaving\":[\"inflate-fuel\"]"), "{info}");
+    assert!(
+        info.contains("\"misbehaving\":[\"inflate-fuel\"]"),
+        "{info}"
+    );
     let (_, ready) = crate::cluster::http(&inflater.admin, "GET", "/readyz", None, &[]);
     assert!(ready.contains("on (tests only): inflate-fuel"), "{ready}");
 
@@ -162,7 +165,12 @@ fn bills_that_do_not_hold_are_not_paid_and_their_executors_are_refused() {
     }
     assert!(paid_to(&honest) > 0);
     crate::cluster::stop_cleanly(vec![
-        requester, inflater, faker, overpricer, honest, coordinator,
+        requester,
+        inflater,
+        faker,
+        overpricer,
+        honest,
+        coordinator,
     ]);
 }
 
@@ -179,20 +187,17 @@ fn executors_serve_only_against_locked_money_and_a_non_payer_no_more_than_its_cr
     let executor = members.into_iter().next().expect("executor");
     let config = tasks_config(dir.path(), "requesters", "execute = false\n");
     // One requester never pays; one opens channels the ledger never locked.
-    let [non_payer, unlocked] = [
-        ("non-payer", "never-pay"),
-        ("unlocked", "skip-ledger-open"),
-    ]
-    .map(|(name, misbehave)| {
-        member_with(
-            dir.path(),
-            (&coordinator, &id),
-            name,
-            &config,
-            &receiver.endpoint(),
-            &[misbehave],
-        )
-    });
+    let [non_payer, unlocked] =
+        [("non-payer", "never-pay"), ("unlocked", "skip-ledger-open")].map(|(name, misbehave)| {
+            member_with(
+                dir.path(),
+                (&coordinator, &id),
+                name,
+                &config,
+                &receiver.endpoint(),
+                &[misbehave],
+            )
+        });
     fund(&coordinator, &non_payer);
     fund(&coordinator, &unlocked);
     meshed(&coordinator, &id, &[&executor, &non_payer, &unlocked], 4);
@@ -214,7 +219,9 @@ fn executors_serve_only_against_locked_money_and_a_non_payer_no_more_than_its_cr
     let next = run_task(&non_payer, &task);
     assert_eq!(next["state"], "failed", "{next}");
     assert!(
-        next["error"].as_str().is_some_and(|e| e.contains("offered")),
+        next["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("offered")),
         "{next}"
     );
     assert_eq!(paid_to(&executor), 0);

@@ -108,6 +108,9 @@ pub(super) struct Plan<'a> {
     /// namespace cannot be made, `island` stays `None` and the reason is returned in
     /// [`Net::island_refused`].
     pub(super) island: bool,
+    /// Add the cheaters of [`super::cheaters`]: three lying executors (cheaper than the
+    /// honest ones, which then ask 2) and a requester that never pays.
+    pub(super) cheaters: bool,
 }
 
 /// The node the island holds, when there is one.
@@ -225,7 +228,7 @@ impl Net {
             net.make_island(&otlp)?;
         }
         net.sample_memory();
-        net.start_nodes(plan.executors)?;
+        net.start_nodes(plan.executors, plan.cheaters)?;
         Ok(net)
     }
 
@@ -261,12 +264,12 @@ impl Net {
         Ok(args)
     }
 
-    /// Writes node `name`'s settings file; returns its path.
-    fn config(&self, name: &str, execute: bool) -> anyhow::Result<String> {
+    /// Writes node `name`'s settings file, with `extra` lines in `[tasks]`; returns its path.
+    fn config(&self, name: &str, execute: bool, extra: &str) -> anyhow::Result<String> {
         let path = self.dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,
-            format!("{GUILD_SETTINGS}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}"),
+            format!("{GUILD_SETTINGS}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}{extra}"),
         )?;
         Ok(path.display().to_string())
     }
@@ -274,7 +277,7 @@ impl Net {
     /// Starts the coordinator (it creates the guild), the ledger node, the requester and
     /// the executors (they join with invitations), waits for the guild to hold them all and
     /// funds the requester.
-    fn start_nodes(&mut self, executors: usize) -> anyhow::Result<()> {
+    fn start_nodes(&mut self, executors: usize, cheaters: bool) -> anyhow::Result<()> {
         let mut args = self.listen_here(free_port()?)?;
         // Its address on loopback, and on the island's link.
         let addresses: Vec<String> = args.iter().skip(1).step_by(2).cloned().collect();
@@ -282,7 +285,7 @@ impl Net {
             s("--role"),
             s("bootnode"),
             s("--config"),
-            self.config("coordinator", false)?,
+            self.config("coordinator", false, "")?,
             s("--create-guild"),
             s("chaos"),
         ]);
@@ -305,15 +308,29 @@ impl Net {
             s("--bootstrap"),
             boot.clone(),
             s("--config"),
-            self.config("ledger", false)?,
+            self.config("ledger", false, "")?,
             s("--ledger"),
             s("--ledger-faucet"),
         ]);
         self.add("ledger", args, false)?;
         let ledger = self.nodes["ledger"].peer_id.clone();
-        let mut members = vec![(s("requester"), false)];
-        members.extend((1..=executors).map(|i| (format!("executor-{i}"), true)));
-        for (name, execute) in &members {
+        // Name, runs tasks, extra `[tasks]` lines, misbehaviour.
+        let honest_price = if cheaters { "price = 2\n" } else { "" };
+        let mut members = vec![(s("requester"), false, "", None)];
+        members
+            .extend((1..=executors).map(|i| (format!("executor-{i}"), true, honest_price, None)));
+        if cheaters {
+            for (i, (_, misbehave)) in super::cheaters::CHEATS.iter().enumerate() {
+                members.push((
+                    format!("executor-{}", executors + 1 + i),
+                    true,
+                    "price = 1\n",
+                    Some(*misbehave),
+                ));
+            }
+            members.push((s(super::cheaters::NON_PAYER), false, "", Some("never-pay")));
+        }
+        for (name, execute, extra, misbehave) in &members {
             let invitation = self.invitation()?;
             let on_island = name == ISLANDER && self.island.is_some();
             let (mut args, boot) = match (&self.island, &island_boot) {
@@ -327,7 +344,7 @@ impl Net {
                 s("--bootstrap"),
                 boot.clone(),
                 s("--config"),
-                self.config(name, *execute)?,
+                self.config(name, *execute, extra)?,
                 s("--join-guild"),
                 format!("{}@{boot}", self.guild),
                 s("--invitation"),
@@ -335,18 +352,28 @@ impl Net {
                 s("--ledger-peer"),
                 ledger.clone(),
             ]);
+            if let Some(item) = misbehave {
+                args.extend([s("--misbehave"), (*item).to_owned()]);
+            }
             self.add(name, args, on_island)?;
         }
-        let everyone: Vec<String> = members.into_iter().map(|(n, _)| n).collect();
+        let everyone: Vec<String> = members.into_iter().map(|(n, ..)| n).collect();
         self.wait_members(&everyone, FORM_TIMEOUT)?;
-        let requester = self.peer("requester")?;
         let ledger = self.client("ledger")?;
-        self.runtime
-            .block_on(ledger.post(
-                "/v1/ledger/faucet",
-                &serde_json::json!({ "peer_id": requester, "amount": 1_000_000_000_000u64 }),
-            ))
-            .context("funding the requester")?;
+        let payers = if cheaters {
+            vec!["requester", super::cheaters::NON_PAYER]
+        } else {
+            vec!["requester"]
+        };
+        for payer in payers {
+            let peer = self.peer(payer)?;
+            self.runtime
+                .block_on(ledger.post(
+                    "/v1/ledger/faucet",
+                    &serde_json::json!({ "peer_id": peer, "amount": 1_000_000_000_000u64 }),
+                ))
+                .with_context(|| format!("funding {payer}"))?;
+        }
         Ok(())
     }
 
