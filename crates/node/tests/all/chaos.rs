@@ -34,7 +34,8 @@ fn every_chaos_scenario_keeps_tasks_payments_and_spans() {
             "executors-killed",
             "ledger-restarted",
             "coordinator-lost",
-            "slow-collector"
+            "slow-collector",
+            "cheaters"
         ],
         "{stdout}"
     );
