@@ -144,6 +144,14 @@ impl Service {
             Command::Dissolve { guild, reply } => {
                 let _ = reply.send(self.dissolve(&guild).await);
             }
+            Command::Remove {
+                guild,
+                peer,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.remove_for(&guild, peer, reason).await);
+            }
             Command::Send {
                 guild,
                 message_type,

@@ -52,6 +52,21 @@ pub struct Membership {
     /// The coordinator's signature over all the above.
     #[prost(bytes = "vec", tag = "7")]
     pub signature: Vec<u8>,
+    /// Members this version removed by the coordinator's decision, and why (`cheated: …`);
+    /// signed with the rest.
+    #[prost(message, repeated, tag = "8")]
+    pub removed: Vec<Removal>,
+}
+
+/// A member removed from a guild and why, as its membership states it.
+#[derive(Clone, PartialEq, Message)]
+pub struct Removal {
+    /// The removed member's peer id (bytes).
+    #[prost(bytes = "vec", tag = "1")]
+    pub peer: Vec<u8>,
+    /// Why.
+    #[prost(string, tag = "2")]
+    pub reason: String,
 }
 
 /// A guild message as it travels: everything but the ciphertext is in the clear and
@@ -370,6 +385,15 @@ impl Membership {
             .filter_map(|b| PeerId::from_bytes(b).ok())
             .collect()
     }
+
+    /// Why this version removed `peer`, when it says (bounded to 256 bytes).
+    pub(crate) fn removal_reason(&self, peer: &PeerId) -> Option<String> {
+        let bytes = peer.to_bytes();
+        self.removed
+            .iter()
+            .find(|r| r.peer == bytes)
+            .map(|r| r.reason.chars().take(256).collect())
+    }
 }
 
 impl Dissolve {
@@ -420,6 +444,7 @@ mod tests {
             members: vec![me.to_bytes()],
             key_epoch: 2,
             signature: vec![],
+            removed: Vec::new(),
         }
         .sign(&key);
         assert!(m.verify(&me));

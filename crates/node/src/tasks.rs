@@ -13,6 +13,7 @@
 //! After a verified receipt the requester pays the executor for the fuel it states
 //! ([`crate::payments`]), failed runs included (like gas).
 
+mod evidence;
 pub mod executor;
 pub mod requester;
 pub mod wire;
@@ -252,6 +253,9 @@ struct Inner {
     offered: Mutex<HashMap<String, (PeerId, std::time::Instant)>>,
     /// Tasks this node runs for others now.
     running: AtomicU32,
+    /// Evidence is rerun one piece at a time (a coordinator's guard against members that
+    /// would keep it busy rerunning).
+    judging: tokio::sync::Semaphore,
     /// Attempts of this node's own tasks under way, from handing one over to its payment.
     own_work: Arc<AtomicU32>,
     /// Modules held by hash.
@@ -294,6 +298,7 @@ impl Tasks {
                 vouched: Mutex::default(),
                 offered: Mutex::default(),
                 running: AtomicU32::new(0),
+                judging: tokio::sync::Semaphore::new(1),
                 own_work: Arc::default(),
                 modules: Mutex::default(),
                 metrics,
@@ -310,7 +315,7 @@ impl Tasks {
     pub fn wants(request: &IncomingRequest) -> bool {
         matches!(
             request.envelope.message_type.as_str(),
-            wire::TASK_OFFER | wire::TASK_RUN
+            wire::TASK_OFFER | wire::TASK_RUN | wire::TASK_EVIDENCE
         )
     }
 
@@ -318,6 +323,7 @@ impl Tasks {
     pub async fn request(&self, request: IncomingRequest) {
         match request.envelope.message_type.as_str() {
             wire::TASK_OFFER => requester::offer(self, request).await,
+            wire::TASK_EVIDENCE => evidence::serve(self, request).await,
             _ => executor::run(self, request).await,
         }
     }

@@ -18,6 +18,9 @@ pub enum GuildError {
     /// This node is no longer a member.
     #[error("this node is no longer a member of guild {0} ({1})")]
     NotMember(String, String),
+    /// The peer to remove is not a member.
+    #[error("{1} is not a member of guild {0}")]
+    NoSuchMember(String, String),
     /// The coordinator refused the join.
     #[error("joining guild {guild}: refused: {reason}")]
     Refused {

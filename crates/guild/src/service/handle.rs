@@ -70,6 +70,12 @@ pub(super) enum Command {
         guild: String,
         reply: Reply<()>,
     },
+    Remove {
+        guild: String,
+        peer: PeerId,
+        reason: String,
+        reply: Reply<()>,
+    },
     /// The span is `guild.send_message`: its context goes inside the ciphertext and the
     /// network's own spans of the publish are its children.
     Send {
@@ -287,6 +293,29 @@ impl Guilds {
         let span = tracing::info_span!(names::GUILD_DISSOLVE, guild.id = guild_id);
         self.ask_in(&span, |reply| Command::Dissolve {
             guild: guild_id.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Removes `peer` from a guild this node coordinates, for `reason` (stated in the signed
+    /// membership; the member sees it as its status's reason); it is not admitted again.
+    /// Records `guild.membership.update`.
+    pub async fn remove(
+        &self,
+        guild_id: &str,
+        peer: PeerId,
+        reason: &str,
+    ) -> Result<(), GuildError> {
+        let span = tracing::info_span!(
+            names::GUILD_MEMBERSHIP_UPDATE,
+            guild.id = guild_id,
+            peer.id = %peer,
+        );
+        self.ask_in(&span, |reply| Command::Remove {
+            guild: guild_id.to_owned(),
+            peer,
+            reason: reason.to_owned(),
             reply,
         })
         .await

@@ -357,6 +357,10 @@ impl Service {
         if !g.joins.take() {
             return refused("too many join requests: try again later", false);
         }
+        if let Some((.., why)) = g.removals.iter().find(|(_, p, _)| *p == r.peer) {
+            let why = format!("this node removed you from the guild: {why}");
+            return refused(&why, true);
+        }
         let already = g.members.contains_key(&r.peer);
         // A member removed only because it fell silent (a pause, a partition) comes back
         // on the admission it had.

@@ -18,6 +18,9 @@ use super::{GuildError, GuildInfo, Member, Service, Status};
 use crate::crypto::GuildKey;
 use crate::wire::{Dissolve, LeaveRequest, Membership, types};
 
+/// Members removed by the coordinator's decision a guild remembers (and keeps out).
+const REMOVALS_KEPT: usize = 1024;
+
 /// What applying a newer membership did.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Applied {
@@ -30,6 +33,7 @@ pub(super) enum Applied {
 impl Guild {
     /// Applies a newer signed membership (already checked) as member `me`: the version and
     /// the member list become the membership's; members already known keep their state.
+    #[cfg(test)]
     pub(super) fn apply_membership(
         &mut self,
         me: PeerId,
@@ -37,9 +41,26 @@ impl Guild {
         members: Vec<PeerId>,
         now: Instant,
     ) -> Applied {
+        self.apply_membership_saying(me, version, members, now, None)
+    }
+
+    /// [`Guild::apply_membership`], with the reason the membership gives for removing
+    /// `me`, if it does.
+    pub(super) fn apply_membership_saying(
+        &mut self,
+        me: PeerId,
+        version: u64,
+        members: Vec<PeerId>,
+        now: Instant,
+        why: Option<String>,
+    ) -> Applied {
         self.version = version;
         if !members.contains(&me) {
-            self.end(Status::Removed, "removed by the coordinator");
+            let reason = match why {
+                Some(why) => format!("removed by the coordinator: {why}"),
+                None => "removed by the coordinator".to_owned(),
+            };
+            self.end(Status::Removed, &reason);
             return Applied::Removed;
         }
         self.members.retain(|p, _| members.contains(p));
@@ -131,6 +152,34 @@ impl Service {
             }
             .instrument(span),
         );
+    }
+
+    /// Removes a member by the coordinator's decision (`reason`, stated in the signed
+    /// membership): new version, new key, announced; it is not admitted again.
+    pub(super) async fn remove_for(
+        &mut self,
+        id: &str,
+        peer: PeerId,
+        reason: String,
+    ) -> Result<(), GuildError> {
+        let me = self.me;
+        let guild = self.guild(id)?;
+        if guild.status != Status::Coordinator {
+            return Err(GuildError::NotCoordinator(id.to_owned()));
+        }
+        if peer == me {
+            return Err(GuildError::CoordinatorLeaving(id.to_owned()));
+        }
+        if !guild.members.contains_key(&peer) {
+            return Err(GuildError::NoSuchMember(id.to_owned(), peer.to_string()));
+        }
+        let next = guild.version.saturating_add(1);
+        if guild.removals.len() >= REMOVALS_KEPT {
+            guild.removals.pop_front();
+        }
+        guild.removals.push_back((next, peer, reason));
+        self.remove_member(id, peer).await;
+        Ok(())
     }
 
     /// Removes a member (coordinator only): new version, new key, announced.
@@ -234,7 +283,8 @@ impl Service {
             count = update.members.len(),
         );
         let _entered = span.enter();
-        g.apply_membership(me, update.version, update.member_ids(), Instant::now());
+        let why = update.removal_reason(&me);
+        g.apply_membership_saying(me, update.version, update.member_ids(), Instant::now(), why);
         drop(_entered);
         // Messages held for a sender this update may have brought.
         self.release_held(id, None);
@@ -288,6 +338,17 @@ mod tests {
         assert_eq!(g.members.len(), 3);
         assert!(!g.members[&a].up, "a known member keeps its state");
         assert_eq!(g.apply_membership(me, 4, vec![a, b], now), Applied::Removed);
+        let mut h = test_guild(Status::Member);
+        let why = Some("cheated: fuel 100 claimed, 1 on rerun".to_owned());
+        assert_eq!(
+            h.apply_membership_saying(me, 4, vec![a], now, why),
+            Applied::Removed
+        );
+        assert!(
+            h.reason.as_deref().is_some_and(|r| r.contains("cheated")),
+            "{:?}",
+            h.reason
+        );
         assert_eq!(g.status, Status::Removed);
         assert!(g.members.is_empty());
     }

@@ -182,6 +182,9 @@ pub(super) struct Guild {
     /// admitted once and removed by no one's decision, so it may come back without a new
     /// invitation within [`RETURN_WINDOW`]. At most [`RETURNING_KEPT`], the oldest go first.
     pub(super) returning: VecDeque<(PeerId, Instant)>,
+    /// Coordinator: members removed by its decision and why, with the version that removed
+    /// them (stated in that version's membership); such a member is not admitted again.
+    pub(super) removals: VecDeque<(u64, PeerId, String)>,
 }
 
 /// How long a member removed for silence may come back without a new invitation.
@@ -242,6 +245,7 @@ impl Guild {
             used_invitations: HashMap::new(),
             deliveries: Vec::new(),
             returning: VecDeque::new(),
+            removals: VecDeque::new(),
             heartbeat_seq: 0,
         }
     }
@@ -289,6 +293,15 @@ impl Guild {
             members: self.members.keys().map(|p| p.to_bytes()).collect(),
             key_epoch: self.epoch,
             signature: Vec::new(),
+            removed: self
+                .removals
+                .iter()
+                .filter(|(version, ..)| *version == self.version)
+                .map(|(_, peer, reason)| crate::wire::Removal {
+                    peer: peer.to_bytes(),
+                    reason: reason.clone(),
+                })
+                .collect(),
         }
         .sign(key)
     }

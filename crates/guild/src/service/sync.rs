@@ -141,11 +141,13 @@ impl Service {
             }
             if membership.version > g.version {
                 bump(&self.counters.syncs);
-                g.apply_membership(
+                let why = membership.removal_reason(&me);
+                g.apply_membership_saying(
                     me,
                     membership.version,
                     membership.member_ids(),
                     Instant::now(),
+                    why,
                 );
             }
         }

@@ -40,6 +40,11 @@ pub struct TasksArgs {
     /// Where the processes keep their data and logs [default: a temporary directory].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// The requester's `[tasks] verify_share`: the share of receipts it reruns before
+    /// paying, 0 to 1 (every receipt until one matches, whatever the share but 0)
+    /// [default: 0.1].
+    #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
+    verify_share: f64,
 }
 
 impl BenchCommand {
@@ -80,6 +85,12 @@ pub(crate) fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 impl TasksArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
+        if !(0.0..=1.0).contains(&self.verify_share) {
+            anyhow::bail!(
+                "--verify-share {} must be between 0 and 1",
+                self.verify_share
+            );
+        }
         let base = match &self.data {
             Some(d) => d.clone(),
             None => std::env::temp_dir().join(format!("zerostate-bench-{}", std::process::id())),
@@ -101,7 +112,7 @@ impl TasksArgs {
         for round in 0..self.rounds.max(1) {
             for (i, (label, sampler)) in settings.iter().enumerate() {
                 let dir = base.join(format!("{}-{round}", label.replace([' ', '%'], "")));
-                let (latencies, elapsed) = measure(&dir, *sampler, self.tasks)?;
+                let (latencies, elapsed) = measure(&dir, *sampler, self.tasks, self.verify_share)?;
                 rows[i].latencies_ms.extend(latencies);
                 rows[i].elapsed += elapsed;
             }
@@ -136,6 +147,7 @@ fn measure(
     dir: &Path,
     sampler: Option<&str>,
     count: usize,
+    verify_share: f64,
 ) -> anyhow::Result<(Vec<f64>, Duration)> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
@@ -150,7 +162,10 @@ fn measure(
         }
     };
     let config = dir.join("bench.toml");
-    std::fs::write(&config, "[tasks]\noffer_grace_ms = 0\n")?;
+    std::fs::write(
+        &config,
+        format!("[tasks]\noffer_grace_ms = 0\nverify_share = {verify_share:?}\n"),
+    )?;
     // With a sampler, every node exports to the collector sampling that ratio; without,
     // none exports, whatever this process's environment says.
     let env: Vec<(&str, Option<&str>)> = match (otlp.as_deref(), sampler) {

@@ -273,15 +273,31 @@ async fn drive(
                     let checked = async {
                         let amount = check_bill(tasks, job, executor, &offer, &receipt, &output)
                             .await
-                            .map_err(|why| format!("the bill does not hold: {why}"))?;
-                        spot_check(tasks, job, &receipt).await?;
-                        Ok::<_, String>(amount)
+                            .map_err(|(why, lie)| {
+                                (format!("the bill does not hold: {why}"), lie)
+                            })?;
+                        spot_check(tasks, job, &receipt)
+                            .await
+                            .map_err(|why| (why, true))?;
+                        Ok::<_, (String, bool)>(amount)
                     }
                     .instrument(span.clone())
                     .await;
                     let amount = match checked {
                         Ok(amount) => amount,
-                        Err(why) => {
+                        Err((why, lie)) => {
+                            if lie {
+                                // What the executor signed is false: the guild should know.
+                                let module = match &job.module {
+                                    ModuleSource::Builtin(name) => {
+                                        ModuleSource::Builtin(name.clone())
+                                    }
+                                    _ => ModuleSource::Base64(B64.encode(&job.module_bytes)),
+                                };
+                                span.in_scope(|| {
+                                    tasks.report(&job.guild, &receipt, module, &job.input);
+                                });
+                            }
                             // Not paid, and not asked again while this node runs.
                             span.record_error(&zerostate_p2p::Reason(why.clone()));
                             tasks.refuse(executor, &why);
@@ -527,7 +543,51 @@ async fn check_bill(
     offer: &TaskOffer,
     receipt: &Receipt,
     output: &[u8],
-) -> Result<u64, String> {
+) -> Result<u64, (String, bool)> {
+    check_terms(tasks, job, executor, offer, receipt, output)
+        .await
+        .map_err(|why| (why, false))?;
+    if receipt.fuel_consumed > job.limits.fuel {
+        // Signed, and impossible: evidence.
+        return Err((
+            format!(
+                "it claims {} fuel, above the task's limit of {}",
+                receipt.fuel_consumed, job.limits.fuel
+            ),
+            true,
+        ));
+    }
+    let most = bill(job.limits.fuel, offer.price);
+    let amount = bill(receipt.fuel_consumed, offer.price);
+    if amount > most {
+        return Err((
+            format!("{amount} is above the price agreed times the fuel limit ({most})"),
+            false,
+        ));
+    }
+    let deposit = tasks.inner.payments.deposit();
+    if amount > deposit {
+        return Err((
+            format!(
+                "{amount} is more than a channel holds ({deposit}): no bill opens a second \
+                 channel"
+            ),
+            false,
+        ));
+    }
+    Ok(amount)
+}
+
+/// The terms of a bill: the price accepted, the executor a member, the receipt for the job
+/// that was sent, a failed run without output.
+async fn check_terms(
+    tasks: &Tasks,
+    job: &Job,
+    executor: PeerId,
+    offer: &TaskOffer,
+    receipt: &Receipt,
+    output: &[u8],
+) -> Result<(), String> {
     if offer.price > job.max_price {
         return Err(format!(
             "the price {} is above the most this node pays ({})",
@@ -567,26 +627,32 @@ async fn check_bill(
             output.len()
         ));
     }
-    if receipt.fuel_consumed > job.limits.fuel {
-        return Err(format!(
-            "it claims {} fuel, above the task's limit of {}",
-            receipt.fuel_consumed, job.limits.fuel
+    Ok(())
+}
+
+/// What a rerun's receipt (`mine`) says differently from the one `claimed`: status,
+/// output, fuel.
+pub(super) fn differences(claimed: &Receipt, mine: &Receipt) -> Vec<String> {
+    let mut differs = Vec::new();
+    if mine.status != claimed.status {
+        differs.push(format!(
+            "status {} claimed, {} on rerun",
+            claimed.status, mine.status
         ));
     }
-    let most = bill(job.limits.fuel, offer.price);
-    let amount = bill(receipt.fuel_consumed, offer.price);
-    if amount > most {
-        return Err(format!(
-            "{amount} is above the price agreed times the fuel limit ({most})"
+    if mine.output_sha256 != claimed.output_sha256 {
+        differs.push(format!(
+            "output {} claimed, {} on rerun",
+            claimed.output_sha256, mine.output_sha256
         ));
     }
-    let deposit = tasks.inner.payments.deposit();
-    if amount > deposit {
-        return Err(format!(
-            "{amount} is more than a channel holds ({deposit}): no bill opens a second channel"
+    if mine.fuel_consumed != claimed.fuel_consumed {
+        differs.push(format!(
+            "fuel {} claimed, {} on rerun",
+            claimed.fuel_consumed, mine.fuel_consumed
         ));
     }
-    Ok(amount)
+    differs
 }
 
 /// A number in [0, 1) from the system's random source (0 when it fails: checked then).
@@ -635,26 +701,7 @@ async fn spot_check(tasks: &Tasks, job: &Job, receipt: &Receipt) -> Result<(), S
     let rerun = tokio::task::spawn_blocking(move || in_span.in_scope(|| engine.run(&manifest)))
         .await
         .map_err(|e| format!("the spot check's thread ended: {e}"))?;
-    let mine = &rerun.receipt;
-    let mut differs = Vec::new();
-    if mine.status != receipt.status {
-        differs.push(format!(
-            "status {} claimed, {} on rerun",
-            receipt.status, mine.status
-        ));
-    }
-    if mine.output_sha256 != receipt.output_sha256 {
-        differs.push(format!(
-            "output {} claimed, {} on rerun",
-            receipt.output_sha256, mine.output_sha256
-        ));
-    }
-    if mine.fuel_consumed != receipt.fuel_consumed {
-        differs.push(format!(
-            "fuel {} claimed, {} on rerun",
-            receipt.fuel_consumed, mine.fuel_consumed
-        ));
-    }
+    let differs = differences(receipt, &rerun.receipt);
     if differs.is_empty() {
         span.record(zerostate_telemetry::names::attr::STATUS, "match");
         if let Some(e) = executor {

@@ -14,7 +14,13 @@ pub const TASK_RUN: &str = "task_run";
 pub const TASK_RESULT: &str = "task_result";
 /// Answer to [`TASK_OFFER`].
 pub const TASK_OFFER_TAKEN: &str = "task_offer_taken";
-/// Answer to [`TASK_OFFER`] or [`TASK_RUN`] refusing it; the payload is the reason (text).
+/// Direct request to a guild's coordinator: a receipt that did not hold, with what is
+/// needed to rerun it.
+pub const TASK_EVIDENCE: &str = "task_evidence";
+/// Answer to [`TASK_EVIDENCE`]: the evidence held and the executor was removed.
+pub const TASK_EVIDENCE_TAKEN: &str = "task_evidence_taken";
+/// Answer to [`TASK_OFFER`], [`TASK_RUN`] or [`TASK_EVIDENCE`] refusing it; the payload is
+/// the reason (text).
 pub const ERROR: &str = "error";
 
 /// Sealed to the guild: what the task needs, never its input.
@@ -91,4 +97,19 @@ pub struct TaskResult {
     pub receipt: Receipt,
     /// The task's exit code.
     pub exit_code: i32,
+}
+
+/// Evidence against an executor: its signed receipt, and the module and input it names, so
+/// that anyone can run the task again and compare.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    /// The guild the executor is a member of.
+    pub guild: String,
+    /// The executor's signed receipt.
+    pub receipt: Receipt,
+    /// The module: a built-in by name, or the bytes.
+    pub module: ModuleSource,
+    /// The input, base64.
+    pub input: String,
 }

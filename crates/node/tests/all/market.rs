@@ -153,6 +153,38 @@ fn bills_that_do_not_hold_are_not_paid_and_their_executors_are_refused() {
             .then_some(())
     });
 
+    // The requester handed the evidence to the coordinator, which reran it and removed
+    // both liars in the signed membership, saying why; they see the reason themselves.
+    eventually("the liars removed from the guild", || {
+        let members = crate::guild::guild(&coordinator, &id)["members"].clone();
+        let members = members.as_array()?;
+        let gone = [&inflater, &faker]
+            .iter()
+            .all(|c| !members.iter().any(|m| m["peer_id"] == c.peer_id.as_str()));
+        gone.then_some(())
+    });
+    for liar in [&inflater, &faker] {
+        let seen = eventually("the liar's own view of its removal", || {
+            let g = crate::guild::guild(liar, &id);
+            (g["status"] == "removed").then_some(g)
+        });
+        assert!(
+            seen["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("removed by the coordinator: cheated")),
+            "{}: {seen}",
+            liar.name
+        );
+    }
+    assert!(
+        crate::guild::guild(&coordinator, &id)["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .any(|m| m["peer_id"] == overpricer.peer_id.as_str()),
+        "an overpricer only asked too much: it stays a member"
+    );
+
     // The cheats are refused from now on: the next task goes to the honest member at once.
     let second = run_task(&requester, &task);
     assert_eq!(second["state"], "succeeded", "{second}");

@@ -113,6 +113,26 @@ pub(super) fn run(
         put_out.iter().all(|o| *o),
         format!("{put_out:?}"),
     );
+    // The liars (not the one that only asked too much) are out of the signed membership,
+    // removed by the coordinator on the requester's evidence.
+    let members: Vec<String> = net.guild_view("coordinator")?["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["peer_id"].as_str().map(str::to_owned))
+        .collect();
+    let mut removed = Vec::new();
+    for (i, (what, _)) in CHEATS.iter().enumerate() {
+        let name = format!("executor-{}", honest + 1 + i);
+        if !members.contains(&net.peer(&name)?) {
+            removed.push(format!("{name} ({what})"));
+        }
+    }
+    row.check(
+        "the liars removed from the guild as cheats",
+        removed.len() == 2 && !removed.iter().any(|r| r.contains("max_price")),
+        format!("removed by the coordinator: {removed:?}"),
+    );
     row.check(
         "nothing paid for a bill that fails the requester's checks",
         paid_for_failed_bills == 0,

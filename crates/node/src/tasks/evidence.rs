@@ -1,0 +1,195 @@
+//! Evidence against a cheating executor: a requester whose rerun of a receipt (or whose
+//! bill check on the fuel a receipt claims) caught a lie hands the signed receipt, the
+//! module and the input to the guild's coordinator, which runs the task again itself and,
+//! when the receipt does not hold, removes the executor with the reason `cheated: …` in the
+//! signed membership. Members then refuse its offers (it is no member), and it is not
+//! admitted again. The coordinator trusts no requester: only the executor's own signature
+//! and its own rerun decide.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tracing::Instrument;
+use zerostate_execution::{Manifest, Receipt, builtin};
+use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_telemetry::names::{attr, span as names};
+use zerostate_telemetry::{SpanExt, error_chain};
+
+use super::Tasks;
+use super::wire::{self, Evidence, ModuleSource};
+
+impl Tasks {
+    /// Hands the evidence of `receipt` (for a job of `module` on `input`) to the coordinator
+    /// of `guild`, in the background; what it decides is logged and counted there.
+    pub(super) fn report(
+        &self,
+        guild: &str,
+        receipt: &Receipt,
+        module: ModuleSource,
+        input: &[u8],
+    ) {
+        let evidence = Evidence {
+            guild: guild.to_owned(),
+            receipt: receipt.clone(),
+            module,
+            input: B64.encode(input),
+        };
+        let tasks = self.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                let Ok(info) = tasks.inner.guilds.info(&evidence.guild).await else {
+                    return;
+                };
+                let Ok(coordinator) = info.coordinator.parse::<PeerId>() else {
+                    return;
+                };
+                let body = serde_json::to_vec(&evidence).unwrap_or_default();
+                let answer = if coordinator == tasks.inner.network.peer_id() {
+                    judge(&tasks, tasks.inner.network.peer_id(), &body).await
+                } else {
+                    match tasks
+                        .inner
+                        .network
+                        .request(coordinator, vec![], wire::TASK_EVIDENCE, body)
+                        .await
+                    {
+                        Ok(a) if a.message_type == wire::TASK_EVIDENCE_TAKEN => {
+                            Ok(String::from_utf8_lossy(&a.payload).into_owned())
+                        }
+                        Ok(a) => Err(String::from_utf8_lossy(&a.payload).into_owned()),
+                        Err(e) => Err(error_chain(&e)),
+                    }
+                };
+                match answer {
+                    Ok(done) => tracing::warn!("the coordinator took the evidence: {done}"),
+                    Err(why) => tracing::warn!("the coordinator did not take the evidence: {why}"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Answers evidence a member handed to this node as its guild's coordinator.
+pub(super) async fn serve(tasks: &Tasks, request: IncomingRequest) {
+    let span = request.span.clone();
+    let judged = judge(tasks, request.peer, &request.envelope.payload)
+        .instrument(span.clone())
+        .await;
+    let (kind, body) = match judged {
+        Ok(done) => (wire::TASK_EVIDENCE_TAKEN, done),
+        Err(why) => {
+            span.record_error(&zerostate_p2p::Reason(why.clone()));
+            (wire::ERROR, why)
+        }
+    };
+    if let Err(e) = tasks
+        .inner
+        .network
+        .respond(request, kind, body.into_bytes())
+        .await
+    {
+        tracing::debug!("answering evidence: {}", error_chain(&e));
+    }
+}
+
+/// Checks evidence from `from` and removes the executor when its receipt does not hold on
+/// this node's own rerun; what was done, or why nothing was.
+async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, String> {
+    let evidence: Evidence =
+        serde_json::from_slice(body).map_err(|e| format!("not evidence: {e}"))?;
+    let guild = tasks
+        .inner
+        .guilds
+        .info(&evidence.guild)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    if guild.status != "coordinator" {
+        return Err(format!("this node does not coordinate guild {}", guild.id));
+    }
+    let is_member = |peer: &str| guild.members.iter().any(|m| m.peer_id == peer);
+    if !is_member(&from.to_string()) {
+        return Err(format!(
+            "only members of guild {} may hand it evidence",
+            guild.id
+        ));
+    }
+    let receipt = evidence.receipt;
+    let executor: PeerId = receipt
+        .executor
+        .parse()
+        .map_err(|_| "the receipt names no peer".to_owned())?;
+    if !is_member(&receipt.executor) {
+        return Err(format!("{executor} is not a member of guild {}", guild.id));
+    }
+    let input = B64
+        .decode(&evidence.input)
+        .map_err(|e| format!("the input is not base64: {e}"))?;
+    let module = match &evidence.module {
+        ModuleSource::Builtin(name) => {
+            builtin::manifest(name, "", Vec::new())
+                .ok_or_else(|| format!("no built-in task {name:?}"))?
+                .module
+        }
+        ModuleSource::Base64(b) => B64
+            .decode(b)
+            .map_err(|e| format!("the module is not base64: {e}"))?,
+        ModuleSource::Sha256(_) => return Err("evidence carries its module".into()),
+    };
+    // The executor's own signature over the module and input given.
+    receipt
+        .verify_with(Some(&module), Some(&input), None)
+        .map_err(|e| format!("the receipt is not the executor's for this module and input: {e}"))?;
+    if receipt.engine != tasks.inner.engine.id() {
+        return Err(format!(
+            "not comparable: the receipt names engine {:?}, this node runs {}",
+            receipt.engine,
+            tasks.inner.engine.id()
+        ));
+    }
+    let _one_at_a_time = tasks
+        .inner
+        .judging
+        .try_acquire()
+        .map_err(|_| "busy with other evidence: try again later".to_owned())?;
+    let span = tracing::info_span!(
+        names::TASK_VERIFY,
+        task.id = receipt.task_id.as_str(),
+        peer.id = receipt.executor.as_str(),
+        status = tracing::field::Empty,
+    );
+    let mut manifest = Manifest::new(receipt.task_id.clone(), module);
+    manifest.entry = receipt.entry.clone();
+    manifest.args = receipt.args.clone();
+    manifest.limits = receipt.limits;
+    manifest.input = input;
+    let engine = tasks.inner.engine.clone();
+    let in_span = span.clone();
+    let mine = tokio::task::spawn_blocking(move || in_span.in_scope(|| engine.run(&manifest)))
+        .await
+        .map_err(|e| format!("the rerun's thread ended: {e}"))?
+        .receipt;
+    if mine
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("wall_time_exceeded"))
+    {
+        return Err("not comparable: the rerun was cut off by its wall-time limit".into());
+    }
+    let differs = super::requester::differences(&receipt, &mine);
+    if differs.is_empty() {
+        span.record(attr::STATUS, "match");
+        return Err("the receipt holds: the rerun gives its output and fuel".into());
+    }
+    span.record(attr::STATUS, "mismatch");
+    let why = format!("cheated: {}", differs.join("; "));
+    span.record_error(&zerostate_p2p::Reason(why.clone()));
+    tasks
+        .inner
+        .guilds
+        .remove(&guild.id, executor, &why)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tracing::warn!(peer.id = %executor, guild.id = %guild.id, "removed a member: {why}");
+    Ok(format!("removed {executor} from guild {}: {why}", guild.id))
+}
