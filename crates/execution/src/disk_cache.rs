@@ -27,6 +27,8 @@ pub(crate) struct DiskCache {
     dir: PathBuf,
     fingerprint: [u8; 8],
     mac_key: [u8; 32],
+    /// The most the files may hold together; the least recently written go first.
+    max_bytes: u64,
 }
 
 /// What a lookup found.
@@ -87,7 +89,12 @@ fn check_not_shared(_: &Path, _: &str) -> std::io::Result<()> {
 impl DiskCache {
     /// A cache in `dir` whose entries are authenticated with `mac_key` (derived from the
     /// node's secret key).
-    pub(crate) fn new(dir: &Path, engine: &Engine, mac_key: [u8; 32]) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        dir: &Path,
+        engine: &Engine,
+        mac_key: [u8; 32],
+        max_bytes: u64,
+    ) -> std::io::Result<Self> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         #[cfg(unix)]
@@ -102,6 +109,7 @@ impl DiskCache {
             dir: dir.to_owned(),
             fingerprint: h.finish().to_le_bytes(),
             mac_key,
+            max_bytes,
         })
     }
 
@@ -145,9 +153,38 @@ impl DiskCache {
         }
     }
 
+    /// Removes the least recently written compiled modules until the rest fit in the
+    /// cache's bytes, never `keep`; how many went.
+    fn trim(&self, keep: &Path) -> u64 {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = dir
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                Some((m.modified().ok()?, m.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        let mut evicted = 0;
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path != keep && std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
     /// Writes `module` atomically (a temporary file, readable by its owner only, renamed
-    /// into place).
-    pub(crate) fn store(&self, module: &Module, module_sha256: &[u8; 32]) -> Result<(), String> {
+    /// into place), then trims the cache to its bytes; how many older entries went.
+    pub(crate) fn store(&self, module: &Module, module_sha256: &[u8; 32]) -> Result<u64, String> {
         let payload = module
             .serialize()
             .map_err(|e| format!("cannot serialize: {e}"))?;
@@ -166,7 +203,8 @@ impl DiskCache {
             std::io::Write::write_all(&mut options.open(&tmp)?, &bytes)?;
             std::fs::rename(&tmp, &path)
         };
-        write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+        write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(self.trim(&path))
     }
 }
 

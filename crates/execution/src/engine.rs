@@ -25,6 +25,8 @@ use crate::wasi::{self, Exit, TaskState};
 
 /// How often the wall-time clock ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Bytes the disk cache of compiled modules holds by default: 1 GiB.
+pub const DISK_CACHE_BYTES: u64 = 1 << 30;
 /// Prepared modules kept in memory; the oldest is dropped when full.
 pub const CACHE_CAPACITY: usize = 64;
 /// Instance slots of the pooling allocator: tasks that can run at once.
@@ -47,6 +49,8 @@ pub struct Measurement {
     pub cache_hit: bool,
     /// Whether it came from the disk cache (its load time is in `compile_time`).
     pub from_disk: bool,
+    /// Compiled modules evicted from the disk cache to make room for this one.
+    pub disk_evicted: u64,
 }
 
 /// Everything a run produced.
@@ -116,6 +120,9 @@ pub struct EngineOptions {
     pub policy: Policy,
     /// Where compiled modules are kept across restarts. Default: none (memory only).
     pub disk_cache: Option<PathBuf>,
+    /// The most bytes the disk cache holds; the least recently written entries go first.
+    /// Default (0 here): [`DISK_CACHE_BYTES`].
+    pub disk_cache_bytes: u64,
     /// Preallocate instance slots (faster instantiation, more reserved address space).
     /// Default `false`: allocate on demand.
     pub pooling_allocator: bool,
@@ -173,7 +180,16 @@ impl Engine {
             .map_err(|e| TaskError::Host(format!("cannot start wasmtime: {e}")))?;
         let disk = match &options.disk_cache {
             Some(dir) => Some(
-                DiskCache::new(dir, &engine, key.derive_secret("module-cache")).map_err(|e| {
+                DiskCache::new(
+                    dir,
+                    &engine,
+                    key.derive_secret("module-cache"),
+                    match options.disk_cache_bytes {
+                        0 => DISK_CACHE_BYTES,
+                        n => n,
+                    },
+                )
+                .map_err(|e| {
                     TaskError::Host(format!(
                         "cannot use the module cache {}: {e}",
                         dir.display()
@@ -442,10 +458,11 @@ impl Engine {
                 let binary = crate::manifest::check_compile_cost(&manifest.module, &self.policy)?;
                 let module = Module::from_binary(&self.engine, &binary)
                     .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))?;
-                if let Some(disk) = &self.disk
-                    && let Err(e) = disk.store(&module, &hash)
-                {
-                    tracing::warn!("compiled module not cached: {e}");
+                if let Some(disk) = &self.disk {
+                    match disk.store(&module, &hash) {
+                        Ok(evicted) => measurement.disk_evicted = evicted,
+                        Err(e) => tracing::warn!("compiled module not cached: {e}"),
+                    }
                 }
                 module
             }

@@ -31,7 +31,7 @@ mod manifest;
 mod receipt;
 mod wasi;
 
-pub use engine::{CACHE_CAPACITY, Engine, EngineOptions, Execution, Measurement};
+pub use engine::{CACHE_CAPACITY, DISK_CACHE_BYTES, Engine, EngineOptions, Execution, Measurement};
 pub use error::TaskError;
 pub use limits::MAX_TABLE_ELEMENTS;
 pub use manifest::{Limits, Manifest, Policy, sha256};

@@ -16,10 +16,18 @@ fn duration_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16)
 }
 
+/// The bounded stores whose evictions are counted.
+pub const EVICTED: [&str; 3] = ["modules", "task_records", "compiled_modules"];
+
 /// One label with a value from a fixed set.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,6 +52,7 @@ struct Inner {
     settlements: Family<ResultLabel, Counter>,
     submitted: Counter,
     ended: Family<ResultLabel, Counter>,
+    evicted: Family<WhatLabel, Counter>,
 }
 
 impl Default for NodeMetrics {
@@ -67,6 +76,7 @@ impl NodeMetrics {
                 settlements: Family::default(),
                 submitted: Counter::default(),
                 ended: Family::default(),
+                evicted: Family::default(),
             }),
         };
         let i = &metrics.inner;
@@ -84,6 +94,9 @@ impl NodeMetrics {
         }
         for result in ["succeeded", "failed"] {
             drop(i.ended.get_or_create(&ResultLabel { result }));
+        }
+        for what in EVICTED {
+            drop(i.evicted.get_or_create(&WhatLabel { what }));
         }
         metrics
     }
@@ -122,6 +135,16 @@ impl NodeMetrics {
             .settlements
             .get_or_create(&ResultLabel { result: kind })
             .inc();
+    }
+
+    /// `n` entries of a bounded store evicted to make room: `what` is one of [`EVICTED`].
+    pub fn evicted(&self, what: &'static str, n: u64) {
+        if n > 0 {
+            self.inner
+                .evicted
+                .get_or_create(&WhatLabel { what })
+                .inc_by(n);
+        }
     }
 
     /// A task submitted on this node.
@@ -187,6 +210,12 @@ impl NodeMetrics {
             "tasks_ended",
             "Tasks submitted on this node that ended, by state (succeeded, failed).",
             i.ended.clone(),
+        );
+        r.register(
+            "node_evictions",
+            "Entries evicted from a bounded store to make room, by store (modules: held by \
+             hash; task_records: kept for the API; compiled_modules: the disk cache).",
+            i.evicted.clone(),
         );
         snapshot.register(&mut r);
         r

@@ -163,30 +163,42 @@ pub struct Attempt {
     pub module_sent: bool,
 }
 
-/// Modules this node holds by SHA-256: uploaded to it, or run by it for others. Bounded;
-/// the oldest go first.
+/// Modules this node holds by SHA-256: uploaded to it, or run by it for others. Bounded
+/// in count and bytes; the oldest go first.
 #[derive(Default)]
 pub struct Modules {
     by_hash: HashMap<String, Arc<Vec<u8>>>,
     order: VecDeque<String>,
+    bytes: usize,
 }
 
-/// Modules kept.
+/// Modules kept, at most.
 const MODULES_KEPT: usize = 64;
+/// Bytes of modules kept, at most (16 modules of the largest size the engine takes).
+const MODULE_BYTES_KEPT: usize = 256 << 20;
 
 impl Modules {
-    /// Keeps `bytes`; returns their SHA-256 (hex).
-    pub fn put(&mut self, bytes: Vec<u8>) -> String {
+    /// Keeps `bytes`; returns their SHA-256 (hex) and how many older modules went to make
+    /// room.
+    pub fn put(&mut self, bytes: Vec<u8>) -> (String, u64) {
         let hash = hex::encode(zerostate_execution::sha256(&bytes));
+        let size = bytes.len();
         if self.by_hash.insert(hash.clone(), Arc::new(bytes)).is_none() {
             self.order.push_back(hash.clone());
+            self.bytes += size;
         }
-        while self.order.len() > MODULES_KEPT {
+        let mut evicted = 0;
+        while self.order.len() > MODULES_KEPT
+            || (self.bytes > MODULE_BYTES_KEPT && self.order.len() > 1)
+        {
             if let Some(old) = self.order.pop_front() {
-                self.by_hash.remove(&old);
+                if let Some(gone) = self.by_hash.remove(&old) {
+                    self.bytes -= gone.len();
+                }
+                evicted += 1;
             }
         }
-        hash
+        (hash, evicted)
     }
 
     /// The module with this SHA-256 (hex), if held.
@@ -226,6 +238,22 @@ pub struct TaskRecord {
 
 /// Task records kept for the API; the oldest go first.
 const RECORDS_KEPT: usize = 1000;
+/// Bytes of task records kept for the API, at most (outputs are most of it: a task may
+/// return up to its output limit).
+const RECORD_BYTES_KEPT: usize = 64 << 20;
+
+/// About what a record holds in memory: its output, error and attempts, and the rest.
+fn weight(r: &TaskRecord) -> usize {
+    2048 + r.output.as_ref().map_or(0, String::len)
+        + r.error.as_ref().map_or(0, String::len)
+        + r.attempts
+            .iter()
+            .map(|a| 256 + a.outcome.len())
+            .sum::<usize>()
+}
+
+/// The records by id, their order, and their total [`weight`].
+type Records = (BTreeMap<String, TaskRecord>, VecDeque<String>, usize);
 
 /// The tasks of one node: a cheap, cloneable handle.
 #[derive(Clone)]
@@ -239,7 +267,7 @@ struct Inner {
     engine: Arc<Engine>,
     payments: crate::payments::Payments,
     settings: TaskSettings,
-    records: Mutex<(BTreeMap<String, TaskRecord>, VecDeque<String>)>,
+    records: Mutex<Records>,
     /// Offers for tasks collecting them, by task id.
     offers: Mutex<HashMap<String, requester::OfferSink>>,
     /// Executors whose bills or receipts did not hold, and why: their offers are refused
@@ -330,7 +358,14 @@ impl Tasks {
 
     /// Keeps an uploaded module (`POST /v1/modules`); returns its SHA-256 (hex).
     pub fn upload(&self, bytes: Vec<u8>) -> String {
-        self.modules().put(bytes)
+        self.keep(bytes)
+    }
+
+    /// Keeps a module by its hash, counting what it evicts; the hash (hex).
+    fn keep(&self, bytes: Vec<u8>) -> String {
+        let (hash, evicted) = self.modules().put(bytes);
+        self.inner.metrics.evicted("modules", evicted);
+        hash
     }
 
     fn modules(&self) -> std::sync::MutexGuard<'_, Modules> {
@@ -357,9 +392,7 @@ impl Tasks {
             .collect()
     }
 
-    fn records(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (BTreeMap<String, TaskRecord>, VecDeque<String>)> {
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
         self.inner
             .records
             .lock()
@@ -369,12 +402,27 @@ impl Tasks {
     fn insert(&self, record: TaskRecord) {
         let mut records = self.records();
         records.1.push_back(record.id.clone());
+        records.2 += weight(&record);
         records.0.insert(record.id.clone(), record);
-        while records.1.len() > RECORDS_KEPT {
-            if let Some(old) = records.1.pop_front() {
-                records.0.remove(&old);
+        self.evict(&mut records);
+    }
+
+    /// Drops the oldest records while more than [`RECORDS_KEPT`] or [`RECORD_BYTES_KEPT`]
+    /// are kept (the newest always stays), counting them.
+    fn evict(&self, records: &mut Records) {
+        let mut evicted = 0;
+        while records.1.len() > RECORDS_KEPT
+            || (records.2 > RECORD_BYTES_KEPT && records.1.len() > 1)
+        {
+            let Some(old) = records.1.pop_front() else {
+                break;
+            };
+            if let Some(gone) = records.0.remove(&old) {
+                records.2 = records.2.saturating_sub(weight(&gone));
             }
+            evicted += 1;
         }
+        self.inner.metrics.evicted("task_records", evicted);
     }
 
     /// Marks `paid` the records of payments that failed to be delivered and that a later
@@ -400,8 +448,16 @@ impl Tasks {
     }
 
     fn update(&self, id: &str, change: impl FnOnce(&mut TaskRecord)) {
-        if let Some(r) = self.records().0.get_mut(id) {
-            change(r);
+        let mut records = self.records();
+        let Some(r) = records.0.get_mut(id) else {
+            return;
+        };
+        let before = weight(r);
+        change(r);
+        let after = weight(r);
+        records.2 = records.2.saturating_sub(before) + after;
+        if after > before {
+            self.evict(&mut records);
         }
     }
 

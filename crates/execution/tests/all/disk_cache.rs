@@ -140,3 +140,26 @@ fn a_cache_others_can_write_to_is_refused_with_the_fix() {
     let text = err.to_string();
     assert!(text.contains("chmod go-w"), "{text}");
 }
+
+#[test]
+fn the_disk_cache_keeps_to_its_bytes_and_counts_what_goes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = EngineOptions {
+        disk_cache: Some(dir.path().to_owned()),
+        // Room for one compiled module only.
+        disk_cache_bytes: 1,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::new(options, ExecutorKey::from_seed([7; 32])).expect("engine");
+    let first = engine.run(&manifest(ECHO));
+    assert_eq!(first.result, Ok(()));
+    assert_eq!(first.measurement.disk_evicted, 0);
+    let second = engine.run(&manifest(crate::harness::NOTHING));
+    assert_eq!(second.result, Ok(()));
+    assert_eq!(
+        second.measurement.disk_evicted, 1,
+        "the older entry made room"
+    );
+    // The newest stays.
+    cache_file(dir.path());
+}

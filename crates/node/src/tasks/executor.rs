@@ -157,6 +157,7 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
                         execution.receipt.fuel_consumed,
                         execution.measurement.cache_hit,
                     );
+                    metrics.evicted("compiled_modules", execution.measurement.disk_evicted);
                     let (receipt, output) =
                         misbehave.lie(&engine, execution.receipt, execution.output);
                     TaskResult {
@@ -275,7 +276,7 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
                 .decode(&b)
                 .map_err(|e| format!("the module is not base64: {e}"))?;
             // Kept by its hash, so that the next task with it need not carry it.
-            tasks.modules().put(module.clone());
+            tasks.keep(module.clone());
             let mut m = Manifest::new(run.task_id, module);
             m.input = input;
             m

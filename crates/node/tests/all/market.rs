@@ -259,3 +259,97 @@ fn executors_serve_only_against_locked_money_and_a_non_payer_no_more_than_its_cr
     assert_eq!(paid_to(&executor), 0);
     crate::cluster::stop_cleanly(vec![non_payer, unlocked, executor, coordinator]);
 }
+
+/// Sends a direct request of `kind` with `payload` from `from` (through its API) to `to`;
+/// the refusal's text (the API answers 502 with the peer's reason).
+fn refusal(from: &NodeProcess, to: &NodeProcess, kind: &str, payload: &str) -> String {
+    let (status, body) = from.post(
+        "/v1/p2p/request",
+        &serde_json::json!({
+            "peer": to.peer_id,
+            "addresses": [to.tcp_address()],
+            "type": kind,
+            "payload": payload,
+        }),
+        &[],
+    );
+    assert_eq!(status, 502, "a refusal: {body}");
+    body
+}
+
+#[test]
+fn outsiders_can_neither_open_channels_nor_offer_and_members_hand_over_only_what_was_offered() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    let [requester, executor]: [NodeProcess; 2] = members.try_into().ok().expect("two members");
+    fund(&coordinator, &requester);
+    // A node on the network, in no guild.
+    let outsider = NodeProcess::start(
+        dir.path(),
+        "outsider",
+        &[
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--bootstrap",
+            &coordinator.tcp_address(),
+            "--ledger-peer",
+            &coordinator.peer_id,
+        ],
+        &receiver.endpoint(),
+    );
+    meshed(&coordinator, &id, &[&requester, &executor], 3);
+
+    // An outsider opens no channel (each would be a synced row on the executor's disk).
+    let answer = refusal(&outsider, &executor, "channel_open", "{}");
+    assert!(
+        answer.contains("only members of this node's guilds may open channels"),
+        "{answer}"
+    );
+    // Nor hands the executor a task.
+    let run = serde_json::json!({
+        "task_id": "0123456789abcdef",
+        "module": { "builtin": "crc32" },
+        "input": "",
+        "limits": { "wall_time_ms": 1000 },
+    })
+    .to_string();
+    let answer = refusal(&outsider, &executor, "task_run", &run);
+    assert!(answer.contains("only members"), "{answer}");
+    // A member's task the executor never offered on is refused, and so is a wall time
+    // longer than a requester waits for.
+    let answer = refusal(&requester, &executor, "task_run", &run);
+    assert!(
+        answer.contains("made no offer for task 0123456789abcdef"),
+        "{answer}"
+    );
+    let long = run.replace("\"wall_time_ms\":1000", "\"wall_time_ms\":600000");
+    let answer = refusal(&requester, &executor, "task_run", &long);
+    assert!(
+        answer.contains("more than a requester waits for"),
+        "{answer}"
+    );
+
+    // An outsider that learnt a task's id (task ids are in exported spans) cannot offer on
+    // it: the task, which no member is cheap enough for, collects offers for a while.
+    let (status, submitted) = requester.post(
+        "/v1/tasks",
+        &serde_json::json!({ "module": "builtin:crc32", "input": "x", "max_price": 0 }),
+        &[],
+    );
+    assert_eq!(status, 202, "{submitted}");
+    let submitted: serde_json::Value = serde_json::from_str(&submitted).expect("json");
+    let offer = serde_json::json!({
+        "task_id": submitted["task_id"],
+        "price": 0,
+        "running": 0,
+    })
+    .to_string();
+    let answer = refusal(&outsider, &requester, "task_offer", &offer);
+    assert!(answer.contains("only members of guild"), "{answer}");
+    crate::cluster::stop_cleanly(vec![outsider, requester, executor, coordinator]);
+}
