@@ -299,18 +299,9 @@ async fn drive(
                                 });
                             }
                             // Not paid, and not asked again while this node runs.
-                            span.record_error(&zerostate_p2p::Reason(why.clone()));
                             tasks.refuse(executor, &why);
-                            tasks.update(&job.id, |r| {
-                                r.attempts.push(Attempt {
-                                    executor: executor.to_string(),
-                                    price: offer.price,
-                                    outcome: why.clone(),
-                                    module_sent: send_module,
-                                });
-                                r.executor = None;
-                            });
-                            reasons.push(format!("{executor}: {why}"));
+                            let attempt = (executor, offer.price, send_module);
+                            reasons.push(attempt_failed(tasks, job, attempt, &span, why));
                             continue;
                         }
                     };
@@ -339,20 +330,11 @@ async fn drive(
                     });
                 }
                 Err(why) => {
-                    span.record_error(&zerostate_p2p::Reason(why.clone()));
                     if why.starts_with(LIE) {
                         tasks.refuse(executor, &why);
                     }
-                    tasks.update(&job.id, |r| {
-                        r.attempts.push(Attempt {
-                            executor: executor.to_string(),
-                            price: offer.price,
-                            outcome: why.clone(),
-                            module_sent: send_module,
-                        });
-                        r.executor = None;
-                    });
-                    reasons.push(format!("{executor}: {why}"));
+                    let attempt = (executor, offer.price, send_module);
+                    reasons.push(attempt_failed(tasks, job, attempt, &span, why));
                 }
             }
         }
@@ -360,6 +342,30 @@ async fn drive(
             return Err(format!("no executor delivered: {}", reasons.join("; ")));
         }
     }
+}
+
+/// Ends an attempt (its executor, price and whether the module was sent) that delivered
+/// nothing to pay for: its span an error with `why`, the reason in the task's record; the
+/// reason for the task's error.
+fn attempt_failed(
+    tasks: &Tasks,
+    job: &Job,
+    (executor, price, module_sent): (PeerId, u64, bool),
+    span: &Span,
+    why: String,
+) -> String {
+    span.record_error(&zerostate_p2p::Reason(why.clone()));
+    let reason = format!("{executor}: {why}");
+    tasks.update(&job.id, |r| {
+        r.attempts.push(Attempt {
+            executor: executor.to_string(),
+            price,
+            outcome: why,
+            module_sent,
+        });
+        r.executor = None;
+    });
+    reason
 }
 
 /// Announces the task to the guild and collects offers (from executors not yet tried):

@@ -325,11 +325,22 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
     }
     let services: HashSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
     assert!(services.len() >= 3, "{services:?}");
-    let ran_on = spans
+    // The task ran on another node; the requester's own run, if any, is a spot check's.
+    let runs: Vec<_> = spans
         .iter()
-        .find(|s| s.span.name == "execution.task")
-        .expect("execution.task");
-    assert_ne!(ran_on.service, requester.name);
+        .filter(|s| s.span.name == "execution.task")
+        .collect();
+    assert!(
+        runs.iter().any(|s| s.service != requester.name),
+        "no execution.task on an executor"
+    );
+    for run in runs.iter().filter(|s| s.service == requester.name) {
+        let parent = spans
+            .iter()
+            .find(|p| p.span.span_id == run.span.parent_span_id)
+            .expect("the rerun's parent");
+        assert_eq!(parent.span.name, "task.verify");
+    }
 
     crate::cluster::stop_cleanly(members.into_iter().chain([coordinator, outsider]).collect());
 }
@@ -394,8 +405,8 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_failed() {
     assert_eq!(attempts[0]["executor"], first.as_str());
     assert_ne!(attempts[0]["outcome"], "delivered", "{record}");
     assert_ne!(record["executor"], first.as_str());
-    // Money was locked for both executors before each was handed the task; only the one
-    // that delivered is paid.
+    // Money is locked for an executor before it is handed the task; only the one that
+    // delivered is paid.
     assert_eq!(record["payment"]["status"], "paid", "{record}");
     let (_, channels) = members[0].get("/v1/channels");
     let channels: serde_json::Value = serde_json::from_str(&channels).expect("json");
@@ -405,7 +416,8 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_failed() {
         .iter()
         .filter_map(|c| c["cumulative"].as_u64())
         .collect();
-    assert_eq!(paid.len(), 2, "{channels}");
+    // The first executor may be killed before its channel was open.
+    assert!(paid.len() <= 2, "{channels}");
     assert_eq!(
         paid.iter().filter(|&&c| c > 0).count(),
         1,
