@@ -458,7 +458,7 @@ impl Payments {
     pub async fn request(&self, request: IncomingRequest) {
         let span = request.span.clone();
         let (request, answer) = if request.envelope.message_type == types::CHANNEL_OPEN
-            && !self.is_member(request.peer).await
+            && !crate::tasks::member_of_a_guild(&self.inner.guilds, request.peer).await
         {
             let why = "only members of this node's guilds may open channels to it".to_owned();
             (request, Err(why))
@@ -692,17 +692,6 @@ impl Payments {
             .served
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Whether `peer` is a member of a guild this node is in.
-    async fn is_member(&self, peer: PeerId) -> bool {
-        let peer = peer.to_string();
-        self.inner.guilds.list().await.is_ok_and(|guilds| {
-            guilds.iter().any(|g| {
-                matches!(g.status.as_str(), "member" | "coordinator")
-                    && g.members.iter().any(|m| m.peer_id == peer)
-            })
-        })
     }
 
     /// Counts a channel opening (`delta` 1) or going into settlement (-1) on `side` (0

@@ -601,6 +601,18 @@ impl Drop for Working {
     }
 }
 
+/// Whether `peer` is a member of a guild this node is in (as member or coordinator): who
+/// may hand this node work or open a channel to it.
+pub(crate) async fn member_of_a_guild(guilds: &Guilds, peer: PeerId) -> bool {
+    let peer = peer.to_string();
+    guilds.list().await.is_ok_and(|guilds| {
+        guilds.iter().any(|g| {
+            matches!(g.status.as_str(), "member" | "coordinator")
+                && g.members.iter().any(|m| m.peer_id == peer)
+        })
+    })
+}
+
 /// One of the `max_running` slots, given back when dropped.
 struct Slot(Tasks);
 

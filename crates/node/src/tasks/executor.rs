@@ -125,13 +125,7 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
 pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     let span = request.span.clone();
     // Only a member of a guild this node is in may hand it work.
-    let asker = request.peer.to_string();
-    let member = tasks.inner.guilds.list().await.is_ok_and(|guilds| {
-        guilds.iter().any(|g| {
-            matches!(g.status.as_str(), "member" | "coordinator")
-                && g.members.iter().any(|m| m.peer_id == asker)
-        })
-    });
+    let member = super::member_of_a_guild(&tasks.inner.guilds, request.peer).await;
     let prepared = if member {
         prepare(tasks, &request).await
     } else {
