@@ -17,6 +17,10 @@ use zerostate_telemetry::{SpanExt, error_chain};
 use super::Tasks;
 use super::wire::{self, Evidence, ModuleSource};
 
+/// How long evidence waits for the rerun of other evidence before it is refused as busy
+/// (within the network's request timeout).
+const JUDGING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Tasks {
     /// Hands the evidence of `receipt` (for a job of `module` on `input`) to the coordinator
     /// of `guild`, in the background; what it decides is logged and counted there.
@@ -147,11 +151,12 @@ async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, Strin
             tasks.inner.engine.id()
         ));
     }
-    let _one_at_a_time = tasks
-        .inner
-        .judging
-        .try_acquire()
-        .map_err(|_| "busy with other evidence: try again later".to_owned())?;
+    // One rerun at a time; evidence arriving meanwhile waits its turn, for a while.
+    let _one_at_a_time = tokio::time::timeout(JUDGING_WAIT, tasks.inner.judging.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or("busy with other evidence: try again later")?;
     let span = tracing::info_span!(
         names::TASK_VERIFY,
         task.id = receipt.task_id.as_str(),
