@@ -60,6 +60,10 @@ pub(crate) async fn collector(dir: &Path, tune: impl FnOnce(&mut CollectorConfig
     config.otlp_http = "127.0.0.1:0".parse().expect("addr");
     config.ui = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = dir.to_owned();
+    // The test spans carry fixed times (2026-11-25T13:00Z); the default retention of a
+    // week would age them out once that date is a week past, so tests keep them a century
+    // unless they set their own.
+    config.retention_secs = 100 * 365 * 24 * 3600;
     tune(&mut config);
     Collector::start(config).await.expect("collector starts")
 }
