@@ -120,7 +120,7 @@ fn main() {
     }
     .sign(&key);
     write("task_wire", "receipt", receipt.to_json().as_bytes());
-    let result = zerostate::tasks::wire::TaskResult {
+    let result = zerostate_market::wire::TaskResult {
         output: "AQID".into(),
         receipt,
         exit_code: 0,
@@ -156,7 +156,7 @@ fn main() {
     for (name, ok) in [
         (
             "seed-request.json",
-            serde_json::from_str::<zerostate::tasks::wire::TaskRequest>(&text(
+            serde_json::from_str::<zerostate_market::wire::TaskRequest>(&text(
                 "task_wire",
                 "seed-request.json",
             ))
@@ -164,7 +164,7 @@ fn main() {
         ),
         (
             "seed-offer.json",
-            serde_json::from_str::<zerostate::tasks::wire::TaskOffer>(&text(
+            serde_json::from_str::<zerostate_market::wire::TaskOffer>(&text(
                 "task_wire",
                 "seed-offer.json",
             ))

@@ -150,7 +150,7 @@ pub fn otlp_json(data: &[u8]) {
 
 /// The task messages nodes exchange (JSON) and the signed receipt inside a result.
 pub fn task_wire(data: &[u8]) {
-    use zerostate::tasks::wire::*;
+    use zerostate_market::wire::*;
     let _ = serde_json::from_slice::<TaskRequest>(data);
     let _ = serde_json::from_slice::<TaskOffer>(data);
     let _ = serde_json::from_slice::<TaskRun>(data);

@@ -30,7 +30,7 @@ use zerostate_telemetry::error_chain;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tokio::sync::mpsc;
-use zerostate_p2p::{Event, GossipMessage, IncomingRequest, Network};
+use zerostate_p2p::{Event, GossipMessage, IncomingRequest, Network, REFUSAL};
 
 pub use config::{Admission, GuildConfig};
 pub use error::GuildError;
@@ -200,15 +200,17 @@ impl Service {
 
     /// Routes a direct request to the module that handles its type, and answers it.
     async fn request(&mut self, r: IncomingRequest) {
-        let (reply_type, reply) = match r.envelope.message_type.as_str() {
-            types::JOIN => (types::JOIN_REPLY, self.join_request(&r).await),
-            types::SYNC => (types::JOIN_REPLY, self.sync_request(&r)),
-            types::LEAVE => (types::ACK, self.leave_request(&r).await),
-            types::KEY => self.key_request(&r),
-            other => (
-                "error",
-                format!("this node has no handler for message type {other}").into_bytes(),
-            ),
+        let Some(call) = types::Call::of(&r.envelope.message_type) else {
+            // The router hands the service only the types it answers.
+            let why = format!("{} is not a guild request", r.envelope.message_type);
+            let _ = self.network.respond(r, REFUSAL, why.into_bytes()).await;
+            return;
+        };
+        let (reply_type, reply) = match call {
+            types::Call::Join => (types::JOIN_REPLY, self.join_request(&r).await),
+            types::Call::Sync => (types::JOIN_REPLY, self.sync_request(&r)),
+            types::Call::Leave => (types::ACK, self.leave_request(&r).await),
+            types::Call::Key => self.key_request(&r),
         };
         if let Err(e) = self.network.respond(r, reply_type, reply).await {
             tracing::debug!("answering a guild request: {}", error_chain(&e));

@@ -26,6 +26,20 @@ pub(crate) mod types {
     pub(crate) const SYNC: &str = "guild_sync";
     /// The answer to a key delivery this node did not take, with the reason as payload.
     pub(crate) const REFUSED: &str = "guild_refused";
+
+    zerostate_p2p::request_types! {
+        /// The direct requests of the guild protocol.
+        pub(crate) enum Call {
+            /// A member asks to join.
+            Join = JOIN,
+            /// A member asks for the current membership and key.
+            Sync = SYNC,
+            /// A member leaves.
+            Leave = LEAVE,
+            /// The coordinator delivers a key.
+            Key = KEY,
+        }
+    }
 }
 
 /// Who is in a guild, at which version and key epoch, signed by the coordinator.

@@ -47,19 +47,23 @@ struct Admin {
     guilds: Guilds,
     metrics: NodeMetrics,
     telemetry: StatsReader,
-    payments: crate::payments::Payments,
+    payments: zerostate_payment_protocol::Payments,
+    router: zerostate_p2p::RouterStats,
     expect: Arc<Expect>,
 }
 
-/// Serves the operations listener on `listener` until the task is dropped.
+/// Serves the operations listener on `listener` until `stop` resolves.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     network: Network,
     guilds: Guilds,
-    payments: crate::payments::Payments,
+    payments: zerostate_payment_protocol::Payments,
+    router: zerostate_p2p::RouterStats,
     metrics: NodeMetrics,
     telemetry: StatsReader,
     expect: Expect,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
         .route("/metrics", get(scrape))
@@ -71,9 +75,10 @@ pub async fn serve(
             metrics,
             telemetry,
             payments,
+            router,
             expect: Arc::new(expect),
         });
-    crate::api::serve_bounded(listener, app).await;
+    crate::api::serve_bounded(listener, app, stop).await;
 }
 
 async fn scrape(State(admin): State<Admin>) -> Response {
@@ -81,6 +86,7 @@ async fn scrape(State(admin): State<Admin>) -> Response {
     admin.network.stats().families(&mut f);
     admin.network.type_families(&mut f);
     admin.guilds.stats().families(&mut f);
+    admin.router.families(&mut f);
     admin.telemetry.read().families(&mut f);
     if let Ok(peers) = admin.network.peers().await {
         f.gauge(

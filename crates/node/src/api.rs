@@ -47,20 +47,23 @@ use crate::commands::node::NodeInfo;
 pub(crate) struct Api {
     network: Network,
     guilds: Guilds,
-    tasks: crate::tasks::Tasks,
-    payments: crate::payments::Payments,
+    tasks: zerostate_market::Tasks,
+    payments: zerostate_payment_protocol::Payments,
     info: NodeInfo,
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// Serves the API on `listener` until `stop` resolves; requests under way are finished
+/// first.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
     network: Network,
     guilds: Guilds,
-    tasks: crate::tasks::Tasks,
-    payments: crate::payments::Payments,
+    tasks: zerostate_market::Tasks,
+    payments: zerostate_payment_protocol::Payments,
     info: NodeInfo,
     access: Access,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
         .merge(node::routes())
@@ -81,18 +84,22 @@ pub async fn serve(
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| access::guard(access.clone(), request, next),
         ));
-    serve_bounded(listener, app).await;
+    serve_bounded(listener, app, stop).await;
 }
 
 /// Serves `app` on `listener` with the bounds every listener has (connections, header and
-/// idle timeouts, request time: `zerostate_collector::serve`) until the task is dropped.
-pub(crate) async fn serve_bounded(listener: tokio::net::TcpListener, app: Router) {
+/// idle timeouts, request time: `zerostate_collector::serve`) until `stop` resolves.
+pub(crate) async fn serve_bounded(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl Future<Output = ()>,
+) {
     zerostate_collector::serve::serve(
         listener,
         app,
         zerostate_collector::serve::ServeLimits::default(),
         Arc::new(zerostate_collector::serve::ServeStats::default()),
-        std::future::pending(),
+        stop,
     )
     .await;
 }

@@ -13,10 +13,8 @@ pub mod console;
 pub mod data;
 pub mod metrics;
 pub mod misbehave;
-pub mod payments;
 pub mod process;
 pub mod settings;
-pub mod tasks;
 pub mod units;
 
 use std::process::ExitCode;

@@ -1,222 +1,30 @@
-//! What a node measures as it happens (tasks run, their durations with the trace that took
-//! them as an exemplar, payments), next to the counters its parts keep, exposed together
-//! on the operations listener's `/metrics`.
+//! What a node measures as it happens — the market's figures (tasks run, their durations
+//! with the trace that took them as an exemplar) and the payment protocol's — next to the
+//! counters its parts keep, exposed together on the operations listener's `/metrics`.
 
-use std::sync::Arc;
-
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::{Registry, Unit};
-use zerostate_telemetry::metrics::{Families, TraceExemplar};
-
-/// Buckets of a task's run time, seconds: 1 ms to about 33 s.
-fn duration_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16)
-}
-
-/// The bounded stores whose evictions are counted.
-pub const EVICTED: [&str; 3] = ["modules", "task_records", "compiled_modules"];
-
-/// One label with a value from a fixed set.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WhatLabel {
-    what: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DirectionLabel {
-    direction: &'static str,
-}
+use prometheus_client::registry::Registry;
+use zerostate_telemetry::metrics::Families;
 
 /// A node's live metrics: cheap to clone, shared by everything that records.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NodeMetrics {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    tasks: Family<ResultLabel, Counter>,
-    duration: HistogramWithExemplars<TraceExemplar>,
-    fuel: Counter,
-    cache: Family<ResultLabel, Counter>,
-    payments: Family<DirectionLabel, Counter>,
-    amount: Family<DirectionLabel, Counter>,
-    settlements: Family<ResultLabel, Counter>,
-    submitted: Counter,
-    ended: Family<ResultLabel, Counter>,
-    evicted: Family<WhatLabel, Counter>,
-}
-
-impl Default for NodeMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The market's.
+    pub market: zerostate_market::Metrics,
+    /// The payment protocol's.
+    pub payments: zerostate_payment_protocol::Metrics,
 }
 
 impl NodeMetrics {
-    /// Metrics at zero, every series of a fixed label set present from the start (a
-    /// rate over a series that appears only at its first event misses that event).
+    /// Metrics at zero, every series of a fixed label set present from the start.
     pub fn new() -> Self {
-        let metrics = Self {
-            inner: Arc::new(Inner {
-                tasks: Family::default(),
-                duration: HistogramWithExemplars::new(duration_buckets()),
-                fuel: Counter::default(),
-                cache: Family::default(),
-                payments: Family::default(),
-                amount: Family::default(),
-                settlements: Family::default(),
-                submitted: Counter::default(),
-                ended: Family::default(),
-                evicted: Family::default(),
-            }),
-        };
-        let i = &metrics.inner;
-        // Each call creates the series; the guard it returns is not needed.
-        drop(i.tasks.get_or_create(&ResultLabel { result: "ok" }));
-        for result in ["hit", "miss"] {
-            drop(i.cache.get_or_create(&ResultLabel { result }));
-        }
-        for direction in ["in", "out"] {
-            drop(i.payments.get_or_create(&DirectionLabel { direction }));
-            drop(i.amount.get_or_create(&DirectionLabel { direction }));
-        }
-        for result in ["cooperative", "unilateral", "dispute", "finalize"] {
-            drop(i.settlements.get_or_create(&ResultLabel { result }));
-        }
-        for result in ["succeeded", "failed"] {
-            drop(i.ended.get_or_create(&ResultLabel { result }));
-        }
-        for what in EVICTED {
-            drop(i.evicted.get_or_create(&WhatLabel { what }));
-        }
-        metrics
-    }
-
-    /// A task this node ran for another: its result (`ok` or the error's kind), its run
-    /// time with the current span's trace as the exemplar, its fuel, and whether the
-    /// module came from a cache.
-    pub fn task_ran(&self, result: &'static str, seconds: f64, fuel: u64, cache_hit: bool) {
-        let i = &self.inner;
-        i.tasks.get_or_create(&ResultLabel { result }).inc();
-        i.duration.observe(
-            seconds,
-            TraceExemplar::current(),
-            Some(std::time::SystemTime::now()),
-        );
-        i.fuel.inc_by(fuel);
-        let cache = if cache_hit { "hit" } else { "miss" };
-        i.cache.get_or_create(&ResultLabel { result: cache }).inc();
-    }
-
-    /// A payment this node made (`out`) or accepted (`in`), in base units.
-    pub fn payment(&self, direction: &'static str, amount: u64) {
-        let i = &self.inner;
-        i.payments
-            .get_or_create(&DirectionLabel { direction })
-            .inc();
-        i.amount
-            .get_or_create(&DirectionLabel { direction })
-            .inc_by(amount);
-    }
-
-    /// A settlement step this node asked the ledger for: `cooperative`, `unilateral`,
-    /// `dispute` or `finalize`.
-    pub fn settlement(&self, kind: &'static str) {
-        self.inner
-            .settlements
-            .get_or_create(&ResultLabel { result: kind })
-            .inc();
-    }
-
-    /// `n` entries of a bounded store evicted to make room: `what` is one of [`EVICTED`].
-    pub fn evicted(&self, what: &'static str, n: u64) {
-        if n > 0 {
-            self.inner
-                .evicted
-                .get_or_create(&WhatLabel { what })
-                .inc_by(n);
-        }
-    }
-
-    /// A task submitted on this node.
-    pub fn task_submitted(&self) {
-        self.inner.submitted.inc();
-    }
-
-    /// A task of this node ended: `succeeded` or `failed`.
-    pub fn task_ended(&self, state: &'static str) {
-        self.inner
-            .ended
-            .get_or_create(&ResultLabel { result: state })
-            .inc();
+        Self::default()
     }
 
     /// A registry with these metrics and `snapshot`'s families.
     pub fn registry(&self, snapshot: Families) -> Registry {
-        let i = &self.inner;
         let mut r = Registry::default();
-        r.register(
-            "execution_tasks",
-            "Tasks this node ran for others, by result (ok or the error's kind).",
-            i.tasks.clone(),
-        );
-        r.register_with_unit(
-            "execution_task_duration",
-            "Run time of tasks this node ran; exemplars name a task's trace.",
-            Unit::Seconds,
-            i.duration.clone(),
-        );
-        r.register(
-            "execution_fuel_consumed",
-            "Fuel the tasks this node ran used (the billing unit).",
-            i.fuel.clone(),
-        );
-        r.register(
-            "execution_module_cache",
-            "Modules a task needed, by whether a cache had them (hit, miss).",
-            i.cache.clone(),
-        );
-        r.register(
-            "payment_payments",
-            "Payments made (out) and accepted (in).",
-            i.payments.clone(),
-        );
-        r.register(
-            "payment_amount",
-            "Base units paid (out) and received (in).",
-            i.amount.clone(),
-        );
-        r.register(
-            "payment_settlements",
-            "Settlement steps asked of the ledger, by kind (cooperative, unilateral, \
-             dispute, finalize).",
-            i.settlements.clone(),
-        );
-        r.register(
-            "tasks_submitted",
-            "Tasks submitted on this node.",
-            i.submitted.clone(),
-        );
-        r.register(
-            "tasks_ended",
-            "Tasks submitted on this node that ended, by state (succeeded, failed).",
-            i.ended.clone(),
-        );
-        r.register(
-            "node_evictions",
-            "Entries evicted from a bounded store to make room, by store (modules: held by \
-             hash; task_records: kept for the API; compiled_modules: the disk cache).",
-            i.evicted.clone(),
-        );
+        self.market.register(&mut r);
+        self.payments.register(&mut r);
         snapshot.register(&mut r);
         r
     }
@@ -229,33 +37,20 @@ mod tests {
     #[test]
     fn a_task_is_counted_and_its_duration_bucketed() {
         let m = NodeMetrics::new();
-        m.task_ran("ok", 0.003, 1_500, false);
-        m.task_ran("out_of_fuel", 0.5, 10, true);
-        m.payment("in", 7);
+        m.market.task_ran("ok", 0.003, 1_500, false);
+        m.market.task_ran("out_of_fuel", 0.5, 10, true);
+        m.payments.payment("in", 7);
         let text = zerostate_telemetry::metrics::encode(&m.registry(Families::new()));
-        assert!(
-            text.contains("execution_tasks_total{result=\"ok\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("execution_tasks_total{result=\"out_of_fuel\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("execution_task_duration_seconds_count 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("execution_fuel_consumed_total 1510"),
-            "{text}"
-        );
-        assert!(
-            text.contains("execution_module_cache_total{result=\"hit\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("payment_amount_total{direction=\"in\"} 7"),
-            "{text}"
-        );
+        for line in [
+            "execution_tasks_total{result=\"ok\"} 1",
+            "execution_tasks_total{result=\"out_of_fuel\"} 1",
+            "execution_task_duration_seconds_count 2",
+            "execution_fuel_consumed_total 1510",
+            "execution_module_cache_total{result=\"hit\"} 1",
+            "payment_amount_total{direction=\"in\"} 7",
+            "node_evictions_total{what=\"compiled_modules\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

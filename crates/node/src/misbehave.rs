@@ -112,30 +112,24 @@ impl Misbehaviour {
         !self.items().is_empty()
     }
 
-    /// What an executor answers for a run: the receipt and output as they are, or as the
-    /// misbehaviours make them (signed again with the node's key where they change it).
-    pub fn lie(
-        &self,
-        engine: &zerostate_execution::Engine,
-        mut receipt: zerostate_execution::Receipt,
-        mut output: Vec<u8>,
-    ) -> (zerostate_execution::Receipt, Vec<u8>) {
-        if self.forge_receipts {
-            // Claims another output than it returns: the signature no longer matches.
-            receipt.output_sha256 = hex::encode([0u8; 32]);
-            return (receipt, output);
+    /// The items the market acts on.
+    pub fn market(&self) -> zerostate_market::Misbehaviour {
+        zerostate_market::Misbehaviour {
+            forge_receipts: self.forge_receipts,
+            stall_answers_ms: self.stall_answers_ms,
+            inflate_fuel: self.inflate_fuel,
+            fake_output: self.fake_output,
+            overprice: self.overprice,
         }
-        if !self.inflate_fuel && !self.fake_output {
-            return (receipt, output);
+    }
+
+    /// The items the payment protocol acts on.
+    pub fn payments(&self) -> zerostate_payment_protocol::Misbehaviour {
+        zerostate_payment_protocol::Misbehaviour {
+            withhold_payment_acks: self.withhold_payment_acks,
+            never_pay: self.never_pay,
+            skip_ledger_open: self.skip_ledger_open,
         }
-        if self.inflate_fuel {
-            receipt.fuel_consumed = receipt.fuel_consumed.saturating_mul(100);
-        }
-        if self.fake_output && receipt.status == "ok" {
-            output = b"42\n".to_vec();
-            receipt.output_sha256 = hex::encode(zerostate_execution::sha256(&output));
-        }
-        (engine.sign(receipt), output)
     }
 }
 

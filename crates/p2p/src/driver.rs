@@ -621,7 +621,7 @@ impl Driver {
     }
 
     fn refuse(&mut self, channel: request_response::ResponseChannel<Frame>, why: &str) {
-        let reply = Envelope::new("error", why.as_bytes().to_vec(), None).encode();
+        let reply = Envelope::new(crate::REFUSAL, why.as_bytes().to_vec(), None).encode();
         let _ = self
             .swarm
             .behaviour_mut()
@@ -682,7 +682,7 @@ impl Driver {
                                 source: Reason::cause(format!("invalid response: {e}")),
                             })
                         }
-                        Ok(envelope) if envelope.message_type == "error" => {
+                        Ok(envelope) if envelope.message_type == crate::REFUSAL => {
                             Err(NetworkError::Request {
                                 peer,
                                 source: Reason::cause(format!(

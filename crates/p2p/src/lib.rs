@@ -38,6 +38,7 @@ mod driver;
 pub mod envelope;
 mod network;
 mod record;
+mod router;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -50,6 +51,7 @@ pub use network::{
     Cause, Event, GossipMessage, IncomingRequest, Network, NetworkError, PeerInfo, Reason,
 };
 pub use record::{DhtRecord, RecordError};
+pub use router::{ProtocolHandler, REFUSAL, Router, RouterStats};
 pub use stats::{DeliveryLatency, MAX_COUNTED_TYPES, NetworkStats};
 
 /// The peer id an address ends in (`.../p2p/<peer id>`), if any.

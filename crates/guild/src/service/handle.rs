@@ -8,7 +8,7 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, Span};
-use zerostate_p2p::{Event, Multiaddr, Network};
+use zerostate_p2p::{Event, GossipMessage, IncomingRequest, Multiaddr, Network};
 use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::span as names;
 
@@ -171,7 +171,7 @@ impl Guilds {
     pub fn wants(event: &Event) -> bool {
         match event {
             Event::Gossip(m) => m.topic.starts_with(TOPIC_PREFIX),
-            Event::Request(r) => r.envelope.message_type.starts_with("guild_"),
+            Event::Request(r) => crate::wire::types::Call::of(&r.envelope.message_type).is_some(),
             _ => false,
         }
     }
@@ -376,6 +376,18 @@ impl Guilds {
         rx.await.map_err(|_| GuildError::Closed)
     }
 
+    /// Whether `peer` is a member of a guild this node is in (as member or coordinator):
+    /// who may hand this node work or open a payment channel to it.
+    pub async fn shares_a_guild_with(&self, peer: PeerId) -> bool {
+        let peer = peer.to_string();
+        self.list().await.is_ok_and(|guilds| {
+            guilds.iter().any(|g| {
+                matches!(g.status.as_str(), "member" | "coordinator")
+                    && g.members.iter().any(|m| m.peer_id == peer)
+            })
+        })
+    }
+
     /// The last decrypted messages of a guild, oldest first.
     pub async fn messages(&self, guild_id: &str) -> Result<Vec<ReceivedMessage>, GuildError> {
         self.ask(|reply| Command::Messages {
@@ -383,5 +395,22 @@ impl Guilds {
             reply,
         })
         .await
+    }
+}
+
+/// The guild protocol as the node's router serves it: requests and gossip are queued to
+/// the guild service in the order they arrive.
+impl zerostate_p2p::ProtocolHandler for Guilds {
+    const NAME: &'static str = "guild";
+    const REQUESTS: &'static [&'static str] = crate::wire::types::Call::TYPES;
+    const TOPICS: Option<&'static str> = Some(super::TOPIC_PREFIX);
+    const IN_ORDER: bool = true;
+
+    async fn request(&self, request: IncomingRequest) {
+        self.deliver(Event::Request(request)).await;
+    }
+
+    async fn gossip(&self, message: GossipMessage) {
+        self.deliver(Event::Gossip(message)).await;
     }
 }

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::{Api, ApiError, parse_peer};
-use crate::payments::Settle;
+use zerostate_payment_protocol::Settle;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use zerostate_execution::Limits;
 
 use super::{Api, ApiError, bad_request};
-use crate::tasks::requester::Submission;
-use crate::tasks::wire::ModuleSource;
+use zerostate_market::requester::Submission;
+use zerostate_market::wire::ModuleSource;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use zerostate_guild::{GuildConfig, Guilds};
-use zerostate_p2p::{Event, Multiaddr, Network, NetworkConfig, Role};
+use zerostate_p2p::{IncomingRequest, Multiaddr, Network, NetworkConfig, Role};
 use zerostate_telemetry::{SpanExt, TelemetryConfig};
 
 use crate::api;
@@ -46,9 +46,9 @@ pub struct NodeFile {
     /// ignored there: the collector keeps traces in `<data dir>/traces`.
     pub collector: Option<zerostate_collector::CollectorConfig>,
     /// Tasks (`[tasks]`): offers, attempts, what this node runs for others.
-    pub tasks: crate::tasks::TaskSettings,
+    pub tasks: zerostate_market::TaskSettings,
     /// Payments (`[payments]`): which node runs the ledger, the channel deposit.
-    pub payments: crate::payments::PaymentSettings,
+    pub payments: zerostate_payment_protocol::PaymentSettings,
     /// The operations listener (`[admin]`).
     pub admin: AdminSettings,
     /// What tests make this node do wrong (`[test]`); default nothing.
@@ -215,9 +215,9 @@ struct Plan {
     access: (String, Vec<String>, PathBuf),
     topics: Vec<String>,
     guild: GuildConfig,
-    tasks: crate::tasks::TaskSettings,
+    tasks: zerostate_market::TaskSettings,
     /// What pays and is paid.
-    payments: crate::payments::PaymentSettings,
+    payments: zerostate_payment_protocol::PaymentSettings,
     /// The node key's seed (it is also the payment key), whether this node runs the ledger
     /// and its faucet, and the data directory.
     ledger: (bool, bool, PathBuf, [u8; 32]),
@@ -355,7 +355,7 @@ impl NodeCommand {
                 ..file.guild.clone()
             },
             tasks: file.tasks.clone(),
-            payments: crate::payments::PaymentSettings {
+            payments: zerostate_payment_protocol::PaymentSettings {
                 ledger: self
                     .ledger_peer
                     .clone()
@@ -430,25 +430,27 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         .await
         .context("starting the network")?;
     let guilds = Guilds::start(network.clone(), key, guild).context("starting guilds")?;
-    let payments = crate::payments::Payments::open(
-        network.clone(),
-        guilds.clone(),
+    let payments = zerostate_payment_protocol::Payments::open(
+        std::sync::Arc::new(zerostate_payment_protocol::P2p::new(
+            network.clone(),
+            guilds.clone(),
+        )),
         seed,
         &dir,
         &payments,
         run_ledger,
         faucet,
-        metrics.clone(),
-        misbehave.clone(),
+        metrics.payments.clone(),
+        misbehave.payments(),
     )?;
-    let tasks = crate::tasks::Tasks::start(
+    let tasks = zerostate_market::Tasks::start(
         network.clone(),
         guilds.clone(),
         engine,
         payments.clone(),
         tasks,
-        metrics.clone(),
-        misbehave.clone(),
+        metrics.market.clone(),
+        misbehave.market(),
     );
     for topic in &topics {
         network
@@ -489,7 +491,11 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
     tracing::info!(node = %name, peer.id = %network.peer_id(), api = %info.api, "node ready");
 
     let access = api::Access::new(token, bound, api_hosts);
-    let api = tokio::spawn(api::serve(
+    // Everything the node starts beside the market and the router: stopped by
+    // `stopping`, waited for on the way out.
+    let work = tokio_util::task::TaskTracker::new();
+    let stopping = tokio_util::sync::CancellationToken::new();
+    work.spawn(api::serve(
         listener,
         network.clone(),
         guilds.clone(),
@@ -497,12 +503,19 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         payments.clone(),
         info,
         access,
+        stopping.clone().cancelled_owned(),
     ));
-    let admin = tokio::spawn(crate::admin::serve(
+    let router = zerostate_p2p::Router::new(network.clone())
+        .route(guilds.clone())
+        .route(tasks.clone())
+        .route(payments.served_on(network.clone()))
+        .route(Echo(network.clone()));
+    work.spawn(crate::admin::serve(
         admin_listener,
         network.clone(),
         guilds.clone(),
         payments.clone(),
+        router.stats(),
         metrics,
         telemetry,
         crate::admin::Expect {
@@ -515,14 +528,11 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
             data_dir: dir.clone(),
             misbehaving: misbehave.items(),
         },
+        stopping.clone().cancelled_owned(),
     ));
-    let handler = tokio::spawn(handle_events(
-        network.clone(),
-        guilds.clone(),
-        tasks,
-        payments,
-        events,
-    ));
+    let stop_routing = tokio_util::sync::CancellationToken::new();
+    let routing =
+        tokio::spawn(router.serve(events, stop_routing.clone().cancelled_owned(), ROUTER_DRAIN));
     if let Some(name) = create_guild {
         let created = guilds
             .create(&name)
@@ -532,76 +542,65 @@ async fn serve(plan: Plan) -> anyhow::Result<()> {
         tracing::info!(guild.id = %created.id, "guild created");
     }
     // Retried until admitted; stopped with the node if it is still trying.
-    let joining = join_guild
-        .map(|target| tokio::spawn(stay_in_guild(guilds.clone(), target, heartbeat_interval)));
+    let joining = join_guild.map(|target| {
+        let stay = stay_in_guild(guilds.clone(), target, heartbeat_interval);
+        let stopping = stopping.clone();
+        work.spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = stay => {}
+            }
+        })
+    });
     crate::console::shutdown_signal().await?;
+    // In order: take no new work; let what is under way end (this node's tasks with
+    // their payments, the runs it does for others); stop answering the network; leave.
     tracing::info!("shutting down");
-    api.abort();
-    admin.abort();
-    handler.abort();
-    if let Some(joining) = joining {
-        joining.abort();
+    let started = std::time::Instant::now();
+    stopping.cancel();
+    let cut = tasks.drain(TASK_DRAIN).await;
+    stop_routing.cancel();
+    let aborted = routing.await.unwrap_or_default();
+    drop(joining);
+    work.close();
+    if tokio::time::timeout(ROUTER_DRAIN, work.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the API or the operations listener did not stop in time");
     }
     guilds.shutdown().await;
     network.shutdown().await;
+    tracing::info!(
+        tasks_cut_off = cut,
+        requests_aborted = aborted,
+        "stopped in {} ms",
+        started.elapsed().as_millis()
+    );
     Ok(())
 }
 
-/// What a node does with what arrives: gossip is logged inside its span; `echo` requests
-/// are answered with their payload; other requests are refused with a reason.
-async fn handle_events(
-    network: Network,
-    guilds: Guilds,
-    tasks: crate::tasks::Tasks,
-    payments: crate::payments::Payments,
-    mut events: tokio::sync::mpsc::Receiver<Event>,
-) {
-    while let Some(event) = events.recv().await {
-        if Guilds::wants(&event) {
-            guilds.deliver(event).await;
-            continue;
-        }
-        let event = match event {
-            // Running a task takes a while: each is answered on its own.
-            Event::Request(r) if crate::tasks::Tasks::wants(&r) => {
-                let tasks = tasks.clone();
-                tokio::spawn(async move { tasks.request(r).await });
-                continue;
-            }
-            Event::Request(r) if crate::payments::Payments::wants(&r) => {
-                let payments = payments.clone();
-                tokio::spawn(async move { payments.request(r).await });
-                continue;
-            }
-            other => other,
-        };
-        match event {
-            Event::Gossip(m) => {
-                let _entered = m.span.enter();
-                tracing::info!(
-                    topic = %m.topic,
-                    message.type = %m.envelope.message_type,
-                    from = %m.source.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
-                    "gossip received"
-                );
-            }
-            Event::Request(r) => {
-                let span = r.span.clone();
-                let reply = if r.envelope.message_type == "echo" {
-                    let payload = r.envelope.payload.clone();
-                    network.respond(r, "echo_reply", payload).await
-                } else {
-                    let why = format!(
-                        "this node has no handler for message type {}",
-                        r.envelope.message_type
-                    );
-                    network.respond(r, "error", why.into_bytes()).await
-                };
-                if let Err(e) = reply {
-                    span.record_error(&e);
-                }
-            }
-            _ => {}
+/// How long a stopping node waits for the tasks under way (its own, with their payments,
+/// and those it runs for others) before it cuts them off.
+const TASK_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stopping node then waits for the answers it is still giving, and for its
+/// listeners to close.
+const ROUTER_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `echo`: a request answered with its own payload (`zerostate node`'s liveness check
+/// over the network).
+#[derive(Clone)]
+struct Echo(Network);
+
+impl zerostate_p2p::ProtocolHandler for Echo {
+    const NAME: &'static str = "echo";
+    const REQUESTS: &'static [&'static str] = &["echo"];
+
+    async fn request(&self, r: IncomingRequest) {
+        let span = r.span.clone();
+        let payload = r.envelope.payload.clone();
+        if let Err(e) = self.0.respond(r, "echo_reply", payload).await {
+            span.record_error(&e);
         }
     }
 }

@@ -111,6 +111,16 @@ impl NodeProcess {
         self.process.pid()
     }
 
+    /// Sends the process SIGTERM, as a service manager stopping it would.
+    pub(crate) fn terminate(&self) {
+        zerostate::process::signal(&[self.process.pid()], "TERM").expect("SIGTERM sent");
+    }
+
+    /// What it has written to its log so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(self.process.log()).unwrap_or_default()
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub(crate) fn kill(mut self) {
         self.process.kill();

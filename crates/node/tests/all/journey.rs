@@ -586,9 +586,13 @@ fn a_payment_whose_acknowledgement_was_lost_is_delivered_again_and_paid_once() {
     let second = run_task(&members[0], &task);
     assert_eq!(second["payment"]["status"], "paid", "{second}");
     assert_eq!(second["payment"]["nonce"], 2, "{second}");
-    let (_, first) = members[0].get(&format!("/v1/tasks/{}", first["id"].as_str().expect("id")));
-    let first: serde_json::Value = serde_json::from_str(&first).expect("json");
-    assert_eq!(first["payment"]["status"], "paid", "{first}");
+    // The payment protocol tells the market as the delivery happens; the record follows.
+    let first_id = first["id"].as_str().expect("id").to_owned();
+    let first = eventually("the first task's record to say paid", || {
+        let (_, first) = members[0].get(&format!("/v1/tasks/{first_id}"));
+        let first: serde_json::Value = serde_json::from_str(&first).ok()?;
+        (first["payment"]["status"] == "paid").then_some(first)
+    });
     assert!(
         first["payment"]["reason"]
             .as_str()
@@ -622,4 +626,71 @@ fn a_payment_whose_acknowledgement_was_lost_is_delivered_again_and_paid_once() {
         executor,
         members.into_iter().next().expect("requester"),
     ]);
+}
+
+#[test]
+fn a_node_stopped_while_its_task_runs_lets_the_task_end_paid_and_exits_in_time() {
+    use base64::Engine as _;
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The coordinator (the ledger, it runs no task), a requester and one executor.
+    let GuildCluster {
+        coordinator,
+        members,
+        id: _,
+    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    let mut members = members.into_iter();
+    let (requester, executor) = (
+        members.next().expect("requester"),
+        members.next().expect("executor"),
+    );
+    fund(&coordinator, &requester);
+    let (status, answer) = requester.post(
+        "/v1/tasks",
+        &serde_json::json!({
+            "module": { "base64": base64::engine::general_purpose::STANDARD.encode(SPIN) },
+        }),
+        &[],
+    );
+    assert_eq!(status, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    let id = answer["task_id"].as_str().expect("id").to_owned();
+    eventually("the task running on the executor", || {
+        let (_, record) = requester.get(&format!("/v1/tasks/{id}"));
+        let record: serde_json::Value = serde_json::from_str(&record).ok()?;
+        (record["state"] == "running").then_some(())
+    });
+    // SIGTERM while the executor runs it (about a second of work) and before it is paid.
+    let stopping = std::time::Instant::now();
+    requester.terminate();
+    let account = requester.event("stopped");
+    let took = stopping.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the requester took {took:?} to stop"
+    );
+    assert!(
+        account["spans"]["exported"].as_u64().is_some_and(|n| n > 0),
+        "its final span account: {account}"
+    );
+    let log = requester.log_text();
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("stopped in"))
+        .unwrap_or_else(|| panic!("no stop line:\n{log}"));
+    assert!(
+        stopped.contains(r#""tasks_cut_off":0"#) && stopped.contains(r#""requests_aborted":0"#),
+        "the task ended before the node stopped, nothing was cut off: {stopped}"
+    );
+    // It ended succeeded and paid: the executor holds the payment for it.
+    let (status, channels) = executor.get("/v1/channels");
+    assert_eq!(status, 200, "{channels}");
+    let channels: serde_json::Value = serde_json::from_str(&channels).expect("json");
+    let paid = channels
+        .as_array()
+        .expect("channels")
+        .iter()
+        .any(|c| c["side"] == "payee" && c["nonce"] == 1 && c["cumulative"].as_u64() > Some(0));
+    assert!(paid, "the executor was paid for the task: {channels}");
+    crate::cluster::stop_cleanly(vec![requester, coordinator, executor]);
 }

@@ -37,10 +37,10 @@ pub(super) async fn listen(tasks: Tasks) {
         if let Some(cx) = &message.context {
             span.set_parent(cx);
         }
-        let tasks = tasks.clone();
-        tokio::spawn(
+        let this = tasks.clone();
+        tasks.spawn(
             async move {
-                if let Err(why) = offer(&tasks, message.from, &message.body).await {
+                if let Err(why) = offer(&this, message.from, &message.body).await {
                     tracing::Span::current().record_error(&*why);
                 }
             }
@@ -125,7 +125,7 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
 pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     let span = request.span.clone();
     // Only a member of a guild this node is in may hand it work.
-    let member = super::member_of_a_guild(&tasks.inner.guilds, request.peer).await;
+    let member = tasks.inner.guilds.shares_a_guild_with(request.peer).await;
     let prepared = if member {
         prepare(tasks, &request).await
     } else {

@@ -11,12 +11,17 @@
 //!   most `max_running` at once.
 //!
 //! After a verified receipt the requester pays the executor for the fuel it states
-//! ([`crate::payments`]), failed runs included (like gas).
+//! ([`zerostate_payment_protocol`]), failed runs included (like gas).
 
 mod evidence;
 pub mod executor;
+mod metrics;
+mod misbehave;
 pub mod requester;
 pub mod wire;
+
+pub use metrics::Metrics;
+pub use misbehave::Misbehaviour;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -229,7 +234,7 @@ pub struct TaskRecord {
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// The payment for the fuel the receipt states, once the receipt verified.
-    pub payment: Option<crate::payments::PaymentRecord>,
+    pub payment: Option<zerostate_payment_protocol::PaymentRecord>,
     /// When it was submitted, unix milliseconds.
     pub submitted_at: u64,
     /// From submission to its final state (paid included), milliseconds.
@@ -252,6 +257,9 @@ fn weight(r: &TaskRecord) -> usize {
             .sum::<usize>()
 }
 
+/// Receipts (their hashes) paid late before their records were written, and their order.
+type LateReceipts = (std::collections::HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
 /// The records by id, their order, and their total [`weight`].
 type Records = (BTreeMap<String, TaskRecord>, VecDeque<String>, usize);
 
@@ -265,7 +273,7 @@ struct Inner {
     network: Network,
     guilds: Guilds,
     engine: Arc<Engine>,
-    payments: crate::payments::Payments,
+    payments: zerostate_payment_protocol::Payments,
     settings: TaskSettings,
     records: Mutex<Records>,
     /// Offers for tasks collecting them, by task id.
@@ -288,10 +296,18 @@ struct Inner {
     own_work: Arc<AtomicU32>,
     /// Modules held by hash.
     modules: Mutex<Modules>,
+    /// Receipts whose payment was delivered late before their record said it had failed
+    /// (at most [`REFUSED_KEPT`]): read when that record is written.
+    paid_late: Mutex<LateReceipts>,
     /// What this node measures.
-    metrics: crate::metrics::NodeMetrics,
+    metrics: crate::metrics::Metrics,
     /// What this node was told to do wrong (tests only).
     misbehave: crate::misbehave::Misbehaviour,
+    /// Everything the market started on its own (listening for tasks, offering, driving
+    /// this node's tasks, sending evidence): [`Tasks::drain`] waits for it.
+    work: tokio_util::task::TaskTracker,
+    /// Cancelled when the node stops: no new tasks are taken, offered on or listened for.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Executors refused for cheating that a node remembers; past that, the oldest is
@@ -308,9 +324,9 @@ impl Tasks {
         network: Network,
         guilds: Guilds,
         engine: Arc<Engine>,
-        payments: crate::payments::Payments,
+        payments: zerostate_payment_protocol::Payments,
         settings: TaskSettings,
-        metrics: crate::metrics::NodeMetrics,
+        metrics: crate::metrics::Metrics,
         misbehave: crate::misbehave::Misbehaviour,
     ) -> Tasks {
         let tasks = Tasks {
@@ -329,31 +345,85 @@ impl Tasks {
                 judging: tokio::sync::Semaphore::new(1),
                 own_work: Arc::default(),
                 modules: Mutex::default(),
+                paid_late: Mutex::default(),
                 metrics,
                 misbehave,
+                work: tokio_util::task::TaskTracker::new(),
+                stopping: tokio_util::sync::CancellationToken::new(),
             }),
         };
+        let payments = tasks.payment_events();
+        let stopping = tasks.inner.stopping.clone();
+        tasks.inner.work.spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = payments => {}
+            }
+        });
         if tasks.inner.settings.execute {
-            tokio::spawn(executor::listen(tasks.clone()));
+            let listening = executor::listen(tasks.clone());
+            let stopping = tasks.inner.stopping.clone();
+            tasks.inner.work.spawn(async move {
+                tokio::select! {
+                    () = stopping.cancelled() => {}
+                    () = listening => {}
+                }
+            });
         }
         tasks
     }
 
-    /// Whether a direct request is task traffic (hand it to [`Tasks::request`]).
-    pub fn wants(request: &IncomingRequest) -> bool {
-        matches!(
-            request.envelope.message_type.as_str(),
-            wire::TASK_OFFER | wire::TASK_RUN | wire::TASK_EVIDENCE
-        )
+    /// Starts `work` as the market's own: [`Tasks::drain`] waits for it.
+    fn spawn<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.work.spawn(work);
     }
 
-    /// Answers a direct request of task traffic.
-    pub async fn request(&self, request: IncomingRequest) {
-        match request.envelope.message_type.as_str() {
-            wire::TASK_OFFER => requester::offer(self, request).await,
-            wire::TASK_EVIDENCE => evidence::serve(self, request).await,
-            _ => executor::run(self, request).await,
+    /// Whether the node is stopping (no new work is taken).
+    pub fn stopping(&self) -> bool {
+        self.inner.stopping.is_cancelled()
+    }
+
+    /// Stops taking work — no new submissions, no offers on others' tasks — and waits up
+    /// to `deadline` for what is under way to end: this node's tasks (with their
+    /// payments), the tasks it runs for others, evidence it sends. What is left at the
+    /// deadline is stopped, and each of this node's tasks still going is recorded as
+    /// failed with the reason. Returns how many of its tasks were cut off so.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.inner.stopping.cancel();
+        self.inner.work.close();
+        let until = tokio::time::Instant::now() + deadline;
+        let drained = tokio::time::timeout_at(until, async {
+            self.inner.work.wait().await;
+            // Runs for others are answered by the router's handlers: counted by their slots.
+            while self.inner.running.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok();
+        if drained {
+            return 0;
         }
+        let why = format!(
+            "the node stopped before the task ended (it waited {} ms)",
+            deadline.as_millis()
+        );
+        let mut records = self.records();
+        let mut cut = 0;
+        for r in records.0.values_mut() {
+            if !matches!(r.state, TaskState::Succeeded | TaskState::Failed) {
+                r.state = TaskState::Failed;
+                r.error = Some(why.clone());
+                cut += 1;
+            }
+        }
+        if cut > 0 {
+            tracing::warn!(tasks = cut, "{why}");
+        }
+        cut
     }
 
     /// Keeps an uploaded module (`POST /v1/modules`); returns its SHA-256 (hex).
@@ -425,26 +495,74 @@ impl Tasks {
         self.inner.metrics.evicted("task_records", evicted);
     }
 
-    /// Marks `paid` the records of payments that failed to be delivered and that a later
-    /// delivery carried to their executor.
-    fn paid_late(&self) {
-        let late = self.inner.payments.delivered_late();
-        if late.is_empty() {
-            return;
+    /// Follows what the payment protocol reports: a payment that failed to be delivered
+    /// and that a later delivery carried to its executor makes its record say `paid`.
+    fn payment_events(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        use tokio::sync::broadcast::error::RecvError;
+        use zerostate_payment_protocol::PaymentEvent;
+        let mut events = self.inner.payments.events();
+        let tasks = self.clone();
+        async move {
+            loop {
+                match events.recv().await {
+                    Ok(PaymentEvent::DeliveredLate { receipt }) => tasks.paid_late(receipt),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => tracing::warn!(
+                        events = n,
+                        "payment events lost while the market was busy: those payments' \
+                         records keep saying failed"
+                    ),
+                    Err(RecvError::Closed) => return,
+                }
+            }
         }
-        let late: std::collections::HashSet<String> = late.iter().map(hex::encode).collect();
+    }
+
+    /// The payment for `receipt`, reported failed, was delivered after all.
+    fn paid_late(&self, receipt: [u8; 32]) {
+        let hexed = hex::encode(receipt);
+        let mut marked = false;
         for record in self.records().0.values_mut() {
             if let Some(p) = &mut record.payment
                 && p.status == "failed"
-                && p.receipt.as_ref().is_some_and(|r| late.contains(r))
+                && p.receipt.as_deref() == Some(hexed.as_str())
             {
-                p.status = "paid".into();
-                p.reason = Some(format!(
-                    "delivered with a later payment; the first delivery failed: {}",
-                    p.reason.as_deref().unwrap_or("no reason given")
-                ));
+                mark_paid_late(p);
+                marked = true;
             }
         }
+        if !marked {
+            // Its record is not written yet: it is read when it is.
+            let mut late = self.late_receipts();
+            if late.0.insert(receipt) {
+                late.1.push_back(receipt);
+            }
+            while late.1.len() > REFUSED_KEPT {
+                if let Some(old) = late.1.pop_front() {
+                    late.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// `paid`, the outcome of paying for `receipt`, as its record should say it: a
+    /// failed payment delivered late since is paid.
+    fn payment_outcome(
+        &self,
+        mut paid: zerostate_payment_protocol::PaymentRecord,
+        receipt: [u8; 32],
+    ) -> zerostate_payment_protocol::PaymentRecord {
+        if paid.status == "failed" && self.late_receipts().0.remove(&receipt) {
+            mark_paid_late(&mut paid);
+        }
+        paid
+    }
+
+    fn late_receipts(&self) -> std::sync::MutexGuard<'_, LateReceipts> {
+        self.inner
+            .paid_late
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn update(&self, id: &str, change: impl FnOnce(&mut TaskRecord)) {
@@ -601,18 +719,6 @@ impl Drop for Working {
     }
 }
 
-/// Whether `peer` is a member of a guild this node is in (as member or coordinator): who
-/// may hand this node work or open a channel to it.
-pub(crate) async fn member_of_a_guild(guilds: &Guilds, peer: PeerId) -> bool {
-    let peer = peer.to_string();
-    guilds.list().await.is_ok_and(|guilds| {
-        guilds.iter().any(|g| {
-            matches!(g.status.as_str(), "member" | "coordinator")
-                && g.members.iter().any(|m| m.peer_id == peer)
-        })
-    })
-}
-
 /// One of the `max_running` slots, given back when dropped.
 struct Slot(Tasks);
 
@@ -623,8 +729,37 @@ impl Drop for Slot {
 }
 
 /// Unix milliseconds now.
+/// A payment reported failed that a later delivery carried: paid, and the reason says how.
+fn mark_paid_late(p: &mut zerostate_payment_protocol::PaymentRecord) {
+    p.status = "paid".into();
+    p.reason = Some(format!(
+        "delivered with a later payment; the first delivery failed: {}",
+        p.reason.as_deref().unwrap_or("no reason given")
+    ));
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The market as the node's router serves it.
+impl zerostate_p2p::ProtocolHandler for Tasks {
+    const NAME: &'static str = "tasks";
+    const REQUESTS: &'static [&'static str] = wire::Call::TYPES;
+
+    async fn request(&self, request: IncomingRequest) {
+        let Some(call) = wire::Call::of(&request.envelope.message_type) else {
+            // The router hands over only the types above; answered all the same.
+            let why = b"not a request of the task market".to_vec();
+            let _ = self.inner.network.respond(request, wire::ERROR, why).await;
+            return;
+        };
+        match call {
+            wire::Call::Offer => requester::offer(self, request).await,
+            wire::Call::Run => executor::run(self, request).await,
+            wire::Call::Evidence => evidence::serve(self, request).await,
+        }
+    }
 }

@@ -42,6 +42,9 @@ impl Tasks {
     /// trace of the current span. Returns its record as it is now (queued), or why the
     /// submission is refused.
     pub fn submit(&self, s: Submission) -> Result<TaskRecord, String> {
+        if self.stopping() {
+            return Err("this node is stopping: it takes no new tasks".into());
+        }
         let mut entry = "_start".to_owned();
         let module_bytes = match &s.module {
             ModuleSource::Builtin(name) => builtin::manifest(name, "", Vec::new())
@@ -124,7 +127,7 @@ impl Tasks {
         let drive_span = span.clone();
         tasks.inner.metrics.task_submitted();
         span.in_scope(|| tracing::info!(task.id = job.id.as_str(), "task submitted"));
-        tokio::spawn(
+        self.spawn(
             async move {
                 let started = Instant::now();
                 let end = drive(&tasks, &job, rx).await;
@@ -305,12 +308,13 @@ async fn drive(
                             continue;
                         }
                     };
+                    let receipt_hash = sha256(&receipt.signing_bytes());
                     let paid = tasks
                         .inner
                         .payments
-                        .pay(executor, amount, sha256(&receipt.signing_bytes()))
+                        .pay(executor, amount, receipt_hash)
                         .await;
-                    tasks.paid_late();
+                    let paid = tasks.payment_outcome(paid, receipt_hash);
                     tasks.update(&job.id, |r| {
                         r.attempts.push(Attempt {
                             executor: executor.to_string(),

@@ -39,7 +39,7 @@ impl Tasks {
         };
         let tasks = self.clone();
         let span = tracing::Span::current();
-        tokio::spawn(
+        self.spawn(
             async move {
                 let Ok(info) = tasks.inner.guilds.info(&evidence.guild).await else {
                     return;

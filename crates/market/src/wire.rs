@@ -21,7 +21,19 @@ pub const TASK_EVIDENCE: &str = "task_evidence";
 pub const TASK_EVIDENCE_TAKEN: &str = "task_evidence_taken";
 /// Answer to [`TASK_OFFER`], [`TASK_RUN`] or [`TASK_EVIDENCE`] refusing it; the payload is
 /// the reason (text).
-pub const ERROR: &str = "error";
+pub const ERROR: &str = zerostate_p2p::REFUSAL;
+
+zerostate_p2p::request_types! {
+    /// The direct requests of the market.
+    pub enum Call {
+        /// An executor offers on a task of this node.
+        Offer = TASK_OFFER,
+        /// A requester hands this node a task it offered on.
+        Run = TASK_RUN,
+        /// A requester brings this coordinator a receipt that did not hold.
+        Evidence = TASK_EVIDENCE,
+    }
+}
 
 /// Sealed to the guild: what the task needs, never its input.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,0 +1,45 @@
+//! What an executor under test is told to do wrong (the node's `--misbehave` items that
+//! concern the market); all off by default.
+
+/// The market's misbehaviours.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Misbehaviour {
+    /// `forge-receipts`: signs receipts naming an output it did not produce.
+    pub forge_receipts: bool,
+    /// `stall-answers=MS`: holds each answer back this many milliseconds, 0 when off.
+    pub stall_answers_ms: u64,
+    /// `inflate-fuel`: signs receipts claiming a hundred times the fuel it used.
+    pub inflate_fuel: bool,
+    /// `fake-output`: returns made-up output, its receipt's hashes consistent with it.
+    pub fake_output: bool,
+    /// `overprice`: offers on every task at ten times the requester's maximum price.
+    pub overprice: bool,
+}
+
+impl Misbehaviour {
+    /// What an executor answers for a run: the receipt and output as they are, or as the
+    /// misbehaviours make them (signed again with the node's key where they change it).
+    pub fn lie(
+        &self,
+        engine: &zerostate_execution::Engine,
+        mut receipt: zerostate_execution::Receipt,
+        mut output: Vec<u8>,
+    ) -> (zerostate_execution::Receipt, Vec<u8>) {
+        if self.forge_receipts {
+            // Claims another output than it returns: the signature no longer matches.
+            receipt.output_sha256 = hex::encode([0u8; 32]);
+            return (receipt, output);
+        }
+        if !self.inflate_fuel && !self.fake_output {
+            return (receipt, output);
+        }
+        if self.inflate_fuel {
+            receipt.fuel_consumed = receipt.fuel_consumed.saturating_mul(100);
+        }
+        if self.fake_output && receipt.status == "ok" {
+            output = b"42\n".to_vec();
+            receipt.output_sha256 = hex::encode(zerostate_execution::sha256(&output));
+        }
+        (engine.sign(receipt), output)
+    }
+}

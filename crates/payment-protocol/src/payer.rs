@@ -1,0 +1,407 @@
+//! The payer's side, and the payee's bookkeeping of work served: money locked before work, payments for receipts, their delivery in nonce order.
+
+use super::*;
+
+impl Payments {
+    /// As a payer: makes sure a channel to `executor` holds at least `max_bill`, opening
+    /// one if needed, before the executor is handed a task; its id (hex), or `None` when
+    /// no ledger is configured (nothing is paid).
+    pub async fn lock_for(
+        &self,
+        executor: PeerId,
+        max_bill: u64,
+    ) -> Result<Option<String>, String> {
+        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+            return Ok(None);
+        };
+        let amount = Amount::from_base_units(max_bill);
+        let mut channel = self
+            .channel_to(executor, ledger_peer, ledger, amount)
+            .await?;
+        let room = self
+            .inner
+            .payer
+            .channel(&channel)
+            .map_err(|e| e.to_string())
+            .map(|c| c.params.deposit.checked_sub(c.state.cumulative))?;
+        if room.is_none_or(|room| room < amount) {
+            // Used up since it was remembered: a new one.
+            self.forget(&channel);
+            channel = self
+                .channel_to(executor, ledger_peer, ledger, amount)
+                .await?;
+        }
+        Ok(Some(hex::encode(channel.0)))
+    }
+
+    /// As a payee: reserves a task's most expensive bill (`max_bill`) on `channel`, the
+    /// payer's channel to this node, once the ledger confirms its deposit locked, unless
+    /// the payer owes for `credit` delivered tasks or more. `Ok(None)` when this node
+    /// has no ledger (it cannot be paid and serves at its own risk); else the reservation,
+    /// to be marked [`Payments::delivered`] or [`Payments::release`]d.
+    pub async fn reserve(
+        &self,
+        payer: PeerId,
+        channel: Option<&str>,
+        max_bill: u64,
+        credit: u32,
+    ) -> Result<Option<u64>, String> {
+        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+            return Ok(None);
+        };
+        let payer_key = key_of(&payer).ok_or("the requester has no ed25519 key")?;
+        let owed = self.served().owed_tasks(&payer_key);
+        if owed >= credit as usize {
+            return Err(format!(
+                "you have not paid for {owed} delivered task(s), and this node's credit is \
+                 {credit}"
+            ));
+        }
+        let channel = channel.ok_or("this node runs tasks only against a channel to it")?;
+        let id = ChannelId(bytes32(channel, "channel")?);
+        let local = self.inner.payee.channel(&id).map_err(|e| match e {
+            PaymentError::UnknownChannel(_) => {
+                format!("this node holds no channel {channel} from you: open one first")
+            }
+            e => e.to_string(),
+        })?;
+        if local.params.payer != payer_key || local.params.ledger != ledger {
+            return Err("the channel is not yours to this node on its ledger".into());
+        }
+        if local.closing {
+            return Err("the channel is being settled".into());
+        }
+        if !self.served().is_confirmed(&id) {
+            let answer = self
+                .ask(
+                    ledger_peer,
+                    types::Call::LedgerChannel,
+                    channel.as_bytes().to_vec(),
+                )
+                .await
+                .map_err(|why| format!("the ledger did not confirm the channel: {why}"))?;
+            let params: ParamsJson = serde_json::from_value(answer["params"].clone())
+                .map_err(|e| format!("the ledger's answer: {e}"))?;
+            let params = ChannelParams::try_from(&params)?;
+            if answer["status"] != "open" || params != local.params {
+                return Err(format!(
+                    "the ledger does not hold this channel open on its terms ({})",
+                    answer["status"]
+                ));
+            }
+            self.served().confirm(id);
+        }
+        let unsigned = local
+            .params
+            .deposit
+            .checked_sub(local.state.cumulative)
+            .map_or(0, |a| a.base_units());
+        self.served()
+            .reserve(payer_key, id, unsigned, max_bill, credit)
+            .map(Some)
+    }
+
+    /// The task under `reservation` was delivered with the receipt hashed `receipt`,
+    /// billed `bill`: held against its payer until the payment for it arrives.
+    pub fn delivered(&self, reservation: u64, receipt: [u8; 32], bill: u64) {
+        self.served().delivered(reservation, receipt, bill);
+    }
+
+    /// The task under `reservation` ended without a delivery.
+    pub fn release(&self, reservation: u64) {
+        self.served().release(reservation);
+    }
+
+    /// Delivered tasks `payer` has not paid this node for.
+    pub fn owes(&self, payer: PeerId) -> usize {
+        key_of(&payer).map_or(0, |k| self.served().owed_tasks(&k))
+    }
+
+    /// What each new channel locks, base units: the most one bill may be.
+    pub fn deposit(&self) -> u64 {
+        self.inner.deposit
+    }
+
+    /// Whether `withhold-payment-acks=N` withholds this acknowledgement (the first N).
+    pub(crate) fn withhold_ack(&self) -> bool {
+        let n = self.inner.misbehave.withhold_payment_acks;
+        n > 0
+            && self
+                .inner
+                .withheld
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                < n
+    }
+
+    /// A request to `peer` that must be answered [`types::OK`]; its JSON answer.
+    pub(crate) async fn ask(
+        &self,
+        peer: PeerId,
+        call: types::Call,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, String> {
+        let kind = call.as_str();
+        let answer = if peer == self.inner.transport.local_peer() {
+            // This node runs the ledger itself.
+            self.ledger_answer(&self.inner.key.public(), call, &body)?
+        } else {
+            self.inner.transport.ask(peer, call, body).await?
+        };
+        serde_json::from_slice(&answer).map_err(|e| format!("{kind} answer: {e}"))
+    }
+
+    /// Pays `executor` for a receipt: `amount` base units, the receipt's hash in the state.
+    /// Opens a channel on first use. Records `payment.flow`.
+    pub async fn pay(&self, executor: PeerId, amount: u64, receipt: [u8; 32]) -> PaymentRecord {
+        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+            return PaymentRecord::unpaid(
+                amount,
+                "no ledger configured ([payments] ledger)",
+                "unpaid",
+            );
+        };
+        if amount == 0 {
+            return PaymentRecord::unpaid(0, "nothing owed", "unpaid");
+        }
+        if self.inner.misbehave.never_pay {
+            return PaymentRecord::unpaid(amount, "misbehaviour never-pay", "unpaid");
+        }
+        let span = tracing::info_span!(
+            names::PAYMENT_FLOW,
+            peer.id = %executor,
+            amount = amount,
+            channel.id = tracing::field::Empty,
+            receipt.sha256 = hex::encode(receipt).as_str(),
+        );
+        let result = async {
+            let value = Amount::from_base_units(amount);
+            let mut channel = self
+                .channel_to(executor, ledger_peer, ledger, value)
+                .await?;
+            let mut paid = self.inner.payer.pay(&channel, value, receipt, now());
+            if let Err(PaymentError::Overdraft { .. } | PaymentError::WrongStatus { .. }) = paid {
+                // Used up or being settled since it was remembered: a new channel.
+                self.forget(&channel);
+                channel = self
+                    .channel_to(executor, ledger_peer, ledger, value)
+                    .await?;
+                paid = self.inner.payer.pay(&channel, value, receipt, now());
+            }
+            tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
+            let state = paid.map_err(|e| e.to_string())?;
+            self.deliver(executor, &channel, state.state.nonce).await?;
+            self.inner.metrics.payment("out", amount);
+            Ok::<_, String>(PaymentRecord {
+                status: "paid".into(),
+                channel: Some(hex::encode(channel.0)),
+                amount,
+                cumulative: Some(state.state.cumulative.base_units()),
+                nonce: Some(state.state.nonce),
+                receipt: Some(hex::encode(receipt)),
+                reason: None,
+            })
+        }
+        .instrument(span.clone())
+        .await;
+        result.unwrap_or_else(|why| {
+            span.record_error(&zerostate_p2p::Reason(why.clone()));
+            let mut record = PaymentRecord::unpaid(amount, why, "failed");
+            // A signed state not yet delivered: the record names it, so that it can say
+            // `paid` once a later delivery carries it.
+            if let Some((channel, state)) = self.pending(&receipt) {
+                record.channel = Some(hex::encode(channel.0));
+                record.cumulative = Some(state.cumulative.base_units());
+                record.nonce = Some(state.nonce);
+                record.receipt = Some(hex::encode(receipt));
+            }
+            record
+        })
+    }
+
+    /// Remembers a payment whose state was signed but not delivered (at most
+    /// [`UNDELIVERED_KEPT`]; past that, its record keeps saying `failed`).
+    pub(crate) fn undelivered(&self, channel: &ChannelId, state: &ChannelState) {
+        let mut pending = self.undelivered_states();
+        if pending.len() < UNDELIVERED_KEPT {
+            pending.insert(state.receipt, (*channel, *state));
+        }
+    }
+
+    /// The undelivered payment for this receipt, if one is remembered.
+    pub(crate) fn pending(&self, receipt: &[u8; 32]) -> Option<(ChannelId, ChannelState)> {
+        self.undelivered_states().get(receipt).copied()
+    }
+
+    fn undelivered_states(&self) -> std::sync::MutexGuard<'_, Undelivered> {
+        self.inner
+            .undelivered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Delivers to `payee`, in nonce order, every state signed on `channel` it has not
+    /// acknowledged, until the one with nonce `upto` is acknowledged. The payee takes only
+    /// the next nonce, so states signed at once by concurrent payments, or left behind by a
+    /// delivery that failed (the payee was down, the answer lost), go in order, one
+    /// delivery at a time per channel; a state the payee already holds is acknowledged as
+    /// held, so nothing is paid twice.
+    pub(crate) async fn deliver(
+        &self,
+        payee: PeerId,
+        channel: &ChannelId,
+        upto: u64,
+    ) -> Result<(), String> {
+        let lock = self
+            .inner
+            .delivering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(*channel)
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let pending = self
+            .inner
+            .payer
+            .unacknowledged(channel)
+            .map_err(|e| e.to_string())?;
+        for state in pending.iter().take_while(|s| s.state.nonce <= upto) {
+            if let Err(why) = self
+                .ask(payee, types::Call::Payment, state.to_bytes().to_vec())
+                .await
+            {
+                // The state with nonce `upto` is signed and kept: it goes with the next
+                // delivery on this channel. Remembered before the channel is free, so that
+                // the delivery that carries it finds it.
+                if let Some(mine) = pending.iter().find(|s| s.state.nonce == upto) {
+                    self.undelivered(channel, &mine.state);
+                }
+                return Err(why);
+            }
+            self.inner.payer.acknowledged(channel, state.state.nonce);
+            let receipt = state.state.receipt;
+            if self.undelivered_states().remove(&receipt).is_some() {
+                // Nobody listening is no error: the record that said `failed` is gone.
+                let _ = self
+                    .inner
+                    .events
+                    .send(PaymentEvent::DeliveredLate { receipt });
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets `channel` as the one to its payee (used up, or being settled).
+    pub(crate) fn forget(&self, channel: &ChannelId) {
+        self.inner
+            .open_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|_, (id, _)| id != channel);
+    }
+
+    /// The open channel from this node to `payee` with room for `amount`, opened now when
+    /// there is none.
+    pub(crate) async fn channel_to(
+        &self,
+        payee: PeerId,
+        ledger_peer: PeerId,
+        ledger: LedgerId,
+        amount: Amount,
+    ) -> Result<ChannelId, String> {
+        let payee_key = key_of(&payee).ok_or("the executor has no ed25519 key")?;
+        let usable = |expiry: u64| expiry > now() + 3600;
+        let cached = |inner: &Inner| {
+            inner
+                .open_to
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&payee_key.0)
+                .filter(|(_, expiry)| usable(*expiry))
+                .map(|(id, _)| *id)
+        };
+        if let Some(id) = cached(&self.inner) {
+            return Ok(id);
+        }
+        let lock = self
+            .inner
+            .opening
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(payee_key.0)
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        if let Some(id) = cached(&self.inner) {
+            return Ok(id);
+        }
+        let remember = |id: ChannelId, expiry: u64| {
+            self.inner
+                .open_to
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(payee_key.0, (id, expiry));
+            id
+        };
+        // After a restart: a channel opened before, still usable.
+        let existing = self
+            .inner
+            .payer
+            .channels()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|c| {
+                c.params.payee == payee_key
+                    && c.params.ledger == ledger
+                    && usable(c.params.expiry)
+                    && !c.closing
+                    && c.params
+                        .deposit
+                        .checked_sub(c.state.cumulative)
+                        .is_some_and(|room| room >= amount)
+            });
+        if let Some(c) = existing {
+            return Ok(remember(c.params.id(), c.params.expiry));
+        }
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+        let params = ChannelParams {
+            ledger,
+            payer: self.inner.key.public(),
+            payee: payee_key,
+            deposit: Amount::from_base_units(self.inner.deposit),
+            expiry: now() + CHANNEL_LIFETIME,
+            nonce: u64::from_be_bytes(nonce),
+        };
+        let payer_signature = hex::encode(self.inner.key.sign(&params.open_bytes()).0);
+        let mut body = OpenBody {
+            params: ParamsJson::from(&params),
+            payer_signature,
+            payee_signature: None,
+        };
+        let signed = self
+            .ask(
+                payee,
+                types::Call::ChannelOpen,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+            .await?;
+        body.payee_signature = signed["payee_signature"].as_str().map(str::to_owned);
+        // Misbehaviour `skip-ledger-open`: a channel nobody locked money for.
+        if !self.inner.misbehave.skip_ledger_open {
+            self.ask(
+                ledger_peer,
+                types::Call::LedgerOpen,
+                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+            )
+            .await?;
+        }
+        let id = self
+            .inner
+            .payer
+            .add_channel(&params)
+            .map_err(|e| e.to_string())?;
+        self.count_open(0, 1);
+        Ok(remember(id, params.expiry))
+    }
+}
