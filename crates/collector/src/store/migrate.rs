@@ -1,0 +1,59 @@
+//! Converting a store of the earlier layout (one row per span) in place, on first open.
+
+use super::*;
+
+impl Store {
+    /// Moves the spans of an earlier version's `spans` table (one row per span) into
+    /// chunks, in one transaction, and drops that table.
+    pub(super) fn convert_span_rows(&mut self) -> Result<(), StoreError> {
+        let old: bool = self.conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'spans'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if !old {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let latest = latest_start();
+        let mut moved = 0u64;
+        {
+            let mut rows = tx.prepare(
+                "SELECT s.trace_id, s.resource_id, s.scope_id, r.service, s.data FROM spans s \
+                 JOIN resources r ON r.id = s.resource_id ORDER BY s.trace_id",
+            )?;
+            let mut rows = rows.query([])?;
+            let mut batch = Batch::default();
+            while let Some(row) = rows.next()? {
+                let span = Span::decode(&row.get::<_, Vec<u8>>(4)?[..])?;
+                let Ok(trace_id) = <[u8; 16]>::try_from(&row.get::<_, Vec<u8>>(0)?[..]) else {
+                    continue;
+                };
+                let service: String = row.get(3)?;
+                let terms = self.writer.terms_of(&tx, &service, &span.name, span.kind)?;
+                batch.add(
+                    trace_id,
+                    row.get(1)?,
+                    row.get(2)?,
+                    indexed_start(&span, latest),
+                    span.encode_to_vec(),
+                    terms,
+                );
+                moved += 1;
+                if batch.pending.len() >= 10_000 {
+                    self.writer.write(&tx, std::mem::take(&mut batch))?;
+                }
+            }
+            self.writer.write(&tx, batch)?;
+        }
+        tx.execute_batch("DROP TABLE spans")?;
+        tx.commit()?;
+        tracing::info!(
+            spans = moved,
+            "converted the trace store to compressed chunks"
+        );
+        Ok(())
+    }
+}

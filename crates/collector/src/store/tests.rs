@@ -1,0 +1,218 @@
+use super::*;
+
+fn span(trace: u8, id: u8, parent: Option<u8>, name: &str) -> Span {
+    Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.into(),
+        start_time_unix_nano: 1_000 + u64::from(id),
+        end_time_unix_nano: 2_000 + u64::from(id),
+        ..Default::default()
+    }
+}
+
+fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn names(store: &Store, trace: u8) -> Vec<String> {
+    let (data, _) = store.trace(&[trace; 16]).expect("read").expect("found");
+    data.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+#[test]
+fn a_store_of_one_row_per_span_is_converted_keeping_every_span() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        // The layout of the earlier version, with two spans of one trace in it.
+        let conn = Connection::open(dir.path().join("traces.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE resources (id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, \
+             service TEXT NOT NULL, data BLOB NOT NULL);
+             CREATE TABLE scopes (id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, \
+             data BLOB NOT NULL);
+             CREATE TABLE spans (trace_id BLOB NOT NULL, span_id BLOB NOT NULL, \
+             parent_span_id BLOB NOT NULL, resource_id INTEGER NOT NULL, \
+             scope_id INTEGER NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL, \
+             kind INTEGER NOT NULL, start_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL, \
+             status INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (trace_id, span_id)) \
+             WITHOUT ROWID;",
+        )
+        .expect("old schema");
+        let resource = request("old-node", vec![]).resource_spans[0]
+            .resource
+            .clone()
+            .expect("resource")
+            .encode_to_vec();
+        conn.execute(
+            "INSERT INTO resources (id, digest, service, data) VALUES (1, x'01', 'old-node', ?1)",
+            params![resource],
+        )
+        .expect("resource");
+        conn.execute(
+            "INSERT INTO scopes (id, digest, data) VALUES (1, x'02', x'')",
+            [],
+        )
+        .expect("scope");
+        for s in [span(7, 1, None, "root"), span(7, 2, Some(1), "child")] {
+            conn.execute(
+                "INSERT INTO spans VALUES (?1, ?2, ?3, 1, 1, 'old-node', ?4, 0, ?5, 1000, 0, ?6)",
+                params![
+                    s.trace_id,
+                    s.span_id,
+                    s.parent_span_id,
+                    s.name,
+                    s.start_time_unix_nano as i64,
+                    s.encode_to_vec()
+                ],
+            )
+            .expect("span");
+        }
+    }
+    let store = Store::open(dir.path()).expect("converts");
+    assert_eq!(names(&store, 7), ["root", "child"]);
+    assert_eq!(store.span_count().expect("count"), 2);
+    assert_eq!(store.services().expect("services"), ["old-node"]);
+    let found = store
+        .search(&TraceQuery {
+            service: Some("old-node".into()),
+            operation: Some("child".into()),
+            ..Default::default()
+        })
+        .expect("search");
+    assert_eq!(found, vec![vec![7u8; 16]]);
+    let old: i64 = store
+        .conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'spans'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert_eq!(old, 0, "the old table is gone");
+    drop(store);
+    // Opening again changes nothing.
+    let store = Store::open(dir.path()).expect("reopens");
+    assert_eq!(store.span_count().expect("count"), 2);
+}
+
+#[test]
+fn spans_of_one_trace_written_apart_are_read_together_once_each() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(dir.path()).expect("open");
+    let first = request(
+        "a",
+        vec![span(9, 1, None, "root"), span(9, 2, Some(1), "a.work")],
+    );
+    let done = store.ingest(&first).expect("ingest");
+    assert_eq!((done.stored, done.duplicates), (2, 0));
+    // Sent again at once: nothing is written twice.
+    let again = store.ingest(&first).expect("ingest");
+    assert_eq!((again.stored, again.duplicates), (0, 2));
+    store
+        .ingest(&request("b", vec![span(9, 3, Some(2), "b.work")]))
+        .expect("ingest");
+    // A resend the writer no longer remembers is written, and read once.
+    store.writer.recent.clear();
+    store.writer.recent_order.clear();
+    store.ingest(&first).expect("ingest");
+    assert_eq!(names(&store, 9), ["root", "a.work", "b.work"]);
+    assert_eq!(store.trace_span_count(&[9; 16]).expect("count"), 3);
+    // Attributes of every type are found by their text.
+    let mut typed = span(11, 1, None, "typed");
+    typed.attributes = [
+        ("n", any_value::Value::IntValue(3)),
+        ("f", any_value::Value::DoubleValue(1.5)),
+        ("b", any_value::Value::BoolValue(true)),
+        ("raw", any_value::Value::BytesValue(vec![0xab, 0xcd])),
+        ("s", any_value::Value::StringValue("text".into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| opentelemetry_proto::tonic::common::v1::KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    })
+    .collect();
+    store
+        .ingest(&request("typed", vec![typed]))
+        .expect("ingest");
+    // Searches by service and operation, by caller, and by root.
+    let q = |f: &dyn Fn(&mut TraceQuery)| {
+        let mut q = TraceQuery::default();
+        f(&mut q);
+        store.search(&q).expect("search")
+    };
+    assert_eq!(q(&|q| q.service = Some("b".into())).len(), 1);
+    assert!(q(&|q| q.operation = Some("nothing".into())).is_empty());
+    assert_eq!(
+        q(&|q| {
+            q.service = Some("b".into());
+            q.caller_service = Some("a".into());
+        })
+        .len(),
+        1
+    );
+    assert!(
+        q(&|q| {
+            q.service = Some("b".into());
+            q.caller_service = Some("b".into());
+        })
+        .is_empty()
+    );
+    assert_eq!(q(&|q| q.root_operation = Some("root".into())).len(), 1);
+    assert!(q(&|q| q.root_operation = Some("a.work".into())).is_empty());
+    for (k, v, found) in [
+        ("n", "3", true),
+        ("n", "4", false),
+        ("f", "1.5", true),
+        ("b", "true", true),
+        ("raw", "abcd", true),
+        ("s", "text", true),
+        ("s", "other", false),
+    ] {
+        let hits = q(&|q| {
+            q.attributes.insert(k.into(), v.into());
+        });
+        assert_eq!(hits.len(), usize::from(found), "{k}={v}");
+    }
+    let edges = store.edges(0).expect("edges");
+    assert_eq!(edges.len(), 1);
+    assert_eq!((edges[0].from.as_str(), edges[0].to.as_str()), ("a", "b"));
+    let summary = &store.summaries(&[vec![9; 16]]).expect("summaries")[0];
+    assert_eq!((summary.root.as_str(), summary.spans), ("root", 3));
+    let ops = store.operations("a").expect("operations");
+    assert_eq!(ops.len(), 2);
+    // Retention removes everything (all spans started at 1 µs after the epoch).
+    let gone = store
+        .enforce_limits(10_000_000_000, Duration::from_secs(1), u64::MAX)
+        .expect("retention");
+    assert!(gone >= 3);
+    assert!(store.trace(&[9; 16]).expect("read").is_none());
+    assert!(store.services().expect("services").is_empty());
+    assert!(store.operations("a").expect("operations").is_empty());
+}
