@@ -23,7 +23,6 @@ mod estimate;
 mod forward;
 mod query;
 mod receiver;
-pub mod serve;
 pub mod store;
 pub mod tls;
 
@@ -34,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use zerostate_http as serve;
 use zerostate_telemetry::error_chain;
 
 pub use counters::CollectorStats;

@@ -142,8 +142,7 @@ fn main() {
         .expect("seed exists")
     };
     for name in ["seed-node.toml", "seed-collector.toml"] {
-        if let Err(e) = toml::from_str::<zerostate::commands::node::NodeFile>(&text("config", name))
-        {
+        if let Err(e) = toml::from_str::<zerostate::node_file::NodeFile>(&text("config", name)) {
             eprintln!("seeds: config/{name}: {e}");
         }
     }

@@ -177,7 +177,7 @@ pub fn payment_state(data: &[u8]) {
 /// The node's (and the collector's) configuration file.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = toml::from_str::<zerostate::commands::node::NodeFile>(text);
+        let _ = toml::from_str::<zerostate::node_file::NodeFile>(text);
         let _ = toml::from_str::<zerostate_telemetry::TelemetryConfig>(text).map(|c| c.validate());
         let _ = toml::from_str::<zerostate_p2p::NetworkConfig>(text);
     }

@@ -7,7 +7,7 @@
 //! it. Every route refuses (403) a `Host` that is not the bound address, a loopback name or
 //! a configured name, and an `Origin` other than those: a web page the operator visits
 //! cannot reach the API through DNS rebinding or a cross-site form. Connections are bounded
-//! as every listener is (see `zerostate_collector::serve`).
+//! as every listener is (see `zerostate_http`).
 
 mod access;
 mod channels;
@@ -40,7 +40,7 @@ use zerostate_telemetry::SpanExt;
 
 pub use access::Access;
 
-use crate::commands::node::NodeInfo;
+use crate::runtime::NodeInfo;
 
 /// What every handler reaches.
 #[derive(Clone)]
@@ -52,8 +52,7 @@ pub(crate) struct Api {
     info: NodeInfo,
 }
 
-/// Serves the API on `listener` until `stop` resolves; requests under way are finished
-/// first.
+/// Serves the API on `listener`; stops taking connections when `stop` resolves.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -88,17 +87,17 @@ pub async fn serve(
 }
 
 /// Serves `app` on `listener` with the bounds every listener has (connections, header and
-/// idle timeouts, request time: `zerostate_collector::serve`) until `stop` resolves.
+/// idle timeouts, request time: `zerostate_http`) until `stop` resolves.
 pub(crate) async fn serve_bounded(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: impl Future<Output = ()>,
 ) {
-    zerostate_collector::serve::serve(
+    zerostate_http::serve(
         listener,
         app,
-        zerostate_collector::serve::ServeLimits::default(),
-        Arc::new(zerostate_collector::serve::ServeStats::default()),
+        zerostate_http::ServeLimits::default(),
+        Arc::new(zerostate_http::ServeStats::default()),
         stop,
     )
     .await;

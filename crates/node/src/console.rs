@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::node::NodeInfo;
+use crate::runtime::NodeInfo;
 
 /// Writes one JSON event line on stdout (`{"event": "ready", ...}`). A closed stdout (the
 /// reader went away) is not a reason to stop, so errors are ignored.

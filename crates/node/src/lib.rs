@@ -13,7 +13,9 @@ pub mod console;
 pub mod data;
 pub mod metrics;
 pub mod misbehave;
+pub mod node_file;
 pub mod process;
+pub mod runtime;
 pub mod settings;
 pub mod units;
 

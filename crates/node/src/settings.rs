@@ -32,7 +32,7 @@ use std::str::FromStr;
 use anyhow::Context;
 use zerostate_p2p::{Multiaddr, NetworkConfig, Role};
 
-use crate::commands::node::{DEFAULT_TOPIC, NodeFile};
+use crate::node_file::{DEFAULT_TOPIC, NodeFile};
 
 /// The default address of a node's HTTP API.
 pub const DEFAULT_API: SocketAddr =

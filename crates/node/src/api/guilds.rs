@@ -161,7 +161,7 @@ async fn guild_announce(
     let message_id = api
         .network
         .publish(
-            crate::commands::node::DEFAULT_TOPIC,
+            crate::node_file::DEFAULT_TOPIC,
             "guild_invitation",
             payload.to_string().into_bytes(),
         )

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use zerostate_p2p::Multiaddr;
 
 use super::{Api, ApiError};
-use crate::commands::node::NodeInfo;
+use crate::runtime::NodeInfo;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()

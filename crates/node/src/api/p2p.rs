@@ -11,7 +11,7 @@ use serde::Deserialize;
 use zerostate_p2p::{Multiaddr, PeerId};
 
 use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses, parse_peer};
-use crate::commands::node::DEFAULT_TOPIC;
+use crate::node_file::DEFAULT_TOPIC;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()
