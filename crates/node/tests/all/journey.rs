@@ -80,6 +80,30 @@ const SPIN: &str = r#"(module
     (i32.store (i32.const 4) (i32.const 5))
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
 
+/// Submits [`SPIN`] on `node` and waits until an executor runs it: the task's id and the
+/// executor's peer id.
+fn spin_until_running(node: &NodeProcess) -> (String, String) {
+    use base64::Engine as _;
+    let (status, answer) = node.post(
+        "/v1/tasks",
+        &serde_json::json!({
+            "module": { "base64": base64::engine::general_purpose::STANDARD.encode(SPIN) },
+        }),
+        &[],
+    );
+    assert_eq!(status, 202, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
+    let id = answer["task_id"].as_str().expect("id").to_owned();
+    let executor = eventually("the task running", || {
+        let (_, record) = node.get(&format!("/v1/tasks/{id}"));
+        let record: serde_json::Value = serde_json::from_str(&record).ok()?;
+        (record["state"] == "running")
+            .then(|| record["executor"].as_str().map(str::to_owned))
+            .flatten()
+    });
+    (id, executor)
+}
+
 /// The devnet faucet of the ledger node credits `node`'s account.
 pub(crate) fn fund(ledger: &NodeProcess, node: &NodeProcess) {
     let (status, body) = ledger.post(
@@ -368,24 +392,7 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_failed() {
     );
 
     // A long task (about a second of work); its first executor is killed while it runs.
-    use base64::Engine as _;
-    let (status, answer) = members[0].post(
-        "/v1/tasks",
-        &serde_json::json!({
-            "module": { "base64": base64::engine::general_purpose::STANDARD.encode(SPIN) },
-        }),
-        &[],
-    );
-    assert_eq!(status, 202, "{answer}");
-    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
-    let id = answer["task_id"].as_str().expect("id").to_owned();
-    let first = eventually("the task running", || {
-        let (_, record) = members[0].get(&format!("/v1/tasks/{id}"));
-        let record: serde_json::Value = serde_json::from_str(&record).ok()?;
-        (record["state"] == "running")
-            .then(|| record["executor"].as_str().map(str::to_owned))
-            .flatten()
-    });
+    let (id, first) = spin_until_running(&members[0]);
     // Whoever got it first dies with SIGKILL.
     let mut nodes: Vec<NodeProcess> = members.drain(1..).chain([coordinator]).collect();
     let at = nodes
@@ -630,7 +637,6 @@ fn a_payment_whose_acknowledgement_was_lost_is_delivered_again_and_paid_once() {
 
 #[test]
 fn a_node_stopped_while_its_task_runs_lets_the_task_end_paid_and_exits_in_time() {
-    use base64::Engine as _;
     let receiver = OtlpReceiver::start();
     let dir = tempfile::tempdir().expect("tempdir");
     // The coordinator (the ledger, it runs no task), a requester and one executor.
@@ -645,21 +651,7 @@ fn a_node_stopped_while_its_task_runs_lets_the_task_end_paid_and_exits_in_time()
         members.next().expect("executor"),
     );
     fund(&coordinator, &requester);
-    let (status, answer) = requester.post(
-        "/v1/tasks",
-        &serde_json::json!({
-            "module": { "base64": base64::engine::general_purpose::STANDARD.encode(SPIN) },
-        }),
-        &[],
-    );
-    assert_eq!(status, 202, "{answer}");
-    let answer: serde_json::Value = serde_json::from_str(&answer).expect("json");
-    let id = answer["task_id"].as_str().expect("id").to_owned();
-    eventually("the task running on the executor", || {
-        let (_, record) = requester.get(&format!("/v1/tasks/{id}"));
-        let record: serde_json::Value = serde_json::from_str(&record).ok()?;
-        (record["state"] == "running").then_some(())
-    });
+    spin_until_running(&requester);
     // SIGTERM while the executor runs it (about a second of work) and before it is paid.
     let stopping = std::time::Instant::now();
     requester.terminate();

@@ -154,6 +154,16 @@ impl Cast {
         }
     }
 
+    /// The payer's channel to the payee, locked on the ledger with room for `bill` (hex).
+    pub(crate) async fn locked(&self, bill: u64) -> String {
+        self.payer
+            .payments
+            .lock_for(self.payee.peer, bill)
+            .await
+            .expect("the payee signed and the ledger locked the channel")
+            .expect("a ledger is configured")
+    }
+
     /// The payee's one channel from the payer: (nonce, cumulative).
     pub(crate) fn payee_holds(&self) -> (u64, u64) {
         let channels = self

@@ -50,13 +50,7 @@ async fn a_payee_serves_only_against_a_channel_the_ledger_locked() {
 
     // The same with the money locked is served.
     let cast = Cast::new();
-    let channel = cast
-        .payer
-        .payments
-        .lock_for(cast.payee.peer, 100)
-        .await
-        .unwrap()
-        .unwrap();
+    let channel = cast.locked(100).await;
     let reserved = cast
         .payee
         .payments
@@ -69,13 +63,7 @@ async fn a_payee_serves_only_against_a_channel_the_ledger_locked() {
 #[tokio::test]
 async fn a_payer_that_owes_for_its_credit_is_served_no_more_until_it_pays() {
     let cast = Cast::new();
-    let channel = cast
-        .payer
-        .payments
-        .lock_for(cast.payee.peer, 100)
-        .await
-        .unwrap()
-        .unwrap();
+    let channel = cast.locked(100).await;
     let payees = &cast.payee.payments;
     let first = payees
         .reserve(cast.payer.peer, Some(&channel), 100, 1)
@@ -109,13 +97,7 @@ async fn a_payer_that_owes_for_its_credit_is_served_no_more_until_it_pays() {
 #[tokio::test]
 async fn a_reservation_larger_than_what_is_left_on_the_channel_is_refused() {
     let cast = Cast::new();
-    let channel = cast
-        .payer
-        .payments
-        .lock_for(cast.payee.peer, DEPOSIT)
-        .await
-        .unwrap()
-        .unwrap();
+    let channel = cast.locked(DEPOSIT).await;
     let refused = cast
         .payee
         .payments
