@@ -90,6 +90,17 @@ impl ExchangeKey {
         }
     }
 
+    /// The key derived from a node's identity secret (`seed`): the same at every start, so
+    /// a restarted node still opens keys wrapped for it before.
+    pub fn derived(seed: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"zerostate-guild-exchange-key-v1");
+        h.update(seed);
+        Self {
+            secret: StaticSecret::from(<[u8; 32]>::from(h.finalize())),
+        }
+    }
+
     /// Its public half, sent to the coordinator.
     pub fn public(&self) -> [u8; 32] {
         PublicKey::from(&self.secret).to_bytes()

@@ -20,12 +20,15 @@ mod messages;
 mod refusal;
 mod state;
 mod stats;
+mod store;
+mod succession;
 mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use zerostate_telemetry::error_chain;
+use zerostate_telemetry::names::span as names;
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -66,10 +69,13 @@ struct Service {
     /// Helper tasks (a join's request, key deliveries, leave notices): bounded in time,
     /// and aborted when the service stops.
     tasks: tokio::task::JoinSet<()>,
+    /// Where guilds are kept across restarts, when the node has a data directory.
+    store: Option<store::Store>,
 }
 
 impl Service {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.resume().await;
         let mut ticker =
             tokio::time::interval(Duration::from_millis(self.config.heartbeat_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -89,6 +95,101 @@ impl Service {
                 Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
         }
+    }
+
+    /// Writes guild `id` to the store (when there is one), before the change it records is
+    /// acknowledged. A write that fails is logged as an error and counted: the guild goes
+    /// on in memory, and the next change writes it whole again.
+    fn persist(&self, id: &str) {
+        let (Some(store), Some(g)) = (&self.store, self.guilds.get(id)) else {
+            return;
+        };
+        if let Err(e) = store.save(g) {
+            bump(&self.counters.persist_failed);
+            tracing::error!(guild.id = id, "keeping the guild on disk: {e}");
+        }
+    }
+
+    /// Picks up the guilds kept before a restart: a coordinator resumes its guild (same id
+    /// and members, a new key epoch, announced); a member catches up with its coordinator
+    /// (and, should it be silent, the succession takes its course). Everyone gets a full
+    /// heartbeat window.
+    async fn resume(&mut self) {
+        let now = std::time::Instant::now();
+        let ids: Vec<String> = self
+            .guilds
+            .iter()
+            .filter(|(_, g)| g.status.active())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(g) = self.guilds.get_mut(&id) else {
+                continue;
+            };
+            for m in g.members.values_mut() {
+                m.last_seen = now;
+                m.up = true;
+            }
+            let topic = g.topic();
+            let coordinating = g.status == Status::Coordinator;
+            if coordinating {
+                g.version = g.version.saturating_add(1);
+                g.choose_successors();
+            }
+            tracing::info!(
+                guild.id = id.as_str(),
+                status = g.status.as_str(),
+                members = g.members.len(),
+                "resuming a guild kept before the restart"
+            );
+            if let Err(e) = self.network.subscribe(&topic).await {
+                tracing::error!(
+                    guild.id = id.as_str(),
+                    "resuming the guild's topic: {}",
+                    error_chain(&e)
+                );
+            }
+            if coordinating {
+                self.rotate_key(&id);
+                self.announce(&id);
+                self.persist(&id);
+            } else if let Some(coordinator) = self.guilds.get(&id).map(|g| g.coordinator) {
+                self.start_sync_from(&id, coordinator);
+            }
+        }
+    }
+
+    /// Asks `coordinator` to let this node back into guild `id` (no invitation: a member it
+    /// removed for silence, or the coordinator it replaced, comes back once). The answer is
+    /// logged; a refusal leaves the guild ended here with its reason.
+    fn rejoin(&mut self, id: &str, coordinator: PeerId) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let loopback = self.loopback.clone();
+        let guild = id.to_owned();
+        let span = tracing::info_span!(names::GUILD_JOIN, guild.id = id, peer.id = %coordinator, count = tracing::field::Empty);
+        let command = Command::Join {
+            guild: guild.clone(),
+            coordinator,
+            addresses: Vec::new(),
+            invitation: None,
+            span,
+            reply: tx,
+        };
+        self.tasks.spawn(async move {
+            let _ = loopback.send(command).await;
+            match rx.await {
+                Ok(Ok(_)) => tracing::info!(
+                    guild.id = guild.as_str(),
+                    "back in the guild under its new coordinator"
+                ),
+                Ok(Err(e)) => tracing::warn!(
+                    guild.id = guild.as_str(),
+                    "getting back into the guild: {}",
+                    error_chain(&e)
+                ),
+                Err(_) => {}
+            }
+        });
     }
 
     fn guild(&mut self, id: &str) -> Result<&mut Guild, GuildError> {
@@ -129,7 +230,11 @@ impl Service {
                 }
                 let _ = reply.send(result);
             }
-            Command::Synced { guild, answer } => self.finish_sync(&guild, answer),
+            Command::Synced {
+                guild,
+                from,
+                answer,
+            } => self.finish_sync(&guild, from, answer),
             Command::Leave { guild, reply } => {
                 let _ = reply.send(self.leave(&guild).await);
             }

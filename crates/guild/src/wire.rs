@@ -70,6 +70,57 @@ pub struct Membership {
     /// signed with the rest.
     #[prost(message, repeated, tag = "8")]
     pub removed: Vec<Removal>,
+    /// The coordinator's term: 0 for the guild's creator, one more at every succession.
+    /// Of two memberships, the one of the later term wins (see [`Claim`]).
+    #[prost(uint64, tag = "9")]
+    pub term: u64,
+    /// Who takes over, in order, should the coordinator fall silent: peer ids (bytes) of
+    /// members, the longest-standing first.
+    #[prost(bytes = "vec", repeated, tag = "10")]
+    pub successors: Vec<Vec<u8>>,
+    /// Each member's X25519 public key, in the order of `members` (empty where unknown):
+    /// a successor delivers the next key with them.
+    #[prost(bytes = "vec", repeated, tag = "11")]
+    pub exchange_keys: Vec<Vec<u8>>,
+    /// For a term after the first: the membership of the term before, signed by its
+    /// coordinator, that names this coordinator among its successors (its own `previous`
+    /// stripped). Not covered by this membership's signature: it carries its own.
+    #[prost(message, optional, boxed, tag = "12")]
+    pub previous: Option<Box<Membership>>,
+}
+
+/// How strong a coordinator's hold on a guild is, from its signed membership: a later
+/// term beats an earlier one; within a term (two successors that acted at once), the
+/// successor named earlier wins, then the one whose proof is newer, then the lower peer id.
+/// Every member orders two memberships the same way, so a guild converges on one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The term.
+    pub term: u64,
+    /// The coordinator's place in its proof's successor list (0 for the creator).
+    pub rank: u32,
+    /// The version of the proof (0 for the creator).
+    pub proof_version: u64,
+    /// The coordinator's peer id (bytes).
+    pub coordinator: Vec<u8>,
+}
+
+impl Claim {
+    /// Whether this claim wins over `other`.
+    pub fn beats(&self, other: &Claim) -> bool {
+        use std::cmp::Reverse;
+        (
+            self.term,
+            Reverse(self.rank),
+            self.proof_version,
+            Reverse(&self.coordinator),
+        ) > (
+            other.term,
+            Reverse(other.rank),
+            other.proof_version,
+            Reverse(&other.coordinator),
+        )
+    }
 }
 
 /// A member removed from a guild and why, as its membership states it.
@@ -166,6 +217,10 @@ pub struct Heartbeat {
     /// The key epoch the sender holds.
     #[prost(uint32, tag = "4")]
     pub key_epoch: u32,
+    /// The coordinator's term the sender holds; a node that sees a later one asks the
+    /// sender for its membership.
+    #[prost(uint64, tag = "5")]
+    pub term: u64,
 }
 
 /// A member's request for the current signed membership and key, to the coordinator.
@@ -350,10 +405,15 @@ trait CoordinatorSigned: Message + Clone + Sized {
 
     fn signature(&self) -> &[u8];
 
-    fn signing_bytes(&self) -> Vec<u8> {
+    /// The message as signed: without its signature (and without what carries its own).
+    fn unsigned(&self) -> Self {
         let mut unsigned = self.clone();
         unsigned.signature_field().clear();
-        tagged(Self::DOMAIN, &unsigned.encode_to_vec())
+        unsigned
+    }
+
+    fn signing_bytes(&self) -> Vec<u8> {
+        tagged(Self::DOMAIN, &self.unsigned().encode_to_vec())
     }
 
     fn signed_with(mut self, key: &Keypair) -> Self {
@@ -371,6 +431,14 @@ trait CoordinatorSigned: Message + Clone + Sized {
 
 impl CoordinatorSigned for Membership {
     const DOMAIN: &'static [u8] = MEMBERSHIP_DOMAIN;
+
+    fn unsigned(&self) -> Self {
+        Membership {
+            signature: Vec::new(),
+            previous: None,
+            ..self.clone()
+        }
+    }
 
     fn signature_field(&mut self) -> &mut Vec<u8> {
         &mut self.signature
@@ -398,6 +466,73 @@ impl Membership {
             .iter()
             .filter_map(|b| PeerId::from_bytes(b).ok())
             .collect()
+    }
+
+    /// The coordinator's peer id, when it is one.
+    pub(crate) fn coordinator_id(&self) -> Option<PeerId> {
+        PeerId::from_bytes(&self.coordinator).ok()
+    }
+
+    /// The successors as peer ids (malformed entries skipped).
+    pub(crate) fn successor_ids(&self) -> Vec<PeerId> {
+        self.successors
+            .iter()
+            .filter_map(|b| PeerId::from_bytes(b).ok())
+            .collect()
+    }
+
+    /// `peer`'s exchange key as this membership states it.
+    pub(crate) fn exchange_key_of(&self, peer: &PeerId) -> Option<[u8; 32]> {
+        let bytes = peer.to_bytes();
+        let at = self.members.iter().position(|m| *m == bytes)?;
+        self.exchange_keys.get(at)?.as_slice().try_into().ok()
+    }
+
+    /// This membership's claim, given its proof checked (see [`Membership::takeover`]).
+    pub fn claim(&self) -> Claim {
+        let (rank, proof_version) = self
+            .previous
+            .as_deref()
+            .map(|p| {
+                let rank = p
+                    .successors
+                    .iter()
+                    .position(|s| *s == self.coordinator)
+                    .map_or(u32::MAX, |r| u32::try_from(r).unwrap_or(u32::MAX));
+                (rank, p.version)
+            })
+            .unwrap_or((0, 0));
+        Claim {
+            term: self.term,
+            rank,
+            proof_version,
+            coordinator: self.coordinator.clone(),
+        }
+    }
+
+    /// Checks a succession: this membership is signed by its own coordinator and carries,
+    /// as `previous`, a membership of the term before, signed by `trusted` (the coordinator
+    /// of that term the checking node knows), that names this coordinator as a successor.
+    pub(crate) fn takeover_by(&self, trusted: &PeerId) -> Result<(), &'static str> {
+        let Some(coordinator) = self.coordinator_id() else {
+            return Err("the coordinator is not a peer id");
+        };
+        if !self.verify(&coordinator) {
+            return Err("not signed by the coordinator it names");
+        }
+        let Some(proof) = self.previous.as_deref() else {
+            return Err("a new coordinator without the membership that named it");
+        };
+        if proof.guild_id != self.guild_id || proof.term.checked_add(1) != Some(self.term) {
+            return Err("its proof is not the term before, of this guild");
+        }
+        if !proof.verify(trusted) {
+            return Err("its proof is not signed by the coordinator this node knows");
+        }
+        if !proof.successors.contains(&self.coordinator) {
+            return Err("its proof does not name it a successor");
+        }
+        Ok(())
     }
 
     /// Why this version removed `peer`, when it says (bounded to 256 bytes).
@@ -457,8 +592,7 @@ mod tests {
             coordinator: me.to_bytes(),
             members: vec![me.to_bytes()],
             key_epoch: 2,
-            signature: vec![],
-            removed: Vec::new(),
+            ..Membership::default()
         }
         .sign(&key);
         assert!(m.verify(&me));
@@ -470,6 +604,9 @@ mod tests {
             |m: &mut Membership| m.members.push(vec![1]),
             |m: &mut Membership| m.name.push('x'),
             |m: &mut Membership| m.guild_id.push('x'),
+            |m: &mut Membership| m.term += 1,
+            |m: &mut Membership| m.successors.push(vec![1]),
+            |m: &mut Membership| m.exchange_keys.push(vec![1]),
         ] {
             let mut t = m.clone();
             tamper(&mut t);
@@ -511,6 +648,80 @@ mod tests {
         assert!(Invitation::from_token("zsinv1zz").is_err());
         assert!(Invitation::from_token("hello").is_err());
         assert!(Invitation::from_token(&format!("zsinv1{}", "00".repeat(4096))).is_err());
+    }
+
+    /// A membership of `term` signed by `key`, naming `successors`.
+    fn membership(key: &Keypair, term: u64, version: u64, successors: &[PeerId]) -> Membership {
+        Membership {
+            guild_id: "g".into(),
+            version,
+            term,
+            coordinator: key.public().to_peer_id().to_bytes(),
+            successors: successors.iter().map(|p| p.to_bytes()).collect(),
+            ..Membership::default()
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn a_takeover_holds_only_with_a_proof_from_the_known_coordinator_naming_it() {
+        let (old, first, second, stranger) = (
+            Keypair::generate_ed25519(),
+            Keypair::generate_ed25519(),
+            Keypair::generate_ed25519(),
+            Keypair::generate_ed25519(),
+        );
+        let (old_id, first_id, second_id) = (
+            old.public().to_peer_id(),
+            first.public().to_peer_id(),
+            second.public().to_peer_id(),
+        );
+        let proof = membership(&old, 0, 7, &[first_id, second_id]);
+        let takeover = |key: &Keypair, proof: &Membership| Membership {
+            previous: Some(Box::new(proof.clone())),
+            ..membership(key, 1, 8, &[])
+        };
+        let by_first = takeover(&first, &proof);
+        assert_eq!(by_first.takeover_by(&old_id), Ok(()));
+        assert!(
+            by_first.verify(&first_id),
+            "the proof is outside the signature"
+        );
+        assert!(
+            by_first.takeover_by(&first_id).is_err(),
+            "an unknown signer"
+        );
+        assert!(takeover(&stranger, &proof).takeover_by(&old_id).is_err());
+        let forged_proof = membership(&stranger, 0, 7, &[first_id]);
+        assert!(
+            takeover(&first, &forged_proof)
+                .takeover_by(&old_id)
+                .is_err()
+        );
+        let skipped = Membership {
+            term: 2,
+            ..by_first.clone()
+        };
+        assert!(skipped.takeover_by(&old_id).is_err(), "not the term before");
+        let mut no_proof = by_first.clone();
+        no_proof.previous = None;
+        assert!(no_proof.takeover_by(&old_id).is_err());
+
+        // Two successors at once: the one named first wins, whatever arrives first.
+        let by_second = takeover(&second, &proof);
+        assert!(by_first.claim().beats(&by_second.claim()));
+        assert!(!by_second.claim().beats(&by_first.claim()));
+        // A later term wins over everything before it; the creator's claim is the weakest.
+        let later = Membership {
+            previous: Some(Box::new(membership(&second, 1, 3, &[old_id]))),
+            ..membership(&old, 2, 1, &[])
+        };
+        assert!(later.claim().beats(&by_first.claim()));
+        assert!(by_second.claim().beats(&proof.claim()));
+        assert!(
+            !proof.claim().beats(&proof.claim()),
+            "a claim does not beat itself"
+        );
     }
 
     proptest! {

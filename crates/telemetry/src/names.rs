@@ -48,6 +48,9 @@ pub mod span {
     pub const GUILD_KEY_EXCHANGE: &str = "guild.key_exchange";
     /// A change in a guild's membership.
     pub const GUILD_MEMBERSHIP_UPDATE: &str = "guild.membership.update";
+    /// A successor taking over a guild whose coordinator fell silent, or a coordinator
+    /// deferring to a newer one.
+    pub const GUILD_HANDOVER: &str = "guild.handover";
 
     // --- execution ---------------------------------------------------------------------
     /// One task from manifest to receipt; the parent of the spans below.

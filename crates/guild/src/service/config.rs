@@ -34,6 +34,12 @@ pub struct GuildConfig {
     #[doc(hidden)]
     #[serde(skip)]
     pub withhold_membership_updates: bool,
+    /// For tests only, never read from a settings file: this successor takes over as soon
+    /// as the coordinator falls silent, whatever its place in the order, as if it had not
+    /// heard the successors before it.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub take_over_without_waiting: bool,
 }
 
 /// Who may join a guild this node coordinates.
@@ -72,6 +78,7 @@ impl Default for GuildConfig {
             admission: Admission::Invite,
             allowlist: Vec::new(),
             withhold_membership_updates: false,
+            take_over_without_waiting: false,
         }
     }
 }
@@ -147,7 +154,7 @@ impl GuildConfig {
     }
 
     /// How long a member may stay silent before it is marked down.
-    pub(super) fn down_after(&self) -> Duration {
+    pub fn down_after(&self) -> Duration {
         Duration::from_millis(
             self.heartbeat_interval_ms
                 .saturating_mul(u64::from(self.missed_heartbeats)),
@@ -172,6 +179,7 @@ mod tests {
             admission: Admission::Allowlist,
             allowlist: vec!["not-a-peer".into()],
             withhold_membership_updates: false,
+            take_over_without_waiting: false,
         };
         let err = bad.validate().expect_err("refused");
         for name in [

@@ -46,6 +46,9 @@ pub enum GuildError {
     /// A setting is out of range; the service did not start.
     #[error("invalid guild settings: {0}")]
     InvalidConfig(String),
+    /// The guilds kept on disk could not be read or written.
+    #[error("keeping guilds on disk: {0}")]
+    Store(String),
     /// The service has stopped.
     #[error("the guild service has stopped")]
     Closed,

@@ -1,7 +1,6 @@
 //! The handle applications hold: a cheap, cloneable front of the guild service, and the
 //! commands it sends it, one variant per operation with named fields.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use libp2p::PeerId;
@@ -60,6 +59,7 @@ pub(super) enum Command {
     /// The coordinator's answer to a member's sync request (from its helper task).
     Synced {
         guild: String,
+        from: PeerId,
         answer: Result<JoinReply, GuildError>,
     },
     Leave {
@@ -128,7 +128,36 @@ impl Guilds {
         key: Keypair,
         config: GuildConfig,
     ) -> Result<Guilds, GuildError> {
+        Self::start_kept(network, key, config, None)
+    }
+
+    /// [`Guilds::start`], keeping every guild this node coordinates or belongs to under
+    /// `data_dir` (`guilds/`), written before each change is acknowledged, and resuming
+    /// the guilds kept there before: a node restarted on its data directory is back in its
+    /// guilds. Refused, naming the file, when a kept guild does not read.
+    pub fn start_kept(
+        network: Network,
+        key: Keypair,
+        config: GuildConfig,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<Guilds, GuildError> {
         config.validate().map_err(GuildError::InvalidConfig)?;
+        let store = data_dir
+            .map(super::store::Store::open)
+            .transpose()
+            .map_err(GuildError::Store)?;
+        let kept = match &store {
+            Some(store) => store
+                .load(config.joins_per_second)
+                .map_err(GuildError::Store)?,
+            None => Vec::new(),
+        };
+        // The exchange key follows from the node key, so keys wrapped for this node before a
+        // restart still open.
+        let exchange = match key.clone().try_into_ed25519() {
+            Ok(ed) => ExchangeKey::derived(ed.secret().as_ref()),
+            Err(_) => ExchangeKey::generate(),
+        };
         let counters = Arc::new(Counters::default());
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let (opened, _) = tokio::sync::broadcast::channel(OPENED_QUEUE);
@@ -136,10 +165,11 @@ impl Guilds {
             me: key.public().to_peer_id(),
             network,
             key,
-            exchange: Arc::new(ExchangeKey::generate()),
+            exchange: Arc::new(exchange),
             config,
             counters: counters.clone(),
-            guilds: BTreeMap::new(),
+            guilds: kept.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            store,
             loopback: commands.clone(),
             opened: opened.clone(),
             tasks: tokio::task::JoinSet::new(),

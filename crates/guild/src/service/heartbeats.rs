@@ -57,6 +57,7 @@ impl Service {
                 seq: guild.heartbeat_seq,
                 version: guild.version,
                 key_epoch: guild.epoch,
+                term: guild.term,
             }
             .encode_to_vec();
             let topic = guild.topic();
@@ -106,20 +107,20 @@ impl Service {
                     }
                     self.remove_member(&id, peer).await;
                 } else if peer == coordinator {
-                    // The coordinator is gone: without it nobody can admit, rotate keys or
-                    // sign memberships, so the guild ends for this member.
-                    let dissolve = tracing::info_span!(
-                        names::GUILD_DISSOLVE,
+                    // The coordinator fell silent: the handover starts (see succession).
+                    tracing::warn!(
                         guild.id = id.as_str(),
-                        reason = "coordinator lost",
+                        peer.id = %peer,
+                        "the coordinator fell silent: waiting for a successor to take over"
                     );
-                    let _in = dissolve.enter();
-                    if let Some(g) = self.guilds.get_mut(&id) {
-                        g.end(Status::Dissolved, "coordinator lost (missed heartbeats)");
-                        let topic = g.topic();
-                        let _ = self.network.unsubscribe(&topic).await;
-                    }
                 }
+            }
+            let silent = !coordinating
+                && self.guilds.get(&id).is_some_and(|g| {
+                    g.status == Status::Member && !g.members.get(&coordinator).is_some_and(|m| m.up)
+                });
+            if silent {
+                self.handover_round(&id, now).await;
             }
         }
     }
@@ -138,11 +139,20 @@ impl Service {
         if let Some(member) = g.members.get_mut(&source) {
             member.last_seen = Instant::now();
             member.up = true;
+            if source == g.coordinator {
+                g.handover_since = None;
+            }
         }
-        let behind = g.status == Status::Member
-            && beat.guild_id == id
-            && (beat.version > g.version || beat.key_epoch > g.epoch);
-        if behind {
+        if beat.guild_id != id || !g.status.active() {
+            return;
+        }
+        if beat.term > g.term {
+            // A succession this node has not heard of: the sender holds its membership.
+            self.start_sync_from(id, source);
+        } else if g.status == Status::Member
+            && beat.term == g.term
+            && (beat.version > g.version || beat.key_epoch > g.epoch)
+        {
             self.start_sync(id);
         }
     }

@@ -292,15 +292,16 @@ impl Service {
             Status::Member,
             self.config.joins_per_second,
         );
-        let now = Instant::now();
-        for m in members {
-            guild.members.insert(m, Member::new(now, None));
-        }
-        guild.version = membership.version;
+        // What the coordinator's membership says of the term, the successors and the
+        // members' seniority, as a member holds it.
+        guild.term = membership.term;
+        guild.claim = membership.claim();
+        guild.adopt(self.me, &membership, Instant::now());
         guild.epoch = update.key_epoch;
         guild.key = Some(key);
         let info = guild.info(&self.me);
         self.guilds.insert(id.to_owned(), guild);
+        self.persist(id);
         Ok(info)
     }
 
@@ -400,15 +401,18 @@ impl Service {
             count = tracing::field::Empty,
         );
         let _entered = span.enter();
-        let member = g
-            .members
-            .entry(r.peer)
-            .or_insert_with(|| Member::new(now, None));
+        let since = g.next_since();
+        let member = g.members.entry(r.peer).or_insert_with(|| {
+            let mut m = Member::new(now, None);
+            m.since = since;
+            m
+        });
         member.exchange = Some(public);
         member.last_seen = now;
         member.up = true;
         if !already {
             g.version += 1;
+            g.choose_successors();
         }
         span.record("count", g.members.len());
         let admitted = {
@@ -431,6 +435,8 @@ impl Service {
         bump(&self.counters.joins_admitted);
         let id = g.id.clone();
         drop(_entered);
+        // Kept before the joiner hears it is in (with the invitation's use).
+        self.persist(&id);
         if !already {
             self.announce(&id);
         }

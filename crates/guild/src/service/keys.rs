@@ -175,6 +175,13 @@ impl Service {
             return refused("this node is not in that guild (yet)");
         };
         if r.peer != g.coordinator {
+            if g.handover_since.is_some() && g.successors.contains(&r.peer) {
+                // A successor's key can overtake its membership on the topic: learn of the
+                // takeover from it, and take the key when it delivers again.
+                let (id, from) = (update.guild_id.clone(), r.peer);
+                self.start_sync_from(&id, from);
+                return refused("this node has not seen that successor take over yet");
+            }
             bump(&self.counters.rejected_forged);
             return refused("only the guild's coordinator delivers its key");
         }
@@ -203,6 +210,7 @@ impl Service {
                 if let Some(g) = self.guilds.get_mut(&update.guild_id) {
                     g.install_key(update.key_epoch, key);
                 }
+                self.persist(&update.guild_id);
                 drop(_entered);
                 // Messages held for this epoch can be opened now.
                 self.release_held(&update.guild_id, None);

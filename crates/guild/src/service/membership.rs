@@ -14,6 +14,7 @@ use zerostate_telemetry::names::span as names;
 
 use super::refusal::Refusal;
 use super::state::Guild;
+use super::succession::Verdict;
 use super::{GuildError, GuildInfo, Member, Service, Status};
 use crate::crypto::GuildKey;
 use crate::wire::{Dissolve, LeaveRequest, Membership, types};
@@ -102,7 +103,8 @@ impl Service {
         );
         self.network.subscribe(&guild.topic()).await?;
         let info = guild.info(&self.me);
-        self.guilds.insert(id, guild);
+        self.guilds.insert(id.clone(), guild);
+        self.persist(&id);
         Ok(info)
     }
 
@@ -192,8 +194,10 @@ impl Service {
         }
         guild.prune_replay();
         guild.version = guild.version.saturating_add(1);
+        guild.choose_successors();
         self.rotate_key(id);
         self.announce(id);
+        self.persist(id);
     }
 
     pub(super) async fn leave(&mut self, id: &str) -> Result<(), GuildError> {
@@ -210,6 +214,7 @@ impl Service {
         }
         let coordinator = guild.coordinator;
         guild.end(Status::Left, "left");
+        self.persist(id);
         let network = self.network.clone();
         let request = LeaveRequest {
             guild_id: id.to_owned(),
@@ -242,6 +247,7 @@ impl Service {
         let topic = guild.topic();
         let version = guild.version;
         guild.end(Status::Dissolved, "dissolved by the coordinator");
+        self.persist(id);
         let notice = Dissolve::signed(id, version, &key).encode_to_vec();
         if let Err(e) = self.network.publish(&topic, types::DISSOLVE, notice).await {
             tracing::warn!(
@@ -254,40 +260,42 @@ impl Service {
     }
 
     pub(super) async fn membership_update(&mut self, id: &str, source: PeerId, m: GossipMessage) {
-        let me = self.me;
         let Ok(update) = Membership::decode(&m.envelope.payload[..]) else {
             return self.refuse(&m.span, id, Refusal::Malformed);
         };
         let Some(g) = self.guilds.get_mut(id) else {
             return;
         };
-        if !g.status.active() || g.status == Status::Coordinator {
+        if !g.status.active() {
             return;
         }
-        if self.config.withhold_membership_updates {
+        if self.config.withhold_membership_updates && g.status == Status::Member {
             // Test switch: this member only learns of changes by catching up.
             return;
         }
-        if update.guild_id != id || source != g.coordinator || !update.verify(&g.coordinator) {
-            tracing::warn!(guild.id = id, peer.id = %source, "rejected a membership update not signed by the coordinator");
-            return self.refuse(&m.span, id, Refusal::Forged);
+        // Whoever publishes a membership is the coordinator that signed it.
+        let verdict = if update.coordinator_id() == Some(source) {
+            g.judge(&update)
+        } else {
+            Verdict::Forged("not published by the coordinator it names")
+        };
+        match verdict {
+            Verdict::Stale => self.refuse(&m.span, id, Refusal::Stale),
+            Verdict::Forged(why) => {
+                tracing::warn!(guild.id = id, peer.id = %source, "rejected a membership update: {why}");
+                self.refuse(&m.span, id, Refusal::Forged)
+            }
+            verdict => {
+                let span = tracing::info_span!(
+                    parent: &m.span,
+                    names::GUILD_MEMBERSHIP_UPDATE,
+                    guild.id = id,
+                    version = update.version,
+                    count = update.members.len(),
+                );
+                self.accept(id, &update, verdict, &span);
+            }
         }
-        if update.version <= g.version {
-            return self.refuse(&m.span, id, Refusal::Stale);
-        }
-        let span = tracing::info_span!(
-            parent: &m.span,
-            names::GUILD_MEMBERSHIP_UPDATE,
-            guild.id = id,
-            version = update.version,
-            count = update.members.len(),
-        );
-        let _entered = span.enter();
-        let why = update.removal_reason(&me);
-        g.apply_membership_saying(me, update.version, update.member_ids(), Instant::now(), why);
-        drop(_entered);
-        // Messages held for a sender this update may have brought.
-        self.release_held(id, None);
     }
 
     /// A coordinator's signed notice that the guild is dissolved.
@@ -312,6 +320,7 @@ impl Service {
         let span = tracing::info_span!(names::GUILD_DISSOLVE, guild.id = id);
         let _entered = span.enter();
         g.end(Status::Dissolved, "dissolved by the coordinator");
+        self.persist(id);
     }
 }
 

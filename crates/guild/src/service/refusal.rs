@@ -54,8 +54,14 @@ impl Service {
             Refusal::Forged => &c.rejected_forged,
             Refusal::Stale => &c.rejected_stale,
         });
-        span.record_error(&why);
         let _in = span.enter();
-        tracing::debug!(guild.id = guild, "{why}");
+        if why == Refusal::Stale {
+            // Gossip reorders: a notice older than the one held is ordinary on a healthy
+            // network. Counted, and an event on the span, not an error.
+            tracing::info!(guild.id = guild, "{why}");
+        } else {
+            span.record_error(&why);
+            tracing::debug!(guild.id = guild, "{why}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::TOPIC_PREFIX;
 use super::joins::JoinBucket;
 use super::messages::{CLOCK_SKEW, Held, ReplayWindow, unix_micros};
 use crate::crypto::GuildKey;
-use crate::wire::Membership;
+use crate::wire::{Claim, Membership};
 
 /// A member as this node sees it.
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +51,13 @@ pub struct GuildInfo {
     pub ciphertexts_seen: u64,
     /// Of those, how many this node could not open (not a member, or a key it lacks).
     pub undecryptable: u64,
+    /// The coordinator's term: 0 for the creator, one more at every succession.
+    pub term: u64,
+    /// Who takes over, in order, should the coordinator fall silent.
+    pub successors: Vec<String>,
+    /// Whether the coordinator has fallen silent and this member waits for a successor to
+    /// take over (or is about to take over itself).
+    pub handover: bool,
 }
 
 /// A guild message this node opened, as applications receive it
@@ -115,6 +122,9 @@ pub(super) struct Member {
     pub(super) up: bool,
     /// Its X25519 public key (known to the coordinator only).
     pub(super) exchange: Option<[u8; 32]>,
+    /// Its seniority: members admitted earlier have smaller numbers; successors are the
+    /// longest-standing members.
+    pub(super) since: u64,
     /// The last admission reply sent to it (coordinator only): a repeated join or sync at
     /// the same version, epoch and exchange key gets these bytes again, with no new key
     /// exchange or signature.
@@ -128,6 +138,7 @@ impl Member {
             last_seen: now,
             up: true,
             exchange,
+            since: 0,
             admitted: None,
         }
     }
@@ -148,6 +159,20 @@ pub(super) struct Guild {
     pub(super) reason: Option<String>,
     pub(super) coordinator: PeerId,
     pub(super) members: BTreeMap<PeerId, Member>,
+    /// The coordinator's term, and how strong its hold is (see [`Claim`]).
+    pub(super) term: u64,
+    pub(super) claim: Claim,
+    /// For a term after the first: the membership of the term before that named this
+    /// term's coordinator a successor; every membership of the term carries it.
+    pub(super) proof: Option<Box<Membership>>,
+    /// Who takes over, in order, should the coordinator fall silent.
+    pub(super) successors: Vec<PeerId>,
+    /// The last signed membership this member applied (the coordinator signs its own on
+    /// demand): what it shows a node that asks, and the proof it takes over with.
+    pub(super) signed: Option<Membership>,
+    /// Since when the coordinator has been silent past the window, while a successor is
+    /// awaited (member only).
+    pub(super) handover_since: Option<Instant>,
     pub(super) version: u64,
     pub(super) epoch: u32,
     pub(super) key: Option<GuildKey>,
@@ -187,6 +212,9 @@ pub(super) struct Guild {
     pub(super) removals: VecDeque<(u64, PeerId, String)>,
 }
 
+/// How many successors a membership names.
+pub(super) const SUCCESSORS: usize = 3;
+
 /// How long a member removed for silence may come back without a new invitation.
 pub(super) const RETURN_WINDOW: Duration = Duration::from_secs(3600);
 /// Members removed for silence remembered per guild.
@@ -225,8 +253,19 @@ impl Guild {
             name,
             status,
             reason: None,
+            claim: Claim {
+                term: 0,
+                rank: 0,
+                proof_version: 0,
+                coordinator: coordinator.to_bytes(),
+            },
             coordinator,
             members: BTreeMap::new(),
+            term: 0,
+            proof: None,
+            successors: Vec::new(),
+            signed: None,
+            handover_since: None,
             version: 0,
             epoch: 0,
             key: None,
@@ -281,18 +320,64 @@ impl Guild {
             topic: self.topic(),
             ciphertexts_seen: self.ciphertexts_seen,
             undecryptable: self.undecryptable,
+            term: self.term,
+            successors: self.successors.iter().map(PeerId::to_string).collect(),
+            handover: self.handover_since.is_some(),
         }
     }
 
+    /// The members, longest-standing first.
+    pub(super) fn by_seniority(&self) -> Vec<PeerId> {
+        let mut order: Vec<(u64, PeerId)> =
+            self.members.iter().map(|(p, m)| (m.since, *p)).collect();
+        order.sort();
+        order.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The seniority number of a member admitted now.
+    pub(super) fn next_since(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| m.since)
+            .max()
+            .map_or(0, |s| s.saturating_add(1))
+    }
+
+    /// Chooses the successors (coordinator only): the longest-standing members that are up,
+    /// at most [`SUCCESSORS`].
+    pub(super) fn choose_successors(&mut self) {
+        let coordinator = self.coordinator;
+        self.successors = self
+            .by_seniority()
+            .into_iter()
+            .filter(|p| *p != coordinator && self.members.get(p).is_some_and(|m| m.up))
+            .take(SUCCESSORS)
+            .collect();
+    }
+
     pub(super) fn membership(&self, key: &Keypair) -> Membership {
+        let order = self.by_seniority();
         Membership {
             guild_id: self.id.clone(),
             name: self.name.clone(),
             version: self.version,
             coordinator: self.coordinator.to_bytes(),
-            members: self.members.keys().map(|p| p.to_bytes()).collect(),
+            members: order.iter().map(|p| p.to_bytes()).collect(),
+            exchange_keys: order
+                .iter()
+                .map(|p| {
+                    self.members
+                        .get(p)
+                        .and_then(|m| m.exchange)
+                        .map(|k| k.to_vec())
+                        .unwrap_or_default()
+                })
+                .collect(),
             key_epoch: self.epoch,
             signature: Vec::new(),
+            term: self.term,
+            successors: self.successors.iter().map(|p| p.to_bytes()).collect(),
+            previous: self.proof.clone(),
             removed: self
                 .removals
                 .iter()
@@ -331,6 +416,7 @@ impl Guild {
         self.reason = Some(reason.to_owned());
         self.members.clear();
         self.replay.clear();
+        self.handover_since = None;
         for d in self.deliveries.drain(..) {
             d.abort();
         }

@@ -43,6 +43,11 @@ pub struct GuildStats {
     pub members_marked_down: u64,
     /// Heartbeats this node failed to publish (no peer on the guild's topic, ...).
     pub heartbeats_failed: u64,
+    /// Successions: this node took over a guild whose coordinator fell silent, or followed
+    /// a successor that did.
+    pub handovers: u64,
+    /// Writes of a guild to the data directory that failed.
+    pub persist_failed: u64,
 }
 
 impl GuildStats {
@@ -114,6 +119,16 @@ impl GuildStats {
             "guild_heartbeats_failed",
             "Heartbeats this node failed to publish.",
             self.heartbeats_failed,
+        )
+        .counter(
+            "guild_handovers",
+            "Successions this node took part in: took over a silent coordinator's guild, or followed a successor that did.",
+            self.handovers,
+        )
+        .counter(
+            "guild_persist_failed",
+            "Writes of a guild to the data directory that failed.",
+            self.persist_failed,
         );
     }
 }
@@ -136,6 +151,8 @@ pub(super) struct Counters {
     pub(super) joins_admitted: AtomicU64,
     pub(super) members_marked_down: AtomicU64,
     pub(super) heartbeats_failed: AtomicU64,
+    pub(super) handovers: AtomicU64,
+    pub(super) persist_failed: AtomicU64,
 }
 
 impl Counters {
@@ -157,6 +174,8 @@ impl Counters {
             joins_admitted: self.joins_admitted.load(Relaxed),
             members_marked_down: self.members_marked_down.load(Relaxed),
             heartbeats_failed: self.heartbeats_failed.load(Relaxed),
+            handovers: self.handovers.load(Relaxed),
+            persist_failed: self.persist_failed.load(Relaxed),
         }
     }
 }

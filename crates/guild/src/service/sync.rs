@@ -18,6 +18,7 @@ use super::handle::Command;
 use super::joins::{admission_for, refusal};
 use super::keys::{Offer, offered_epoch};
 use super::stats::bump;
+use super::succession::Verdict;
 use super::{GuildError, Service, Status};
 use crate::wire::{JoinReply, SyncRequest, types};
 
@@ -30,6 +31,15 @@ impl Service {
     /// Asks the coordinator of `id` for its current membership and key (member only), unless
     /// a request is already in flight.
     pub(super) fn start_sync(&mut self, id: &str) {
+        if let Some(coordinator) = self.guilds.get(id).map(|g| g.coordinator) {
+            self.start_sync_from(id, coordinator);
+        }
+    }
+
+    /// Asks `coordinator` (or any member that holds a newer membership than this node) for
+    /// its current membership, and the key when it is the coordinator, unless a request is
+    /// already in flight.
+    pub(super) fn start_sync_from(&mut self, id: &str, coordinator: libp2p::PeerId) {
         let interval = Duration::from_millis(self.config.heartbeat_interval_ms);
         let now = Instant::now();
         let Some(g) = self.guilds.get_mut(id) else {
@@ -39,7 +49,6 @@ impl Service {
             return;
         }
         g.sync_started = Some(now);
-        let coordinator = g.coordinator;
         let request = SyncRequest {
             guild_id: id.to_owned(),
         }
@@ -68,14 +77,22 @@ impl Service {
                 if let Err(e) = &answer {
                     Span::current().record_error(e);
                 }
-                let _ = loopback.send(Command::Synced { guild, answer }).await;
+                let _ = loopback
+                    .send(Command::Synced {
+                        guild,
+                        from: coordinator,
+                        answer,
+                    })
+                    .await;
             }
             .instrument(span),
         );
     }
 
     /// The coordinator's side: the current signed membership and the key wrapped for the
-    /// asking member, or a refusal for anyone else.
+    /// asking member; the membership alone for anyone else (it travels on the topic in the
+    /// clear anyway: a coordinator that was replaced learns of its successor so). A member
+    /// answers with the signed membership it holds.
     pub(super) fn sync_request(&mut self, r: &IncomingRequest) -> Vec<u8> {
         let Ok(req) = SyncRequest::decode(&r.envelope.payload[..]) else {
             bump(&self.counters.rejected_malformed);
@@ -85,12 +102,22 @@ impl Service {
         let Some(g) = self.guilds.get_mut(&req.guild_id) else {
             return refusal("no such guild here");
         };
-        if g.status != Status::Coordinator {
-            return refusal("this node does not coordinate that guild");
+        let membership_only = |membership: Option<crate::wire::Membership>| match membership {
+            Some(m) => JoinReply {
+                refusal: String::new(),
+                membership: Some(m),
+                key: None,
+            }
+            .encode_to_vec(),
+            None => refusal("this node holds no membership of that guild"),
+        };
+        match g.status {
+            Status::Coordinator => {}
+            Status::Member => return membership_only(g.signed.clone()),
+            _ => return refusal("this node is no longer in that guild"),
         }
         if g.members.get(&r.peer).and_then(|m| m.exchange).is_none() {
-            bump(&self.counters.rejected_not_member);
-            return refusal("not a member");
+            return membership_only(Some(g.membership(&sign_key)));
         }
         // Same reply bytes as long as nothing changed: a member that asks in a loop costs
         // no key exchange and no signature.
@@ -98,15 +125,25 @@ impl Service {
             .unwrap_or_else(|| refusal("no key yet, or the exchange key is a low-order point"))
     }
 
-    /// The member's side: applies a newer signed membership and a newer key.
-    pub(super) fn finish_sync(&mut self, id: &str, answer: Result<JoinReply, GuildError>) {
-        self.apply_sync(id, answer);
+    /// The member's side: applies a newer signed membership (or a successor's) and a newer
+    /// key.
+    pub(super) fn finish_sync(
+        &mut self,
+        id: &str,
+        from: libp2p::PeerId,
+        answer: Result<JoinReply, GuildError>,
+    ) {
+        self.apply_sync(id, from, answer);
         // Whatever was held for this catch-up is opened now, or refused for good.
         self.release_held(id, None);
     }
 
-    fn apply_sync(&mut self, id: &str, answer: Result<JoinReply, GuildError>) {
-        let me = self.me;
+    fn apply_sync(
+        &mut self,
+        id: &str,
+        from: libp2p::PeerId,
+        answer: Result<JoinReply, GuildError>,
+    ) {
         let Some(g) = self.guilds.get_mut(id) else {
             return;
         };
@@ -114,50 +151,55 @@ impl Service {
         let reply = match answer {
             Ok(reply) if reply.refusal.is_empty() => reply,
             Ok(reply) => {
-                tracing::debug!(
-                    guild.id = id,
-                    "the coordinator refused a sync: {}",
-                    reply.refusal
-                );
+                tracing::debug!(guild.id = id, peer.id = %from, "a sync was refused: {}", reply.refusal);
                 return;
             }
             Err(e) => {
                 tracing::debug!(
                     guild.id = id,
-                    "catching up with the coordinator: {}",
+                    peer.id = %from,
+                    "catching up: {}",
                     error_chain(&e)
                 );
                 return;
             }
         };
-        if g.status != Status::Member {
+        if !g.status.active() {
             return;
         }
-        let coordinator = g.coordinator;
         if let Some(membership) = &reply.membership {
-            if membership.guild_id != id || !membership.verify(&coordinator) {
-                bump(&self.counters.rejected_forged);
-                return;
-            }
-            if membership.version > g.version {
-                bump(&self.counters.syncs);
-                let why = membership.removal_reason(&me);
-                g.apply_membership_saying(
-                    me,
-                    membership.version,
-                    membership.member_ids(),
-                    Instant::now(),
-                    why,
-                );
+            match g.judge(membership) {
+                Verdict::Stale => {}
+                Verdict::Forged(why) => {
+                    tracing::warn!(guild.id = id, peer.id = %from, "a synced membership: {why}");
+                    bump(&self.counters.rejected_forged);
+                    return;
+                }
+                verdict => {
+                    bump(&self.counters.syncs);
+                    let span = tracing::info_span!(
+                        names::GUILD_MEMBERSHIP_UPDATE,
+                        guild.id = id,
+                        peer.id = %from,
+                        version = membership.version,
+                        sync = true,
+                    );
+                    self.accept(id, membership, verdict, &span);
+                }
             }
         }
         let Some(update) = reply.key else {
             return;
         };
-        if update.guild_id != id || offered_epoch(g.epoch, update.key_epoch) != Offer::Newer {
+        let Some(g) = self.guilds.get(id) else {
             return;
-        }
-        if g.status != Status::Member {
+        };
+        // Only the coordinator hands out the key.
+        if g.status != Status::Member
+            || from != g.coordinator
+            || update.guild_id != id
+            || offered_epoch(g.epoch, update.key_epoch) != Offer::Newer
+        {
             return;
         }
         match self.unwrap_key(id, &update) {
@@ -166,6 +208,7 @@ impl Service {
                 if let Some(g) = self.guilds.get_mut(id) {
                     g.install_key(update.key_epoch, key);
                 }
+                self.persist(id);
             }
             Err(e) => {
                 tracing::warn!(guild.id = id, "a synced key did not open: {e}");

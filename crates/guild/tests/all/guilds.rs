@@ -108,7 +108,7 @@ async fn members_read_each_other_outsiders_and_leavers_do_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
+async fn a_silent_member_is_removed_and_a_lost_coordinator_is_succeeded() {
     let _turn = crate::harness::exclusive().await;
     let coordinator = node(None, guild_config()).await;
     let guild = coordinator.guilds.create("g").await.expect("create");
@@ -138,12 +138,15 @@ async fn a_silent_member_is_removed_and_a_lost_coordinator_ends_the_guild() {
     assert!(coordinator.guilds.stats().members_marked_down >= 1);
 
     coordinator.network.shutdown().await;
-    let ended = eventually("the guild to end for the member", || async {
+    // The one member left is the first successor: it takes the guild over.
+    let taken = eventually("the member to take the guild over", || async {
         let s = stays.guilds.info(&guild.id).await.expect("info");
-        (s.status == "dissolved").then_some(s)
+        (s.status == "coordinator").then_some(s)
     })
     .await;
-    assert!(ended.reason.expect("reason").contains("coordinator lost"));
+    assert_eq!(taken.term, 1);
+    assert_eq!(taken.coordinator, stays.network.peer_id().to_string());
+    assert_eq!(taken.members.len(), 1, "{taken:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,8 +68,20 @@ pub(crate) async fn node_with_key(
     config: GuildConfig,
     key: Keypair,
 ) -> Node {
+    node_kept(bootstrap, config, key, None).await
+}
+
+/// [`node_with_key`] keeping its guilds under `data_dir` (a node restarted on it resumes
+/// them).
+pub(crate) async fn node_kept(
+    bootstrap: Option<&Multiaddr>,
+    config: GuildConfig,
+    key: Keypair,
+    data_dir: Option<&std::path::Path>,
+) -> Node {
     let (network, mut events, addr) = network(bootstrap, key.clone()).await;
-    let guilds = Guilds::start(network.clone(), key, config).expect("valid settings");
+    let guilds =
+        Guilds::start_kept(network.clone(), key, config, data_dir).expect("valid settings");
     let pump = guilds.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {

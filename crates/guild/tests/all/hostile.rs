@@ -92,7 +92,7 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
         members: vec![spy.peer_id().to_bytes()],
         key_epoch: 9,
         signature: spy_key.sign(b"anything").expect("sign"),
-        removed: Vec::new(),
+        ..Membership::default()
     };
     spy.publish(&topic, "guild_membership", forged.encode_to_vec())
         .await

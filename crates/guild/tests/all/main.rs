@@ -5,3 +5,4 @@ mod convergence;
 mod guilds;
 mod harness;
 mod hostile;
+mod succession;
