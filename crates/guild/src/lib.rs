@@ -8,8 +8,11 @@
 //! whenever a member leaves or is removed. Messages are sealed with XChaCha20-Poly1305 and
 //! carry their trace context inside the ciphertext.
 //!
-//! When the coordinator disappears (misses its heartbeats), the guild is dissolved for every
-//! member: nobody else can admit, rotate keys or sign memberships. See `docs/guilds.md`.
+//! When the coordinator disappears (misses its heartbeats), the first of the successors its
+//! signed membership names takes over in the next term, with that membership as proof; of
+//! two claims every node keeps the same one, so a guild converges on one coordinator. With
+//! a data directory ([`Guilds::start_kept`]) guilds are kept on disk and resumed at restart.
+//! See `docs/guilds.md`.
 //!
 //! ```no_run
 //! # async fn example(network: zerostate_p2p::Network, key: libp2p::identity::Keypair)

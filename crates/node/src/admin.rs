@@ -186,13 +186,21 @@ async fn ready(State(admin): State<Admin>) -> Response {
         match (&e.guild, e.creates_guild) {
             (None, false) => "off".into(),
             (None, true) => {
-                if guilds.iter().any(|g| g.status == "coordinator") {
+                if guilds.iter().any(|g| g.handover) {
+                    "not ready: coordinator handover".into()
+                } else if guilds
+                    .iter()
+                    .any(|g| matches!(g.status.as_str(), "coordinator" | "member"))
+                {
                     ok()
                 } else {
                     "not ready: the guild this node creates is not up".into()
                 }
             }
             (Some(id), _) => match guilds.iter().find(|g| &g.id == id) {
+                Some(g) if g.status == "member" && g.handover => {
+                    "not ready: coordinator handover".into()
+                }
                 Some(g) if g.status == "member" => {
                     let silent = g
                         .members

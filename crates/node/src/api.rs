@@ -125,7 +125,8 @@ impl From<NetworkError> for ApiError {
 impl From<GuildError> for ApiError {
     fn from(e: GuildError) -> Self {
         let status = match &e {
-            GuildError::Unknown(_) => StatusCode::NOT_FOUND,
+            GuildError::Unknown(_) | GuildError::NoSuchMember(..) => StatusCode::NOT_FOUND,
+            GuildError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GuildError::NotCoordinator(_)
             | GuildError::CoordinatorLeaving(_)
             | GuildError::NotMember(..) => StatusCode::CONFLICT,

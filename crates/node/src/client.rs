@@ -85,6 +85,20 @@ impl NodeClient {
             .with_context(|| format!("{path} was not found on the node"))
     }
 
+    /// `DELETE path` with `query`: the JSON answer.
+    pub async fn delete(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)
+            .with_context(|| format!("{}{path} is not a URL", self.base))?;
+        let request = self.http.delete(url);
+        self.send(request, path)
+            .await?
+            .with_context(|| format!("{path} was not found on the node"))
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,

@@ -136,8 +136,15 @@ impl Child {
 
     /// The first event line of this kind (`{"event": kind, ...}`), waiting up to `timeout`.
     pub fn event(&self, kind: &str, timeout: Duration) -> Option<serde_json::Value> {
+        self.event_of(&[kind], timeout)
+    }
+
+    /// The first stdout event of any of `kinds` (`guild_created`, or `guild_resumed` from
+    /// a node restarted on its data directory), within `timeout`.
+    pub fn event_of(&self, kinds: &[&str], timeout: Duration) -> Option<serde_json::Value> {
         let is = |l: &str| {
-            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["event"] == kind)
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| kinds.iter().any(|k| v["event"] == *k))
         };
         self.wait_line(timeout, is)
             .and_then(|l| serde_json::from_str(&l).ok())

@@ -142,7 +142,8 @@ pub(crate) async fn serve(plan: Plan) -> anyhow::Result<()> {
     let (network, events) = Network::start(config, key.clone())
         .await
         .context("starting the network")?;
-    let guilds = Guilds::start(network.clone(), key, guild).context("starting guilds")?;
+    let guilds =
+        Guilds::start_kept(network.clone(), key, guild, Some(&dir)).context("starting guilds")?;
     let payments = zerostate_payment_protocol::Payments::open(
         std::sync::Arc::new(zerostate_payment_protocol::P2p::new(
             network.clone(),
@@ -247,12 +248,32 @@ pub(crate) async fn serve(plan: Plan) -> anyhow::Result<()> {
     let routing =
         tokio::spawn(router.serve(events, stop_routing.clone().cancelled_owned(), ROUTER_DRAIN));
     if let Some(name) = create_guild {
-        let created = guilds
-            .create(&name)
+        // A node restarted on its data directory goes on with the guild it created (kept
+        // there), rather than creating another.
+        let kept = guilds
+            .list()
             .await
-            .with_context(|| format!("creating guild {name}"))?;
-        crate::console::say(&serde_json::json!({ "event": "guild_created", "guild": created }));
-        tracing::info!(guild.id = %created.id, "guild created");
+            .unwrap_or_default()
+            .into_iter()
+            .find(|g| g.name == name && matches!(g.status.as_str(), "coordinator" | "member"));
+        match kept {
+            Some(guild) => {
+                crate::console::say(
+                    &serde_json::json!({ "event": "guild_resumed", "guild": guild }),
+                );
+                tracing::info!(guild.id = %guild.id, status = %guild.status, "guild resumed");
+            }
+            None => {
+                let created = guilds
+                    .create(&name)
+                    .await
+                    .with_context(|| format!("creating guild {name}"))?;
+                crate::console::say(
+                    &serde_json::json!({ "event": "guild_created", "guild": created }),
+                );
+                tracing::info!(guild.id = %created.id, "guild created");
+            }
+        }
     }
     // Retried until admitted; stopped with the node if it is still trying.
     let joining = join_guild.map(|target| {
@@ -339,12 +360,24 @@ async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time
                 return;
             };
             let reason = info.reason.unwrap_or_default();
-            match info.status.as_str() {
-                "removed" => break reason,
-                "dissolved" if reason.contains("coordinator lost") => break reason,
-                "coordinator" | "member" => {}
+            let out = match info.status.as_str() {
+                "removed" => true,
+                "dissolved" => reason.contains("coordinator lost"),
+                "coordinator" | "member" => continue,
                 _ => return,
+            };
+            if !out {
+                return;
             }
+            // Back to whoever coordinates now: after a succession, not the node first
+            // joined.
+            if let Ok(current) = info.coordinator.parse::<zerostate_p2p::PeerId>()
+                && current != target.coordinator
+            {
+                target.coordinator = current;
+                target.addresses.clear();
+            }
+            break reason;
         };
         tracing::warn!(guild.id = %target.guild_id, "out of the guild ({reason}): joining again");
         crate::console::say(&serde_json::json!({

@@ -4,6 +4,7 @@
 mod connections;
 mod dht;
 mod peers;
+mod redial;
 mod relays;
 
 use std::collections::{HashMap, HashSet};
@@ -97,6 +98,8 @@ pub(crate) struct Driver {
     >,
     kad: HashMap<kad::QueryId, KadPending>,
     pending_listeners: HashSet<ListenerId>,
+    /// Bootstrap nodes to dial again.
+    redial: redial::Redial,
 }
 
 impl Driver {
@@ -135,6 +138,7 @@ impl Driver {
             peers: HashMap::new(),
             bootstrap_peers: HashSet::new(),
             bootstrapped: false,
+            redial: redial::Redial::default(),
             connection_spans: ConnectionSpans::default(),
             dials: HashMap::new(),
             requests: HashMap::new(),
@@ -190,6 +194,8 @@ impl Driver {
         tokio::pin!(listen_deadline);
         let mut decay = tokio::time::interval(SCORE_DECAY_EVERY);
         decay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut redial = tokio::time::interval(Duration::from_millis(250));
+        redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.pending_listeners.is_empty()
                 && let Some(r) = ready.take()
@@ -207,6 +213,7 @@ impl Driver {
                 },
                 event = self.swarm.select_next_some() => self.swarm_event(event),
                 _ = decay.tick() => self.decay_scores(),
+                _ = redial.tick() => self.redial_due(),
                 () = &mut listen_deadline, if ready.is_some() => {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err("no listen address came up within 5 s".into()));
@@ -452,6 +459,7 @@ impl Driver {
                 ..
             } => {
                 self.counters.connections_established();
+                self.redial.back(&peer_id);
                 let address = endpoint.get_remote_address().clone();
                 self.connection_spans
                     .established(connection_id, peer_id, &address, established_in);
@@ -497,6 +505,7 @@ impl Driver {
                 if self.peers.len() > REMEMBERED_PEERS {
                     self.forget_least_offending();
                 }
+                self.maybe_redial(peer_id);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,

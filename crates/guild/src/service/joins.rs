@@ -365,7 +365,7 @@ impl Service {
         let already = g.members.contains_key(&r.peer);
         // A member removed only because it fell silent (a pause, a partition) comes back
         // on the admission it had.
-        let returning = !already && g.take_returning(&r.peer, now);
+        let returning = !already && g.is_returning(&r.peer, now);
         if !already && !returning {
             let now_ms = unix_ms();
             g.used_invitations
@@ -383,7 +383,11 @@ impl Service {
             }
         }
         if !already && g.members.len() >= config.max_members {
+            // Neither the invitation nor a returning member's one way back is used up.
             return refused("the guild is full", false);
+        }
+        if returning {
+            g.take_returning(&r.peer, now);
         }
         if !already
             && !returning

@@ -175,7 +175,7 @@ impl Service {
             return refused("this node is not in that guild (yet)");
         };
         if r.peer != g.coordinator {
-            if g.handover_since.is_some() && g.successors.contains(&r.peer) {
+            if g.successors.contains(&r.peer) {
                 // A successor's key can overtake its membership on the topic: learn of the
                 // takeover from it, and take the key when it delivers again.
                 let (id, from) = (update.guild_id.clone(), r.peer);

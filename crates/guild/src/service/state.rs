@@ -230,6 +230,14 @@ impl Guild {
         }
     }
 
+    /// Whether `peer` was removed for silence within [`RETURN_WINDOW`] of `now` (without
+    /// using up its way back).
+    pub(super) fn is_returning(&self, peer: &PeerId, now: Instant) -> bool {
+        self.returning
+            .iter()
+            .any(|(p, since)| p == peer && now.saturating_duration_since(*since) <= RETURN_WINDOW)
+    }
+
     /// Whether `peer` was removed for silence within [`RETURN_WINDOW`] of `now`; it is
     /// forgotten either way (it comes back once).
     pub(super) fn take_returning(&mut self, peer: &PeerId, now: Instant) -> bool {
@@ -467,6 +475,8 @@ mod tests {
         let now = Instant::now();
         g.fell_silent(quiet, now);
         assert!(!g.take_returning(&stranger, now), "never a member");
+        assert!(g.is_returning(&quiet, now + Duration::from_secs(5)));
+        assert!(g.is_returning(&quiet, now), "asking does not use it up");
         assert!(g.take_returning(&quiet, now + Duration::from_secs(5)));
         assert!(!g.take_returning(&quiet, now), "once");
         g.fell_silent(quiet, now);

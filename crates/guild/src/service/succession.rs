@@ -131,19 +131,46 @@ impl Guild {
     }
 
     /// Where this member stands in the handover, `waited` after the coordinator was found
-    /// silent, with heartbeat interval `interval`.
+    /// silent, with heartbeat interval `interval`; with no successor heard from after
+    /// every slot and `patience` more, it gives up.
     pub(super) fn handover_step(
         &self,
         me: &PeerId,
         waited: std::time::Duration,
         interval: std::time::Duration,
+        patience: std::time::Duration,
     ) -> Step {
         let slot = |n: usize| interval.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
         match self.successors.iter().position(|p| p == me) {
-            Some(rank) if waited >= slot(rank) && self.signed.is_some() => Step::TakeOver,
-            _ if waited >= slot(self.successors.len().saturating_add(2)) => Step::GiveUp,
+            Some(rank) if waited >= slot(rank) && self.signed.is_some() && self.hears_most() => {
+                Step::TakeOver
+            }
+            // Every slot, then a whole down window more for the takeover to reach this
+            // member (its mesh may have run through the coordinator).
+            _ if waited
+                >= slot(self.successors.len().saturating_add(1)).saturating_add(patience) =>
+            {
+                Step::GiveUp
+            }
             _ => Step::Wait,
         }
+    }
+}
+
+impl Guild {
+    /// Whether this node hears (counts as up) more than half of the members other than
+    /// the coordinator, itself included. A successor takes over only then: one cut off on
+    /// its own, or on the smaller side of a partition, does not, so that it cannot take
+    /// the guild from the larger side when the partition heals.
+    pub(super) fn hears_most(&self) -> bool {
+        let others: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|(p, _)| **p != self.coordinator)
+            .map(|(_, m)| m)
+            .collect();
+        let up = others.iter().filter(|m| m.up).count();
+        up.saturating_mul(2) > others.len()
     }
 }
 
@@ -172,7 +199,7 @@ impl Service {
         if self.config.take_over_without_waiting {
             waited = waited.saturating_mul(u32::try_from(SUCCESSORS).unwrap_or(u32::MAX));
         }
-        match g.handover_step(&me, waited, interval) {
+        match g.handover_step(&me, waited, interval, self.config.down_after()) {
             Step::Wait => {}
             Step::TakeOver => self.take_over(id, now),
             Step::GiveUp => {
@@ -400,21 +427,43 @@ mod tests {
     }
 
     #[test]
-    fn successors_act_in_their_slots_and_the_rest_give_up_after_every_slot() {
+    fn successors_act_in_their_slots_when_they_hear_most_of_the_guild() {
         let me = PeerId::random();
         let interval = Duration::from_secs(1);
         let mut g = test_guild(Status::Member);
         g.successors = vec![PeerId::random(), me];
         g.signed = Some(Membership::default());
-        assert_eq!(g.handover_step(&me, Duration::ZERO, interval), Step::Wait);
-        assert_eq!(g.handover_step(&me, interval, interval), Step::TakeOver);
-        let bystander = PeerId::random();
+        let now = Instant::now();
+        g.members.insert(me, Member::new(now, None));
+        g.members.insert(g.successors[0], Member::new(now, None));
         assert_eq!(
-            g.handover_step(&bystander, interval * 3, interval),
+            g.handover_step(&me, Duration::ZERO, interval, interval),
             Step::Wait
         );
         assert_eq!(
-            g.handover_step(&bystander, interval * 4, interval),
+            g.handover_step(&me, interval, interval, interval),
+            Step::TakeOver
+        );
+        // Cut off from most of the guild, it does not take over.
+        for _ in 0..3 {
+            let mut silent = Member::new(now, None);
+            silent.up = false;
+            g.members.insert(PeerId::random(), silent);
+        }
+        assert!(!g.hears_most());
+        assert_eq!(
+            g.handover_step(&me, interval, interval, interval),
+            Step::Wait
+        );
+        g.members.retain(|_, m| m.up);
+        assert!(g.hears_most());
+        let bystander = PeerId::random();
+        assert_eq!(
+            g.handover_step(&bystander, interval * 3, interval, interval),
+            Step::Wait
+        );
+        assert_eq!(
+            g.handover_step(&bystander, interval * 4, interval, interval),
             Step::GiveUp
         );
     }

@@ -131,6 +131,7 @@ fn a_refusal_ends_the_receive_span_in_the_senders_trace_with_the_reason() {
             } = spied_guild(guild_config()).await;
             let member =
                 member_with_key(&coordinator, &guild.id, Keypair::generate_ed25519()).await;
+            let membership = capture(&mut spy_events, "guild_membership").await;
             member
                 .guilds
                 .send(&guild.id, "note", b"one".to_vec())
@@ -145,6 +146,17 @@ fn a_refusal_ends_the_receive_span_in_the_senders_trace_with_the_reason() {
                 .expect("replay");
             eventually("the replay refused", || async {
                 (coordinator.guilds.stats().rejected_replayed >= 1).then_some(())
+            })
+            .await;
+            // The membership the member already holds, once more from the coordinator, as
+            // gossip reordering delivers it on a healthy network.
+            coordinator
+                .network
+                .publish_opaque(&topic, "guild_membership", membership)
+                .await
+                .expect("again");
+            eventually("the older membership counted", || async {
+                (member.guilds.stats().rejected_stale >= 1).then_some(())
             })
             .await;
         });
@@ -163,6 +175,26 @@ fn a_refusal_ends_the_receive_span_in_the_senders_trace_with_the_reason() {
         })
         .collect();
     assert_eq!(refused.len(), 1, "one refusal span");
+    // An older membership is an event on its receive span, not an error.
+    let older: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.name == "p2p.message.guild_membership"
+                && s.events
+                    .iter()
+                    .any(|e| e.name.contains("older than the membership"))
+        })
+        .collect();
+    assert!(
+        !older.is_empty(),
+        "the older membership's span has the event"
+    );
+    assert!(
+        older
+            .iter()
+            .all(|s| !matches!(s.status, Status::Error { .. })),
+        "{older:?}"
+    );
     assert_eq!(
         refused[0].span_context.trace_id(),
         send.span_context.trace_id(),

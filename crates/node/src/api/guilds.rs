@@ -1,6 +1,6 @@
 //! Guilds: creating, joining, leaving, dissolving, watching, and their sealed messages.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,10 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/guilds/{id}/leave", post(guild_leave))
         .route("/v1/guilds/{id}/dissolve", post(guild_dissolve))
         .route("/v1/guilds/{id}/watch", post(guild_watch))
+        .route(
+            "/v1/guilds/{id}/members/{peer}",
+            axum::routing::delete(guild_remove),
+        )
         .route(
             "/v1/guilds/{id}/messages",
             get(guild_messages).post(guild_send),
@@ -184,6 +188,34 @@ async fn guild_dissolve(
 ) -> Result<Response, ApiError> {
     api.guilds.dissolve(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The query of `DELETE /v1/guilds/{id}/members/{peer}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveQuery {
+    /// Why, stated in the signed membership (at most 256 characters).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `DELETE /v1/guilds/{id}/members/{peer}`: the coordinator removes a member by hand: a new
+/// membership stating the reason, a new key; the peer is not admitted again. Answers the
+/// guild as it is now.
+async fn guild_remove(
+    State(api): State<Api>,
+    Path((id, peer)): Path<(String, String)>,
+    Query(query): Query<RemoveQuery>,
+) -> Result<Response, ApiError> {
+    let peer = parse_peer("peer", &peer)?;
+    let reason = query
+        .reason
+        .unwrap_or_else(|| "removed by the coordinator's operator".to_owned());
+    if reason.chars().count() > 256 {
+        return Err(bad_request("reason: at most 256 characters"));
+    }
+    api.guilds.remove(&id, peer, &reason).await?;
+    Ok(Json(api.guilds.info(&id).await?).into_response())
 }
 
 async fn guild_watch(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -193,7 +193,7 @@ fn measure(
         ],
     )?;
     let created = ledger
-        .event("guild_created", Duration::from_secs(30))
+        .event_of(&["guild_created", "guild_resumed"], Duration::from_secs(30))
         .context("the ledger node did not create the guild")?;
     let guild = created["guild"]["id"]
         .as_str()

@@ -16,8 +16,8 @@ mod cheaters;
 mod faults;
 
 use faults::{
-    collector_killed, coordinator_lost, executors_killed, ledger_restarted, partition,
-    slow_collector,
+    collector_killed, coordinator_lost, coordinator_restarted, executors_killed, ledger_restarted,
+    partition, slow_collector,
 };
 mod island;
 mod load;
@@ -92,8 +92,10 @@ pub enum Scenario {
     ExecutorsKilled,
     /// The ledger node killed (SIGKILL) mid-payments and started again.
     LedgerRestarted,
-    /// The guild's coordinator killed (SIGKILL) for good.
+    /// The guild's coordinator killed (SIGKILL) for good: a successor takes over.
     CoordinatorLost,
+    /// The guild's coordinator killed (SIGKILL) and started again on its data directory.
+    CoordinatorRestarted,
     /// The collector answering every export `--slow-ms` late.
     SlowCollector,
     /// Three lying executors (fuel inflated a hundredfold, made-up output, offers above
@@ -322,6 +324,9 @@ impl ChaosCommand {
             }
             Scenario::LedgerRestarted => ledger_restarted(&mut net, load, third, &mut row)?,
             Scenario::CoordinatorLost => coordinator_lost(&mut net, load, third, &mut row)?,
+            Scenario::CoordinatorRestarted => {
+                coordinator_restarted(&mut net, load, third, &mut row)?
+            }
             Scenario::SlowCollector => {
                 slow_collector(&mut net, load, third, &slow, self.slow_ms, &mut row)?
             }
@@ -347,10 +352,27 @@ impl ChaosCommand {
                 format!("largest node peak {peak:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)"),
             );
             row.all_succeeded(&book, "every task succeeded");
+        }
+        if matches!(scenario, Scenario::Load100 | Scenario::Load10) {
             row.check(
                 "every task paid",
                 row.payments_not_made == 0,
                 format!("{} tasks not paid", row.payments_not_made),
+            );
+        }
+        if matches!(
+            scenario,
+            Scenario::CoordinatorLost | Scenario::CoordinatorRestarted
+        ) {
+            let unpaid = book
+                .outcomes
+                .iter()
+                .filter(|o| o.state == "succeeded" && o.payment() != Some("paid"))
+                .count();
+            row.check(
+                "every succeeded task paid",
+                unpaid == 0,
+                format!("{unpaid} succeeded tasks not paid"),
             );
         }
         Ok(row)

@@ -216,7 +216,7 @@ impl DevnetCommand {
             ],
         )?;
         let guild = boot
-            .event("guild_created", START_TIMEOUT)
+            .event_of(&["guild_created", "guild_resumed"], START_TIMEOUT)
             .context("the bootnode did not create the guild")?;
         let guild_id = guild["guild"]["id"]
             .as_str()

@@ -1,5 +1,6 @@
 //! `zerostate guild invite`: an invitation to a guild a running node coordinates, signed by
-//! that node and printed for the user to pass on.
+//! that node and printed for the user to pass on; `zerostate guild remove`: a member taken
+//! out of it by hand.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +19,70 @@ pub enum GuildCommand {
     /// policy admits only holders of one). The joiner passes it as `--invitation` with
     /// `--join-guild`, or as `invitation` to `POST /v1/guilds/{id}/join`.
     Invite(InviteArgs),
+    /// Remove a member from a guild the node coordinates: a new membership stating the
+    /// reason, a new key; the peer is not admitted again. Prints the guild as it is now.
+    Remove(RemoveArgs),
+}
+
+/// Which node to ask: its API address and its data directory (for the token).
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The node's API address [default: $ZEROSTATE_API, else 127.0.0.1:8700].
+    #[arg(long, value_name = "ADDR")]
+    api: Option<SocketAddr>,
+    /// The node's data directory, where its API token is [default: $ZEROSTATE_DATA_DIR,
+    /// else ~/.local/share/zerostate].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn client(&self) -> anyhow::Result<NodeClient> {
+        let api = match self.api {
+            Some(a) => a,
+            None => match std::env::var("ZEROSTATE_API") {
+                Ok(v) => v
+                    .parse()
+                    .with_context(|| format!("ZEROSTATE_API={v} is not an address"))?,
+                Err(_) => crate::settings::DEFAULT_API,
+            },
+        };
+        let dir = crate::data::data_dir(self.data_dir.as_deref())?;
+        NodeClient::new(
+            &format!("http://{api}"),
+            &dir.join(crate::data::API_TOKEN_FILE),
+        )
+    }
+}
+
+/// `guild remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The guild's id.
+    guild: String,
+    /// The member's peer id.
+    peer: String,
+    /// Why (stated in the signed membership; the member sees it).
+    #[arg(long, default_value = "removed by the coordinator's operator")]
+    reason: String,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+impl RemoveArgs {
+    fn run(self) -> anyhow::Result<ExitCode> {
+        let client = self.node.client()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let answer = runtime.block_on(client.delete(
+            &format!("/v1/guilds/{}/members/{}", self.guild, self.peer),
+            &[("reason", self.reason.as_str())],
+        ))?;
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// `guild invite`.
@@ -31,13 +96,8 @@ pub struct InviteArgs {
     /// How long it is valid (`90s`, `10m`, `24h`; at most 30 days).
     #[arg(long, default_value = "24h", value_parser = crate::units::parse_duration)]
     ttl: Duration,
-    /// The node's API address [default: $ZEROSTATE_API, else 127.0.0.1:8700].
-    #[arg(long, value_name = "ADDR")]
-    api: Option<SocketAddr>,
-    /// The node's data directory, where its API token is [default: $ZEROSTATE_DATA_DIR,
-    /// else ~/.local/share/zerostate].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 impl GuildCommand {
@@ -45,26 +105,14 @@ impl GuildCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Invite(args) => args.run(),
+            Self::Remove(args) => args.run(),
         }
     }
 }
 
 impl InviteArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
-        let api = match self.api {
-            Some(a) => a,
-            None => match std::env::var("ZEROSTATE_API") {
-                Ok(v) => v
-                    .parse()
-                    .with_context(|| format!("ZEROSTATE_API={v} is not an address"))?,
-                Err(_) => crate::settings::DEFAULT_API,
-            },
-        };
-        let dir = crate::data::data_dir(self.data_dir.as_deref())?;
-        let client = NodeClient::new(
-            &format!("http://{api}"),
-            &dir.join(crate::data::API_TOKEN_FILE),
-        )?;
+        let client = self.node.client()?;
         let mut body = serde_json::json!({ "ttl_s": self.ttl.as_secs().max(1) });
         if let Some(peer) = &self.invitee {
             body["for"] = serde_json::Value::from(peer.as_str());

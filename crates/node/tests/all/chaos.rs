@@ -34,6 +34,7 @@ fn every_chaos_scenario_keeps_tasks_payments_and_spans() {
             "executors-killed",
             "ledger-restarted",
             "coordinator-lost",
+            "coordinator-restarted",
             "slow-collector",
             "cheaters"
         ],

@@ -1,6 +1,7 @@
 //! The faults of each scenario: what is done to the network at one third of the run, how
 //! it is healed, and the checks of what followed.
 
+use super::net::{HEARTBEAT_MS, MISSED_HEARTBEATS};
 use super::*;
 
 /// Polls `done` every 100 ms for at most `within`; how long it took.
@@ -267,6 +268,88 @@ pub(super) fn ledger_restarted(
     Ok(book)
 }
 
+/// Polls, every 50 ms for at most `within`, until every node in `names` holds the same
+/// coordinator, term and membership version of the guild, and that coordinator is not
+/// `not` and says it coordinates; how long it took, and that coordinator's peer id.
+fn one_coordinator(
+    net: &Net,
+    names: &[String],
+    not: Option<&str>,
+    within: Duration,
+) -> Option<(Duration, String)> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        let views: Vec<serde_json::Value> = names
+            .iter()
+            .filter_map(|n| net.guild_view(n).ok())
+            .collect();
+        let first = views.first();
+        let same = views.len() == names.len()
+            && views.iter().all(|v| {
+                matches!(v["status"].as_str(), Some("coordinator" | "member"))
+                    && first.is_some_and(|f| {
+                        v["coordinator"] == f["coordinator"]
+                            && v["term"] == f["term"]
+                            && v["version"] == f["version"]
+                            && v["key_epoch"] == f["key_epoch"]
+                    })
+            });
+        let coordinator = first.and_then(|f| f["coordinator"].as_str()).unwrap_or("");
+        let coordinating = net.name_of(coordinator).is_some_and(|n| {
+            net.guild_view(n)
+                .is_ok_and(|v| v["status"] == "coordinator")
+        });
+        if same && coordinating && Some(coordinator) != not {
+            return Some((start.elapsed(), coordinator.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The handover checks shared by `coordinator-lost` and `coordinator-restarted`: tasks
+/// submitted once the guild had one coordinator again all succeeded; those in flight
+/// during the handover are reported. (That every task was paid is checked once the stores
+/// are read, after the run.)
+fn after_handover(row: &mut Row, book: &Book, lost_at: Duration, settled_at: Option<Duration>) {
+    let settled_at = settled_at.unwrap_or(Duration::MAX);
+    let overlapping = |o: &&load::Outcome| o.at <= settled_at && o.at + o.took >= lost_at;
+    let during: Vec<&load::Outcome> = book.outcomes.iter().filter(overlapping).collect();
+    let after: Vec<&load::Outcome> = book.outcomes.iter().filter(|o| o.at > settled_at).collect();
+    let failed_after = after.iter().filter(|o| o.state != "succeeded").count();
+    row.notes.push(format!(
+        "in flight during the handover: {} tasks, {} succeeded, {} failed; submitted after it: {}, {} succeeded",
+        during.len(),
+        during.iter().filter(|o| o.state == "succeeded").count(),
+        during.iter().filter(|o| o.state != "succeeded").count(),
+        after.len(),
+        after.len() - failed_after,
+    ));
+    row.check(
+        "every task submitted after the handover succeeds",
+        failed_after == 0 && !after.is_empty(),
+        format!("{failed_after} of {} did not", after.len()),
+    );
+    let slowest = book
+        .outcomes
+        .iter()
+        .map(|o| o.took)
+        .max()
+        .unwrap_or_default();
+    row.check(
+        "no task hangs",
+        slowest < load::TASK_DEADLINE,
+        format!("slowest answer {:.1} s", slowest.as_secs_f64()),
+    );
+}
+
+/// The members that stay: everyone in the guild but the coordinator.
+fn staying(net: &Net) -> Vec<String> {
+    std::iter::once("requester".to_owned())
+        .chain(net.executors())
+        .collect()
+}
+
 pub(super) fn coordinator_lost(
     net: &mut Net,
     load: Load,
@@ -275,39 +358,79 @@ pub(super) fn coordinator_lost(
 ) -> anyhow::Result<Book> {
     row.fault = "coordinator SIGKILL, not restarted".to_owned();
     std::thread::sleep(third);
+    let old = net.peer("coordinator")?;
     let lost_at = load.started.elapsed();
     net.kill("coordinator")?;
-    // Members notice within their missed-heartbeat window; the guild ends for them.
-    let ended = until(RECOVERY_LIMIT, || {
-        net.guild_view("requester")
-            .is_ok_and(|g| g["status"] == "dissolved")
-    });
+    // The first successor takes over once the coordinator has been silent past the window;
+    // every member follows it.
+    let members = staying(net);
+    let handover = one_coordinator(net, &members, Some(&old), RECOVERY_LIMIT);
     row.recovered(
-        ended,
-        "kill → the requester's guild ends (no recovery: guilds are not persisted)",
+        handover.as_ref().map(|(took, _)| *took),
+        "kill → a successor's membership at every member",
+    );
+    let settled_at = handover.as_ref().map(|(took, _)| lost_at + *took);
+    row.check(
+        "a successor takes the guild over",
+        handover.is_some(),
+        match &handover {
+            Some((took, by)) => format!(
+                "{} coordinates {:.1} s after the kill",
+                net.name_of(by).unwrap_or(by),
+                took.as_secs_f64()
+            ),
+            None => format!("{}", net.guild_view("requester").unwrap_or_default()),
+        },
     );
     row.check(
-        "members notice the coordinator is gone",
-        ended.is_some(),
-        format!("{}", net.guild_view("requester").unwrap_or_default()),
+        "handover within 3 s",
+        handover
+            .as_ref()
+            .is_some_and(|(took, _)| *took <= Duration::from_secs(3)),
+        format!(
+            "{:.2} s with heartbeats every {HEARTBEAT_MS} ms, down after {MISSED_HEARTBEATS}",
+            handover.as_ref().map_or(f64::NAN, |(t, _)| t.as_secs_f64())
+        ),
     );
-    std::thread::sleep(third * 2);
+    std::thread::sleep((third * 2).saturating_sub(handover.map(|(t, _)| t).unwrap_or_default()));
     let book = load.finish(&net.runtime);
-    let after: Vec<&load::Outcome> = book.outcomes.iter().filter(|o| o.at > lost_at).collect();
-    let slowest = after.iter().map(|o| o.took).max().unwrap_or_default();
-    row.notes.push(format!(
-        "after the kill: {} tasks submitted, {} succeeded, {} failed with a reason; the \
-         slowest took {:.1} s to its answer",
-        after.len(),
-        after.iter().filter(|o| o.state == "succeeded").count(),
-        after.iter().filter(|o| o.state == "failed").count(),
-        slowest.as_secs_f64()
-    ));
-    row.check(
-        "no task hangs",
-        slowest < load::TASK_DEADLINE,
-        format!("slowest answer {:.1} s", slowest.as_secs_f64()),
+    after_handover(row, &book, lost_at, settled_at);
+    Ok(book)
+}
+
+pub(super) fn coordinator_restarted(
+    net: &mut Net,
+    load: Load,
+    third: Duration,
+    row: &mut Row,
+) -> anyhow::Result<Book> {
+    row.fault = "coordinator SIGKILL, restarted on its data directory".to_owned();
+    std::thread::sleep(third);
+    let lost_at = load.started.elapsed();
+    net.kill("coordinator")?;
+    net.restart("coordinator")?;
+    // Back within the window it resumes its guild under a new key; later, a successor has
+    // taken over and it comes back as a member. Either way: one coordinator, everyone in.
+    let mut everyone = staying(net);
+    everyone.push("coordinator".to_owned());
+    let settled = one_coordinator(net, &everyone, None, RECOVERY_LIMIT);
+    row.recovered(
+        settled.as_ref().map(|(took, _)| *took),
+        "kill → one coordinator and one membership at every node, the restarted one included",
     );
+    let settled_at = settled.as_ref().map(|(took, _)| lost_at + *took);
+    let view = net.guild_view("coordinator").unwrap_or_default();
+    row.check(
+        "the restarted coordinator is back in its guild",
+        settled.is_some() && matches!(view["status"].as_str(), Some("coordinator" | "member")),
+        format!(
+            "{} as {} at term {}, version {}",
+            view["id"], view["status"], view["term"], view["version"]
+        ),
+    );
+    std::thread::sleep((third * 2).saturating_sub(settled.map(|(t, _)| t).unwrap_or_default()));
+    let book = load.finish(&net.runtime);
+    after_handover(row, &book, lost_at, settled_at);
     Ok(book)
 }
 
