@@ -1,6 +1,7 @@
 //! A guild of `zerostate node` processes: created and joined from the command line, its
-//! messages readable by members only, its key rotated when a member leaves, and a member
-//! killed with SIGKILL noticed by heartbeats.
+//! messages readable by members only, its key rotated when a member leaves, a member
+//! killed with SIGKILL noticed by heartbeats, and a member removed by hand
+//! (`zerostate guild remove`).
 
 use std::time::{Duration, Instant};
 
@@ -251,6 +252,58 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
     let (_, stats) = coordinator.get("/v1/guilds/stats");
     let stats: serde_json::Value = serde_json::from_str(&stats).expect("json");
     assert!(stats["members_marked_down"].as_u64() >= Some(1), "{stats}");
+
+    // The coordinator's operator removes the last member by hand, from the command line:
+    // the reason reaches the member, the key rotates.
+    let epoch = guild(&coordinator, &id)["key_epoch"]
+        .as_u64()
+        .expect("epoch");
+    let (status, body) = crate::cluster::http(
+        &coordinator.api,
+        "DELETE",
+        &format!("/v1/guilds/{id}/members/{}", outsider.peer_id),
+        None,
+        &[("authorization", &format!("Bearer {}", coordinator.token))],
+    );
+    assert_eq!(status, 404, "not a member: {body}");
+    let removed = &members[0];
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_zerostate"))
+        .args([
+            "guild",
+            "remove",
+            &id,
+            &removed.peer_id,
+            "--reason",
+            "kept the GPU busy",
+        ])
+        .args(["--api", coordinator.api.trim_start_matches("http://")])
+        .arg("--data-dir")
+        .arg(dir.path().join("guild-coordinator"))
+        .output()
+        .expect("zerostate guild remove runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the guild");
+    assert!(after["key_epoch"].as_u64() > Some(epoch), "{after}");
+    assert!(
+        after["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["peer_id"] != removed.peer_id.as_str())),
+        "{after}"
+    );
+    let told = eventually("the member to learn why it was removed", || {
+        let g = guild(removed, &id);
+        (g["status"] == "removed").then_some(g)
+    });
+    assert!(
+        told["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("kept the GPU busy")),
+        "{told}"
+    );
 
     crate::cluster::stop_cleanly(members.into_iter().chain([outsider, coordinator]).collect());
 }
