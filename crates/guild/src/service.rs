@@ -5,7 +5,8 @@
 //! One module per responsibility: [`handle`] (the public handle and its commands),
 //! [`state`] (what is known of each guild), [`membership`], [`joins`], [`keys`] (delivery
 //! and rotation), [`messages`] (sealing, opening, the replay window), [`heartbeats`],
-//! [`sync`] (a member that missed an update catching up);
+//! [`sync`] (a member that missed an update catching up), [`succession`] (a successor
+//! taking over a silent coordinator's guild), [`store`] (guilds kept on disk);
 //! [`config`], [`error`] and [`stats`] hold the public types. This file runs the loop and
 //! routes each command and each piece of traffic to the module that handles it.
 

@@ -1,6 +1,6 @@
 //! Heartbeats: each member publishes one per interval; one that stays silent past the
 //! missed-heartbeat window is marked down, and then removed (by the coordinator) or, when
-//! it is the coordinator, ends the guild (for a member).
+//! it is the coordinator, succeeded (see `succession`).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
