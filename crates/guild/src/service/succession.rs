@@ -158,10 +158,12 @@ impl Guild {
 }
 
 impl Guild {
-    /// Whether this node hears (counts as up) more than half of the members other than
-    /// the coordinator, itself included. A successor takes over only then: one cut off on
-    /// its own, or on the smaller side of a partition, does not, so that it cannot take
-    /// the guild from the larger side when the partition heals.
+    /// Whether this node hears (counts as up) at least half of the members other than the
+    /// coordinator, itself included. A successor takes over only then: one cut off on its
+    /// own, or on the smaller side of a partition, does not, so that it cannot take the
+    /// guild from the larger side when the partition heals. (At least half, not more: in a
+    /// guild of two members that reached each other only through the coordinator, the
+    /// first successor still takes over.)
     pub(super) fn hears_most(&self) -> bool {
         let others: Vec<&Member> = self
             .members
@@ -170,7 +172,7 @@ impl Guild {
             .map(|(_, m)| m)
             .collect();
         let up = others.iter().filter(|m| m.up).count();
-        up.saturating_mul(2) > others.len()
+        up.saturating_mul(2) >= others.len()
     }
 }
 
@@ -445,7 +447,7 @@ mod tests {
             Step::TakeOver
         );
         // Cut off from most of the guild, it does not take over.
-        for _ in 0..3 {
+        for _ in 0..4 {
             let mut silent = Member::new(now, None);
             silent.up = false;
             g.members.insert(PeerId::random(), silent);
