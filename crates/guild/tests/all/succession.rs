@@ -33,6 +33,14 @@ async fn guild_of(
         meshed(&m.network, &guild.id).await;
         members.push(m);
     }
+    // Members know each other directly, as they do once the DHT has run, not only
+    // through the coordinator: a guild whose members reach each other only through it
+    // cannot outlive it (a member cut off that way gives up, as the partition case says).
+    for (i, m) in members.iter().enumerate() {
+        for other in &members[i + 1..] {
+            m.network.dial(other.addr.clone()).await.expect("dial");
+        }
+    }
     let want: Vec<String> = members
         .iter()
         .map(|m| m.network.peer_id().to_string())
