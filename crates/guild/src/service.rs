@@ -98,6 +98,15 @@ impl Service {
         }
     }
 
+    /// The ids of the guilds this node coordinates or is a member of.
+    fn active_ids(&self) -> Vec<String> {
+        self.guilds
+            .iter()
+            .filter(|(_, g)| g.status.active())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Writes guild `id` to the store (when there is one), before the change it records is
     /// acknowledged. A write that fails is logged as an error and counted: the guild goes
     /// on in memory, and the next change writes it whole again.
@@ -117,13 +126,7 @@ impl Service {
     /// heartbeat window.
     async fn resume(&mut self) {
         let now = std::time::Instant::now();
-        let ids: Vec<String> = self
-            .guilds
-            .iter()
-            .filter(|(_, g)| g.status.active())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
+        for id in self.active_ids() {
             let Some(g) = self.guilds.get_mut(&id) else {
                 continue;
             };

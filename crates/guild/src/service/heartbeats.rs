@@ -41,13 +41,7 @@ impl Service {
         let now = Instant::now();
         let down_after = self.config.down_after();
         let me = self.me;
-        let ids: Vec<String> = self
-            .guilds
-            .iter()
-            .filter(|(_, g)| g.status.active())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
+        for id in self.active_ids() {
             let Some(guild) = self.guilds.get_mut(&id) else {
                 continue;
             };

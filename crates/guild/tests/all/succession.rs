@@ -53,6 +53,18 @@ async fn guild_of(
     (coordinator, guild, members)
 }
 
+/// `sender` sends `body` to the guild, and every one of `readers` opens it.
+async fn sent_and_read(sender: &Node, readers: &[&Node], id: &str, body: &str) {
+    sender
+        .guilds
+        .send(id, "note", body.as_bytes().to_vec())
+        .await
+        .expect("send");
+    for r in readers {
+        read_eventually(r, id, body).await;
+    }
+}
+
 async fn stop(node: &Node) {
     node.guilds.shutdown().await;
     node.network.shutdown().await;
@@ -134,13 +146,13 @@ async fn the_first_successor_takes_over_a_silent_coordinator_and_the_guild_goes_
         "coordinator"
     );
     assert!(members[1].guilds.stats().handovers >= 1);
-    members[2]
-        .guilds
-        .send(&guild.id, "note", b"after the handover".to_vec())
-        .await
-        .expect("send");
-    read_eventually(&members[0], &guild.id, "after the handover").await;
-    read_eventually(&members[1], &guild.id, "after the handover").await;
+    sent_and_read(
+        &members[2],
+        &[&members[0], &members[1]],
+        &guild.id,
+        "after the handover",
+    )
+    .await;
     for m in &members {
         assert_eq!(
             m.guilds.stats().rejected_forged,
@@ -183,13 +195,13 @@ async fn two_successors_acting_at_once_converge_on_the_one_named_first() {
         "member",
         "the one named later defers"
     );
-    members[1]
-        .guilds
-        .send(&guild.id, "note", b"from the one that deferred".to_vec())
-        .await
-        .expect("send");
-    read_eventually(&members[0], &guild.id, "from the one that deferred").await;
-    read_eventually(&members[2], &guild.id, "from the one that deferred").await;
+    sent_and_read(
+        &members[1],
+        &[&members[0], &members[2]],
+        &guild.id,
+        "from the one that deferred",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,13 +227,13 @@ async fn a_coordinator_restarted_on_its_data_resumes_its_guild_under_a_new_key()
     assert!(resumed.key_epoch > before.key_epoch, "a new key epoch");
     let view = converged(&[&back, &members[0], &members[1]], &guild.id, &back).await;
     assert_eq!(view.term, 0, "no succession");
-    members[1]
-        .guilds
-        .send(&guild.id, "note", b"after the restart".to_vec())
-        .await
-        .expect("send");
-    read_eventually(&back, &guild.id, "after the restart").await;
-    read_eventually(&members[0], &guild.id, "after the restart").await;
+    sent_and_read(
+        &members[1],
+        &[&back, &members[0]],
+        &guild.id,
+        "after the restart",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,11 +262,7 @@ async fn an_old_coordinator_back_after_its_successor_took_over_defers_and_rejoin
     );
     let old = back.guilds.info(&guild.id).await.expect("info");
     assert_eq!(old.status, "member");
-    back.guilds
-        .send(&guild.id, "note", b"from the old coordinator".to_vec())
-        .await
-        .expect("send");
-    read_eventually(&members[1], &guild.id, "from the old coordinator").await;
+    sent_and_read(&back, &[&members[1]], &guild.id, "from the old coordinator").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,15 +296,12 @@ async fn a_member_restarted_on_its_data_is_back_without_an_invitation() {
         "in the guild from the start, with no join"
     );
     meshed(&back.network, &guild.id).await;
-    coordinator
-        .guilds
-        .send(&guild.id, "note", b"to the restarted member".to_vec())
-        .await
-        .expect("send");
-    read_eventually(&back, &guild.id, "to the restarted member").await;
-    back.guilds
-        .send(&guild.id, "note", b"from the restarted member".to_vec())
-        .await
-        .expect("send");
-    read_eventually(&coordinator, &guild.id, "from the restarted member").await;
+    sent_and_read(&coordinator, &[&back], &guild.id, "to the restarted member").await;
+    sent_and_read(
+        &back,
+        &[&coordinator],
+        &guild.id,
+        "from the restarted member",
+    )
+    .await;
 }
