@@ -389,8 +389,9 @@ async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time
 }
 
 /// Joins a guild, retrying with backoff (200 ms doubling to 10 s; to 2 s without
-/// `patience`) while the coordinator cannot be reached (it may not be up yet, or cut off),
-/// for at most `patience` (`None`: until refused); true once admitted. A refusal, or
+/// `patience`) while the coordinator cannot be reached (it may not be up yet, or cut off;
+/// a node getting back in whose fresh dial timed out tries again at once), for at most
+/// `patience` (`None`: until refused); true once admitted. A refusal, or
 /// running out of patience, ends the attempts with an error line and a
 /// `guild_join_failed` event on stdout; a failed attempt leaves no subscription behind.
 async fn join_until_admitted(
@@ -433,6 +434,11 @@ async fn join_until_admitted(
                     start.elapsed().as_secs()
                 ));
                 return false;
+            }
+            Err(e @ zerostate_guild::GuildError::Unreachable { .. }) => {
+                // The attempt already waited out its dial (a heartbeat interval): trying again
+                // at once is what gets a member back within moments of a partition's heal.
+                tracing::warn!("{}; trying again", zerostate_telemetry::error_chain(&e));
             }
             Err(e) => {
                 tracing::warn!(

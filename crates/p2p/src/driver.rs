@@ -49,6 +49,13 @@ pub(crate) enum Command {
     MeshPeers(String, oneshot::Sender<Vec<PeerId>>),
     Topics(oneshot::Sender<Vec<String>>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>),
+    /// Closes every connection to the peer, abandons the dials to it in progress, and dials
+    /// it again on a new connection.
+    DialAfresh(
+        PeerId,
+        Vec<Multiaddr>,
+        oneshot::Sender<Result<PeerId, NetworkError>>,
+    ),
     Subscribe(String, oneshot::Sender<Result<(), NetworkError>>),
     Unsubscribe(String, oneshot::Sender<()>),
     Publish(
@@ -91,7 +98,8 @@ pub(crate) struct Driver {
     bootstrap_peers: HashSet<PeerId>,
     bootstrapped: bool,
     connection_spans: ConnectionSpans,
-    dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NetworkError>>)>,
+    /// Dials waited for, with what was dialled (an address, or a peer).
+    dials: HashMap<ConnectionId, (String, oneshot::Sender<Result<PeerId, NetworkError>>)>,
     requests: HashMap<
         request_response::OutboundRequestId,
         (PeerId, oneshot::Sender<Result<Envelope, NetworkError>>),
@@ -146,6 +154,27 @@ impl Driver {
             pending_listeners: HashSet::new(),
             key: signer,
         })
+    }
+
+    /// Starts a dial whose outcome `tx` waits for; `what` names it in an error.
+    fn dial_waited(
+        &mut self,
+        opts: DialOpts,
+        what: String,
+        tx: oneshot::Sender<Result<PeerId, NetworkError>>,
+    ) {
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(id, (what, tx));
+            }
+            Err(e) => {
+                let _ = tx.send(Err(NetworkError::Dial {
+                    address: what,
+                    source: Box::new(e),
+                }));
+            }
+        }
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -261,19 +290,19 @@ impl Driver {
                 let _ = tx.send(peers);
             }
             Command::Dial(addr, tx) => {
-                let opts = DialOpts::from(addr.clone());
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        self.dials.insert(id, (addr, tx));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(NetworkError::Dial {
-                            address: addr.to_string(),
-                            source: Box::new(e),
-                        }));
-                    }
-                }
+                self.dial_waited(DialOpts::from(addr.clone()), addr.to_string(), tx);
+            }
+            Command::DialAfresh(peer, addresses, tx) => {
+                // A connection that stalled (a cut link, a sleeping laptop) stays open until
+                // TCP gives up, minutes later, and every request to the peer would ride it;
+                // a dial still in progress may be stuck behind a lost SYN. Both go.
+                let _ = self.swarm.disconnect_peer_id(peer);
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addresses)
+                    .extend_addresses_through_behaviour()
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .build();
+                self.dial_waited(opts, format!("/p2p/{peer}"), tx);
             }
             Command::Subscribe(topic, tx) => {
                 let result = self
@@ -514,9 +543,9 @@ impl Driver {
             } => {
                 self.counters.connections_failed();
                 self.connection_spans.failed(connection_id, peer_id, &error);
-                if let Some((addr, tx)) = self.dials.remove(&connection_id) {
+                if let Some((what, tx)) = self.dials.remove(&connection_id) {
                     let _ = tx.send(Err(NetworkError::Dial {
-                        address: addr.to_string(),
+                        address: what,
                         source: Box::new(error),
                     }));
                 }

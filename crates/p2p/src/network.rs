@@ -297,6 +297,21 @@ impl Network {
         self.ask(|tx| Command::Dial(address, tx)).await?
     }
 
+    /// Closes every connection to `peer`, abandons the dials to it in progress, and dials
+    /// it again on a new connection (at `addresses` and wherever else it is known to be),
+    /// returning once that connection is up. For a peer whose connection may have stalled:
+    /// through a cut link TCP keeps a connection open for minutes, every request to the
+    /// peer rides it and waits out its timeout, and a dial made during the cut waits behind
+    /// its lost SYN. Any request in flight to the peer fails.
+    pub async fn dial_afresh(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+    ) -> Result<PeerId, NetworkError> {
+        self.ask(|tx| Command::DialAfresh(peer, addresses, tx))
+            .await?
+    }
+
     /// Subscribes to a gossip topic.
     pub async fn subscribe(&self, topic: &str) -> Result<(), NetworkError> {
         let span = tracing::info_span!(names::P2P_GOSSIP_SUBSCRIBE, topic = topic);

@@ -37,6 +37,17 @@ pub enum GuildError {
         /// What was wrong.
         reason: String,
     },
+    /// A node getting back into a guild could not open a new connection to its coordinator
+    /// in time.
+    #[error("joining guild {guild}: no new connection to {peer} within {} ms", .within.as_millis())]
+    Unreachable {
+        /// The guild.
+        guild: String,
+        /// The coordinator dialled.
+        peer: String,
+        /// How long the dial was given.
+        within: std::time::Duration,
+    },
     /// An invitation cannot be made as asked.
     #[error("invitation: {0}")]
     InvalidInvitation(String),

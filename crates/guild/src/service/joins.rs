@@ -155,6 +155,9 @@ pub(super) fn invitation_problem(
     }
 }
 
+/// The least time a dial getting back into a guild is given, however short the heartbeat.
+const MIN_REJOIN_DIAL: Duration = Duration::from_millis(250);
+
 impl Service {
     /// Signs an invitation to `id` (coordinator only), for `invitee` or whoever presents it
     /// first, valid for `ttl`.
@@ -212,20 +215,42 @@ impl Service {
             invitation,
         }
         .encode_to_vec();
+        // A node that held the guild before is getting back in: whatever connection it had
+        // to the coordinator may have stalled (a partition), so it dials afresh, giving the
+        // dial a heartbeat interval; its caller tries again.
+        let afresh = self
+            .guilds
+            .contains_key(&id)
+            .then(|| self.config.interval().max(MIN_REJOIN_DIAL));
         let network = self.network.clone();
         let loopback = self.loopback.clone();
         self.tasks.spawn(
             async move {
-                let reply = network
-                    .request(coordinator, addresses, types::JOIN, request)
-                    .await
-                    .map_err(GuildError::from)
-                    .and_then(|env| {
-                        JoinReply::decode(&env.payload[..]).map_err(|e| GuildError::BadReply {
-                            guild: id.clone(),
-                            reason: format!("malformed reply: {e}"),
-                        })
-                    });
+                let reply = async {
+                    if let Some(within) = afresh {
+                        let dial = network.dial_afresh(coordinator, addresses.clone());
+                        match tokio::time::timeout(within, dial).await {
+                            Ok(dialled) => dialled?,
+                            Err(_) => {
+                                return Err(GuildError::Unreachable {
+                                    guild: id.clone(),
+                                    peer: coordinator.to_string(),
+                                    within,
+                                });
+                            }
+                        };
+                    }
+                    Ok(network
+                        .request(coordinator, addresses, types::JOIN, request)
+                        .await?)
+                }
+                .await
+                .and_then(|env| {
+                    JoinReply::decode(&env.payload[..]).map_err(|e| GuildError::BadReply {
+                        guild: id.clone(),
+                        reason: format!("malformed reply: {e}"),
+                    })
+                });
                 let _ = loopback
                     .send(Command::Joined {
                         guild: id,

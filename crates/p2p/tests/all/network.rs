@@ -248,3 +248,42 @@ async fn a_key_is_bound_to_its_first_publisher() {
     assert_eq!(read.value, b"a's");
     assert_eq!(read.publisher, a.network.peer_id());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialling_afresh_replaces_the_connection_and_an_unknown_peer_is_an_error() {
+    let server = start(config(Role::Bootnode)).await;
+    let client = start(config(Role::Edge)).await;
+    let peer = client
+        .network
+        .dial(server.addr.clone())
+        .await
+        .expect("dial");
+    assert_eq!(client.network.stats().connections_established, 1);
+    let again = client
+        .network
+        .dial_afresh(peer, vec![server.addr.clone()])
+        .await
+        .expect("dial afresh");
+    assert_eq!(again, peer);
+    let stats = client.network.stats();
+    assert_eq!(stats.connections_established, 2, "{stats:?}");
+    // The old connection is gone: one left, and it answers.
+    eventually("the old connection closed", || async {
+        let peers = client.network.peers().await.expect("peers");
+        (client.network.stats().connections_closed == 1
+            && peers.len() == 1
+            && peers[0].addresses.len() == 1)
+            .then_some(())
+    })
+    .await;
+
+    let stranger = zerostate_p2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let err = client
+        .network
+        .dial_afresh(stranger, vec![])
+        .await
+        .expect_err("no address for a stranger");
+    assert!(err.to_string().contains(&stranger.to_string()), "{err}");
+}

@@ -89,6 +89,14 @@ pub(super) fn partition(
         rejoined.is_some(),
         format!("{cut}: {}", net.guild_view(cut).unwrap_or_default()),
     );
+    row.check(
+        "back within two heartbeat intervals of the heal",
+        rejoined.is_some_and(|t| t <= Duration::from_millis(2 * HEARTBEAT_MS)),
+        format!(
+            "{:.2} s with heartbeats every {HEARTBEAT_MS} ms",
+            rejoined.map_or(f64::NAN, |t| t.as_secs_f64())
+        ),
+    );
     std::thread::sleep(third.saturating_sub(rejoined.unwrap_or_default()));
     let book = load.finish(&net.runtime);
     // Tasks submitted a second after the cut (an offer made just before it may still be
