@@ -220,6 +220,8 @@ struct Inner {
     delivering: std::sync::Mutex<
         std::collections::HashMap<ChannelId, std::sync::Arc<tokio::sync::Mutex<()>>>,
     >,
+    /// As a payee: a wake-up whenever a payment clears work served.
+    cleared: tokio::sync::Notify,
     /// What this node was told to do wrong (tests only).
     misbehave: crate::misbehave::Misbehaviour,
     /// Acknowledgements withheld so far (`withhold-payment-acks=N`).
@@ -289,6 +291,7 @@ impl Payments {
                 metrics,
                 open_to: std::sync::Mutex::default(),
                 delivering: std::sync::Mutex::default(),
+                cleared: tokio::sync::Notify::new(),
                 undelivered: std::sync::Mutex::default(),
                 events: tokio::sync::broadcast::channel(EVENTS_KEPT).0,
                 misbehave,

@@ -2,7 +2,35 @@
 
 use super::*;
 
+/// How long a payee holds a task from a payer that owes its credit, for a payment on its
+/// way (see [`Payments::within_credit`]).
+const PAYMENT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Payments {
+    /// Whether `payer` owes for fewer than `credit` delivered tasks, waiting up to
+    /// [`PAYMENT_GRACE`] for payments to clear what it owes; else what it owes. A payer
+    /// with several tasks under way hands over the next while the last one's payment is
+    /// still on its way (the result reached it, its bill is being checked, the payment is
+    /// in the network): refusing at once would refuse a debt about to be paid. Nothing is
+    /// served meanwhile; a payer that does not pay is refused after the grace.
+    async fn within_credit(&self, payer: &PublicKey, credit: u32) -> Result<(), usize> {
+        let cleared = async {
+            loop {
+                let next = self.inner.cleared.notified();
+                tokio::pin!(next);
+                next.as_mut().enable();
+                if self.served().owed_tasks(payer) < credit as usize {
+                    return;
+                }
+                next.await;
+            }
+        };
+        match tokio::time::timeout(PAYMENT_GRACE, cleared).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.served().owed_tasks(payer)),
+        }
+    }
+
     /// As a payer: makes sure a channel to `executor` holds at least `max_bill`, opening
     /// one if needed, before the executor is handed a task; its id (hex), or `None` when
     /// no ledger is configured (nothing is paid).
@@ -50,8 +78,7 @@ impl Payments {
             return Ok(None);
         };
         let payer_key = key_of(&payer).ok_or("the requester has no ed25519 key")?;
-        let owed = self.served().owed_tasks(&payer_key);
-        if owed >= credit as usize {
+        if let Err(owed) = self.within_credit(&payer_key, credit).await {
             return Err(format!(
                 "you have not paid for {owed} delivered task(s), and this node's credit is \
                  {credit}"

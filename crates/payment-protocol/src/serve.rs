@@ -73,7 +73,9 @@ impl Payments {
                     }
                     Err(other) => return Err(e(other)),
                 };
-                self.served().paid(&state.state.receipt);
+                if self.served().paid(&state.state.receipt) {
+                    self.inner.cleared.notify_waiters();
+                }
                 self.inner.metrics.payment("in", ack.paid.base_units());
                 if self.withhold_ack() {
                     return Err(
