@@ -35,8 +35,9 @@ pub struct GuildConfig {
     #[serde(skip)]
     pub withhold_membership_updates: bool,
     /// For tests only, never read from a settings file: this successor takes over as soon
-    /// as the coordinator falls silent, whatever its place in the order, as if it had not
-    /// heard the successors before it.
+    /// as the coordinator falls silent, whatever its place in the order, and when another
+    /// successor's takeover reaches it first, takes over before judging it, as if it had
+    /// not heard the successors before it.
     #[doc(hidden)]
     #[serde(skip)]
     pub take_over_without_waiting: bool,

@@ -40,6 +40,7 @@ impl Service {
     pub(super) async fn heartbeat_round(&mut self) {
         let now = Instant::now();
         let down_after = self.config.down_after();
+        let interval = self.config.interval();
         let me = self.me;
         for id in self.active_ids() {
             let Some(guild) = self.guilds.get_mut(&id) else {
@@ -108,6 +109,14 @@ impl Service {
                         "the coordinator fell silent: waiting for a successor to take over"
                     );
                 }
+            }
+            if coordinating
+                && let Some(peer) = self
+                    .guilds
+                    .get_mut(&id)
+                    .and_then(|g| g.probe_target(now, interval))
+            {
+                self.probe(&id, peer);
             }
             let silent = !coordinating
                 && self.guilds.get(&id).is_some_and(|g| {

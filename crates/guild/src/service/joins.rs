@@ -156,7 +156,7 @@ pub(super) fn invitation_problem(
 }
 
 /// The least time a dial getting back into a guild is given, however short the heartbeat.
-const MIN_REJOIN_DIAL: Duration = Duration::from_millis(250);
+pub(super) const MIN_REJOIN_DIAL: Duration = Duration::from_millis(250);
 
 impl Service {
     /// Signs an invitation to `id` (coordinator only), for `invitee` or whoever presents it

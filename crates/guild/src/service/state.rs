@@ -207,6 +207,8 @@ pub(super) struct Guild {
     /// admitted once and removed by no one's decision, so it may come back without a new
     /// invitation within [`RETURN_WINDOW`]. At most [`RETURNING_KEPT`], the oldest go first.
     pub(super) returning: VecDeque<(PeerId, Instant)>,
+    /// Coordinator: its looks for members removed for silence (see [`Guild::probe_target`]).
+    pub(super) probes: Probes,
     /// Coordinator: members removed by its decision and why, with the version that removed
     /// them (stated in that version's membership); such a member is not admitted again.
     pub(super) removals: VecDeque<(u64, PeerId, String)>,
@@ -220,7 +222,69 @@ pub(super) const RETURN_WINDOW: Duration = Duration::from_secs(3600);
 /// Members removed for silence remembered per guild.
 pub(super) const RETURNING_KEPT: usize = 256;
 
+/// A coordinator's looks for the members it removed for silence.
+#[derive(Debug, Default)]
+pub(super) struct Probes {
+    /// When it last looked.
+    last: Option<Instant>,
+    /// Which one it asks next.
+    turn: usize,
+    /// Those that answered since they were removed: they are reachable, and asked once.
+    answered: std::collections::HashSet<PeerId>,
+}
+
 impl Guild {
+    /// A member removed for silence that the coordinator should ask, on a fresh connection,
+    /// for the membership it holds, at most once per `every`; `None` when none is due.
+    ///
+    /// A successor takes over only while it hears at least half of the members other than
+    /// the coordinator. So a coordinator that still has more than half of them cannot have
+    /// been replaced; one that lost at least half to silence may have been, on the other
+    /// side of a partition, and after the heal nothing tells it so until a stalled
+    /// connection recovers (TCP backs off for tens of seconds). It asks those members in
+    /// turn, for as long as they could come back ([`RETURN_WINDOW`]), until each answers;
+    /// a membership of a later term makes it step back (see succession).
+    pub(super) fn probe_target(&mut self, now: Instant, every: Duration) -> Option<PeerId> {
+        let gone: Vec<PeerId> = self
+            .returning
+            .iter()
+            .rev()
+            .filter(|(p, since)| {
+                now.saturating_duration_since(*since) <= RETURN_WINDOW
+                    && !self.members.contains_key(p)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        let others = self.members.len().saturating_sub(1);
+        if gone.is_empty() || gone.len() < others {
+            return None;
+        }
+        if self
+            .probes
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return None;
+        }
+        let waiting: Vec<PeerId> = gone
+            .into_iter()
+            .filter(|p| !self.probes.answered.contains(p))
+            .collect();
+        if waiting.is_empty() {
+            return None;
+        }
+        self.probes.last = Some(now);
+        self.probes.turn = self.probes.turn.wrapping_add(1);
+        waiting.get(self.probes.turn % waiting.len()).copied()
+    }
+
+    /// `peer`, asked by [`Guild::probe_target`], answered.
+    pub(super) fn probe_answered(&mut self, peer: PeerId) {
+        if self.returning.iter().any(|(p, _)| *p == peer) {
+            self.probes.answered.insert(peer);
+        }
+    }
+
     /// Remembers that `peer` was removed for silence at `now` (coordinator only).
     pub(super) fn fell_silent(&mut self, peer: PeerId, now: Instant) {
         self.returning.retain(|(p, _)| *p != peer);
@@ -292,6 +356,7 @@ impl Guild {
             used_invitations: HashMap::new(),
             deliveries: Vec::new(),
             returning: VecDeque::new(),
+            probes: Probes::default(),
             removals: VecDeque::new(),
             heartbeat_seq: 0,
         }
@@ -488,5 +553,43 @@ mod tests {
             g.fell_silent(PeerId::random(), now);
         }
         assert_eq!(g.returning.len(), RETURNING_KEPT);
+    }
+
+    #[test]
+    fn a_coordinator_looks_for_silent_members_only_once_it_lost_half_and_until_each_answers() {
+        let now = Instant::now();
+        let every = Duration::from_millis(500);
+        let mut g = test_guild(Status::Coordinator);
+        let me = g.coordinator;
+        let others: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        for p in std::iter::once(&me).chain(&others) {
+            g.members.insert(*p, crate::service::Member::new(now, None));
+        }
+        // One of four gone: the rest hear this coordinator, no successor can have acted.
+        g.members.remove(&others[0]);
+        g.fell_silent(others[0], now);
+        assert_eq!(g.probe_target(now, every), None);
+        // Two of four gone: the other side may hold a successor.
+        g.members.remove(&others[1]);
+        g.fell_silent(others[1], now);
+        let first = g.probe_target(now, every).expect("due");
+        assert!(others[..2].contains(&first));
+        assert_eq!(
+            g.probe_target(now + every / 2, every),
+            None,
+            "once per interval"
+        );
+        let second = g.probe_target(now + every, every).expect("due again");
+        assert_ne!(first, second, "in turn");
+        // Each asked until it answers; a stranger's answer changes nothing.
+        g.probe_answered(PeerId::random());
+        g.probe_answered(first);
+        assert_eq!(g.probe_target(now + every * 2, every), Some(second));
+        g.probe_answered(second);
+        assert_eq!(g.probe_target(now + every * 3, every), None);
+        // Past the window in which they could come back, none is looked for.
+        g.fell_silent(others[2], now);
+        g.members.remove(&others[2]);
+        assert_eq!(g.probe_target(now + RETURN_WINDOW * 2, every), None);
     }
 }

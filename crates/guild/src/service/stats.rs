@@ -46,6 +46,10 @@ pub struct GuildStats {
     /// Successions: this node took over a guild whose coordinator fell silent, or followed
     /// a successor that did.
     pub handovers: u64,
+    /// Times this node, coordinating, met a stronger signed claim to its guild (a successor
+    /// that took over while it was silent or cut off, or a rival successor ranked before
+    /// it) and stepped back to member.
+    pub deferrals: u64,
     /// Writes of a guild to the data directory that failed.
     pub persist_failed: u64,
 }
@@ -126,6 +130,11 @@ impl GuildStats {
             self.handovers,
         )
         .counter(
+            "guild_deferrals",
+            "Times this node stepped back from coordinator to member before a stronger signed claim to its guild.",
+            self.deferrals,
+        )
+        .counter(
             "guild_persist_failed",
             "Writes of a guild to the data directory that failed.",
             self.persist_failed,
@@ -152,6 +161,7 @@ pub(super) struct Counters {
     pub(super) members_marked_down: AtomicU64,
     pub(super) heartbeats_failed: AtomicU64,
     pub(super) handovers: AtomicU64,
+    pub(super) deferrals: AtomicU64,
     pub(super) persist_failed: AtomicU64,
 }
 
@@ -175,6 +185,7 @@ impl Counters {
             members_marked_down: self.members_marked_down.load(Relaxed),
             heartbeats_failed: self.heartbeats_failed.load(Relaxed),
             handovers: self.handovers.load(Relaxed),
+            deferrals: self.deferrals.load(Relaxed),
             persist_failed: self.persist_failed.load(Relaxed),
         }
     }

@@ -198,8 +198,11 @@ impl Service {
         };
         let since = *g.handover_since.get_or_insert(now);
         let mut waited = now.saturating_duration_since(since);
-        if self.config.take_over_without_waiting {
-            waited = waited.saturating_mul(u32::try_from(SUCCESSORS).unwrap_or(u32::MAX));
+        if self.config.take_over_without_waiting && g.successors.contains(&me) {
+            // Every slot before this successor's counts as passed; a member that is no
+            // successor waits as usual, so it does not give up sooner.
+            waited =
+                waited.max(interval.saturating_mul(u32::try_from(SUCCESSORS).unwrap_or(u32::MAX)));
         }
         match g.handover_step(&me, waited, interval, self.config.down_after()) {
             Step::Wait => {}
@@ -280,12 +283,39 @@ impl Service {
         self.persist(id);
     }
 
+    /// Test switch (`take_over_without_waiting`): a named successor that meets another's
+    /// takeover of the next term before it acted takes over first, as if its own slot had
+    /// come before that claim reached it, and judges the claim again as a rival coordinator:
+    /// two successors acting at once, on demand. `None` when its own claim is the stronger.
+    fn act_first(&mut self, id: &str, update: &Membership) -> Option<Verdict> {
+        let g = self.guilds.get(id)?;
+        let rival = g.status == Status::Member
+            && g.successors.contains(&self.me)
+            && update.term == g.term.saturating_add(1);
+        if !rival {
+            return Some(Verdict::Takeover);
+        }
+        self.take_over(id, Instant::now());
+        match self.guilds.get(id)?.judge(update) {
+            Verdict::Stale => None,
+            verdict => Some(verdict),
+        }
+    }
+
     /// Applies a membership judged [`Verdict::Newer`] or [`Verdict::Takeover`] (from the
     /// topic or a sync), within `span`. A coordinator that meets a stronger claim defers to
     /// it: it becomes a member, and asks to be let back in when the new membership left it
     /// out.
     pub(super) fn accept(&mut self, id: &str, update: &Membership, verdict: Verdict, span: &Span) {
         let me = self.me;
+        let verdict = if verdict == Verdict::Takeover && self.config.take_over_without_waiting {
+            match self.act_first(id, update) {
+                Some(verdict) => verdict,
+                None => return,
+            }
+        } else {
+            verdict
+        };
         let counters = self.counters.clone();
         let Some(g) = self.guilds.get_mut(id) else {
             return;
@@ -313,6 +343,12 @@ impl Service {
             );
         }
         if deferring {
+            super::stats::bump(&counters.deferrals);
+            tracing::warn!(
+                guild.id = id,
+                term = update.term,
+                "a stronger claim to the guild than this node's: it steps back to member"
+            );
             for d in g.deliveries.drain(..) {
                 d.abort();
             }

@@ -40,6 +40,18 @@ impl Service {
     /// its current membership, and the key when it is the coordinator, unless a request is
     /// already in flight.
     pub(super) fn start_sync_from(&mut self, id: &str, coordinator: libp2p::PeerId) {
+        self.sync_with(id, coordinator, None);
+    }
+
+    /// A coordinator that lost at least half of its members to silence asks one of them,
+    /// on a fresh connection, for the membership it holds (see [`super::Guild::probe_target`]).
+    pub(super) fn probe(&mut self, id: &str, peer: libp2p::PeerId) {
+        let within = self.config.interval().max(super::joins::MIN_REJOIN_DIAL);
+        self.sync_with(id, peer, Some(within));
+    }
+
+    /// A sync from `coordinator`; with `afresh`, on a new connection dialled within it.
+    fn sync_with(&mut self, id: &str, coordinator: libp2p::PeerId, afresh: Option<Duration>) {
         let interval = Duration::from_millis(self.config.heartbeat_interval_ms);
         let now = Instant::now();
         let Some(g) = self.guilds.get_mut(id) else {
@@ -64,16 +76,32 @@ impl Service {
         );
         self.tasks.spawn(
             async move {
-                let answer = network
-                    .request(coordinator, vec![], types::SYNC, request)
-                    .await
-                    .map_err(GuildError::from)
-                    .and_then(|env| {
-                        JoinReply::decode(&env.payload[..]).map_err(|e| GuildError::BadReply {
-                            guild: guild.clone(),
-                            reason: format!("malformed sync reply: {e}"),
-                        })
-                    });
+                let answer = async {
+                    if let Some(within) = afresh {
+                        match tokio::time::timeout(within, network.dial_afresh(coordinator, vec![]))
+                            .await
+                        {
+                            Ok(dialled) => dialled?,
+                            Err(_) => {
+                                return Err(GuildError::Unreachable {
+                                    guild: guild.clone(),
+                                    peer: coordinator.to_string(),
+                                    within,
+                                });
+                            }
+                        };
+                    }
+                    Ok(network
+                        .request(coordinator, vec![], types::SYNC, request)
+                        .await?)
+                }
+                .await
+                .and_then(|env| {
+                    JoinReply::decode(&env.payload[..]).map_err(|e| GuildError::BadReply {
+                        guild: guild.clone(),
+                        reason: format!("malformed sync reply: {e}"),
+                    })
+                });
                 if let Err(e) = &answer {
                     Span::current().record_error(e);
                 }
@@ -148,6 +176,9 @@ impl Service {
             return;
         };
         g.sync_started = None;
+        if answer.is_ok() && g.status == Status::Coordinator {
+            g.probe_answered(from);
+        }
         let reply = match answer {
             Ok(reply) if reply.refusal.is_empty() => reply,
             Ok(reply) => {
