@@ -15,6 +15,7 @@
 //! | `never-pay` | as a requester, never pays for a receipt |
 //! | `skip-ledger-open` | as a requester, opens channels with executors but never asks the ledger to lock them |
 //! | `withhold-membership` | ignores membership updates on guild topics, as if gossip lost them |
+//! | `take-over-at-once` | as a named successor, takes the guild over as soon as its coordinator falls silent, not in its slot, and before judging another successor's takeover that reached it first |
 
 use serde::{Deserialize, Serialize};
 
@@ -39,11 +40,14 @@ pub struct Misbehaviour {
     pub skip_ledger_open: bool,
     /// `withhold-membership`.
     pub withhold_membership: bool,
+    /// `take-over-at-once`.
+    pub take_over_at_once: bool,
 }
 
 /// The names `--misbehave` takes, for its help and its errors.
 pub const ITEMS: &str = "forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice, \
-                         withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership";
+                         withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership, \
+                         take-over-at-once";
 
 impl Misbehaviour {
     /// Parses a list of items (`name` or `name=value`), naming the first it does not know.
@@ -75,6 +79,7 @@ impl Misbehaviour {
                 "never-pay" => m.never_pay = flag()?,
                 "skip-ledger-open" => m.skip_ledger_open = flag()?,
                 "withhold-membership" => m.withhold_membership = flag()?,
+                "take-over-at-once" => m.take_over_at_once = flag()?,
                 other => return Err(format!("unknown misbehaviour {other:?} (known: {ITEMS})")),
             }
         }
@@ -104,6 +109,7 @@ impl Misbehaviour {
         on(self.never_pay, "never-pay".into());
         on(self.skip_ledger_open, "skip-ledger-open".into());
         on(self.withhold_membership, "withhold-membership".into());
+        on(self.take_over_at_once, "take-over-at-once".into());
         items
     }
 
@@ -158,6 +164,7 @@ mod tests {
             "never-pay",
             "skip-ledger-open",
             "withhold-membership",
+            "take-over-at-once",
         ];
         let m = Misbehaviour::parse(&items).expect("parses");
         assert_eq!(m.items(), items);

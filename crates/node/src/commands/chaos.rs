@@ -23,6 +23,7 @@ mod island;
 mod load;
 mod net;
 mod proxy;
+mod succession;
 
 use crate::commands::bench::quantile;
 use load::{Book, Load, Pace};
@@ -96,6 +97,18 @@ pub enum Scenario {
     CoordinatorLost,
     /// The guild's coordinator killed (SIGKILL) and started again on its data directory.
     CoordinatorRestarted,
+    /// The guild's coordinator, which runs tasks here, killed (SIGKILL) while it runs one
+    /// and, once a successor has taken over, started again on its data directory: the task
+    /// is retried within the guild, the old coordinator steps back to member.
+    CoordinatorBack,
+    /// The guild's coordinator killed (SIGKILL) with every successor free to take over as
+    /// soon as it falls silent, deaf to membership gossip: several act at once, the guild
+    /// settles on the first named.
+    SuccessorsAtOnce,
+    /// The guild's coordinator cut off (its network namespace's link down): a successor
+    /// takes over the larger side while the old coordinator goes on alone; after the heal,
+    /// one coordinator and one membership.
+    CoordinatorPartitioned,
     /// The collector answering every export `--slow-ms` late.
     SlowCollector,
     /// Three lying executors (fuel inflated a hundredfold, made-up output, offers above
@@ -276,7 +289,17 @@ impl ChaosCommand {
                 1.0
             },
             otlp_via: (scenario == Scenario::SlowCollector).then(|| slow.clone()),
-            island: scenario == Scenario::Partition,
+            island: match scenario {
+                Scenario::Partition => Some(net::ISLANDER),
+                Scenario::CoordinatorPartitioned => Some("coordinator"),
+                _ => None,
+            },
+            coordinator_executes: scenario == Scenario::CoordinatorBack,
+            members_misbehave: if scenario == Scenario::SuccessorsAtOnce {
+                succession::AT_ONCE
+            } else {
+                &[]
+            },
             cheaters: scenario == Scenario::Cheaters,
         })?;
         let third = Duration::from_secs(self.seconds) / 3;
@@ -303,7 +326,10 @@ impl ChaosCommand {
         };
         // The gossip mesh forms within a heartbeat or two.
         std::thread::sleep(Duration::from_secs(2));
-        let task = if scenario == Scenario::ExecutorsKilled {
+        let task = if matches!(
+            scenario,
+            Scenario::ExecutorsKilled | Scenario::CoordinatorBack
+        ) {
             load::HEAVY
         } else {
             load::LIGHT
@@ -326,6 +352,15 @@ impl ChaosCommand {
             Scenario::CoordinatorLost => coordinator_lost(&mut net, load, third, &mut row)?,
             Scenario::CoordinatorRestarted => {
                 coordinator_restarted(&mut net, load, third, &mut row)?
+            }
+            Scenario::CoordinatorBack => {
+                succession::coordinator_back(&mut net, load, third, &mut row)?
+            }
+            Scenario::SuccessorsAtOnce => {
+                succession::successors_at_once(&mut net, load, third, &mut row)?
+            }
+            Scenario::CoordinatorPartitioned => {
+                succession::coordinator_partitioned(&mut net, load, third, &mut row)?
             }
             Scenario::SlowCollector => {
                 slow_collector(&mut net, load, third, &slow, self.slow_ms, &mut row)?
@@ -457,7 +492,12 @@ fn payments(net: &Net, row: &mut Row, book: &Book) -> anyhow::Result<()> {
     )
     .context("opening the requester's payer store")?;
     count(&mut payer, store.channels()?, |c, n| store.history(c, n))?;
-    for name in net.executors() {
+    // Every node that may run tasks (the coordinator does in `coordinator-back`).
+    for name in net
+        .executors()
+        .into_iter()
+        .chain([String::from("coordinator")])
+    {
         let store = PayeeStore::open(&net.data_dir(&name).join("payee.db"))
             .with_context(|| format!("opening {name}'s payee store"))?;
         count(&mut payee, store.channels()?, |c, n| store.history(c, n))?;

@@ -199,6 +199,7 @@ impl NodeCommand {
             topics,
             guild: zerostate_guild::GuildConfig {
                 withhold_membership_updates: misbehave.withhold_membership,
+                take_over_without_waiting: misbehave.take_over_at_once,
                 ..file.guild.clone()
             },
             tasks: file.tasks.clone(),

@@ -35,6 +35,9 @@ fn every_chaos_scenario_keeps_tasks_payments_and_spans() {
             "ledger-restarted",
             "coordinator-lost",
             "coordinator-restarted",
+            "coordinator-back",
+            "successors-at-once",
+            "coordinator-partitioned",
             "slow-collector",
             "cheaters"
         ],
@@ -55,19 +58,21 @@ fn every_chaos_scenario_keeps_tasks_payments_and_spans() {
         assert!(row["submitted"].as_u64() > Some(0), "{row}");
         assert_eq!(row["lost"], 0, "{row}");
     }
-    // Where the machine allows it the partition is a real one; under CI it must be.
-    let partition = rows
-        .iter()
-        .find(|r| r["scenario"] == "partition")
-        .expect("the partition ran");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        assert!(
-            partition["fault"]
-                .as_str()
-                .is_some_and(|f| f.contains("network namespace")),
-            "under CI=true the partition must cut a network namespace's link (root and \
-             iproute2's `ip`, installed by scripts/test-deps.sh): {partition}"
-        );
+    // Where the machine allows it the partitions are real ones; under CI they must be.
+    for name in ["partition", "coordinator-partitioned"] {
+        let partition = rows
+            .iter()
+            .find(|r| r["scenario"] == name)
+            .expect("the partition ran");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            assert!(
+                partition["fault"]
+                    .as_str()
+                    .is_some_and(|f| f.contains("network namespace")),
+                "under CI=true {name} must cut a network namespace's link (root and \
+                 iproute2's `ip`, installed by scripts/test-deps.sh): {partition}"
+            );
+        }
     }
     assert!(output.status.success(), "{stdout}\n{stderr}");
 }

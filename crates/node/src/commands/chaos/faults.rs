@@ -279,7 +279,7 @@ pub(super) fn ledger_restarted(
 /// Polls, every 50 ms for at most `within`, until every node in `names` holds the same
 /// coordinator, term and membership version of the guild, and that coordinator is not
 /// `not` and says it coordinates; how long it took, and that coordinator's peer id.
-fn one_coordinator(
+pub(super) fn one_coordinator(
     net: &Net,
     names: &[String],
     not: Option<&str>,
@@ -303,11 +303,13 @@ fn one_coordinator(
                     })
             });
         let coordinator = first.and_then(|f| f["coordinator"].as_str()).unwrap_or("");
-        let coordinating = net.name_of(coordinator).is_some_and(|n| {
-            net.guild_view(n)
-                .is_ok_and(|v| v["status"] == "coordinator")
-        });
-        if same && coordinating && Some(coordinator) != not {
+        // (Not asking the node ruled out: it may be cut off, and its API with it.)
+        let coordinating = Some(coordinator) != not
+            && net.name_of(coordinator).is_some_and(|n| {
+                net.guild_view(n)
+                    .is_ok_and(|v| v["status"] == "coordinator")
+            });
+        if same && coordinating {
             return Some((start.elapsed(), coordinator.to_owned()));
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -319,7 +321,12 @@ fn one_coordinator(
 /// submitted once the guild had one coordinator again all succeeded; those in flight
 /// during the handover are reported. (That every task was paid is checked once the stores
 /// are read, after the run.)
-fn after_handover(row: &mut Row, book: &Book, lost_at: Duration, settled_at: Option<Duration>) {
+pub(super) fn after_handover(
+    row: &mut Row,
+    book: &Book,
+    lost_at: Duration,
+    settled_at: Option<Duration>,
+) {
     let settled_at = settled_at.unwrap_or(Duration::MAX);
     let overlapping = |o: &&load::Outcome| o.at <= settled_at && o.at + o.took >= lost_at;
     let during: Vec<&load::Outcome> = book.outcomes.iter().filter(overlapping).collect();
@@ -352,7 +359,7 @@ fn after_handover(row: &mut Row, book: &Book, lost_at: Duration, settled_at: Opt
 }
 
 /// The members that stay: everyone in the guild but the coordinator.
-fn staying(net: &Net) -> Vec<String> {
+pub(super) fn staying(net: &Net) -> Vec<String> {
     std::iter::once("requester".to_owned())
         .chain(net.executors())
         .collect()

@@ -106,10 +106,14 @@ pub(super) struct Plan<'a> {
     /// When set, nodes send spans through a proxy in front of the collector that holds its
     /// answers as long as this says.
     pub(super) otlp_via: Option<super::proxy::Delay>,
-    /// Run `executor-1` in a network namespace of its own (see [`super::island`]); if the
-    /// namespace cannot be made, `island` stays `None` and the reason is returned in
-    /// [`Net::island_refused`].
-    pub(super) island: bool,
+    /// The node to run in a network namespace of its own (see [`super::island`]): the
+    /// partition scenarios' [`ISLANDER`], or the coordinator; if the namespace cannot be
+    /// made, [`Net::island`] stays `None` and the reason is in [`Net::island_refused`].
+    pub(super) island: Option<&'static str>,
+    /// Whether the coordinator runs tasks too.
+    pub(super) coordinator_executes: bool,
+    /// Misbehaviours (`--misbehave` items) of every member that joins the guild.
+    pub(super) members_misbehave: &'static [&'static str],
     /// Add the cheaters of [`super::cheaters`]: three lying executors (cheaper than the
     /// honest ones, which then ask 2) and a requester that never pays.
     pub(super) cheaters: bool,
@@ -190,7 +194,7 @@ impl Net {
         let ready = Ready::parse(collector.ready())?
             .collector
             .context("the collector did not say where it listens")?;
-        let otlp = match plan.otlp_via {
+        let otlp = match plan.otlp_via.clone() {
             Some(delay) => super::proxy::start(&runtime, "127.0.0.1", &ready.otlp, delay)?,
             None => ready.otlp.clone(),
         };
@@ -226,11 +230,11 @@ impl Net {
             island_otlp: None,
             starts: BTreeMap::new(),
         };
-        if plan.island {
+        if plan.island.is_some() {
             net.make_island(&otlp)?;
         }
         net.sample_memory();
-        net.start_nodes(plan.executors, plan.cheaters)?;
+        net.start_nodes(&plan)?;
         Ok(net)
     }
 
@@ -279,19 +283,27 @@ impl Net {
     /// Starts the coordinator (it creates the guild), the ledger node, the requester and
     /// the executors (they join with invitations), waits for the guild to hold them all and
     /// funds the requester.
-    fn start_nodes(&mut self, executors: usize, cheaters: bool) -> anyhow::Result<()> {
-        let mut args = self.listen_here(free_port()?)?;
-        // Its address on loopback, and on the island's link.
+    fn start_nodes(&mut self, plan: &Plan<'_>) -> anyhow::Result<()> {
+        let (executors, cheaters) = (plan.executors, plan.cheaters);
+        let on_island = |net: &Net, name: &str| plan.island == Some(name) && net.island.is_some();
+        let coordinator_away = on_island(self, "coordinator");
+        let mut args = match &self.island {
+            Some(i) if coordinator_away => {
+                vec![s("--listen"), format!("/ip4/{}/tcp/4001", i.node_ip)]
+            }
+            _ => self.listen_here(free_port()?)?,
+        };
+        // Its address on loopback, and on the island's link; or on the island only.
         let addresses: Vec<String> = args.iter().skip(1).step_by(2).cloned().collect();
         args.extend([
             s("--role"),
             s("bootnode"),
             s("--config"),
-            self.config("coordinator", false, "")?,
+            self.config("coordinator", plan.coordinator_executes, "")?,
             s("--create-guild"),
             s("chaos"),
         ]);
-        self.add("coordinator", args, false)?;
+        self.add("coordinator", args, coordinator_away)?;
         let created = self.nodes["coordinator"]
             .child
             .as_ref()
@@ -316,9 +328,41 @@ impl Net {
         ]);
         self.add("ledger", args, false)?;
         let ledger = self.nodes["ledger"].peer_id.clone();
+        if plan.coordinator_executes {
+            // An executor is paid through the ledger, which started after it: the
+            // coordinator starts again knowing it, and resumes its guild (no member yet).
+            self.kill("coordinator")?;
+            if let Some(slot) = self.nodes.get_mut("coordinator") {
+                slot.args.extend([s("--ledger-peer"), ledger.clone()]);
+            }
+            self.restart("coordinator")?;
+            self.nodes["coordinator"]
+                .child
+                .as_ref()
+                .context("no coordinator")?
+                .event_of(&["guild_resumed"], FORM_TIMEOUT)
+                .context("the coordinator did not resume the guild")?;
+            // The ledger dials its bootstrap node again; members find it through the
+            // coordinator, so not before that.
+            let client = self.client("coordinator")?;
+            let start = Instant::now();
+            while !self
+                .runtime
+                .block_on(client.get("/v1/p2p/peers"))
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.to_string().contains(&ledger))
+            {
+                if start.elapsed() > FORM_TIMEOUT {
+                    bail!("the ledger did not come back to the restarted coordinator");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         // Name, runs tasks, extra `[tasks]` lines, misbehaviour.
         let honest_price = if cheaters { "price = 2\n" } else { "" };
-        let mut members = vec![(s("requester"), false, "", None)];
+        let mut members: Vec<(String, bool, &str, Option<&str>)> =
+            vec![(s("requester"), false, "", None)];
         members
             .extend((1..=executors).map(|i| (format!("executor-{i}"), true, honest_price, None)));
         if cheaters {
@@ -334,7 +378,7 @@ impl Net {
         }
         for (name, execute, extra, misbehave) in &members {
             let invitation = self.invitation()?;
-            let on_island = name == ISLANDER && self.island.is_some();
+            let on_island = on_island(self, name);
             let (mut args, boot) = match (&self.island, &island_boot) {
                 (Some(i), Some(island_boot)) if on_island => (
                     vec![s("--listen"), format!("/ip4/{}/tcp/4001", i.node_ip)],
@@ -354,7 +398,7 @@ impl Net {
                 s("--ledger-peer"),
                 ledger.clone(),
             ]);
-            if let Some(item) = misbehave {
+            for item in misbehave.iter().chain(plan.members_misbehave) {
                 args.extend([s("--misbehave"), (*item).to_owned()]);
             }
             self.add(name, args, on_island)?;
