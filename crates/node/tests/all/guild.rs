@@ -307,3 +307,113 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
 
     crate::cluster::stop_cleanly(members.into_iter().chain([outsider, coordinator]).collect());
 }
+
+#[test]
+fn a_member_says_coordinator_handover_until_its_successor_takes_over() {
+    let receiver = OtlpReceiver::start();
+    let otlp = receiver.endpoint();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("guild.toml");
+    // Down after 3 s; the second successor's slot is one interval (1 s) more.
+    std::fs::write(
+        &config,
+        "[guild]\nheartbeat_interval_ms = 1000\nmissed_heartbeats = 3\n",
+    )
+    .expect("config");
+    let config = config.to_string_lossy().into_owned();
+    let listen = "/ip4/127.0.0.1/tcp/0";
+    let coordinator = NodeProcess::start(
+        dir.path(),
+        "coordinator",
+        &[
+            "--role",
+            "bootnode",
+            "--listen",
+            listen,
+            "--config",
+            &config,
+            "--create-guild",
+            "handover",
+        ],
+        &otlp,
+    );
+    let id = coordinator.event("guild_created")["guild"]["id"]
+        .as_str()
+        .expect("guild id")
+        .to_owned();
+    let boot = coordinator.tcp_address();
+    // One after the other, so that the first is the first successor.
+    let join = |name: &str| {
+        let node = NodeProcess::start(
+            dir.path(),
+            name,
+            &[
+                "--listen",
+                listen,
+                "--bootstrap",
+                &boot,
+                "--config",
+                &config,
+                "--join-guild",
+                &format!("{id}@{boot}"),
+                "--invitation",
+                &invitation(&coordinator, &id),
+            ],
+            &otlp,
+        );
+        eventually(&format!("{name} in the guild"), || {
+            (guild(&node, &id)["status"] == "member").then_some(())
+        });
+        node
+    };
+    let first = join("first");
+    let second = join("second");
+    let third = join("third");
+    eventually("the successors named in order", || {
+        let view = guild(&second, &id);
+        (view["successors"] == serde_json::json!([first.peer_id, second.peer_id, third.peer_id]))
+            .then_some(())
+    });
+    // As once the DHT has run: the members reach each other, not only the coordinator.
+    let (status, body) = second.post(
+        "/v1/p2p/dial",
+        &serde_json::json!({ "address": third.tcp_address() }),
+        &[],
+    );
+    assert!(status < 300, "{status} {body}");
+    let (status, ready) = crate::operations::readiness(&second);
+    assert_eq!(status, 200, "{ready}");
+
+    // The coordinator and the first successor gone at once: the second (hearing the third,
+    // half of the others) waits out the first's slot, and says why it is not ready
+    // meanwhile.
+    let second_peer = second.peer_id.clone();
+    coordinator.kill();
+    first.kill();
+    let start = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    while start.elapsed() < Duration::from_secs(20) {
+        let (status, answer) = crate::operations::readiness(&second);
+        let said = format!(
+            "{status} {}",
+            crate::operations::component(&answer, "guild")
+        );
+        if seen.last() != Some(&said) {
+            seen.push(said);
+        }
+        if guild(&second, &id)["status"] == "coordinator" && status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s == "503 not ready: coordinator handover"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("200 ok"), "{seen:?}");
+    let view = guild(&second, &id);
+    assert_eq!(view["coordinator"], second_peer.as_str(), "{view}");
+    assert_eq!(view["term"], 1, "{view}");
+    assert_eq!(view["handover"], false, "{view}");
+}

@@ -12,7 +12,7 @@ use zerostate_telemetry::testing::OtlpReceiver;
 use crate::cluster::{GuildCluster, NodeProcess, eventually, guild_cluster, http};
 
 /// `/readyz` of `node`: the status and the JSON answer.
-fn readiness(node: &NodeProcess) -> (u16, serde_json::Value) {
+pub(crate) fn readiness(node: &NodeProcess) -> (u16, serde_json::Value) {
     let (status, body) = http(&node.admin, "GET", "/readyz", None, &[]);
     (
         status,
@@ -20,7 +20,7 @@ fn readiness(node: &NodeProcess) -> (u16, serde_json::Value) {
     )
 }
 
-fn component(answer: &serde_json::Value, name: &str) -> String {
+pub(crate) fn component(answer: &serde_json::Value, name: &str) -> String {
     answer["components"][name]
         .as_str()
         .unwrap_or_default()
