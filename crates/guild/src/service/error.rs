@@ -37,13 +37,13 @@ pub enum GuildError {
         /// What was wrong.
         reason: String,
     },
-    /// A node getting back into a guild could not open a new connection to its coordinator
-    /// in time.
-    #[error("joining guild {guild}: no new connection to {peer} within {} ms", .within.as_millis())]
+    /// A new connection to a peer of a guild (the coordinator of a node getting back in,
+    /// a member a coordinator looks for) could not be opened in time.
+    #[error("guild {guild}: no new connection to {peer} within {} ms", .within.as_millis())]
     Unreachable {
         /// The guild.
         guild: String,
-        /// The coordinator dialled.
+        /// The peer dialled.
         peer: String,
         /// How long the dial was given.
         within: std::time::Duration,

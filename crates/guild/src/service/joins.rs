@@ -158,6 +158,25 @@ pub(super) fn invitation_problem(
 /// The least time a dial getting back into a guild is given, however short the heartbeat.
 pub(super) const MIN_REJOIN_DIAL: Duration = Duration::from_millis(250);
 
+/// Connects to `peer` of guild `guild` on a new connection (see
+/// [`zerostate_p2p::Network::dial_afresh`]), giving the dial `within`.
+pub(super) async fn dial_afresh(
+    network: &zerostate_p2p::Network,
+    guild: &str,
+    peer: PeerId,
+    addresses: Vec<zerostate_p2p::Multiaddr>,
+    within: Duration,
+) -> Result<(), GuildError> {
+    match tokio::time::timeout(within, network.dial_afresh(peer, addresses)).await {
+        Ok(dialled) => dialled.map(|_| ()).map_err(GuildError::from),
+        Err(_) => Err(GuildError::Unreachable {
+            guild: guild.to_owned(),
+            peer: peer.to_string(),
+            within,
+        }),
+    }
+}
+
 impl Service {
     /// Signs an invitation to `id` (coordinator only), for `invitee` or whoever presents it
     /// first, valid for `ttl`.
@@ -228,17 +247,7 @@ impl Service {
             async move {
                 let reply = async {
                     if let Some(within) = afresh {
-                        let dial = network.dial_afresh(coordinator, addresses.clone());
-                        match tokio::time::timeout(within, dial).await {
-                            Ok(dialled) => dialled?,
-                            Err(_) => {
-                                return Err(GuildError::Unreachable {
-                                    guild: id.clone(),
-                                    peer: coordinator.to_string(),
-                                    within,
-                                });
-                            }
-                        };
+                        dial_afresh(&network, &id, coordinator, addresses.clone(), within).await?;
                     }
                     Ok(network
                         .request(coordinator, addresses, types::JOIN, request)

@@ -78,18 +78,8 @@ impl Service {
             async move {
                 let answer = async {
                     if let Some(within) = afresh {
-                        match tokio::time::timeout(within, network.dial_afresh(coordinator, vec![]))
-                            .await
-                        {
-                            Ok(dialled) => dialled?,
-                            Err(_) => {
-                                return Err(GuildError::Unreachable {
-                                    guild: guild.clone(),
-                                    peer: coordinator.to_string(),
-                                    within,
-                                });
-                            }
-                        };
+                        super::joins::dial_afresh(&network, &guild, coordinator, vec![], within)
+                            .await?;
                     }
                     Ok(network
                         .request(coordinator, vec![], types::SYNC, request)

@@ -127,6 +127,41 @@ impl NodeProcess {
     }
 }
 
+/// Writes the settings `settings` (TOML) to `<dir>/guild.toml` and starts node `name`, a
+/// bootnode on loopback with them that creates guild `guild`: the node, the guild's id and
+/// the settings file's path (for the members).
+pub(crate) fn guild_coordinator(
+    dir: &Path,
+    name: &str,
+    settings: &str,
+    guild: &str,
+    otlp: &str,
+) -> (NodeProcess, String, String) {
+    let config = dir.join("guild.toml");
+    std::fs::write(&config, settings).expect("settings");
+    let config = config.to_string_lossy().into_owned();
+    let coordinator = NodeProcess::start(
+        dir,
+        name,
+        &[
+            "--role",
+            "bootnode",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--config",
+            &config,
+            "--create-guild",
+            guild,
+        ],
+        otlp,
+    );
+    let id = coordinator.event("guild_created")["guild"]["id"]
+        .as_str()
+        .expect("guild id")
+        .to_owned();
+    (coordinator, id, config)
+}
+
 /// Stops `nodes` all at once with SIGTERM and checks that each exits cleanly within 15 s.
 pub(crate) fn stop_cleanly(nodes: Vec<NodeProcess>) {
     let logs: Vec<_> = nodes.iter().map(|n| n.process.log().to_owned()).collect();

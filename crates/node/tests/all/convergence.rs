@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use zerostate_telemetry::testing::OtlpReceiver;
 
-use crate::cluster::{NodeProcess, eventually};
+use crate::cluster::{NodeProcess, eventually, guild_coordinator};
 use crate::guild::{guild, invitation, messages};
 
 const HEARTBEAT_MS: u64 = 1000;
@@ -38,33 +38,14 @@ fn five_processes_converge_after_lost_updates_and_a_restart() {
     let receiver = OtlpReceiver::start();
     let otlp = receiver.endpoint();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("guild.toml");
-    std::fs::write(
-        &config,
-        format!("[guild]\nheartbeat_interval_ms = {HEARTBEAT_MS}\nmissed_heartbeats = 5\n"),
-    )
-    .expect("config");
-    let config = config.to_string_lossy().into_owned();
-    let listen = "/ip4/127.0.0.1/tcp/0";
-    let coordinator = NodeProcess::start(
+    let (coordinator, id, config) = guild_coordinator(
         dir.path(),
         "coordinator",
-        &[
-            "--role",
-            "bootnode",
-            "--listen",
-            listen,
-            "--config",
-            &config,
-            "--create-guild",
-            "five",
-        ],
+        &format!("[guild]\nheartbeat_interval_ms = {HEARTBEAT_MS}\nmissed_heartbeats = 5\n"),
+        "five",
         &otlp,
     );
-    let id = coordinator.event("guild_created")["guild"]["id"]
-        .as_str()
-        .expect("guild id")
-        .to_owned();
+    let listen = "/ip4/127.0.0.1/tcp/0";
     let boot = coordinator.tcp_address();
     let target = format!("{id}@{boot}");
     let member_args = |invitation: &str| -> Vec<String> {

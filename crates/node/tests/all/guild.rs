@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zerostate_telemetry::testing::OtlpReceiver;
 
-use crate::cluster::{NodeProcess, eventually, hex};
+use crate::cluster::{NodeProcess, eventually, guild_coordinator, hex};
 
 /// The node's view of the guild; `Null` while it is not in it yet.
 pub(crate) fn guild(node: &NodeProcess, id: &str) -> serde_json::Value {
@@ -44,37 +44,16 @@ fn a_guild_of_processes_keeps_its_secrets_and_notices_a_killed_member() {
     let receiver = OtlpReceiver::start();
     let otlp = receiver.endpoint();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("guild.toml");
     // Heartbeats every 500 ms, down after 4 missed: a 2 s window, wide enough that nine
     // processes sharing two cores do not miss it, short enough for a test.
-    std::fs::write(
-        &config,
-        "[guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 4\n",
-    )
-    .expect("config");
-    let config = config.to_string_lossy().into_owned();
-    let listen = "/ip4/127.0.0.1/tcp/0";
-
-    let coordinator = NodeProcess::start(
+    let (coordinator, id, config) = guild_coordinator(
         dir.path(),
         "guild-coordinator",
-        &[
-            "--role",
-            "bootnode",
-            "--listen",
-            listen,
-            "--config",
-            &config,
-            "--create-guild",
-            "render farm",
-        ],
+        "[guild]\nheartbeat_interval_ms = 500\nmissed_heartbeats = 4\n",
+        "render farm",
         &otlp,
     );
-    let created = coordinator.event("guild_created");
-    let id = created["guild"]["id"]
-        .as_str()
-        .expect("guild id")
-        .to_owned();
+    let listen = "/ip4/127.0.0.1/tcp/0";
     let coordinator_addr = coordinator.tcp_address();
     let target = format!("{id}@{coordinator_addr}");
     let members: Vec<NodeProcess> = (1..=3)
@@ -313,34 +292,15 @@ fn a_member_says_coordinator_handover_until_its_successor_takes_over() {
     let receiver = OtlpReceiver::start();
     let otlp = receiver.endpoint();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("guild.toml");
     // Down after 3 s; the second successor's slot is one interval (1 s) more.
-    std::fs::write(
-        &config,
-        "[guild]\nheartbeat_interval_ms = 1000\nmissed_heartbeats = 3\n",
-    )
-    .expect("config");
-    let config = config.to_string_lossy().into_owned();
-    let listen = "/ip4/127.0.0.1/tcp/0";
-    let coordinator = NodeProcess::start(
+    let (coordinator, id, config) = guild_coordinator(
         dir.path(),
         "coordinator",
-        &[
-            "--role",
-            "bootnode",
-            "--listen",
-            listen,
-            "--config",
-            &config,
-            "--create-guild",
-            "handover",
-        ],
+        "[guild]\nheartbeat_interval_ms = 1000\nmissed_heartbeats = 3\n",
+        "handover",
         &otlp,
     );
-    let id = coordinator.event("guild_created")["guild"]["id"]
-        .as_str()
-        .expect("guild id")
-        .to_owned();
+    let listen = "/ip4/127.0.0.1/tcp/0";
     let boot = coordinator.tcp_address();
     // One after the other, so that the first is the first successor.
     let join = |name: &str| {

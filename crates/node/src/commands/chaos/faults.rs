@@ -378,25 +378,12 @@ pub(super) fn coordinator_lost(
     net.kill("coordinator")?;
     // The first successor takes over once the coordinator has been silent past the window;
     // every member follows it.
-    let members = staying(net);
-    let handover = one_coordinator(net, &members, Some(&old), RECOVERY_LIMIT);
+    let handover = super::succession::successor_takes_over(net, &old, row);
     row.recovered(
         handover.as_ref().map(|(took, _)| *took),
         "kill → a successor's membership at every member",
     );
     let settled_at = handover.as_ref().map(|(took, _)| lost_at + *took);
-    row.check(
-        "a successor takes the guild over",
-        handover.is_some(),
-        match &handover {
-            Some((took, by)) => format!(
-                "{} coordinates {:.1} s after the kill",
-                net.name_of(by).unwrap_or(by),
-                took.as_secs_f64()
-            ),
-            None => format!("{}", net.guild_view("requester").unwrap_or_default()),
-        },
-    );
     row.check(
         "handover within 3 s",
         handover

@@ -110,7 +110,8 @@ pub(super) struct Plan<'a> {
     /// partition scenarios' [`ISLANDER`], or the coordinator; if the namespace cannot be
     /// made, [`Net::island`] stays `None` and the reason is in [`Net::island_refused`].
     pub(super) island: Option<&'static str>,
-    /// Whether the coordinator runs tasks too.
+    /// Whether the coordinator runs tasks too; it then holds each answer back
+    /// [`COORDINATOR_STALL_MS`] (`--misbehave stall-answers`).
     pub(super) coordinator_executes: bool,
     /// Misbehaviours (`--misbehave` items) of every member that joins the guild.
     pub(super) members_misbehave: &'static [&'static str],
@@ -118,6 +119,10 @@ pub(super) struct Plan<'a> {
     /// honest ones, which then ask 2) and a requester that never pays.
     pub(super) cheaters: bool,
 }
+
+/// How long a coordinator that runs tasks holds each answer back
+/// ([`Plan::coordinator_executes`]).
+pub(super) const COORDINATOR_STALL_MS: u64 = 1500;
 
 /// The node the island holds, when there is one.
 pub(super) const ISLANDER: &str = "executor-1";
@@ -332,8 +337,15 @@ impl Net {
             // An executor is paid through the ledger, which started after it: the
             // coordinator starts again knowing it, and resumes its guild (no member yet).
             self.kill("coordinator")?;
+            // Each answer held back, so that a kill at a random moment finds a task under
+            // way on it rather than one already answered.
             if let Some(slot) = self.nodes.get_mut("coordinator") {
-                slot.args.extend([s("--ledger-peer"), ledger.clone()]);
+                slot.args.extend([
+                    s("--ledger-peer"),
+                    ledger.clone(),
+                    s("--misbehave"),
+                    format!("stall-answers={COORDINATOR_STALL_MS}"),
+                ]);
             }
             self.restart("coordinator")?;
             self.nodes["coordinator"]

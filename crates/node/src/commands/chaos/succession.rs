@@ -27,7 +27,11 @@ fn called(net: &Net, peer: &str) -> String {
 }
 
 /// Waits for a successor's membership at every member but the coordinator, and checks it.
-fn successor_takes_over(net: &Net, old: &str, row: &mut Row) -> Option<(Duration, String)> {
+pub(super) fn successor_takes_over(
+    net: &Net,
+    old: &str,
+    row: &mut Row,
+) -> Option<(Duration, String)> {
     let handover = one_coordinator(net, &staying(net), Some(old), RECOVERY_LIMIT);
     row.check(
         "a successor takes the guild over",
@@ -85,9 +89,11 @@ pub(super) fn coordinator_back(
     third: Duration,
     row: &mut Row,
 ) -> anyhow::Result<Book> {
-    row.fault = "coordinator (running tasks too) SIGKILL mid-task; restarted on its data \
-                 directory after a successor took over"
-        .to_owned();
+    row.fault = format!(
+        "coordinator (running tasks too, each answer held {} ms) SIGKILL mid-task; restarted \
+         on its data directory after a successor took over",
+        super::net::COORDINATOR_STALL_MS
+    );
     std::thread::sleep(third);
     let old = net.peer("coordinator")?;
     // Killed while it runs a task (waited for, up to 3 s).
@@ -162,7 +168,7 @@ pub(super) fn successors_at_once(
     let lost_at = load.started.elapsed();
     net.kill("coordinator")?;
     let members = staying(net);
-    let settled = one_coordinator(net, &members, Some(&old), RECOVERY_LIMIT);
+    let settled = successor_takes_over(net, &old, row);
     row.recovered(
         settled.as_ref().map(|(took, _)| *took),
         "kill → one successor's membership at every member",
