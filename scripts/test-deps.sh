@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs what four tests need beyond Rust: Debian's Chromium (the collector's viewer
+# Installs what five tests need beyond Rust: Debian's Chromium (the collector's viewer
 # test), Debian's Prometheus (the node's scrape test), iproute2's `ip` (the chaos suite's
-# partition, in a network namespace) and the official OpenTelemetry Python SDK (the
-# collector's interop test). Without them those tests are skipped (the partition falls back
-# to SIGSTOP), except under CI=true, where they fail.
+# partition, in a network namespace), the official OpenTelemetry Python SDK (the
+# collector's interop test), and Debian's clang, lld, wasi-libc and compiler-rt for wasm32
+# with the official wasmtime runtime's Python package (C programs built for WASI, run by the
+# engine and by the reference runtime). Without them those tests are skipped (the partition
+# falls back to SIGSTOP), except under CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +13,15 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
+[ -d /usr/include/wasm32-wasi ] || missing+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 ||
+    missing+=(libclang-rt-dev-wasm32)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    -r crates/collector/tests/python/requirements.txt
+    -r crates/collector/tests/python/requirements.txt \
+    -r crates/execution/tests/programs/requirements.txt

@@ -58,7 +58,8 @@ pub struct Measurement {
 pub struct Execution {
     /// `Ok` when the entry point returned (or exited with 0); the error otherwise.
     pub result: Result<(), TaskError>,
-    /// What the task wrote to stdout (empty for a failed run).
+    /// What the task wrote to stdout (empty for a run the engine cut short: a trap, a limit;
+    /// kept for a program that exited with a code of its own).
     pub output: Vec<u8>,
     /// What it wrote to stderr (at most 64 KiB).
     pub stderr: Vec<u8>,
@@ -266,7 +267,12 @@ impl Engine {
             Some(state) => (state.stdout, state.stderr, state.exit_code.unwrap_or(0)),
             None => (Vec::new(), Vec::new(), 0),
         };
-        let output = if result.is_ok() { output } else { Vec::new() };
+        // A program that ended itself with a code keeps what it wrote, as under any WASI
+        // runtime (`grep` finding nothing exits 1); a run the engine cut short has none.
+        let output = match &result {
+            Ok(()) | Err(TaskError::Exited(_)) => output,
+            Err(_) => Vec::new(),
+        };
 
         let receipt = {
             let _s = tracing::info_span!(span::EXECUTION_RECEIPT_GENERATE).entered();

@@ -1,7 +1,12 @@
 //! The host side of WASI preview 1 that a task sees: stdin is the task's input, stdout its
 //! output (capped), stderr captured (capped), arguments and environment as given, virtual
-//! clocks, deterministic randomness, and no files, directories or sockets. Functions a
-//! module imports beyond these make it fail to link with a clear "unknown import" error.
+//! clocks, deterministic randomness, and no files, directories or sockets. Every function of
+//! preview 1 is defined, so any preview-1 module links; what a task may not do answers the
+//! errno a program expects (no directory is preopened, so every path call names a
+//! descriptor that is not a directory, `ENOTDIR`, or none at all, `EBADF`; the standard
+//! streams cannot seek, `ESPIPE`; sockets are not offered, `ENOTSOCK`), never a trap.
+//! Imports from any other module, or names preview 1 does not have, fail to link with a
+//! clear "unknown import" error.
 //!
 //! Every host function checks the guest's memory ranges before it allocates, loops or
 //! copies, and work whose size the guest chooses is charged in fuel before it is done
@@ -29,11 +34,14 @@ const EBADF: i32 = 8;
 const EFAULT: i32 = 21;
 const EINVAL: i32 = 28;
 const ENOSYS: i32 = 52;
+const ENOTDIR: i32 = 54;
+const ENOTSOCK: i32 = 57;
+const ENOTSUP: i32 = 58;
 const ESPIPE: i32 = 70;
 
 /// Raised whenever the host changes what a task outputs or the fuel it is charged; part of
 /// the engine id receipts carry.
-pub(crate) const HOST_REVISION: u32 = 1;
+pub(crate) const HOST_REVISION: u32 = 2;
 
 /// Fuel for any host call that does work sized by the guest, on top of the call itself.
 pub const HOST_CALL_FUEL: u64 = 50;
@@ -123,7 +131,47 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "clock_res_get",
     "sched_yield",
     "poll_oneoff",
+    "fd_advise",
+    "fd_allocate",
+    "fd_datasync",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_pwrite",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_sync",
+    "fd_tell",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "proc_raise",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
 ];
+
+/// Whether `fd` is one of the standard streams, the only descriptors a task holds.
+fn stdio(fd: i32) -> bool {
+    (0..=2).contains(&fd)
+}
+
+/// The answer of a call a standard stream cannot serve (`on_stdio`); any other descriptor
+/// does not exist.
+fn on_fd(fd: i32, on_stdio: i32) -> i32 {
+    if stdio(fd) { on_stdio } else { EBADF }
+}
 
 fn memory(caller: &mut Caller<'_, TaskState>) -> Option<Memory> {
     match caller.get_export("memory") {
@@ -412,11 +460,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
 
     linker
         .func_wrap(MODULE, "fd_close", |_: Caller<'_, TaskState>, fd: i32| {
-            if (0..=2).contains(&fd) {
-                SUCCESS
-            } else {
-                EBADF
-            }
+            on_fd(fd, SUCCESS)
         })
         .map_err(host)?;
     linker
@@ -424,7 +468,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
             MODULE,
             "fd_fdstat_get",
             |mut c: Caller<'_, TaskState>, fd: i32, ptr: u32| {
-                if !(0..=2).contains(&fd) {
+                if !stdio(fd) {
                     return EBADF;
                 }
                 let Some(mem) = memory(&mut c) else {
@@ -462,9 +506,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
         .func_wrap(
             MODULE,
             "fd_seek",
-            |_: Caller<'_, TaskState>, fd: i32, _: i64, _: i32, _: u32| {
-                if (0..=2).contains(&fd) { ESPIPE } else { EBADF }
-            },
+            |_: Caller<'_, TaskState>, fd: i32, _: i64, _: i32, _: u32| on_fd(fd, ESPIPE),
         )
         .map_err(host)?;
 
@@ -555,6 +597,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
     linker
         .func_wrap(MODULE, "sched_yield", |_: Caller<'_, TaskState>| SUCCESS)
         .map_err(host)?;
+    add_without_files(linker).map_err(host)?;
     // Sleeping and waiting on descriptors are not offered: a task computes, it does not wait.
     linker
         .func_wrap(
@@ -563,5 +606,180 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> Result<(), TaskEr
             |_: Caller<'_, TaskState>, _: u32, _: u32, _: u32, _: u32| ENOSYS,
         )
         .map_err(host)?;
+    Ok(())
+}
+
+/// The calls on files, directories, descriptors and sockets, for a task that holds only
+/// the standard streams: each answers what a program expects of a stream, or of a
+/// descriptor it does not hold, before it reads any guest memory (`fd_filestat_get`
+/// writes a stream's stat).
+fn add_without_files(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    type C<'a> = Caller<'a, TaskState>;
+    linker.func_wrap(
+        MODULE,
+        "fd_advise",
+        |_: C<'_>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, ESPIPE),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_allocate",
+        |_: C<'_>, fd: i32, _: i64, _: i64| on_fd(fd, ESPIPE),
+    )?;
+    // Nothing is buffered on the host's side of a stream.
+    linker.func_wrap(MODULE, "fd_datasync", |_: C<'_>, fd: i32| {
+        on_fd(fd, SUCCESS)
+    })?;
+    linker.func_wrap(MODULE, "fd_sync", |_: C<'_>, fd: i32| on_fd(fd, SUCCESS))?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_set_flags",
+        |_: C<'_>, fd: i32, _: i32| on_fd(fd, ENOTSUP),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_fdstat_set_rights",
+        |_: C<'_>, fd: i32, _: i64, _: i64| on_fd(fd, ENOTSUP),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_get",
+        |mut c: C<'_>, fd: i32, ptr: u32| {
+            if !stdio(fd) {
+                return EBADF;
+            }
+            let Some(mem) = memory(&mut c) else {
+                return EFAULT;
+            };
+            // A character device (filetype 2 at offset 16), everything else zero.
+            let mut stat = [0u8; 64];
+            stat[16] = 2;
+            if write_bytes(mem.data_mut(&mut c), ptr, &stat) {
+                SUCCESS
+            } else {
+                EFAULT
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_set_size",
+        |_: C<'_>, fd: i32, _: i64| on_fd(fd, EINVAL),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_filestat_set_times",
+        |_: C<'_>, fd: i32, _: i64, _: i64, _: i32| on_fd(fd, ENOTSUP),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_pread",
+        |_: C<'_>, fd: i32, _: u32, _: u32, _: i64, _: u32| on_fd(fd, ESPIPE),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_pwrite",
+        |_: C<'_>, fd: i32, _: u32, _: u32, _: i64, _: u32| on_fd(fd, ESPIPE),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fd_readdir",
+        |_: C<'_>, fd: i32, _: u32, _: u32, _: i64, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    // The streams keep their numbers.
+    linker.func_wrap(MODULE, "fd_renumber", |_: C<'_>, fd: i32, to: i32| {
+        if stdio(fd) && stdio(to) {
+            ENOTSUP
+        } else {
+            EBADF
+        }
+    })?;
+    linker.func_wrap(MODULE, "fd_tell", |_: C<'_>, fd: i32, _: u32| {
+        on_fd(fd, ESPIPE)
+    })?;
+    // Every path is resolved against a directory descriptor; a task holds none.
+    linker.func_wrap(
+        MODULE,
+        "path_create_directory",
+        |_: C<'_>, fd: i32, _: u32, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_filestat_get",
+        |_: C<'_>, fd: i32, _: i32, _: u32, _: u32, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_filestat_set_times",
+        |_: C<'_>, fd: i32, _: i32, _: u32, _: u32, _: i64, _: i64, _: i32| on_fd(fd, ENOTDIR),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_link",
+        |_: C<'_>, fd: i32, _: i32, _: u32, _: u32, new_fd: i32, _: u32, _: u32| {
+            if stdio(fd) && stdio(new_fd) {
+                ENOTDIR
+            } else {
+                EBADF
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_open",
+        |_: C<'_>, fd: i32, _: i32, _: u32, _: u32, _: i32, _: i64, _: i64, _: i32, _: u32| {
+            on_fd(fd, ENOTDIR)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_readlink",
+        |_: C<'_>, fd: i32, _: u32, _: u32, _: u32, _: u32, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_remove_directory",
+        |_: C<'_>, fd: i32, _: u32, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_rename",
+        |_: C<'_>, fd: i32, _: u32, _: u32, new_fd: i32, _: u32, _: u32| {
+            if stdio(fd) && stdio(new_fd) {
+                ENOTDIR
+            } else {
+                EBADF
+            }
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_symlink",
+        |_: C<'_>, _: u32, _: u32, fd: i32, _: u32, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "path_unlink_file",
+        |_: C<'_>, fd: i32, _: u32, _: u32| on_fd(fd, ENOTDIR),
+    )?;
+    // Signals are gone from later WASI; a task cannot raise one.
+    linker.func_wrap(MODULE, "proc_raise", |_: C<'_>, _: i32| ENOSYS)?;
+    linker.func_wrap(
+        MODULE,
+        "sock_accept",
+        |_: C<'_>, fd: i32, _: i32, _: u32| on_fd(fd, ENOTSOCK),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_recv",
+        |_: C<'_>, fd: i32, _: u32, _: u32, _: i32, _: u32, _: u32| on_fd(fd, ENOTSOCK),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "sock_send",
+        |_: C<'_>, fd: i32, _: u32, _: u32, _: i32, _: u32| on_fd(fd, ENOTSOCK),
+    )?;
+    linker.func_wrap(MODULE, "sock_shutdown", |_: C<'_>, fd: i32, _: i32| {
+        on_fd(fd, ENOTSOCK)
+    })?;
     Ok(())
 }

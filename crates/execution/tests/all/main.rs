@@ -6,5 +6,6 @@ mod disk_cache;
 mod harness;
 mod host;
 mod hostile;
+mod programs;
 mod receipts;
 mod runs;
