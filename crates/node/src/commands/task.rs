@@ -35,8 +35,8 @@ pub struct RunArgs {
     /// The task's stdin: a file, or `-` for this command's stdin. Default: empty.
     #[arg(long)]
     input: Option<String>,
-    /// An argument for the task (repeat for more).
-    #[arg(long = "arg", value_name = "ARG")]
+    /// An argument for the task (repeat for more; may start with `-`).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     args: Vec<String>,
     /// The function to call. Default `_start` (a built-in's own name for built-ins).
     #[arg(long)]
@@ -180,6 +180,11 @@ impl RunArgs {
             .write_all(&execution.output)
             .context("writing the task's output")?;
         stdout.flush().context("writing the task's output")?;
+        // What the program wrote to its stderr (the first 64 KiB), on this command's.
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&execution.stderr);
+        let _ = stderr.flush();
+        drop(stderr);
         let _ = telemetry.shutdown();
         match execution.result {
             Ok(()) => Ok(ExitCode::SUCCESS),

@@ -142,3 +142,40 @@ fn builtins_are_listed() {
         assert!(listing.contains(name), "{listing}");
     }
 }
+
+#[test]
+fn a_program_exiting_with_its_own_code_keeps_its_output_and_shows_its_stderr() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let wat = data.path().join("grep.wat");
+    // Writes "out" to stdout and "err" to stderr, then exits with 1 as `grep` does when
+    // nothing matches; its arguments may look like flags.
+    std::fs::write(
+        &wat,
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "outerr")
+          (func (export "_start")
+            (i32.store (i32.const 8) (i32.const 100))
+            (i32.store (i32.const 12) (i32.const 3))
+            (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 16)))
+            (i32.store (i32.const 8) (i32.const 103))
+            (drop (call $write (i32.const 2) (i32.const 8) (i32.const 1) (i32.const 16)))
+            (call $exit (i32.const 1))))"#,
+    )
+    .expect("write module");
+    let path = wat.to_str().expect("utf-8 path");
+    let out = zerostate(
+        data.path(),
+        &["task", "run", path, "--arg", "-v", "--arg", "--count"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("err") && stderr.contains("task exited with code 1"),
+        "{stderr}"
+    );
+}
