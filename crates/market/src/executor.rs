@@ -256,8 +256,8 @@ async fn prepare(
     Ok((manifest, slot, reservation))
 }
 
-/// The manifest of a task run: its module (kept by hash when it came as bytes), input and
-/// limits.
+/// The manifest of a task run: its module (kept by hash when it came as bytes), input,
+/// limits and arguments.
 fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
     let input = B64
         .decode(&run.input)
@@ -286,5 +286,9 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
         }
     };
     manifest.limits = run.limits;
+    if let Some(why) = crate::wire::args_problem(&run.args) {
+        return Err(why);
+    }
+    manifest.args = run.args;
     Ok(manifest)
 }

@@ -26,6 +26,8 @@ pub struct Submission {
     pub input: Vec<u8>,
     /// Its limits (the wall time is capped so that the network request outlives it).
     pub limits: Limits,
+    /// The program's arguments (after its name).
+    pub args: Vec<String>,
     /// The most this node pays per million fuel units.
     pub max_price: u64,
 }
@@ -44,6 +46,9 @@ impl Tasks {
     pub fn submit(&self, s: Submission) -> Result<TaskRecord, String> {
         if self.stopping() {
             return Err("this node is stopping: it takes no new tasks".into());
+        }
+        if let Some(why) = crate::wire::args_problem(&s.args) {
+            return Err(why);
         }
         let mut entry = "_start".to_owned();
         let module_bytes = match &s.module {
@@ -122,6 +127,7 @@ impl Tasks {
             entry,
             input: s.input,
             limits,
+            args: s.args,
             max_price: s.max_price,
         };
         let drive_span = span.clone();
@@ -179,6 +185,7 @@ struct Job {
     entry: String,
     input: Vec<u8>,
     limits: Limits,
+    args: Vec<String>,
     max_price: u64,
 }
 
@@ -189,6 +196,7 @@ impl Job {
         m.entry = self.entry.clone();
         m.input = self.input.clone();
         m.limits = self.limits;
+        m.args = self.args.clone();
         m
     }
 }
@@ -478,6 +486,7 @@ async fn attempt(
         },
         input: B64.encode(&job.input),
         limits: job.limits,
+        args: job.args.clone(),
         channel,
     };
     let payload = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
@@ -625,13 +634,18 @@ async fn check_terms(
     if receipt.entry != job.entry {
         return mismatch("entry", &receipt.entry, &job.entry);
     }
-    if !receipt.args.is_empty() {
-        return mismatch("arguments", &receipt.args, &Vec::<String>::new());
+    if receipt.args != job.args {
+        return mismatch("arguments", &receipt.args, &job.args);
     }
     if receipt.limits != job.limits {
         return mismatch("limits", &receipt.limits, &job.limits);
     }
-    if receipt.status != "ok" && !output.is_empty() {
+    // A program that exited with its own code keeps its output; any other failure has none.
+    let exited = receipt
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with("exited:"));
+    if receipt.status != "ok" && !exited && !output.is_empty() {
         return Err(format!(
             "a failed run came with {} bytes of output",
             output.len()

@@ -81,6 +81,28 @@ pub enum ModuleSource {
     Sha256(String),
 }
 
+/// Arguments a task may carry, at most.
+pub const MAX_ARGS: usize = 1024;
+/// Bytes of arguments a task may carry, at most, together.
+pub const MAX_ARG_BYTES: usize = 64 << 10;
+
+/// Why `args` are more than a task may carry, if they are.
+pub fn args_problem(args: &[String]) -> Option<String> {
+    let bytes: usize = args.iter().map(String::len).sum();
+    if args.len() > MAX_ARGS {
+        Some(format!(
+            "{} arguments; a task takes at most {MAX_ARGS}",
+            args.len()
+        ))
+    } else if bytes > MAX_ARG_BYTES {
+        Some(format!(
+            "{bytes} bytes of arguments; a task takes at most {MAX_ARG_BYTES}"
+        ))
+    } else {
+        None
+    }
+}
+
 /// The task itself, to the chosen executor.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +115,10 @@ pub struct TaskRun {
     pub input: String,
     /// The limits it runs under.
     pub limits: Limits,
+    /// The program's arguments (after its name), at most [`MAX_ARGS`] of
+    /// [`MAX_ARG_BYTES`] together; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     /// The requester's channel to the executor (hex) that holds the task's most expensive
     /// bill, locked on the ledger; absent when the requester has no ledger.
     #[serde(default)]

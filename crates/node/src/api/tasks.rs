@@ -63,6 +63,9 @@ pub struct SubmitBody {
     fuel: Option<u64>,
     #[serde(default)]
     limits: Option<Limits>,
+    /// The program's arguments (after its name).
+    #[serde(default)]
+    args: Vec<String>,
     /// The most to pay per million fuel units. Default 1000.
     #[serde(default = "default_max_price")]
     max_price: u64,
@@ -132,6 +135,7 @@ async fn task_submit(
             module,
             input,
             limits,
+            args: body.args,
             max_price: body.max_price,
         })
         .map_err(bad_request)?;

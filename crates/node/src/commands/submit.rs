@@ -24,9 +24,21 @@ pub struct SubmitArgs {
     /// The task's input: a file, or `-` for this command's stdin. Default: empty.
     #[arg(long)]
     input: Option<String>,
+    /// An argument for the program (repeat for more; may start with `-`).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
     /// Fuel the task may use [default: 10000000000].
     #[arg(long)]
     fuel: Option<u64>,
+    /// Memory limit, for example 64MiB [default: 64MiB].
+    #[arg(long, value_parser = crate::units::parse_size)]
+    memory: Option<u64>,
+    /// Wall-time limit, for example 10s [default: 10s].
+    #[arg(long, value_parser = crate::units::parse_duration)]
+    timeout: Option<Duration>,
+    /// Output limit, for example 1MiB [default: 1MiB].
+    #[arg(long, value_parser = crate::units::parse_size)]
+    max_output: Option<u64>,
     /// The most to pay per million fuel units [default: 1000].
     #[arg(long)]
     max_price: Option<u64>,
@@ -68,6 +80,23 @@ impl SubmitArgs {
         }
         if let Some(fuel) = self.fuel {
             body["fuel"] = fuel.into();
+        }
+        if !self.args.is_empty() {
+            body["args"] = serde_json::json!(self.args);
+        }
+        let mut limits = serde_json::Map::new();
+        if let Some(memory) = self.memory {
+            limits.insert("memory_bytes".into(), memory.into());
+        }
+        if let Some(timeout) = self.timeout {
+            let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            limits.insert("wall_time_ms".into(), ms.into());
+        }
+        if let Some(max) = self.max_output {
+            limits.insert("output_bytes".into(), max.into());
+        }
+        if !limits.is_empty() {
+            body["limits"] = limits.into();
         }
         if let Some(price) = self.max_price {
             body["max_price"] = price.into();

@@ -686,3 +686,61 @@ fn a_node_stopped_while_its_task_runs_lets_the_task_end_paid_and_exits_in_time()
     assert!(paid, "the executor was paid for the task: {channels}");
     crate::cluster::stop_cleanly(vec![requester, coordinator, executor]);
 }
+
+/// Writes its argument count (the program's name included) as a digit, then exits with 1,
+/// as `grep` does when nothing matches.
+const ARGC_THEN_EXIT_1: &str = r#"(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.load (i32.const 0))))
+    (i32.store (i32.const 8) (i32.const 100))
+    (i32.store (i32.const 12) (i32.const 1))
+    (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 16)))
+    (call $exit (i32.const 1))))"#;
+
+#[test]
+fn arguments_travel_with_the_task_and_a_program_exit_keeps_its_output() {
+    use base64::Engine as _;
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let GuildCluster {
+        coordinator,
+        members,
+        ..
+    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    let requester = &members[0];
+    fund(&coordinator, requester);
+    let module = base64::engine::general_purpose::STANDARD.encode(ARGC_THEN_EXIT_1);
+    let record = run_task(
+        requester,
+        &serde_json::json!({ "module": { "base64": module }, "args": ["-v", "two words"] }),
+    );
+    // Run on another member with both arguments, its own exit kept with its output, the
+    // receipt signing the arguments, and the bill for it paid.
+    assert_ne!(record["executor"], requester.peer_id.as_str(), "{record}");
+    assert_eq!(output(&record), "3", "{record}");
+    assert_eq!(
+        record["receipt"]["args"],
+        serde_json::json!(["-v", "two words"])
+    );
+    assert!(
+        record["receipt"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("exited:")),
+        "{record}"
+    );
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+
+    // More arguments than a task carries are refused at submission.
+    let (status, body) = requester.post(
+        "/v1/tasks",
+        &serde_json::json!({ "module": "builtin:primes", "args": vec!["x"; 2000] }),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("2000 arguments"), "{body}");
+}
