@@ -232,9 +232,8 @@ async fn prepare(
             run.task_id
         ));
     }
-    let slot = tasks
-        .reserve()
-        .map_err(|running| format!("busy: {running} tasks running already"))?;
+    // The money first: a payer owing its credit is held a moment for a payment on its way
+    // (see the payment protocol), and a slot taken before would turn others away meanwhile.
     let settings = &tasks.inner.settings;
     let reservation = tasks
         .inner
@@ -252,6 +251,9 @@ async fn prepare(
         }
         why
     };
+    let slot = tasks
+        .reserve()
+        .map_err(|running| release(format!("busy: {running} tasks running already")))?;
     let manifest = manifest_of(tasks, run).map_err(release)?;
     Ok((manifest, slot, reservation))
 }
