@@ -55,6 +55,9 @@ pub const TOPIC_PREFIX: &str = "zerostate/guild/";
 const COMMAND_QUEUE: usize = 256;
 /// Opened messages a subscriber may fall behind by before it loses the oldest.
 const OPENED_QUEUE: usize = 1024;
+/// Attempts a node makes to get back into a guild it was left out of by a succession
+/// (see `Service::rejoin`) while the network fails them.
+const REJOIN_ATTEMPTS: u32 = 20;
 
 struct Service {
     me: PeerId,
@@ -164,34 +167,57 @@ impl Service {
     }
 
     /// Asks `coordinator` to let this node back into guild `id` (no invitation: a member it
-    /// removed for silence, or the coordinator it replaced, comes back once). The answer is
-    /// logged; a refusal leaves the guild ended here with its reason.
+    /// removed for silence, or the coordinator it replaced, comes back once). An attempt the
+    /// network failed (each dials afresh, given a heartbeat interval) is made again, every
+    /// interval, up to [`REJOIN_ATTEMPTS`] times; the answer is logged; a refusal leaves
+    /// the guild ended here with its reason.
     fn rejoin(&mut self, id: &str, coordinator: PeerId) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let loopback = self.loopback.clone();
         let guild = id.to_owned();
-        let span = tracing::info_span!(names::GUILD_JOIN, guild.id = id, peer.id = %coordinator, count = tracing::field::Empty);
-        let command = Command::Join {
-            guild: guild.clone(),
-            coordinator,
-            addresses: Vec::new(),
-            invitation: None,
-            span,
-            reply: tx,
-        };
+        let interval = self.config.interval();
         self.tasks.spawn(async move {
-            let _ = loopback.send(command).await;
-            match rx.await {
-                Ok(Ok(_)) => tracing::info!(
-                    guild.id = guild.as_str(),
-                    "back in the guild under its new coordinator"
-                ),
-                Ok(Err(e)) => tracing::warn!(
-                    guild.id = guild.as_str(),
-                    "getting back into the guild: {}",
-                    error_chain(&e)
-                ),
-                Err(_) => {}
+            for attempt in 1..=REJOIN_ATTEMPTS {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let span = tracing::info_span!(names::GUILD_JOIN, guild.id = guild.as_str(), peer.id = %coordinator, count = tracing::field::Empty);
+                let command = Command::Join {
+                    guild: guild.clone(),
+                    coordinator,
+                    addresses: Vec::new(),
+                    invitation: None,
+                    span,
+                    reply: tx,
+                };
+                if loopback.send(command).await.is_err() {
+                    return;
+                }
+                match rx.await {
+                    Ok(Ok(_)) => {
+                        tracing::info!(
+                            guild.id = guild.as_str(),
+                            "back in the guild under its new coordinator"
+                        );
+                        return;
+                    }
+                    Ok(Err(e @ (GuildError::Unreachable { .. } | GuildError::Network(_))))
+                        if attempt < REJOIN_ATTEMPTS =>
+                    {
+                        tracing::debug!(
+                            guild.id = guild.as_str(),
+                            "getting back into the guild (attempt {attempt}): {}",
+                            error_chain(&e)
+                        );
+                        tokio::time::sleep(interval).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            guild.id = guild.as_str(),
+                            "getting back into the guild: {}",
+                            error_chain(&e)
+                        );
+                        return;
+                    }
+                    Err(_) => return,
+                }
             }
         });
     }
