@@ -3,6 +3,7 @@
 
 mod connections;
 mod dht;
+mod dials;
 mod peers;
 mod redial;
 mod relays;
@@ -156,27 +157,6 @@ impl Driver {
         })
     }
 
-    /// Starts a dial whose outcome `tx` waits for; `what` names it in an error.
-    fn dial_waited(
-        &mut self,
-        opts: DialOpts,
-        what: String,
-        tx: oneshot::Sender<Result<PeerId, NetworkError>>,
-    ) {
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.dials.insert(id, (what, tx));
-            }
-            Err(e) => {
-                let _ = tx.send(Err(NetworkError::Dial {
-                    address: what,
-                    source: Box::new(e),
-                }));
-            }
-        }
-    }
-
     fn start(&mut self) -> Result<(), String> {
         for addr in self.config.listen.clone() {
             let id = self
@@ -292,18 +272,7 @@ impl Driver {
             Command::Dial(addr, tx) => {
                 self.dial_waited(DialOpts::from(addr.clone()), addr.to_string(), tx);
             }
-            Command::DialAfresh(peer, addresses, tx) => {
-                // A connection that stalled (a cut link, a sleeping laptop) stays open until
-                // TCP gives up, minutes later, and every request to the peer would ride it;
-                // a dial still in progress may be stuck behind a lost SYN. Both go.
-                let _ = self.swarm.disconnect_peer_id(peer);
-                let opts = DialOpts::peer_id(peer)
-                    .addresses(addresses)
-                    .extend_addresses_through_behaviour()
-                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-                    .build();
-                self.dial_waited(opts, format!("/p2p/{peer}"), tx);
-            }
+            Command::DialAfresh(peer, addresses, tx) => self.dial_afresh(peer, addresses, tx),
             Command::Subscribe(topic, tx) => {
                 let result = self
                     .swarm

@@ -289,8 +289,12 @@ impl Guild {
     pub(super) fn fell_silent(&mut self, peer: PeerId, now: Instant) {
         self.returning.retain(|(p, _)| *p != peer);
         self.returning.push_back((peer, now));
+        // Silent again: asked again; and only those still remembered are kept as answered.
+        self.probes.answered.remove(&peer);
         while self.returning.len() > RETURNING_KEPT {
-            self.returning.pop_front();
+            if let Some((gone, _)) = self.returning.pop_front() {
+                self.probes.answered.remove(&gone);
+            }
         }
     }
 
