@@ -4,7 +4,7 @@
 # partition, in a network namespace), the official OpenTelemetry Python SDK (the
 # collector's interop test), and Debian's clang, lld, wasi-libc and compiler-rt for wasm32
 # with the official wasmtime runtime's Python package (C programs built for WASI, run by the
-# engine and by the reference runtime). Without them those tests are skipped (the partition
+# engine and by the reference runtime), and Rust's wasm32-wasip1 target. Without them those tests are skipped (the partition
 # falls back to SIGSTOP), except under CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +25,6 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r crates/collector/tests/python/requirements.txt \
     -r crates/execution/tests/programs/requirements.txt
+# Rust programs built for WASI preview 1 (the task template and the crates.io programs
+# the engine runs beside the reference runtime).
+rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1

@@ -1,7 +1,7 @@
 //! The engine: compiles (or finds in the cache), instantiates and runs a task's module
 //! under its limits, measures it, and signs a receipt, whatever the outcome.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,7 +18,7 @@ use zerostate_telemetry::names::{attr, span};
 
 use crate::TaskError;
 use crate::disk_cache::{DiskCache, Lookup};
-use crate::limits::{Limiter, MAX_TABLE_ELEMENTS};
+use crate::limits::MAX_TABLE_ELEMENTS;
 use crate::manifest::{Manifest, Policy, sha256};
 use crate::receipt::{ExecutorKey, Receipt};
 use crate::wasi::{self, Exit, TaskState};
@@ -61,6 +61,9 @@ pub struct Execution {
     /// What the task wrote to stdout (empty for a run the engine cut short: a trap, a limit;
     /// kept for a program that exited with a code of its own).
     pub output: Vec<u8>,
+    /// The files it left in `/output`, by name, when it had one (none for a run the engine
+    /// cut short, as for `output`).
+    pub files: BTreeMap<String, Vec<u8>>,
     /// What it wrote to stderr (at most 64 KiB).
     pub stderr: Vec<u8>,
     /// The exit code (0 when the entry point returned).
@@ -263,15 +266,20 @@ impl Engine {
         let mut state_out: Option<TaskState> = None;
 
         let result = self.execute(manifest, &mut measurement, &mut state_out, true);
-        let (output, stderr, exit_code) = match state_out {
-            Some(state) => (state.stdout, state.stderr, state.exit_code.unwrap_or(0)),
-            None => (Vec::new(), Vec::new(), 0),
+        let (output, files, stderr, exit_code) = match state_out {
+            Some(state) => (
+                state.stdout,
+                state.files.into_output().unwrap_or_default(),
+                state.stderr,
+                state.exit_code.unwrap_or(0),
+            ),
+            None => (Vec::new(), BTreeMap::new(), Vec::new(), 0),
         };
         // A program that ended itself with a code keeps what it wrote, as under any WASI
         // runtime (`grep` finding nothing exits 1); a run the engine cut short has none.
-        let output = match &result {
-            Ok(()) | Err(TaskError::Exited(_)) => output,
-            Err(_) => Vec::new(),
+        let (output, files) = match &result {
+            Ok(()) | Err(TaskError::Exited(_)) => (output, files),
+            Err(_) => (Vec::new(), BTreeMap::new()),
         };
 
         let receipt = {
@@ -283,6 +291,17 @@ impl Engine {
                 output_sha256: hex::encode(sha256(&output)),
                 entry: manifest.entry.clone(),
                 args: manifest.args.clone(),
+                env: manifest.env.clone(),
+                files_sha256: if manifest.files.is_empty() {
+                    String::new()
+                } else {
+                    crate::tree_sha256(&manifest.files)
+                },
+                output_files_sha256: if manifest.output_files {
+                    crate::tree_sha256(&files)
+                } else {
+                    String::new()
+                },
                 limits: manifest.limits,
                 status: if result.is_ok() { "ok" } else { "failed" }.to_owned(),
                 error: result.as_ref().err().map(|e| format!("{}: {e}", e.kind())),
@@ -333,6 +352,7 @@ impl Engine {
         Execution {
             result,
             output,
+            files,
             stderr,
             exit_code,
             measurement,
@@ -364,17 +384,8 @@ impl Engine {
         let prepared = self.prepare(manifest, module_hash, measurement)?;
 
         let limits = manifest.limits;
-        let mut args = vec![manifest.task_id.clone()];
-        args.extend(manifest.args.iter().cloned());
         let seed = sha256(&[&module_hash[..], &sha256(&manifest.input)[..]].concat());
-        let state = TaskState::new(
-            Limiter::new(limits.memory_bytes),
-            manifest.input.clone(),
-            limits.output_bytes,
-            args,
-            limits.fuel,
-            seed,
-        );
+        let state = TaskState::new(manifest, seed);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
@@ -510,12 +521,13 @@ fn engine_id(max_stack: usize) -> String {
         "wasmtime {WASMTIME_VERSION}\nconsume_fuel true\nfuel costs wasmtime default\n\
          cranelift_nan_canonicalization true\nrelaxed_simd_deterministic true\n\
          max_wasm_stack {max_stack}\nhost revision {}: call {}, iovec {}, copy {} per 8 bytes, \
-         random {} per block, clocks from fuel\n",
+         random {} per block, directory entry {}, clocks from fuel\n",
         wasi::HOST_REVISION,
         wasi::HOST_CALL_FUEL,
         wasi::IOVEC_FUEL,
         wasi::COPY_FUEL_PER_8_BYTES,
         wasi::RANDOM_FUEL_PER_BLOCK,
+        wasi::ENTRY_FUEL,
     );
     let digest = sha256(settings.as_bytes());
     format!("wasmtime-{WASMTIME_VERSION}+{}", &hex::encode(digest)[..16])

@@ -34,6 +34,11 @@ mod wasi;
 pub use engine::{CACHE_CAPACITY, DISK_CACHE_BYTES, Engine, EngineOptions, Execution, Measurement};
 pub use error::TaskError;
 pub use limits::MAX_TABLE_ELEMENTS;
-pub use manifest::{Limits, Manifest, Policy, sha256};
+pub use manifest::{
+    Limits, MAX_ARG_BYTES, MAX_ARGS, MAX_FILES, Manifest, Policy, sha256, strings_problem,
+};
 pub use receipt::{ExecutorKey, Receipt, ReceiptError, peer_id_of};
-pub use wasi::{COPY_FUEL_PER_8_BYTES, HOST_CALL_FUEL, IOVEC_FUEL, RANDOM_FUEL_PER_BLOCK};
+pub use wasi::{
+    COPY_FUEL_PER_8_BYTES, ENTRY_FUEL, HOST_CALL_FUEL, IOVEC_FUEL, MAX_OPEN_FILES,
+    MAX_OUTPUT_ENTRIES, MAX_PATH_BYTES, RANDOM_FUEL_PER_BLOCK, tree_sha256,
+};

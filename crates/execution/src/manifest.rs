@@ -1,4 +1,6 @@
-//! What a task is: its module, input, arguments and limits.
+//! What a task is: its module, input, arguments, environment, files and limits.
+
+use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
@@ -42,7 +44,7 @@ pub struct Policy {
     pub max_wall_time_ms: u64,
     /// Largest output, bytes. Default 16 MiB.
     pub max_output_bytes: u64,
-    /// Largest input, bytes. Default 16 MiB.
+    /// Largest input (stdin and input files together), bytes. Default 16 MiB.
     pub max_input_bytes: u64,
     /// Largest module, bytes (binary or text), checked before it is parsed. Default 16 MiB.
     pub max_module_bytes: u64,
@@ -83,8 +85,52 @@ pub struct Manifest {
     pub input: Vec<u8>,
     /// Arguments after the program name.
     pub args: Vec<String>,
+    /// The environment, each `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Input files by name (a relative path), readable as `/input/NAME`; at most
+    /// [`MAX_FILES`]. Their bytes count, with stdin's, against the policy's input bound.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Whether the task has a writable `/output` whose files come back with the result
+    /// ([`crate::Execution::files`]); they count, with stdout, against the output limit.
+    pub output_files: bool,
     /// Limits.
     pub limits: Limits,
+}
+
+/// Input files a task may carry, at most.
+pub const MAX_FILES: usize = 4096;
+/// Arguments, or environment entries, a task may carry, at most.
+pub const MAX_ARGS: usize = 1024;
+/// Bytes of arguments, or of environment, a task may carry, at most, together.
+pub const MAX_ARG_BYTES: usize = 64 << 10;
+
+/// Why `args` (or environment entries, `what`) are more than a task may carry, or
+/// cannot be passed to a program (a NUL inside one; for the environment, an entry that is
+/// not `KEY=VALUE`), if they are.
+pub fn strings_problem(what: &str, strings: &[String]) -> Option<String> {
+    let bytes: usize = strings.iter().map(String::len).sum();
+    if strings.len() > MAX_ARGS {
+        return Some(format!(
+            "{} {what}; a task takes at most {MAX_ARGS}",
+            strings.len()
+        ));
+    }
+    if bytes > MAX_ARG_BYTES {
+        return Some(format!(
+            "{bytes} bytes of {what}; a task takes at most {MAX_ARG_BYTES}"
+        ));
+    }
+    if let Some(s) = strings.iter().find(|s| s.contains('\0')) {
+        return Some(format!("{what}: {s:?} holds a NUL byte"));
+    }
+    if what == "environment entries"
+        && let Some(s) = strings
+            .iter()
+            .find(|s| s.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+    {
+        return Some(format!("environment entry {s:?} is not KEY=VALUE"));
+    }
+    None
 }
 
 impl Manifest {
@@ -97,6 +143,9 @@ impl Manifest {
             entry: "_start".to_owned(),
             input: Vec::new(),
             args: Vec::new(),
+            env: Vec::new(),
+            files: BTreeMap::new(),
+            output_files: false,
             limits: Limits::default(),
         }
     }
@@ -146,12 +195,28 @@ impl Manifest {
         over("fuel", l.fuel, policy.max_fuel);
         over("wall time", l.wall_time_ms, policy.max_wall_time_ms);
         over("output", l.output_bytes, policy.max_output_bytes);
-        if self.input.len() as u64 > policy.max_input_bytes {
+        let input: u64 =
+            self.input.len() as u64 + self.files.values().map(|f| f.len() as u64).sum::<u64>();
+        if input > policy.max_input_bytes {
             problems.push(format!(
-                "input of {} bytes is above the node's policy of {}",
-                self.input.len(),
+                "input of {input} bytes (stdin and files) is above the node's policy of {}",
                 policy.max_input_bytes
             ));
+        }
+        problems.extend(strings_problem("arguments", &self.args));
+        problems.extend(strings_problem("environment entries", &self.env));
+        if self.files.len() > MAX_FILES {
+            problems.push(format!(
+                "{} input files; a task takes at most {MAX_FILES}",
+                self.files.len()
+            ));
+        } else {
+            problems.extend(
+                self.files
+                    .keys()
+                    .filter_map(|n| crate::wasi::name_problem(n)),
+            );
+            problems.extend(crate::wasi::tree_problem(&self.files));
         }
         if problems.is_empty() {
             Ok(digest)

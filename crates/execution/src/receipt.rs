@@ -26,6 +26,16 @@ pub struct Receipt {
     pub entry: String,
     /// The arguments the task was given (after the program name).
     pub args: Vec<String>,
+    /// The environment it was given, each `KEY=VALUE`; absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// The hash of its input files ([`crate::tree_sha256`]); absent when it had none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub files_sha256: String,
+    /// The hash of the files it left in `/output` ([`crate::tree_sha256`]; of none, for a
+    /// run the engine cut short); absent when it had no output directory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output_files_sha256: String,
     /// The limits it ran under.
     pub limits: Limits,
     /// `ok` or `failed`.
@@ -86,6 +96,12 @@ struct Body<'a> {
     output_sha256: &'a str,
     entry: &'a str,
     args: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    env: &'a [String],
+    #[serde(skip_serializing_if = "str::is_empty")]
+    files_sha256: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    output_files_sha256: &'a str,
     limits: &'a Limits,
     status: &'a str,
     error: &'a Option<String>,
@@ -111,6 +127,9 @@ impl Receipt {
             output_sha256: &self.output_sha256,
             entry: &self.entry,
             args: &self.args,
+            env: &self.env,
+            files_sha256: &self.files_sha256,
+            output_files_sha256: &self.output_files_sha256,
             limits: &self.limits,
             status: &self.status,
             error: &self.error,

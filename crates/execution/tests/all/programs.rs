@@ -1,13 +1,15 @@
 //! Programs built by a C toolchain as a task author builds them (Debian's `clang`, `lld`,
 //! `wasi-libc` and compiler-rt for wasm32), run by the engine and by the official wasmtime
-//! runtime (its Python package, `wasmtime` on PyPI): stdout, stderr and exit code alike.
+//! runtime (its Python package, `wasmtime` on PyPI): stdout, stderr, exit code and output
+//! files alike.
 //! `scripts/test-deps.sh` installs the tools; without them the test says so and passes,
 //! except under `CI=true`, where it fails.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use zerostate_execution::{Manifest, TaskError};
+use zerostate_execution::{Manifest, TaskError, tree_sha256};
 
 use crate::harness::engine;
 
@@ -55,20 +57,76 @@ fn build_c(source: &str, dir: &Path) -> Option<Vec<u8>> {
     }
 }
 
-/// What a program did: stdout, stderr, exit code.
-type Outcome = (Vec<u8>, Vec<u8>, i32);
+/// What a program is given.
+#[derive(Default)]
+struct Given<'a> {
+    stdin: &'a [u8],
+    args: &'a [&'a str],
+    env: &'a [&'a str],
+    /// Input files, under `/input`.
+    files: BTreeMap<String, Vec<u8>>,
+    /// Whether it has a writable `/output`.
+    output: bool,
+}
 
-/// Runs `module` under the reference runtime with `input` on stdin and `args`.
-fn reference(module: &[u8], input: &[u8], args: &[&str], dir: &Path) -> Option<Outcome> {
+/// What a program did: stdout, stderr, exit code and the files it left in `/output`.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    stdout: String,
+    stderr: String,
+    code: i32,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Every file under `dir`, by its path relative to `dir`.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("a directory the test made") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let name = path.strip_prefix(dir).expect("under dir");
+                out.insert(
+                    name.to_string_lossy().into_owned(),
+                    std::fs::read(&path).expect("a file the program wrote"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Runs `module` under the reference runtime, given `given`.
+fn reference(module: &[u8], given: &Given<'_>, dir: &Path) -> Option<Outcome> {
     let (wasm, stdin) = (dir.join("reference.wasm"), dir.join("stdin"));
     let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
     std::fs::write(&wasm, module).expect("module");
-    std::fs::write(&stdin, input).expect("stdin");
-    let ran = Command::new("python3")
+    std::fs::write(&stdin, given.stdin).expect("stdin");
+    let mut command = Command::new("python3");
+    command
         .arg(programs().join("reference.py"))
-        .args([&wasm, &stdin, &stdout, &stderr])
-        .args(args)
-        .output();
+        .args([&wasm, &stdin, &stdout, &stderr]);
+    if !given.files.is_empty() {
+        let input = dir.join("input");
+        for (name, bytes) in &given.files {
+            let path = input.join(name);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("input dir");
+            std::fs::write(path, bytes).expect("input file");
+        }
+        command.arg("--input").arg(&input);
+    }
+    let output = dir.join("output");
+    if given.output {
+        std::fs::create_dir_all(&output).expect("output dir");
+        command.arg("--output").arg(&output);
+    }
+    for e in given.env {
+        command.arg(format!("--env={e}"));
+    }
+    let ran = command.arg("--").args(given.args).output();
     let out = match ran {
         Ok(out) if out.status.success() => out,
         Ok(out) if !required() => {
@@ -89,37 +147,53 @@ fn reference(module: &[u8], input: &[u8], args: &[&str], dir: &Path) -> Option<O
         }
         Err(e) => panic!("no python3: {e}"),
     };
-    let code = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("an exit code");
-    Some((
-        std::fs::read(&stdout).expect("stdout"),
-        std::fs::read(&stderr).expect("stderr"),
-        code,
-    ))
+    let text =
+        |p: PathBuf| String::from_utf8_lossy(&std::fs::read(p).expect("written")).into_owned();
+    Some(Outcome {
+        stdout: text(stdout),
+        stderr: text(stderr),
+        code: String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("an exit code"),
+        files: if given.output {
+            tree(&output)
+        } else {
+            BTreeMap::new()
+        },
+    })
 }
 
-/// Runs `module` under the engine.
-fn engine_run(module: Vec<u8>, input: &[u8], args: &[&str]) -> Outcome {
+/// Runs `module` under the engine, given `given`; the receipt must verify and state the
+/// hashes of the input and output files.
+fn engine_run(module: Vec<u8>, given: &Given<'_>) -> Outcome {
     let mut m = Manifest::new("task", module);
-    m.input = input.to_vec();
-    m.args = args.iter().map(|a| (*a).to_owned()).collect();
+    m.input = given.stdin.to_vec();
+    m.args = given.args.iter().map(|a| (*a).to_owned()).collect();
+    m.env = given.env.iter().map(|a| (*a).to_owned()).collect();
+    m.files = given.files.clone();
+    m.output_files = given.output;
     let run = engine().run(&m);
     let code = match run.result {
         Ok(()) => 0,
         Err(TaskError::Exited(code)) => code,
         Err(e) => panic!("the engine's run: {e}"),
     };
-    (run.output, run.stderr, code)
-}
-
-fn text(o: &Outcome) -> (String, String, i32) {
-    (
-        String::from_utf8_lossy(&o.0).into_owned(),
-        String::from_utf8_lossy(&o.1).into_owned(),
-        o.2,
-    )
+    run.receipt
+        .verify_with(None, Some(given.stdin), Some(&run.output))
+        .expect("the receipt verifies");
+    if given.output {
+        assert_eq!(run.receipt.output_files_sha256, tree_sha256(&run.files));
+    }
+    if !given.files.is_empty() {
+        assert_eq!(run.receipt.files_sha256, tree_sha256(&given.files));
+    }
+    Outcome {
+        stdout: String::from_utf8_lossy(&run.output).into_owned(),
+        stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
+        code,
+        files: run.files,
+    }
 }
 
 #[test]
@@ -128,19 +202,90 @@ fn a_c_program_built_with_wasi_libc_runs_as_under_the_reference_runtime() {
     let Some(module) = build_c("wc.c", dir.path()) else {
         return;
     };
-    let input = b"one two three\nfour five\n";
-    let args = ["--lines", "a value with spaces"];
-    let Some(expected) = reference(&module, input, &args, dir.path()) else {
+    let given = Given {
+        stdin: b"one two three\nfour five\n",
+        args: &["--lines", "a value with spaces"],
+        ..Given::default()
+    };
+    let Some(expected) = reference(&module, &given, dir.path()) else {
         return;
     };
-    let got = engine_run(module, input, &args);
-    assert_eq!(text(&got), text(&expected));
+    let got = engine_run(module, &given);
+    assert_eq!(got, expected);
     // Not vacuous: it read its input and arguments, met no file, and said so.
-    let (stdout, stderr, code) = text(&got);
     assert!(
-        stdout.starts_with("2 5 24\nargument 1: --lines\n"),
-        "{stdout}"
+        got.stdout.starts_with("2 5 24\nargument 1: --lines\n"),
+        "{}",
+        got.stdout
     );
-    assert!(stderr.contains("stat /input/data.txt:"), "{stderr}");
-    assert_eq!(code, 3);
+    assert!(
+        got.stderr.contains("stat /input/data.txt:"),
+        "{}",
+        got.stderr
+    );
+    assert_eq!(got.code, 3);
+}
+
+#[test]
+fn a_c_program_reads_input_files_and_writes_output_files_as_under_the_reference_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(module) = build_c("files.c", dir.path()) else {
+        return;
+    };
+    let files: BTreeMap<String, Vec<u8>> = [
+        ("a.txt", b"alpha\n".to_vec()),
+        ("data/numbers.csv", b"1,2,3\n4,5,6\n".to_vec()),
+        (
+            "data/deeper/big.bin",
+            (0..20_000u32).map(|i| (i * 7) as u8).collect(),
+        ),
+        ("z", Vec::new()),
+    ]
+    .into_iter()
+    .map(|(n, b)| (n.to_owned(), b))
+    .collect();
+    let given = Given {
+        args: &["-v"],
+        env: &["GREETING=hello there"],
+        files,
+        output: true,
+        ..Given::default()
+    };
+    let Some(expected) = reference(&module, &given, dir.path()) else {
+        return;
+    };
+    let got = engine_run(module, &given);
+    assert_eq!(got, expected);
+    // Not vacuous: every file was read whole, the copy and the summary came back, and the
+    // sandbox refused what it should.
+    assert!(
+        got.stdout.contains("GREETING hello there\n"),
+        "{}",
+        got.stdout
+    );
+    assert!(
+        got.stdout
+            .contains("file /input/data/deeper/big.bin 20000 bytes, read 20000"),
+        "{}",
+        got.stdout
+    );
+    assert_eq!(got.files["copies/first"], b"alpha\n");
+    assert_eq!(
+        got.files["summary.txt"]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count(),
+        4
+    );
+    assert!(
+        got.stderr.contains("create under /input: refused"),
+        "{}",
+        got.stderr
+    );
+    assert!(
+        got.stderr.contains("open above /input: refused"),
+        "{}",
+        got.stderr
+    );
+    assert_eq!(got.code, 0);
 }
