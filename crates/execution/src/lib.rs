@@ -35,7 +35,8 @@ pub use engine::{CACHE_CAPACITY, DISK_CACHE_BYTES, Engine, EngineOptions, Execut
 pub use error::TaskError;
 pub use limits::MAX_TABLE_ELEMENTS;
 pub use manifest::{
-    Limits, MAX_ARG_BYTES, MAX_ARGS, MAX_FILES, Manifest, Policy, sha256, strings_problem,
+    Limits, MAX_ARG_BYTES, MAX_ARGS, MAX_FILES, Manifest, Policy, files_problem, sha256,
+    strings_problem,
 };
 pub use receipt::{ExecutorKey, Receipt, ReceiptError, peer_id_of};
 pub use wasi::{

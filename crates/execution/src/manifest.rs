@@ -104,6 +104,22 @@ pub const MAX_ARGS: usize = 1024;
 /// Bytes of arguments, or of environment, a task may carry, at most, together.
 pub const MAX_ARG_BYTES: usize = 64 << 10;
 
+/// Why `files` cannot be a task's input files, if they cannot: more than [`MAX_FILES`], a
+/// name that is not a relative path of names, or a name that is both a file and a
+/// directory.
+pub fn files_problem(files: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+    if files.len() > MAX_FILES {
+        return Some(format!(
+            "{} input files; a task takes at most {MAX_FILES}",
+            files.len()
+        ));
+    }
+    files
+        .keys()
+        .find_map(|n| crate::wasi::name_problem(n))
+        .or_else(|| crate::wasi::tree_problem(files))
+}
+
 /// Why `args` (or environment entries, `what`) are more than a task may carry, or
 /// cannot be passed to a program (a NUL inside one; for the environment, an entry that is
 /// not `KEY=VALUE`), if they are.

@@ -106,6 +106,9 @@ fn main() {
         output_sha256: "22".repeat(32),
         entry: "run".into(),
         args: vec!["10".into()],
+        env: vec!["LANG=C".into()],
+        files_sha256: "33".repeat(32),
+        output_files_sha256: "44".repeat(32),
         limits: zerostate_execution::Limits::default(),
         status: "ok".into(),
         error: None,
@@ -124,6 +127,9 @@ fn main() {
         output: "AQID".into(),
         receipt,
         exit_code: 0,
+        files: [("out.txt".to_owned(), "aGk=".to_owned())]
+            .into_iter()
+            .collect(),
     };
     write(
         "task_wire",

@@ -6,6 +6,8 @@
 //! admitted again. The coordinator trusts no requester: only the executor's own signature
 //! and its own rerun decide.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tracing::Instrument;
@@ -22,20 +24,22 @@ use super::wire::{self, Evidence, ModuleSource};
 const JUDGING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Tasks {
-    /// Hands the evidence of `receipt` (for a job of `module` on `input`) to the coordinator
-    /// of `guild`, in the background; what it decides is logged and counted there.
+    /// Hands the evidence of `receipt` (for a job of `module` on `input` and `files`) to
+    /// the coordinator of `guild`, in the background; what it decides is logged and
+    /// counted there.
     pub(super) fn report(
         &self,
         guild: &str,
         receipt: &Receipt,
         module: ModuleSource,
-        input: &[u8],
+        (input, files): (&[u8], &BTreeMap<String, Vec<u8>>),
     ) {
         let evidence = Evidence {
             guild: guild.to_owned(),
             receipt: receipt.clone(),
             module,
             input: B64.encode(input),
+            files: wire::encode_files(files),
         };
         let tasks = self.clone();
         let span = tracing::Span::current();
@@ -140,10 +144,19 @@ async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, Strin
             .map_err(|e| format!("the module is not base64: {e}"))?,
         ModuleSource::Sha256(_) => return Err("evidence carries its module".into()),
     };
-    // The executor's own signature over the module and input given.
+    let files = wire::decode_files(&evidence.files, "input files")?;
+    // The executor's own signature over the module, input and files given.
     receipt
         .verify_with(Some(&module), Some(&input), None)
         .map_err(|e| format!("the receipt is not the executor's for this module and input: {e}"))?;
+    let stated = if files.is_empty() {
+        String::new()
+    } else {
+        zerostate_execution::tree_sha256(&files)
+    };
+    if receipt.files_sha256 != stated {
+        return Err("the receipt is not the executor's for these input files".into());
+    }
     if receipt.engine != tasks.inner.engine.id() {
         return Err(format!(
             "not comparable: the receipt names engine {:?}, this node runs {}",
@@ -166,6 +179,9 @@ async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, Strin
     let mut manifest = Manifest::new(receipt.task_id.clone(), module);
     manifest.entry = receipt.entry.clone();
     manifest.args = receipt.args.clone();
+    manifest.env = receipt.env.clone();
+    manifest.files = files;
+    manifest.output_files = !receipt.output_files_sha256.is_empty();
     manifest.limits = receipt.limits;
     manifest.input = input;
     let engine = tasks.inner.engine.clone();

@@ -158,6 +158,7 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
                         output: B64.encode(&output),
                         receipt,
                         exit_code: execution.exit_code,
+                        files: wire::encode_files(&execution.files),
                     }
                 })
             })
@@ -259,7 +260,7 @@ async fn prepare(
 }
 
 /// The manifest of a task run: its module (kept by hash when it came as bytes), input,
-/// limits and arguments.
+/// limits, arguments, environment and files (the engine checks what they hold).
 fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
     let input = B64
         .decode(&run.input)
@@ -288,9 +289,12 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
         }
     };
     manifest.limits = run.limits;
-    if let Some(why) = crate::wire::args_problem(&run.args) {
-        return Err(why);
-    }
     manifest.args = run.args;
+    manifest.env = run.env;
+    manifest.files = wire::decode_files(&run.files, "input files")?;
+    manifest.output_files = run.output_files;
+    if let Some(entry) = run.entry {
+        manifest.entry = entry;
+    }
     Ok(manifest)
 }

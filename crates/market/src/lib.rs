@@ -231,6 +231,12 @@ pub struct TaskRecord {
     pub receipt: Option<Receipt>,
     /// The output, base64 (empty for a failed run).
     pub output: Option<String>,
+    /// The files the task left in `/output`, each base64 (none for a failed run, or a task
+    /// without an output directory).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_files: wire::Files,
+    /// The program's own exit code (0 when it returned), once a receipt came back.
+    pub exit_code: Option<i32>,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// The payment for the fuel the receipt states, once the receipt verified.
@@ -250,6 +256,10 @@ const RECORD_BYTES_KEPT: usize = 64 << 20;
 /// About what a record holds in memory: its output, error and attempts, and the rest.
 fn weight(r: &TaskRecord) -> usize {
     2048 + r.output.as_ref().map_or(0, String::len)
+        + r.output_files
+            .iter()
+            .map(|(n, f)| 64 + n.len() + f.len())
+            .sum::<usize>()
         + r.error.as_ref().map_or(0, String::len)
         + r.attempts
             .iter()

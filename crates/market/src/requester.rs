@@ -1,13 +1,16 @@
 //! The requester's side: announcing a task to a guild, collecting offers, handing it to the
 //! best one, and checking the receipt before accepting the output.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
-use zerostate_execution::{Limits, Manifest, Receipt, builtin, sha256};
+use zerostate_execution::{
+    Limits, Manifest, Receipt, builtin, files_problem, sha256, strings_problem,
+};
 use zerostate_p2p::{IncomingRequest, PeerId};
 use zerostate_telemetry::names::span as names;
 use zerostate_telemetry::{SpanExt, error_chain};
@@ -28,6 +31,14 @@ pub struct Submission {
     pub limits: Limits,
     /// The program's arguments (after its name).
     pub args: Vec<String>,
+    /// The function to call, for a module that is not a built-in; default `_start`.
+    pub entry: Option<String>,
+    /// The program's environment, each `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Input files by name, readable under `/input`.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// Whether the task has a writable `/output` whose files come back in the record.
+    pub output_files: bool,
     /// The most this node pays per million fuel units.
     pub max_price: u64,
 }
@@ -47,10 +58,19 @@ impl Tasks {
         if self.stopping() {
             return Err("this node is stopping: it takes no new tasks".into());
         }
-        if let Some(why) = crate::wire::args_problem(&s.args) {
+        if let Some(why) = strings_problem("arguments", &s.args)
+            .or_else(|| strings_problem("environment entries", &s.env))
+            .or_else(|| files_problem(&s.files))
+        {
             return Err(why);
         }
-        let mut entry = "_start".to_owned();
+        if s.entry.is_some() && matches!(s.module, ModuleSource::Builtin(_)) {
+            return Err("a built-in task has its own entry point: give no entry".into());
+        }
+        let mut entry = s.entry.clone().unwrap_or_else(|| "_start".to_owned());
+        if entry.is_empty() {
+            return Err("the entry point is empty".into());
+        }
         let module_bytes = match &s.module {
             ModuleSource::Builtin(name) => builtin::manifest(name, "", Vec::new())
                 .map(|m| {
@@ -97,6 +117,8 @@ impl Tasks {
             attempts: Vec::new(),
             receipt: None,
             output: None,
+            output_files: BTreeMap::new(),
+            exit_code: None,
             error: None,
             payment: None,
             submitted_at: unix_ms(),
@@ -128,6 +150,9 @@ impl Tasks {
             input: s.input,
             limits,
             args: s.args,
+            env: s.env,
+            files: s.files,
+            output_files: s.output_files,
             max_price: s.max_price,
         };
         let drive_span = span.clone();
@@ -186,6 +211,9 @@ struct Job {
     input: Vec<u8>,
     limits: Limits,
     args: Vec<String>,
+    env: Vec<String>,
+    files: BTreeMap<String, Vec<u8>>,
+    output_files: bool,
     max_price: u64,
 }
 
@@ -197,6 +225,9 @@ impl Job {
         m.input = self.input.clone();
         m.limits = self.limits;
         m.args = self.args.clone();
+        m.env = self.env.clone();
+        m.files = self.files.clone();
+        m.output_files = self.output_files;
         m
     }
 }
@@ -279,15 +310,16 @@ async fn drive(
             .instrument(span.clone())
             .await;
             match outcome {
-                Ok((receipt, output)) => {
+                Ok(delivered) => {
+                    let receipt = &delivered.receipt;
                     let failed = receipt.status != "ok";
                     let checked = async {
-                        let amount = check_bill(tasks, job, executor, &offer, &receipt, &output)
+                        let amount = check_bill(tasks, job, executor, &offer, &delivered)
                             .await
                             .map_err(|(why, lie)| {
                                 (format!("the bill does not hold: {why}"), lie)
                             })?;
-                        spot_check(tasks, job, &receipt)
+                        spot_check(tasks, job, receipt)
                             .await
                             .map_err(|why| (why, true))?;
                         Ok::<_, (String, bool)>(amount)
@@ -306,7 +338,12 @@ async fn drive(
                                     _ => ModuleSource::Base64(B64.encode(&job.module_bytes)),
                                 };
                                 span.in_scope(|| {
-                                    tasks.report(&job.guild, &receipt, module, &job.input);
+                                    tasks.report(
+                                        &job.guild,
+                                        receipt,
+                                        module,
+                                        (&job.input, &job.files),
+                                    );
                                 });
                             }
                             // Not paid, and not asked again while this node runs.
@@ -330,9 +367,11 @@ async fn drive(
                             outcome: "delivered".into(),
                             module_sent: send_module,
                         });
-                        r.error = receipt.error.clone();
-                        r.output = Some(B64.encode(&output));
-                        r.receipt = Some(receipt);
+                        r.error = delivered.receipt.error.clone();
+                        r.output = Some(B64.encode(&delivered.output));
+                        r.output_files = wire::encode_files(&delivered.files);
+                        r.exit_code = Some(delivered.exit_code);
+                        r.receipt = Some(delivered.receipt);
                         r.payment = Some(paid);
                     });
                     return Ok(if failed {
@@ -468,6 +507,15 @@ async fn lock_money(
         .map_err(|why| format!("locking money for the executor: {why}"))
 }
 
+/// What an executor delivered: its receipt (its signature and hashes checked), the output,
+/// the output files and the program's exit code.
+struct Delivered {
+    receipt: Receipt,
+    output: Vec<u8>,
+    files: BTreeMap<String, Vec<u8>>,
+    exit_code: i32,
+}
+
 /// Hands the task to `executor` (with the module's bytes, or only its hash when
 /// `send_module` is false; the channel that holds its bill) and checks what comes back.
 async fn attempt(
@@ -476,7 +524,7 @@ async fn attempt(
     executor: PeerId,
     send_module: bool,
     channel: Option<String>,
-) -> Result<(Receipt, Vec<u8>), String> {
+) -> Result<Delivered, String> {
     let run = TaskRun {
         task_id: job.id.clone(),
         module: if send_module {
@@ -487,6 +535,12 @@ async fn attempt(
         input: B64.encode(&job.input),
         limits: job.limits,
         args: job.args.clone(),
+        // A built-in's executor knows its entry; a module's is sent unless it is `_start`.
+        entry: (job.entry != "_start" && !matches!(job.module, ModuleSource::Builtin(_)))
+            .then(|| job.entry.clone()),
+        env: job.env.clone(),
+        files: wire::encode_files(&job.files),
+        output_files: job.output_files,
         channel,
     };
     let payload = serde_json::to_vec(&run).map_err(|e| e.to_string())?;
@@ -521,6 +575,8 @@ async fn attempt(
     let output = B64
         .decode(&result.output)
         .map_err(|e| format!("the executor's output is not base64: {e}"))?;
+    let files = wire::decode_files(&result.files, "output files")
+        .map_err(|e| format!("the executor's answer: {e}"))?;
     let receipt = result.receipt;
     // A failed run's output is empty (the engine keeps none), so it is checked too.
     receipt
@@ -545,7 +601,12 @@ async fn attempt(
             receipt.trace_id
         ));
     }
-    Ok((receipt, output))
+    Ok(Delivered {
+        receipt,
+        output,
+        files,
+        exit_code: result.exit_code,
+    })
 }
 
 /// How an attempt's reason starts when the executor's receipt is false: such an executor
@@ -560,12 +621,12 @@ async fn check_bill(
     job: &Job,
     executor: PeerId,
     offer: &TaskOffer,
-    receipt: &Receipt,
-    output: &[u8],
+    delivered: &Delivered,
 ) -> Result<u64, (String, bool)> {
-    check_terms(tasks, job, executor, offer, receipt, output)
+    check_terms(tasks, job, executor, offer, delivered)
         .await
         .map_err(|why| (why, false))?;
+    let receipt = &delivered.receipt;
     if receipt.fuel_consumed > job.limits.fuel {
         // Signed, and impossible: evidence.
         return Err((
@@ -598,15 +659,16 @@ async fn check_bill(
 }
 
 /// The terms of a bill: the price accepted, the executor a member, the receipt for the job
-/// that was sent, a failed run without output.
+/// that was sent (its environment and input files too), the output files those it states
+/// and within the output limit, a failed run without output.
 async fn check_terms(
     tasks: &Tasks,
     job: &Job,
     executor: PeerId,
     offer: &TaskOffer,
-    receipt: &Receipt,
-    output: &[u8],
+    delivered: &Delivered,
 ) -> Result<(), String> {
+    let (receipt, output) = (&delivered.receipt, &delivered.output);
     if offer.price > job.max_price {
         return Err(format!(
             "the price {} is above the most this node pays ({})",
@@ -640,15 +702,56 @@ async fn check_terms(
     if receipt.limits != job.limits {
         return mismatch("limits", &receipt.limits, &job.limits);
     }
+    if receipt.env != job.env {
+        return mismatch("environment", &receipt.env, &job.env);
+    }
+    let files = if job.files.is_empty() {
+        String::new()
+    } else {
+        zerostate_execution::tree_sha256(&job.files)
+    };
+    if receipt.files_sha256 != files {
+        return mismatch("input files", &receipt.files_sha256, &files);
+    }
+    let returned = if job.output_files {
+        zerostate_execution::tree_sha256(&delivered.files)
+    } else if delivered.files.is_empty() {
+        String::new()
+    } else {
+        return Err(format!(
+            "{} output files came back for a task without an output directory",
+            delivered.files.len()
+        ));
+    };
+    if receipt.output_files_sha256 != returned {
+        return mismatch(
+            "output files",
+            &receipt.output_files_sha256,
+            &format!("{returned} (of the files that came back)"),
+        );
+    }
+    let size = output.len() as u64
+        + delivered
+            .files
+            .values()
+            .map(|f| f.len() as u64)
+            .sum::<u64>();
+    if size > job.limits.output_bytes {
+        return Err(format!(
+            "{size} bytes of output and output files came back, above the task's output limit of {}",
+            job.limits.output_bytes
+        ));
+    }
     // A program that exited with its own code keeps its output; any other failure has none.
     let exited = receipt
         .error
         .as_deref()
         .is_some_and(|e| e.starts_with("exited:"));
-    if receipt.status != "ok" && !exited && !output.is_empty() {
+    if receipt.status != "ok" && !exited && !(output.is_empty() && delivered.files.is_empty()) {
         return Err(format!(
-            "a failed run came with {} bytes of output",
-            output.len()
+            "a failed run came with {} bytes of output and {} output files",
+            output.len(),
+            delivered.files.len()
         ));
     }
     Ok(())
@@ -668,6 +771,12 @@ pub(super) fn differences(claimed: &Receipt, mine: &Receipt) -> Vec<String> {
         differs.push(format!(
             "output {} claimed, {} on rerun",
             claimed.output_sha256, mine.output_sha256
+        ));
+    }
+    if mine.output_files_sha256 != claimed.output_files_sha256 {
+        differs.push(format!(
+            "output files {} claimed, {} on rerun",
+            claimed.output_files_sha256, mine.output_files_sha256
         ));
     }
     if mine.fuel_consumed != claimed.fuel_consumed {

@@ -1,8 +1,11 @@
 //! What requesters and executors send each other: JSON in p2p envelopes.
 
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use zerostate_execution::Limits;
-use zerostate_execution::Receipt;
+use zerostate_execution::{Limits, MAX_FILES, Receipt};
 
 /// Guild message type of a task looking for an executor.
 pub const TASK_REQUEST: &str = "task_request";
@@ -81,26 +84,34 @@ pub enum ModuleSource {
     Sha256(String),
 }
 
-/// Arguments a task may carry, at most.
-pub const MAX_ARGS: usize = 1024;
-/// Bytes of arguments a task may carry, at most, together.
-pub const MAX_ARG_BYTES: usize = 64 << 10;
+/// Files by name (a relative path), each base64, as tasks carry them.
+pub type Files = BTreeMap<String, String>;
 
-/// Why `args` are more than a task may carry, if they are.
-pub fn args_problem(args: &[String]) -> Option<String> {
-    let bytes: usize = args.iter().map(String::len).sum();
-    if args.len() > MAX_ARGS {
-        Some(format!(
-            "{} arguments; a task takes at most {MAX_ARGS}",
-            args.len()
-        ))
-    } else if bytes > MAX_ARG_BYTES {
-        Some(format!(
-            "{bytes} bytes of arguments; a task takes at most {MAX_ARG_BYTES}"
-        ))
-    } else {
-        None
+/// `files` as they travel.
+pub fn encode_files(files: &BTreeMap<String, Vec<u8>>) -> Files {
+    files
+        .iter()
+        .map(|(n, b)| (n.clone(), B64.encode(b)))
+        .collect()
+}
+
+/// `files` as they travelled, at most [`MAX_FILES`] of them; `what` names them in the
+/// error.
+pub fn decode_files(files: &Files, what: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    if files.len() > MAX_FILES {
+        return Err(format!(
+            "{} {what}; a task takes at most {MAX_FILES}",
+            files.len()
+        ));
     }
+    files
+        .iter()
+        .map(|(n, b)| {
+            B64.decode(b)
+                .map(|bytes| (n.clone(), bytes))
+                .map_err(|e| format!("{what}: {n:?} is not base64: {e}"))
+        })
+        .collect()
 }
 
 /// The task itself, to the chosen executor.
@@ -115,10 +126,23 @@ pub struct TaskRun {
     pub input: String,
     /// The limits it runs under.
     pub limits: Limits,
-    /// The program's arguments (after its name), at most [`MAX_ARGS`] of
-    /// [`MAX_ARG_BYTES`] together; absent when none.
+    /// The program's arguments (after its name), at most
+    /// [`zerostate_execution::MAX_ARGS`] of [`zerostate_execution::MAX_ARG_BYTES`]
+    /// together; absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// The function to call, when not `_start` (nor a built-in's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// The environment, each `KEY=VALUE`, bounded as the arguments are; absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Input files, readable under `/input`; absent when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: Files,
+    /// Whether the task has a writable `/output` whose files come back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub output_files: bool,
     /// The requester's channel to the executor (hex) that holds the task's most expensive
     /// bill, locked on the ledger; absent when the requester has no ledger.
     #[serde(default)]
@@ -135,6 +159,9 @@ pub struct TaskResult {
     pub receipt: Receipt,
     /// The task's exit code.
     pub exit_code: i32,
+    /// The files it left in `/output`; absent when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: Files,
 }
 
 /// Evidence against an executor: its signed receipt, and the module and input it names, so
@@ -150,4 +177,7 @@ pub struct Evidence {
     pub module: ModuleSource,
     /// The input, base64.
     pub input: String,
+    /// The input files; absent when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: Files,
 }

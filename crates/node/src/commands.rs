@@ -10,4 +10,5 @@ pub mod node;
 pub mod receipt;
 pub mod submit;
 pub mod task;
+pub mod task_files;
 pub mod trace;

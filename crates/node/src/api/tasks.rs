@@ -66,6 +66,19 @@ pub struct SubmitBody {
     /// The program's arguments (after its name).
     #[serde(default)]
     args: Vec<String>,
+    /// The function to call, for a module that is not a built-in. Default `_start`.
+    #[serde(default)]
+    entry: Option<String>,
+    /// The program's environment, each `KEY=VALUE`.
+    #[serde(default)]
+    env: Vec<String>,
+    /// Input files, readable under `/input`: name (a relative path) to base64.
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, String>,
+    /// Whether the task gets a writable `/output` whose files come back in the record's
+    /// `output_files`.
+    #[serde(default)]
+    output_files: bool,
     /// The most to pay per million fuel units. Default 1000.
     #[serde(default = "default_max_price")]
     max_price: u64,
@@ -124,6 +137,7 @@ async fn task_submit(
             }
         }
     };
+    let files = zerostate_market::wire::decode_files(&body.files, "files").map_err(bad_request)?;
     let mut limits = body.limits.unwrap_or_default();
     if let Some(fuel) = body.fuel {
         limits.fuel = fuel;
@@ -136,6 +150,10 @@ async fn task_submit(
             input,
             limits,
             args: body.args,
+            entry: body.entry,
+            env: body.env,
+            files,
+            output_files: body.output_files,
             max_price: body.max_price,
         })
         .map_err(bad_request)?;

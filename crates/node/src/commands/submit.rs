@@ -36,9 +36,15 @@ pub struct SubmitArgs {
     /// Wall-time limit, for example 10s [default: 10s].
     #[arg(long, value_parser = crate::units::parse_duration)]
     timeout: Option<Duration>,
-    /// Output limit, for example 1MiB [default: 1MiB].
+    /// Output limit (stdout and output files together), for example 1MiB [default: 1MiB].
     #[arg(long, value_parser = crate::units::parse_size)]
     max_output: Option<u64>,
+    /// The function to call, for a module that is not a built-in [default: _start].
+    #[arg(long)]
+    entry: Option<String>,
+    /// The environment and files.
+    #[command(flatten)]
+    files: crate::commands::task_files::FileArgs,
     /// The most to pay per million fuel units [default: 1000].
     #[arg(long)]
     max_price: Option<u64>,
@@ -84,6 +90,20 @@ impl SubmitArgs {
         if !self.args.is_empty() {
             body["args"] = serde_json::json!(self.args);
         }
+        if let Some(entry) = &self.entry {
+            body["entry"] = entry.as_str().into();
+        }
+        let env = self.files.env()?;
+        if !env.is_empty() {
+            body["env"] = serde_json::json!(env);
+        }
+        let files = self.files.files()?;
+        if !files.is_empty() {
+            body["files"] = serde_json::json!(zerostate_market::wire::encode_files(&files));
+        }
+        if self.files.output.is_some() {
+            body["output_files"] = true.into();
+        }
         let mut limits = serde_json::Map::new();
         if let Some(memory) = self.memory {
             limits.insert("memory_bytes".into(), memory.into());
@@ -109,6 +129,11 @@ impl SubmitArgs {
             .build()
             .context("starting the async runtime")?;
         let record = runtime.block_on(client.run_task(&body, Duration::from_millis(50), WAIT))?;
+        let returned: zerostate_market::wire::Files =
+            serde_json::from_value(record["output_files"].clone()).unwrap_or_default();
+        let returned = zerostate_market::wire::decode_files(&returned, "output files")
+            .map_err(|e| anyhow::anyhow!("the task's record: {e}"))?;
+        self.files.write_output(&returned)?;
         report(&record, self.json)
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 use zerostate_execution::{Engine, EngineOptions, Manifest, builtin};
 use zerostate_telemetry::names::span;
@@ -50,9 +52,16 @@ pub struct RunArgs {
     /// Wall-time limit, for example 10s. Default 10s.
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Output limit, for example 1MiB. Default 1MiB.
+    /// Output limit (stdout and output files together), for example 1MiB. Default 1MiB.
     #[arg(long, value_parser = parse_size)]
     max_output: Option<u64>,
+    /// The environment and files.
+    #[command(flatten)]
+    files: crate::commands::task_files::FileArgs,
+    /// Print a JSON summary (output and output files base64, exit code, receipt) instead
+    /// of the output.
+    #[arg(long)]
+    json: bool,
     /// Write the signed receipt (JSON) here.
     #[arg(long)]
     receipt: Option<PathBuf>,
@@ -115,6 +124,9 @@ impl RunArgs {
             }
         };
         m.args = self.args.clone();
+        m.env = self.files.env()?;
+        m.files = self.files.files()?;
+        m.output_files = self.files.output.is_some();
         if let Some(entry) = &self.entry {
             m.entry = entry.clone();
         }
@@ -175,10 +187,25 @@ impl RunArgs {
             std::fs::write(path, execution.receipt.to_json() + "\n")
                 .with_context(|| format!("writing the receipt {}", path.display()))?;
         }
+        self.files.write_output(&execution.files)?;
         let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&execution.output)
-            .context("writing the task's output")?;
+        if self.json {
+            let summary = serde_json::json!({
+                "task_id": manifest.task_id,
+                "status": execution.receipt.status,
+                "error": execution.receipt.error,
+                "exit_code": execution.exit_code,
+                "output": B64.encode(&execution.output),
+                "output_files": zerostate_market::wire::encode_files(&execution.files),
+                "receipt": execution.receipt,
+            });
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&summary)?)
+                .context("writing the summary")?;
+        } else {
+            stdout
+                .write_all(&execution.output)
+                .context("writing the task's output")?;
+        }
         stdout.flush().context("writing the task's output")?;
         // What the program wrote to its stderr (the first 64 KiB), on this command's.
         let mut stderr = std::io::stderr().lock();

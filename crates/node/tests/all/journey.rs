@@ -744,3 +744,96 @@ fn arguments_travel_with_the_task_and_a_program_exit_keeps_its_output() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("2000 arguments"), "{body}");
 }
+
+#[test]
+fn files_and_environment_travel_with_the_task_and_its_output_files_come_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(module) = crate::c_program("files.c", dir.path()) else {
+        return;
+    };
+    let receiver = OtlpReceiver::start();
+    let GuildCluster {
+        coordinator,
+        members,
+        ..
+    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    let requester = &members[0];
+    fund(&coordinator, requester);
+    // Input files as a user has them: a file, and a directory of two.
+    let wasm = dir.path().join("files.wasm");
+    std::fs::write(&wasm, &module).expect("module");
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "alpha\n").expect("a file");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("deeper")).expect("a directory");
+    std::fs::write(data.join("numbers.csv"), "1,2,3\n").expect("a file");
+    std::fs::write(data.join("deeper/more.txt"), "more\n").expect("a file");
+    let out = dir.path().join("out");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let run = crate::zerostate(
+        &dir.path().join(&requester.name),
+        &[
+            "task",
+            "submit",
+            &path(&wasm),
+            "--node",
+            &if requester.api.starts_with("http") {
+                requester.api.clone()
+            } else {
+                format!("http://{}", requester.api)
+            },
+            "--file",
+            &format!("a.txt={}", path(&notes)),
+            "--file",
+            &format!("data={}", path(&data)),
+            "--env",
+            "GREETING=hello there",
+            "--arg",
+            "-v",
+            "--output",
+            &path(&out),
+            "--json",
+        ],
+        b"",
+    );
+    let stdout = crate::text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        crate::text(&run.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_str(&stdout).expect("the record");
+    // Run on another member, which read every file and met the environment; the files it
+    // wrote came back into the output directory, and the receipt signs them all.
+    assert_ne!(record["executor"], requester.peer_id.as_str(), "{record}");
+    assert_eq!(record["exit_code"], 0, "{record}");
+    let output = output(&record);
+    assert!(output.contains("GREETING hello there\n"), "{output}");
+    assert!(
+        output.contains("file /input/data/deeper/more.txt 5 bytes, read 5"),
+        "{output}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("copies/first")).expect("the copy came back"),
+        "alpha\n"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.txt")).expect("the summary");
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+    let receipt = &record["receipt"];
+    assert_eq!(receipt["env"], serde_json::json!(["GREETING=hello there"]));
+    assert_eq!(receipt["files_sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(
+        receipt["output_files_sha256"].as_str().map(str::len),
+        Some(64)
+    );
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+
+    // A file name that would escape /input is refused at submission, with the reason.
+    let (status, body) = requester.post(
+        "/v1/tasks",
+        &serde_json::json!({ "module": "builtin:primes", "files": { "../x": "aGk=" } }),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a relative path"), "{body}");
+}

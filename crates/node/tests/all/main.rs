@@ -43,3 +43,26 @@ pub(crate) fn zerostate(data: &Path, args: &[&str], stdin: &[u8]) -> Output {
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The C program `source` of the execution crate's test programs, built for WASI preview 1
+/// with Debian's clang and wasi-libc as a task author builds it; `None` when the toolchain
+/// is missing, except under `CI=true`, where that fails (`scripts/test-deps.sh` installs it).
+pub(crate) fn c_program(source: &str, dir: &Path) -> Option<Vec<u8>> {
+    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../execution/tests/programs");
+    let wasm = dir.join(source.replace(".c", ".wasm"));
+    let built = Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2", "-o"])
+        .arg(&wasm)
+        .arg(programs.join(source))
+        .output();
+    match built {
+        Ok(out) if out.status.success() => Some(std::fs::read(&wasm).expect("clang's module")),
+        other if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("clang could not build {source} (scripts/test-deps.sh installs it): {other:?}")
+        }
+        other => {
+            eprintln!("skipped: clang could not build {source}: {other:?}");
+            None
+        }
+    }
+}
