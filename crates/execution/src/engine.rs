@@ -232,6 +232,11 @@ impl Engine {
         })
     }
 
+    /// What this engine allows a task.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The executor's peer id, as receipts name it.
     pub fn peer_id(&self) -> String {
         self.key.peer_id()

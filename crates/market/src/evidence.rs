@@ -142,7 +142,9 @@ async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, Strin
         ModuleSource::Base64(b) => B64
             .decode(b)
             .map_err(|e| format!("the module is not base64: {e}"))?,
-        ModuleSource::Sha256(_) => return Err("evidence carries its module".into()),
+        ModuleSource::Sha256(_) | ModuleSource::Chunked(_) => {
+            return Err("evidence carries its module".into());
+        }
     };
     let files = wire::decode_files(&evidence.files, "input files")?;
     // The executor's own signature over the module, input and files given.

@@ -124,14 +124,52 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
 /// refuses with a reason.
 pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     let span = request.span.clone();
+    // A task handed again by its requester (the connection of the first hand-over dropped,
+    // while its module was coming, say) is answered with the first hand-over's outcome,
+    // once there is one: it runs once and is billed once.
+    let key = serde_json::from_slice::<TaskRun>(&request.envelope.payload)
+        .ok()
+        .map(|run| (request.peer, run.task_id));
+    let first = match &key {
+        Some(key) => tasks.handed_over(key),
+        None => Err(None),
+    };
+    let outcome = match first {
+        Ok(mut earlier) => {
+            let wait = tasks.wall_time_cap() + std::time::Duration::from_secs(60);
+            let answer = tokio::time::timeout(wait, earlier.wait_for(Option::is_some)).await;
+            match answer {
+                Ok(Ok(done)) => done
+                    .clone()
+                    .unwrap_or_else(|| Err("the first hand-over of this task ended".into())),
+                _ => Err("the first hand-over of this task did not end in time".into()),
+            }
+        }
+        Err(publish) => {
+            let answer = hand_over(tasks, &request, &span).await;
+            if let Some(publish) = publish {
+                let _ = publish.send(Some(answer.clone()));
+            }
+            answer
+        }
+    };
+    reply(tasks, request, &span, outcome).await;
+}
+
+/// Runs a task handed over: prepares it, runs it in the engine, accounts for its bill.
+async fn hand_over(
+    tasks: &Tasks,
+    request: &IncomingRequest,
+    span: &tracing::Span,
+) -> Result<TaskResult, String> {
     // Only a member of a guild this node is in may hand it work.
     let member = tasks.inner.guilds.shares_a_guild_with(request.peer).await;
     let prepared = if member {
-        prepare(tasks, &request).await
+        prepare(tasks, request).await
     } else {
         Err("only members of this node's guilds may hand it tasks".to_owned())
     };
-    let answer = match prepared {
+    match prepared {
         Err(why) => Err(why),
         Ok((manifest, slot, reservation)) => {
             let engine = tasks.inner.engine.clone();
@@ -185,7 +223,16 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
             }
             ran
         }
-    };
+    }
+}
+
+/// Answers a task's hand-over with its result, or the reason it did not run.
+async fn reply(
+    tasks: &Tasks,
+    request: IncomingRequest,
+    span: &tracing::Span,
+    answer: Result<TaskResult, String>,
+) {
     let reply = match answer {
         Ok(result) => tasks.inner.network.respond(
             request,
@@ -255,6 +302,12 @@ async fn prepare(
     let slot = tasks
         .reserve()
         .map_err(|running| release(format!("busy: {running} tasks running already")))?;
+    if let ModuleSource::Chunked(list) = &run.module {
+        tasks
+            .fetch_module(request.peer, list)
+            .await
+            .map_err(|why| release(format!("the module did not come: {why}")))?;
+    }
     let manifest = manifest_of(tasks, run).map_err(release)?;
     Ok((manifest, slot, reservation))
 }
@@ -278,7 +331,7 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
             m.input = input;
             m
         }
-        ModuleSource::Sha256(hash) => {
+        ModuleSource::Sha256(hash) | ModuleSource::Chunked(wire::Chunked { sha256: hash, .. }) => {
             let module = tasks
                 .modules()
                 .get(&hash)

@@ -18,6 +18,7 @@ pub mod executor;
 mod metrics;
 mod misbehave;
 pub mod requester;
+mod transfer;
 pub mod wire;
 
 pub use metrics::Metrics;
@@ -313,12 +314,25 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     /// What this node was told to do wrong (tests only).
     misbehave: crate::misbehave::Misbehaviour,
+    /// Tasks handed to this node, by requester and task id, and their outcome once there is
+    /// one (at most [`HANDOVERS_KEPT`], the oldest forgotten first): a task handed again is
+    /// answered from here.
+    handovers: Mutex<(HashMap<HandOver, Outcome>, VecDeque<HandOver>)>,
+    /// Whether `drop-chunk-connection` dropped its connection already (tests only).
+    chunk_dropped: std::sync::atomic::AtomicBool,
     /// Everything the market started on its own (listening for tasks, offering, driving
     /// this node's tasks, sending evidence): [`Tasks::drain`] waits for it.
     work: tokio_util::task::TaskTracker,
     /// Cancelled when the node stops: no new tasks are taken, offered on or listened for.
     stopping: tokio_util::sync::CancellationToken,
 }
+
+/// A task handed to this node: its requester and its id.
+type HandOver = (PeerId, String);
+/// What became of a hand-over, once something did.
+type Outcome = tokio::sync::watch::Receiver<Option<Result<wire::TaskResult, String>>>;
+/// Hand-overs an executor remembers.
+const HANDOVERS_KEPT: usize = 1024;
 
 /// Executors refused for cheating that a node remembers; past that, the oldest is
 /// forgotten (a cheater has to make a new identity per refusal anyway).
@@ -358,6 +372,8 @@ impl Tasks {
                 paid_late: Mutex::default(),
                 metrics,
                 misbehave,
+                handovers: Mutex::default(),
+                chunk_dropped: std::sync::atomic::AtomicBool::new(false),
                 work: tokio_util::task::TaskTracker::new(),
                 stopping: tokio_util::sync::CancellationToken::new(),
             }),
@@ -446,6 +462,41 @@ impl Tasks {
         let (hash, evicted) = self.modules().put(bytes);
         self.inner.metrics.evicted("modules", evicted);
         hash
+    }
+
+    /// The outcome of the first hand-over of `key`, when it was handed over before;
+    /// otherwise where to publish the outcome of this, the first.
+    #[allow(clippy::type_complexity)]
+    fn handed_over(
+        &self,
+        key: &HandOver,
+    ) -> Result<Outcome, Option<tokio::sync::watch::Sender<Option<Result<wire::TaskResult, String>>>>>
+    {
+        let mut handovers = self
+            .inner
+            .handovers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(earlier) = handovers.0.get(key) {
+            return Ok(earlier.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        handovers.0.insert(key.clone(), rx);
+        handovers.1.push_back(key.clone());
+        while handovers.1.len() > HANDOVERS_KEPT {
+            if let Some(old) = handovers.1.pop_front() {
+                handovers.0.remove(&old);
+            }
+        }
+        Err(Some(tx))
+    }
+
+    /// True the first time it is asked (`drop-chunk-connection`, tests only).
+    fn drop_once(&self) -> bool {
+        !self
+            .inner
+            .chunk_dropped
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
     }
 
     fn modules(&self) -> std::sync::MutexGuard<'_, Modules> {
@@ -770,6 +821,7 @@ impl zerostate_p2p::ProtocolHandler for Tasks {
             wire::Call::Offer => requester::offer(self, request).await,
             wire::Call::Run => executor::run(self, request).await,
             wire::Call::Evidence => evidence::serve(self, request).await,
+            wire::Call::Chunk => transfer::serve(self, request).await,
         }
     }
 }

@@ -16,6 +16,10 @@ fn duration_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16)
 }
 
+/// What became of a chunk of a module asked for: `fetched` (it matched its hash),
+/// `refused` (it did not), `resumed` (its request failed and it was asked again).
+pub(crate) const CHUNK_OUTCOMES: [&str; 3] = ["fetched", "refused", "resumed"];
+
 /// The bounded stores whose evictions are counted.
 pub(crate) const EVICTED: [&str; 3] = ["modules", "task_records", "compiled_modules"];
 
@@ -44,6 +48,7 @@ struct Inner {
     submitted: Counter,
     ended: Family<ResultLabel, Counter>,
     evicted: Family<WhatLabel, Counter>,
+    chunks: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +70,7 @@ impl Metrics {
                 submitted: Counter::default(),
                 ended: Family::default(),
                 evicted: Family::default(),
+                chunks: Family::default(),
             }),
         };
         let i = &metrics.inner;
@@ -75,6 +81,9 @@ impl Metrics {
         }
         for result in ["succeeded", "failed"] {
             drop(i.ended.get_or_create(&ResultLabel { result }));
+        }
+        for result in CHUNK_OUTCOMES {
+            drop(i.chunks.get_or_create(&ResultLabel { result }));
         }
         for what in EVICTED {
             drop(i.evicted.get_or_create(&WhatLabel { what }));
@@ -106,6 +115,14 @@ impl Metrics {
                 .get_or_create(&WhatLabel { what })
                 .inc_by(n);
         }
+    }
+
+    /// A chunk of a module fetched by this node: one of [`CHUNK_OUTCOMES`].
+    pub fn chunk(&self, outcome: &'static str) {
+        self.inner
+            .chunks
+            .get_or_create(&ResultLabel { result: outcome })
+            .inc();
     }
 
     /// A task submitted on this node.
@@ -154,6 +171,13 @@ impl Metrics {
             "tasks_ended",
             "Tasks submitted on this node that ended, by state (succeeded, failed).",
             i.ended.clone(),
+        );
+        r.register(
+            "task_module_chunks",
+            "Chunks of modules too large for one message that this node fetched, by result \
+             (fetched, refused: it did not match its hash, resumed: asked again after a \
+             failed request).",
+            i.chunks.clone(),
         );
         r.register(
             "node_evictions",

@@ -14,6 +14,11 @@ pub struct Misbehaviour {
     pub fake_output: bool,
     /// `overprice`: offers on every task at ten times the requester's maximum price.
     pub overprice: bool,
+    /// `tamper-chunks`: as a requester, flips a byte of every module chunk it serves.
+    pub tamper_chunks: bool,
+    /// `drop-chunk-connection=N`: as a requester, closes the connection instead of
+    /// answering the first request for chunk N of a module.
+    pub drop_chunk_connection: Option<u32>,
 }
 
 impl Misbehaviour {

@@ -91,6 +91,9 @@ impl Tasks {
                         format!("no module {hash} was uploaded to this node (POST /v1/modules)")
                     })?
             }
+            ModuleSource::Chunked(_) => {
+                return Err("a module is submitted by its bytes or its hash, not by chunks".into());
+            }
         };
         let cap = self.wall_time_cap();
         let mut limits = s.limits;
@@ -135,7 +138,15 @@ impl Tasks {
             },
         );
         let tasks = self.clone();
-        // A module named by its hash travels as bytes to an executor that lacks it.
+        // A module named by its hash travels as bytes to an executor that lacks it; one
+        // too large for the task's message travels by chunks, served from this node's
+        // store.
+        let chunked = (!matches!(s.module, ModuleSource::Builtin(_))
+            && module_bytes.len() > wire::INLINE_MODULE_BYTES)
+            .then(|| {
+                self.keep(module_bytes.clone());
+                wire::Chunked::of(&module_bytes)
+            });
         let module = match s.module {
             ModuleSource::Sha256(_) => ModuleSource::Base64(B64.encode(&module_bytes)),
             other => other,
@@ -146,6 +157,7 @@ impl Tasks {
             module,
             module_sha256: hex::encode(sha256(&module_bytes)),
             module_bytes,
+            chunked,
             entry,
             input: s.input,
             limits,
@@ -206,6 +218,8 @@ struct Job {
     module: ModuleSource,
     module_sha256: String,
     module_bytes: Vec<u8>,
+    /// The module's chunk list, when it travels by chunks.
+    chunked: Option<wire::Chunked>,
     /// The function the executor must call (a built-in's name, else `_start`).
     entry: String,
     input: Vec<u8>,
@@ -527,7 +541,9 @@ async fn attempt(
 ) -> Result<Delivered, String> {
     let run = TaskRun {
         task_id: job.id.clone(),
-        module: if send_module {
+        module: if let (true, Some(list)) = (send_module, &job.chunked) {
+            ModuleSource::Chunked(list.clone())
+        } else if send_module {
             job.module.clone()
         } else {
             ModuleSource::Sha256(job.module_sha256.clone())
@@ -548,10 +564,24 @@ async fn attempt(
     // carry the module and the answer; the network's request timeout bounds it too.
     let margin = Duration::from_millis(tasks.inner.settings.timeout_margin_ms);
     let deadline = Duration::from_millis(job.limits.wall_time_ms).saturating_add(margin);
-    let request = tasks
-        .inner
-        .network
-        .request(executor, vec![], wire::TASK_RUN, payload);
+    // A hand-over whose connection dropped is made once more: the executor answers it
+    // with the first one's outcome (the task runs once), its module transfer resumed.
+    let request = async {
+        let network = &tasks.inner.network;
+        match network
+            .request(executor, vec![], wire::TASK_RUN, payload.clone())
+            .await
+        {
+            Err(e) if error_chain(&e).contains("onnection was closed") => {
+                tracing::info!(peer.id = %executor, "the task's hand-over lost its connection: handing it over again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                network
+                    .request(executor, vec![], wire::TASK_RUN, payload)
+                    .await
+            }
+            other => other,
+        }
+    };
     let answer = tokio::time::timeout(deadline, request)
         .await
         .map_err(|_| {

@@ -22,6 +22,11 @@ pub const TASK_OFFER_TAKEN: &str = "task_offer_taken";
 pub const TASK_EVIDENCE: &str = "task_evidence";
 /// Answer to [`TASK_EVIDENCE`]: the evidence held and the executor was removed.
 pub const TASK_EVIDENCE_TAKEN: &str = "task_evidence_taken";
+/// Direct request, from an executor handed a module too large for one message, to the
+/// requester that holds it: one chunk of it ([`ChunkRequest`]).
+pub const MODULE_CHUNK: &str = "module_chunk";
+/// Answer to [`MODULE_CHUNK`]: the chunk's bytes.
+pub const MODULE_CHUNK_DATA: &str = "module_chunk_data";
 /// Answer to [`TASK_OFFER`], [`TASK_RUN`] or [`TASK_EVIDENCE`] refusing it; the payload is
 /// the reason (text).
 pub const ERROR: &str = zerostate_p2p::REFUSAL;
@@ -35,6 +40,8 @@ zerostate_p2p::request_types! {
         Run = TASK_RUN,
         /// A requester brings this coordinator a receipt that did not hold.
         Evidence = TASK_EVIDENCE,
+        /// An executor asks for a chunk of a module this node handed it by chunks.
+        Chunk = MODULE_CHUNK,
     }
 }
 
@@ -82,6 +89,77 @@ pub enum ModuleSource {
     Base64(String),
     /// A module the receiver holds, by its SHA-256 (hex).
     Sha256(String),
+    /// A module too large to travel with the task: the receiver fetches its chunks from
+    /// the sender ([`MODULE_CHUNK`]), each checked against its hash here, the whole
+    /// against `sha256`.
+    Chunked(Chunked),
+}
+
+/// Bytes of a module that travel with the task at most; a larger one travels by chunks.
+pub const INLINE_MODULE_BYTES: usize = 512 << 10;
+/// Bytes of one chunk (the last may be shorter).
+pub const CHUNK_BYTES: usize = 256 << 10;
+
+/// A module sent by chunks: its hash, size, and the hash of each chunk in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunked {
+    /// SHA-256 of the whole module, hex.
+    pub sha256: String,
+    /// Its size, bytes.
+    pub size: u64,
+    /// SHA-256 of each [`CHUNK_BYTES`] chunk, hex, in order.
+    pub chunks: Vec<String>,
+}
+
+impl Chunked {
+    /// The chunk list of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self {
+            sha256: hex::encode(zerostate_execution::sha256(bytes)),
+            size: bytes.len() as u64,
+            chunks: bytes
+                .chunks(CHUNK_BYTES)
+                .map(|c| hex::encode(zerostate_execution::sha256(c)))
+                .collect(),
+        }
+    }
+
+    /// Why this list cannot describe a module of at most `max` bytes, if it cannot: the
+    /// count of chunks must be what the size makes.
+    pub fn problem(&self, max: u64) -> Option<String> {
+        if self.size == 0 || self.size > max {
+            return Some(format!(
+                "a module of {} bytes sent by chunks (at most {max})",
+                self.size
+            ));
+        }
+        let count = self.size.div_ceil(CHUNK_BYTES as u64);
+        if self.chunks.len() as u64 != count {
+            return Some(format!(
+                "{} chunk hashes for a module of {} bytes, which has {count}",
+                self.chunks.len(),
+                self.size
+            ));
+        }
+        None
+    }
+
+    /// The size chunk `index` must have.
+    pub fn chunk_size(&self, index: usize) -> u64 {
+        let start = (index * CHUNK_BYTES) as u64;
+        self.size.saturating_sub(start).min(CHUNK_BYTES as u64)
+    }
+}
+
+/// One chunk of a module, asked for by its module's hash and its place.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkRequest {
+    /// SHA-256 of the module, hex.
+    pub sha256: String,
+    /// Which chunk, from 0.
+    pub index: u32,
 }
 
 /// Files by name (a relative path), each base64, as tasks carry them.

@@ -85,6 +85,22 @@ impl NodeClient {
             .with_context(|| format!("{path} was not found on the node"))
     }
 
+    /// `POST path` with `bytes` as the body: the JSON answer.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        self.send(request, path)
+            .await?
+            .with_context(|| format!("{path} was not found on the node"))
+    }
+
     /// `DELETE path` with `query`: the JSON answer.
     pub async fn delete(
         &self,

@@ -11,6 +11,8 @@
 //! | `inflate-fuel` | as an executor, signs receipts claiming a hundred times the fuel it used |
 //! | `fake-output` | as an executor, returns made-up output, its receipt's hashes consistent with it |
 //! | `overprice` | as an executor, offers on every task at ten times the requester's maximum price |
+//! | `tamper-chunks` | as a requester, flips a byte of every chunk of a module it serves |
+//! | `drop-chunk-connection=N` | as a requester, closes the connection instead of answering the first request for chunk N of a module |
 //! | `withhold-payment-acks=N` | as a payee, keeps the first N payments but answers each with an error |
 //! | `never-pay` | as a requester, never pays for a receipt |
 //! | `skip-ledger-open` | as a requester, opens channels with executors but never asks the ledger to lock them |
@@ -32,6 +34,10 @@ pub struct Misbehaviour {
     pub fake_output: bool,
     /// `overprice`.
     pub overprice: bool,
+    /// `tamper-chunks`.
+    pub tamper_chunks: bool,
+    /// `drop-chunk-connection=N`: the chunk, `None` when off.
+    pub drop_chunk_connection: Option<u32>,
     /// `withhold-payment-acks=N`: how many, 0 when off.
     pub withhold_payment_acks: u64,
     /// `never-pay`.
@@ -46,7 +52,7 @@ pub struct Misbehaviour {
 
 /// The names `--misbehave` takes, for its help and its errors.
 pub const ITEMS: &str = "forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice, \
-                         withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership, \
+                         tamper-chunks, drop-chunk-connection=N, withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership, \
                          take-over-at-once";
 
 impl Misbehaviour {
@@ -75,6 +81,14 @@ impl Misbehaviour {
                 "inflate-fuel" => m.inflate_fuel = flag()?,
                 "fake-output" => m.fake_output = flag()?,
                 "overprice" => m.overprice = flag()?,
+                "tamper-chunks" => m.tamper_chunks = flag()?,
+                "drop-chunk-connection" => {
+                    let n = number("N")?;
+                    m.drop_chunk_connection = Some(
+                        u32::try_from(n)
+                            .map_err(|_| format!("misbehaviour {item:?}: too large"))?,
+                    );
+                }
                 "withhold-payment-acks" => m.withhold_payment_acks = number("N")?,
                 "never-pay" => m.never_pay = flag()?,
                 "skip-ledger-open" => m.skip_ledger_open = flag()?,
@@ -102,6 +116,14 @@ impl Misbehaviour {
         on(self.inflate_fuel, "inflate-fuel".into());
         on(self.fake_output, "fake-output".into());
         on(self.overprice, "overprice".into());
+        on(self.tamper_chunks, "tamper-chunks".into());
+        on(
+            self.drop_chunk_connection.is_some(),
+            format!(
+                "drop-chunk-connection={}",
+                self.drop_chunk_connection.unwrap_or(0)
+            ),
+        );
         on(
             self.withhold_payment_acks > 0,
             format!("withhold-payment-acks={}", self.withhold_payment_acks),
@@ -126,6 +148,8 @@ impl Misbehaviour {
             inflate_fuel: self.inflate_fuel,
             fake_output: self.fake_output,
             overprice: self.overprice,
+            tamper_chunks: self.tamper_chunks,
+            drop_chunk_connection: self.drop_chunk_connection,
         }
     }
 
@@ -160,6 +184,8 @@ mod tests {
             "inflate-fuel",
             "fake-output",
             "overprice",
+            "tamper-chunks",
+            "drop-chunk-connection=3",
             "withhold-payment-acks=1",
             "never-pay",
             "skip-ledger-open",

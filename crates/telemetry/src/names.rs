@@ -79,6 +79,9 @@ pub mod span {
     pub const TASK_VERIFY: &str = "task.verify";
     /// An executor offering to run a task it heard of in its guild.
     pub const TASK_OFFER: &str = "task.offer";
+    /// An executor fetching a module too large to travel with its task, chunk by chunk,
+    /// from the requester; an error names the chunk that did not match or did not come.
+    pub const TASK_MODULE_FETCH: &str = "task.module.fetch";
     /// A request served by a node's HTTP API. Exported as `{method} {route template}`
     /// (`POST /v1/guilds/{id}/messages`), as OpenTelemetry's HTTP conventions name server
     /// spans.

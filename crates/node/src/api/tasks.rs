@@ -168,9 +168,9 @@ async fn task_submit(
         .into_response())
 }
 
-/// Largest module uploaded: a task's module travels in one network message (1 MiB by
-/// default) with room for the rest of the task.
-const MAX_MODULE_BYTES: usize = 768 << 10;
+/// Largest module uploaded: the engine's default bound on a module (one larger than one
+/// network message travels to its executor by chunks).
+const MAX_MODULE_BYTES: usize = 16 << 20;
 
 /// `POST /v1/modules`: the body is a module (binary or text WebAssembly); answers
 /// `201 {"sha256"}`, which `POST /v1/tasks` accepts as `{"module": {"sha256": ...}}`.

@@ -80,7 +80,8 @@ pub struct NodeCommand {
     ledger_peer: Option<String>,
     /// Tests only: make this node misbehave (repeatable; replaces `[test] misbehave`):
     /// forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice,
-    /// withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership.
+    /// tamper-chunks, drop-chunk-connection=N, withhold-payment-acks=N, never-pay,
+    /// skip-ledger-open, withhold-membership, take-over-at-once.
     #[arg(long, value_name = "ITEM")]
     misbehave: Vec<String>,
 }

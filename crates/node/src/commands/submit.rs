@@ -63,13 +63,22 @@ impl SubmitArgs {
     /// Submits, waits, reports.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let client = self.node.client()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
         let mut body = serde_json::json!({});
         body["module"] = match self.module.strip_prefix("builtin:") {
             Some(_) => serde_json::Value::from(self.module.as_str()),
             None => {
                 let bytes = std::fs::read(&self.module)
                     .with_context(|| format!("reading the module {}", self.module))?;
-                serde_json::json!({ "base64": B64.encode(bytes) })
+                // Uploaded first, and named by its hash: a module of up to 16 MiB.
+                let uploaded = runtime.block_on(client.post_bytes("/v1/modules", bytes))?;
+                let sha256 = uploaded["sha256"]
+                    .as_str()
+                    .context("the node's answer to the upload has no sha256")?;
+                serde_json::json!({ "sha256": sha256 })
             }
         };
         if let Some(input) = self.input.as_deref() {
@@ -124,10 +133,6 @@ impl SubmitArgs {
         if let Some(guild) = &self.guild {
             body["guild"] = serde_json::Value::from(guild.as_str());
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
         let record = runtime.block_on(client.run_task(&body, Duration::from_millis(50), WAIT))?;
         let returned: zerostate_market::wire::Files =
             serde_json::from_value(record["output_files"].clone()).unwrap_or_default();

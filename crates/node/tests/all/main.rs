@@ -14,6 +14,7 @@ mod operations;
 mod receipt;
 mod task;
 mod tls;
+mod transfer;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

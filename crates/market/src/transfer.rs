@@ -1,0 +1,181 @@
+//! Modules too large to travel with their task (more than [`INLINE_MODULE_BYTES`]): the
+//! requester sends the module's hash, size and the hash of each [`CHUNK_BYTES`] chunk
+//! ([`Chunked`]), and the executor asks it for the chunks one at a time
+//! ([`wire::MODULE_CHUNK`]). Each chunk is checked against its hash as it arrives, and the
+//! whole against the module's hash before anything runs; a chunk that does not match is
+//! refused with the reason. A request that fails (a dropped connection) is asked again,
+//! from the chunk it failed at: the chunks already held are kept. An executor that holds a
+//! module by its hash is sent only the hash, as for any module.
+//!
+//! Why a chunk list and not a verified-streaming tree (BLAKE3/bao): the list of 64 hashes
+//! for the largest module (16 MiB in 256 KiB chunks) is 4 KiB of the task's message, every
+//! chunk is checked on arrival against a hash the requester committed to in the task
+//! itself, and the module's SHA-256, its id everywhere else (offers, receipts, the module
+//! stores), stays the one hash; a tree only pays off for proofs of ranges of much larger
+//! objects.
+
+use tracing::Instrument;
+use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_telemetry::names::span as names;
+use zerostate_telemetry::{SpanExt, error_chain};
+
+use super::Tasks;
+use super::wire::{self, CHUNK_BYTES, ChunkRequest, Chunked};
+
+/// Times one chunk is asked for before the transfer fails.
+const CHUNK_ATTEMPTS: u32 = 5;
+/// Pause before a chunk is asked for again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Tasks {
+    /// Fetches the module `list` describes from `from`, chunk by chunk, checks it, and
+    /// keeps it by its hash; why not, when it cannot.
+    pub(super) async fn fetch_module(&self, from: PeerId, list: &Chunked) -> Result<(), String> {
+        if let Some(why) = list.problem(self.inner.engine.policy().max_module_bytes) {
+            return Err(why);
+        }
+        if self.modules().get(&list.sha256).is_some() {
+            return Ok(());
+        }
+        let short = &list.sha256[..list.sha256.len().min(12)];
+        let span = tracing::info_span!(
+            names::TASK_MODULE_FETCH,
+            peer.id = %from,
+            size.bytes = list.size,
+            chunks = list.chunks.len() as u64,
+        );
+        let fetched = async {
+            let mut bytes = Vec::with_capacity(list.size as usize);
+            for (index, want) in list.chunks.iter().enumerate() {
+                let chunk = self.fetch_chunk(from, list, index).await?;
+                let expected = list.chunk_size(index);
+                if chunk.len() as u64 != expected
+                    || hex::encode(zerostate_execution::sha256(&chunk)) != *want
+                {
+                    self.inner.metrics.chunk("refused");
+                    return Err(format!(
+                        "chunk {index} of module {short} does not match the hash the \
+                         requester announced for it ({} bytes came, {expected} expected): \
+                         refused",
+                        chunk.len()
+                    ));
+                }
+                self.inner.metrics.chunk("fetched");
+                bytes.extend_from_slice(&chunk);
+            }
+            if hex::encode(zerostate_execution::sha256(&bytes)) != list.sha256 {
+                return Err(format!(
+                    "the chunks of module {short} do not make the module announced: refused"
+                ));
+            }
+            self.keep(bytes);
+            Ok(())
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(why) = &fetched {
+            span.record_error(&zerostate_p2p::Reason(why.clone()));
+        }
+        fetched
+    }
+
+    /// Chunk `index` of `list` from `from`, asked again after a failed request (from this
+    /// chunk on: those before are held).
+    async fn fetch_chunk(
+        &self,
+        from: PeerId,
+        list: &Chunked,
+        index: usize,
+    ) -> Result<Vec<u8>, String> {
+        let ask = serde_json::to_vec(&ChunkRequest {
+            sha256: list.sha256.clone(),
+            index: index as u32,
+        })
+        .unwrap_or_default();
+        let mut attempt = 1;
+        loop {
+            let answer = self
+                .inner
+                .network
+                .request(from, vec![], wire::MODULE_CHUNK, ask.clone())
+                .await;
+            match answer {
+                Ok(a) if a.message_type == wire::MODULE_CHUNK_DATA => return Ok(a.payload),
+                Ok(a) => {
+                    return Err(format!(
+                        "asked for chunk {index} of the module, the requester answered {}: {}",
+                        a.message_type,
+                        String::from_utf8_lossy(&a.payload)
+                    ));
+                }
+                Err(e) if attempt < CHUNK_ATTEMPTS => {
+                    tracing::info!(
+                        peer.id = %from,
+                        "chunk {index} of module {} not fetched ({}), asking again",
+                        list.sha256,
+                        error_chain(&e)
+                    );
+                    self.inner.metrics.chunk("resumed");
+                    attempt += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "fetching chunk {index} of the module ({CHUNK_ATTEMPTS} attempts): {}",
+                        error_chain(&e)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Serves a chunk of a module this node holds to a member of one of its guilds.
+pub(super) async fn serve(tasks: &Tasks, request: IncomingRequest) {
+    let answer = chunk(tasks, &request).await;
+    let misbehave = &tasks.inner.misbehave;
+    let reply = match answer {
+        Ok((index, _)) if misbehave.drop_chunk_connection == Some(index) && tasks.drop_once() => {
+            // Under test: the connection goes, the question is never answered.
+            let _ = tasks.inner.network.dial_afresh(request.peer, vec![]).await;
+            return;
+        }
+        Ok((_, mut bytes)) => {
+            if misbehave.tamper_chunks
+                && let Some(b) = bytes.first_mut()
+            {
+                *b ^= 0xff;
+            }
+            tasks
+                .inner
+                .network
+                .respond(request, wire::MODULE_CHUNK_DATA, bytes)
+        }
+        Err(why) => tasks
+            .inner
+            .network
+            .respond(request, wire::ERROR, why.into_bytes()),
+    };
+    if let Err(e) = reply.await {
+        tracing::warn!("answering a module chunk: {}", error_chain(&e));
+    }
+}
+
+/// The chunk asked for (its index and bytes), or why it is not given.
+async fn chunk(tasks: &Tasks, request: &IncomingRequest) -> Result<(u32, Vec<u8>), String> {
+    let ask: ChunkRequest = serde_json::from_slice(&request.envelope.payload)
+        .map_err(|e| format!("not a chunk request: {e}"))?;
+    if !tasks.inner.guilds.shares_a_guild_with(request.peer).await {
+        return Err("modules are served to members of this node's guilds only".into());
+    }
+    let module = tasks
+        .modules()
+        .get(&ask.sha256)
+        .ok_or_else(|| format!("this node does not hold module {}", ask.sha256))?;
+    let start = (ask.index as usize)
+        .checked_mul(CHUNK_BYTES)
+        .filter(|s| *s < module.len())
+        .ok_or_else(|| format!("module {} has no chunk {}", ask.sha256, ask.index))?;
+    let end = start.saturating_add(CHUNK_BYTES).min(module.len());
+    Ok((ask.index, module[start..end].to_vec()))
+}

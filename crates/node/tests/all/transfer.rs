@@ -1,0 +1,197 @@
+//! Modules too large for one network message travel by chunks, on real `zerostate node`
+//! processes: a 16 MiB module submitted with `task submit` runs on another member, its
+//! transfer resumed after the requester drops the connection mid-way; a chunk tampered in
+//! flight is refused with the reason.
+
+use zerostate_telemetry::testing::OtlpReceiver;
+
+use crate::cluster::{GuildCluster, NodeProcess, guild_cluster};
+use crate::journey::{CONFIG, fund, member_with};
+
+/// Bytes of the data the module carries: with its code, just under 16 MiB, the engine's
+/// bound on a module.
+const DATA: usize = (16 << 20) - 4096;
+
+/// A module carrying `data` that writes the sum of its bytes (8 bytes, little-endian).
+fn summing_module(data: &[u8]) -> Vec<u8> {
+    let wat = format!(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 300)
+          (func (export "_start") (local $i i32) (local $sum i64)
+            (local.set $i (i32.const 1024))
+            (block $done (loop $next
+              (br_if $done (i32.ge_u (local.get $i) (i32.const {end})))
+              (local.set $sum (i64.add (local.get $sum) (i64.load8_u (local.get $i))))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br $next)))
+            (i64.store (i32.const 16) (local.get $sum))
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const 8))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        end = 1024 + data.len()
+    );
+    let mut module = wat::parse_str(wat).expect("the module's code");
+    // The data section, last of a module's sections: one active segment at offset 1024.
+    let mut segment = vec![1, 0x00, 0x41, 0x80, 0x08, 0x0b];
+    leb128(&mut segment, data.len() as u64);
+    segment.extend_from_slice(data);
+    module.push(11);
+    leb128(&mut module, segment.len() as u64);
+    module.extend_from_slice(&segment);
+    module
+}
+
+fn leb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Bytes nobody could compress, the same on every run for the same `seed`.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// `zerostate task submit MODULE --json` on `node`: its exit status and record.
+fn submit(
+    dir: &std::path::Path,
+    node: &NodeProcess,
+    module: &std::path::Path,
+) -> (i32, serde_json::Value) {
+    let api = if node.api.starts_with("http") {
+        node.api.clone()
+    } else {
+        format!("http://{}", node.api)
+    };
+    let run = crate::zerostate(
+        &dir.join(&node.name),
+        &[
+            "task",
+            "submit",
+            module.to_str().expect("utf-8"),
+            "--node",
+            &api,
+            "--timeout",
+            "30s",
+            "--json",
+        ],
+        b"",
+    );
+    let stdout = crate::text(&run.stdout);
+    let record = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("no record ({e}): {stdout}\n{}", crate::text(&run.stderr)));
+    (run.status.code().unwrap_or(-1), record)
+}
+
+/// The value of counter `series` (name and labels as exposed) on `node`.
+fn counter(node: &NodeProcess, series: &str) -> f64 {
+    let (_, metrics) = crate::cluster::http(&node.admin, "GET", "/metrics", None, &[]);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_16_mib_module_travels_by_chunks_resumes_after_a_dropped_connection_and_a_tampered_chunk_is_refused()
+ {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), CONFIG, 1, &receiver.endpoint());
+    let executor = &members[0];
+    // Two requesters that run nothing themselves: one drops the connection when asked for
+    // the sixth chunk, one flips a byte of every chunk it serves.
+    let requester_config = dir.path().join("requester.toml");
+    std::fs::write(
+        &requester_config,
+        CONFIG.replacen("[tasks]\n", "[tasks]\nexecute = false\n", 1),
+    )
+    .expect("config");
+    let [dropper, tamperer] = [
+        ("dropper", "drop-chunk-connection=5"),
+        ("tamperer", "tamper-chunks"),
+    ]
+    .map(|(name, misbehave)| {
+        member_with(
+            dir.path(),
+            (&coordinator, &id),
+            name,
+            &requester_config,
+            &receiver.endpoint(),
+            &[misbehave],
+        )
+    });
+    fund(&coordinator, &dropper);
+    fund(&coordinator, &tamperer);
+
+    let data = noise(DATA, 1);
+    let expected: u64 = data.iter().map(|b| u64::from(*b)).sum();
+    let module = summing_module(&data);
+    assert!(
+        module.len() > (16 << 20) - 4096 && module.len() <= 16 << 20,
+        "{}",
+        module.len()
+    );
+    let path = dir.path().join("big.wasm");
+    std::fs::write(&path, &module).expect("module");
+
+    // Uploaded, announced, fetched by chunks with one resumed, run on the other member,
+    // and its sum is right.
+    let started = std::time::Instant::now();
+    let (code, record) = submit(dir.path(), &dropper, &path);
+    eprintln!(
+        "a {} byte module by chunks, one resumed: {:.2} s from submission to record",
+        module.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(code, 0, "{record}");
+    assert_eq!(record["executor"], executor.peer_id.as_str(), "{record}");
+    use base64::Engine as _;
+    let output = base64::engine::general_purpose::STANDARD
+        .decode(record["output"].as_str().expect("output"))
+        .expect("base64");
+    assert_eq!(output, expected.to_le_bytes(), "{record}");
+    assert_eq!(record["attempts"][0]["module_sent"], true, "{record}");
+    assert!(
+        counter(executor, "task_module_chunks_total{result=\"resumed\"}") >= 1.0,
+        "the transfer was not resumed"
+    );
+    assert_eq!(
+        counter(executor, "task_module_chunks_total{result=\"fetched\"}"),
+        64.0
+    );
+
+    // Tampered in flight: refused at the first chunk, with the reason, and nothing ran
+    // (another module: the executor holds the first one now, and is sent only its hash).
+    let other = dir.path().join("other.wasm");
+    std::fs::write(&other, summing_module(&noise(2 << 20, 2))).expect("module");
+    let (code, record) = submit(dir.path(), &tamperer, &other);
+    assert_eq!(code, 3, "{record}");
+    let outcome = record["attempts"][0]["outcome"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        outcome.contains("chunk 0 of module") && outcome.contains("does not match the hash"),
+        "{record}"
+    );
+    assert!(counter(executor, "task_module_chunks_total{result=\"refused\"}") >= 1.0);
+}
