@@ -4,8 +4,9 @@
 # partition, in a network namespace), the official OpenTelemetry Python SDK (the
 # collector's interop test), and Debian's clang, lld, wasi-libc and compiler-rt for wasm32
 # with the official wasmtime runtime's Python package (C programs built for WASI, run by the
-# engine and by the reference runtime), and Rust's wasm32-wasip1 target. Without them those tests are skipped (the partition
-# falls back to SIGSTOP), except under CI=true, where they fail.
+# engine and by the reference runtime), and three crates.io programs built for
+# wasm32-wasip1 (scripts/build-programs.sh). Without them those tests are skipped (the
+# partition falls back to SIGSTOP), except under CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,6 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r crates/collector/tests/python/requirements.txt \
     -r crates/execution/tests/programs/requirements.txt
-# Rust programs built for WASI preview 1 (the task template and the crates.io programs
-# the engine runs beside the reference runtime).
-rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+# Rust's wasm32-wasip1 target and the crates.io programs the engine runs beside the
+# reference runtime (kept in target/programs between runs).
+scripts/build-programs.sh

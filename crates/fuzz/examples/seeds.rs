@@ -127,6 +127,7 @@ fn main() {
         output: "AQID".into(),
         receipt,
         exit_code: 0,
+        stderr: "d2FybmluZw==".into(),
         files: [("out.txt".to_owned(), "aGk=".to_owned())]
             .into_iter()
             .collect(),

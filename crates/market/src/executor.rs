@@ -124,16 +124,14 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
 /// refuses with a reason.
 pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
     let span = request.span.clone();
-    // A task handed again by its requester (the connection of the first hand-over dropped,
-    // while its module was coming, say) is answered with the first hand-over's outcome,
-    // once there is one: it runs once and is billed once.
-    let key = serde_json::from_slice::<TaskRun>(&request.envelope.payload)
-        .ok()
-        .map(|run| (request.peer, run.task_id));
-    let first = match &key {
-        Some(key) => tasks.handed_over(key),
-        None => Err(None),
-    };
+    // A task handed again by its requester, the same hand-over to the byte (the
+    // connection of the first dropped, while its module was coming, say), is answered with
+    // the first hand-over's outcome, once there is one: it runs once and is billed once.
+    let key = (
+        request.peer,
+        zerostate_execution::sha256(&request.envelope.payload),
+    );
+    let first = tasks.handed_over(&key);
     let outcome = match first {
         Ok(mut earlier) => {
             let wait = tasks.wall_time_cap() + std::time::Duration::from_secs(60);
@@ -147,9 +145,7 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
         }
         Err(publish) => {
             let answer = hand_over(tasks, &request, &span).await;
-            if let Some(publish) = publish {
-                let _ = publish.send(Some(answer.clone()));
-            }
+            let _ = publish.send(Some(answer.clone()));
             answer
         }
     };
@@ -196,6 +192,7 @@ async fn hand_over(
                         output: B64.encode(&output),
                         receipt,
                         exit_code: execution.exit_code,
+                        stderr: B64.encode(&execution.stderr),
                         files: wire::encode_files(&execution.files),
                     }
                 })

@@ -238,6 +238,10 @@ pub struct TaskRecord {
     pub output_files: wire::Files,
     /// The program's own exit code (0 when it returned), once a receipt came back.
     pub exit_code: Option<i32>,
+    /// What the program wrote to stderr (the first 64 KiB), base64, as the executor said:
+    /// not covered by the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// The payment for the fuel the receipt states, once the receipt verified.
@@ -262,6 +266,7 @@ fn weight(r: &TaskRecord) -> usize {
             .map(|(n, f)| 64 + n.len() + f.len())
             .sum::<usize>()
         + r.error.as_ref().map_or(0, String::len)
+        + r.stderr.as_ref().map_or(0, String::len)
         + r.attempts
             .iter()
             .map(|a| 256 + a.outcome.len())
@@ -314,7 +319,7 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     /// What this node was told to do wrong (tests only).
     misbehave: crate::misbehave::Misbehaviour,
-    /// Tasks handed to this node, by requester and task id, and their outcome once there is
+    /// Tasks handed to this node, by requester and hand-over, and their outcome once there is
     /// one (at most [`HANDOVERS_KEPT`], the oldest forgotten first): a task handed again is
     /// answered from here.
     handovers: Mutex<(HashMap<HandOver, Outcome>, VecDeque<HandOver>)>,
@@ -327,8 +332,8 @@ struct Inner {
     stopping: tokio_util::sync::CancellationToken,
 }
 
-/// A task handed to this node: its requester and its id.
-type HandOver = (PeerId, String);
+/// A task handed to this node: its requester and the SHA-256 of the hand-over.
+type HandOver = (PeerId, [u8; 32]);
 /// What became of a hand-over, once something did.
 type Outcome = tokio::sync::watch::Receiver<Option<Result<wire::TaskResult, String>>>;
 /// Hand-overs an executor remembers.
@@ -470,8 +475,7 @@ impl Tasks {
     fn handed_over(
         &self,
         key: &HandOver,
-    ) -> Result<Outcome, Option<tokio::sync::watch::Sender<Option<Result<wire::TaskResult, String>>>>>
-    {
+    ) -> Result<Outcome, tokio::sync::watch::Sender<Option<Result<wire::TaskResult, String>>>> {
         let mut handovers = self
             .inner
             .handovers
@@ -481,14 +485,14 @@ impl Tasks {
             return Ok(earlier.clone());
         }
         let (tx, rx) = tokio::sync::watch::channel(None);
-        handovers.0.insert(key.clone(), rx);
-        handovers.1.push_back(key.clone());
+        handovers.0.insert(*key, rx);
+        handovers.1.push_back(*key);
         while handovers.1.len() > HANDOVERS_KEPT {
             if let Some(old) = handovers.1.pop_front() {
                 handovers.0.remove(&old);
             }
         }
-        Err(Some(tx))
+        Err(tx)
     }
 
     /// True the first time it is asked (`drop-chunk-connection`, tests only).

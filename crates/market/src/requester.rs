@@ -122,6 +122,7 @@ impl Tasks {
             output: None,
             output_files: BTreeMap::new(),
             exit_code: None,
+            stderr: None,
             error: None,
             payment: None,
             submitted_at: unix_ms(),
@@ -385,6 +386,8 @@ async fn drive(
                         r.output = Some(B64.encode(&delivered.output));
                         r.output_files = wire::encode_files(&delivered.files);
                         r.exit_code = Some(delivered.exit_code);
+                        r.stderr =
+                            (!delivered.stderr.is_empty()).then(|| B64.encode(&delivered.stderr));
                         r.receipt = Some(delivered.receipt);
                         r.payment = Some(paid);
                     });
@@ -528,6 +531,8 @@ struct Delivered {
     output: Vec<u8>,
     files: BTreeMap<String, Vec<u8>>,
     exit_code: i32,
+    /// What the program wrote to stderr, as the executor says (not signed).
+    stderr: Vec<u8>,
 }
 
 /// Hands the task to `executor` (with the module's bytes, or only its hash when
@@ -636,6 +641,12 @@ async fn attempt(
         output,
         files,
         exit_code: result.exit_code,
+        // At most what an engine keeps; more is cut, never an error.
+        stderr: {
+            let mut stderr = B64.decode(&result.stderr).unwrap_or_default();
+            stderr.truncate(64 << 10);
+            stderr
+        },
     })
 }
 

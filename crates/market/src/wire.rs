@@ -237,6 +237,10 @@ pub struct TaskResult {
     pub receipt: Receipt,
     /// The task's exit code.
     pub exit_code: i32,
+    /// What the program wrote to stderr (the first 64 KiB), base64; absent when nothing.
+    /// Not signed: a diagnostic for the task's author, never checked or paid for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
     /// The files it left in `/output`; absent when none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: Files,

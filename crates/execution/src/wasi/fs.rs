@@ -304,9 +304,11 @@ pub(super) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
     linker.func_wrap(MODULE, "fd_fdstat_get", |mut c: C<'_>, fd: i32, at: u32| {
         let r = (|| {
             let (filetype, flags, base, inheriting) = match fd {
-                // A character device; rights: read (stdin) or write (stdout, stderr).
-                0 => (2, 0, 1 << 1, 0),
-                1 | 2 => (2, 0, 1 << 6, 0),
+                // A stream of unknown type, as a pipe is (not a terminal: a program
+                // writes to it as to a file); rights: read (stdin) or write (stdout,
+                // stderr).
+                0 => (0, 0, 1 << 1, 0),
+                1 | 2 => (0, 0, 1 << 6, 0),
                 _ => c.data().files.fdstat(fd)?,
             };
             let mut stat = [0u8; 24];
@@ -372,10 +374,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
         |mut c: C<'_>, fd: i32, at: u32| {
             let r = (|| {
                 let stat = if stdio(fd) {
-                    // A character device, everything else zero.
-                    let mut stat = [0u8; 64];
-                    stat[16] = 2;
-                    stat
+                    // A stream of unknown type: everything zero.
+                    [0u8; 64]
                 } else {
                     filestat_bytes(c.data().files.fd_stat(fd)?)
                 };

@@ -289,3 +289,138 @@ fn a_c_program_reads_input_files_and_writes_output_files_as_under_the_reference_
     );
     assert_eq!(got.code, 0);
 }
+
+/// A program from crates.io built for WASI preview 1 by `scripts/build-programs.sh`;
+/// `None` when it was not built and is not required (under `CI=true` it is).
+fn crates_io_program(name: &str) -> Option<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/programs/bin")
+        .join(format!("{name}.wasm"));
+    match std::fs::read(&path) {
+        Ok(module) => Some(module),
+        Err(e) if required() => panic!(
+            "{} ({e}): scripts/build-programs.sh builds it (scripts/test-deps.sh runs it)",
+            path.display()
+        ),
+        Err(e) => {
+            eprintln!(
+                "skipped: {} ({e}); run scripts/build-programs.sh",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Input files of text a user might search, render or edit.
+fn documents() -> BTreeMap<String, Vec<u8>> {
+    [
+        (
+            "README.md",
+            "# Foxes\n\nThe quick brown fox jumps over the lazy dog.\n\n\
+             * one\n* two with `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+        ),
+        ("notes/today.txt", "no animals here\nbut a dog barked\n"),
+        ("notes/old/fox.txt", "a fox, again\nFOX in capitals\n"),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n.to_owned(), t.as_bytes().to_vec()))
+    .collect()
+}
+
+#[test]
+fn programs_from_crates_io_run_as_under_the_reference_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (program, what it is given, what its output must hold so the comparison means
+    // something)
+    let cases: Vec<(&str, Given<'_>, &str)> = vec![
+        (
+            "rg",
+            Given {
+                args: &[
+                    "--sort",
+                    "path",
+                    "-n",
+                    "-i",
+                    "--no-heading",
+                    "fox|dog",
+                    "/input",
+                ],
+                files: documents(),
+                ..Given::default()
+            },
+            "/input/notes/old/fox.txt:2:FOX in capitals",
+        ),
+        (
+            // Nothing found is exit code 1, as under any runtime.
+            "rg",
+            Given {
+                args: &["-c", "unicorn", "/input/README.md"],
+                files: documents(),
+                ..Given::default()
+            },
+            "",
+        ),
+        (
+            "comrak",
+            Given {
+                args: &[
+                    "--extension",
+                    "table",
+                    "--output",
+                    "/output/README.html",
+                    "/input/README.md",
+                ],
+                files: documents(),
+                output: true,
+                ..Given::default()
+            },
+            "",
+        ),
+        (
+            "comrak",
+            Given {
+                stdin: b"*emphasis* and **strong**\n",
+                ..Given::default()
+            },
+            "<p><em>emphasis</em> and <strong>strong</strong></p>",
+        ),
+        (
+            "sd",
+            Given {
+                stdin: b"The quick brown fox\nfox and fox\n",
+                args: &["fox", "cat"],
+                ..Given::default()
+            },
+            "The quick brown cat\ncat and cat\n",
+        ),
+    ];
+    for (name, given, holds) in &cases {
+        let Some(module) = crates_io_program(name) else {
+            return;
+        };
+        let case = dir.path().join(format!("{name}-{}", given.args.len()));
+        std::fs::create_dir_all(&case).expect("a directory");
+        let Some(expected) = reference(&module, given, &case) else {
+            return;
+        };
+        let got = engine_run(module, given);
+        assert_eq!(got, expected, "{name} {:?}", given.args);
+        assert!(got.stdout.contains(holds), "{name}: {}", got.stdout);
+    }
+    // Not vacuous: ripgrep found nothing in the second case and said so with its code,
+    // and comrak's page came back as an output file.
+    let Some(rg) = crates_io_program("rg") else {
+        return;
+    };
+    assert_eq!(engine_run(rg, &cases[1].1).code, 1);
+    let Some(comrak) = crates_io_program("comrak") else {
+        return;
+    };
+    let page = engine_run(comrak, &cases[2].1).files;
+    let html = String::from_utf8_lossy(&page["README.html"]).into_owned();
+    assert!(
+        html.contains("<h1>Foxes</h1>") && html.contains("<table>"),
+        "{html}"
+    );
+}

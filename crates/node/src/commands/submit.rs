@@ -155,6 +155,12 @@ fn report(record: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
         )?;
     }
     stdout.flush()?;
+    if !json && let Some(stderr) = record["stderr"].as_str() {
+        // What the program wrote to its stderr, on this command's, before the summary.
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&B64.decode(stderr).unwrap_or_default());
+        let _ = err.flush();
+    }
     let viewer = std::env::var("ZEROSTATE_COLLECTOR")
         .unwrap_or_else(|_| "http://127.0.0.1:16686".to_owned());
     let trace = record["trace_id"].as_str().unwrap_or_default();
