@@ -195,3 +195,222 @@ fn a_16_mib_module_travels_by_chunks_resumes_after_a_dropped_connection_and_a_ta
     );
     assert!(counter(executor, "task_module_chunks_total{result=\"refused\"}") >= 1.0);
 }
+
+/// What a program did: stdout, stderr, exit code, and the files it left in `/output`.
+type Outcome = (
+    String,
+    String,
+    i32,
+    std::collections::BTreeMap<String, Vec<u8>>,
+);
+
+/// Every file under `dir`, by its path relative to `dir`.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let name = path.strip_prefix(dir).expect("under dir");
+                out.insert(
+                    name.to_string_lossy().into_owned(),
+                    std::fs::read(&path).expect("a file"),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// `module` under the official wasmtime runtime (the execution tests' `reference.py`),
+/// with `input` preopened read-only as `/input` and an empty writable `/output`.
+fn reference(
+    module: &std::path::Path,
+    input: &std::path::Path,
+    env: &[&str],
+    args: &[&str],
+    dir: &std::path::Path,
+) -> Outcome {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../execution/tests/programs/reference.py");
+    let (stdin, stdout, stderr, output) = (
+        dir.join("ref-stdin"),
+        dir.join("ref-stdout"),
+        dir.join("ref-stderr"),
+        dir.join("ref-output"),
+    );
+    std::fs::write(&stdin, b"").expect("stdin");
+    std::fs::create_dir_all(&output).expect("output");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .args([module, &stdin, &stdout, &stderr])
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(&output);
+    for e in env {
+        command.arg(format!("--env={e}"));
+    }
+    let ran = command.arg("--").args(args).output().expect("python3 runs");
+    assert!(
+        ran.status.success(),
+        "the reference runtime did not run (scripts/test-deps.sh installs the wasmtime \
+         Python package): {}",
+        crate::text(&ran.stderr)
+    );
+    let text = |p: &std::path::Path| crate::text(&std::fs::read(p).expect("written"));
+    (
+        text(&stdout),
+        text(&stderr),
+        crate::text(&ran.stdout)
+            .trim()
+            .parse()
+            .expect("an exit code"),
+        tree(&output),
+    )
+}
+
+#[test]
+fn real_programs_run_on_the_network_as_under_the_reference_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let programs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/programs/bin");
+    let rg = programs.join("rg.wasm");
+    let comrak = programs.join("comrak.wasm");
+    if !rg.exists() || !comrak.exists() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "{} is not built: scripts/build-programs.sh builds it",
+            rg.display()
+        );
+        eprintln!("skipped: run scripts/build-programs.sh");
+        return;
+    }
+    let Some(c) = crate::c_program("files.c", dir.path()) else {
+        return;
+    };
+    let files_c = dir.path().join("files.wasm");
+    std::fs::write(&files_c, c).expect("module");
+    // The input as a user has it: a file and a directory.
+    let input = dir.path().join("input");
+    std::fs::create_dir_all(input.join("notes/old")).expect("input");
+    std::fs::write(
+        input.join("README.md"),
+        "# Foxes\n\nThe quick brown fox jumps over the lazy dog.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n",
+    )
+    .expect("input");
+    std::fs::write(input.join("notes/today.txt"), "but a dog barked\n").expect("input");
+    std::fs::write(
+        input.join("notes/old/fox.txt"),
+        "a fox, again\nFOX in capitals\n",
+    )
+    .expect("input");
+
+    let receiver = OtlpReceiver::start();
+    let GuildCluster {
+        coordinator,
+        members,
+        ..
+    } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
+    let (requester, executor) = (&members[0], &members[1]);
+    fund(&coordinator, requester);
+    let api = if requester.api.starts_with("http") {
+        requester.api.clone()
+    } else {
+        format!("http://{}", requester.api)
+    };
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let cases: [(&std::path::Path, &[&str], &[&str]); 4] = [
+        // ripgrep, 3.2 MB: by chunks.
+        (
+            &rg,
+            &[],
+            &[
+                "--sort",
+                "path",
+                "-n",
+                "-i",
+                "--no-heading",
+                "fox|dog",
+                "/input",
+            ],
+        ),
+        (&rg, &[], &["-c", "unicorn", "/input/README.md"]),
+        (
+            &comrak,
+            &[],
+            &[
+                "--extension",
+                "table",
+                "--output",
+                "/output/README.html",
+                "/input/README.md",
+            ],
+        ),
+        (&files_c, &["GREETING=hello there"], &["-v"]),
+    ];
+    for (i, (module, env, args)) in cases.iter().enumerate() {
+        let case = dir.path().join(format!("case-{i}"));
+        std::fs::create_dir_all(&case).expect("case");
+        let expected = reference(module, &input, env, args, &case);
+        let out = case.join("out");
+        let mut command = vec![
+            "task".to_owned(),
+            "submit".to_owned(),
+            path(module),
+            "--node".to_owned(),
+            api.clone(),
+            "--file".to_owned(),
+            format!("README.md={}", path(&input.join("README.md"))),
+            "--file".to_owned(),
+            format!("notes={}", path(&input.join("notes"))),
+            "--output".to_owned(),
+            path(&out),
+            "--json".to_owned(),
+        ];
+        for e in env.iter() {
+            command.extend(["--env".to_owned(), (*e).to_owned()]);
+        }
+        for a in args.iter() {
+            command.push(format!("--arg={a}"));
+        }
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        let run = crate::zerostate(&dir.path().join(&requester.name), &command, b"");
+        let record: serde_json::Value = serde_json::from_slice(&run.stdout)
+            .unwrap_or_else(|e| panic!("no record ({e}): {}", crate::text(&run.stderr)));
+        assert_eq!(record["executor"], executor.peer_id.as_str(), "{record}");
+        use base64::Engine as _;
+        let b64 = |v: &serde_json::Value| {
+            crate::text(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap_or_default())
+                    .expect("base64"),
+            )
+        };
+        let got: Outcome = (
+            b64(&record["output"]),
+            b64(&record["stderr"]),
+            record["exit_code"].as_i64().expect("an exit code") as i32,
+            tree(&out),
+        );
+        assert_eq!(got, expected, "case {i}: {record}");
+        assert_eq!(record["payment"]["status"], "paid", "{record}");
+        // Not vacuous: what each case is for is there.
+        match i {
+            0 => assert!(
+                got.0.contains("/input/notes/old/fox.txt:2:FOX"),
+                "{}",
+                got.0
+            ),
+            1 => assert_eq!(got.2, 1),
+            2 => assert!(crate::text(&got.3["README.html"]).contains("<table>")),
+            _ => {
+                assert!(got.0.contains("GREETING hello there") && got.3.contains_key("summary.txt"))
+            }
+        }
+    }
+}
