@@ -299,22 +299,69 @@ async fn prepare(
     let slot = tasks
         .reserve()
         .map_err(|running| release(format!("busy: {running} tasks running already")))?;
-    if let ModuleSource::Chunked(list) = &run.module {
-        tasks
-            .fetch_module(request.peer, list)
-            .await
-            .map_err(|why| release(format!("the module did not come: {why}")))?;
-    }
+    fetch_chunked(tasks, request.peer, &run)
+        .await
+        .map_err(|why| release(format!("the task's data did not come: {why}")))?;
     let manifest = manifest_of(tasks, run).map_err(release)?;
     Ok((manifest, slot, reservation))
+}
+
+/// Fetches what of `run` travels by chunks (its module, input, input files) from the
+/// requester, each at most what the engine allows.
+async fn fetch_chunked(tasks: &Tasks, from: PeerId, run: &TaskRun) -> Result<(), String> {
+    let policy = *tasks.inner.engine.policy();
+    if let ModuleSource::Chunked(list) = &run.module {
+        tasks
+            .fetch(from, "module", list, policy.max_module_bytes)
+            .await?;
+    }
+    let declared = run
+        .input_chunked
+        .iter()
+        .chain(run.file_chunks.values())
+        .fold(0u64, |sum, list| sum.saturating_add(list.size));
+    if declared > policy.max_input_bytes {
+        return Err(format!(
+            "an input of {declared} bytes by chunks, above this node's policy of {}",
+            policy.max_input_bytes
+        ));
+    }
+    if let Some(list) = &run.input_chunked {
+        tasks
+            .fetch(from, "input", list, policy.max_input_bytes)
+            .await?;
+    }
+    for (name, list) in &run.file_chunks {
+        tasks
+            .fetch(
+                from,
+                &format!("input file {name:?}"),
+                list,
+                policy.max_input_bytes,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Bytes this node holds by `hash` (fetched by chunks), or why not.
+fn held(tasks: &Tasks, hash: &str, what: &str) -> Result<Vec<u8>, String> {
+    tasks
+        .modules()
+        .get(hash)
+        .map(|b| b.to_vec())
+        .ok_or_else(|| format!("this node does not hold the {what} {hash}"))
 }
 
 /// The manifest of a task run: its module (kept by hash when it came as bytes), input,
 /// limits, arguments, environment and files (the engine checks what they hold).
 fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
-    let input = B64
-        .decode(&run.input)
-        .map_err(|e| format!("the input is not base64: {e}"))?;
+    let input = match &run.input_chunked {
+        Some(list) => held(tasks, &list.sha256, "input")?,
+        None => B64
+            .decode(&run.input)
+            .map_err(|e| format!("the input is not base64: {e}"))?,
+    };
     let mut manifest = match run.module {
         ModuleSource::Builtin(name) => builtin::manifest(&name, run.task_id, input)
             .ok_or_else(|| format!("no built-in task {name:?} here"))?,
@@ -329,11 +376,8 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
             m
         }
         ModuleSource::Sha256(hash) | ModuleSource::Chunked(wire::Chunked { sha256: hash, .. }) => {
-            let module = tasks
-                .modules()
-                .get(&hash)
-                .ok_or_else(|| format!("this node does not hold module {hash}"))?;
-            let mut m = Manifest::new(run.task_id, module.to_vec());
+            let module = held(tasks, &hash, "module")?;
+            let mut m = Manifest::new(run.task_id, module);
             m.input = input;
             m
         }
@@ -342,6 +386,12 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
     manifest.args = run.args;
     manifest.env = run.env;
     manifest.files = wire::decode_files(&run.files, "input files")?;
+    for (name, list) in &run.file_chunks {
+        let bytes = held(tasks, &list.sha256, "input file")?;
+        if manifest.files.insert(name.clone(), bytes).is_some() {
+            return Err(format!("input file {name:?} is given twice"));
+        }
+    }
     manifest.output_files = run.output_files;
     if let Some(entry) = run.entry {
         manifest.entry = entry;

@@ -178,8 +178,8 @@ pub struct Modules {
     bytes: usize,
 }
 
-/// Modules kept, at most.
-const MODULES_KEPT: usize = 64;
+/// Modules (and inputs, input files that travel by chunks) kept, at most.
+const MODULES_KEPT: usize = 4096;
 /// Bytes of modules kept, at most (16 modules of the largest size the engine takes).
 const MODULE_BYTES_KEPT: usize = 256 << 20;
 

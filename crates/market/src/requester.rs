@@ -152,6 +152,36 @@ impl Tasks {
             ModuleSource::Sha256(_) => ModuleSource::Base64(B64.encode(&module_bytes)),
             other => other,
         };
+        // Likewise a large input or input file; what stays inline must fit the message.
+        let by_chunks = |bytes: &[u8]| {
+            (bytes.len() > wire::INLINE_BLOB_BYTES).then(|| {
+                self.keep(bytes.to_vec());
+                wire::Chunked::of(bytes)
+            })
+        };
+        let input_chunked = by_chunks(&s.input);
+        let file_chunks: BTreeMap<String, wire::Chunked> = s
+            .files
+            .iter()
+            .filter_map(|(name, bytes)| by_chunks(bytes).map(|list| (name.clone(), list)))
+            .collect();
+        let inline = input_chunked
+            .is_none()
+            .then_some(s.input.len())
+            .unwrap_or(0)
+            + s.files
+                .iter()
+                .filter(|(name, _)| !file_chunks.contains_key(*name))
+                .map(|(_, bytes)| bytes.len())
+                .sum::<usize>();
+        if inline > wire::INLINE_INPUT_BYTES {
+            return Err(format!(
+                "{inline} bytes of small input files ({} KiB or less each) together; a task \
+                 carries at most {} KiB of them",
+                wire::INLINE_BLOB_BYTES >> 10,
+                wire::INLINE_INPUT_BYTES >> 10
+            ));
+        }
         let job = Job {
             id,
             guild: s.guild,
@@ -159,6 +189,8 @@ impl Tasks {
             module_sha256: hex::encode(sha256(&module_bytes)),
             module_bytes,
             chunked,
+            input_chunked,
+            file_chunks,
             entry,
             input: s.input,
             limits,
@@ -221,6 +253,10 @@ struct Job {
     module_bytes: Vec<u8>,
     /// The module's chunk list, when it travels by chunks.
     chunked: Option<wire::Chunked>,
+    /// The input's chunk list, when it travels by chunks.
+    input_chunked: Option<wire::Chunked>,
+    /// The input files that travel by chunks.
+    file_chunks: BTreeMap<String, wire::Chunked>,
     /// The function the executor must call (a built-in's name, else `_start`).
     entry: String,
     input: Vec<u8>,
@@ -553,14 +589,25 @@ async fn attempt(
         } else {
             ModuleSource::Sha256(job.module_sha256.clone())
         },
-        input: B64.encode(&job.input),
+        input: if job.input_chunked.is_some() {
+            String::new()
+        } else {
+            B64.encode(&job.input)
+        },
+        input_chunked: job.input_chunked.clone(),
+        file_chunks: job.file_chunks.clone(),
         limits: job.limits,
         args: job.args.clone(),
         // A built-in's executor knows its entry; a module's is sent unless it is `_start`.
         entry: (job.entry != "_start" && !matches!(job.module, ModuleSource::Builtin(_)))
             .then(|| job.entry.clone()),
         env: job.env.clone(),
-        files: wire::encode_files(&job.files),
+        files: job
+            .files
+            .iter()
+            .filter(|(name, _)| !job.file_chunks.contains_key(*name))
+            .map(|(name, bytes)| (name.clone(), B64.encode(bytes)))
+            .collect(),
         output_files: job.output_files,
         channel,
     };

@@ -28,16 +28,24 @@ const CHUNK_ATTEMPTS: u32 = 5;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Tasks {
-    /// Fetches the module `list` describes from `from`, chunk by chunk, checks it, and
-    /// keeps it by its hash; why not, when it cannot.
-    pub(super) async fn fetch_module(&self, from: PeerId, list: &Chunked) -> Result<(), String> {
-        if let Some(why) = list.problem(self.inner.engine.policy().max_module_bytes) {
-            return Err(why);
+    /// Fetches what `list` describes (`what`: the module, the input, an input file) from
+    /// `from`, chunk by chunk, checks it, and keeps it by its hash, at most `max` bytes;
+    /// why not, when it cannot.
+    pub(super) async fn fetch(
+        &self,
+        from: PeerId,
+        what: &str,
+        list: &Chunked,
+        max: u64,
+    ) -> Result<(), String> {
+        if let Some(why) = list.problem(max) {
+            return Err(format!("{what}: {why}"));
         }
         if self.modules().get(&list.sha256).is_some() {
             return Ok(());
         }
         let short = &list.sha256[..list.sha256.len().min(12)];
+        let what = format!("{what} {short}");
         let span = tracing::info_span!(
             names::TASK_MODULE_FETCH,
             peer.id = %from,
@@ -54,7 +62,7 @@ impl Tasks {
                 {
                     self.inner.metrics.chunk("refused");
                     return Err(format!(
-                        "chunk {index} of module {short} does not match the hash the \
+                        "chunk {index} of {what} does not match the hash the \
                          requester announced for it ({} bytes came, {expected} expected): \
                          refused",
                         chunk.len()
@@ -65,7 +73,7 @@ impl Tasks {
             }
             if hex::encode(zerostate_execution::sha256(&bytes)) != list.sha256 {
                 return Err(format!(
-                    "the chunks of module {short} do not make the module announced: refused"
+                    "the chunks of {what} do not make what was announced: refused"
                 ));
             }
             self.keep(bytes);

@@ -97,10 +97,16 @@ pub enum ModuleSource {
 
 /// Bytes of a module that travel with the task at most; a larger one travels by chunks.
 pub const INLINE_MODULE_BYTES: usize = 512 << 10;
+/// Bytes of the input, or of one input file, that travel with the task at most; a larger
+/// one travels by chunks, as a large module does.
+pub const INLINE_BLOB_BYTES: usize = 64 << 10;
+/// Bytes of input and input files that travel with the task at most, together.
+pub const INLINE_INPUT_BYTES: usize = 512 << 10;
 /// Bytes of one chunk (the last may be shorter).
 pub const CHUNK_BYTES: usize = 256 << 10;
 
-/// A module sent by chunks: its hash, size, and the hash of each chunk in order.
+/// A module (or an input, or an input file) sent by chunks: its hash, size, and the hash
+/// of each chunk in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Chunked {
@@ -218,6 +224,12 @@ pub struct TaskRun {
     /// Input files, readable under `/input`; absent when none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: Files,
+    /// The input, when it travels by chunks (`input` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_chunked: Option<Chunked>,
+    /// Input files that travel by chunks (more than [`INLINE_BLOB_BYTES`] each).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_chunks: BTreeMap<String, Chunked>,
     /// Whether the task has a writable `/output` whose files come back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_files: bool,

@@ -16,7 +16,12 @@ use zerostate_market::wire::ModuleSource;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()
-        .route("/v1/tasks", get(task_list).post(task_submit))
+        .route(
+            "/v1/tasks",
+            get(task_list)
+                .post(task_submit)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_TASK_BODY_BYTES)),
+        )
         .route("/v1/tasks/{id}", get(task_get))
         .route(
             "/v1/modules",
@@ -167,6 +172,9 @@ async fn task_submit(
     )
         .into_response())
 }
+
+/// Largest task submitted: a module and 16 MiB of input and input files, base64.
+const MAX_TASK_BODY_BYTES: usize = 48 << 20;
 
 /// Largest module uploaded: the engine's default bound on a module (one larger than one
 /// network message travels to its executor by chunks).

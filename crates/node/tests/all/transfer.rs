@@ -309,6 +309,12 @@ fn real_programs_run_on_the_network_as_under_the_reference_runtime() {
         "a fox, again\nFOX in capitals\n",
     )
     .expect("input");
+    // Large enough to travel by chunks: 2 MiB of log lines, a fox at the end.
+    let mut log: String = (0..60_000)
+        .map(|i| format!("{i:08} nothing to see here, move on\n"))
+        .collect();
+    log.push_str("99999999 the fox was here\n");
+    std::fs::write(input.join("notes/big.log"), log).expect("input");
 
     let receiver = OtlpReceiver::start();
     let GuildCluster {
@@ -402,7 +408,10 @@ fn real_programs_run_on_the_network_as_under_the_reference_runtime() {
         // Not vacuous: what each case is for is there.
         match i {
             0 => assert!(
-                got.0.contains("/input/notes/old/fox.txt:2:FOX"),
+                got.0.contains("/input/notes/old/fox.txt:2:FOX")
+                    && got
+                        .0
+                        .contains("/input/notes/big.log:60001:99999999 the fox"),
                 "{}",
                 got.0
             ),
