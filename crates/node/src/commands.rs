@@ -11,4 +11,5 @@ pub mod receipt;
 pub mod submit;
 pub mod task;
 pub mod task_files;
+pub mod task_new;
 pub mod trace;

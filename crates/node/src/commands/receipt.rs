@@ -33,8 +33,17 @@ pub struct VerifyArgs {
     /// The output, to check its hash.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Run the task again (needs `--module`, and `--input` unless the input was empty)
-    /// under the receipt's entry, arguments and limits, and compare output and fuel.
+    /// An input file the task was given, as `task run` and `task submit` take it
+    /// (repeat for more): together their hash is checked.
+    #[arg(long = "file", value_name = "NAME=PATH")]
+    files: Vec<String>,
+    /// The directory the task's output files were written to (`--output` of `task run` or
+    /// `task submit`), to check their hash.
+    #[arg(long, value_name = "DIR")]
+    output_files: Option<PathBuf>,
+    /// Run the task again (needs `--module`, `--input` unless the input was empty, and the
+    /// `--file`s it was given) under the receipt's entry, arguments, environment and
+    /// limits, and compare output, output files and fuel.
     #[arg(long, requires = "module")]
     rerun: bool,
 }
@@ -67,6 +76,26 @@ impl ReceiptCommand {
                 return Ok(ExitCode::FAILURE);
             }
         };
+        let files = crate::commands::task_files::read_files(&args.files)?;
+        let mut trees = vec![("input files", &receipt.files_sha256, files.clone())];
+        if let Some(dir) = &args.output_files {
+            let tree = crate::commands::task_files::read_tree(dir)?;
+            trees.push(("output files", &receipt.output_files_sha256, tree));
+        }
+        for (what, stated, tree) in trees {
+            let given = !tree.is_empty() || what == "output files";
+            let hash = if tree.is_empty() && what == "input files" {
+                String::new()
+            } else {
+                zerostate_execution::tree_sha256(&tree)
+            };
+            if given && hash != *stated {
+                eprintln!(
+                    "receipt invalid: the {what} given hash to {hash}, the receipt states {stated:?}"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         println!(
             "receipt intact: task {} ran by {} ({}), fuel {}, trace {}",
             receipt.task_id,
@@ -85,7 +114,7 @@ impl ReceiptCommand {
         let Some((module, _)) = module else {
             anyhow::bail!("--rerun needs --module");
         };
-        rerun(&receipt, module, input)
+        rerun(&receipt, module, input, files)
     }
 }
 
@@ -106,7 +135,15 @@ fn read_module(arg: &str) -> anyhow::Result<(Vec<u8>, Option<String>)> {
 }
 
 /// Runs the receipt's task again in an engine of this build and compares.
-fn rerun(receipt: &Receipt, module: Vec<u8>, input: Option<Vec<u8>>) -> anyhow::Result<ExitCode> {
+fn rerun(
+    receipt: &Receipt,
+    module: Vec<u8>,
+    input: Option<Vec<u8>>,
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<ExitCode> {
+    if files.is_empty() && !receipt.files_sha256.is_empty() {
+        anyhow::bail!("--rerun needs the task's input files (--file NAME=PATH)");
+    }
     let input = match input {
         Some(input) => input,
         None if receipt.input_sha256 == hex::encode(zerostate_execution::sha256(b"")) => Vec::new(),
@@ -132,6 +169,9 @@ fn rerun(receipt: &Receipt, module: Vec<u8>, input: Option<Vec<u8>>) -> anyhow::
     let mut manifest = Manifest::new(receipt.task_id.clone(), module);
     manifest.entry = receipt.entry.clone();
     manifest.args = receipt.args.clone();
+    manifest.env = receipt.env.clone();
+    manifest.files = files;
+    manifest.output_files = !receipt.output_files_sha256.is_empty();
     manifest.limits = receipt.limits;
     manifest.input = input;
     let mine = engine.run(&manifest).receipt;
@@ -142,6 +182,11 @@ fn rerun(receipt: &Receipt, module: Vec<u8>, input: Option<Vec<u8>>) -> anyhow::
             "output SHA-256",
             receipt.output_sha256.clone(),
             mine.output_sha256.clone(),
+        ),
+        (
+            "output files SHA-256",
+            receipt.output_files_sha256.clone(),
+            mine.output_files_sha256.clone(),
         ),
         (
             "fuel",

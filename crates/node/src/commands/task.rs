@@ -27,6 +27,10 @@ pub enum TaskCommand {
     Submit(Box<crate::commands::submit::SubmitArgs>),
     /// List the built-in tasks.
     Builtins,
+    /// Write a new task project: a Rust program for WASI preview 1 that reads stdin and
+    /// its input files and writes stdout and an output file, with the commands to build,
+    /// run, verify and submit it.
+    New(crate::commands::task_new::NewArgs),
 }
 
 /// `zerostate task run`.
@@ -79,6 +83,7 @@ impl TaskCommand {
         match self {
             Self::Run(args) => args.run(),
             Self::Submit(args) => args.run(),
+            Self::New(args) => args.run(),
             Self::Builtins => {
                 for b in builtin::BUILTINS {
                     println!("builtin:{:<8} {}", b.name, b.description);

@@ -43,28 +43,52 @@ impl FileArgs {
 
     /// The input files, read from disk: by name, at most 16 MiB together.
     pub fn files(&self) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
-        let mut files = Files::default();
-        for spec in &self.files {
-            let (name, path) = match spec.split_once('=') {
-                Some((name, path)) => (name.trim_matches('/').to_owned(), PathBuf::from(path)),
-                None => {
-                    let path = PathBuf::from(spec);
-                    let name = path
-                        .file_name()
-                        .with_context(|| format!("--file {spec}: give NAME=PATH"))?
-                        .to_string_lossy()
-                        .into_owned();
-                    (name, path)
-                }
-            };
-            if name.is_empty() {
-                bail!("--file {spec}: the name is empty");
-            }
-            files.add_path(&name, &path)?;
-        }
-        Ok(files.files)
+        read_files(&self.files)
     }
+}
 
+/// The files `--file NAME=PATH` flags name (PATH a file, a directory or a `.tar`; `PATH`
+/// alone names it by its file name), read from disk: by name, at most 16 MiB together.
+pub fn read_files(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = Files::default();
+    for spec in specs {
+        let (name, path) = match spec.split_once('=') {
+            Some((name, path)) => (name.trim_matches('/').to_owned(), PathBuf::from(path)),
+            None => {
+                let path = PathBuf::from(spec);
+                let name = path
+                    .file_name()
+                    .with_context(|| format!("--file {spec}: give NAME=PATH"))?
+                    .to_string_lossy()
+                    .into_owned();
+                (name, path)
+            }
+        };
+        if name.is_empty() {
+            bail!("--file {spec}: the name is empty");
+        }
+        files.add_path(&name, &path)?;
+    }
+    Ok(files.files)
+}
+
+/// Every file under `dir`, by its path inside it (the files a task left in `/output`, as
+/// `--output` wrote them).
+pub fn read_tree(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = Files::default();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the directory {}", dir.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading the directory {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.add_path(&name, &entry.path())?;
+    }
+    Ok(files.files)
+}
+
+impl FileArgs {
     /// Writes `files` (name to bytes) under the output directory, when one was given;
     /// a name that is not a plain relative path is refused, never written.
     pub fn write_output(&self, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {

@@ -179,3 +179,84 @@ fn a_program_exiting_with_its_own_code_keeps_its_output_and_shows_its_stderr() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_new_task_project_builds_runs_with_files_and_its_receipt_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let project = dir.path().join("hello");
+    let project_arg = project.to_str().expect("utf-8");
+    let out = zerostate(
+        dir.path(),
+        &["task", "new", "hello", "--dir", project_arg],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("cargo build --release"));
+    // Built as its author builds it (the target comes from scripts/test-deps.sh).
+    let built = std::process::Command::new("cargo")
+        .args(["build", "--release", "--offline"])
+        .current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    if !built.status.success() {
+        let why = text(&built.stderr);
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "the new task did not build (scripts/test-deps.sh adds the wasm32-wasip1 target): {why}"
+        );
+        eprintln!("skipped: the new task did not build: {why}");
+        return;
+    }
+    let wasm = project.join("target/wasm32-wasip1/release/hello.wasm");
+    let p = |rel: &str| project.join(rel).to_str().expect("utf-8").to_owned();
+    let file = format!("words.txt={}", p("sample/words.txt"));
+    let run = zerostate(
+        dir.path(),
+        &[
+            "task",
+            "run",
+            wasm.to_str().expect("utf-8"),
+            "--input",
+            &p("sample/stdin.txt"),
+            "--file",
+            &file,
+            "--output",
+            &p("out"),
+            "--receipt",
+            &p("receipt.json"),
+        ],
+        b"",
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let expected = "stdin: 2 lines, 9 words\n/input/words.txt: 3 lines, 6 words\n";
+    assert_eq!(text(&run.stdout), expected);
+    assert_eq!(
+        std::fs::read_to_string(project.join("out/report.txt")).expect("the report"),
+        expected
+    );
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "receipt",
+            "verify",
+            "--module",
+            wasm.to_str().expect("utf-8"),
+            "--input",
+        ];
+        let (input, receipt, out) = (p("sample/stdin.txt"), p("receipt.json"), p("out"));
+        args.extend([input.as_str(), "--file", &file, "--output-files", &out]);
+        args.extend(extra);
+        args.push(receipt.as_str());
+        zerostate(dir.path(), &args, b"")
+    };
+    let checked = verify(&["--rerun"]);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    assert!(text(&checked.stdout).contains("rerun matches"));
+    // An output file changed after the fact no longer matches the receipt.
+    std::fs::write(project.join("out/report.txt"), "made up\n").expect("tamper");
+    let checked = verify(&[]);
+    assert_eq!(checked.status.code(), Some(1), "{}", text(&checked.stdout));
+    assert!(text(&checked.stderr).contains("output files"));
+}
