@@ -165,10 +165,12 @@ impl Tasks {
             .iter()
             .filter_map(|(name, bytes)| by_chunks(bytes).map(|list| (name.clone(), list)))
             .collect();
-        let inline = input_chunked
-            .is_none()
-            .then_some(s.input.len())
-            .unwrap_or(0)
+        let inline_input = if input_chunked.is_none() {
+            s.input.len()
+        } else {
+            0
+        };
+        let inline = inline_input
             + s.files
                 .iter()
                 .filter(|(name, _)| !file_chunks.contains_key(*name))

@@ -528,6 +528,21 @@ impl Files {
         Ok(n)
     }
 
+    /// The tree, path, position and append flag of file `fd`, opened to write.
+    fn open_for_writing(&self, fd: i32) -> Result<(Root, String, u64, bool), i32> {
+        match self.handle(fd)? {
+            Handle::Dir { .. } => Err(EISDIR),
+            Handle::File { write: false, .. } => Err(EBADF),
+            Handle::File {
+                root,
+                path,
+                pos,
+                append,
+                ..
+            } => Ok((*root, path.clone(), *pos, *append)),
+        }
+    }
+
     /// Writes `bytes` to `fd` at `offset` (or at its position, or its end when it
     /// appends), growing the file with zeros up to there: refused past `budget` more bytes
     /// of output.
@@ -538,19 +553,7 @@ impl Files {
         bytes: &[u8],
         budget: u64,
     ) -> Result<usize, Refusal> {
-        let Handle::File {
-            root,
-            path,
-            pos,
-            write,
-            append,
-        } = self.handle(fd)?.clone()
-        else {
-            return Err(EISDIR.into());
-        };
-        if !write {
-            return Err(EBADF.into());
-        }
+        let (root, path, pos, append) = self.open_for_writing(fd)?;
         let tree = self.writable(root)?;
         let data = tree.files.get_mut(&path).ok_or(EBADF)?;
         let len = data.len() as u64;
@@ -585,15 +588,7 @@ impl Files {
         only_grow: bool,
         budget: u64,
     ) -> Result<(), Refusal> {
-        let Handle::File {
-            root, path, write, ..
-        } = self.handle(fd)?.clone()
-        else {
-            return Err(EISDIR.into());
-        };
-        if !write {
-            return Err(EBADF.into());
-        }
+        let (root, path, ..) = self.open_for_writing(fd)?;
         let tree = self.writable(root)?;
         let data = tree.files.get_mut(&path).ok_or(EBADF)?;
         let len = data.len() as u64;

@@ -62,8 +62,8 @@ pub struct RunArgs {
     /// The environment and files.
     #[command(flatten)]
     files: crate::commands::task_files::FileArgs,
-    /// Print a JSON summary (output and output files base64, exit code, receipt) instead
-    /// of the output.
+    /// Print a JSON summary (output, stderr and output files base64, exit code, receipt)
+    /// instead of the output.
     #[arg(long)]
     json: bool,
     /// Write the signed receipt (JSON) here.
@@ -201,6 +201,7 @@ impl RunArgs {
                 "error": execution.receipt.error,
                 "exit_code": execution.exit_code,
                 "output": B64.encode(&execution.output),
+                "stderr": B64.encode(&execution.stderr),
                 "output_files": zerostate_market::wire::encode_files(&execution.files),
                 "receipt": execution.receipt,
             });
