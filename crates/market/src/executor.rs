@@ -299,9 +299,20 @@ async fn prepare(
     let slot = tasks
         .reserve()
         .map_err(|running| release(format!("busy: {running} tasks running already")))?;
-    fetch_chunked(tasks, request.peer, &run)
-        .await
-        .map_err(|why| release(format!("the task's data did not come: {why}")))?;
+    // Within what the requester waits for an answer at most: a requester that sends its
+    // chunks slowly holds the slot no longer.
+    let wait = tasks.inner.network.request_timeout();
+    match tokio::time::timeout(wait, fetch_chunked(tasks, request.peer, &run)).await {
+        Ok(fetched) => {
+            fetched.map_err(|why| release(format!("the task's data did not come: {why}")))?
+        }
+        Err(_) => {
+            return Err(release(format!(
+                "the task's data did not come within {} s",
+                wait.as_secs()
+            )));
+        }
+    }
     let manifest = manifest_of(tasks, run).map_err(release)?;
     Ok((manifest, slot, reservation))
 }
