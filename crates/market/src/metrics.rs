@@ -17,8 +17,9 @@ fn duration_buckets() -> impl Iterator<Item = f64> {
 }
 
 /// What became of a chunk of a module asked for: `fetched` (it matched its hash),
-/// `refused` (it did not), `resumed` (its request failed and it was asked again).
-pub(crate) const CHUNK_OUTCOMES: [&str; 3] = ["fetched", "refused", "resumed"];
+/// `refused` (it did not), `resumed` (its request failed and it was asked again),
+/// `elsewhere` (the requester did not give it, another member did).
+pub(crate) const CHUNK_OUTCOMES: [&str; 4] = ["fetched", "refused", "resumed", "elsewhere"];
 
 /// The bounded stores whose evictions are counted.
 pub(crate) const EVICTED: [&str; 3] = ["modules", "task_records", "compiled_modules"];
@@ -176,7 +177,7 @@ impl Metrics {
             "task_module_chunks",
             "Chunks of modules too large for one message that this node fetched, by result \
              (fetched, refused: it did not match its hash, resumed: asked again after a \
-             failed request).",
+             failed request, elsewhere: from another member than the requester).",
             i.chunks.clone(),
         );
         r.register(

@@ -4,8 +4,10 @@
 //! ([`wire::MODULE_CHUNK`]). Each chunk is checked against its hash as it arrives, and the
 //! whole against the module's hash before anything runs; a chunk that does not match is
 //! refused with the reason. A request that fails (a dropped connection) is asked again,
-//! from the chunk it failed at: the chunks already held are kept. An executor that holds a
-//! module by its hash is sent only the hash, as for any module.
+//! from the chunk it failed at: the chunks already held are kept. A chunk the requester
+//! does not give, or gives wrong, is asked of the other members of the guilds this node
+//! shares with it (any that holds the module by its hash serves it), one request each.
+//! An executor that holds a module by its hash is sent only the hash, as for any module.
 //!
 //! Why a chunk list and not a verified-streaming tree (BLAKE3/bao): the list of 64 hashes
 //! for the largest module (16 MiB in 256 KiB chunks) is 4 KiB of the task's message, every
@@ -24,6 +26,8 @@ use super::wire::{self, CHUNK_BYTES, ChunkRequest, Chunked};
 
 /// Times one chunk is asked for before the transfer fails.
 const CHUNK_ATTEMPTS: u32 = 5;
+/// Other members a chunk is asked of, at most, when the requester does not give it.
+const OTHER_SOURCES: usize = 8;
 /// Pause before a chunk is asked for again.
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -54,22 +58,36 @@ impl Tasks {
         );
         let fetched = async {
             let mut bytes = Vec::with_capacity(list.size as usize);
-            for (index, want) in list.chunks.iter().enumerate() {
-                let chunk = self.fetch_chunk(from, list, index).await?;
-                let expected = list.chunk_size(index);
-                if chunk.len() as u64 != expected
-                    || hex::encode(zerostate_execution::sha256(&chunk)) != *want
-                {
-                    self.inner.metrics.chunk("refused");
-                    return Err(format!(
-                        "chunk {index} of {what} does not match the hash the \
-                         requester announced for it ({} bytes came, {expected} expected): \
-                         refused",
-                        chunk.len()
-                    ));
+            // Other members that may hold it, asked when the requester fails a chunk.
+            let mut others: Option<Vec<PeerId>> = None;
+            for index in 0..list.chunks.len() {
+                let from_requester = self.fetch_chunk(from, list, index, CHUNK_ATTEMPTS).await;
+                let why = match from_requester.and_then(|c| self.check(list, index, c, &what)) {
+                    Ok(chunk) => {
+                        bytes.extend_from_slice(&chunk);
+                        continue;
+                    }
+                    Err(why) => why,
+                };
+                if others.is_none() {
+                    others = Some(self.members_beside(from).await);
                 }
-                self.inner.metrics.chunk("fetched");
-                bytes.extend_from_slice(&chunk);
+                let mut elsewhere = None;
+                for peer in others.iter().flatten() {
+                    let answer = self.fetch_chunk(*peer, list, index, 1).await;
+                    if let Ok(chunk) = answer.and_then(|c| self.check(list, index, c, &what)) {
+                        elsewhere = Some(chunk);
+                        break;
+                    }
+                }
+                match elsewhere {
+                    Some(chunk) => {
+                        tracing::info!("chunk {index} of {what} from another member: {why}");
+                        self.inner.metrics.chunk("elsewhere");
+                        bytes.extend_from_slice(&chunk);
+                    }
+                    None => return Err(format!("{why}; no other member held it")),
+                }
             }
             if hex::encode(zerostate_execution::sha256(&bytes)) != list.sha256 {
                 return Err(format!(
@@ -87,13 +105,65 @@ impl Tasks {
         fetched
     }
 
-    /// Chunk `index` of `list` from `from`, asked again after a failed request (from this
-    /// chunk on: those before are held).
+    /// `chunk`, when it is chunk `index` of `list` (its size and hash); counted.
+    fn check(
+        &self,
+        list: &Chunked,
+        index: usize,
+        chunk: Vec<u8>,
+        what: &str,
+    ) -> Result<Vec<u8>, String> {
+        let expected = list.chunk_size(index);
+        if chunk.len() as u64 != expected
+            || Some(&hex::encode(zerostate_execution::sha256(&chunk))) != list.chunks.get(index)
+        {
+            self.inner.metrics.chunk("refused");
+            return Err(format!(
+                "chunk {index} of {what} does not match the hash the requester announced \
+                 for it ({} bytes came, {expected} expected): refused",
+                chunk.len()
+            ));
+        }
+        self.inner.metrics.chunk("fetched");
+        Ok(chunk)
+    }
+
+    /// The members of the guilds this node shares with `requester`, but for it and this
+    /// node (at most [`OTHER_SOURCES`]): where a chunk the requester did not give is
+    /// asked for next.
+    async fn members_beside(&self, requester: PeerId) -> Vec<PeerId> {
+        let (me, requester) = (
+            self.inner.network.peer_id().to_string(),
+            requester.to_string(),
+        );
+        let mut peers: Vec<PeerId> = Vec::new();
+        for guild in self.inner.guilds.list().await.unwrap_or_default() {
+            let active = matches!(guild.status.as_str(), "member" | "coordinator");
+            if !active || !guild.members.iter().any(|m| m.peer_id == requester) {
+                continue;
+            }
+            for m in &guild.members {
+                if m.peer_id != me
+                    && m.peer_id != requester
+                    && let Ok(peer) = m.peer_id.parse()
+                    && !peers.contains(&peer)
+                {
+                    peers.push(peer);
+                }
+            }
+        }
+        peers.truncate(OTHER_SOURCES);
+        peers
+    }
+
+    /// Chunk `index` of `list` from `from`, asked up to `attempts` times when a request
+    /// fails (from this chunk on: those before are held).
     async fn fetch_chunk(
         &self,
         from: PeerId,
         list: &Chunked,
         index: usize,
+        attempts: u32,
     ) -> Result<Vec<u8>, String> {
         let ask = serde_json::to_vec(&ChunkRequest {
             sha256: list.sha256.clone(),
@@ -116,7 +186,7 @@ impl Tasks {
                         String::from_utf8_lossy(&a.payload)
                     ));
                 }
-                Err(e) if attempt < CHUNK_ATTEMPTS => {
+                Err(e) if attempt < attempts => {
                     tracing::info!(
                         peer.id = %from,
                         "chunk {index} of module {} not fetched ({}), asking again",
@@ -129,7 +199,7 @@ impl Tasks {
                 }
                 Err(e) => {
                     return Err(format!(
-                        "fetching chunk {index} of the module ({CHUNK_ATTEMPTS} attempts): {}",
+                        "fetching chunk {index} ({attempts} attempts): {}",
                         error_chain(&e)
                     ));
                 }

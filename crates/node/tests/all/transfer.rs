@@ -1,7 +1,7 @@
 //! Modules too large for one network message travel by chunks, on real `zerostate node`
 //! processes: a 16 MiB module submitted with `task submit` runs on another member, its
 //! transfer resumed after the requester drops the connection mid-way; a chunk tampered in
-//! flight is refused with the reason; programs nobody here wrote (ripgrep, comrak, a C
+//! flight is refused with the reason, and fetched from another member that holds it; programs nobody here wrote (ripgrep, comrak, a C
 //! program) give under `task run` and across a guild what the official wasmtime gives.
 
 use zerostate_telemetry::testing::OtlpReceiver;
@@ -74,11 +74,7 @@ fn submit(
     node: &NodeProcess,
     module: &std::path::Path,
 ) -> (i32, serde_json::Value) {
-    let api = if node.api.starts_with("http") {
-        node.api.clone()
-    } else {
-        format!("http://{}", node.api)
-    };
+    let api = api_of(node);
     let run = crate::zerostate(
         &dir.join(&node.name),
         &[
@@ -195,6 +191,37 @@ fn a_16_mib_module_travels_by_chunks_resumes_after_a_dropped_connection_and_a_ta
         "{record}"
     );
     assert!(counter(executor, "task_module_chunks_total{result=\"refused\"}") >= 1.0);
+
+    // Once another member holds the module (the dropper, which had it uploaded), the
+    // chunks the tamperer spoils are fetched from that member instead, and the task runs.
+    let bytes = std::fs::read(&other).expect("module");
+    let client = zerostate::client::NodeClient::new(
+        &api_of(&dropper),
+        &dir.path().join(&dropper.name).join("api.token"),
+    )
+    .expect("a client of the dropper");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(client.post_bytes("/v1/modules", bytes))
+        .expect("uploaded to the dropper");
+    let (code, record) = submit(dir.path(), &tamperer, &other);
+    assert_eq!(code, 0, "{record}");
+    assert!(
+        counter(executor, "task_module_chunks_total{result=\"elsewhere\"}") >= 8.0,
+        "the chunks did not come from the other member"
+    );
+}
+
+/// The base URL of `node`'s API.
+fn api_of(node: &NodeProcess) -> String {
+    if node.api.starts_with("http") {
+        node.api.clone()
+    } else {
+        format!("http://{}", node.api)
+    }
 }
 
 /// What a program did: stdout, stderr, exit code, and the files it left in `/output`.
@@ -312,11 +339,7 @@ fn real_programs_run_under_task_run_and_on_the_network_as_under_the_reference_ru
     } = guild_cluster(dir.path(), CONFIG, 2, &receiver.endpoint());
     let (requester, executor) = (&members[0], &members[1]);
     fund(&coordinator, requester);
-    let api = if requester.api.starts_with("http") {
-        requester.api.clone()
-    } else {
-        format!("http://{}", requester.api)
-    };
+    let api = api_of(requester);
     let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
     let cases: [(&std::path::Path, &[&str], &[&str]); 4] = [
         // ripgrep, 3.2 MB: by chunks.
