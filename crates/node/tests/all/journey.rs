@@ -735,6 +735,32 @@ fn arguments_travel_with_the_task_and_a_program_exit_keeps_its_output() {
     );
     assert_eq!(record["payment"]["status"], "paid", "{record}");
 
+    // Another entry point than `_start` travels with the task and is signed.
+    let go = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 100) "went")
+      (func (export "go")
+        (i32.store (i32.const 8) (i32.const 100))
+        (i32.store (i32.const 12) (i32.const 4))
+        (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 16)))))"#;
+    let module = base64::engine::general_purpose::STANDARD.encode(go);
+    let record = run_task(
+        requester,
+        &serde_json::json!({ "module": { "base64": module }, "entry": "go" }),
+    );
+    assert_eq!(output(&record), "went", "{record}");
+    assert_eq!(record["receipt"]["entry"], "go", "{record}");
+    assert_eq!(record["exit_code"], 0, "{record}");
+    // A built-in has its own.
+    let (status, body) = requester.post(
+        "/v1/tasks",
+        &serde_json::json!({ "module": "builtin:primes", "entry": "go" }),
+        &[],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("its own entry point"), "{body}");
+
     // More arguments than a task carries are refused at submission.
     let (status, body) = requester.post(
         "/v1/tasks",

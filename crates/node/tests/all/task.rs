@@ -260,3 +260,65 @@ fn a_new_task_project_builds_runs_with_files_and_its_receipt_verifies() {
     assert_eq!(checked.status.code(), Some(1), "{}", text(&checked.stdout));
     assert!(text(&checked.stderr).contains("output files"));
 }
+
+/// Prints the file `/input/pack/inner/b.txt` (descriptor 3 is `/input`).
+const PRINT_PACKED_FILE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "pack/inner/b.txt")
+  (func (export "_start")
+    (drop (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 16)
+      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 200)))
+    (i32.store (i32.const 8) (i32.const 1000))
+    (i32.store (i32.const 12) (i32.const 1000))
+    (drop (call $read (i32.load (i32.const 200)) (i32.const 8) (i32.const 1) (i32.const 16)))
+    (i32.store (i32.const 12) (i32.load (i32.const 16)))
+    (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 16)))))"#;
+
+#[test]
+fn input_files_come_from_a_tar_made_with_tar_and_from_a_directory() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path();
+    std::fs::create_dir_all(dir.join("tree/inner")).expect("dirs");
+    std::fs::write(dir.join("tree/inner/b.txt"), "packed bee\n").expect("file");
+    let module = dir.join("print.wat");
+    std::fs::write(&module, PRINT_PACKED_FILE).expect("module");
+    // As a user packs it: GNU tar, members named ./inner/b.txt.
+    let tar = dir.join("pack.tar");
+    let packed = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.join("tree"))
+        .arg(".")
+        .status()
+        .expect("tar runs");
+    assert!(packed.success());
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    for source in [s(&tar), s(&dir.join("tree"))] {
+        let file = format!("pack={source}");
+        let out = zerostate(dir, &["task", "run", &s(&module), "--file", &file], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "packed bee\n", "from {source}");
+    }
+    // A name that is not there is said, not run.
+    let out = zerostate(
+        dir,
+        &[
+            "task",
+            "run",
+            &s(&module),
+            "--file",
+            "pack=/nonexistent.tar",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("/nonexistent.tar"),
+        "{}",
+        text(&out.stderr)
+    );
+}
