@@ -247,7 +247,7 @@ fn reference(
     input: &std::path::Path,
     env: &[&str],
     args: &[&str],
-    dir: &std::path::Path,
+    (stdin_bytes, dir): (&[u8], &std::path::Path),
 ) -> Outcome {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../execution/tests/programs/reference.py");
@@ -257,7 +257,7 @@ fn reference(
         dir.join("ref-stderr"),
         dir.join("ref-output"),
     );
-    std::fs::write(&stdin, b"").expect("stdin");
+    std::fs::write(&stdin, stdin_bytes).expect("stdin");
     std::fs::create_dir_all(&output).expect("output");
     let mut command = std::process::Command::new("python3");
     command
@@ -296,7 +296,8 @@ fn real_programs_run_under_task_run_and_on_the_network_as_under_the_reference_ru
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/programs/bin");
     let rg = programs.join("rg.wasm");
     let comrak = programs.join("comrak.wasm");
-    if !rg.exists() || !comrak.exists() {
+    let sd = programs.join("sd.wasm");
+    if !rg.exists() || !comrak.exists() || !sd.exists() {
         assert!(
             !std::env::var("CI").is_ok_and(|v| v == "true"),
             "{} is not built: scripts/build-programs.sh builds it",
@@ -341,7 +342,7 @@ fn real_programs_run_under_task_run_and_on_the_network_as_under_the_reference_ru
     fund(&coordinator, requester);
     let api = api_of(requester);
     let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
-    let cases: [(&std::path::Path, &[&str], &[&str]); 4] = [
+    let cases: [(&std::path::Path, &[&str], &[&str]); 5] = [
         // ripgrep, 3.2 MB: by chunks.
         (
             &rg,
@@ -369,11 +370,22 @@ fn real_programs_run_under_task_run_and_on_the_network_as_under_the_reference_ru
             ],
         ),
         (&files_c, &["GREETING=hello there"], &["-v"]),
+        // sd edits its stdin.
+        (&sd, &[], &["fox", "cat"]),
     ];
+    let stdin_of = |i: usize| -> &[u8] {
+        if i == 4 {
+            b"The quick brown fox\nfox and fox\n"
+        } else {
+            b""
+        }
+    };
     for (i, (module, env, args)) in cases.iter().enumerate() {
         let case = dir.path().join(format!("case-{i}"));
         std::fs::create_dir_all(&case).expect("case");
-        let expected = reference(module, &input, env, args, &case);
+        let stdin = case.join("stdin.txt");
+        std::fs::write(&stdin, stdin_of(i)).expect("stdin");
+        let expected = reference(module, &input, env, args, (stdin_of(i), &case));
         let out = case.join("out");
         let mut command = vec![
             "task".to_owned(),
@@ -388,6 +400,8 @@ fn real_programs_run_under_task_run_and_on_the_network_as_under_the_reference_ru
             "--output".to_owned(),
             path(&out),
             "--json".to_owned(),
+            "--input".to_owned(),
+            path(&stdin),
         ];
         for e in env.iter() {
             command.extend(["--env".to_owned(), (*e).to_owned()]);
@@ -450,9 +464,10 @@ fn real_programs_run_under_task_run_and_on_the_network_as_under_the_reference_ru
             ),
             1 => assert_eq!(got.2, 1),
             2 => assert!(crate::text(&got.3["README.html"]).contains("<table>")),
-            _ => {
+            3 => {
                 assert!(got.0.contains("GREETING hello there") && got.3.contains_key("summary.txt"))
             }
+            _ => assert_eq!(got.0, "The quick brown cat\ncat and cat\n"),
         }
     }
 }
