@@ -98,6 +98,8 @@ pub(crate) struct TaskState {
     pub(crate) exit_code: Option<i32>,
     /// Set when a write went past the output limit.
     pub(crate) output_exceeded: bool,
+    /// The task's memory, once a host call looked it up.
+    memory: Option<Memory>,
 }
 
 impl TaskState {
@@ -123,6 +125,7 @@ impl TaskState {
             random_counter: 0,
             exit_code: None,
             output_exceeded: false,
+            memory: None,
         }
     }
 }
@@ -189,9 +192,17 @@ pub(crate) const FUNCTIONS: &[&str] = &[
     "sock_shutdown",
 ];
 
+/// The task's exported memory, looked up by name once and then kept (a store holds one
+/// instance).
 fn memory(caller: &mut Caller<'_, TaskState>) -> Option<Memory> {
+    if let Some(m) = caller.data().memory {
+        return Some(m);
+    }
     match caller.get_export("memory") {
-        Some(Extern::Memory(m)) => Some(m),
+        Some(Extern::Memory(m)) => {
+            caller.data_mut().memory = Some(m);
+            Some(m)
+        }
         _ => None,
     }
 }
