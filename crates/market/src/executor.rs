@@ -186,14 +186,18 @@ async fn hand_over(
                         execution.measurement.cache_hit,
                     );
                     metrics.evicted("compiled_modules", execution.measurement.disk_evicted);
-                    let (receipt, output) =
-                        misbehave.lie(&engine, execution.receipt, execution.output);
+                    let (receipt, output, files) = misbehave.lie(
+                        &engine,
+                        execution.receipt,
+                        execution.output,
+                        execution.files,
+                    );
                     TaskResult {
                         output: B64.encode(&output),
                         receipt,
                         exit_code: execution.exit_code,
                         stderr: B64.encode(&execution.stderr),
-                        files: wire::encode_files(&execution.files),
+                        files: wire::encode_files(&files),
                     }
                 })
             })

@@ -9,7 +9,7 @@
 //! | `forge-receipts` | as an executor, signs receipts naming an output it did not produce |
 //! | `stall-answers=MS` | as an executor, holds each answer back MS milliseconds after the run |
 //! | `inflate-fuel` | as an executor, signs receipts claiming a hundred times the fuel it used |
-//! | `fake-output` | as an executor, returns made-up output, its receipt's hashes consistent with it |
+//! | `fake-output` | as an executor, returns made-up output and output files, its receipt's hashes consistent with them |
 //! | `overprice` | as an executor, offers on every task at ten times the requester's maximum price |
 //! | `tamper-chunks` | as a requester, flips a byte of every chunk of a module it serves |
 //! | `drop-chunk-connection=N` | as a requester, closes the connection instead of answering the first request for chunk N of a module |

@@ -353,3 +353,79 @@ fn outsiders_can_neither_open_channels_nor_offer_and_members_hand_over_only_what
     assert!(answer.contains("only members of guild"), "{answer}");
     crate::cluster::stop_cleanly(vec![outsider, requester, executor, coordinator]);
 }
+
+/// Writes `real` to `/output/result.txt` (descriptor 3: the task has no input files) and
+/// `ok` to stdout.
+const WRITES_AN_OUTPUT_FILE: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "result.txt")
+  (data (i32.const 120) "real\n")
+  (data (i32.const 130) "ok")
+  (func (export "_start")
+    (drop (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 10)
+      (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 200)))
+    (i32.store (i32.const 8) (i32.const 120))
+    (i32.store (i32.const 12) (i32.const 5))
+    (drop (call $write (i32.load (i32.const 200)) (i32.const 8) (i32.const 1) (i32.const 16)))
+    (i32.store (i32.const 8) (i32.const 130))
+    (i32.store (i32.const 12) (i32.const 2))
+    (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 16)))))"#;
+
+#[test]
+fn made_up_output_files_fail_the_rerun_and_the_honest_executor_is_paid() {
+    use base64::Engine as _;
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The requester reruns every receipt; the faker is cheaper, so it is tried first.
+    let requester_config = CONFIG.replacen(
+        "[tasks]\n",
+        "[tasks]\nverify_share = 1.0\nmax_attempts = 5\n",
+        1,
+    );
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), &requester_config, 1, &receiver.endpoint());
+    let requester = members.into_iter().next().expect("requester");
+    fund(&coordinator, &requester);
+    let cheap = tasks_config(dir.path(), "cheap", "price = 1\n");
+    let dear = tasks_config(dir.path(), "dear", "price = 2\n");
+    let faker = member_with(
+        dir.path(),
+        (&coordinator, &id),
+        "faker",
+        &cheap,
+        &receiver.endpoint(),
+        &["fake-output"],
+    );
+    let honest = member_with(
+        dir.path(),
+        (&coordinator, &id),
+        "honest",
+        &dear,
+        &receiver.endpoint(),
+        &[],
+    );
+    meshed(&coordinator, &id, &[&requester, &faker, &honest], 4);
+    let module = base64::engine::general_purpose::STANDARD.encode(WRITES_AN_OUTPUT_FILE);
+    let record = run_task(
+        &requester,
+        &serde_json::json!({ "module": { "base64": module }, "output_files": true }),
+    );
+    assert_eq!(record["state"], "succeeded", "{record}");
+    assert_eq!(record["executor"], honest.peer_id.as_str(), "{record}");
+    let faked = outcome_of(&record, &faker.peer_id).expect("the faker was tried");
+    assert!(faked.contains("output files"), "{faked}");
+    let file = base64::engine::general_purpose::STANDARD
+        .decode(
+            record["output_files"]["result.txt"]
+                .as_str()
+                .expect("the file"),
+        )
+        .expect("base64");
+    assert_eq!(file, b"real\n");
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+}
