@@ -33,6 +33,24 @@ fn meshed(coordinator: &NodeProcess, id: &str, nodes: &[&NodeProcess], members: 
     });
 }
 
+/// A guild's coordinator (the ledger), a funded requester that reruns every receipt and
+/// tries up to five executors, and the guild's id.
+fn rerunning_requester(dir: &std::path::Path, otlp: &str) -> (NodeProcess, NodeProcess, String) {
+    let requester_config = CONFIG.replacen(
+        "[tasks]\n",
+        "[tasks]\nverify_share = 1.0\nmax_attempts = 5\n",
+        1,
+    );
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir, &requester_config, 1, otlp);
+    let requester = members.into_iter().next().expect("requester");
+    fund(&coordinator, &requester);
+    (coordinator, requester, id)
+}
+
 fn outcome_of(record: &serde_json::Value, peer: &str) -> Option<String> {
     record["attempts"]
         .as_array()?
@@ -58,19 +76,7 @@ fn paid_to(node: &NodeProcess) -> u64 {
 fn bills_that_do_not_hold_are_not_paid_and_their_executors_are_refused() {
     let receiver = OtlpReceiver::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    // The requester reruns every receipt and tries up to five executors.
-    let requester_config = CONFIG.replacen(
-        "[tasks]\n",
-        "[tasks]\nverify_share = 1.0\nmax_attempts = 5\n",
-        1,
-    );
-    let GuildCluster {
-        coordinator,
-        members,
-        id,
-    } = guild_cluster(dir.path(), &requester_config, 1, &receiver.endpoint());
-    let requester = members.into_iter().next().expect("requester");
-    fund(&coordinator, &requester);
+    let (coordinator, requester, id) = rerunning_requester(dir.path(), &receiver.endpoint());
     // The cheats are cheaper than the honest member, so they are tried first.
     let cheap = tasks_config(dir.path(), "cheap", "price = 1\n");
     let honest_config = tasks_config(dir.path(), "honest", "price = 2\n");
@@ -378,19 +384,8 @@ fn made_up_output_files_fail_the_rerun_and_the_honest_executor_is_paid() {
     use base64::Engine as _;
     let receiver = OtlpReceiver::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    // The requester reruns every receipt; the faker is cheaper, so it is tried first.
-    let requester_config = CONFIG.replacen(
-        "[tasks]\n",
-        "[tasks]\nverify_share = 1.0\nmax_attempts = 5\n",
-        1,
-    );
-    let GuildCluster {
-        coordinator,
-        members,
-        id,
-    } = guild_cluster(dir.path(), &requester_config, 1, &receiver.endpoint());
-    let requester = members.into_iter().next().expect("requester");
-    fund(&coordinator, &requester);
+    // The faker is cheaper, so it is tried first.
+    let (coordinator, requester, id) = rerunning_requester(dir.path(), &receiver.endpoint());
     let cheap = tasks_config(dir.path(), "cheap", "price = 1\n");
     let dear = tasks_config(dir.path(), "dear", "price = 2\n");
     let faker = member_with(
