@@ -207,7 +207,9 @@ async fn hand_over(
                 tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
             }
             drop(slot);
-            let ran = ran.map_err(|e| format!("the task's thread ended: {e}"));
+            let ran = ran
+                .map_err(|e| format!("the task's thread ended: {e}"))
+                .and_then(|result| fits(tasks, result));
             if let Some(reservation) = reservation {
                 let payments = &tasks.inner.payments;
                 match &ran {
@@ -225,6 +227,24 @@ async fn hand_over(
             ran
         }
     }
+}
+
+/// Room in a message for its envelope (type, trace context, framing).
+const ENVELOPE_ROOM: usize = 1024;
+
+/// `result`, when it fits in one message back to the requester; otherwise why not (the
+/// task's output and output files travel with its answer).
+fn fits(tasks: &Tasks, result: TaskResult) -> Result<TaskResult, String> {
+    let size = serde_json::to_vec(&result).map_or(0, |b| b.len());
+    let limit = tasks.inner.network.max_message_bytes();
+    if size + ENVELOPE_ROOM > limit {
+        return Err(format!(
+            "the task's answer ({size} bytes with its output and output files, base64) is \
+             more than one network message carries ({limit} bytes): give it a smaller output \
+             limit"
+        ));
+    }
+    Ok(result)
 }
 
 /// Answers a task's hand-over with its result, or the reason it did not run.

@@ -219,6 +219,11 @@ impl Network {
         self.request_timeout
     }
 
+    /// The largest message this node sends or takes, bytes (its envelope included).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id

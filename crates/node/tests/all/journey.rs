@@ -761,6 +761,29 @@ fn arguments_travel_with_the_task_and_a_program_exit_keeps_its_output() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("its own entry point"), "{body}");
 
+    // An answer larger than one network message cannot come back: the executor says so,
+    // and nothing is billed.
+    let big = r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 16)
+      (func (export "_start")
+        (i32.store (i32.const 0) (i32.const 65536))
+        (i32.store (i32.const 4) (i32.const 921600))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let module = base64::engine::general_purpose::STANDARD.encode(big);
+    let record = run_task(
+        requester,
+        &serde_json::json!({ "module": { "base64": module } }),
+    );
+    assert_eq!(record["state"], "failed", "{record}");
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more than one network message carries")),
+        "{record}"
+    );
+    assert!(record["payment"].is_null(), "{record}");
+
     // More arguments than a task carries are refused at submission.
     let (status, body) = requester.post(
         "/v1/tasks",
