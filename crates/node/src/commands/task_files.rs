@@ -20,8 +20,9 @@ pub struct FileArgs {
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
     /// An input file the program reads as `/input/NAME`, read-only (repeat for more).
-    /// PATH may be a file, a directory (its files become `/input/NAME/...`) or a `.tar`
-    /// archive (its files likewise); `PATH` alone names it by its file name.
+    /// PATH may be a file, a directory (its files become `/input/NAME/...`, symbolic links
+    /// inside left out) or a `.tar` archive (its files likewise); `PATH` alone names it by
+    /// its file name.
     #[arg(long = "file", value_name = "NAME=PATH")]
     pub files: Vec<String>,
     /// Give the program a writable `/output` and write the files it leaves there into
@@ -76,15 +77,7 @@ pub fn read_files(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>>
 /// `--output` wrote them).
 pub fn read_tree(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut files = Files::default();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading the directory {}", dir.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading the directory {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        files.add_path(&name, &entry.path())?;
-    }
+    files.add_dir("", dir)?;
     Ok(files.files)
 }
 
@@ -152,21 +145,39 @@ impl Files {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("reading the input {}", path.display()))?;
         if meta.is_dir() {
-            let mut entries: Vec<_> = std::fs::read_dir(path)
-                .with_context(|| format!("reading the directory {}", path.display()))?
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("reading the directory {}", path.display()))?;
-            entries.sort_by_key(|e| e.file_name());
-            for entry in entries {
-                let child = entry.file_name().to_string_lossy().into_owned();
-                self.add_path(&format!("{name}/{child}"), &entry.path())?;
-            }
-            Ok(())
+            self.add_dir(name, path)
         } else if path.extension().is_some_and(|e| e == "tar") {
             self.add_tar(name, path)
         } else {
             self.read(name.to_owned(), path)
         }
+    }
+
+    /// Every file under directory `path`, as `name/...`: files as they are (a `.tar`
+    /// inside is a file), symbolic links left out (a link may loop).
+    fn add_dir(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("reading the directory {}", path.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("reading the directory {}", path.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let child = if name.is_empty() {
+                file_name
+            } else {
+                format!("{name}/{file_name}")
+            };
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("reading {}", entry.path().display()))?;
+            if kind.is_dir() {
+                self.add_dir(&child, &entry.path())?;
+            } else if kind.is_file() {
+                self.read(child, &entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn add_tar(&mut self, name: &str, path: &Path) -> anyhow::Result<()> {
