@@ -24,6 +24,7 @@ mod forward;
 mod query;
 mod receiver;
 pub mod store;
+pub mod text;
 pub mod tls;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

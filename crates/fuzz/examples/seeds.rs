@@ -149,11 +149,12 @@ fn main() {
         .expect("seed exists")
     };
     for name in ["seed-node.toml", "seed-collector.toml"] {
-        if let Err(e) = toml::from_str::<zerostate::node_file::NodeFile>(&text("config", name)) {
+        if let Err(e) = toml::from_str::<zerostate_node::node_file::NodeFile>(&text("config", name))
+        {
             eprintln!("seeds: config/{name}: {e}");
         }
     }
-    if let Err(e) = serde_json::from_str::<zerostate::api::bodies::SubmitBody>(&text(
+    if let Err(e) = serde_json::from_str::<zerostate_node::api::bodies::SubmitBody>(&text(
         "api_json",
         "seed-submit.json",
     )) {

@@ -177,7 +177,7 @@ pub fn payment_state(data: &[u8]) {
 /// The node's (and the collector's) configuration file.
 pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = toml::from_str::<zerostate::node_file::NodeFile>(text);
+        let _ = toml::from_str::<zerostate_node::node_file::NodeFile>(text);
         let _ = toml::from_str::<zerostate_telemetry::TelemetryConfig>(text).map(|c| c.validate());
         let _ = toml::from_str::<zerostate_p2p::NetworkConfig>(text);
     }
@@ -185,7 +185,7 @@ pub fn config(data: &[u8]) {
 
 /// The JSON bodies and query strings of the node's HTTP API.
 pub fn api_json(data: &[u8]) {
-    use zerostate::api::bodies::*;
+    use zerostate_node::api::bodies::*;
     let _ = serde_json::from_slice::<SubmitBody>(data);
     let _ = serde_json::from_slice::<ModuleBody>(data);
     let _ = serde_json::from_slice::<ListQuery>(data);

@@ -56,31 +56,40 @@ impl std::str::FromStr for GuildTarget {
 }
 
 /// Everything a node starts with.
-pub(crate) struct Plan {
-    pub(crate) network: NetworkConfig,
-    pub(crate) key: zerostate_p2p::identity::Keypair,
-    pub(crate) name: String,
-    pub(crate) api: SocketAddr,
+pub struct Plan {
+    /// The p2p network: role, listen addresses, bootstrap, relays, limits.
+    pub network: NetworkConfig,
+    /// The node key: its peer id, and what signs receipts and payments.
+    pub key: zerostate_p2p::identity::Keypair,
+    /// The node's name, its `service.name` in traces.
+    pub name: String,
+    /// The HTTP API's address.
+    pub api: SocketAddr,
     /// The operations listener's address.
-    pub(crate) admin: SocketAddr,
+    pub admin: SocketAddr,
     /// Reads the span export's counters.
-    pub(crate) telemetry: zerostate_telemetry::StatsReader,
+    pub telemetry: zerostate_telemetry::StatsReader,
     /// The API token, extra host names, and the token's file.
-    pub(crate) access: (String, Vec<String>, PathBuf),
-    pub(crate) topics: Vec<String>,
-    pub(crate) guild: GuildConfig,
-    pub(crate) tasks: zerostate_market::TaskSettings,
+    pub access: (String, Vec<String>, PathBuf),
+    /// Gossip topics to join.
+    pub topics: Vec<String>,
+    /// Guild heartbeats and admission limits.
+    pub guild: GuildConfig,
+    /// The task market: offers, attempts, what this node runs for others.
+    pub tasks: zerostate_market::TaskSettings,
     /// What pays and is paid.
-    pub(crate) payments: zerostate_payment_protocol::PaymentSettings,
+    pub payments: zerostate_payment_protocol::PaymentSettings,
     /// The node key's seed (it is also the payment key), whether this node runs the ledger
     /// and its faucet, and the data directory.
-    pub(crate) ledger: (bool, bool, PathBuf, [u8; 32]),
+    pub ledger: (bool, bool, PathBuf, [u8; 32]),
     /// The engine tasks run in, signing receipts with the node key.
-    pub(crate) engine: std::sync::Arc<zerostate_execution::Engine>,
-    pub(crate) create_guild: Option<String>,
-    pub(crate) join_guild: Option<GuildTarget>,
+    pub engine: std::sync::Arc<zerostate_execution::Engine>,
+    /// A guild to create and coordinate, by name.
+    pub create_guild: Option<String>,
+    /// A guild to join and stay in.
+    pub join_guild: Option<GuildTarget>,
     /// What it was told to do wrong (tests only).
-    pub(crate) misbehave: crate::misbehave::Misbehaviour,
+    pub misbehave: crate::misbehave::Misbehaviour,
 }
 
 /// What a running node is, as printed on start and served at `/v1/node`.
@@ -105,7 +114,8 @@ pub struct NodeInfo {
     pub misbehaving: Vec<String>,
 }
 
-pub(crate) async fn serve(plan: Plan) -> anyhow::Result<()> {
+/// Runs the node `plan` describes until SIGINT or SIGTERM, then stops it in order.
+pub async fn serve(plan: Plan) -> anyhow::Result<()> {
     let Plan {
         network: config,
         key,

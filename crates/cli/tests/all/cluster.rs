@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zerostate::console::Ready;
-use zerostate::process::{Child, stop_all};
+use zerostate_node::console::Ready;
+use zerostate_node::process::{Child, stop_all};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -113,7 +113,7 @@ impl NodeProcess {
 
     /// Sends the process SIGTERM, as a service manager stopping it would.
     pub(crate) fn terminate(&self) {
-        zerostate::process::signal(&[self.process.pid()], "TERM").expect("SIGTERM sent");
+        zerostate_node::process::signal(&[self.process.pid()], "TERM").expect("SIGTERM sent");
     }
 
     /// What it has written to its log so far.

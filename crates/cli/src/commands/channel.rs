@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::client::NodeClient;
+use zerostate_node::client::NodeClient;
 
 /// Work with a node's payment channels.
 #[derive(Debug, Subcommand)]
@@ -75,11 +75,11 @@ impl NodeArgs {
             None => format!(
                 "http://{}",
                 std::env::var("ZEROSTATE_API")
-                    .unwrap_or_else(|_| crate::settings::DEFAULT_API.to_string())
+                    .unwrap_or_else(|_| zerostate_node::settings::DEFAULT_API.to_string())
             ),
         };
-        let dir = crate::data::data_dir(self.data_dir.as_deref())?;
-        NodeClient::new(&node, &dir.join(crate::data::API_TOKEN_FILE))
+        let dir = zerostate_node::data::data_dir(self.data_dir.as_deref())?;
+        NodeClient::new(&node, &dir.join(zerostate_node::data::API_TOKEN_FILE))
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::client::NodeClient;
+use zerostate_node::client::NodeClient;
 
 /// Work with the guilds of a node on this machine.
 #[derive(Debug, Subcommand)]
@@ -44,13 +44,13 @@ impl NodeArgs {
                 Ok(v) => v
                     .parse()
                     .with_context(|| format!("ZEROSTATE_API={v} is not an address"))?,
-                Err(_) => crate::settings::DEFAULT_API,
+                Err(_) => zerostate_node::settings::DEFAULT_API,
             },
         };
-        let dir = crate::data::data_dir(self.data_dir.as_deref())?;
+        let dir = zerostate_node::data::data_dir(self.data_dir.as_deref())?;
         NodeClient::new(
             &format!("http://{api}"),
-            &dir.join(crate::data::API_TOKEN_FILE),
+            &dir.join(zerostate_node::data::API_TOKEN_FILE),
         )
     }
 }
@@ -94,7 +94,7 @@ pub struct InviteArgs {
     #[arg(long = "for", value_name = "PEER_ID")]
     invitee: Option<String>,
     /// How long it is valid (`90s`, `10m`, `24h`; at most 30 days).
-    #[arg(long, default_value = "24h", value_parser = crate::units::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = zerostate_node::units::parse_duration)]
     ttl: Duration,
     #[command(flatten)]
     node: NodeArgs,

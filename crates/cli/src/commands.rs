@@ -1,10 +1,7 @@
 //! One module per subcommand group, each a clap struct with `run(self)`.
 
-pub mod bench;
 pub mod channel;
-pub mod chaos;
 pub mod collector;
-pub mod devnet;
 pub mod guild;
 pub mod node;
 pub mod receipt;

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zerostate::process::{Child, stop_all};
+use zerostate_node::process::{Child, stop_all};
 
 /// A devnet of one edge on ephemeral ports, its data and logs in `dir`, once it is ready.
 fn start_devnet(dir: &std::path::Path) -> Child {
@@ -27,13 +27,13 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let devnet = start_devnet(dir.path());
     let ready = devnet.ready().clone();
-    let d = zerostate::console::Ready::parse(&ready)
+    let d = zerostate_node::console::Ready::parse(&ready)
         .expect("a ready line")
         .devnet
         .expect("a devnet's ready line");
     assert_eq!(d.nodes, ["bootnode", "relay-node", "edge-node-1"]);
     // devnet.json says where everything is.
-    let file: zerostate::commands::devnet::DevnetFile = serde_json::from_slice(
+    let file: zerostate_cluster::devnet::DevnetFile = serde_json::from_slice(
         &std::fs::read(dir.path().join("devnet.json")).expect("devnet.json"),
     )
     .expect("devnet.json parses");
@@ -105,7 +105,7 @@ fn a_killed_devnet_leaves_no_process_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut devnet = start_devnet(dir.path());
     let ready = devnet.ready().clone();
-    let pids = zerostate::console::Ready::parse(&ready)
+    let pids = zerostate_node::console::Ready::parse(&ready)
         .expect("a ready line")
         .devnet
         .expect("a devnet's ready line")

@@ -31,13 +31,13 @@ pub struct SubmitArgs {
     #[arg(long)]
     fuel: Option<u64>,
     /// Memory limit, for example 64MiB [default: 64MiB].
-    #[arg(long, value_parser = crate::units::parse_size)]
+    #[arg(long, value_parser = zerostate_node::units::parse_size)]
     memory: Option<u64>,
     /// Wall-time limit, for example 10s [default: 10s].
-    #[arg(long, value_parser = crate::units::parse_duration)]
+    #[arg(long, value_parser = zerostate_node::units::parse_duration)]
     timeout: Option<Duration>,
     /// Output limit (stdout and output files together), for example 1MiB [default: 1MiB].
-    #[arg(long, value_parser = crate::units::parse_size)]
+    #[arg(long, value_parser = zerostate_node::units::parse_size)]
     max_output: Option<u64>,
     /// The function to call, for a module that is not a built-in [default: _start].
     #[arg(long)]

@@ -13,8 +13,8 @@ use zerostate_execution::{Engine, EngineOptions, Manifest, builtin};
 use zerostate_telemetry::names::span;
 use zerostate_telemetry::{LogFormat, SpanExt, TelemetryConfig};
 
-use crate::data;
-use crate::units::{parse_duration, parse_size};
+use zerostate_node::data;
+use zerostate_node::units::{parse_duration, parse_size};
 
 /// Tasks.
 #[derive(Debug, Subcommand)]

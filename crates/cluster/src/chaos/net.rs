@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::client::NodeClient;
-use crate::commands::devnet::{spawn, spawn_with};
-use crate::console::Ready;
-use crate::process::{Child, signal, stop_all};
+use crate::devnet::{spawn, spawn_with};
+use zerostate_node::client::NodeClient;
+use zerostate_node::console::Ready;
+use zerostate_node::process::{Child, signal, stop_all};
 
 /// How long a node or the collector has to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(15);

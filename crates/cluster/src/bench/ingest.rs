@@ -17,8 +17,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-use crate::commands::devnet::spawn_collector;
-use crate::process::stop_all;
+use crate::devnet::spawn_collector;
+use zerostate_node::process::stop_all;
 
 /// `bench ingest`.
 #[derive(Debug, Args)]

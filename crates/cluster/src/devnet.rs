@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::console::{DevnetReady, Ready};
-use crate::data;
-use crate::process::{Child, stop_all};
+use zerostate_node::console::{DevnetReady, Ready};
+use zerostate_node::data;
+use zerostate_node::process::{Child, stop_all};
 
 /// Run a local network with its collector and viewer until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
@@ -228,7 +228,7 @@ impl DevnetCommand {
             .context("the bootnode did not describe itself")?
             .peer_id;
         let join = format!("{guild_id}@{boot_addr}");
-        let client = |p: &Child| crate::client::NodeClient::from_ready(p.ready());
+        let client = |p: &Child| zerostate_node::client::NodeClient::from_ready(p.ready());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -347,10 +347,10 @@ impl DevnetCommand {
         std::thread::sleep(Duration::from_secs(2));
         let draw = |trace: &str| -> anyhow::Result<String> {
             Ok(runtime
-                .block_on(crate::commands::trace::fetch(&format!(
+                .block_on(zerostate_collector::text::fetch(&format!(
                     "{ui}/api/v3/traces/{trace}"
                 )))?
-                .map(|t| crate::commands::trace::render(&t["result"]))
+                .map(|t| zerostate_collector::text::render(&t["result"]))
                 .unwrap_or_default())
         };
         let tree = draw(&trace_id)?;
@@ -360,7 +360,7 @@ impl DevnetCommand {
             None => String::new(),
         };
         let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
-        crate::console::say(&Ready {
+        zerostate_node::console::say(&Ready {
             devnet: Some(DevnetReady {
                 viewer: ui.clone(),
                 otlp: otlp.clone(),
@@ -397,7 +397,7 @@ impl DevnetCommand {
             }
         );
         if !self.exit {
-            runtime.block_on(crate::console::shutdown_signal())?;
+            runtime.block_on(zerostate_node::console::shutdown_signal())?;
         }
         eprintln!("devnet: stopping");
         // Nodes first, all at once (their last spans go to the collector), then the
@@ -431,7 +431,7 @@ const DEVNET_TASKS: [(&str, &str); 3] = [
 
 /// Submits `count` tasks on `node`, one after another, and returns their final records.
 async fn run_tasks(
-    node: &crate::client::NodeClient,
+    node: &zerostate_node::client::NodeClient,
     count: u16,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut records = Vec::new();

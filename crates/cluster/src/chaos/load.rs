@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::client::NodeClient;
+use zerostate_node::client::NodeClient;
 
 /// How long a task may take from submission to a final state before it counts as lost.
 pub(super) const TASK_DEADLINE: Duration = Duration::from_secs(90);
@@ -188,7 +188,7 @@ async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n:
             None => return end("failed", format!("no task id in {accepted}"), None),
         },
         Err(e) => {
-            let why = crate::commands::chaos::short(&e);
+            let why = crate::chaos::short(&e);
             return end("failed", format!("refused at submission: {why}"), None);
         }
     };

@@ -25,7 +25,7 @@ mod net;
 mod proxy;
 mod succession;
 
-use crate::commands::bench::quantile;
+use crate::bench::quantile;
 use load::{Book, Load, Pace};
 use net::{Net, Plan};
 

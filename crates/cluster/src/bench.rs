@@ -12,10 +12,10 @@ use clap::{Args, Subcommand};
 
 mod ingest;
 
-use crate::client::NodeClient;
-use crate::commands::devnet::{spawn_collector, spawn_node};
-use crate::console::Ready;
-use crate::process::{Child, stop_all};
+use crate::devnet::{spawn_collector, spawn_node};
+use zerostate_node::client::NodeClient;
+use zerostate_node::console::Ready;
+use zerostate_node::process::{Child, stop_all};
 
 /// Measure the system.
 #[derive(Debug, Subcommand)]

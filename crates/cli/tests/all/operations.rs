@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use zerostate::process::{Child, stop_all};
+use zerostate_node::process::{Child, stop_all};
 use zerostate_telemetry::testing::OtlpReceiver;
 
 use crate::cluster::{GuildCluster, NodeProcess, eventually, guild_cluster, http};
@@ -310,12 +310,12 @@ fn prometheus_scrapes_the_devnet_and_its_exemplars_lead_to_traces() {
         Duration::from_secs(180),
     )
     .expect("the devnet starts");
-    let ready = zerostate::console::Ready::parse(devnet.ready())
+    let ready = zerostate_node::console::Ready::parse(devnet.ready())
         .expect("a ready line")
         .devnet
         .expect("a devnet's ready line");
     assert_eq!(ready.tasks.len(), 2);
-    let file: zerostate::commands::devnet::DevnetFile =
+    let file: zerostate_cluster::devnet::DevnetFile =
         serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).expect("file"))
             .expect("devnet.json");
     for n in &file.nodes {

@@ -8,11 +8,11 @@ use anyhow::Context;
 use clap::Args;
 use zerostate_p2p::{Multiaddr, Role};
 
-use crate::data;
-use crate::node_file::NodeFile;
-use crate::runtime::GuildTarget;
-use crate::runtime::Plan;
-use crate::settings::{NodeFlags, NodeSettings, ProcessEnv};
+use zerostate_node::data;
+use zerostate_node::node_file::NodeFile;
+use zerostate_node::runtime::GuildTarget;
+use zerostate_node::runtime::Plan;
+use zerostate_node::settings::{NodeFlags, NodeSettings, ProcessEnv};
 
 /// Run a node until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
@@ -132,12 +132,13 @@ impl NodeCommand {
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid network configuration: {e}"))?;
         data::prepare_dir(&dir)?;
-        let misbehave = crate::misbehave::Misbehaviour::parse(if self.misbehave.is_empty() {
-            &file.test.misbehave
-        } else {
-            &self.misbehave
-        })
-        .map_err(anyhow::Error::msg)?;
+        let misbehave =
+            zerostate_node::misbehave::Misbehaviour::parse(if self.misbehave.is_empty() {
+                &file.test.misbehave
+            } else {
+                &self.misbehave
+            })
+            .map_err(anyhow::Error::msg)?;
         let seed = data::load_or_create_seed(&dir.join("node.key"))?;
         let token_file = dir.join(data::API_TOKEN_FILE);
         let token = data::load_or_create_api_token(&token_file)?;
@@ -221,7 +222,7 @@ impl NodeCommand {
             }),
             misbehave,
         };
-        let result = runtime.block_on(crate::runtime::serve(plan));
+        let result = runtime.block_on(zerostate_node::runtime::serve(plan));
         drop(runtime);
         if let Err(e) = guard.shutdown() {
             eprintln!("warning: flushing telemetry on shutdown: {e}");
@@ -229,7 +230,7 @@ impl NodeCommand {
         // The span export's final account, after the last flush: what a harness compares
         // with what its collector stored.
         let spans = guard.stats();
-        crate::console::say(&serde_json::json!({
+        zerostate_node::console::say(&serde_json::json!({
             "event": "stopped",
             "spans": {
                 "exported": spans.spans_exported,

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-use zerostate::process::{Child, stop_all};
+use zerostate_node::process::{Child, stop_all};
 
 use crate::cluster::{NodeProcess, eventually};
 
@@ -95,7 +95,7 @@ fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
         Duration::from_secs(60),
     )
     .expect("the collector starts");
-    let ready = zerostate::console::Ready::parse(collector.ready())
+    let ready = zerostate_node::console::Ready::parse(collector.ready())
         .expect("a ready line")
         .collector
         .expect("a collector's ready line");

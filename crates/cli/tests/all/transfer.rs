@@ -195,7 +195,7 @@ fn a_16_mib_module_travels_by_chunks_resumes_after_a_dropped_connection_and_a_ta
     // Once another member holds the module (the dropper, which had it uploaded), the
     // chunks the tamperer spoils are fetched from that member instead, and the task runs.
     let bytes = std::fs::read(&other).expect("module");
-    let client = zerostate::client::NodeClient::new(
+    let client = zerostate_node::client::NodeClient::new(
         &api_of(&dropper),
         &dir.path().join(&dropper.name).join("api.token"),
     )

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use zerostate_collector::Collector;
 
-use crate::units::{parse_duration, parse_size};
+use zerostate_node::units::{parse_duration, parse_size};
 
 /// Run the trace collector: OTLP/HTTP in, traces kept on disk, a Jaeger api_v3 query API.
 #[derive(Debug, Args)]
@@ -72,7 +72,7 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
 impl CollectorCommand {
     /// Runs the collector until a signal.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let file = crate::node_file::NodeFile::read(self.config.as_deref())?;
+        let file = zerostate_node::node_file::NodeFile::read(self.config.as_deref())?;
         let mut config = file.collector.clone().unwrap_or_default();
         if let Some(a) = self.otlp_http {
             config.otlp_http = a;
@@ -80,9 +80,9 @@ impl CollectorCommand {
         if let Some(a) = self.ui {
             config.ui = a;
         }
-        let dir = crate::settings::resolve_data_dir(
+        let dir = zerostate_node::settings::resolve_data_dir(
             self.data_dir,
-            &crate::settings::ProcessEnv,
+            &zerostate_node::settings::ProcessEnv,
             file.data_dir.clone(),
         )?;
         config.data_dir = dir.join("traces");
@@ -129,8 +129,8 @@ impl CollectorCommand {
             let collector = Collector::start(config)
                 .await
                 .with_context(|| format!("starting the collector (traces in {})", dir.display()))?;
-            crate::console::say(&crate::console::Ready {
-                collector: Some(crate::console::CollectorReady {
+            zerostate_node::console::say(&zerostate_node::console::Ready {
+                collector: Some(zerostate_node::console::CollectorReady {
                     otlp: format!("{scheme}://{}", collector.otlp_addr),
                     ui: format!("{scheme}://{}", collector.ui_addr),
                     data: dir.clone(),
@@ -146,7 +146,7 @@ impl CollectorCommand {
                     .map(|f| format!(", forwarded to {f}"))
                     .unwrap_or_default()
             );
-            crate::console::shutdown_signal().await?;
+            zerostate_node::console::shutdown_signal().await?;
             eprintln!("collector: shutting down");
             collector.shutdown().await;
             anyhow::Ok(())
