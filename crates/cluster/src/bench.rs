@@ -12,10 +12,11 @@ use clap::{Args, Subcommand};
 
 mod ingest;
 
-use crate::devnet::{spawn_collector, spawn_node};
+use zerostate_market::{TaskRecord, TaskState};
 use zerostate_node::client::NodeClient;
-use zerostate_node::console::Ready;
-use zerostate_node::process::{Child, stop_all};
+use zerostate_node::process::stop_all;
+
+use crate::harness::{Cluster, Launcher, Member, Spec};
 
 /// Measure the system.
 #[derive(Debug, Subcommand)]
@@ -140,9 +141,8 @@ impl TasksArgs {
     }
 }
 
-/// Starts a collector (when sampling), a ledger node, an executor and a requester; runs
-/// `count` tasks one after another; stops them all. Returns each task's time from
-/// submission to paid (as the requester measured it) and the wall time of the run.
+/// One round of one setting: a ledger node (the coordinator, running no tasks), an
+/// executor and a requester, then `count` tasks (after five to warm up) one after another.
 fn measure(
     dir: &Path,
     sampler: Option<&str>,
@@ -150,140 +150,77 @@ fn measure(
     verify_share: f64,
 ) -> anyhow::Result<(Vec<f64>, Duration)> {
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
     let s = |v: &str| v.to_owned();
-    let mut children: Vec<Child> = Vec::new();
-    let otlp = match sampler {
-        None => None,
-        Some(_) => {
-            let (collector, otlp, _) = spawn_collector(dir, "127.0.0.1:0", "127.0.0.1:0", &[])?;
-            children.push(collector);
-            Some(otlp)
+    let launcher = Launcher::this_binary(dir)?;
+    // With a sampler, every node exports to the collector sampling that ratio; without,
+    // none exports, whatever this process's environment says.
+    let (collector, launcher) = match sampler {
+        Some(ratio) => {
+            let collector = launcher.collector("127.0.0.1:0", "127.0.0.1:0", &[])?;
+            let launcher = launcher
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&collector.otlp))
+                .env("OTEL_TRACES_SAMPLER", Some("parentbased_traceidratio"))
+                .env("OTEL_TRACES_SAMPLER_ARG", Some(ratio));
+            (Some(collector), launcher)
         }
+        None => (None, launcher.env("OTEL_EXPORTER_OTLP_ENDPOINT", None)),
     };
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!("[tasks]\noffer_grace_ms = 0\nverify_share = {verify_share:?}\n"),
     )?;
-    // With a sampler, every node exports to the collector sampling that ratio; without,
-    // none exports, whatever this process's environment says.
-    let env: Vec<(&str, Option<&str>)> = match (otlp.as_deref(), sampler) {
-        (Some(endpoint), Some(ratio)) => vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", Some(endpoint)),
-            ("OTEL_TRACES_SAMPLER", Some("parentbased_traceidratio")),
-            ("OTEL_TRACES_SAMPLER_ARG", Some(ratio)),
-        ],
-        _ => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", None)],
-    };
-    let node = |name: &str, extra: &[String]| spawn_node(dir, name, extra, &env);
     let ledger_config = dir.join("ledger.toml");
     std::fs::write(&ledger_config, "[tasks]\nexecute = false\n")?;
-    let ledger = node(
-        "ledger",
-        &[
-            s("--role"),
-            s("bootnode"),
-            s("--config"),
-            ledger_config.display().to_string(),
-            s("--create-guild"),
-            s("bench"),
-            s("--ledger"),
-            s("--ledger-faucet"),
-        ],
-    )?;
-    let created = ledger
-        .event_of(&["guild_created", "guild_resumed"], Duration::from_secs(30))
-        .context("the ledger node did not create the guild")?;
-    let guild = created["guild"]["id"]
-        .as_str()
-        .context("no guild id")?
-        .to_owned();
-    let info = Ready::parse(ledger.ready())?.node.context("no node info")?;
-    let boot = info.listen.first().context("no listen address")?.clone();
-    let client = |p: &Child| NodeClient::from_ready(p.ready());
-    let ledger_api = client(&ledger)?;
+    let member = |name: &str| Member::new(name, &[s("--config"), config.display().to_string()]);
+    let spec = Spec {
+        guild: s("bench"),
+        coordinator: Member::new(
+            "ledger",
+            &[
+                s("--role"),
+                s("bootnode"),
+                s("--config"),
+                ledger_config.display().to_string(),
+            ],
+        ),
+        ledger: true,
+        members: vec![member("executor"), member("requester")],
+        faucet: Some(1_000_000_000),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let invite = || -> anyhow::Result<String> {
-        let answer = runtime.block_on(ledger_api.post(
-            &format!("/v1/guilds/{guild}/invitations"),
-            &serde_json::json!({ "ttl_s": 600 }),
-        ))?;
-        Ok(answer["invitation"]
-            .as_str()
-            .context("no invitation")?
-            .to_owned())
-    };
-    let member = |name: &str, invitation: String| {
-        node(
-            name,
-            &[
-                s("--bootstrap"),
-                boot.clone(),
-                s("--config"),
-                config.display().to_string(),
-                s("--join-guild"),
-                format!("{guild}@{boot}"),
-                s("--invitation"),
-                invitation,
-                s("--ledger-peer"),
-                info.peer_id.clone(),
-            ],
-        )
-    };
-    let executor = member("executor", invite()?)?;
-    let requester = member("requester", invite()?)?;
-    let requester_id = Ready::parse(requester.ready())?
-        .node
-        .context("no node info")?
-        .peer_id;
-    let requester_api = client(&requester)?;
-    children.extend([ledger, executor, requester]);
+    let cluster = Cluster::start(&launcher, &spec, &runtime)?;
+    let requester = cluster.node("requester")?.api.clone();
     let result = runtime.block_on(async {
-        let start = Instant::now();
-        loop {
-            let g = ledger_api
-                .get(&format!("/v1/guilds/{guild}"))
-                .await?
-                .unwrap_or_default();
-            if g["members"].as_array().map(Vec::len) == Some(3) {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!("the guild did not form within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        ledger_api
-            .post(
-                "/v1/ledger/faucet",
-                &serde_json::json!({ "peer_id": requester_id, "amount": 1_000_000_000u64 }),
-            )
-            .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut latencies = Vec::new();
         let mut measured = Duration::ZERO;
         for i in 0..count + 5 {
             let started = Instant::now();
-            let record = run_one(&requester_api).await?;
-            if record["state"] != "succeeded" || record["payment"]["status"] != "paid" {
-                bail!("a task was not run and paid: {record}");
+            let record = run_one(&requester).await?;
+            let paid = record.payment.as_ref().is_some_and(|p| p.status == "paid");
+            if record.state != TaskState::Succeeded || !paid {
+                bail!("a task was not run and paid: {record:?}");
             }
             if i >= 5 {
                 measured += started.elapsed();
-                latencies.push(record["duration_ms"].as_f64().unwrap_or(0.0));
+                latencies.push(record.duration_ms.unwrap_or(0.0));
             }
         }
         Ok((latencies, measured))
     });
-    stop_all(children, Duration::from_secs(10));
+    cluster.stop(STOP_GRACE);
+    stop_all(collector.into_iter().map(|c| c.child).collect(), STOP_GRACE);
     result
 }
 
+/// How long the processes have to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Submits a tiny built-in task and waits for its final record.
-async fn run_one(node: &NodeClient) -> anyhow::Result<serde_json::Value> {
+async fn run_one(node: &NodeClient) -> anyhow::Result<TaskRecord> {
     node.run_task(
         &serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" }),
         Duration::from_micros(500),

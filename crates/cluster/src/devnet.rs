@@ -4,15 +4,20 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
+use zerostate_market::{TaskRecord, TaskState};
+use zerostate_node::api::answers::Published;
+use zerostate_node::client::NodeClient;
 use zerostate_node::console::{DevnetReady, Ready};
 use zerostate_node::data;
-use zerostate_node::process::{Child, stop_all};
+use zerostate_node::process::stop_all;
+
+use crate::harness::{Cluster, Launcher, Member, Node, Spec};
 
 /// Run a local network with its collector and viewer until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
@@ -79,99 +84,10 @@ pub struct DevnetNode {
     pub pid: u32,
 }
 
-/// How long a child has to say it is ready.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the children have to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// How long the guild has to reach every member.
-const GUILD_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Environment a child starts with besides this process's: `None` removes a variable.
-pub(crate) type ChildEnv<'a> = &'a [(&'a str, Option<&'a str>)];
-
-/// Starts `zerostate <args>` and waits for its ready line; its log goes to `log`.
-pub(crate) fn spawn(
-    name: &str,
-    args: &[String],
-    log: &Path,
-    env: ChildEnv<'_>,
-) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("finding the zerostate executable")?;
-    spawn_with(name, Command::new(exe), args, log, env)
-}
-
-/// [`spawn`] through `cmd`: `zerostate` itself, or a program that runs it (`ip netns exec
-/// NS zerostate`).
-pub(crate) fn spawn_with(
-    name: &str,
-    mut cmd: Command,
-    args: &[String],
-    log: &Path,
-    env: ChildEnv<'_>,
-) -> anyhow::Result<Child> {
-    cmd.args(args);
-    for (key, value) in env {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    Child::spawn(name, cmd, log, START_TIMEOUT)
-}
-
-/// Starts a collector keeping its traces under `dir` (`extra`: more flags), its log in
-/// `dir/collector.log`; returns it and its OTLP and viewer URLs.
-pub(crate) fn spawn_collector(
-    dir: &Path,
-    otlp_http: &str,
-    ui: &str,
-    extra: &[String],
-) -> anyhow::Result<(Child, String, String)> {
-    let mut args: Vec<String> = [
-        "collector",
-        "--otlp-http",
-        otlp_http,
-        "--ui",
-        ui,
-        "--data-dir",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.push(dir.display().to_string());
-    args.extend_from_slice(extra);
-    let collector = spawn("collector", &args, &dir.join("collector.log"), &[])?;
-    let listening = Ready::parse(collector.ready())?
-        .collector
-        .context("the collector did not say where it listens")?;
-    Ok((collector, listening.otlp, listening.ui))
-}
-
-/// Starts node `name` on loopback ports (`extra`: more flags), its data in `dir/name` and
-/// its log in `dir/name.log`.
-pub(crate) fn spawn_node(
-    dir: &Path,
-    name: &str,
-    extra: &[String],
-    env: ChildEnv<'_>,
-) -> anyhow::Result<Child> {
-    let mut args: Vec<String> = [
-        "node",
-        "--name",
-        name,
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--api",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--data-dir",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    args.push(dir.join(name).display().to_string());
-    args.extend_from_slice(extra);
-    spawn(name, &args, &dir.join(format!("{name}.log")), env)
-}
+/// How long a task has to end.
+const TASK_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl DevnetCommand {
     /// Runs the devnet until a signal.
@@ -180,169 +96,59 @@ impl DevnetCommand {
             Some(d) => d.clone(),
             None => data::data_dir(None)?.join("devnet"),
         };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let s = |v: &str| v.to_owned();
+        let launcher = Launcher::this_binary(&dir)?;
         // The user's own backend, if they named one, gets every span too.
         let forward = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
             Ok(endpoint) if !endpoint.trim().is_empty() => vec![s("--forward"), endpoint],
             _ => Vec::new(),
         };
-        let (collector, otlp, ui) = spawn_collector(
-            &dir,
-            &self.otlp_http.to_string(),
-            &self.ui.to_string(),
-            &forward,
-        )?;
-        let node = |name: &str, extra: &[String]| -> anyhow::Result<Child> {
-            spawn_node(
-                &dir,
-                name,
-                extra,
-                &[
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&otlp)),
-                    ("OTEL_BSP_SCHEDULE_DELAY", Some("500")),
-                ],
-            )
-        };
-        let boot = node(
-            "bootnode",
-            &[
-                s("--role"),
-                s("bootnode"),
-                s("--create-guild"),
-                s("devnet"),
-                s("--ledger"),
-                s("--ledger-faucet"),
-            ],
-        )?;
-        let guild = boot
-            .event_of(&["guild_created", "guild_resumed"], START_TIMEOUT)
-            .context("the bootnode did not create the guild")?;
-        let guild_id = guild["guild"]["id"]
-            .as_str()
-            .context("no guild id")?
-            .to_owned();
-        let boot_addr = first_address(&boot)?;
-        let boot_peer = Ready::parse(boot.ready())?
-            .node
-            .context("the bootnode did not describe itself")?
-            .peer_id;
-        let join = format!("{guild_id}@{boot_addr}");
-        let client = |p: &Child| zerostate_node::client::NodeClient::from_ready(p.ready());
+        let collector =
+            launcher.collector(&self.otlp_http.to_string(), &self.ui.to_string(), &forward)?;
+        let (otlp, ui) = (collector.otlp.clone(), collector.ui.clone());
+        let launcher = launcher
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&otlp))
+            .env("OTEL_BSP_SCHEDULE_DELAY", Some("500"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        // The guild admits by invitation: the bootnode signs one for each node that joins.
-        let bootnode = client(&boot)?;
-        let invitation = || -> anyhow::Result<String> {
-            let answer = runtime
-                .block_on(bootnode.post(
-                    &format!("/v1/guilds/{guild_id}/invitations"),
-                    &serde_json::json!({ "ttl_s": 600 }),
-                ))
-                .context("asking the bootnode for an invitation")?;
-            Ok(answer["invitation"]
-                .as_str()
-                .context("no invitation in the bootnode's answer")?
-                .to_owned())
+        // The bootnode creates the guild, runs the ledger and its faucet, and signs an
+        // invitation for each node that joins; every node gets funds from the faucet.
+        let mut members = vec![Member::new("relay-node", &[s("--role"), s("relay")])];
+        members.extend(
+            (1..=usize::from(self.nodes) - 2).map(|i| Member::new(&format!("edge-node-{i}"), &[])),
+        );
+        let spec = Spec {
+            guild: s("devnet"),
+            coordinator: Member::new("bootnode", &[s("--role"), s("bootnode")]),
+            ledger: true,
+            members,
+            faucet: Some(DEVNET_FUNDS),
         };
-        let mut nodes = vec![boot];
-        nodes.push(node(
-            "relay-node",
-            &[
-                s("--role"),
-                s("relay"),
-                s("--bootstrap"),
-                boot_addr.clone(),
-                s("--join-guild"),
-                join.clone(),
-                s("--invitation"),
-                invitation()?,
-                s("--ledger-peer"),
-                boot_peer.clone(),
-            ],
-        )?);
-        for i in 1..=usize::from(self.nodes) - 2 {
-            nodes.push(node(
-                &format!("edge-node-{i}"),
-                &[
-                    s("--bootstrap"),
-                    boot_addr.clone(),
-                    s("--join-guild"),
-                    join.clone(),
-                    s("--invitation"),
-                    invitation()?,
-                    s("--ledger-peer"),
-                    boot_peer.clone(),
-                ],
-            )?);
-        }
-        let members = nodes.len();
-        let sender = client(&nodes[nodes.len() - 1])?;
-        let coordinator = client(&nodes[0])?;
-        runtime.block_on(async {
-            let start = Instant::now();
-            loop {
-                let body = coordinator
-                    .get(&format!("/v1/guilds/{guild_id}"))
-                    .await?
-                    .unwrap_or_default();
-                if body["members"].as_array().map(Vec::len) == Some(members) {
-                    break;
-                }
-                if start.elapsed() > GUILD_TIMEOUT {
-                    bail!(
-                        "the guild did not reach {members} members within {} s: {body}",
-                        GUILD_TIMEOUT.as_secs()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            anyhow::Ok(())
-        })?;
-        write_devnet_file(&dir, &guild_id, &otlp, &ui, &nodes)?;
-        // The devnet's faucet: every node gets funds on the bootnode's ledger.
-        runtime.block_on(async {
-            for p in &nodes {
-                let peer = Ready::parse(p.ready())?
-                    .node
-                    .context("a node did not describe itself")?
-                    .peer_id;
-                coordinator
-                    .post(
-                        "/v1/ledger/faucet",
-                        &serde_json::json!({ "peer_id": peer, "amount": DEVNET_FUNDS }),
-                    )
-                    .await
-                    .with_context(|| format!("funding {} from the devnet faucet", p.name()))?;
-            }
-            anyhow::Ok(())
-        })?;
+        let cluster = Cluster::start(&launcher, &spec, &runtime)?;
+        let guild_id = cluster.guild.id.clone();
+        write_devnet_file(&dir, &guild_id, &otlp, &ui, &cluster.nodes)?;
+        let nodes = &cluster.nodes;
+        let sender = &nodes[nodes.len() - 1].api;
+        let coordinator = &nodes[0].api;
         let (trace_id, announcement) = runtime.block_on(async {
             // Give the gossip mesh a heartbeat to form before the first message.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let body = sender
-                .post(
-                    &format!("/v1/guilds/{guild_id}/messages"),
-                    &serde_json::json!({ "type": "greeting", "payload": "hello, devnet" }),
-                )
+            let sent = sender
+                .send_to_guild(&guild_id, "greeting", "hello, devnet")
                 .await
                 .context("sending the first guild message")?;
-            let trace_id = body["trace_id"].as_str().context("no trace id")?.to_owned();
             // The coordinator announces the guild to the whole network: plain gossip,
             // every receiver's span a child of the publish.
-            let body = coordinator
-                .post(
-                    &format!("/v1/guilds/{guild_id}/announce"),
-                    &serde_json::json!({}),
-                )
+            let announced = coordinator
+                .announce(&guild_id)
                 .await
                 .context("announcing the guild")?;
-            let announcement = body["trace_id"].as_str().context("no trace id")?.to_owned();
-            anyhow::Ok((trace_id, announcement))
+            let traced = |p: Published| p.trace_id.context("the node did not trace it");
+            anyhow::Ok((traced(sent)?, traced(announced)?))
         })?;
-        let tasks = runtime.block_on(run_tasks(&sender, self.tasks))?;
+        let tasks = runtime.block_on(run_tasks(sender, self.tasks))?;
         // Every node exports within its batch delay (500 ms).
         std::thread::sleep(Duration::from_secs(2));
         let draw = |trace: &str| -> anyhow::Result<String> {
@@ -356,7 +162,7 @@ impl DevnetCommand {
         let tree = draw(&trace_id)?;
         let announced = draw(&announcement)?;
         let first_task = match tasks.first() {
-            Some(t) => draw(t["trace_id"].as_str().unwrap_or_default())?,
+            Some(t) => draw(&t.trace_id)?,
             None => String::new(),
         };
         let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
@@ -368,14 +174,11 @@ impl DevnetCommand {
                 nodes: names.clone(),
                 trace: trace_id.clone(),
                 announcement: announcement.clone(),
-                tasks: tasks
-                    .iter()
-                    .filter_map(|t| t["id"].as_str().map(str::to_owned))
-                    .collect(),
+                tasks: tasks.iter().map(|t| t.id.clone()).collect(),
                 pids: nodes
                     .iter()
-                    .map(Child::pid)
-                    .chain([collector.pid()])
+                    .map(|n| n.child.pid())
+                    .chain([collector.child.pid()])
                     .collect(),
             }),
             ..Default::default()
@@ -388,7 +191,7 @@ impl DevnetCommand {
              metrics: prometheus --config.file {} --enable-feature=exemplar-storage\n{}",
             names.len(),
             dir.display(),
-            task_report(&tasks, &names_by_peer(&nodes), &first_task, &ui),
+            task_report(&tasks, &names_by_peer(nodes), &first_task, &ui),
             dir.join(PROMETHEUS_FILE).display(),
             if self.exit {
                 "--exit: stopping now."
@@ -402,15 +205,15 @@ impl DevnetCommand {
         eprintln!("devnet: stopping");
         // Nodes first, all at once (their last spans go to the collector), then the
         // collector.
-        stop_all(nodes, STOP_GRACE);
-        stop_all(vec![collector], STOP_GRACE);
+        cluster.stop(STOP_GRACE);
+        stop_all(vec![collector.child], STOP_GRACE);
         if tree.is_empty() || announced.is_empty() || (!tasks.is_empty() && first_task.is_empty()) {
             eprintln!("devnet: a trace did not reach the collector");
             return Ok(ExitCode::FAILURE);
         }
         if tasks
             .iter()
-            .any(|t| t["state"] != "succeeded" || t["payment"]["status"] != "paid")
+            .any(|t| t.state != TaskState::Succeeded || !is_paid(t))
         {
             eprintln!("devnet: not every task succeeded and was paid");
             return Ok(ExitCode::FAILURE);
@@ -430,10 +233,7 @@ const DEVNET_TASKS: [(&str, &str); 3] = [
 ];
 
 /// Submits `count` tasks on `node`, one after another, and returns their final records.
-async fn run_tasks(
-    node: &zerostate_node::client::NodeClient,
-    count: u16,
-) -> anyhow::Result<Vec<serde_json::Value>> {
+async fn run_tasks(node: &NodeClient, count: u16) -> anyhow::Result<Vec<TaskRecord>> {
     let mut records = Vec::new();
     for i in 0..usize::from(count) {
         let (module, input) = DEVNET_TASKS[i % DEVNET_TASKS.len()];
@@ -441,7 +241,7 @@ async fn run_tasks(
             .run_task(
                 &serde_json::json!({ "module": module, "input": input }),
                 Duration::from_millis(50),
-                GUILD_TIMEOUT,
+                TASK_TIMEOUT,
             )
             .await
             .with_context(|| format!("task {} ({module})", i + 1))?;
@@ -451,17 +251,21 @@ async fn run_tasks(
 }
 
 /// Each node's name by its peer id.
-fn names_by_peer(nodes: &[Child]) -> std::collections::HashMap<String, String> {
+fn names_by_peer(nodes: &[Node]) -> std::collections::HashMap<String, String> {
     nodes
         .iter()
-        .filter_map(|p| Ready::parse(p.ready()).ok()?.node)
-        .map(|n| (n.peer_id, n.name))
+        .map(|n| (n.info.peer_id.clone(), n.info.name.clone()))
         .collect()
+}
+
+/// Whether `task`'s payment went through.
+fn is_paid(task: &TaskRecord) -> bool {
+    task.payment.as_ref().is_some_and(|p| p.status == "paid")
 }
 
 /// The first task's trace and a table of every task; nothing without tasks.
 fn task_report(
-    tasks: &[serde_json::Value],
+    tasks: &[TaskRecord],
     names: &std::collections::HashMap<String, String>,
     first_trace: &str,
     ui: &str,
@@ -472,7 +276,7 @@ fn task_report(
     };
     let mut out = format!(
         "the first task's trace ({ui}/trace/{}):\n\n{first_trace}\n",
-        first["trace_id"].as_str().unwrap_or_default()
+        first.trace_id
     );
     let _ = writeln!(
         out,
@@ -480,22 +284,23 @@ fn task_report(
         "task", "module", "executor", "fuel", "paid", "duration"
     );
     for t in tasks {
-        let executor = t["executor"].as_str().unwrap_or_default();
-        let module = t["receipt"]["entry"].as_str().unwrap_or("?");
+        let executor = t.executor.as_deref().unwrap_or_default();
+        let receipt = t.receipt.as_ref();
+        let module = receipt.map_or("?", |r| r.entry.as_str());
         let _ = writeln!(
             out,
             "{:<18} {:<14} {:<12} {:>12} {:>9} {:>8}ms  {}",
-            t["id"].as_str().unwrap_or_default(),
+            t.id,
             module,
             names.get(executor).map_or("-", String::as_str),
-            t["receipt"]["fuel_consumed"].as_u64().unwrap_or(0),
-            match t["payment"]["status"].as_str() {
-                Some("paid") => t["payment"]["amount"].as_u64().unwrap_or(0).to_string(),
-                Some(other) => other.to_owned(),
+            receipt.map_or(0, |r| r.fuel_consumed),
+            match &t.payment {
+                Some(p) if p.status == "paid" => p.amount.to_string(),
+                Some(p) => p.status.clone(),
                 None => "-".to_owned(),
             },
-            t["duration_ms"].as_f64().unwrap_or(0.0).round(),
-            t["state"].as_str().unwrap_or_default(),
+            t.duration_ms.unwrap_or(0.0).round(),
+            t.state.as_str(),
         );
     }
     out.push('\n');
@@ -508,25 +313,20 @@ fn write_devnet_file(
     guild: &str,
     otlp: &str,
     ui: &str,
-    nodes: &[Child],
+    nodes: &[Node],
 ) -> anyhow::Result<()> {
     let nodes = nodes
         .iter()
-        .map(|p| {
-            let node = Ready::parse(p.ready())?
-                .node
-                .with_context(|| format!("{} did not describe itself", p.name()))?;
-            Ok(DevnetNode {
-                data_dir: dir.join(&node.name),
-                name: node.name,
-                role: node.role,
-                peer_id: node.peer_id,
-                api: node.api,
-                admin: node.admin,
-                pid: p.pid(),
-            })
+        .map(|n| DevnetNode {
+            data_dir: dir.join(&n.info.name),
+            name: n.info.name.clone(),
+            role: n.info.role.clone(),
+            peer_id: n.info.peer_id.clone(),
+            api: n.info.api.clone(),
+            admin: n.info.admin.clone(),
+            pid: n.child.pid(),
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect();
     let file = DevnetFile {
         guild: guild.to_owned(),
         collector: DevnetCollector {
@@ -576,10 +376,3 @@ fn prometheus_config(file: &DevnetFile) -> String {
 
 /// The devnet's description in its data directory.
 pub const DEVNET_FILE: &str = "devnet.json";
-
-fn first_address(p: &Child) -> anyhow::Result<String> {
-    Ready::parse(p.ready())?
-        .node
-        .and_then(|n| n.listen.into_iter().next())
-        .with_context(|| format!("{} has no listen address", p.name()))
-}

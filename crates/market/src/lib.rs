@@ -156,6 +156,25 @@ pub enum TaskState {
     Failed,
 }
 
+impl TaskState {
+    /// Whether the task has ended (succeeded or failed): its record changes no more but for
+    /// a payment that arrives late.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    /// Its name, as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Offered => "offered",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// One executor's try at a task.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {

@@ -10,6 +10,7 @@
 //! as every listener is (see `zerostate_http`).
 
 mod access;
+pub mod answers;
 mod channels;
 mod dht;
 mod guilds;

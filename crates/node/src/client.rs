@@ -5,6 +5,11 @@
 use std::path::Path;
 
 use anyhow::Context;
+use serde::de::DeserializeOwned;
+use zerostate_guild::GuildInfo;
+use zerostate_market::TaskRecord;
+
+use crate::api::answers::{Accepted, Funded, Invitation, Published};
 
 /// A node's API and the token that opens it.
 #[derive(Clone, Debug)]
@@ -44,6 +49,16 @@ impl NodeClient {
         self.send(request, path).await
     }
 
+    /// Submits a task (`POST /v1/tasks` with `body`).
+    pub async fn submit(&self, body: &serde_json::Value) -> anyhow::Result<Accepted> {
+        self.post_as("/v1/tasks", body).await
+    }
+
+    /// A task's record (`GET /v1/tasks/{id}`), `None` when the node has none.
+    pub async fn task(&self, id: &str) -> anyhow::Result<Option<TaskRecord>> {
+        self.get_as(&format!("/v1/tasks/{id}")).await
+    }
+
     /// Submits a task (`POST /v1/tasks` with `body`) and waits for its final record,
     /// polling every `poll`, for at most `within`.
     pub async fn run_task(
@@ -51,19 +66,15 @@ impl NodeClient {
         body: &serde_json::Value,
         poll: std::time::Duration,
         within: std::time::Duration,
-    ) -> anyhow::Result<serde_json::Value> {
-        let accepted = self.post("/v1/tasks", body).await?;
-        let id = accepted["task_id"]
-            .as_str()
-            .context("the node's answer has no task id")?
-            .to_owned();
+    ) -> anyhow::Result<TaskRecord> {
+        let id = self.submit(body).await?.task_id;
         let start = std::time::Instant::now();
         loop {
             let record = self
-                .get(&format!("/v1/tasks/{id}"))
+                .task(&id)
                 .await?
                 .with_context(|| format!("the node forgot task {id}"))?;
-            if matches!(record["state"].as_str(), Some("succeeded" | "failed")) {
+            if record.state.is_final() {
                 return Ok(record);
             }
             if start.elapsed() > within {
@@ -71,6 +82,63 @@ impl NodeClient {
             }
             tokio::time::sleep(poll).await;
         }
+    }
+
+    /// A single-use invitation to `guild`, valid `ttl_s` seconds, signed by this node (its
+    /// coordinator).
+    pub async fn invite(&self, guild: &str, ttl_s: u64) -> anyhow::Result<Invitation> {
+        let body = serde_json::json!({ "ttl_s": ttl_s });
+        self.post_as(&format!("/v1/guilds/{guild}/invitations"), &body)
+            .await
+    }
+
+    /// `guild` as this node sees it, `None` when it is in no such guild.
+    pub async fn guild(&self, guild: &str) -> anyhow::Result<Option<GuildInfo>> {
+        self.get_as(&format!("/v1/guilds/{guild}")).await
+    }
+
+    /// Sends a message of `kind` to `guild`'s members.
+    pub async fn send_to_guild(
+        &self,
+        guild: &str,
+        kind: &str,
+        payload: &str,
+    ) -> anyhow::Result<Published> {
+        let body = serde_json::json!({ "type": kind, "payload": payload });
+        self.post_as(&format!("/v1/guilds/{guild}/messages"), &body)
+            .await
+    }
+
+    /// Announces `guild` to the whole network (this node must coordinate it).
+    pub async fn announce(&self, guild: &str) -> anyhow::Result<Published> {
+        self.post_as(
+            &format!("/v1/guilds/{guild}/announce"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Credits `peer`'s account with `amount` on this node's ledger (its devnet faucet).
+    pub async fn fund(&self, peer: &str, amount: u64) -> anyhow::Result<Funded> {
+        let body = serde_json::json!({ "peer_id": peer, "amount": amount });
+        self.post_as("/v1/ledger/faucet", &body).await
+    }
+
+    /// `GET path`, read as `T`; `None` for 404.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        self.get(path)
+            .await?
+            .map(|v| read_answer(path, v))
+            .transpose()
+    }
+
+    /// `POST path` with a JSON body, the answer read as `T`.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<T> {
+        read_answer(path, self.post(path, body).await?)
     }
 
     /// `POST path` with a JSON body: the JSON answer.
@@ -141,4 +209,10 @@ impl NodeClient {
         }
         Ok(Some(body))
     }
+}
+
+/// The node's answer to `path` as the type the API gives it.
+fn read_answer<T: DeserializeOwned>(path: &str, answer: serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(answer)
+        .with_context(|| format!("the node's answer to {path} is not what the API gives"))
 }

@@ -12,6 +12,7 @@ use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
+use zerostate_market::{TaskRecord, TaskState};
 
 /// How long `task submit` waits for a task to end.
 const WAIT: Duration = Duration::from_secs(300);
@@ -134,9 +135,7 @@ impl SubmitArgs {
             body["guild"] = serde_json::Value::from(guild.as_str());
         }
         let record = runtime.block_on(client.run_task(&body, Duration::from_millis(50), WAIT))?;
-        let returned: zerostate_market::wire::Files =
-            serde_json::from_value(record["output_files"].clone()).unwrap_or_default();
-        let returned = zerostate_market::wire::decode_files(&returned, "output files")
+        let returned = zerostate_market::wire::decode_files(&record.output_files, "output files")
             .map_err(|e| anyhow::anyhow!("the task's record: {e}"))?;
         self.files.write_output(&returned)?;
         report(&record, self.json)
@@ -144,18 +143,18 @@ impl SubmitArgs {
 }
 
 /// Writes the output (or the record) and the summary; the exit code says how it ended.
-fn report(record: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
+fn report(record: &TaskRecord, json: bool) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     if json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(record)?)?;
-    } else if let Some(output) = record["output"].as_str() {
+    } else if let Some(output) = &record.output {
         stdout.write_all(
             &B64.decode(output)
                 .context("the task's output is not base64")?,
         )?;
     }
     stdout.flush()?;
-    if !json && let Some(stderr) = record["stderr"].as_str() {
+    if !json && let Some(stderr) = &record.stderr {
         // What the program wrote to its stderr, on this command's, before the summary.
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(&B64.decode(stderr).unwrap_or_default());
@@ -163,41 +162,36 @@ fn report(record: &serde_json::Value, json: bool) -> anyhow::Result<ExitCode> {
     }
     let viewer = std::env::var("ZEROSTATE_COLLECTOR")
         .unwrap_or_else(|_| "http://127.0.0.1:16686".to_owned());
-    let trace = record["trace_id"].as_str().unwrap_or_default();
-    let state = record["state"].as_str().unwrap_or_default();
-    let receipt = &record["receipt"];
-    let payment = &record["payment"];
-    let paid = match payment["status"].as_str() {
-        Some("paid") => format!("{} units", payment["amount"].as_u64().unwrap_or(0)),
-        Some(other) => format!(
-            "{other} ({})",
-            payment["reason"].as_str().unwrap_or("no reason given")
+    let trace = &record.trace_id;
+    let paid = match &record.payment {
+        Some(p) if p.status == "paid" => format!("{} units", p.amount),
+        Some(p) => format!(
+            "{} ({})",
+            p.status,
+            p.reason.as_deref().unwrap_or("no reason given")
         ),
         None => "nothing".to_owned(),
     };
     eprintln!(
-        "task {}: {state} on {}, fuel {}, paid {paid}, trace {trace} ({}/trace/{trace})",
-        record["id"].as_str().unwrap_or_default(),
-        record["executor"].as_str().unwrap_or("no executor"),
-        receipt["fuel_consumed"].as_u64().unwrap_or(0),
+        "task {}: {} on {}, fuel {}, paid {paid}, trace {trace} ({}/trace/{trace})",
+        record.id,
+        record.state.as_str(),
+        record.executor.as_deref().unwrap_or("no executor"),
+        record.receipt.as_ref().map_or(0, |r| r.fuel_consumed),
         viewer.trim_end_matches('/'),
     );
-    if let Some(error) = record["error"].as_str() {
+    if let Some(error) = &record.error {
         eprintln!("  {error}");
     }
-    for a in record["attempts"].as_array().into_iter().flatten() {
-        if a["outcome"] != "delivered" {
-            eprintln!(
-                "  attempt on {}: {}",
-                a["executor"].as_str().unwrap_or_default(),
-                a["outcome"].as_str().unwrap_or_default()
-            );
+    for a in &record.attempts {
+        if a.outcome != "delivered" {
+            eprintln!("  attempt on {}: {}", a.executor, a.outcome);
         }
     }
     // A failure with a receipt happened inside the sandbox; without one, nobody delivered.
-    Ok(match state {
-        "succeeded" => ExitCode::SUCCESS,
-        "failed" if !record["receipt"].is_null() => ExitCode::from(1),
+    Ok(match record.state {
+        TaskState::Succeeded => ExitCode::SUCCESS,
+        TaskState::Failed if record.receipt.is_some() => ExitCode::from(1),
         _ => ExitCode::from(3),
     })
 }

@@ -2,10 +2,10 @@
 //! talk to the HTTP API, stop with a signal.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zerostate_node::console::Ready;
+use zerostate_cluster::harness::{Guild, Launcher, Node};
+use zerostate_node::client::NodeClient;
 use zerostate_node::process::{Child, stop_all};
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
@@ -19,6 +19,8 @@ pub(crate) struct NodeProcess {
     pub(crate) token: String,
     pub(crate) peer_id: String,
     pub(crate) listen: Vec<String>,
+    /// The typed client of its API.
+    pub(crate) client: NodeClient,
     process: Child,
 }
 
@@ -35,42 +37,35 @@ impl NodeProcess {
         otlp: &str,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
-        command.envs(env.iter().copied());
-        command
-            .arg("node")
-            .args([
-                "--name",
-                name,
-                "--api",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ])
-            .args(["--data-dir", &dir.join(name).to_string_lossy()])
-            .args(args)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("RUST_LOG", "info")
-            .env("ZEROSTATE_LOG_FORMAT", "json");
+        let mut launcher = Launcher::new(env!("CARGO_BIN_EXE_zerostate"), dir)
+            .expect("the test's directory")
+            .start_timeout(DEADLINE)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", Some(otlp))
+            .env("OTEL_BSP_SCHEDULE_DELAY", Some("100"))
+            .env("RUST_LOG", Some("info"))
+            .env("ZEROSTATE_LOG_FORMAT", Some("json"));
+        for (key, value) in env {
+            launcher = launcher.env(key, Some(value));
+        }
+        let mut all = launcher.node_args(name, "127.0.0.1");
+        all.extend(args.iter().map(|&a| a.to_owned()));
         let log = dir.join(format!("{name}.log"));
-        let process = Child::spawn(name, command, &log, DEADLINE)
+        let node = launcher
+            .spawn(name, &all, &log)
+            .and_then(Node::new)
             .unwrap_or_else(|e| panic!("{name} did not start: {e:#}"));
-        let node = Ready::parse(process.ready())
-            .expect("a ready line")
-            .node
-            .expect("a node's ready line");
         NodeProcess {
             name: name.to_owned(),
-            token: std::fs::read_to_string(&node.api_token_file)
+            token: std::fs::read_to_string(&node.info.api_token_file)
                 .expect("the node wrote its API token")
                 .trim()
                 .to_owned(),
-            api: node.api,
-            admin: node.admin,
-            peer_id: node.peer_id,
-            listen: node.listen,
-            process,
+            api: node.info.api.clone(),
+            admin: node.info.admin.clone(),
+            peer_id: node.info.peer_id.clone(),
+            listen: node.info.listen.clone(),
+            client: node.api,
+            process: node.child,
         }
     }
 
@@ -271,39 +266,28 @@ pub(crate) fn guild_cluster(dir: &Path, config: &str, members: usize, otlp: &str
         .expect("guild id")
         .to_owned();
     let boot = coordinator.tcp_address();
-    let target = format!("{id}@{boot}");
+    let guild = Guild {
+        id: id.clone(),
+        boot: boot.clone(),
+        coordinator: coordinator.client.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
     let members: Vec<NodeProcess> = (1..=members)
         .map(|i| {
-            let invitation = crate::guild::invitation(&coordinator, &id);
-            NodeProcess::start(
-                dir,
-                &format!("member-{i}"),
-                &[
-                    "--listen",
-                    listen,
-                    "--bootstrap",
-                    &boot,
-                    "--config",
-                    &file,
-                    "--join-guild",
-                    &target,
-                    "--invitation",
-                    &invitation,
-                    "--ledger-peer",
-                    &coordinator.peer_id,
-                ],
-                otlp,
-            )
+            let joining = runtime
+                .block_on(guild.join_args(&boot, Some(&coordinator.peer_id)))
+                .expect("an invitation from the coordinator");
+            let mut args = vec!["--listen", listen, "--config", &file];
+            args.extend(joining.iter().map(String::as_str));
+            NodeProcess::start(dir, &format!("member-{i}"), &args, otlp)
         })
         .collect();
-    let all = members.len() + 1;
-    eventually("every member at the coordinator", || {
-        (crate::guild::guild(&coordinator, &id)["members"]
-            .as_array()?
-            .len()
-            == all)
-            .then_some(())
-    });
+    runtime
+        .block_on(guild.wait_members(members.len() + 1, DEADLINE))
+        .expect("every member at the coordinator");
     let topic = format!("zerostate%2Fguild%2F{id}");
     for n in std::iter::once(&coordinator).chain(&members) {
         eventually(&format!("{} in the guild's mesh", n.name), || {

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-use crate::devnet::spawn_collector;
+use crate::harness::Launcher;
 use zerostate_node::process::stop_all;
 
 /// `bench ingest`.
@@ -137,7 +137,9 @@ impl IngestArgs {
             .map(|i| request(per, now_ns + (i as u64) * 1_000_000_000))
             .collect::<anyhow::Result<_>>()?;
         let wire: usize = bodies.iter().map(Vec::len).sum();
-        let (collector, otlp, ui) = spawn_collector(&dir, "127.0.0.1:0", "127.0.0.1:0", &[])?;
+        let collector =
+            Launcher::this_binary(&dir)?.collector("127.0.0.1:0", "127.0.0.1:0", &[])?;
+        let (otlp, ui) = (collector.otlp.clone(), collector.ui.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -145,7 +147,7 @@ impl IngestArgs {
             .context("starting the async runtime")?;
         let result = runtime.block_on(send(bodies, &otlp, &ui, self.connections.max(1)));
         drop(runtime);
-        let _ = stop_all(vec![collector], Duration::from_secs(15));
+        let _ = stop_all(vec![collector.child], Duration::from_secs(15));
         // What is on disk once the collector has stopped: every acknowledged span must be.
         // (`zerostate collector --data-dir D` keeps its store in D/traces.)
         let store = dir.join("traces");

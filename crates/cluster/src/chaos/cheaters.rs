@@ -115,11 +115,11 @@ pub(super) fn run(
     );
     // The liars (not the one that only asked too much) are out of the signed membership,
     // removed by the coordinator on the requester's evidence.
-    let members: Vec<String> = net.guild_view("coordinator")?["members"]
-        .as_array()
+    let members: Vec<String> = net
+        .guild_view("coordinator")?
+        .members
         .into_iter()
-        .flatten()
-        .filter_map(|m| m["peer_id"].as_str().map(str::to_owned))
+        .map(|m| m.peer_id)
         .collect();
     let mut removed = Vec::new();
     for (i, (what, _)) in CHEATS.iter().enumerate() {

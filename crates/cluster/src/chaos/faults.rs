@@ -3,6 +3,7 @@
 
 use super::net::{HEARTBEAT_MS, MISSED_HEARTBEATS};
 use super::*;
+use zerostate_guild::GuildInfo;
 
 /// Polls `done` every 100 ms for at most `within`; how long it took.
 pub(super) fn until(within: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
@@ -68,16 +69,16 @@ pub(super) fn partition(
     row.fault = format!("{cut} cut off for {:.0} s ({how})", cut_for.as_secs_f64());
     std::thread::sleep(cut_for);
     let coordinator = net.guild_view("coordinator")?;
-    let marked_down = !coordinator["members"].as_array().is_some_and(|m| {
-        m.iter()
-            .any(|m| m["peer_id"] == peer.as_str() && m["up"] == true)
-    });
+    let marked_down = !coordinator
+        .members
+        .iter()
+        .any(|m| m.peer_id == peer && m.up);
     row.check(
         "heartbeats marked the cut-off node down",
         marked_down,
         format!(
             "the coordinator's view before the heal: {}",
-            coordinator["members"]
+            serde_json::to_string(&coordinator.members).unwrap_or_default()
         ),
     );
     let healed_at = load.started.elapsed();
@@ -87,7 +88,7 @@ pub(super) fn partition(
     row.check(
         "it rejoined and its guild state converged",
         rejoined.is_some(),
-        format!("{cut}: {}", net.guild_view(cut).unwrap_or_default()),
+        format!("{cut}: {}", net.guild_text(cut)),
     );
     row.check(
         "back within two heartbeat intervals of the heal",
@@ -287,28 +288,25 @@ pub(super) fn one_coordinator(
 ) -> Option<(Duration, String)> {
     let start = Instant::now();
     while start.elapsed() < within {
-        let views: Vec<serde_json::Value> = names
+        let views: Vec<GuildInfo> = names
             .iter()
             .filter_map(|n| net.guild_view(n).ok())
             .collect();
         let first = views.first();
         let same = views.len() == names.len()
             && views.iter().all(|v| {
-                matches!(v["status"].as_str(), Some("coordinator" | "member"))
+                matches!(v.status.as_str(), "coordinator" | "member")
                     && first.is_some_and(|f| {
-                        v["coordinator"] == f["coordinator"]
-                            && v["term"] == f["term"]
-                            && v["version"] == f["version"]
-                            && v["key_epoch"] == f["key_epoch"]
+                        (&v.coordinator, v.term, v.version, v.key_epoch)
+                            == (&f.coordinator, f.term, f.version, f.key_epoch)
                     })
             });
-        let coordinator = first.and_then(|f| f["coordinator"].as_str()).unwrap_or("");
+        let coordinator = first.map_or("", |f| f.coordinator.as_str());
         // (Not asking the node ruled out: it may be cut off, and its API with it.)
         let coordinating = Some(coordinator) != not
-            && net.name_of(coordinator).is_some_and(|n| {
-                net.guild_view(n)
-                    .is_ok_and(|v| v["status"] == "coordinator")
-            });
+            && net
+                .name_of(coordinator)
+                .is_some_and(|n| net.guild_view(n).is_ok_and(|v| v.status == "coordinator"));
         if same && coordinating {
             return Some((start.elapsed(), coordinator.to_owned()));
         }
@@ -421,14 +419,20 @@ pub(super) fn coordinator_restarted(
         "kill → one coordinator and one membership at every node, the restarted one included",
     );
     let settled_at = settled.as_ref().map(|(took, _)| lost_at + *took);
-    let view = net.guild_view("coordinator").unwrap_or_default();
+    let view = net.guild_view("coordinator");
     row.check(
         "the restarted coordinator is back in its guild",
-        settled.is_some() && matches!(view["status"].as_str(), Some("coordinator" | "member")),
-        format!(
-            "{} as {} at term {}, version {}",
-            view["id"], view["status"], view["term"], view["version"]
-        ),
+        settled.is_some()
+            && view
+                .as_ref()
+                .is_ok_and(|v| matches!(v.status.as_str(), "coordinator" | "member")),
+        match &view {
+            Ok(v) => format!(
+                "{} as {} at term {}, version {}",
+                v.id, v.status, v.term, v.version
+            ),
+            Err(e) => format!("the coordinator cannot say: {e:#}"),
+        },
     );
     std::thread::sleep((third * 2).saturating_sub(settled.map(|(t, _)| t).unwrap_or_default()));
     let book = load.finish(&net.runtime);

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::devnet::{spawn, spawn_with};
+use zerostate_guild::GuildInfo;
 use zerostate_node::client::NodeClient;
 use zerostate_node::console::Ready;
 use zerostate_node::process::{Child, signal, stop_all};
+
+use crate::harness::{Guild, Launcher};
 
 /// How long a node or the collector has to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -70,7 +72,10 @@ pub(super) struct Net {
     dir: PathBuf,
     /// The guild every member is in.
     guild: String,
-    env: Vec<(String, Option<String>)>,
+    /// Starts the collector.
+    launcher: Launcher,
+    /// Starts the nodes: the launcher with the nodes' environment.
+    nodes_launcher: Launcher,
     collector: Option<Child>,
     collector_args: Vec<String>,
     /// The collector's query API and viewer.
@@ -190,12 +195,8 @@ impl Net {
             s("--data-dir"),
             dir.display().to_string(),
         ];
-        let collector = spawn(
-            "collector",
-            &collector_args,
-            &dir.join("collector.log"),
-            &[],
-        )?;
+        let launcher = Launcher::this_binary(&dir)?;
+        let collector = launcher.spawn("collector", &collector_args, &dir.join("collector.log"))?;
         let ready = Ready::parse(collector.ready())?
             .collector
             .context("the collector did not say where it listens")?;
@@ -203,23 +204,18 @@ impl Net {
             Some(delay) => super::proxy::start(&runtime, "127.0.0.1", &ready.otlp, delay)?,
             None => ready.otlp.clone(),
         };
-        let env = vec![
-            (s("OTEL_EXPORTER_OTLP_ENDPOINT"), Some(otlp.clone())),
-            (s("OTEL_BSP_SCHEDULE_DELAY"), Some(s("500"))),
-            (
-                s("OTEL_TRACES_SAMPLER"),
-                Some(s("parentbased_traceidratio")),
-            ),
-            (
-                s("OTEL_TRACES_SAMPLER_ARG"),
-                Some(plan.sampling.to_string()),
-            ),
-            (s("RUST_LOG"), None),
-        ];
+        let nodes_launcher = launcher
+            .clone()
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&otlp))
+            .env("OTEL_BSP_SCHEDULE_DELAY", Some("500"))
+            .env("OTEL_TRACES_SAMPLER", Some("parentbased_traceidratio"))
+            .env("OTEL_TRACES_SAMPLER_ARG", Some(&plan.sampling.to_string()))
+            .env("RUST_LOG", None);
         let mut net = Net {
             dir,
             guild: String::new(),
-            env,
+            launcher,
+            nodes_launcher,
             collector: Some(collector),
             collector_args,
             ui: ready.ui,
@@ -389,7 +385,6 @@ impl Net {
             members.push((s(super::cheaters::NON_PAYER), false, "", Some("never-pay")));
         }
         for (name, execute, extra, misbehave) in &members {
-            let invitation = self.invitation()?;
             let on_island = on_island(self, name);
             let (mut args, boot) = match (&self.island, &island_boot) {
                 (Some(i), Some(island_boot)) if on_island => (
@@ -398,18 +393,16 @@ impl Net {
                 ),
                 _ => (self.listen_here(free_port()?)?, boot.clone()),
             };
-            args.extend([
-                s("--bootstrap"),
-                boot.clone(),
-                s("--config"),
-                self.config(name, *execute, extra)?,
-                s("--join-guild"),
-                format!("{}@{boot}", self.guild),
-                s("--invitation"),
-                invitation,
-                s("--ledger-peer"),
-                ledger.clone(),
-            ]);
+            args.extend([s("--config"), self.config(name, *execute, extra)?]);
+            let guild = Guild {
+                id: self.guild.clone(),
+                boot: boot.clone(),
+                coordinator: self.client("coordinator")?,
+            };
+            args.extend(
+                self.runtime
+                    .block_on(guild.join_args(&boot, Some(&ledger)))?,
+            );
             for item in misbehave.iter().chain(plan.members_misbehave) {
                 args.extend([s("--misbehave"), (*item).to_owned()]);
             }
@@ -426,10 +419,7 @@ impl Net {
         for payer in payers {
             let peer = self.peer(payer)?;
             self.runtime
-                .block_on(ledger.post(
-                    "/v1/ledger/faucet",
-                    &serde_json::json!({ "peer_id": peer, "amount": 1_000_000_000_000u64 }),
-                ))
+                .block_on(ledger.fund(&peer, 1_000_000_000_000))
                 .with_context(|| format!("funding {payer}"))?;
         }
         Ok(())
@@ -458,21 +448,8 @@ impl Net {
         let island = self.island.as_ref().filter(|_| slot.island);
         // The island's API and operations listener are on its link, where this side
         // reaches them.
-        let local = match island {
-            Some(i) => format!("{}:0", i.node_ip),
-            None => s("127.0.0.1:0"),
-        };
-        let mut args = vec![
-            s("node"),
-            s("--name"),
-            name.to_owned(),
-            s("--api"),
-            local.clone(),
-            s("--admin"),
-            local,
-            s("--data-dir"),
-            self.dir.join(name).display().to_string(),
-        ];
+        let host = island.map_or("127.0.0.1", |i| i.node_ip.as_str());
+        let mut args = self.nodes_launcher.node_args(name, host);
         args.extend(slot.args.iter().cloned());
         // Each start its own log: `NAME.log`, then `NAME.2.log`, ...
         let starts = self.starts.entry(name.to_owned()).or_default();
@@ -481,19 +458,17 @@ impl Net {
             1 => self.dir.join(format!("{name}.log")),
             n => self.dir.join(format!("{name}.{n}.log")),
         };
-        let mut env: Vec<(&str, Option<&str>)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_deref()))
-            .collect();
+        let launcher = &self.nodes_launcher;
         let child = match island {
-            Some(i) => {
-                // The island reaches the collector through the proxy on its link.
-                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", self.island_otlp.as_deref()));
-                let exe = std::env::current_exe().context("finding the zerostate executable")?;
-                spawn_with(name, i.command(&exe), &args, &log, &env)?
-            }
-            None => spawn(name, &args, &log, &env)?,
+            // The island reaches the collector through the proxy on its link.
+            Some(i) => launcher.spawn_through(
+                name,
+                i.command(launcher.exe()),
+                &args,
+                &log,
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", self.island_otlp.as_deref())],
+            )?,
+            None => launcher.spawn(name, &args, &log)?,
         };
         let info = Ready::parse(child.ready())?
             .node
@@ -571,24 +546,11 @@ impl Net {
         self.fetch(&format!("{admin}/metrics"))
     }
 
-    /// A single-use invitation to the guild, signed by the coordinator.
-    pub(super) fn invitation(&self) -> anyhow::Result<String> {
-        let coordinator = self.client("coordinator")?;
-        let answer = self.runtime.block_on(coordinator.post(
-            &format!("/v1/guilds/{}/invitations", self.guild),
-            &serde_json::json!({ "ttl_s": 7200 }),
-        ))?;
-        Ok(answer["invitation"]
-            .as_str()
-            .context("no invitation in the coordinator's answer")?
-            .to_owned())
-    }
-
     /// The guild as the coordinator sees it.
-    pub(super) fn guild_view(&self, from: &str) -> anyhow::Result<serde_json::Value> {
+    pub(super) fn guild_view(&self, from: &str) -> anyhow::Result<GuildInfo> {
         let client = self.client(from)?;
         self.runtime
-            .block_on(client.get(&format!("/v1/guilds/{}", self.guild)))?
+            .block_on(client.guild(&self.guild))?
             .context("the guild is unknown there")
     }
 
@@ -602,11 +564,20 @@ impl Net {
         ) else {
             return false;
         };
-        let listed = coordinator["members"].as_array().is_some_and(|m| {
-            m.iter()
-                .any(|m| m["peer_id"] == peer.as_str() && m["up"] == true)
-        });
-        listed && own["status"] == "member" && own["version"] == coordinator["version"]
+        let listed = coordinator
+            .members
+            .iter()
+            .any(|m| m.peer_id == peer && m.up);
+        listed && own.status == "member" && own.version == coordinator.version
+    }
+
+    /// The guild as node `from` sees it, as JSON text for a report; why not, when it
+    /// cannot say.
+    pub(super) fn guild_text(&self, from: &str) -> String {
+        match self.guild_view(from) {
+            Ok(view) => serde_json::to_string(&view).unwrap_or_default(),
+            Err(e) => format!("{from} cannot say: {e:#}"),
+        }
     }
 
     /// Waits until every member named is in the guild and converged.
@@ -621,7 +592,7 @@ impl Net {
                 bail!(
                     "{waiting:?} not in the guild within {} s: {}",
                     within.as_secs(),
-                    self.guild_view("coordinator").unwrap_or_default()
+                    self.guild_text("coordinator")
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -682,11 +653,10 @@ impl Net {
 
     /// Starts the collector again on its ports and data.
     pub(super) fn restart_collector(&mut self) -> anyhow::Result<()> {
-        self.collector = Some(spawn(
+        self.collector = Some(self.launcher.spawn(
             "collector",
             &self.collector_args,
             &self.dir.join("collector-restarted.log"),
-            &[],
         )?);
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::TOPIC_PREFIX;
 use super::joins::JoinBucket;
@@ -15,7 +15,7 @@ use crate::crypto::GuildKey;
 use crate::wire::{Claim, Membership};
 
 /// A member as this node sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// Its peer id.
     pub peer_id: String,
@@ -27,7 +27,7 @@ pub struct MemberInfo {
 }
 
 /// A guild as this node sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GuildInfo {
     /// Its id.
     pub id: String,

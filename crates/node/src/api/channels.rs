@@ -153,5 +153,9 @@ async fn faucet(
     api.payments
         .faucet(&peer, body.amount)
         .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
-    Ok(Json(serde_json::json!({ "peer_id": body.peer_id, "funded": body.amount })).into_response())
+    Ok(Json(super::answers::Funded {
+        peer_id: body.peer_id,
+        funded: body.amount,
+    })
+    .into_response())
 }

@@ -126,12 +126,12 @@ async fn guild_invite(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "invitation": invitation.to_token(),
-            "guild_id": id,
-            "for": body.invitee,
-            "expires_unix_ms": invitation.expires_unix_ms,
-        })),
+        Json(super::answers::Invitation {
+            invitation: invitation.to_token(),
+            guild_id: id,
+            invitee: body.invitee,
+            expires_unix_ms: invitation.expires_unix_ms,
+        }),
     )
         .into_response())
 }
@@ -170,10 +170,10 @@ async fn guild_announce(
             payload.to_string().into_bytes(),
         )
         .await?;
-    Ok(Json(serde_json::json!({
-        "message_id": message_id,
-        "trace_id": current_trace_id(),
-    }))
+    Ok(Json(super::answers::Published {
+        message_id: Some(message_id),
+        trace_id: current_trace_id(),
+    })
     .into_response())
 }
 
@@ -243,6 +243,9 @@ async fn guild_send(
     api.guilds
         .send(&id, &body.message_type, body.payload.into_bytes())
         .await?;
-    let trace_id = current_trace_id();
-    Ok(Json(serde_json::json!({ "trace_id": trace_id })).into_response())
+    Ok(Json(super::answers::Published {
+        message_id: None,
+        trace_id: current_trace_id(),
+    })
+    .into_response())
 }

@@ -72,8 +72,11 @@ async fn publish(
         .network
         .publish(&topic, &body.message_type, body.payload.into_bytes())
         .await?;
-    let trace_id = current_trace_id();
-    Ok(Json(serde_json::json!({ "message_id": id, "trace_id": trace_id })).into_response())
+    Ok(Json(super::answers::Published {
+        message_id: Some(id),
+        trace_id: current_trace_id(),
+    })
+    .into_response())
 }
 
 /// The body of `POST /v1/p2p/dial`.

@@ -164,11 +164,11 @@ async fn task_submit(
         .map_err(bad_request)?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "task_id": record.id,
-            "trace_id": record.trace_id,
-            "state": record.state,
-        })),
+        Json(super::answers::Accepted {
+            task_id: record.id,
+            trace_id: record.trace_id,
+            state: record.state,
+        }),
     )
         .into_response())
 }
