@@ -10,31 +10,26 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-mod cheaters;
-mod faults;
-
-use faults::{
-    collector_killed, coordinator_lost, coordinator_restarted, executors_killed, ledger_restarted,
-    partition, slow_collector,
-};
+mod checks;
 mod island;
 mod load;
 mod net;
 mod proxy;
-mod succession;
+mod scenarios;
 
 use crate::bench::quantile;
 use load::{Book, Load, Pace};
 use net::{Net, Plan};
+use scenarios::{Scenario, Setting};
 
 /// Run the chaos scenarios against a network of real processes.
 #[derive(Debug, Args)]
 pub struct ChaosCommand {
     /// Scenarios to run, in order; repeatable [default: all].
-    #[arg(long = "scenario", value_enum)]
-    scenarios: Vec<Scenario>,
+    #[arg(long = "scenario", value_name = "SCENARIO", value_parser = scenarios::parser())]
+    scenarios: Vec<String>,
     /// Seconds of load per scenario: the fault comes after a third of it and is healed
     /// after two thirds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
@@ -72,57 +67,6 @@ fn rate(text: &str) -> Result<f64, String> {
         Err(format!(
             "{r} tasks a second: it must be more than 0 and at most 1000"
         ))
-    }
-}
-
-/// A chaos scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    /// As many tasks as the network takes, every trace sampled.
-    #[value(name = "load-100")]
-    Load100,
-    /// The same with 10 % of traces sampled.
-    #[value(name = "load-10")]
-    Load10,
-    /// The collector killed (SIGKILL) and started again mid-load.
-    CollectorKilled,
-    /// An executor cut off (its network namespace's link down, or SIGSTOP where no
-    /// namespace can be made) and healed.
-    Partition,
-    /// Executors killed (SIGKILL) mid-task and started again, `--kills` times.
-    ExecutorsKilled,
-    /// The ledger node killed (SIGKILL) mid-payments and started again.
-    LedgerRestarted,
-    /// The guild's coordinator killed (SIGKILL) for good: a successor takes over.
-    CoordinatorLost,
-    /// The guild's coordinator killed (SIGKILL) and started again on its data directory.
-    CoordinatorRestarted,
-    /// The guild's coordinator, which runs tasks here (each answer held back 1.5 s),
-    /// killed (SIGKILL) while it holds one and, once a successor has taken over, started
-    /// again on its data directory: the task is retried within the guild, the old
-    /// coordinator steps back to member.
-    CoordinatorBack,
-    /// The guild's coordinator killed (SIGKILL) with every successor free to take over as
-    /// soon as it falls silent, deaf to membership gossip: several act at once, the guild
-    /// settles on the first named.
-    SuccessorsAtOnce,
-    /// The guild's coordinator cut off (its network namespace's link down): a successor
-    /// takes over the larger side while the old coordinator goes on alone; after the heal,
-    /// one coordinator and one membership.
-    CoordinatorPartitioned,
-    /// The collector answering every export `--slow-ms` late.
-    SlowCollector,
-    /// Three lying executors (fuel inflated a hundredfold, made-up output, offers above
-    /// the maximum price) and a requester that never pays, beside the honest load.
-    Cheaters,
-}
-
-impl Scenario {
-    /// Its name on the command line and in the report.
-    fn name(self) -> String {
-        self.to_possible_value()
-            .map(|v| v.get_name().to_owned())
-            .unwrap_or_default()
     }
 }
 
@@ -227,10 +171,13 @@ fn reason_key(reason: &str) -> String {
 impl ChaosCommand {
     /// Runs the scenarios and prints the table.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let scenarios = if self.scenarios.is_empty() {
-            Scenario::value_variants().to_vec()
+        let scenarios: Vec<&dyn Scenario> = if self.scenarios.is_empty() {
+            scenarios::ALL.to_vec()
         } else {
-            self.scenarios.clone()
+            self.scenarios
+                .iter()
+                .map(|name| scenarios::by_name(name).context("no such scenario"))
+                .collect::<anyhow::Result<_>>()?
         };
         let base = match &self.data {
             Some(d) => d.clone(),
@@ -244,7 +191,7 @@ impl ChaosCommand {
                 Ok(row) => row,
                 Err(e) => {
                     let mut row = Row {
-                        scenario: scenario.name(),
+                        scenario: scenario.name().to_owned(),
                         ..Row::default()
                     };
                     row.check("the scenario ran", false, short(&e));
@@ -279,92 +226,49 @@ impl ChaosCommand {
     }
 
     /// Runs one scenario on a fresh network.
-    fn scenario(&self, scenario: Scenario, dir: &std::path::Path) -> anyhow::Result<Row> {
-        let slow = proxy::Delay::default();
-        let mut net = Net::start(Plan {
+    fn scenario(&self, scenario: &dyn Scenario, dir: &std::path::Path) -> anyhow::Result<Row> {
+        let setting = Setting {
+            third: Duration::from_secs(self.seconds) / 3,
+            kills: self.kills,
+            slow_ms: self.slow_ms,
+            slow: proxy::Delay::default(),
+        };
+        let mut plan = Plan {
             dir,
             executors: 3,
-            sampling: if scenario == Scenario::Load10 {
-                0.1
-            } else {
-                1.0
-            },
-            otlp_via: (scenario == Scenario::SlowCollector).then(|| slow.clone()),
-            island: match scenario {
-                Scenario::Partition => Some(net::ISLANDER),
-                Scenario::CoordinatorPartitioned => Some("coordinator"),
-                _ => None,
-            },
-            coordinator_executes: scenario == Scenario::CoordinatorBack,
-            members_misbehave: if scenario == Scenario::SuccessorsAtOnce {
-                succession::AT_ONCE
-            } else {
-                &[]
-            },
-            cheaters: scenario == Scenario::Cheaters,
-        })?;
-        let third = Duration::from_secs(self.seconds) / 3;
+            sampling: 1.0,
+            otlp_via: None,
+            island: None,
+            coordinator_executes: false,
+            members_misbehave: &[],
+            cheaters: false,
+        };
+        scenario.plan(&mut plan, &setting);
+        let sampling = plan.sampling;
+        let mut net = Net::start(plan)?;
         let mut row = Row {
-            scenario: scenario.name(),
+            scenario: scenario.name().to_owned(),
             ..Row::default()
         };
-        let pace = match scenario {
-            Scenario::Load100 | Scenario::Load10 | Scenario::Cheaters => {
-                Pace::InFlight(usize::try_from(self.in_flight).unwrap_or(6))
-            }
-            _ => Pace::Rate(self.rate),
+        let pace = if scenario.in_flight() {
+            Pace::InFlight(usize::try_from(self.in_flight).unwrap_or(6))
+        } else {
+            Pace::Rate(self.rate)
         };
         row.load = match pace {
-            Pace::InFlight(k) => format!(
-                "{k} in flight, {} sampled",
-                if scenario == Scenario::Load10 {
-                    "10 %"
-                } else {
-                    "100 %"
-                }
-            ),
+            Pace::InFlight(k) => format!("{k} in flight, {:.0} % sampled", sampling * 100.0),
             Pace::Rate(r) => format!("{r}/s"),
         };
         // The gossip mesh forms within a heartbeat or two.
         std::thread::sleep(Duration::from_secs(2));
-        let task = if scenario == Scenario::ExecutorsKilled {
-            load::HEAVY
-        } else {
-            load::LIGHT
-        };
         let began = Instant::now();
-        let load = Load::start(&net.runtime, net.client("requester")?, pace, task);
-        let mut book = match scenario {
-            Scenario::Load100 | Scenario::Load10 => {
-                row.fault = "none".to_owned();
-                std::thread::sleep(third * 3);
-                row.recovery = "—".to_owned();
-                load.finish(&net.runtime)
-            }
-            Scenario::CollectorKilled => collector_killed(&mut net, load, third, &mut row)?,
-            Scenario::Partition => partition(&mut net, load, third, &mut row)?,
-            Scenario::ExecutorsKilled => {
-                executors_killed(&mut net, load, third, self.kills, &mut row)?
-            }
-            Scenario::LedgerRestarted => ledger_restarted(&mut net, load, third, &mut row)?,
-            Scenario::CoordinatorLost => coordinator_lost(&mut net, load, third, &mut row)?,
-            Scenario::CoordinatorRestarted => {
-                coordinator_restarted(&mut net, load, third, &mut row)?
-            }
-            Scenario::CoordinatorBack => {
-                succession::coordinator_back(&mut net, load, third, &mut row)?
-            }
-            Scenario::SuccessorsAtOnce => {
-                succession::successors_at_once(&mut net, load, third, &mut row)?
-            }
-            Scenario::CoordinatorPartitioned => {
-                succession::coordinator_partitioned(&mut net, load, third, &mut row)?
-            }
-            Scenario::SlowCollector => {
-                slow_collector(&mut net, load, third, &slow, self.slow_ms, &mut row)?
-            }
-            Scenario::Cheaters => cheaters::run(&mut net, 3, load, third, &mut row)?,
-        };
+        let load = Load::start(
+            &net.runtime,
+            net.client("requester")?,
+            pace,
+            scenario.task(),
+        );
+        let mut book = scenario.run(&mut net, load, &setting, &mut row)?;
         // From the first task to the last one's end.
         row.seconds = began.elapsed().as_secs_f64();
         refresh_unpaid(&net, &mut book);
@@ -377,43 +281,10 @@ impl ChaosCommand {
         row.spans_stored = stored;
         row.peak_rss_mib = net.peaks_mib();
         common_checks(&mut row, net.spans_scraped);
-        if matches!(scenario, Scenario::Load100 | Scenario::Load10) {
-            let peak = row.peak_rss_mib.values().copied().fold(0.0, f64::max);
-            row.check(
-                "memory bounded",
-                peak < MEMORY_BOUND_MIB,
-                format!("largest node peak {peak:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)"),
-            );
-            row.all_succeeded(&book, "every task succeeded");
-        }
-        if matches!(scenario, Scenario::Load100 | Scenario::Load10) {
-            row.check(
-                "every task paid",
-                row.payments_not_made == 0,
-                format!("{} tasks not paid", row.payments_not_made),
-            );
-        }
-        if matches!(
-            scenario,
-            Scenario::CoordinatorLost | Scenario::CoordinatorRestarted
-        ) {
-            let unpaid = book
-                .outcomes
-                .iter()
-                .filter(|o| o.state == "succeeded" && o.payment() != Some("paid"))
-                .count();
-            row.check(
-                "every succeeded task paid",
-                unpaid == 0,
-                format!("{unpaid} succeeded tasks not paid"),
-            );
-        }
+        scenario.after(&mut row, &book);
         Ok(row)
     }
 }
-
-/// The most resident memory a node may reach under load.
-const MEMORY_BOUND_MIB: f64 = 512.0;
 
 /// Reads again the records of tasks whose payment was not reported `paid`: a payment
 /// whose delivery failed is carried by the next one on its channel, and its record then

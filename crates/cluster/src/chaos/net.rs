@@ -374,7 +374,7 @@ impl Net {
         members
             .extend((1..=executors).map(|i| (format!("executor-{i}"), true, honest_price, None)));
         if cheaters {
-            for (i, (_, misbehave)) in super::cheaters::CHEATS.iter().enumerate() {
+            for (i, (_, misbehave)) in super::scenarios::CHEATS.iter().enumerate() {
                 members.push((
                     format!("executor-{}", executors + 1 + i),
                     true,
@@ -382,7 +382,7 @@ impl Net {
                     Some(*misbehave),
                 ));
             }
-            members.push((s(super::cheaters::NON_PAYER), false, "", Some("never-pay")));
+            members.push((s(super::scenarios::NON_PAYER), false, "", Some("never-pay")));
         }
         for (name, execute, extra, misbehave) in &members {
             let on_island = on_island(self, name);
@@ -412,7 +412,7 @@ impl Net {
         self.wait_members(&everyone, FORM_TIMEOUT)?;
         let ledger = self.client("ledger")?;
         let payers = if cheaters {
-            vec!["requester", super::cheaters::NON_PAYER]
+            vec!["requester", super::scenarios::NON_PAYER]
         } else {
             vec!["requester"]
         };

@@ -4,21 +4,17 @@
 //! row reports what each cheater was paid and after how many tasks it was put out, what
 //! the non-payer got served, and the honest throughput.
 
-use std::time::Duration;
-
-use super::load::{self, Book, Load, Pace};
-use super::net::Net;
-use super::{Row, short};
+use super::prelude::*;
 
 /// Each cheating executor: what the row calls it, and its `--misbehave`.
-pub(super) const CHEATS: [(&str, &str); 3] = [
+pub(in crate::chaos) const CHEATS: [(&str, &str); 3] = [
     ("inflates fuel ×100", "inflate-fuel"),
     ("makes up output", "fake-output"),
     ("offers above max_price", "overprice"),
 ];
 
 /// The requester that never pays.
-pub(super) const NON_PAYER: &str = "non-payer";
+pub(in crate::chaos) const NON_PAYER: &str = "non-payer";
 
 /// How soon after its first failed bill a cheat must be handed no more tasks.
 const PUT_OUT_WITHIN: Duration = Duration::from_secs(2);
@@ -27,8 +23,45 @@ const PUT_OUT_WITHIN: Duration = Duration::from_secs(2);
 /// credit`).
 const CREDIT: usize = 1;
 
+/// Three lying executors (fuel inflated a hundredfold, made-up output, offers above the
+/// maximum price) and a requester that never pays, beside the honest load.
+pub(crate) struct Cheaters;
+
+/// The honest executors beside the cheats.
+const HONEST: usize = 3;
+
+impl Scenario for Cheaters {
+    fn name(&self) -> &'static str {
+        "cheaters"
+    }
+
+    fn about(&self) -> &'static str {
+        "Three lying executors (fuel inflated a hundredfold, made-up output, offers above \
+         the maximum price) and a requester that never pays, beside the honest load."
+    }
+
+    fn plan(&self, plan: &mut Plan<'_>, _: &Setting) {
+        plan.executors = HONEST;
+        plan.cheaters = true;
+    }
+
+    fn in_flight(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        net: &mut Net,
+        load: Load,
+        setting: &Setting,
+        row: &mut Row,
+    ) -> anyhow::Result<Book> {
+        run(net, HONEST, load, setting.third, row)
+    }
+}
+
 /// Runs the load beside the non-payer's for the whole time, then judges.
-pub(super) fn run(
+fn run(
     net: &mut Net,
     honest: usize,
     load: Load,
@@ -158,7 +191,7 @@ pub(super) fn run(
             .outcomes
             .iter()
             .filter_map(|o| o.reason.as_deref())
-            .map(super::reason_key)
+            .map(reason_key)
             .collect::<std::collections::BTreeSet<_>>()
     ));
     row.check(
