@@ -61,6 +61,9 @@ pub fn pick_list<T>(
 pub trait Env {
     /// The variable's value, if set and not empty.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The names of every variable set.
+    fn names(&self) -> Vec<String>;
 }
 
 /// The process's environment.
@@ -71,6 +74,12 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|v| !v.is_empty())
     }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect()
+    }
 }
 
 impl Env for [(&str, &str)] {
@@ -78,6 +87,10 @@ impl Env for [(&str, &str)] {
         self.iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| (*v).to_owned())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.iter().map(|(k, _)| (*k).to_owned()).collect()
     }
 }
 

@@ -72,7 +72,11 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
 impl CollectorCommand {
     /// Runs the collector until a signal.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let file = zerostate_node::node_file::NodeFile::read(self.config.as_deref())?;
+        let file = zerostate_node::node_file::NodeFile::load(
+            self.config.as_deref(),
+            &zerostate_node::settings::ProcessEnv,
+            &[],
+        )?;
         let mut config = file.collector.clone().unwrap_or_default();
         if let Some(a) = self.otlp_http {
             config.otlp_http = a;

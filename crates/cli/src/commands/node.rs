@@ -20,6 +20,11 @@ pub struct NodeCommand {
     /// Configuration file (TOML); flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Any field of a section of the configuration file, as `SECTION.FIELD=VALUE` (a TOML
+    /// value, else a string: `tasks.max_attempts=5`, `payments.ledger=12D3Koo...`);
+    /// repeatable; wins over `ZEROSTATE_<SECTION>_<FIELD>`, which wins over the file.
+    #[arg(long = "set", value_name = "SECTION.FIELD=VALUE")]
+    sets: Vec<String>,
     /// bootnode, relay or edge [default: edge].
     #[arg(long)]
     role: Option<Role>,
@@ -102,7 +107,7 @@ fn parse_invitation(token: &str) -> Result<zerostate_guild::Invitation, String> 
 impl NodeCommand {
     /// Runs the node.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let file = NodeFile::read(self.config.as_deref())?;
+        let file = NodeFile::load(self.config.as_deref(), &ProcessEnv, &self.sets)?;
         let settings = NodeSettings::resolve(
             NodeFlags {
                 data_dir: self.data_dir.clone(),
