@@ -262,3 +262,36 @@ fn a_guild_setting_out_of_range_stops_the_node_with_its_name() {
     let err = crate::text(&out.stderr);
     assert!(err.contains("heartbeat_interval_ms = 0"), "{err}");
 }
+
+#[test]
+fn a_section_setting_comes_from_the_environment_or_set_and_a_wrong_one_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = |env: &[(&str, &str)], extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zerostate"))
+            .args(["node", "--api", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .envs(env.iter().copied())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .output()
+            .expect("zerostate runs");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        crate::text(&out.stderr)
+    };
+    // [guild] from the environment: the node reads it (and refuses the value).
+    let env = [("ZEROSTATE_GUILD_HEARTBEAT_INTERVAL_MS", "0")];
+    let err = node(&env, &[]);
+    assert!(err.contains("heartbeat_interval_ms = 0"), "{err}");
+    // --set wins over the environment.
+    let err = node(&env, &["--set", "guild.heartbeat_interval_ms=5"]);
+    assert!(err.contains("heartbeat_interval_ms = 5"), "{err}");
+    // A field no section has, named by where it came from.
+    let err = node(&[], &["--set", "tasks.max_atempts=5"]);
+    assert!(
+        err.contains("--set \"tasks.max_atempts=5\"") && err.contains("max_atempts"),
+        "{err}"
+    );
+    let err = node(&[("ZEROSTATE_PAYMENTS_DEPOSIT", "lots")], &[]);
+    assert!(err.contains("ZEROSTATE_PAYMENTS_DEPOSIT"), "{err}");
+}
