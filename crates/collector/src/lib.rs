@@ -108,6 +108,7 @@ impl CollectorConfig {
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ..serve::ServeLimits::default()
         }
     }
 }

@@ -11,6 +11,10 @@
 //!   [`ServeLimits::idle_timeout`] is closed (between keep-alive requests too).
 //! - **Request timeout**: a request (reading its body included) that is not answered within
 //!   [`ServeLimits::request_timeout`] is answered 408 and its work dropped.
+//! - **Drain on shutdown**: once told to stop, a listener takes no new connection; each open
+//!   one finishes the request under way (a keep-alive connection waiting for its next
+//!   request is closed at once) within [`ServeLimits::drain_timeout`], after which what is
+//!   left is cut off and counted ([`ServeStats::cut_off`]).
 
 use std::future::Future;
 use std::io;
@@ -43,6 +47,9 @@ pub struct ServeLimits {
     pub idle_timeout: Duration,
     /// Time to read a request and answer it. Default 60 s.
     pub request_timeout: Duration,
+    /// Time the requests under way have to be answered once the listener stops. Default
+    /// 5 s.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -52,6 +59,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -69,10 +77,12 @@ pub struct ServeStats {
     pub request_timeouts: AtomicU64,
     /// TLS handshakes that failed or did not end within the header-read timeout.
     pub tls_failed: AtomicU64,
+    /// Connections still busy when the drain timeout ran out on shutdown.
+    pub cut_off: AtomicU64,
 }
 
 /// Serves `app` on `listener` under `limits` until `shutdown` completes; counts go to
-/// `stats`. Connections already open when it returns are left to finish on their own.
+/// `stats`; then drains the connections still open (see the module's doc) and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -118,6 +128,9 @@ pub async fn serve_tls(
         },
     ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Told to every connection when the listener stops, and what they are waited for by.
+    let closing = tokio_util::sync::CancellationToken::new();
+    let open = tokio_util::task::TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let permit = match slots.clone().try_acquire_owned() {
@@ -127,9 +140,9 @@ pub async fn serve_tls(
                 tokio::select! {
                     p = slots.clone().acquire_owned() => match p {
                         Ok(p) => p,
-                        Err(_) => return,
+                        Err(_) => break,
                     },
-                    () = &mut shutdown => return,
+                    () = &mut shutdown => break,
                 }
             }
         };
@@ -143,22 +156,27 @@ pub async fn serve_tls(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let stats = stats.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let closing = closing.clone();
+        open.spawn(async move {
             let idle = Idle::new(stream, limits.idle_timeout);
             let result = match tls {
-                None => connection(idle, service, limits).await,
+                None => connection(idle, service, limits, closing).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(idle))
-                        .await
-                    {
-                        Ok(Ok(stream)) => connection(stream, service, limits).await,
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(idle));
+                    let accepted = tokio::select! {
+                        accepted = handshake => accepted,
+                        () = closing.cancelled() => return,
+                    };
+                    match accepted {
+                        Ok(Ok(stream)) => connection(stream, service, limits, closing).await,
                         Ok(Err(e)) => {
                             stats.tls_failed.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!("a TLS handshake failed: {e}");
@@ -179,24 +197,48 @@ pub async fn serve_tls(
             drop(permit);
         });
     }
+    // Stopped: no new connection; those open answer what they are answering, then close.
+    drop(listener);
+    closing.cancel();
+    open.close();
+    if tokio::time::timeout(limits.drain_timeout, open.wait())
+        .await
+        .is_err()
+    {
+        let left = open.len();
+        stats.cut_off.fetch_add(left as u64, Ordering::Relaxed);
+        tracing::warn!(
+            "{left} connections still busy {} ms after the listener stopped: cut off",
+            limits.drain_timeout.as_millis()
+        );
+    }
 }
 
-/// Serves HTTP/1.1 on one connection, plain or TLS.
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it closes; once `closing` is
+/// cancelled, it finishes the request under way and closes.
 async fn connection<I>(
     io: I,
     service: TowerToHyperService<Router>,
     limits: ServeLimits,
+    closing: tokio_util::sync::CancellationToken,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(TokioIo::new(io), service)
-        .await
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(served);
+    tokio::select! {
+        result = served.as_mut() => return result,
+        () = closing.cancelled() => {}
+    }
+    served.as_mut().graceful_shutdown();
+    served.await
 }
 
+/// Whether `e` is the idle timeout closing a connection.
 fn is_idle_timeout(e: &hyper::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
