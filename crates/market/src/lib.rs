@@ -324,6 +324,8 @@ struct Inner {
     offered: Mutex<HashMap<String, (PeerId, std::time::Instant)>>,
     /// Tasks this node runs for others now.
     running: AtomicU32,
+    /// Told when the last of them ends (what a drain waits for).
+    idle: tokio::sync::Notify,
     /// Evidence is rerun one piece at a time (a coordinator's guard against members that
     /// would keep it busy rerunning).
     judging: tokio::sync::Semaphore,
@@ -390,6 +392,7 @@ impl Tasks {
                 vouched: Mutex::default(),
                 offered: Mutex::default(),
                 running: AtomicU32::new(0),
+                idle: tokio::sync::Notify::new(),
                 judging: tokio::sync::Semaphore::new(1),
                 own_work: Arc::default(),
                 modules: Mutex::default(),
@@ -447,9 +450,16 @@ impl Tasks {
         let until = tokio::time::Instant::now() + deadline;
         let drained = tokio::time::timeout_at(until, async {
             self.inner.work.wait().await;
-            // Runs for others are answered by the router's handlers: counted by their slots.
-            while self.inner.running.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            // Runs for others are answered by the router's handlers: counted by their slots,
+            // the last of which to end says so.
+            loop {
+                let ended = self.inner.idle.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if self.inner.running.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                ended.await;
             }
         })
         .await
@@ -808,7 +818,9 @@ struct Slot(Tasks);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.inner.running.fetch_sub(1, Ordering::AcqRel);
+        if self.0.inner.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.inner.idle.notify_waiters();
+        }
     }
 }
 
