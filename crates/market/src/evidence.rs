@@ -12,9 +12,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tracing::Instrument;
 use zerostate_execution::{Manifest, Receipt, builtin};
-use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_p2p::PeerId;
+
+use crate::transport::{Incoming, Response};
+use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::{attr, span as names};
-use zerostate_telemetry::{SpanExt, error_chain};
 
 use super::Tasks;
 use super::wire::{self, Evidence, ModuleSource};
@@ -45,27 +47,28 @@ impl Tasks {
         let span = tracing::Span::current();
         self.spawn(
             async move {
-                let Ok(info) = tasks.inner.guilds.info(&evidence.guild).await else {
+                let Ok(info) = tasks.inner.transport.guild(&evidence.guild).await else {
                     return;
                 };
                 let Ok(coordinator) = info.coordinator.parse::<PeerId>() else {
                     return;
                 };
                 let body = serde_json::to_vec(&evidence).unwrap_or_default();
-                let answer = if coordinator == tasks.inner.network.peer_id() {
-                    judge(&tasks, tasks.inner.network.peer_id(), &body).await
+                let me = tasks.inner.transport.local_peer();
+                let answer = if coordinator == me {
+                    judge(&tasks, me, &body).await
                 } else {
                     match tasks
                         .inner
-                        .network
-                        .request(coordinator, vec![], wire::TASK_EVIDENCE, body)
+                        .transport
+                        .ask(coordinator, vec![], wire::TASK_EVIDENCE, body)
                         .await
                     {
-                        Ok(a) if a.message_type == wire::TASK_EVIDENCE_TAKEN => {
+                        Ok(a) if a.kind == wire::TASK_EVIDENCE_TAKEN => {
                             Ok(String::from_utf8_lossy(&a.payload).into_owned())
                         }
                         Ok(a) => Err(String::from_utf8_lossy(&a.payload).into_owned()),
-                        Err(e) => Err(error_chain(&e)),
+                        Err(e) => Err(e),
                     }
                 };
                 match answer {
@@ -79,26 +82,18 @@ impl Tasks {
 }
 
 /// Answers evidence a member handed to this node as its guild's coordinator.
-pub(super) async fn serve(tasks: &Tasks, request: IncomingRequest) {
+pub(super) async fn serve(tasks: &Tasks, request: Incoming) -> Response {
     let span = request.span.clone();
-    let judged = judge(tasks, request.peer, &request.envelope.payload)
+    let judged = judge(tasks, request.peer, &request.payload)
         .instrument(span.clone())
         .await;
-    let (kind, body) = match judged {
-        Ok(done) => (wire::TASK_EVIDENCE_TAKEN, done),
+    Some(match judged {
+        Ok(done) => (wire::TASK_EVIDENCE_TAKEN, done.into_bytes()),
         Err(why) => {
             span.record_error(&zerostate_p2p::Reason(why.clone()));
-            (wire::ERROR, why)
+            (wire::ERROR, why.into_bytes())
         }
-    };
-    if let Err(e) = tasks
-        .inner
-        .network
-        .respond(request, kind, body.into_bytes())
-        .await
-    {
-        tracing::debug!("answering evidence: {}", error_chain(&e));
-    }
+    })
 }
 
 /// Checks evidence from `from` and removes the executor when its receipt does not hold on
@@ -106,12 +101,7 @@ pub(super) async fn serve(tasks: &Tasks, request: IncomingRequest) {
 async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, String> {
     let evidence: Evidence =
         serde_json::from_slice(body).map_err(|e| format!("not evidence: {e}"))?;
-    let guild = tasks
-        .inner
-        .guilds
-        .info(&evidence.guild)
-        .await
-        .map_err(|e| error_chain(&e))?;
+    let guild = tasks.inner.transport.guild(&evidence.guild).await?;
     if guild.status != "coordinator" {
         return Err(format!("this node does not coordinate guild {}", guild.id));
     }
@@ -209,10 +199,9 @@ async fn judge(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<String, Strin
     span.record_error(&zerostate_p2p::Reason(why.clone()));
     tasks
         .inner
-        .guilds
+        .transport
         .remove(&guild.id, executor, &why)
-        .await
-        .map_err(|e| error_chain(&e))?;
+        .await?;
     tracing::warn!(peer.id = %executor, guild.id = %guild.id, "removed a member: {why}");
     Ok(format!("removed {executor} from guild {}: {why}", guild.id))
 }

@@ -6,16 +6,17 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 use zerostate_execution::{Manifest, builtin};
-use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_p2p::PeerId;
+use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::span as names;
-use zerostate_telemetry::{SpanExt, error_chain};
 
 use super::Tasks;
+use super::transport::{Incoming, Response};
 use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
 
 /// Listens to every guild this node is in for task requests, and offers on those it can take.
 pub(super) async fn listen(tasks: Tasks) {
-    let mut opened = tasks.inner.guilds.subscribe();
+    let mut opened = tasks.inner.transport.messages();
     loop {
         let message = match opened.recv().await {
             Ok(m) => m,
@@ -100,15 +101,15 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
         .collect();
     let answer = tasks
         .inner
-        .network
-        .request(
+        .transport
+        .ask(
             from,
             addresses,
             wire::TASK_OFFER,
             serde_json::to_vec(&offer)?,
         )
         .await?;
-    if answer.message_type == wire::TASK_OFFER_TAKEN {
+    if answer.kind == wire::TASK_OFFER_TAKEN {
         // Only a task this node offered on, to the requester that took the offer, runs.
         tasks.offer_taken(&request.task_id, from);
     } else {
@@ -122,15 +123,12 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
 
 /// Runs a task handed to this node and answers with its output and signed receipt, or
 /// refuses with a reason.
-pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
+pub(super) async fn run(tasks: &Tasks, request: Incoming) -> Response {
     let span = request.span.clone();
     // A task handed again by its requester, the same hand-over to the byte (the
     // connection of the first dropped, while its module was coming, say), is answered with
     // the first hand-over's outcome, once there is one: it runs once and is billed once.
-    let key = (
-        request.peer,
-        zerostate_execution::sha256(&request.envelope.payload),
-    );
+    let key = (request.peer, zerostate_execution::sha256(&request.payload));
     let first = tasks.handed_over(&key);
     let outcome = match first {
         Ok(mut earlier) => {
@@ -149,17 +147,17 @@ pub(super) async fn run(tasks: &Tasks, request: IncomingRequest) {
             answer
         }
     };
-    reply(tasks, request, &span, outcome).await;
+    Some(reply(&span, outcome))
 }
 
 /// Runs a task handed over: prepares it, runs it in the engine, accounts for its bill.
 async fn hand_over(
     tasks: &Tasks,
-    request: &IncomingRequest,
+    request: &Incoming,
     span: &tracing::Span,
 ) -> Result<TaskResult, String> {
     // Only a member of a guild this node is in may hand it work.
-    let member = tasks.inner.guilds.shares_a_guild_with(request.peer).await;
+    let member = tasks.inner.transport.is_member(request.peer).await;
     let prepared = if member {
         prepare(tasks, request).await
     } else {
@@ -236,7 +234,7 @@ const ENVELOPE_ROOM: usize = 1024;
 /// task's output and output files travel with its answer).
 fn fits(tasks: &Tasks, result: TaskResult) -> Result<TaskResult, String> {
     let size = serde_json::to_vec(&result).map_or(0, |b| b.len());
-    let limit = tasks.inner.network.max_message_bytes();
+    let limit = tasks.inner.transport.max_message_bytes();
     if size + ENVELOPE_ROOM > limit {
         return Err(format!(
             "the task's answer ({size} bytes with its output and output files, base64) is \
@@ -247,30 +245,17 @@ fn fits(tasks: &Tasks, result: TaskResult) -> Result<TaskResult, String> {
     Ok(result)
 }
 
-/// Answers a task's hand-over with its result, or the reason it did not run.
-async fn reply(
-    tasks: &Tasks,
-    request: IncomingRequest,
-    span: &tracing::Span,
-    answer: Result<TaskResult, String>,
-) {
-    let reply = match answer {
-        Ok(result) => tasks.inner.network.respond(
-            request,
+/// The answer to a task's hand-over: its result, or the reason it did not run.
+fn reply(span: &tracing::Span, answer: Result<TaskResult, String>) -> (&'static str, Vec<u8>) {
+    match answer {
+        Ok(result) => (
             wire::TASK_RESULT,
             serde_json::to_vec(&result).unwrap_or_default(),
         ),
         Err(why) => {
             span.record_error(&zerostate_p2p::Reason(why.clone()));
-            tasks
-                .inner
-                .network
-                .respond(request, wire::ERROR, why.into_bytes())
+            (wire::ERROR, why.into_bytes())
         }
-    };
-    if let Err(e) = reply.await {
-        span.record_error(&e);
-        tracing::warn!("answering a task: {}", error_chain(&e));
     }
 }
 
@@ -281,13 +266,13 @@ async fn reply(
 /// confirmed locked, to a requester that does not owe for more than its credit.
 async fn prepare(
     tasks: &Tasks,
-    request: &IncomingRequest,
+    request: &Incoming,
 ) -> Result<(Manifest, super::Slot, Option<u64>), String> {
     if !tasks.inner.settings.execute {
         return Err("this node does not run tasks for others".into());
     }
-    let run: TaskRun = serde_json::from_slice(&request.envelope.payload)
-        .map_err(|e| format!("not a task: {e}"))?;
+    let run: TaskRun =
+        serde_json::from_slice(&request.payload).map_err(|e| format!("not a task: {e}"))?;
     let cap = u64::try_from(tasks.wall_time_cap().as_millis()).unwrap_or(u64::MAX);
     if run.limits.wall_time_ms > cap {
         return Err(format!(
@@ -325,7 +310,7 @@ async fn prepare(
         .map_err(|running| release(format!("busy: {running} tasks running already")))?;
     // Within what the requester waits for an answer at most: a requester that sends its
     // chunks slowly holds the slot no longer.
-    let wait = tasks.inner.network.request_timeout();
+    let wait = tasks.inner.transport.request_timeout();
     match tokio::time::timeout(wait, fetch_chunked(tasks, request.peer, &run)).await {
         Ok(fetched) => {
             fetched.map_err(|why| release(format!("the task's data did not come: {why}")))?

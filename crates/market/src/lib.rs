@@ -10,6 +10,9 @@
 //!   run it; a task it is handed runs in its engine under the same limits as `task run`, at
 //!   most `max_running` at once.
 //!
+//! It does no network I/O of its own: it asks through a [`Transport`] and answers what
+//! [`Tasks::handle`] is given ([`Served`] wires both to a node's network).
+//!
 //! After a verified receipt the requester pays the executor for the fuel it states
 //! ([`zerostate_payment_protocol`]), failed runs included (like gas).
 
@@ -19,10 +22,12 @@ mod metrics;
 mod misbehave;
 pub mod requester;
 mod transfer;
+mod transport;
 pub mod wire;
 
 pub use metrics::Metrics;
 pub use misbehave::Misbehaviour;
+pub use transport::{Answer, Incoming, P2p, Reply, Response, Served, Transport};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,8 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use zerostate_execution::{Engine, Receipt};
-use zerostate_guild::Guilds;
-use zerostate_p2p::{IncomingRequest, Network, PeerId};
+use zerostate_p2p::PeerId;
 
 /// How tasks behave on this node (`[tasks]`). Every field says its default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -305,8 +309,7 @@ pub struct Tasks {
 }
 
 struct Inner {
-    network: Network,
-    guilds: Guilds,
+    transport: Arc<dyn Transport>,
     engine: Arc<Engine>,
     payments: zerostate_payment_protocol::Payments,
     settings: TaskSettings,
@@ -371,8 +374,7 @@ const OFFER_LIFETIME: Duration = Duration::from_secs(120);
 impl Tasks {
     /// Starts listening to the guilds for tasks to offer on (when `settings.execute`).
     pub fn start(
-        network: Network,
-        guilds: Guilds,
+        transport: Arc<dyn Transport>,
         engine: Arc<Engine>,
         payments: zerostate_payment_protocol::Payments,
         settings: TaskSettings,
@@ -381,8 +383,7 @@ impl Tasks {
     ) -> Tasks {
         let tasks = Tasks {
             inner: Arc::new(Inner {
-                network,
-                guilds,
+                transport,
                 engine,
                 payments,
                 settings,
@@ -730,7 +731,7 @@ impl Tasks {
     /// it as member or coordinator).
     async fn is_member(&self, guild: &str, peer: PeerId) -> bool {
         let peer = peer.to_string();
-        self.inner.guilds.info(guild).await.is_ok_and(|g| {
+        self.inner.transport.guild(guild).await.is_ok_and(|g| {
             matches!(g.status.as_str(), "member" | "coordinator")
                 && g.members.iter().any(|m| m.peer_id == peer)
         })
@@ -798,7 +799,7 @@ impl Tasks {
     /// less a second, so that the answer can arrive.
     fn wall_time_cap(&self) -> Duration {
         self.inner
-            .network
+            .transport
             .request_timeout()
             .saturating_sub(Duration::from_secs(1))
     }
@@ -840,18 +841,10 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The market as the node's router serves it.
-impl zerostate_p2p::ProtocolHandler for Tasks {
-    const NAME: &'static str = "tasks";
-    const REQUESTS: &'static [&'static str] = wire::Call::TYPES;
-
-    async fn request(&self, request: IncomingRequest) {
-        let Some(call) = wire::Call::of(&request.envelope.message_type) else {
-            // The router hands over only the types above; answered all the same.
-            let why = b"not a request of the task market".to_vec();
-            let _ = self.inner.network.respond(request, wire::ERROR, why).await;
-            return;
-        };
+impl Tasks {
+    /// Answers a request of the market from another node: its answer, or `None` when the
+    /// connection is to be dropped unanswered (under test).
+    pub async fn handle(&self, call: wire::Call, request: Incoming) -> Response {
         match call {
             wire::Call::Offer => requester::offer(self, request).await,
             wire::Call::Run => executor::run(self, request).await,

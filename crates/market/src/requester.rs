@@ -11,10 +11,11 @@ use tracing::{Instrument, Span};
 use zerostate_execution::{
     Limits, Manifest, Receipt, builtin, files_problem, sha256, strings_problem,
 };
-use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_p2p::PeerId;
+use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::span as names;
-use zerostate_telemetry::{SpanExt, error_chain};
 
+use super::transport::{Incoming, Response};
 use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
 use super::{Attempt, TaskRecord, TaskState, Tasks, unix_ms};
 
@@ -300,19 +301,11 @@ async fn drive(
 ) -> Result<TaskState, String> {
     let request = TaskRequest {
         task_id: job.id.clone(),
-        requester: tasks.inner.network.peer_id().to_string(),
+        requester: tasks.inner.transport.local_peer().to_string(),
         module_sha256: job.module_sha256.clone(),
         fuel: job.limits.fuel,
         max_price: job.max_price,
-        addresses: tasks
-            .inner
-            .network
-            .dialable_addresses()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
+        addresses: tasks.inner.transport.addresses().await,
     };
     let mut reasons: Vec<String> = Vec::new();
     let mut tried: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
@@ -487,27 +480,21 @@ async fn announce_and_collect(
     tasks.update(&job.id, |r| r.state = TaskState::Offered);
     tasks
         .inner
-        .guilds
-        .send(
+        .transport
+        .announce(
             &job.guild,
             wire::TASK_REQUEST,
             serde_json::to_vec(request).unwrap_or_default(),
         )
         .await
-        .map_err(|e| {
-            format!(
-                "announcing the task to guild {}: {}",
-                job.guild,
-                error_chain(&e)
-            )
-        })?;
+        .map_err(|e| format!("announcing the task to guild {}: {e}", job.guild))?;
     let window = Duration::from_millis(tasks.inner.settings.offer_window_ms);
     let deadline = tokio::time::Instant::now() + window;
     // Every other member can offer at most once; when all have, there is nothing to wait for.
     let others = tasks
         .inner
-        .guilds
-        .info(&job.guild)
+        .transport
+        .guild(&job.guild)
         .await
         .map_or(usize::MAX, |g| {
             g.members
@@ -621,16 +608,16 @@ async fn attempt(
     // A hand-over whose connection dropped is made once more: the executor answers it
     // with the first one's outcome (the task runs once), its module transfer resumed.
     let request = async {
-        let network = &tasks.inner.network;
-        match network
-            .request(executor, vec![], wire::TASK_RUN, payload.clone())
+        let transport = &tasks.inner.transport;
+        match transport
+            .ask(executor, vec![], wire::TASK_RUN, payload.clone())
             .await
         {
-            Err(e) if error_chain(&e).contains("onnection was closed") => {
+            Err(e) if e.contains("onnection was closed") => {
                 tracing::info!(peer.id = %executor, "the task's hand-over lost its connection: handing it over again");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                network
-                    .request(executor, vec![], wire::TASK_RUN, payload)
+                transport
+                    .ask(executor, vec![], wire::TASK_RUN, payload)
                     .await
             }
             other => other,
@@ -645,12 +632,11 @@ async fn attempt(
                 job.limits.wall_time_ms,
                 margin.as_millis()
             )
-        })?
-        .map_err(|e| error_chain(&e))?;
-    if answer.message_type != wire::TASK_RESULT {
+        })??;
+    if answer.kind != wire::TASK_RESULT {
         return Err(format!(
             "the executor answered {}: {}",
-            answer.message_type,
+            answer.kind,
             String::from_utf8_lossy(&answer.payload)
         ));
     }
@@ -941,21 +927,16 @@ async fn spot_check(tasks: &Tasks, job: &Job, receipt: &Receipt) -> Result<(), S
 /// An executor's offer for a task this node is collecting offers for: taken only from a
 /// current member of the guild the task was announced to, not refused this session, at a
 /// price within the task's maximum.
-pub(super) async fn offer(tasks: &Tasks, request: IncomingRequest) {
-    let taken = take_offer(tasks, &request).await;
-    let network = tasks.inner.network.clone();
-    let (kind, body) = match taken {
+pub(super) async fn offer(tasks: &Tasks, request: Incoming) -> Response {
+    Some(match take_offer(tasks, &request).await {
         Ok(()) => (wire::TASK_OFFER_TAKEN, Vec::new()),
         Err(why) => (wire::ERROR, why.into_bytes()),
-    };
-    if let Err(e) = network.respond(request, kind, body).await {
-        tracing::debug!("answering an offer: {}", error_chain(&e));
-    }
+    })
 }
 
-async fn take_offer(tasks: &Tasks, request: &IncomingRequest) -> Result<(), String> {
-    let offer: TaskOffer = serde_json::from_slice(&request.envelope.payload)
-        .map_err(|e| format!("not an offer: {e}"))?;
+async fn take_offer(tasks: &Tasks, request: &Incoming) -> Result<(), String> {
+    let offer: TaskOffer =
+        serde_json::from_slice(&request.payload).map_err(|e| format!("not an offer: {e}"))?;
     if let Some(why) = tasks.refused(request.peer) {
         return Err(format!("this node takes no more offers from you: {why}"));
     }

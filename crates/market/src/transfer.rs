@@ -17,9 +17,11 @@
 //! objects.
 
 use tracing::Instrument;
-use zerostate_p2p::{IncomingRequest, PeerId};
+use zerostate_p2p::PeerId;
+
+use crate::transport::{Incoming, Response};
+use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::span as names;
-use zerostate_telemetry::{SpanExt, error_chain};
 
 use super::Tasks;
 use super::wire::{self, CHUNK_BYTES, ChunkRequest, Chunked};
@@ -133,11 +135,11 @@ impl Tasks {
     /// asked for next.
     async fn members_beside(&self, requester: PeerId) -> Vec<PeerId> {
         let (me, requester) = (
-            self.inner.network.peer_id().to_string(),
+            self.inner.transport.local_peer().to_string(),
             requester.to_string(),
         );
         let mut peers: Vec<PeerId> = Vec::new();
-        for guild in self.inner.guilds.list().await.unwrap_or_default() {
+        for guild in self.inner.transport.guilds().await {
             let active = matches!(guild.status.as_str(), "member" | "coordinator");
             if !active || !guild.members.iter().any(|m| m.peer_id == requester) {
                 continue;
@@ -174,15 +176,15 @@ impl Tasks {
         loop {
             let answer = self
                 .inner
-                .network
-                .request(from, vec![], wire::MODULE_CHUNK, ask.clone())
+                .transport
+                .ask(from, vec![], wire::MODULE_CHUNK, ask.clone())
                 .await;
             match answer {
-                Ok(a) if a.message_type == wire::MODULE_CHUNK_DATA => return Ok(a.payload),
+                Ok(a) if a.kind == wire::MODULE_CHUNK_DATA => return Ok(a.payload),
                 Ok(a) => {
                     return Err(format!(
                         "asked for chunk {index} of the module, the requester answered {}: {}",
-                        a.message_type,
+                        a.kind,
                         String::from_utf8_lossy(&a.payload)
                     ));
                 }
@@ -191,17 +193,14 @@ impl Tasks {
                         peer.id = %from,
                         "chunk {index} of module {} not fetched ({}), asking again",
                         list.sha256,
-                        error_chain(&e)
+                        e
                     );
                     self.inner.metrics.chunk("resumed");
                     attempt += 1;
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(e) => {
-                    return Err(format!(
-                        "fetching chunk {index} ({attempts} attempts): {}",
-                        error_chain(&e)
-                    ));
+                    return Err(format!("fetching chunk {index} ({attempts} attempts): {e}"));
                 }
             }
         }
@@ -209,14 +208,12 @@ impl Tasks {
 }
 
 /// Serves a chunk of a module this node holds to a member of one of its guilds.
-pub(super) async fn serve(tasks: &Tasks, request: IncomingRequest) {
-    let answer = chunk(tasks, &request).await;
+pub(super) async fn serve(tasks: &Tasks, request: Incoming) -> Response {
     let misbehave = &tasks.inner.misbehave;
-    let reply = match answer {
+    match chunk(tasks, &request).await {
+        // Under test: the connection goes, the question is never answered.
         Ok((index, _)) if misbehave.drop_chunk_connection == Some(index) && tasks.drop_once() => {
-            // Under test: the connection goes, the question is never answered.
-            let _ = tasks.inner.network.dial_afresh(request.peer, vec![]).await;
-            return;
+            None
         }
         Ok((_, mut bytes)) => {
             if misbehave.tamper_chunks
@@ -224,26 +221,17 @@ pub(super) async fn serve(tasks: &Tasks, request: IncomingRequest) {
             {
                 *b ^= 0xff;
             }
-            tasks
-                .inner
-                .network
-                .respond(request, wire::MODULE_CHUNK_DATA, bytes)
+            Some((wire::MODULE_CHUNK_DATA, bytes))
         }
-        Err(why) => tasks
-            .inner
-            .network
-            .respond(request, wire::ERROR, why.into_bytes()),
-    };
-    if let Err(e) = reply.await {
-        tracing::warn!("answering a module chunk: {}", error_chain(&e));
+        Err(why) => Some((wire::ERROR, why.into_bytes())),
     }
 }
 
 /// The chunk asked for (its index and bytes), or why it is not given.
-async fn chunk(tasks: &Tasks, request: &IncomingRequest) -> Result<(u32, Vec<u8>), String> {
-    let ask: ChunkRequest = serde_json::from_slice(&request.envelope.payload)
+async fn chunk(tasks: &Tasks, request: &Incoming) -> Result<(u32, Vec<u8>), String> {
+    let ask: ChunkRequest = serde_json::from_slice(&request.payload)
         .map_err(|e| format!("not a chunk request: {e}"))?;
-    if !tasks.inner.guilds.shares_a_guild_with(request.peer).await {
+    if !tasks.inner.transport.is_member(request.peer).await {
         return Err("modules are served to members of this node's guilds only".into());
     }
     let module = tasks

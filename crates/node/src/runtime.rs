@@ -168,8 +168,7 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
         misbehave.payments(),
     )?;
     let tasks = zerostate_market::Tasks::start(
-        network.clone(),
-        guilds.clone(),
+        zerostate_market::P2p::new(network.clone(), guilds.clone()),
         engine,
         payments.clone(),
         tasks,
@@ -231,7 +230,7 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
     ));
     let router = zerostate_p2p::Router::new(network.clone())
         .route(guilds.clone())
-        .route(tasks.clone())
+        .route(tasks.served_on(network.clone()))
         .route(payments.served_on(network.clone()))
         .route(Echo(network.clone()));
     work.spawn(crate::admin::serve(

@@ -1,0 +1,108 @@
+//! Offers, hand-overs, bills and payments between a requester and executors.
+
+use zerostate_market::wire;
+use zerostate_market::{Misbehaviour, TaskState};
+
+use crate::harness::{Net, crc32, executor, requester, run};
+
+/// What `node` holds as payee: (channels, payments on them, their sum).
+fn received(node: &crate::harness::Node) -> (usize, u64, u64) {
+    let channels = node.payments.channels().expect("channels");
+    let payee: Vec<_> = channels.iter().filter(|c| c.side == "payee").collect();
+    (
+        payee.len(),
+        payee.iter().map(|c| c.nonce).sum(),
+        payee.iter().map(|c| c.cumulative).sum(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cheapest_offer_runs_the_task_and_its_receipt_is_paid_once() {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, requester(), Misbehaviour::default());
+    let cheap = net.node(2, ledger, executor(1), Misbehaviour::default());
+    let dear = net.node(3, ledger, executor(2), Misbehaviour::default());
+    let record = run(&me, crc32("zerostate", 10)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    assert_eq!(record.executor, Some(cheap.peer.to_string()));
+    let payment = record.payment.as_ref().expect("a payment");
+    assert_eq!(payment.status, "paid", "{payment:?}");
+    // Paid once, for what the receipt states, to the one that ran it.
+    assert_eq!(received(&cheap), (1, 1, payment.amount));
+    assert_eq!(received(&dear), (0, 0, 0));
+    assert_eq!(net.asked(me.peer, wire::TASK_OFFER), 2, "both offered");
+    assert_eq!(net.asked(cheap.peer, wire::TASK_RUN), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_above_the_maximum_price_is_refused() {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, requester(), Misbehaviour::default());
+    let greedy = net.node(
+        2,
+        ledger,
+        executor(1),
+        Misbehaviour {
+            overprice: true,
+            ..Misbehaviour::default()
+        },
+    );
+    let honest = net.node(3, ledger, executor(3), Misbehaviour::default());
+    for input in ["first", "second"] {
+        let record = run(&me, crc32(input, 5)).await;
+        assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+        // The greedy executor offered and was refused: it was never handed the task.
+        assert_eq!(record.executor, Some(honest.peer.to_string()));
+        assert!(
+            record
+                .attempts
+                .iter()
+                .all(|a| a.executor != greedy.peer.to_string()),
+            "{record:?}"
+        );
+    }
+    assert_eq!(net.asked(greedy.peer, wire::TASK_RUN), 0);
+    assert_eq!(received(&greedy), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_receipt_is_refused_and_the_task_goes_to_the_next_offer() {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, requester(), Misbehaviour::default());
+    let forger = net.node(
+        2,
+        ledger,
+        executor(1),
+        Misbehaviour {
+            forge_receipts: true,
+            ..Misbehaviour::default()
+        },
+    );
+    let honest = net.node(3, ledger, executor(2), Misbehaviour::default());
+    let record = run(&me, crc32("zerostate", 10)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    assert_eq!(record.attempts.len(), 2, "{record:?}");
+    assert_eq!(record.attempts[0].executor, forger.peer.to_string());
+    assert_ne!(record.attempts[0].outcome, "delivered", "{record:?}");
+    assert_eq!(record.attempts[1].executor, honest.peer.to_string());
+    assert_eq!(record.attempts[1].outcome, "delivered");
+    // The forger's bill is not paid; the honest one's is, once.
+    assert_eq!(received(&forger).2, 0);
+    let paid = record.payment.as_ref().expect("a payment").amount;
+    assert_eq!(received(&honest), (1, 1, paid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_whose_answer_was_lost_is_answered_again_and_billed_once() {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, requester(), Misbehaviour::default());
+    let only = net.node(2, ledger, executor(1), Misbehaviour::default());
+    net.lose_answers(only.peer, wire::TASK_RUN, 1);
+    let record = run(&me, crc32("zerostate", 10)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    // Handed over twice, answered from the first run: one attempt, one payment.
+    assert_eq!(net.asked(only.peer, wire::TASK_RUN), 2);
+    assert_eq!(record.attempts.len(), 1, "{record:?}");
+    let paid = record.payment.as_ref().expect("a payment").amount;
+    assert_eq!(received(&only), (1, 1, paid));
+}
