@@ -32,7 +32,7 @@ pub mod wire;
 
 pub use crypto::{ExchangeKey, GuildKey, OpenError};
 pub use service::{
-    Admission, GuildConfig, GuildError, GuildInfo, GuildMessage, GuildStats, Guilds,
-    MAX_INVITATION_TTL, MemberInfo, ReceivedMessage, TOPIC_PREFIX,
+    Admission, GuildConfig, GuildError, GuildInfo, GuildMessage, GuildStats, GuildStatus, Guilds,
+    MAX_INVITATION_TTL, MemberInfo, ReceivedMessage, SILENT_COORDINATOR, TOPIC_PREFIX,
 };
 pub use wire::Invitation;

@@ -40,7 +40,9 @@ pub use config::{Admission, GuildConfig};
 pub use error::GuildError;
 pub use handle::Guilds;
 pub use joins::MAX_INVITATION_TTL;
-pub use state::{GuildInfo, GuildMessage, MemberInfo, ReceivedMessage};
+pub use state::{
+    GuildInfo, GuildMessage, MemberInfo, ReceivedMessage, SILENT_COORDINATOR, Status as GuildStatus,
+};
 pub use stats::GuildStats;
 
 use crate::crypto::ExchangeKey;
@@ -105,7 +107,7 @@ impl Service {
     fn active_ids(&self) -> Vec<String> {
         self.guilds
             .iter()
-            .filter(|(_, g)| g.status.active())
+            .filter(|(_, g)| g.status.is_active())
             .map(|(id, _)| id.clone())
             .collect()
     }

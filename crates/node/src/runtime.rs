@@ -368,16 +368,13 @@ async fn stay_in_guild(guilds: Guilds, mut target: GuildTarget, check: std::time
             let Ok(info) = guilds.info(&target.guild_id).await else {
                 return;
             };
-            let reason = info.reason.unwrap_or_default();
-            let out = match info.status.as_str() {
-                "removed" => true,
-                "dissolved" => reason.contains("coordinator lost"),
-                "coordinator" | "member" => continue,
-                _ => return,
-            };
-            if !out {
+            if info.status.is_active() {
+                continue;
+            }
+            if !info.may_rejoin() {
                 return;
             }
+            let reason = info.reason.clone().unwrap_or_default();
             // Back to whoever coordinates now: after a succession, not the node first
             // joined.
             if let Ok(current) = info.coordinator.parse::<zerostate_p2p::PeerId>()

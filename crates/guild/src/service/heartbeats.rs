@@ -146,7 +146,7 @@ impl Service {
                 g.handover_since = None;
             }
         }
-        if beat.guild_id != id || !g.status.active() {
+        if beat.guild_id != id || !g.status.is_active() {
             return;
         }
         if beat.term > g.term {

@@ -218,7 +218,7 @@ impl Service {
         tx: Reply<GuildInfo>,
     ) {
         if let Some(g) = self.guilds.get(&id)
-            && g.status.active()
+            && g.status.is_active()
         {
             let _ = tx.send(Ok(g.info(&self.me)));
             return;
@@ -342,7 +342,7 @@ impl Service {
     /// A join that failed leaves nothing behind: no subscription to a guild this node is
     /// not in.
     pub(super) async fn abandon_join(&mut self, id: &str) {
-        if self.guilds.get(id).is_some_and(|g| g.status.active()) {
+        if self.guilds.get(id).is_some_and(|g| g.status.is_active()) {
             return;
         }
         if let Err(e) = self

@@ -266,7 +266,7 @@ impl Service {
         let Some(g) = self.guilds.get_mut(id) else {
             return;
         };
-        if !g.status.active() {
+        if !g.status.is_active() {
             return;
         }
         if self.config.withhold_membership_updates && g.status == Status::Member {
@@ -306,7 +306,7 @@ impl Service {
         let Some(g) = self.guilds.get_mut(id) else {
             return;
         };
-        if !g.status.active() && g.status != Status::Watching {
+        if !g.status.is_active() && g.status != Status::Watching {
             return;
         }
         if notice.guild_id != id || !notice.verify(&g.coordinator) {

@@ -170,7 +170,7 @@ impl Service {
         let cx = span.context();
         let me = self.me;
         let guild = self.guild(id)?;
-        if !guild.status.active() {
+        if !guild.status.is_active() {
             return Err(GuildError::NotMember(
                 id.to_owned(),
                 guild.status.as_str().to_owned(),
@@ -232,7 +232,7 @@ impl Service {
         let Ok(sealed) = Sealed::decode(&m.envelope.payload[..]) else {
             return self.refuse(&m.span, id, Refusal::Malformed);
         };
-        if !g.status.active() {
+        if !g.status.is_active() {
             // A watcher holds no key, and a node that left or was removed opens nothing
             // more: it sees ciphertexts and counts them, and its spans stay out of the
             // guild's traces.

@@ -34,7 +34,7 @@ pub struct GuildInfo {
     /// Its name.
     pub name: String,
     /// `coordinator`, `member`, `left`, `removed`, `dissolved` or `watching`.
-    pub status: String,
+    pub status: Status,
     /// Why it ended, when it did.
     pub reason: Option<String>,
     /// The coordinator's peer id.
@@ -90,18 +90,59 @@ pub struct ReceivedMessage {
     pub trace_id: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Status {
+/// Where this node stands in a guild, as [`GuildInfo::status`] says it (and the API writes
+/// it: `coordinator`, `member`, `left`, `removed`, `dissolved`, `watching`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It coordinates the guild.
     Coordinator,
+    /// It is a member.
     Member,
+    /// It left.
     Left,
+    /// The coordinator removed it.
     Removed,
+    /// The guild ended: dissolved by its coordinator, or its coordinator fell silent and no
+    /// successor took over ([`SILENT_COORDINATOR`]).
     Dissolved,
+    /// It follows the guild without being in it.
     Watching,
 }
 
+/// The reason of a guild that ended because its coordinator fell silent and no successor
+/// took over: a member may ask to join again ([`GuildInfo::may_rejoin`]).
+pub const SILENT_COORDINATOR: &str =
+    "coordinator lost (missed heartbeats) and no successor took over";
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl GuildInfo {
+    /// Whether this node, out of the guild, may ask to join it again: the coordinator
+    /// removed it (for silence, it takes it back once), or the guild ended because its
+    /// coordinator fell silent. Not after it left or the guild was dissolved on purpose.
+    pub fn may_rejoin(&self) -> bool {
+        match self.status {
+            Status::Removed => true,
+            Status::Dissolved => self.reason.as_deref() == Some(SILENT_COORDINATOR),
+            _ => false,
+        }
+    }
+}
+
 impl Status {
-    pub(super) fn as_str(self) -> &'static str {
+    /// Its name, as the API writes it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Coordinator => "coordinator",
             Status::Member => "member",
@@ -112,7 +153,8 @@ impl Status {
         }
     }
 
-    pub(super) fn active(self) -> bool {
+    /// Whether this node is in the guild: its coordinator or a member.
+    pub fn is_active(self) -> bool {
         matches!(self, Status::Coordinator | Status::Member)
     }
 }
@@ -375,7 +417,7 @@ impl Guild {
         GuildInfo {
             id: self.id.clone(),
             name: self.name.clone(),
-            status: self.status.as_str().to_owned(),
+            status: self.status,
             reason: self.reason.clone(),
             coordinator: self.coordinator.to_string(),
             members: self
@@ -533,7 +575,7 @@ mod tests {
         assert_eq!(info.status, "removed");
         assert_eq!(info.reason.as_deref(), Some("removed by the coordinator"));
         assert!(info.members.is_empty());
-        assert!(!g.status.active());
+        assert!(!g.status.is_active());
         assert_eq!(info.topic, "zerostate/guild/g1");
     }
 

@@ -218,10 +218,7 @@ impl Service {
                     guild.id = id,
                     "the coordinator fell silent and no successor took over: the guild ends here"
                 );
-                g.end(
-                    Status::Dissolved,
-                    "coordinator lost (missed heartbeats) and no successor took over",
-                );
+                g.end(Status::Dissolved, super::state::SILENT_COORDINATOR);
                 let topic = g.topic();
                 let _ = self.network.unsubscribe(&topic).await;
                 self.persist(id);

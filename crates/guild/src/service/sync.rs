@@ -185,7 +185,7 @@ impl Service {
                 return;
             }
         };
-        if !g.status.active() {
+        if !g.status.is_active() {
             return;
         }
         if let Some(membership) = &reply.membership {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use zerostate_execution::{Engine, EngineOptions, ExecutorKey, Limits};
-use zerostate_guild::{GuildInfo, GuildMessage, MemberInfo};
+use zerostate_guild::{GuildInfo, GuildMessage, GuildStatus, MemberInfo};
 use zerostate_market::requester::Submission;
 use zerostate_market::wire::{Call, ModuleSource};
 use zerostate_market::{
@@ -190,11 +190,10 @@ impl Net {
             id: GUILD.to_owned(),
             name: GUILD.to_owned(),
             status: if coordinator == me.to_string() {
-                "coordinator"
+                GuildStatus::Coordinator
             } else {
-                "member"
-            }
-            .to_owned(),
+                GuildStatus::Member
+            },
             reason: None,
             coordinator,
             members: members
