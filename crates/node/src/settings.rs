@@ -124,28 +124,42 @@ where
         .transpose()
 }
 
-/// What the command line said, each `None` or empty when not given.
-#[derive(Debug, Clone, Default)]
+/// The flags of `zerostate node` that set a setting of this table, each `None` or empty
+/// when not given: declared here once, with their help.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct NodeFlags {
-    /// `--data-dir`.
+    /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// `--name`.
+    /// The node's name in traces and logs [default: by role].
+    #[arg(long)]
     pub name: Option<String>,
-    /// `--role`.
+    /// bootnode, relay or edge [default: edge].
+    #[arg(long)]
     pub role: Option<Role>,
-    /// `--api`.
+    /// HTTP API address [default: 127.0.0.1:8700].
+    #[arg(long, value_name = "ADDR")]
     pub api: Option<SocketAddr>,
-    /// `--api-host`, repeated.
+    /// A name the API accepts in `Host` and `Origin` besides loopback and its address
+    /// (a reverse proxy's or a DNS name); repeatable, adds to the file's `api_hosts`.
+    #[arg(long = "api-host", value_name = "NAME")]
     pub api_hosts: Vec<String>,
-    /// `--admin`.
+    /// Operations listener address: `/metrics`, `/healthz`, `/readyz`, no token
+    /// [default: 127.0.0.1:8701].
+    #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
-    /// `--listen`, repeated.
+    /// Listen address, repeatable [default: /ip4/127.0.0.1/tcp/4001 and
+    /// /ip4/127.0.0.1/udp/4001/quic-v1].
+    #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
-    /// `--bootstrap`, repeated.
+    /// Node to connect to on start, ending in /p2p/<peer id>; repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<Multiaddr>,
-    /// `--relay`, repeated.
+    /// Relay to listen through, ending in /p2p/<peer id>; repeatable.
+    #[arg(long = "relay", value_name = "MULTIADDR")]
     pub relays: Vec<Multiaddr>,
-    /// `--external`, repeated.
+    /// Address other nodes reach this one at; repeatable.
+    #[arg(long, value_name = "MULTIADDR")]
     pub external: Vec<Multiaddr>,
 }
 

@@ -1,12 +1,10 @@
 //! `zerostate node`: run a node (bootnode, relay or edge) until SIGINT or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use zerostate_p2p::{Multiaddr, Role};
 
 use zerostate_node::data;
 use zerostate_node::node_file::NodeFile;
@@ -25,43 +23,12 @@ pub struct NodeCommand {
     /// repeatable; wins over `ZEROSTATE_<SECTION>_<FIELD>`, which wins over the file.
     #[arg(long = "set", value_name = "SECTION.FIELD=VALUE")]
     sets: Vec<String>,
-    /// bootnode, relay or edge [default: edge].
-    #[arg(long)]
-    role: Option<Role>,
-    /// The node's name in traces and logs [default: by role].
-    #[arg(long)]
-    name: Option<String>,
-    /// Listen address, repeatable [default: /ip4/127.0.0.1/tcp/4001 and
-    /// /ip4/127.0.0.1/udp/4001/quic-v1].
-    #[arg(long, value_name = "MULTIADDR")]
-    listen: Vec<Multiaddr>,
-    /// Node to connect to on start, ending in /p2p/<peer id>; repeatable.
-    #[arg(long, value_name = "MULTIADDR")]
-    bootstrap: Vec<Multiaddr>,
-    /// Relay to listen through, ending in /p2p/<peer id>; repeatable.
-    #[arg(long, value_name = "MULTIADDR")]
-    relay: Vec<Multiaddr>,
-    /// Address other nodes reach this one at; repeatable.
-    #[arg(long, value_name = "MULTIADDR")]
-    external: Vec<Multiaddr>,
-    /// HTTP API address [default: 127.0.0.1:8700].
-    #[arg(long, value_name = "ADDR")]
-    api: Option<SocketAddr>,
-    /// Operations listener address: `/metrics`, `/healthz`, `/readyz`, no token
-    /// [default: 127.0.0.1:8701].
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    #[command(flatten)]
+    flags: NodeFlags,
     /// Log lines as `pretty` text (the default) or `json` objects, or `off`
     /// [default: $ZEROSTATE_LOG_FORMAT, else the file's `[telemetry] log_format`].
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     log_format: Option<zerostate_telemetry::LogFormat>,
-    /// A name the API accepts in `Host` and `Origin` besides loopback and its address
-    /// (a reverse proxy's or a DNS name); repeatable, adds to the file's `api_hosts`.
-    #[arg(long, value_name = "NAME")]
-    api_host: Vec<String>,
-    /// Data directory [default: $ZEROSTATE_DATA_DIR, else ~/.local/share/zerostate].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
     /// Create a guild with this name on start, coordinated by this node.
     #[arg(long, value_name = "NAME")]
     create_guild: Option<String>,
@@ -108,22 +75,7 @@ impl NodeCommand {
     /// Runs the node.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let file = NodeFile::load(self.config.as_deref(), &ProcessEnv, &self.sets)?;
-        let settings = NodeSettings::resolve(
-            NodeFlags {
-                data_dir: self.data_dir.clone(),
-                name: self.name.clone(),
-                role: self.role,
-                api: self.api,
-                api_hosts: self.api_host.clone(),
-                admin: self.admin,
-                listen: self.listen.clone(),
-                bootstrap: self.bootstrap.clone(),
-                relays: self.relay.clone(),
-                external: self.external.clone(),
-            },
-            &ProcessEnv,
-            &file,
-        )?;
+        let settings = NodeSettings::resolve(self.flags.clone(), &ProcessEnv, &file)?;
         let NodeSettings {
             data_dir: dir,
             name,
