@@ -151,9 +151,12 @@ pub fn otlp_json(data: &[u8]) {
 /// The task messages nodes exchange (JSON) and the signed receipt inside a result.
 pub fn task_wire(data: &[u8]) {
     use zerostate_market::wire::*;
+    // Every direct request of the market, from its enum: a new one is fuzzed with it.
+    for call in Call::TYPES.iter().filter_map(|t| Call::of(t)) {
+        let _ = call.decode(data);
+    }
+    // The announcement (gossip) and the answers.
     let _ = serde_json::from_slice::<TaskRequest>(data);
-    let _ = serde_json::from_slice::<TaskOffer>(data);
-    let _ = serde_json::from_slice::<TaskRun>(data);
     let _ = serde_json::from_slice::<TaskResult>(data);
     if let Ok(r) = zerostate_execution::Receipt::from_json(data) {
         let _ = r.verify();

@@ -45,6 +45,24 @@ zerostate_p2p::request_types! {
     }
 }
 
+impl Call {
+    /// Decodes `payload` as the body this request carries: what its handler reads first
+    /// (and what the fuzz target of the market feeds every request type through).
+    pub fn decode(self, payload: &[u8]) -> Result<(), String> {
+        fn body<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<(), String> {
+            serde_json::from_slice::<T>(payload)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        match self {
+            Call::Offer => body::<TaskOffer>(payload),
+            Call::Run => body::<TaskRun>(payload),
+            Call::Evidence => body::<Evidence>(payload),
+            Call::Chunk => body::<ChunkRequest>(payload),
+        }
+    }
+}
+
 /// Sealed to the guild: what the task needs, never its input.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,4 +292,31 @@ pub struct Evidence {
     /// The input files; absent when none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: Files,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_request_decodes_its_own_body_and_no_other() {
+        let offer = serde_json::to_vec(&TaskOffer {
+            task_id: "t".into(),
+            price: 1,
+            running: 0,
+            has_module: false,
+        })
+        .expect("json");
+        let chunk = serde_json::to_vec(&ChunkRequest {
+            sha256: "00".into(),
+            index: 0,
+        })
+        .expect("json");
+        assert!(Call::Offer.decode(&offer).is_ok());
+        assert!(Call::Chunk.decode(&chunk).is_ok());
+        for call in [Call::Run, Call::Evidence, Call::Chunk] {
+            assert!(call.decode(&offer).is_err(), "{call:?}");
+        }
+        assert!(Call::Offer.decode(b"\xff").is_err());
+    }
 }
