@@ -294,16 +294,13 @@ fn refresh_unpaid(net: &Net, book: &mut Book) {
         return;
     };
     for o in &mut book.outcomes {
-        let Some(id) = o.record.as_ref().and_then(|r| r["id"].as_str()) else {
+        let Some(id) = o.record.as_ref().map(|r| r.id.clone()) else {
             continue;
         };
         if o.payment() == Some("paid") {
             continue;
         }
-        if let Ok(Some(record)) = net
-            .runtime
-            .block_on(requester.get(&format!("/v1/tasks/{id}")))
-        {
+        if let Ok(Some(record)) = net.runtime.block_on(requester.task(&id)) {
             o.record = Some(record);
         }
     }
@@ -317,7 +314,7 @@ fn tally(row: &mut Row, book: &Book) {
         match o.state.as_str() {
             "succeeded" => {
                 row.succeeded += 1;
-                if let Some(ms) = o.record.as_ref().and_then(|r| r["duration_ms"].as_f64()) {
+                if let Some(ms) = o.record.as_ref().and_then(|r| r.duration_ms) {
                     latencies.push(ms);
                 }
             }
@@ -395,7 +392,11 @@ fn payments(net: &Net, row: &mut Row, book: &Book) -> anyhow::Result<()> {
         if let Some(r) = &o.record
             && o.payment().is_some_and(|p| p != "paid")
         {
-            let why = r["payment"]["reason"].as_str().unwrap_or("no reason given");
+            let why = r
+                .payment
+                .as_ref()
+                .and_then(|p| p.reason.as_deref())
+                .unwrap_or("no reason given");
             *row.reasons
                 .entry(format!("payment: {}", reason_key(why)))
                 .or_default() += 1;

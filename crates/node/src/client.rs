@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use zerostate_guild::GuildInfo;
 use zerostate_market::TaskRecord;
+use zerostate_payment_protocol::ChannelView;
 
 use crate::api::answers::{Accepted, Funded, Invitation, Published};
 
@@ -116,6 +117,11 @@ impl NodeClient {
             &serde_json::json!({}),
         )
         .await
+    }
+
+    /// This node's payment channels, as payer and as payee.
+    pub async fn channels(&self) -> anyhow::Result<Vec<ChannelView>> {
+        Ok(self.get_as("/v1/channels").await?.unwrap_or_default())
     }
 
     /// Credits `peer`'s account with `amount` on this node's ledger (its devnet faucet).

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use zerostate_market::{TaskRecord, TaskState};
 use zerostate_node::client::NodeClient;
 
 /// How long a task may take from submission to a final state before it counts as lost.
@@ -35,7 +36,7 @@ pub(super) struct Outcome {
     /// Why it failed or was lost.
     pub(super) reason: Option<String>,
     /// Its final record, when it has one.
-    pub(super) record: Option<serde_json::Value>,
+    pub(super) record: Option<TaskRecord>,
     /// From submission to its end, as the harness saw it.
     pub(super) took: Duration,
 }
@@ -43,15 +44,14 @@ pub(super) struct Outcome {
 impl Outcome {
     /// The payment's status (`paid`, `failed`, ...), when the record has one.
     pub(super) fn payment(&self) -> Option<&str> {
-        self.record.as_ref()?["payment"]["status"].as_str()
+        Some(self.record.as_ref()?.payment.as_ref()?.status.as_str())
     }
 
     /// The hash of the receipt paid for, when paid.
     pub(super) fn paid_receipt(&self) -> Option<String> {
         (self.payment() == Some("paid"))
-            .then(|| self.record.as_ref()?["payment"]["receipt"].as_str())
+            .then(|| self.record.as_ref()?.payment.as_ref()?.receipt.clone())
             .flatten()
-            .map(str::to_owned)
     }
 }
 
@@ -164,7 +164,7 @@ async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n:
         b.submitted += 1;
         b.in_flight.insert(n, None);
     }
-    let end = |state: &str, reason: String, record: Option<serde_json::Value>| {
+    let end = |state: &str, reason: String, record: Option<TaskRecord>| {
         let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
         b.in_flight.remove(&n);
         b.outcomes.push(Outcome {
@@ -175,18 +175,12 @@ async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n:
             took: begun.elapsed(),
         });
     };
-    let submitted = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        requester.post("/v1/tasks", &task_body(below)),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
-    .and_then(|answer| answer);
+    let submitted = tokio::time::timeout(REQUEST_TIMEOUT, requester.submit(&task_body(below)))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+        .and_then(|answer| answer);
     let id = match submitted {
-        Ok(accepted) => match accepted["task_id"].as_str() {
-            Some(id) => id.to_owned(),
-            None => return end("failed", format!("no task id in {accepted}"), None),
-        },
+        Ok(accepted) => accepted.task_id,
         Err(e) => {
             let why = crate::chaos::short(&e);
             return end("failed", format!("refused at submission: {why}"), None);
@@ -198,21 +192,20 @@ async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n:
             return end("lost", why, None);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let path = format!("/v1/tasks/{id}");
-        let record = match tokio::time::timeout(REQUEST_TIMEOUT, requester.get(&path)).await {
+        let record = match tokio::time::timeout(REQUEST_TIMEOUT, requester.task(&id)).await {
             Ok(Ok(Some(r))) => r,
             // The requester is busy or gone for a moment: the deadline decides.
             _ => continue,
         };
-        match record["state"].as_str() {
-            Some("succeeded") => return end("succeeded", String::new(), Some(record)),
-            Some("failed") => {
-                let reason = record["error"].as_str().unwrap_or_default().to_owned();
+        match record.state {
+            TaskState::Succeeded => return end("succeeded", String::new(), Some(record)),
+            TaskState::Failed => {
+                let reason = record.error.clone().unwrap_or_default();
                 return end("failed", reason, Some(record));
             }
-            _ => {
-                let executor = (record["state"] == "running")
-                    .then(|| record["executor"].as_str().map(str::to_owned))
+            state => {
+                let executor = (state == TaskState::Running)
+                    .then(|| record.executor.clone())
                     .flatten();
                 let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(running) = b.in_flight.get_mut(&n) {

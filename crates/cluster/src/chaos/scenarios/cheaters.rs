@@ -93,12 +93,10 @@ fn run(
             .iter()
             .filter_map(|o| Some((o.at, o.record.as_ref()?)))
             .flat_map(|(at, r)| {
-                r["attempts"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| a["executor"] == peer.as_str())
-                    .map(move |a| (at, a["outcome"].as_str().unwrap_or_default().to_owned()))
+                r.attempts
+                    .iter()
+                    .filter(|a| a.executor == peer)
+                    .map(move |a| (at, a.outcome.clone()))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -109,8 +107,9 @@ fn run(
             .outcomes
             .iter()
             .filter_map(|o| o.record.as_ref())
-            .filter(|r| r["executor"] == peer.as_str() && r["payment"]["status"] == "paid")
-            .filter_map(|r| r["payment"]["amount"].as_u64())
+            .filter(|r| r.executor.as_deref() == Some(peer.as_str()))
+            .filter_map(|r| r.payment.as_ref().filter(|p| p.status == "paid"))
+            .map(|p| p.amount)
             .sum();
         // The attempt whose bill or receipt failed the requester's checks.
         let refused = outcomes.iter().position(|(_, outcome)| {
@@ -175,7 +174,7 @@ fn run(
     // What the non-payer got: per executor, the tasks it ran for it.
     let mut served: std::collections::BTreeMap<String, usize> = Default::default();
     for o in unpaid.outcomes.iter().filter(|o| o.state == "succeeded") {
-        let executor = o.record.as_ref().and_then(|r| r["executor"].as_str());
+        let executor = o.record.as_ref().and_then(|r| r.executor.as_deref());
         let name = executor
             .and_then(|p| net.name_of(p))
             .unwrap_or("unknown")
@@ -217,14 +216,13 @@ fn run(
 fn paid_to(net: &Net, name: &str) -> u64 {
     let channels = net
         .client(name)
-        .and_then(|c| net.runtime.block_on(c.get("/v1/channels")));
+        .and_then(|c| net.runtime.block_on(c.channels()));
     match channels {
-        Ok(Some(serde_json::Value::Array(channels))) => channels
+        Ok(channels) => channels
             .iter()
-            .filter(|c| c["side"] == "payee")
-            .filter_map(|c| c["cumulative"].as_u64())
+            .filter(|c| c.side == "payee")
+            .map(|c| c.cumulative)
             .sum(),
-        Ok(_) => 0,
         Err(e) => {
             tracing::warn!("reading {name}'s channels: {}", short(&e));
             0

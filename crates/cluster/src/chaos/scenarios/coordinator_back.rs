@@ -71,10 +71,9 @@ fn coordinator_back(
         .filter(|o| o.at <= lost_at && o.at + o.took >= lost_at)
         .filter(|o| {
             o.record.as_ref().is_some_and(|r| {
-                r["attempts"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .any(|a| a["executor"] == old.as_str() && a["outcome"] != "delivered")
-                })
+                r.attempts
+                    .iter()
+                    .any(|a| a.executor == old && a.outcome != "delivered")
             })
         })
         .collect();

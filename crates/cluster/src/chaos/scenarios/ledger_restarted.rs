@@ -67,40 +67,30 @@ fn ledger_restarted(
     }
     // A channel opened before the restart is settled on the restarted ledger: it kept the
     // channel and takes the latest acknowledged state.
-    let channels = net
-        .runtime
-        .block_on(requester.get("/v1/channels"))?
-        .unwrap_or_default();
-    let open = channels
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c["closing"] == false && c["nonce"].as_u64() > Some(0))
-        })
-        .cloned();
+    let channels = net.runtime.block_on(requester.channels())?;
+    let open = channels.iter().find(|c| !c.closing && c.nonce > 0).cloned();
     match open {
         Some(c) => {
-            let id = c["id"].as_str().unwrap_or_default().to_owned();
+            let id = c.id;
             let closed = net.runtime.block_on(
                 requester.post(&format!("/v1/channels/{id}/close"), &serde_json::json!({})),
             );
             // The payee gets exactly what the payer's latest state says (the channel takes
             // no payment once closing, so it is final now).
-            let last = net
+            let cumulative = net
                 .runtime
-                .block_on(requester.get(&format!("/v1/channels/{id}?limit=1")))
+                .block_on(requester.channels())
                 .ok()
-                .flatten()
-                .unwrap_or_default();
-            let cumulative = last["cumulative"].clone();
+                .and_then(|all| all.into_iter().find(|c| c.id == id))
+                .map(|c| c.cumulative);
             let settled = closed
                 .as_ref()
-                .is_ok_and(|a| a["to_payee"].as_u64().is_some() && a["to_payee"] == cumulative);
+                .is_ok_and(|a| cumulative.is_some() && a["to_payee"].as_u64() == cumulative);
             row.check(
                 "a channel from before the restart settles on the restarted ledger",
                 settled,
                 match &closed {
-                    Ok(a) => format!("closed {id}, its latest state at {cumulative}: {a}"),
+                    Ok(a) => format!("closed {id}, its latest state at {cumulative:?}: {a}"),
                     Err(e) => short(e),
                 },
             );
@@ -108,7 +98,7 @@ fn ledger_restarted(
         None => row.check(
             "a channel from before the restart settles on the restarted ledger",
             false,
-            format!("no open channel with payments on the requester: {channels}"),
+            format!("no open channel with payments on the requester: {channels:?}"),
         ),
     }
     std::thread::sleep(third.saturating_sub(back.unwrap_or_default()));

@@ -84,8 +84,8 @@ fn partition(net: &mut Net, load: Load, third: Duration, row: &mut Row) -> anyho
         .iter()
         .filter(|o| o.at > cut_at + Duration::from_secs(1) && o.at < healed_at)
         .filter_map(|o| o.record.as_ref())
-        .flat_map(|r| r["attempts"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["executor"] == peer.as_str())
+        .flat_map(|r| r.attempts.iter())
+        .filter(|a| a.executor == peer)
         .count();
     row.check(
         "tasks avoided the cut-off node",

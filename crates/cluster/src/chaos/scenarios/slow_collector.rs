@@ -78,7 +78,7 @@ fn slow_collector(
             .outcomes
             .iter()
             .filter(|o| o.at >= from && o.at < to && o.state == "succeeded")
-            .filter_map(|o| o.record.as_ref()?["duration_ms"].as_f64())
+            .filter_map(|o| o.record.as_ref()?.duration_ms)
             .collect();
         quantile(&mut l, 0.5)
     };
