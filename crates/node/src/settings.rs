@@ -42,6 +42,24 @@ pub const DEFAULT_API: SocketAddr =
 pub const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8701);
 
+/// The default address of a collector's viewer and query API.
+pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:16686";
+
+/// The node API a command on this machine talks to: `ZEROSTATE_API` (an address), else
+/// [`DEFAULT_API`].
+pub fn client_api(env: &(impl Env + ?Sized)) -> anyhow::Result<SocketAddr> {
+    Ok(parsed(env, "ZEROSTATE_API")?.unwrap_or(DEFAULT_API))
+}
+
+/// The collector a command on this machine reads traces from and links to: `flag`, else
+/// `ZEROSTATE_COLLECTOR`, else [`DEFAULT_COLLECTOR`]; without a trailing `/`.
+pub fn collector_url(flag: Option<String>, env: &(impl Env + ?Sized)) -> String {
+    flag.or_else(|| env.var("ZEROSTATE_COLLECTOR"))
+        .unwrap_or_else(|| DEFAULT_COLLECTOR.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// The value of the highest source that has one: flag, environment, file, default.
 pub fn pick<T>(flag: Option<T>, env: Option<T>, file: Option<T>, default: impl FnOnce() -> T) -> T {
     flag.or(env).or(file).unwrap_or_else(default)

@@ -74,8 +74,7 @@ impl NodeArgs {
             Some(url) => url.clone(),
             None => format!(
                 "http://{}",
-                std::env::var("ZEROSTATE_API")
-                    .unwrap_or_else(|_| zerostate_node::settings::DEFAULT_API.to_string())
+                zerostate_node::settings::client_api(&zerostate_node::settings::ProcessEnv)?
             ),
         };
         let dir = zerostate_node::data::data_dir(self.data_dir.as_deref())?;

@@ -40,12 +40,7 @@ impl NodeArgs {
     fn client(&self) -> anyhow::Result<NodeClient> {
         let api = match self.api {
             Some(a) => a,
-            None => match std::env::var("ZEROSTATE_API") {
-                Ok(v) => v
-                    .parse()
-                    .with_context(|| format!("ZEROSTATE_API={v} is not an address"))?,
-                Err(_) => zerostate_node::settings::DEFAULT_API,
-            },
+            None => zerostate_node::settings::client_api(&zerostate_node::settings::ProcessEnv)?,
         };
         let dir = zerostate_node::data::data_dir(self.data_dir.as_deref())?;
         NodeClient::new(

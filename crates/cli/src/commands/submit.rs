@@ -160,8 +160,8 @@ fn report(record: &TaskRecord, json: bool) -> anyhow::Result<ExitCode> {
         let _ = err.write_all(&B64.decode(stderr).unwrap_or_default());
         let _ = err.flush();
     }
-    let viewer = std::env::var("ZEROSTATE_COLLECTOR")
-        .unwrap_or_else(|_| "http://127.0.0.1:16686".to_owned());
+    let viewer =
+        zerostate_node::settings::collector_url(None, &zerostate_node::settings::ProcessEnv);
     let trace = &record.trace_id;
     let paid = match &record.payment {
         Some(p) if p.status == "paid" => format!("{} units", p.amount),

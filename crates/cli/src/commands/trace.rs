@@ -28,12 +28,10 @@ pub struct CollectorArg {
 
 impl CollectorArg {
     fn url(&self) -> String {
-        self.collector
-            .clone()
-            .or_else(|| std::env::var("ZEROSTATE_COLLECTOR").ok())
-            .unwrap_or_else(|| "http://127.0.0.1:16686".to_owned())
-            .trim_end_matches('/')
-            .to_owned()
+        zerostate_node::settings::collector_url(
+            self.collector.clone(),
+            &zerostate_node::settings::ProcessEnv,
+        )
     }
 }
 
