@@ -15,8 +15,17 @@ use super::transport::{Incoming, Response};
 use super::wire::{self, ModuleSource, TaskOffer, TaskRequest, TaskResult, TaskRun};
 
 /// Listens to every guild this node is in for task requests, and offers on those it can take.
-pub(super) async fn listen(tasks: Tasks) {
-    let mut opened = tasks.inner.transport.messages();
+/// The feed is subscribed to at once, not when the listening first runs: a request announced
+/// in between would not be seen.
+pub(super) fn listen(tasks: Tasks) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let opened = tasks.inner.transport.messages();
+    offer_on(tasks, opened)
+}
+
+async fn offer_on(
+    tasks: Tasks,
+    mut opened: tokio::sync::broadcast::Receiver<zerostate_guild::GuildMessage>,
+) {
     loop {
         let message = match opened.recv().await {
             Ok(m) => m,

@@ -112,12 +112,13 @@ impl Net {
             &PaymentSettings {
                 ledger: Some(ledger.to_string()),
                 deposit: Some(10_000),
-                challenge_period_s: None,
+                ..PaymentSettings::default()
             },
             runs_ledger,
             runs_ledger,
             zerostate_payment_protocol::Metrics::default(),
             zerostate_payment_protocol::Misbehaviour::default(),
+            None,
         )
         .expect("payments open");
         let (feed, _) = broadcast::channel(256);
@@ -412,12 +413,13 @@ pub(crate) async fn run(node: &Node, task: Submission) -> TaskRecord {
     panic!("task {id} did not end: {:?}", node.tasks.get(&id));
 }
 
-/// A requester's settings: it runs no tasks, and collects offers briefly (every member
-/// offers at once in memory).
+/// A requester's settings: it runs no tasks. Collecting offers ends as soon as every member
+/// has offered, so the window is only reached when one does not; it is wide enough for an
+/// executor on a loaded machine to answer.
 pub(crate) fn requester() -> TaskSettings {
     TaskSettings {
         execute: false,
-        offer_window_ms: 300,
+        offer_window_ms: 5_000,
         verify_share: 0.0,
         ..TaskSettings::default()
     }
