@@ -5,7 +5,9 @@
 # collector's interop test), and Debian's clang, lld, wasi-libc and compiler-rt for wasm32
 # with the official wasmtime runtime's Python package (C programs built for WASI, run by the
 # engine and by the reference runtime), and three crates.io programs built for
-# wasm32-wasip1 (scripts/build-programs.sh). Without them those tests are skipped (the
+# wasm32-wasip1 (scripts/build-programs.sh), and from npm Foundry's anvil (the settlement
+# contract's tests run against it) and the solc that contracts/package.json pins (which
+# checks the committed contract build). Without them those tests are skipped (the
 # partition falls back to SIGSTOP), except under CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,9 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r crates/collector/tests/python/requirements.txt \
     -r crates/execution/tests/programs/requirements.txt
+# anvil, a local EVM chain, on PATH; the pinned solc in contracts/node_modules.
+command -v anvil >/dev/null 2>&1 || npm install --global --no-fund --no-audit @foundry-rs/anvil@1.7.1
+(cd contracts && npm ci --no-fund --no-audit --loglevel=error)
 # Rust's wasm32-wasip1 target and the crates.io programs the engine runs beside the
 # reference runtime (kept in target/programs between runs).
 scripts/build-programs.sh

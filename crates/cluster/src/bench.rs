@@ -187,6 +187,7 @@ fn measure(
         ledger: true,
         members: vec![member("executor"), member("requester")],
         faucet: Some(1_000_000_000),
+        chain: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -54,6 +54,11 @@ pub struct ChaosCommand {
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Settle payments on a chain instead of the ledger node: `anvil` starts Foundry's
+    /// anvil from PATH with its state in a file; `ledger-restarted` then kills anvil and
+    /// starts it again on that state.
+    #[arg(long, value_name = "CHAIN", value_parser = ["anvil"])]
+    chain: Option<String>,
 }
 
 /// `--rate`: a number of tasks per second, more than 0 and at most 1000.
@@ -242,6 +247,7 @@ impl ChaosCommand {
             coordinator_executes: false,
             members_misbehave: &[],
             cheaters: false,
+            chain: self.chain.is_some(),
         };
         scenario.plan(&mut plan, &setting);
         let sampling = plan.sampling;

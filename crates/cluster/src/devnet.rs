@@ -17,7 +17,7 @@ use zerostate_node::console::{DevnetReady, Ready};
 use zerostate_node::data;
 use zerostate_node::process::stop_all;
 
-use crate::harness::{Cluster, Launcher, Member, Node, Spec};
+use crate::harness::{ChainSpec, Cluster, Launcher, Member, Node, Spec};
 
 /// Run a local network with its collector and viewer until SIGINT or SIGTERM.
 #[derive(Debug, Args)]
@@ -43,6 +43,11 @@ pub struct DevnetCommand {
     /// [default: <data dir>/devnet].
     #[arg(long, value_name = "DIR", alias = "dir")]
     data: Option<PathBuf>,
+    /// Settle payments on a chain instead of the bootnode's ledger: `anvil` starts
+    /// Foundry's anvil from PATH (`npm install -g @foundry-rs/anvil`), deploys the channel
+    /// contract and funds every node's settlement account.
+    #[arg(long, value_name = "CHAIN", value_parser = ["anvil"])]
+    chain: Option<String>,
 }
 
 /// `DIR/devnet.json`, written as soon as the network is up: where everything is.
@@ -54,6 +59,20 @@ pub struct DevnetFile {
     pub collector: DevnetCollector,
     /// Every node.
     pub nodes: Vec<DevnetNode>,
+    /// The chain the nodes settle on (`--chain`); absent when they use the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<DevnetChain>,
+}
+
+/// The chain in `devnet.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DevnetChain {
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// Its chain id.
+    pub chain_id: u64,
+    /// The channel contract's address.
+    pub contract: String,
 }
 
 /// The collector in `devnet.json`.
@@ -119,16 +138,28 @@ impl DevnetCommand {
         members.extend(
             (1..=usize::from(self.nodes) - 2).map(|i| Member::new(&format!("edge-node-{i}"), &[])),
         );
+        // With --chain anvil: a fresh local chain with the contract on it, stopped with the
+        // devnet.
+        let anvil = match self.chain.as_deref() {
+            Some(_) => Some(runtime.block_on(start_chain())?),
+            None => None,
+        };
         let spec = Spec {
             guild: s("devnet"),
             coordinator: Member::new("bootnode", &[s("--role"), s("bootnode")]),
-            ledger: true,
+            ledger: anvil.is_none(),
             members,
-            faucet: Some(DEVNET_FUNDS),
+            faucet: anvil.is_none().then_some(DEVNET_FUNDS),
+            chain: anvil.as_ref().map(|(_, chain)| chain.clone()),
         };
         let cluster = Cluster::start(&launcher, &spec, &runtime)?;
         let guild_id = cluster.guild.id.clone();
-        write_devnet_file(&dir, &guild_id, &otlp, &ui, &cluster.nodes)?;
+        let chain = anvil.as_ref().map(|(anvil, chain)| DevnetChain {
+            url: chain.url.clone(),
+            chain_id: anvil.chain_id(),
+            contract: chain.contract.to_checksum(None),
+        });
+        write_devnet_file(&dir, &guild_id, &otlp, &ui, &cluster.nodes, chain)?;
         let nodes = &cluster.nodes;
         let sender = &nodes[nodes.len() - 1].api;
         let coordinator = &nodes[0].api;
@@ -165,6 +196,16 @@ impl DevnetCommand {
             Some(t) => draw(&t.trace_id)?,
             None => String::new(),
         };
+        // On a chain: the sender closes its channel, and the settlement's trace is drawn
+        // (the payee's close on chain, its transaction and block).
+        let settlement = match (&anvil, tasks.is_empty()) {
+            (Some(_), false) => {
+                let trace = runtime.block_on(settle_one(sender))?;
+                std::thread::sleep(Duration::from_secs(2));
+                Some((draw(&trace)?, trace))
+            }
+            _ => None,
+        };
         let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
         zerostate_node::console::say(&Ready {
             devnet: Some(DevnetReady {
@@ -191,7 +232,13 @@ impl DevnetCommand {
              metrics: prometheus --config.file {} --enable-feature=exemplar-storage\n{}",
             names.len(),
             dir.display(),
-            task_report(&tasks, &names_by_peer(nodes), &first_task, &ui),
+            task_report(&tasks, &names_by_peer(nodes), &first_task, &ui)
+                + &settlement
+                    .as_ref()
+                    .map(|(tree, trace)| format!(
+                        "a channel settled on chain ({ui}/trace/{trace}):\n\n{tree}\n"
+                    ))
+                    .unwrap_or_default(),
             dir.join(PROMETHEUS_FILE).display(),
             if self.exit {
                 "--exit: stopping now."
@@ -207,7 +254,13 @@ impl DevnetCommand {
         // collector.
         cluster.stop(STOP_GRACE);
         stop_all(vec![collector.child], STOP_GRACE);
-        if tree.is_empty() || announced.is_empty() || (!tasks.is_empty() && first_task.is_empty()) {
+        drop(anvil);
+        let unsettled = settlement.as_ref().is_some_and(|(tree, _)| tree.is_empty());
+        if tree.is_empty()
+            || announced.is_empty()
+            || (!tasks.is_empty() && first_task.is_empty())
+            || unsettled
+        {
             eprintln!("devnet: a trace did not reach the collector");
             return Ok(ExitCode::FAILURE);
         }
@@ -220,6 +273,52 @@ impl DevnetCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Closes `node`'s first channel with payments on it, cooperatively: its payee settles it
+/// on chain. The close's trace id.
+async fn settle_one(node: &NodeClient) -> anyhow::Result<String> {
+    let channels = node.channels().await.context("listing the channels")?;
+    let channel = channels
+        .iter()
+        .find(|c| c.side == "payer" && c.nonce > 0 && !c.closing)
+        .context("the sender paid through no channel")?;
+    let closed = node
+        .post(
+            &format!("/v1/channels/{}/close", channel.id),
+            &serde_json::json!({}),
+        )
+        .await
+        .context("closing a channel on chain")?;
+    closed["trace_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the close was not traced")
+}
+
+/// The devnet chain's id (anvil's own default).
+const DEVNET_CHAIN_ID: u64 = 31337;
+
+/// Whole coins each node's settlement account gets on the devnet chain.
+const DEVNET_COINS: u64 = 100;
+
+/// Starts anvil and deploys the channel contract with its development account, which also
+/// funds the nodes.
+async fn start_chain() -> anyhow::Result<(zerostate_chain::Anvil, ChainSpec)> {
+    let anvil = zerostate_chain::Anvil::start(DEVNET_CHAIN_ID, None)
+        .await
+        .context("starting anvil (--chain anvil)")?;
+    let faucet = anvil.dev_key();
+    let (contract, _) = zerostate_chain::Chain::deploy(anvil.url(), &faucet)
+        .await
+        .context("deploying the channel contract")?;
+    let spec = ChainSpec {
+        url: anvil.url().to_owned(),
+        contract,
+        faucet,
+        coins: DEVNET_COINS,
+    };
+    Ok((anvil, spec))
 }
 
 /// What the devnet faucet gives each node, in base units.
@@ -314,6 +413,7 @@ fn write_devnet_file(
     otlp: &str,
     ui: &str,
     nodes: &[Node],
+    chain: Option<DevnetChain>,
 ) -> anyhow::Result<()> {
     let nodes = nodes
         .iter()
@@ -334,6 +434,7 @@ fn write_devnet_file(
             ui: ui.to_owned(),
         },
         nodes,
+        chain,
     };
     let path = dir.join(DEVNET_FILE);
     let partial = dir.join(format!("{DEVNET_FILE}.partial"));

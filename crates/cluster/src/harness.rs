@@ -167,9 +167,16 @@ pub struct Node {
 impl Node {
     /// The node `child` is, from its ready line.
     pub fn new(child: Child) -> anyhow::Result<Self> {
-        let info = Ready::parse(child.ready())?
-            .node
-            .with_context(|| format!("{} did not describe itself", child.name()))?;
+        let info = Ready::parse(child.ready())?.node.with_context(|| {
+            // A node that could not start says why in its log's last line.
+            let log = std::fs::read_to_string(child.log()).unwrap_or_default();
+            let last = log.lines().last().unwrap_or_default();
+            format!(
+                "{} did not start ({}): {last}",
+                child.name(),
+                child.log().display()
+            )
+        })?;
         let api = NodeClient::from_ready(child.ready())?;
         Ok(Self { child, info, api })
     }
@@ -274,6 +281,33 @@ pub struct Spec {
     pub members: Vec<Member>,
     /// What the faucet gives each node (the coordinator included) once all are in.
     pub faucet: Option<u64>,
+    /// A chain every node settles on instead of the ledger (`ledger` is then false).
+    pub chain: Option<ChainSpec>,
+}
+
+/// A chain with the channel contract, and the account that funds the nodes on it.
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    /// Its JSON-RPC URL.
+    pub url: String,
+    /// The channel contract.
+    pub contract: zerostate_chain::Address,
+    /// The account that funds each node's settlement account once all are in.
+    pub faucet: zerostate_chain::SettlementKey,
+    /// Whole coins it sends each.
+    pub coins: u64,
+}
+
+impl ChainSpec {
+    /// The flags that make a node settle on it.
+    pub fn node_args(&self) -> Vec<String> {
+        vec![
+            "--set".to_owned(),
+            format!("payments.chain={}", self.url),
+            "--set".to_owned(),
+            format!("payments.contract={}", self.contract),
+        ]
+    }
 }
 
 /// A node of a [`Spec`]: its name and its own flags.
@@ -312,11 +346,17 @@ impl Cluster {
         spec: &Spec,
         runtime: &tokio::runtime::Runtime,
     ) -> anyhow::Result<Self> {
+        let chain_args = spec
+            .chain
+            .as_ref()
+            .map(ChainSpec::node_args)
+            .unwrap_or_default();
         let mut args = spec.coordinator.args.clone();
         args.extend(strings(&["--create-guild", &spec.guild]));
         if spec.ledger {
             args.extend(strings(&["--ledger", "--ledger-faucet"]));
         }
+        args.extend_from_slice(&chain_args);
         let coordinator = launcher.node(&spec.coordinator.name, &args)?;
         let guild = Guild::created(&coordinator, START_TIMEOUT)?;
         let ledger = spec.ledger.then(|| coordinator.info.peer_id.clone());
@@ -324,9 +364,13 @@ impl Cluster {
         for member in &spec.members {
             let mut args = runtime.block_on(guild.join_args(&guild.boot, ledger.as_deref()))?;
             args.extend_from_slice(&member.args);
+            args.extend_from_slice(&chain_args);
             nodes.push(launcher.node(&member.name, &args)?);
         }
         runtime.block_on(guild.wait_members(nodes.len(), FORM_TIMEOUT))?;
+        if let Some(chain) = &spec.chain {
+            runtime.block_on(fund_on_chain(chain, &nodes))?;
+        }
         if let Some(amount) = spec.faucet {
             for node in &nodes {
                 runtime
@@ -349,6 +393,27 @@ impl Cluster {
     pub fn stop(self, grace: Duration) {
         stop_all(self.nodes.into_iter().map(|n| n.child).collect(), grace);
     }
+}
+
+/// Sends each node's settlement account `chain.coins` coins from the chain's faucet.
+async fn fund_on_chain(chain: &ChainSpec, nodes: &[Node]) -> anyhow::Result<()> {
+    let faucet =
+        zerostate_chain::Chain::connect(&chain.url, chain.contract, chain.faucet.clone(), 1)
+            .await
+            .context("connecting the chain's faucet")?;
+    for node in nodes {
+        let address = node
+            .info
+            .settlement
+            .address
+            .parse()
+            .with_context(|| format!("{}'s settlement address", node.name()))?;
+        faucet
+            .transfer(address, zerostate_chain::coins_to_wei(chain.coins))
+            .await
+            .with_context(|| format!("funding {} on the chain", node.name()))?;
+    }
+    Ok(())
 }
 
 /// `&str`s as the `String`s a command line takes.

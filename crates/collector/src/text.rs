@@ -39,8 +39,13 @@ struct Node {
     start: u64,
     end: u64,
     error: Option<String>,
-    cache_hit: Option<String>,
+    /// The attributes drawn beside its name ([`SHOWN`]), as `key=value, …`.
+    shown: String,
 }
+
+/// Attributes drawn beside a span's name: whether a module came from the cache, and the
+/// transaction a settlement on chain was mined in.
+const SHOWN: [&str; 3] = ["cache.hit", "tx.hash", "tx.block"];
 
 fn number(v: &serde_json::Value) -> u64 {
     v.as_u64()
@@ -78,7 +83,11 @@ pub fn render(traces: &serde_json::Value) -> String {
                     start: number(&s["startTimeUnixNano"]),
                     end: number(&s["endTimeUnixNano"]),
                     error,
-                    cache_hit: attribute(&s["attributes"], "cache.hit"),
+                    shown: SHOWN
+                        .iter()
+                        .filter_map(|k| attribute(&s["attributes"], k).map(|v| format!("{k}={v}")))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -113,8 +122,8 @@ pub fn render(traces: &serde_json::Value) -> String {
             n.name,
             duration(n.end.saturating_sub(n.start))
         );
-        if let Some(hit) = &n.cache_hit {
-            let _ = write!(out, " (cache.hit={hit})");
+        if !n.shown.is_empty() {
+            let _ = write!(out, " ({})", n.shown);
         }
         if parent.map(|p| nodes[p].service.as_str()) != Some(n.service.as_str()) {
             let _ = write!(out, " @ {}", n.service);

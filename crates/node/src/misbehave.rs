@@ -16,6 +16,7 @@
 //! | `withhold-payment-acks=N` | as a payee, keeps the first N payments but answers each with an error |
 //! | `never-pay` | as a requester, never pays for a receipt |
 //! | `skip-ledger-open` | as a requester, opens channels with executors but never asks the ledger to lock them |
+//! | `close-on-nothing` | as a payer, starts a unilateral close on nothing paid, whatever it signed |
 //! | `withhold-membership` | ignores membership updates on guild topics, as if gossip lost them |
 //! | `take-over-at-once` | as a named successor, takes the guild over as soon as its coordinator falls silent, not in its slot, and before judging another successor's takeover that reached it first |
 
@@ -44,6 +45,8 @@ pub struct Misbehaviour {
     pub never_pay: bool,
     /// `skip-ledger-open`.
     pub skip_ledger_open: bool,
+    /// `close-on-nothing`.
+    pub close_on_nothing: bool,
     /// `withhold-membership`.
     pub withhold_membership: bool,
     /// `take-over-at-once`.
@@ -52,7 +55,7 @@ pub struct Misbehaviour {
 
 /// The names `--misbehave` takes, for its help and its errors.
 pub const ITEMS: &str = "forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice, \
-                         tamper-chunks, drop-chunk-connection=N, withhold-payment-acks=N, never-pay, skip-ledger-open, withhold-membership, \
+                         tamper-chunks, drop-chunk-connection=N, withhold-payment-acks=N, never-pay, skip-ledger-open, close-on-nothing, withhold-membership, \
                          take-over-at-once";
 
 impl Misbehaviour {
@@ -92,6 +95,7 @@ impl Misbehaviour {
                 "withhold-payment-acks" => m.withhold_payment_acks = number("N")?,
                 "never-pay" => m.never_pay = flag()?,
                 "skip-ledger-open" => m.skip_ledger_open = flag()?,
+                "close-on-nothing" => m.close_on_nothing = flag()?,
                 "withhold-membership" => m.withhold_membership = flag()?,
                 "take-over-at-once" => m.take_over_at_once = flag()?,
                 other => return Err(format!("unknown misbehaviour {other:?} (known: {ITEMS})")),
@@ -130,6 +134,7 @@ impl Misbehaviour {
         );
         on(self.never_pay, "never-pay".into());
         on(self.skip_ledger_open, "skip-ledger-open".into());
+        on(self.close_on_nothing, "close-on-nothing".into());
         on(self.withhold_membership, "withhold-membership".into());
         on(self.take_over_at_once, "take-over-at-once".into());
         items
@@ -159,6 +164,7 @@ impl Misbehaviour {
             withhold_payment_acks: self.withhold_payment_acks,
             never_pay: self.never_pay,
             skip_ledger_open: self.skip_ledger_open,
+            close_on_nothing: self.close_on_nothing,
         }
     }
 }
@@ -189,6 +195,7 @@ mod tests {
             "withhold-payment-acks=1",
             "never-pay",
             "skip-ledger-open",
+            "close-on-nothing",
             "withhold-membership",
             "take-over-at-once",
         ];

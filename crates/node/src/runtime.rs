@@ -112,6 +112,41 @@ pub struct NodeInfo {
     /// What it was told to do wrong (`--misbehave`, tests only); absent when nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub misbehaving: Vec<String>,
+    /// Its account for settling on a chain.
+    pub settlement: SettlementInfo,
+}
+
+/// A node's account for settling payment channels on an EVM chain: a secp256k1 key of its
+/// own, made on first start, bound to its peer id by the node key's signature.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SettlementInfo {
+    /// The account's address (`0x…`, checksummed).
+    pub address: String,
+    /// The file holding the key (`<data dir>/settlement.key`, readable by its owner only).
+    pub key_file: String,
+    /// The node key's ed25519 signature, hex, over the tag `zerostate/settlement-key/v1`,
+    /// the node's ed25519 public key and the address's 20 bytes: who deals with the node by
+    /// its peer id can check that the address is the node's.
+    pub binding: String,
+}
+
+impl SettlementInfo {
+    /// The settlement key in `dir` (made if there is none) bound to the node key `seed`.
+    fn load(
+        dir: &std::path::Path,
+        seed: [u8; 32],
+    ) -> anyhow::Result<(Self, zerostate_chain::SettlementKey)> {
+        let path = dir.join("settlement.key");
+        let key = zerostate_chain::SettlementKey::load_or_create(&path)
+            .with_context(|| format!("the settlement key {}", path.display()))?;
+        let binding = key.bind(&zerostate_payment::Keypair::from_seed(seed));
+        let info = Self {
+            address: binding.address.to_checksum(None),
+            key_file: path.display().to_string(),
+            binding: hex::encode(binding.signature.0),
+        };
+        Ok((info, key))
+    }
 }
 
 /// Runs the node `plan` describes until SIGINT or SIGTERM, then stops it in order.
@@ -154,6 +189,16 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
         .context("starting the network")?;
     let guilds =
         Guilds::start_kept(network.clone(), key, guild, Some(&dir)).context("starting guilds")?;
+    let watch_every = payments.watch_interval().map_err(anyhow::Error::msg)?;
+    let (settlement, settlement_key) = SettlementInfo::load(&dir, seed)?;
+    let chain = match payments.chain().map_err(anyhow::Error::msg)? {
+        Some(c) => Some(
+            zerostate_chain::Chain::connect(&c.url, c.contract, settlement_key, c.confirmations)
+                .await
+                .context("connecting to the chain ([payments] chain)")?,
+        ),
+        None => None,
+    };
     let payments = zerostate_payment_protocol::Payments::open(
         std::sync::Arc::new(zerostate_payment_protocol::P2p::new(
             network.clone(),
@@ -166,6 +211,7 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
         faucet,
         metrics.payments.clone(),
         misbehave.payments(),
+        chain,
     )?;
     let tasks = zerostate_market::Tasks::start(
         zerostate_market::P2p::new(network.clone(), guilds.clone()),
@@ -205,6 +251,7 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
         api_token_file: token_file.display().to_string(),
         listen,
         misbehaving: misbehave.items(),
+        settlement,
     };
     // One JSON line on stdout says the node is up and where; logs go to stderr.
     crate::console::say(&crate::console::Ready {
@@ -256,6 +303,8 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
     let stop_routing = tokio_util::sync::CancellationToken::new();
     let routing =
         tokio::spawn(router.serve(events, stop_routing.clone().cancelled_owned(), ROUTER_DRAIN));
+    work.spawn(recover_opening(payments.clone(), stopping.clone()));
+    work.spawn(watch(payments.clone(), watch_every, stopping.clone()));
     if let Some(name) = create_guild {
         // A node restarted on its data directory goes on with the guild it created (kept
         // there), rather than creating another.
@@ -458,6 +507,58 @@ async fn join_until_admitted(
                 let cap = if patience.is_some() { 10 } else { 2 };
                 wait = (wait * 2).min(std::time::Duration::from_secs(cap));
             }
+        }
+    }
+}
+
+/// Asks the ledger, until it has answered for each, about the channels this node opened
+/// without learning whether their deposits were locked (an answer lost, or the node
+/// stopped before it came): the ledger may not be reachable at once.
+async fn recover_opening(
+    payments: zerostate_payment_protocol::Payments,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match payments.recover_opening(None).await {
+            Ok(0) => return,
+            Ok(left) => tracing::debug!("{left} channel(s) still opening: asked again later"),
+            Err(why) => tracing::debug!("asking the ledger about channels still opening: {why}"),
+        }
+    }
+}
+
+/// The payee's watchtower: looks at the ledger every `every` for the channels this node is
+/// paid through (see [`zerostate_payment_protocol::Payments::watch`]).
+async fn watch(
+    payments: zerostate_payment_protocol::Payments,
+    every: std::time::Duration,
+    stopping: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let watched = tokio::select! {
+            () = stopping.cancelled() => return,
+            watched = payments.watch() => watched,
+        };
+        if watched.disputed + watched.finalized + watched.closed + watched.failed > 0 {
+            tracing::info!(
+                asked = watched.asked,
+                disputed = watched.disputed,
+                finalized = watched.finalized,
+                closed = watched.closed,
+                failed = watched.failed,
+                "the watchtower looked at the ledger"
+            );
         }
     }
 }

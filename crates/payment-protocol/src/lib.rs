@@ -14,18 +14,23 @@
 
 mod metrics;
 mod misbehave;
+mod onchain;
 mod payer;
 mod serve;
 mod served;
 mod settle;
 mod transport;
 mod views;
+mod watch;
 mod wire;
 
 pub use metrics::Metrics;
 pub use misbehave::Misbehaviour;
+use onchain::{Backend, OnChain};
 pub use transport::{P2p, Reply, Served, Transport};
 pub use views::{ChannelHistory, ChannelView, PaymentRecord, PaymentView, Settle};
+pub use watch::Watched;
+pub use wire::check_ledger_proof;
 use wire::*;
 
 use std::sync::Arc;
@@ -35,7 +40,8 @@ use tracing::Instrument;
 use zerostate_p2p::PeerId;
 use zerostate_payment::{
     Amount, ChannelId, ChannelParams, ChannelState, Keypair, LedgerId, OpenRequest, PayeeStore,
-    PayerStore, PaymentError, PublicKey, Settlement, Signature, SignedState, SqliteLedger,
+    PayerStore, PaymentError, PublicKey, Settlement, Signature, SignedAnswer, SignedState,
+    SqliteLedger,
 };
 use zerostate_telemetry::SpanExt;
 use zerostate_telemetry::names::span as names;
@@ -62,6 +68,9 @@ pub mod types {
     pub const LEDGER_FINALIZE: &str = "ledger_finalize";
     /// Anyone to ledger: whether a channel's deposit is locked, and on what terms.
     pub const LEDGER_CHANNEL: &str = "ledger_channel";
+    /// Anyone to ledger: return the deposit of a channel nobody closed by its expiry plus
+    /// its challenge period.
+    pub const LEDGER_REFUND: &str = "ledger_refund";
     /// A positive answer to any of them.
     pub const OK: &str = "payment_ok";
 
@@ -88,7 +97,19 @@ pub mod types {
             LedgerFinalize = LEDGER_FINALIZE,
             /// [`LEDGER_CHANNEL`].
             LedgerChannel = LEDGER_CHANNEL,
+            /// [`LEDGER_REFUND`].
+            LedgerRefund = LEDGER_REFUND,
         }
+    }
+}
+
+impl types::Call {
+    /// Whether the ledger answers it (and signs its answer), rather than a payee.
+    pub fn for_ledger(self) -> bool {
+        !matches!(
+            self,
+            types::Call::ChannelOpen | types::Call::Payment | types::Call::ChannelClose
+        )
     }
 }
 
@@ -102,13 +123,83 @@ pub struct PaymentSettings {
     /// What a payer locks in each new channel, in base units. Default 1000000.
     pub deposit: Option<u64>,
     /// On the node that runs the ledger: how long the other party may dispute a
-    /// unilateral close, seconds (1 to 2592000). Default 3600.
+    /// unilateral close of a channel opened from now on (each channel keeps the period it
+    /// was opened under), seconds (1 to 2592000). Default 3600.
     pub challenge_period_s: Option<u64>,
+    /// How often this node's watchtower looks at the ledger for the channels it is paid
+    /// through, seconds (1 to 3600): it must look more often than a challenge window
+    /// lasts. Default 30.
+    pub watch_interval_s: Option<u64>,
+    /// Settle on an EVM chain instead of a ledger: its JSON-RPC URL (`http://…`). Needs
+    /// `contract`; not with `ledger`. Default none.
+    pub chain: Option<String>,
+    /// With `chain`: the address of the ZeroState channel contract (`0x…`). Default none.
+    pub contract: Option<String>,
+    /// With `chain`: the blocks a transaction waits for before it counts (1 to 64).
+    /// Default 1.
+    pub confirmations: Option<u64>,
+}
+
+/// Where `[payments]` says to settle on a chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainSettings {
+    /// The JSON-RPC URL.
+    pub url: String,
+    /// The channel contract.
+    pub contract: zerostate_chain::Address,
+    /// Confirmations waited for.
+    pub confirmations: u64,
 }
 
 impl PaymentSettings {
     fn deposit(&self) -> u64 {
         self.deposit.unwrap_or(1_000_000)
+    }
+
+    /// How often the watchtower looks at the ledger ([`Payments::watch`]).
+    pub fn watch_interval(&self) -> Result<std::time::Duration, String> {
+        let every = self.watch_interval_s.unwrap_or(30);
+        if (1..=3600).contains(&every) {
+            Ok(std::time::Duration::from_secs(every))
+        } else {
+            Err(format!(
+                "[payments] watch_interval_s = {every} must be between 1 and 3600"
+            ))
+        }
+    }
+
+    /// The chain to settle on, when `[payments] chain` is set, checked.
+    pub fn chain(&self) -> Result<Option<ChainSettings>, String> {
+        let Some(url) = &self.chain else {
+            if self.contract.is_some() {
+                return Err("[payments] contract is set without [payments] chain".into());
+            }
+            return Ok(None);
+        };
+        if self.ledger.is_some() {
+            return Err(
+                "[payments] chain and [payments] ledger are both set: channels settle on one \
+                 of them"
+                    .into(),
+            );
+        }
+        let contract = self.contract.as_deref().ok_or(
+            "[payments] chain is set without [payments] contract (the channel contract's address)",
+        )?;
+        let contract = contract
+            .parse()
+            .map_err(|e| format!("[payments] contract = {contract:?} is not an address: {e}"))?;
+        let confirmations = self.confirmations.unwrap_or(1);
+        if !(1..=64).contains(&confirmations) {
+            return Err(format!(
+                "[payments] confirmations = {confirmations} must be between 1 and 64"
+            ));
+        }
+        Ok(Some(ChainSettings {
+            url: url.clone(),
+            contract,
+            confirmations,
+        }))
     }
 
     fn challenge_period(&self) -> Result<u64, String> {
@@ -195,6 +286,12 @@ struct Inner {
     payer: PayerStore,
     payee: PayeeStore,
     ledger: Option<SqliteLedger>,
+    /// The channel contract, when channels settle on a chain.
+    chain: Option<OnChain>,
+    /// The challenge period of channels this node opens on a chain, seconds.
+    challenge_period: u64,
+    /// How often the watchtower looks.
+    watch_every: std::time::Duration,
     faucet: bool,
     deposit: u64,
     /// Channels to one payee are opened one at a time (payees apart do not wait on each
@@ -226,11 +323,14 @@ struct Inner {
     misbehave: crate::misbehave::Misbehaviour,
     /// Acknowledgements withheld so far (`withhold-payment-acks=N`).
     withheld: std::sync::atomic::AtomicU64,
+    /// Channels the watchtower found settled on the ledger: not asked about again.
+    watched_out: std::sync::Mutex<std::collections::HashSet<ChannelId>>,
 }
 
 impl Payments {
     /// Opens the stores in `dir` (and the ledger, when `run_ledger`); reaches the other
-    /// nodes through `transport`.
+    /// nodes through `transport`; settles on `chain` when given (connected with this
+    /// node's settlement key), else on the ledger the settings name.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         transport: Arc<dyn Transport>,
@@ -241,6 +341,7 @@ impl Payments {
         faucet: bool,
         metrics: crate::metrics::Metrics,
         misbehave: crate::misbehave::Misbehaviour,
+        chain: Option<zerostate_chain::Chain>,
     ) -> anyhow::Result<Payments> {
         use anyhow::Context as _;
         let key = Keypair::from_seed(seed);
@@ -255,6 +356,12 @@ impl Payments {
             None => None,
         };
         let challenge_period = settings.challenge_period().map_err(anyhow::Error::msg)?;
+        let watch_every = settings.watch_interval().map_err(anyhow::Error::msg)?;
+        let ledger_peer = if chain.is_some() { None } else { ledger_peer };
+        let chain = chain
+            .map(|chain| OnChain::open(chain, dir, &key))
+            .transpose()
+            .context("opening the book of channels on chain")?;
         let ledger = run_ledger
             .then(|| {
                 SqliteLedger::open(
@@ -269,7 +376,11 @@ impl Payments {
             .context("opening the payer's store")?;
         let payee = PayeeStore::open(&dir.join("payee.db")).context("opening the payee's store")?;
         let open = |channels: Result<Vec<zerostate_payment::LocalChannel>, PaymentError>| {
-            channels.map(|c| c.iter().filter(|c| !c.closing).count() as i64)
+            channels.map(|c| {
+                c.iter()
+                    .filter(|c| !c.closing && c.opening.is_none())
+                    .count() as i64
+            })
         };
         let open_channels = [
             std::sync::atomic::AtomicI64::new(open(payer.channels()).context("reading payer.db")?),
@@ -283,6 +394,9 @@ impl Payments {
                 key,
                 ledger_peer,
                 ledger,
+                chain,
+                challenge_period,
+                watch_every,
                 faucet,
                 deposit: settings.deposit(),
                 opening: std::sync::Mutex::default(),
@@ -296,6 +410,7 @@ impl Payments {
                 events: tokio::sync::broadcast::channel(EVENTS_KEPT).0,
                 misbehave,
                 withheld: std::sync::atomic::AtomicU64::new(0),
+                watched_out: std::sync::Mutex::default(),
             }),
         })
     }
@@ -316,6 +431,13 @@ impl Payments {
     ) -> Result<Vec<u8>, String> {
         if call == types::Call::ChannelOpen && !self.inner.transport.is_member(from).await {
             return Err("only members of this node's guilds may open channels to it".to_owned());
+        }
+        if call == types::Call::ChannelClose
+            && let Some(on) = &self.inner.chain
+        {
+            // Closed on chain: the answer waits for the transaction.
+            let caller = key_of(&from).ok_or("the caller has no ed25519 key")?;
+            return self.close_for_payer(on, &caller, &payload).await;
         }
         let this = self.clone();
         let span = tracing::Span::current();

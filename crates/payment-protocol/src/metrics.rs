@@ -50,7 +50,7 @@ impl Metrics {
             drop(i.payments.get_or_create(&DirectionLabel { direction }));
             drop(i.amount.get_or_create(&DirectionLabel { direction }));
         }
-        for result in ["cooperative", "unilateral", "dispute", "finalize"] {
+        for result in ["cooperative", "unilateral", "dispute", "finalize", "refund"] {
             drop(i.settlements.get_or_create(&ResultLabel { result }));
         }
         metrics
@@ -68,7 +68,7 @@ impl Metrics {
     }
 
     /// A settlement step this node asked the ledger for: `cooperative`, `unilateral`,
-    /// `dispute` or `finalize`.
+    /// `dispute`, `finalize` or `refund`.
     pub fn settlement(&self, kind: &'static str) {
         self.inner
             .settlements
@@ -92,7 +92,7 @@ impl Metrics {
         r.register(
             "payment_settlements",
             "Settlement steps asked of the ledger, by kind (cooperative, unilateral, \
-             dispute, finalize).",
+             dispute, finalize, refund).",
             i.settlements.clone(),
         );
     }

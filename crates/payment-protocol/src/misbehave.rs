@@ -12,4 +12,7 @@ pub struct Misbehaviour {
     /// `skip-ledger-open`: as a requester, opens channels with executors but never asks
     /// the ledger to lock them.
     pub skip_ledger_open: bool,
+    /// `close-on-nothing`: as a payer, starts a unilateral close on nothing paid, whatever
+    /// it signed (the payee's watchtower answers it).
+    pub close_on_nothing: bool,
 }

@@ -39,13 +39,11 @@ impl Payments {
         executor: PeerId,
         max_bill: u64,
     ) -> Result<Option<String>, String> {
-        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+        let Some(backend) = self.backend() else {
             return Ok(None);
         };
         let amount = Amount::from_base_units(max_bill);
-        let mut channel = self
-            .channel_to(executor, ledger_peer, ledger, amount)
-            .await?;
+        let mut channel = self.channel_to(executor, backend, amount).await?;
         let room = self
             .inner
             .payer
@@ -55,9 +53,7 @@ impl Payments {
         if room.is_none_or(|room| room < amount) {
             // Used up since it was remembered: a new one.
             self.forget(&channel);
-            channel = self
-                .channel_to(executor, ledger_peer, ledger, amount)
-                .await?;
+            channel = self.channel_to(executor, backend, amount).await?;
         }
         Ok(Some(hex::encode(channel.0)))
     }
@@ -74,7 +70,7 @@ impl Payments {
         max_bill: u64,
         credit: u32,
     ) -> Result<Option<u64>, String> {
-        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+        let Some(backend) = self.backend() else {
             return Ok(None);
         };
         let payer_key = key_of(&payer).ok_or("the requester has no ed25519 key")?;
@@ -92,28 +88,34 @@ impl Payments {
             }
             e => e.to_string(),
         })?;
-        if local.params.payer != payer_key || local.params.ledger != ledger {
+        if local.params.payer != payer_key || local.params.ledger != backend.ledger() {
             return Err("the channel is not yours to this node on its ledger".into());
         }
         if local.closing {
             return Err("the channel is being settled".into());
         }
         if !self.served().is_confirmed(&id) {
-            let answer = self
-                .ask(
-                    ledger_peer,
-                    types::Call::LedgerChannel,
-                    channel.as_bytes().to_vec(),
-                )
+            let place = backend.name();
+            let status = self
+                .where_settled(backend, &local.params)
                 .await
-                .map_err(|why| format!("the ledger did not confirm the channel: {why}"))?;
-            let params: ParamsJson = serde_json::from_value(answer["params"].clone())
-                .map_err(|e| format!("the ledger's answer: {e}"))?;
-            let params = ChannelParams::try_from(&params)?;
-            if answer["status"] != "open" || params != local.params {
+                .map_err(|why| format!("{place} did not confirm the channel: {why}"))?;
+            if status.status != "open" {
+                let why = match status.status.as_str() {
+                    "unknown" => "it holds no such channel",
+                    "closing" => "the channel is being settled",
+                    _ => "the channel is settled",
+                };
+                return Err(format!("{place} did not confirm the channel: {why}"));
+            }
+            // On a chain the payer chooses the challenge period: one shorter than two
+            // looks of this node's watchtower could let a close on less go unanswered.
+            let period = status.challenge_period_s.unwrap_or(0);
+            let watched = self.inner.watch_every.as_secs().saturating_mul(2);
+            if matches!(backend, Backend::Chain(_)) && period < watched {
                 return Err(format!(
-                    "the ledger does not hold this channel open on its terms ({})",
-                    answer["status"]
+                    "the channel's challenge period is {period} s, shorter than two looks of \
+                     this node's watchtower ({watched} s): open one with a longer period"
                 ));
             }
             self.served().confirm(id);
@@ -167,20 +169,56 @@ impl Payments {
         call: types::Call,
         body: Vec<u8>,
     ) -> Result<serde_json::Value, String> {
+        self.ask_signed(peer, call, body)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// [`Payments::ask`], and for a request to the ledger the answer as it signed it,
+    /// checked against `peer`'s key: an answer the ledger did not sign is refused.
+    pub(crate) async fn ask_signed(
+        &self,
+        peer: PeerId,
+        call: types::Call,
+        body: Vec<u8>,
+    ) -> Result<(serde_json::Value, Option<SignedAnswer>), String> {
         let kind = call.as_str();
+        let request = if call.for_ledger() {
+            body.clone()
+        } else {
+            Vec::new()
+        };
         let answer = if peer == self.inner.transport.local_peer() {
             // This node runs the ledger itself.
             self.ledger_answer(&self.inner.key.public(), call, &body)?
         } else {
             self.inner.transport.ask(peer, call, body).await?
         };
-        serde_json::from_slice(&answer).map_err(|e| format!("{kind} answer: {e}"))
+        if !call.for_ledger() {
+            let answer =
+                serde_json::from_slice(&answer).map_err(|e| format!("{kind} answer: {e}"))?;
+            return Ok((answer, None));
+        }
+        let wire: SignedAnswerJson = serde_json::from_slice(&answer)
+            .map_err(|e| format!("the ledger's answer to {kind} is not a signed answer: {e}"))?;
+        let operator = key_of(&peer).ok_or("the ledger's peer id has no ed25519 key")?;
+        let signed = SignedAnswer::received(
+            &operator,
+            kind,
+            &request,
+            wire.answer.into_bytes(),
+            signature(&wire.signature, "the ledger's signature")?,
+        )
+        .map_err(|e| format!("the answer to {kind} is not signed by the ledger: {e}"))?;
+        let answer =
+            serde_json::from_slice(&signed.answer).map_err(|e| format!("{kind} answer: {e}"))?;
+        Ok((answer, Some(signed)))
     }
 
     /// Pays `executor` for a receipt: `amount` base units, the receipt's hash in the state.
     /// Opens a channel on first use. Records `payment.flow`.
     pub async fn pay(&self, executor: PeerId, amount: u64, receipt: [u8; 32]) -> PaymentRecord {
-        let Some((ledger_peer, ledger)) = self.inner.ledger_peer else {
+        let Some(backend) = self.backend() else {
             return PaymentRecord::unpaid(
                 amount,
                 "no ledger configured ([payments] ledger)",
@@ -202,16 +240,12 @@ impl Payments {
         );
         let result = async {
             let value = Amount::from_base_units(amount);
-            let mut channel = self
-                .channel_to(executor, ledger_peer, ledger, value)
-                .await?;
+            let mut channel = self.channel_to(executor, backend, value).await?;
             let mut paid = self.inner.payer.pay(&channel, value, receipt, now());
             if let Err(PaymentError::Overdraft { .. } | PaymentError::WrongStatus { .. }) = paid {
                 // Used up or being settled since it was remembered: a new channel.
                 self.forget(&channel);
-                channel = self
-                    .channel_to(executor, ledger_peer, ledger, value)
-                    .await?;
+                channel = self.channel_to(executor, backend, value).await?;
                 paid = self.inner.payer.pay(&channel, value, receipt, now());
             }
             tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
@@ -293,10 +327,12 @@ impl Payments {
             .unacknowledged(channel)
             .map_err(|e| e.to_string())?;
         for state in pending.iter().take_while(|s| s.state.nonce <= upto) {
-            if let Err(why) = self
-                .ask(payee, types::Call::Payment, state.to_bytes().to_vec())
-                .await
-            {
+            let mut body = state.to_bytes().to_vec();
+            if let Some(Backend::Chain(on)) = self.backend() {
+                // On a chain each state carries the voucher the payee settles with.
+                body.extend_from_slice(&on.voucher(channel, state.state.cumulative)?);
+            }
+            if let Err(why) = self.ask(payee, types::Call::Payment, body).await {
                 // The state with nonce `upto` is signed and kept: it goes with the next
                 // delivery on this channel. Remembered before the channel is free, so that
                 // the delivery that carries it finds it.
@@ -332,10 +368,10 @@ impl Payments {
     pub(crate) async fn channel_to(
         &self,
         payee: PeerId,
-        ledger_peer: PeerId,
-        ledger: LedgerId,
+        backend: Backend<'_>,
         amount: Amount,
     ) -> Result<ChannelId, String> {
+        let ledger = backend.ledger();
         let payee_key = key_of(&payee).ok_or("the executor has no ed25519 key")?;
         let usable = |expiry: u64| expiry > now() + 3600;
         let cached = |inner: &Inner| {
@@ -382,6 +418,7 @@ impl Payments {
                     && c.params.ledger == ledger
                     && usable(c.params.expiry)
                     && !c.closing
+                    && c.opening.is_none()
                     && c.params
                         .deposit
                         .checked_sub(c.state.cumulative)
@@ -389,6 +426,14 @@ impl Payments {
             });
         if let Some(c) = existing {
             return Ok(remember(c.params.id(), c.params.expiry));
+        }
+        // An open to this payee whose answer was lost may have locked a deposit: used
+        // rather than locking another.
+        if let Err(why) = self.recover_opening(Some(payee_key)).await {
+            tracing::debug!("asking the ledger about channels still opening: {why}");
+        }
+        if let Some(id) = cached(&self.inner) {
+            return Ok(id);
         }
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
@@ -405,7 +450,13 @@ impl Payments {
             params: ParamsJson::from(&params),
             payer_signature,
             payee_signature: None,
+            payer_account: None,
+            payer_binding: None,
         };
+        if let Backend::Chain(on) = backend {
+            body.payer_account = Some(on.binding.address.to_checksum(None));
+            body.payer_binding = Some(hex::encode(on.binding.signature.0));
+        }
         let signed = self
             .ask(
                 payee,
@@ -414,21 +465,193 @@ impl Payments {
             )
             .await?;
         body.payee_signature = signed["payee_signature"].as_str().map(str::to_owned);
-        // Misbehaviour `skip-ledger-open`: a channel nobody locked money for.
-        if !self.inner.misbehave.skip_ledger_open {
-            self.ask(
-                ledger_peer,
-                types::Call::LedgerOpen,
-                serde_json::to_vec(&body).map_err(|e| e.to_string())?,
-            )
-            .await?;
-        }
+        // On a chain: the payee's account, as its node key binds it.
+        let account = match backend {
+            Backend::Chain(_) => {
+                let text = |k: &str| {
+                    signed[k]
+                        .as_str()
+                        .ok_or_else(|| format!("the payee's answer names no {k}"))
+                };
+                let bound = zerostate_chain::KeyBinding::checked(
+                    payee_key,
+                    text("payee_account")?,
+                    text("payee_binding")?,
+                )
+                .map_err(|e| format!("the payee's account: {e}"))?;
+                Some(bound.address)
+            }
+            Backend::Ledger { .. } => None,
+        };
+        // Known before the ledger is asked: if the answer is lost, or this process dies
+        // meanwhile, the channel is still known and the ledger can be asked about it.
         let id = self
             .inner
             .payer
-            .add_channel(&params)
+            .add_opening(&params, now())
             .map_err(|e| e.to_string())?;
+        if let (Backend::Chain(on), Some(account)) = (backend, account) {
+            let me = on.binding.address;
+            let booked = zerostate_chain::BookedChannel {
+                onchain: zerostate_chain::channel_id(
+                    me,
+                    account,
+                    zerostate_chain::B256::from(id.0),
+                ),
+                payer: me,
+                payee: account,
+            };
+            on.book(&id, &booked)?;
+        }
+        // Misbehaviour `skip-ledger-open`: a channel nobody locked money for.
+        if !self.inner.misbehave.skip_ledger_open {
+            let sent = match (backend, account) {
+                (Backend::Ledger { peer, .. }, _) => self
+                    .ask(
+                        peer,
+                        types::Call::LedgerOpen,
+                        serde_json::to_vec(&body).map_err(|e| e.to_string())?,
+                    )
+                    .await
+                    .map(drop),
+                (Backend::Chain(on), Some(account)) => {
+                    self.lock_on_chain(on, &params, account).await
+                }
+                (Backend::Chain(_), None) => Err("the payee named no account".into()),
+            };
+            if let Err(why) = sent {
+                // Refused, or the answer lost: the ledger says which.
+                match self.settle_opening(backend, &id).await {
+                    Ok(Opening::Locked) => {
+                        tracing::info!(
+                            channel.id = %id,
+                            "the ledger's answer to the open was lost; it holds the deposit"
+                        );
+                    }
+                    Ok(_) | Err(_) => return Err(why),
+                }
+            }
+        }
+        self.inner.payer.opened(&id).map_err(|e| e.to_string())?;
         self.count_open(0, 1);
         Ok(remember(id, params.expiry))
     }
+
+    /// Asks the ledger about every channel this node opened whose deposit it has not seen
+    /// confirmed (an answer lost, a crash before it came): those it holds are paid through
+    /// from now on, those it never locked are forgotten once no open sent for them can
+    /// still arrive. Run when the node starts, and before a new channel is opened; only
+    /// the channels to `payee`, when given. How many are still opening.
+    pub async fn recover_opening(&self, payee: Option<PublicKey>) -> Result<usize, String> {
+        let Some(backend) = self.backend() else {
+            return Ok(0);
+        };
+        let ledger = backend.ledger();
+        let opening: Vec<(ChannelId, PublicKey, u64, bool)> = self
+            .inner
+            .payer
+            .channels()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|c| c.opening.is_some() && c.params.ledger == ledger)
+            .filter(|c| payee.is_none_or(|p| p == c.params.payee))
+            .map(|c| (c.params.id(), c.params.payee, c.params.expiry, c.closing))
+            .collect();
+        let mut left = 0;
+        for (id, to, expiry, closing) in opening {
+            match self.settle_opening(backend, &id).await? {
+                Opening::Locked => {
+                    tracing::info!(channel.id = %id, "{} holds a channel whose open was not answered", backend.name());
+                    self.inner.payer.opened(&id).map_err(|e| e.to_string())?;
+                    if closing {
+                        continue;
+                    }
+                    self.count_open(0, 1);
+                    self.inner
+                        .open_to
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(to.0)
+                        .or_insert((id, expiry));
+                }
+                Opening::NotLocked => {}
+                Opening::Undecided => left += 1,
+            }
+        }
+        Ok(left)
+    }
+
+    /// What the ledger says of `id`, a channel this node has as opening: locked (the
+    /// caller marks it opened), or not locked and forgotten here when its open was sent
+    /// more than [`OPEN_SETTLES`] ago, or not yet (asked again later).
+    async fn settle_opening(
+        &self,
+        backend: Backend<'_>,
+        id: &ChannelId,
+    ) -> Result<Opening, String> {
+        let local = self.inner.payer.channel(id).map_err(|e| e.to_string())?;
+        let Some(since) = local.opening else {
+            return Ok(Opening::Locked);
+        };
+        let answer = self.where_settled(backend, &local.params).await?;
+        if answer.status == "unknown" {
+            if now().saturating_sub(since) < OPEN_SETTLES {
+                return Ok(Opening::Undecided);
+            }
+            self.inner.payer.abandon(id).map_err(|e| e.to_string())?;
+            tracing::info!(channel.id = %id, "the ledger never locked a channel: forgotten");
+            return Ok(Opening::NotLocked);
+        }
+        Ok(Opening::Locked)
+    }
+
+    /// Where the ledger says channel `id` stands, and its terms (none when it holds no
+    /// such channel).
+    pub(crate) async fn ledger_channel(
+        &self,
+        ledger_peer: PeerId,
+        id: &ChannelId,
+    ) -> Result<(ChannelAnswer, Option<ChannelParams>), String> {
+        let answer = self
+            .ask(
+                ledger_peer,
+                types::Call::LedgerChannel,
+                hex::encode(id.0).into_bytes(),
+            )
+            .await?;
+        let answer: ChannelAnswer = serde_json::from_value(answer)
+            .map_err(|e| format!("the ledger's answer about channel {id}: {e}"))?;
+        if !["open", "closing", "settled", "unknown"].contains(&answer.status.as_str()) {
+            return Err(format!(
+                "the ledger's answer about channel {id} names no status it may have ({:?})",
+                answer.status
+            ));
+        }
+        let params = answer
+            .params
+            .as_ref()
+            .map(ChannelParams::try_from)
+            .transpose()?;
+        if params.is_none() && answer.status != "unknown" {
+            return Err(format!(
+                "the ledger's answer about channel {id} has no terms"
+            ));
+        }
+        Ok((answer, params))
+    }
 }
+
+/// Where a channel whose open was not answered stands on the ledger.
+enum Opening {
+    /// The deposit is locked.
+    Locked,
+    /// It never was, and no open sent for it can still arrive: forgotten.
+    NotLocked,
+    /// Not locked yet: an open sent for it may still arrive.
+    Undecided,
+}
+
+/// How long after its open was sent a channel the ledger does not hold stays known as
+/// opening, seconds: longer than a request may be on its way, so that one arriving late
+/// cannot lock a deposit nobody knows of.
+const OPEN_SETTLES: u64 = 300;

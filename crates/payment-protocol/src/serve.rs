@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// A voucher's length: r, s and v.
+const VOUCHER_LEN: usize = 65;
+
 impl Payments {
     pub(crate) fn answer(
         &self,
@@ -20,10 +23,10 @@ impl Payments {
                 if params.payee != me || params.payer != caller {
                     return Err("the channel is not from the caller to this node".into());
                 }
-                let Some((_, ledger)) = self.inner.ledger_peer else {
+                let Some(backend) = self.backend() else {
                     return Err("this node has no ledger configured: it cannot be paid".into());
                 };
-                if params.ledger != ledger {
+                if params.ledger != backend.ledger() {
                     return Err("the channel is on another ledger than this node's".into());
                 }
                 params.validate(now()).map_err(e)?;
@@ -44,21 +47,84 @@ impl Payments {
                          {CHANNELS_PER_PAYER}): close one first"
                     ));
                 }
+                let mut answer = serde_json::Map::new();
+                if let Backend::Chain(on) = backend {
+                    // The payer's account, bound to the caller's node key: the vouchers
+                    // must be signed by it, and the channel on chain must be from it.
+                    let (Some(account), Some(binding)) = (&body.payer_account, &body.payer_binding)
+                    else {
+                        return Err("a channel on a chain needs the payer's account and its \
+                                    binding (payer_account, payer_binding)"
+                            .into());
+                    };
+                    let bound = zerostate_chain::KeyBinding::checked(caller, account, binding)
+                        .map_err(|e| format!("the payer's account: {e}"))?;
+                    let me = on.binding.address;
+                    let booked = zerostate_chain::BookedChannel {
+                        onchain: zerostate_chain::channel_id(
+                            bound.address,
+                            me,
+                            zerostate_chain::B256::from(params.id().0),
+                        ),
+                        payer: bound.address,
+                        payee: me,
+                    };
+                    on.book(&params.id(), &booked)?;
+                    answer.insert("payee_account".into(), me.to_checksum(None).into());
+                    answer.insert(
+                        "payee_binding".into(),
+                        hex::encode(on.binding.signature.0).into(),
+                    );
+                }
                 let known = self.inner.payee.channel(&params.id()).is_ok();
                 self.inner.payee.add_channel(&params).map_err(e)?;
                 if !known {
                     self.count_open(1, 1);
                 }
                 let sig = self.inner.key.sign(&params.open_bytes());
-                json(serde_json::json!({ "payee_signature": hex::encode(sig.0) }))
+                answer.insert("payee_signature".into(), hex::encode(sig.0).into());
+                json(serde_json::Value::Object(answer))
             }
             types::Call::Payment => {
+                // On a chain the state is followed by the payer's voucher for its
+                // cumulative amount.
+                let chain = match self.backend() {
+                    Some(Backend::Chain(on)) => Some(on),
+                    _ => None,
+                };
+                let (payload, voucher) = match chain {
+                    Some(_) => {
+                        let at = payload.len().checked_sub(VOUCHER_LEN).ok_or(
+                            "a payment on a chain is a signed state and a 65-byte voucher",
+                        )?;
+                        (&payload[..at], Some(&payload[at..]))
+                    }
+                    None => (payload, None),
+                };
                 let state = SignedState::from_bytes(payload).map_err(e)?;
                 let local = self.inner.payee.channel(&state.state.channel).map_err(e)?;
                 if local.params.payer != caller {
                     return Err("the caller is not this channel's payer".into());
                 }
-                let ack = match self.inner.payee.accept(&state, now()) {
+                // On a chain the voucher is kept in the commit that keeps the state (an
+                // acknowledged payment can always be claimed on chain), once its signer is
+                // found to be the channel's payer account.
+                let accepted = match (chain, voucher) {
+                    (Some(on), Some(voucher)) => {
+                        self.inner
+                            .payee
+                            .accept_with_voucher(&state, voucher, now(), || {
+                                on.check_voucher(
+                                    &state.state.channel,
+                                    state.state.cumulative,
+                                    local.params.deposit,
+                                    voucher,
+                                )
+                            })
+                    }
+                    _ => self.inner.payee.accept(&state, now()),
+                };
+                let ack = match accepted {
                     Ok(ack) => ack,
                     // Delivered again (its acknowledgement was lost): signed by the payer,
                     // and this side holds it or a later state. Acknowledged as held, paid
@@ -114,8 +180,25 @@ impl Payments {
         }
     }
 
-    /// The ledger's side of a request from `caller`.
+    /// The ledger's side of a request from `caller`, its answer signed with this node's
+    /// key (the ledger's operator). Refusals are not signed.
     pub(crate) fn ledger_answer(
+        &self,
+        caller: &PublicKey,
+        call: types::Call,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let answer = self.ledger_reply(caller, call, payload)?;
+        let signed = SignedAnswer::sign(&self.inner.key, call.as_str(), payload, answer);
+        let wire = SignedAnswerJson {
+            answer: String::from_utf8(signed.answer).map_err(|e| e.to_string())?,
+            signature: hex::encode(signed.signature.0),
+        };
+        serde_json::to_vec(&wire).map_err(|e| e.to_string())
+    }
+
+    /// What the ledger answers a request from `caller`.
+    fn ledger_reply(
         &self,
         caller: &PublicKey,
         call: types::Call,
@@ -180,22 +263,61 @@ impl Payments {
                     std::str::from_utf8(payload).map_err(|e| e.to_string())?,
                     "channel",
                 )?);
-                let record = ledger.channel(&id).map_err(e)?;
-                let status = match record.status {
-                    zerostate_payment::ChannelStatus::Open => "open",
-                    zerostate_payment::ChannelStatus::Closing { .. } => "closing",
-                    zerostate_payment::ChannelStatus::Settled(_) => "settled",
+                let record = match ledger.channel(&id) {
+                    Ok(record) => record,
+                    // An answer, not a refusal: a payer asks to learn whether an open it
+                    // sent was applied.
+                    Err(PaymentError::UnknownChannel(_)) => {
+                        let unknown = ChannelAnswer {
+                            status: "unknown".into(),
+                            params: None,
+                            challenge_period_s: None,
+                            closing: None,
+                        };
+                        return serde_json::to_vec(&unknown).map_err(|e| e.to_string());
+                    }
+                    Err(other) => return Err(e(other)),
                 };
-                json(serde_json::json!({
-                    "status": status,
-                    "params": ParamsJson::from(&record.params),
-                }))
+                let (status, closing) = match record.status {
+                    zerostate_payment::ChannelStatus::Open => ("open", None),
+                    zerostate_payment::ChannelStatus::Closing {
+                        state,
+                        challenge_ends,
+                        closer,
+                    } => (
+                        "closing",
+                        Some(ClosingJson {
+                            cumulative: state.cumulative.base_units(),
+                            nonce: state.nonce,
+                            challenge_ends,
+                            closer: hex::encode(closer.0),
+                        }),
+                    ),
+                    zerostate_payment::ChannelStatus::Settled(_) => ("settled", None),
+                };
+                let answer = ChannelAnswer {
+                    status: status.into(),
+                    params: Some(ParamsJson::from(&record.params)),
+                    challenge_period_s: Some(record.challenge_period),
+                    closing,
+                };
+                serde_json::to_vec(&answer).map_err(|e| e.to_string())
             }
             types::Call::LedgerFinalize => {
                 let body: SettleBody =
                     serde_json::from_slice(payload).map_err(|e| e.to_string())?;
                 let id = ChannelId(bytes32(&body.channel, "channel")?);
                 let settled = ledger.finalize(caller, &id, now()).map_err(e)?;
+                json(serde_json::json!({
+                    "to_payee": settled.to_payee.base_units(),
+                    "to_payer": settled.to_payer.base_units(),
+                }))
+            }
+            types::Call::LedgerRefund => {
+                let body: SettleBody =
+                    serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+                let id = ChannelId(bytes32(&body.channel, "channel")?);
+                let settled = ledger.refund_expired(caller, &id, now()).map_err(e)?;
                 json(serde_json::json!({
                     "to_payee": settled.to_payee.base_units(),
                     "to_payer": settled.to_payer.base_units(),

@@ -55,22 +55,22 @@ impl Payments {
     /// Closes a channel this node pays through, cooperatively: the payee signs the latest
     /// state and the ledger settles on it. Returns what each side got.
     pub async fn close(&self, channel: &str) -> Result<serde_json::Value, String> {
-        let Some((ledger_peer, _)) = self.inner.ledger_peer else {
+        let Some(backend) = self.backend() else {
             return Err("no ledger configured ([payments] ledger)".into());
         };
         let id = ChannelId(bytes32(channel, "channel")?);
-        let was_open = !self
-            .inner
-            .payer
-            .channel(&id)
-            .map_err(|e| e.to_string())?
-            .closing;
+        let before = self.inner.payer.channel(&id).map_err(|e| e.to_string())?;
+        let was_open = !before.closing && before.opening.is_none();
         // No payment on it from now on; the next one to this payee opens a new channel.
         let local = self.inner.payer.close(&id).map_err(|e| e.to_string())?;
         if was_open {
             self.count_open(0, -1);
         }
         self.forget(&id);
+        let ledger_peer = match backend {
+            Backend::Ledger { peer, .. } => peer,
+            Backend::Chain(on) => return self.close_on_chain(on, &local).await,
+        };
         let payee = peer_of(&local.params.payee).ok_or("the payee's key is not an ed25519 key")?;
         let signed = self
             .ask(
@@ -87,28 +87,33 @@ impl Payments {
                 .to_owned(),
         };
         let settled = self
-            .ask(
+            .ask_signed(
                 ledger_peer,
                 types::Call::LedgerClose,
                 serde_json::to_vec(&body).map_err(|e| e.to_string())?,
             )
             .await?;
         self.inner.metrics.settlement("cooperative");
-        Ok(settled)
+        Ok(with_proof(settled))
     }
 
     /// One step of a unilateral settlement of `channel`, on either side, through the
     /// ledger: start a close on this node's best signed state, dispute the closing state
-    /// with it, or pay out once the challenge window has ended.
+    /// with it, pay out once the challenge window has ended, or take back the deposit of a
+    /// channel nobody closed by its expiry plus its challenge period.
     pub async fn settle(&self, channel: &str, step: Settle) -> Result<serde_json::Value, String> {
-        let Some((ledger_peer, _)) = self.inner.ledger_peer else {
+        let Some(backend) = self.backend() else {
             return Err("no ledger configured ([payments] ledger)".into());
         };
+        if let (Backend::Chain(_), Settle::Refund) = (backend, step) {
+            // Refused before anything changes here: the channel stays usable.
+            return Err(onchain::NO_REFUND.into());
+        }
         let id = ChannelId(bytes32(channel, "channel")?);
         let local = match self.inner.payer.channel(&id) {
             Ok(c) => {
                 self.forget(&id);
-                if !c.closing {
+                if !c.closing && c.opening.is_none() {
                     self.count_open(0, -1);
                 }
                 self.inner.payer.close(&id)
@@ -127,7 +132,26 @@ impl Payments {
             }
             e => e.to_string(),
         })?;
+        let counted = match step {
+            Settle::Start => "unilateral",
+            Settle::Dispute => "dispute",
+            Settle::Finalize => "finalize",
+            Settle::Refund => "refund",
+        };
+        let ledger_peer = match backend {
+            Backend::Ledger { peer, .. } => peer,
+            Backend::Chain(on) => {
+                let answer = self.settle_on_chain(on, &local, step).await?;
+                self.inner.metrics.settlement(counted);
+                return Ok(answer);
+            }
+        };
         let state = local.signed().map(|s| hex::encode(s.to_bytes()));
+        // Misbehaviour `close-on-nothing`: the payer's close names none of what it paid.
+        let cheat = self.inner.misbehave.close_on_nothing
+            && step == Settle::Start
+            && local.params.payer == self.inner.key.public();
+        let state = if cheat { None } else { state };
         let (kind, state) = match step {
             Settle::Start => (types::Call::LedgerStartClose, state),
             Settle::Dispute => (
@@ -135,30 +159,29 @@ impl Payments {
                 Some(state.ok_or("nothing was paid on this channel: no state to dispute with")?),
             ),
             Settle::Finalize => (types::Call::LedgerFinalize, None),
+            Settle::Refund => (types::Call::LedgerRefund, None),
         };
         let body = SettleBody {
             channel: channel.to_owned(),
             state,
         };
         let answer = self
-            .ask(
+            .ask_signed(
                 ledger_peer,
                 kind,
                 serde_json::to_vec(&body).map_err(|e| e.to_string())?,
             )
             .await?;
-        self.inner.metrics.settlement(match step {
-            Settle::Start => "unilateral",
-            Settle::Dispute => "dispute",
-            Settle::Finalize => "finalize",
-        });
-        Ok(answer)
+        self.inner.metrics.settlement(counted);
+        Ok(with_proof(answer))
     }
 
     /// What this node holds on the ledger.
     pub async fn balance(&self) -> Result<u64, String> {
-        let Some((ledger_peer, _)) = self.inner.ledger_peer else {
-            return Err("no ledger configured ([payments] ledger)".into());
+        let ledger_peer = match self.backend() {
+            None => return Err("no ledger configured ([payments] ledger)".into()),
+            Some(Backend::Chain(on)) => return self.chain_balance(on).await,
+            Some(Backend::Ledger { peer, .. }) => peer,
         };
         let answer = self
             .ask(ledger_peer, types::Call::LedgerBalance, b"{}".to_vec())
@@ -184,4 +207,14 @@ impl Payments {
             .fund(&account, Amount::from_base_units(amount))
             .map_err(|e| e.to_string())
     }
+}
+
+/// The ledger's answer with, as `ledger_proof`, the answer as it signed it.
+fn with_proof(
+    (mut answer, signed): (serde_json::Value, Option<SignedAnswer>),
+) -> serde_json::Value {
+    if let (Some(fields), Some(signed)) = (answer.as_object_mut(), signed) {
+        fields.insert("ledger_proof".to_owned(), proof(&signed));
+    }
+    answer
 }

@@ -55,6 +55,11 @@ pub struct ChannelView {
     pub last_receipt: String,
     /// Whether this node has agreed to or started its settlement (no more payments).
     pub closing: bool,
+    /// Whether this node, the payer, sent the open to the ledger without learning that the
+    /// deposit is locked (the answer was lost, or the node stopped): no payment is made
+    /// on it until the ledger says so. Asked again when the node starts.
+    #[serde(default)]
+    pub opening: bool,
 }
 
 impl ChannelView {
@@ -74,6 +79,7 @@ impl ChannelView {
             nonce: c.state.nonce,
             last_receipt: hex::encode(c.state.receipt),
             closing: c.closing,
+            opening: c.opening.is_some(),
         }
     }
 }
@@ -111,4 +117,7 @@ pub enum Settle {
     Dispute,
     /// Pay out once the challenge window has ended.
     Finalize,
+    /// Return the whole deposit to the payer of a channel nobody closed by its expiry plus
+    /// its challenge period.
+    Refund,
 }

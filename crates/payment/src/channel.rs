@@ -19,6 +19,8 @@ const CHANNEL_DOMAIN: &[u8] = b"zerostate/payment/channel/v2";
 const OPEN_DOMAIN: &[u8] = b"zerostate/payment/open/v2";
 const STATE_DOMAIN: &[u8] = b"zerostate/payment/state/v2";
 const CLOSE_DOMAIN: &[u8] = b"zerostate/payment/close/v2";
+const CHAIN_DOMAIN: &[u8] = b"zerostate/payment/chain/v1";
+const ANSWER_DOMAIN: &[u8] = b"zerostate/payment/ledger-answer/v1";
 
 /// Which ledger a channel lives on: part of its id and of every byte string either party
 /// signs for it.
@@ -32,6 +34,17 @@ impl LedgerId {
         let mut h = Sha256::new();
         h.update(LEDGER_DOMAIN);
         h.update(operator.0);
+        Self(h.finalize().into())
+    }
+
+    /// The id of the channel contract at `contract` on the EVM chain `chain_id`, as the
+    /// ledger of the channels settled there: SHA-256 of a domain tag, the chain id and the
+    /// contract's address.
+    pub fn of_chain(chain_id: u64, contract: &[u8; 20]) -> Self {
+        let mut h = Sha256::new();
+        h.update(CHAIN_DOMAIN);
+        h.update(chain_id.to_be_bytes());
+        h.update(contract);
         Self(h.finalize().into())
     }
 }
@@ -314,5 +327,90 @@ mod tests {
                 "flipping byte {i} went unnoticed"
             );
         }
+    }
+}
+
+/// An answer the ledger gave, signed with its operator's key: to whom, for what and what
+/// it said, so that whoever holds it can show a third party what the ledger answered
+/// (a settlement's payout, a deposit locked) and the ledger cannot deny it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedAnswer {
+    /// The ledger that answered.
+    pub ledger: LedgerId,
+    /// The request it answered (`ledger_close`, `ledger_channel`, ...).
+    pub operation: String,
+    /// SHA-256 of the request's bytes.
+    pub request_sha256: [u8; 32],
+    /// The answer's bytes (JSON).
+    pub answer: Vec<u8>,
+    /// The operator's signature over [`SignedAnswer::signed_bytes`].
+    pub signature: Signature,
+}
+
+impl SignedAnswer {
+    /// The ledger run by `operator` answers `request` to `operation` with `answer`.
+    pub fn sign(operator: &Keypair, operation: &str, request: &[u8], answer: Vec<u8>) -> Self {
+        let mut signed = Self {
+            ledger: LedgerId::of_operator(&operator.public()),
+            operation: operation.to_owned(),
+            request_sha256: Sha256::digest(request).into(),
+            answer,
+            signature: Signature([0; 64]),
+        };
+        signed.signature = operator.sign(&signed.signed_bytes());
+        signed
+    }
+
+    /// The answer `answer` with `signature` that the ledger run by `operator` gave to
+    /// `request` for `operation`, checked.
+    pub fn received(
+        operator: &PublicKey,
+        operation: &str,
+        request: &[u8],
+        answer: Vec<u8>,
+        signature: Signature,
+    ) -> Result<Self, PaymentError> {
+        let signed = Self {
+            ledger: LedgerId::of_operator(operator),
+            operation: operation.to_owned(),
+            request_sha256: Sha256::digest(request).into(),
+            answer,
+            signature,
+        };
+        signed.verify(operator)?;
+        Ok(signed)
+    }
+
+    /// What is signed: a domain tag, the ledger id, the operation's length (one byte) and
+    /// name, the request's SHA-256 and the answer.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let op = self.operation.as_bytes();
+        let mut b =
+            Vec::with_capacity(ANSWER_DOMAIN.len() + 32 + 1 + op.len() + 32 + self.answer.len());
+        b.extend_from_slice(ANSWER_DOMAIN);
+        b.extend_from_slice(&self.ledger.0);
+        b.push(u8::try_from(op.len()).unwrap_or(u8::MAX));
+        b.extend_from_slice(op);
+        b.extend_from_slice(&self.request_sha256);
+        b.extend_from_slice(&self.answer);
+        b
+    }
+
+    /// Checks that the ledger run by `operator` gave this answer, to the request whose
+    /// hash it names (a third party holding only the answer can check this much).
+    pub fn verify(&self, operator: &PublicKey) -> Result<(), PaymentError> {
+        let ledger = LedgerId::of_operator(operator);
+        if self.ledger != ledger {
+            return Err(PaymentError::WrongLedger {
+                expected: ledger,
+                got: self.ledger,
+            });
+        }
+        if self.operation.len() > usize::from(u8::MAX) {
+            return Err(PaymentError::InvalidChannel(
+                "the operation's name is too long",
+            ));
+        }
+        verify(operator, &self.signed_bytes(), &self.signature)
     }
 }

@@ -17,12 +17,16 @@ pub(crate) fn open(path: &Path) -> Result<Connection, PaymentError> {
 }
 
 /// Creates `schema` in a new database, or checks that an existing one was made with this
-/// `version` (SQLite's `user_version`). A database from another version is refused rather
-/// than misread: channel ids and signed bytes changed between versions.
+/// `version` (SQLite's `user_version`). A database of an older version that `migrations`
+/// lists (each the version it upgrades from and the statements that bring it to the next)
+/// is brought up to `version`, all in one transaction: a process killed meanwhile leaves
+/// the old version whole. Any other version is refused rather than misread: channel ids
+/// and signed bytes changed between versions.
 pub(crate) fn prepare(
     conn: &Connection,
     schema: &str,
     version: i64,
+    migrations: &[(i64, String)],
     what: &'static str,
 ) -> Result<(), PaymentError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -37,6 +41,20 @@ pub(crate) fn prepare(
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {schema}; PRAGMA user_version = {version}; COMMIT;"
         ))?;
+        return Ok(());
+    }
+    let mut steps = String::new();
+    let mut at = found;
+    while let Some((_, sql)) = migrations.iter().find(|(from, _)| *from == at) {
+        steps.push_str(sql);
+        steps.push(';');
+        at += 1;
+    }
+    if at == version && found > 0 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {version}; COMMIT;"
+        ))?;
+        tracing::info!(from = found, to = version, "{what} brought up to date");
         return Ok(());
     }
     Err(PaymentError::Malformed {

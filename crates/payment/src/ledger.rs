@@ -71,6 +71,10 @@ pub struct ChannelRecord {
     pub params: ChannelParams,
     /// Where it stands.
     pub status: ChannelStatus,
+    /// How long, in seconds, the other party may dispute a unilateral close of this
+    /// channel, and how long past expiry the payee may still close before the payer is
+    /// refunded: the ledger's period when the channel was opened, fixed from then on.
+    pub challenge_period: u64,
 }
 
 /// Totals for checking that money is neither created nor lost.
@@ -132,7 +136,7 @@ pub trait Settlement {
         now: u64,
     ) -> Result<Settled, PaymentError>;
     /// Starts a unilateral close on `state` (or on nothing paid, when `None`); returns when
-    /// the challenge window ends.
+    /// the challenge window ends (the channel's own challenge period from `now`).
     fn start_close(
         &self,
         caller: &PublicKey,
@@ -156,7 +160,7 @@ pub trait Settlement {
         now: u64,
     ) -> Result<Settled, PaymentError>;
     /// Returns the whole deposit to the payer of a channel nobody closed by its expiry plus
-    /// one challenge period.
+    /// the channel's challenge period.
     fn refund_expired(
         &self,
         caller: &PublicKey,
@@ -174,11 +178,13 @@ pub trait Settlement {
 pub struct SqliteLedger {
     conn: Mutex<Connection>,
     id: LedgerId,
+    /// The challenge period of the channels opened from now on.
     challenge_period: u64,
 }
 
-/// The format of the ledger's database (SQLite `user_version`).
-const SCHEMA_VERSION: i64 = 2;
+/// The format of the ledger's database (SQLite `user_version`). Version 3 records each
+/// channel's challenge period.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger (
@@ -208,13 +214,17 @@ CREATE TABLE IF NOT EXISTS channels (
     challenge_ends INTEGER,
     closer BLOB,
     to_payee INTEGER,
-    to_payer INTEGER
+    to_payer INTEGER,
+    challenge_period INTEGER NOT NULL
 );
 ";
 
 impl SqliteLedger {
-    /// Opens the ledger `id` at `path` with a challenge period in seconds. A database made
-    /// for another ledger id is refused.
+    /// Opens the ledger `id` at `path`; channels opened from now on get `challenge_period`
+    /// (seconds), those opened before keep theirs. A database made for another ledger id is
+    /// refused. A version 2 database (before periods were kept per channel) is brought up
+    /// to date, its channels given `challenge_period`: the period they were opened under,
+    /// when it has not been changed since.
     pub fn open(path: &Path, id: LedgerId, challenge_period: u64) -> Result<Self, PaymentError> {
         Self::with_connection(db::open(path)?, id, challenge_period)
     }
@@ -229,7 +239,20 @@ impl SqliteLedger {
         id: LedgerId,
         challenge_period: u64,
     ) -> Result<Self, PaymentError> {
-        db::prepare(&conn, SCHEMA, SCHEMA_VERSION, "ledger database")?;
+        let migrations = [(
+            2,
+            format!(
+                "ALTER TABLE channels ADD COLUMN challenge_period INTEGER NOT NULL DEFAULT {}",
+                int(challenge_period)
+            ),
+        )];
+        db::prepare(
+            &conn,
+            SCHEMA,
+            SCHEMA_VERSION,
+            &migrations,
+            "ledger database",
+        )?;
         let stored: Option<Vec<u8>> = conn
             .query_row("SELECT ledger_id FROM ledger WHERE id = 0", [], |r| {
                 r.get(0)
@@ -300,7 +323,7 @@ fn load(tx: &Connection, ledger: LedgerId, id: &ChannelId) -> Result<ChannelReco
     let row = tx
         .query_row(
             "SELECT payer, payee, deposit, expiry, nonce, status, state_nonce, state_cumulative,
-                    state_receipt, challenge_ends, to_payee, to_payer, closer
+                    state_receipt, challenge_ends, to_payee, to_payer, closer, challenge_period
              FROM channels WHERE id = ?1",
             [&id.0[..]],
             |r| {
@@ -318,6 +341,7 @@ fn load(tx: &Connection, ledger: LedgerId, id: &ChannelId) -> Result<ChannelReco
                     r.get::<_, Option<i64>>(10)?,
                     r.get::<_, Option<i64>>(11)?,
                     r.get::<_, Option<Vec<u8>>>(12)?,
+                    r.get::<_, i64>(13)?,
                 ))
             },
         )
@@ -337,6 +361,7 @@ fn load(tx: &Connection, ledger: LedgerId, id: &ChannelId) -> Result<ChannelReco
         to_payee,
         to_payer,
         closer,
+        period,
     ) = row;
     let params = ChannelParams {
         ledger,
@@ -372,7 +397,11 @@ fn load(tx: &Connection, ledger: LedgerId, id: &ChannelId) -> Result<ChannelReco
         }),
         other => return Err(corrupt(&format!("unknown status {other:?}"))),
     };
-    Ok(ChannelRecord { params, status })
+    Ok(ChannelRecord {
+        params,
+        status,
+        challenge_period: uint(period),
+    })
 }
 
 /// Checks a state against the channel it claims to belong to.
@@ -525,15 +554,17 @@ impl Settlement for SqliteLedger {
                 })?;
             set_balance(tx, &p.payer, rest)?;
             tx.execute(
-                "INSERT INTO channels (id, payer, payee, deposit, expiry, nonce, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open')",
+                "INSERT INTO channels (id, payer, payee, deposit, expiry, nonce, status,
+                                       challenge_period)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
                 params![
                     &id.0[..],
                     &p.payer.0[..],
                     &p.payee.0[..],
                     int(p.deposit.base_units()),
                     int(p.expiry),
-                    int(p.nonce)
+                    int(p.nonce),
+                    int(self.challenge_period)
                 ],
             )?;
             Ok(id)
@@ -593,7 +624,7 @@ impl Settlement for SqliteLedger {
                 None => ChannelState::initial(self.id, *channel),
             };
             let ends = now
-                .checked_add(self.challenge_period)
+                .checked_add(record.challenge_period)
                 .ok_or(PaymentError::Overflow)?;
             tx.execute(
                 "UPDATE channels SET status = 'closing', state_nonce = ?2, state_cumulative = ?3,
@@ -702,7 +733,7 @@ impl Settlement for SqliteLedger {
             if record.status != ChannelStatus::Open {
                 return Err(wrong_status(channel, &record, "refund"));
             }
-            let from = record.params.expiry.saturating_add(self.challenge_period);
+            let from = record.params.expiry.saturating_add(record.challenge_period);
             if now < from {
                 return Err(PaymentError::RefundNotDue {
                     channel: *channel,

@@ -60,10 +60,12 @@ mod ledger;
 mod store;
 
 pub use amount::{Amount, AmountError, DECIMALS, UNIT};
-pub use channel::{ChannelId, ChannelParams, ChannelState, LedgerId, SignedState};
+pub use channel::{ChannelId, ChannelParams, ChannelState, LedgerId, SignedAnswer, SignedState};
 pub use error::PaymentError;
 pub use keys::{Keypair, PublicKey, Signature, verify};
 pub use ledger::{
     Audit, ChannelRecord, ChannelStatus, OpenRequest, Settled, Settlement, SqliteLedger,
 };
-pub use store::{Ack, LocalChannel, MAX_UNACKNOWLEDGED, PayeeStore, PayerStore, Payment};
+pub use store::{
+    Ack, HeldVoucher, LocalChannel, MAX_UNACKNOWLEDGED, PayeeStore, PayerStore, Payment,
+};

@@ -14,8 +14,25 @@ use crate::db::{self, amount, int, uint};
 use crate::keys::{Keypair, Signature, Verifier};
 use crate::{Amount, PaymentError};
 
-/// The format of a party's database (SQLite `user_version`).
-const SCHEMA_VERSION: i64 = 2;
+/// The format of a party's database (SQLite `user_version`). Version 3 keeps the channels
+/// whose deposit the ledger has not confirmed (`opening`); version 4 the payee's best
+/// voucher for each channel settled on a chain (`vouchers`).
+const SCHEMA_VERSION: i64 = 4;
+
+/// The table version 4 adds.
+const VOUCHERS: &str = "
+CREATE TABLE IF NOT EXISTS vouchers (
+    channel BLOB PRIMARY KEY,
+    cumulative INTEGER NOT NULL,
+    signature BLOB NOT NULL
+) WITHOUT ROWID";
+
+/// The table version 3 adds.
+const OPENING: &str = "
+CREATE TABLE IF NOT EXISTS opening (
+    channel BLOB PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS channels (
@@ -49,6 +66,15 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS closing (
     channel BLOB PRIMARY KEY
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS opening (
+    channel BLOB PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vouchers (
+    channel BLOB PRIMARY KEY,
+    cumulative INTEGER NOT NULL,
+    signature BLOB NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// The most states a payer keeps signed but unacknowledged on one channel; past it,
@@ -67,6 +93,10 @@ pub struct LocalChannel {
     /// Whether this side has agreed to or started its settlement: no payment is made or
     /// accepted on it any more.
     pub closing: bool,
+    /// The payer's side: since when (unix seconds) its open was sent to the ledger without
+    /// an answer that the deposit is locked; `None` once it is (and always on the
+    /// payee's side). No payment is made on it meanwhile.
+    pub opening: Option<u64>,
 }
 
 impl LocalChannel {
@@ -100,7 +130,13 @@ struct Store {
 
 impl Store {
     fn new(conn: Connection) -> Result<Self, PaymentError> {
-        db::prepare(&conn, SCHEMA, SCHEMA_VERSION, "payment store")?;
+        db::prepare(
+            &conn,
+            SCHEMA,
+            SCHEMA_VERSION,
+            &[(2, OPENING.to_owned()), (3, VOUCHERS.to_owned())],
+            "payment store",
+        )?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -111,27 +147,7 @@ impl Store {
     }
 
     fn add(&self, p: &ChannelParams) -> Result<ChannelId, PaymentError> {
-        let id = p.id();
-        let conn = self.lock();
-        let inserted = conn.execute(
-            "INSERT OR IGNORE INTO channels (id, ledger, payer, payee, deposit, expiry, nonce,
-                 state_nonce, state_cumulative, state_receipt)
-             VALUES (?1, ?8, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
-            params![
-                &id.0[..],
-                &p.payer.0[..],
-                &p.payee.0[..],
-                int(p.deposit.base_units()),
-                int(p.expiry),
-                int(p.nonce),
-                &[0u8; 32][..],
-                &p.ledger.0[..]
-            ],
-        )?;
-        if inserted == 0 {
-            return Err(PaymentError::DuplicateChannel(id));
-        }
-        Ok(id)
+        insert(&self.lock(), p)
     }
 
     fn close(&self, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
@@ -198,6 +214,30 @@ impl Store {
     }
 }
 
+/// Adds the channel `p` with nothing paid; a channel already there is refused.
+fn insert(conn: &Connection, p: &ChannelParams) -> Result<ChannelId, PaymentError> {
+    let id = p.id();
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO channels (id, ledger, payer, payee, deposit, expiry, nonce,
+             state_nonce, state_cumulative, state_receipt)
+         VALUES (?1, ?8, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
+        params![
+            &id.0[..],
+            &p.payer.0[..],
+            &p.payee.0[..],
+            int(p.deposit.base_units()),
+            int(p.expiry),
+            int(p.nonce),
+            &[0u8; 32][..],
+            &p.ledger.0[..]
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(PaymentError::DuplicateChannel(id));
+    }
+    Ok(id)
+}
+
 fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError> {
     let row = conn
         .query_row(
@@ -225,6 +265,11 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
     let closing = conn
         .prepare_cached("SELECT 1 FROM closing WHERE channel = ?1")?
         .exists([&id.0[..]])?;
+    let opening = conn
+        .prepare_cached("SELECT since FROM opening WHERE channel = ?1")?
+        .query_row([&id.0[..]], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(uint);
     let signature = sig.map(signature_from).transpose()?;
     let ledger = LedgerId(db::bytes32(ledger, "stored ledger id")?);
     Ok(LocalChannel {
@@ -245,6 +290,7 @@ fn load(conn: &Connection, id: &ChannelId) -> Result<LocalChannel, PaymentError>
         },
         signature,
         closing,
+        opening,
     })
 }
 
@@ -323,6 +369,53 @@ impl PayerStore {
         self.store.add(params)
     }
 
+    /// Records a channel this side is about to ask the ledger to lock the deposit of, as
+    /// opening since `now`, in one commit: whatever happens to the request or to this
+    /// process, the channel is known, and the ledger can be asked whether it locked it.
+    pub fn add_opening(&self, params: &ChannelParams, now: u64) -> Result<ChannelId, PaymentError> {
+        if params.payer != self.key.public() {
+            return Err(PaymentError::InvalidChannel(
+                "this store's key is not the channel's payer",
+            ));
+        }
+        let mut conn = self.store.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = insert(&tx, params)?;
+        tx.execute(
+            "INSERT INTO opening (channel, since) VALUES (?1, ?2)",
+            params![&id.0[..], int(now)],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The ledger locked `channel`'s deposit: payments may be made on it.
+    pub fn opened(&self, channel: &ChannelId) -> Result<(), PaymentError> {
+        self.store
+            .lock()
+            .execute("DELETE FROM opening WHERE channel = ?1", [&channel.0[..]])?;
+        Ok(())
+    }
+
+    /// Forgets `channel`, still opening, whose deposit the ledger never locked. Refused
+    /// for a channel the ledger confirmed (it holds money) or anything was paid on.
+    pub fn abandon(&self, channel: &ChannelId) -> Result<(), PaymentError> {
+        let mut conn = self.store.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let local = load(&tx, channel)?;
+        if local.opening.is_none() || local.state.nonce != 0 {
+            return Err(PaymentError::WrongStatus {
+                channel: *channel,
+                status: "open",
+                operation: "abandon",
+            });
+        }
+        tx.execute("DELETE FROM opening WHERE channel = ?1", [&channel.0[..]])?;
+        tx.execute("DELETE FROM channels WHERE id = ?1", [&channel.0[..]])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Signs the next state, paying `amount` more for the receipt with hash `receipt`, and
     /// persists it before returning it. If sending it fails, deliver
     /// [`Self::unacknowledged`] again rather than paying anew.
@@ -362,10 +455,10 @@ impl PayerStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let local = load(&tx, channel)?;
         span.record("peer.id", tracing::field::display(local.params.payee));
-        if local.closing {
+        if local.closing || local.opening.is_some() {
             return Err(PaymentError::WrongStatus {
                 channel: *channel,
-                status: "closing",
+                status: if local.closing { "closing" } else { "opening" },
                 operation: "pay",
             });
         }
@@ -518,6 +611,31 @@ impl PayerStore {
     }
 }
 
+/// A voucher a payee holds: the payer's signature, on a chain, for `amount` in all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldVoucher {
+    /// The cumulative amount.
+    pub amount: Amount,
+    /// The signature (65 bytes of r, s and v for an EIP-712 voucher).
+    pub signature: Vec<u8>,
+}
+
+/// Keeps `voucher` for `channel` when it is for more than the one held.
+fn hold(tx: &Connection, channel: &ChannelId, voucher: &HeldVoucher) -> Result<(), PaymentError> {
+    tx.prepare_cached(
+        "INSERT INTO vouchers (channel, cumulative, signature) VALUES (?1, ?2, ?3)
+         ON CONFLICT(channel) DO UPDATE SET cumulative = excluded.cumulative,
+             signature = excluded.signature
+         WHERE excluded.cumulative > vouchers.cumulative",
+    )?
+    .execute(params![
+        channel.0.as_slice(),
+        int(voucher.amount.base_units()),
+        voucher.signature
+    ])?;
+    Ok(())
+}
+
 /// What the payee returns for an accepted payment, after it is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ack {
@@ -558,6 +676,70 @@ impl PayeeStore {
         let ack = accept_one(&tx, state, now)?;
         tx.commit()?;
         Ok(ack)
+    }
+
+    /// [`PayeeStore::accept`] of a state on a channel settled on a chain, with the payer's
+    /// `voucher` for its cumulative amount, kept in the same commit: an acknowledged
+    /// payment always has its voucher on disk. `checked` says whether the voucher is good;
+    /// asked once the state is found good, before the commit, and nothing is kept when it
+    /// is not.
+    pub fn accept_with_voucher(
+        &self,
+        state: &SignedState,
+        voucher: &[u8],
+        now: u64,
+        checked: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Ack, PaymentError> {
+        let mut conn = self.store.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ack = accept_one(&tx, state, now)?;
+        let held = HeldVoucher {
+            amount: state.state.cumulative,
+            signature: voucher.to_vec(),
+        };
+        hold(&tx, &state.state.channel, &held)?;
+        checked().map_err(|reason| PaymentError::Malformed {
+            what: "voucher",
+            reason,
+        })?;
+        tx.commit()?;
+        Ok(ack)
+    }
+
+    /// Keeps `voucher` (checked by the caller, and not over the deposit) for `channel`
+    /// when it is for more than the one held: a payer's voucher sent with its close.
+    pub fn hold_voucher(
+        &self,
+        channel: &ChannelId,
+        voucher: &HeldVoucher,
+    ) -> Result<(), PaymentError> {
+        let local = self.store.get(channel)?;
+        if voucher.amount > local.params.deposit {
+            return Err(PaymentError::Overdraft {
+                cumulative: voucher.amount,
+                deposit: local.params.deposit,
+            });
+        }
+        let conn = self.store.lock();
+        hold(&conn, channel, voucher)
+    }
+
+    /// The best voucher held for `channel`.
+    pub fn best_voucher(&self, channel: &ChannelId) -> Result<Option<HeldVoucher>, PaymentError> {
+        let conn = self.store.lock();
+        conn.query_row(
+            "SELECT cumulative, signature FROM vouchers WHERE channel = ?1",
+            params![channel.0.as_slice()],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .optional()
+        .map(|row| {
+            row.map(|(cumulative, signature)| HeldVoucher {
+                amount: amount(cumulative),
+                signature,
+            })
+        })
+        .map_err(PaymentError::from)
     }
 
     /// Group commit: verifies each state in order and persists all accepted ones in one

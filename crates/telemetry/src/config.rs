@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:4318";
 
 /// Targets whose spans are not exported unless the span filter names them: networking and
-/// runtime libraries that open spans for every poll or connection.
+/// runtime libraries that open spans for every poll or connection (alloy: one per JSON-RPC
+/// request; a settlement's span names its transaction instead).
 pub const DEFAULT_SPAN_FILTER: &str = "info,libp2p=off,multistream_select=off,yamux=off,\
 quinn=off,quinn_proto=off,rustls=off,wasmtime=off,cranelift=off,hyper=off,hyper_util=off,\
-h2=off,reqwest=off,tower=off,tower_http=off,axum=off,opentelemetry=off";
+h2=off,reqwest=off,tower=off,tower_http=off,axum=off,opentelemetry=off,alloy_transport=off,\
+alloy_transport_http=off,alloy_rpc_client=off,alloy_provider=off";
 
 /// How a node's telemetry is set up. Every field says its default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -53,6 +53,15 @@ pub enum ChannelCommand {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Take back the whole deposit of a channel nobody closed by its expiry plus its
+    /// challenge period.
+    Refund {
+        /// The channel's id.
+        id: String,
+        /// Which node.
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 /// Which node.
@@ -168,6 +177,13 @@ impl ChannelCommand {
                     &format!("/v1/channels/{id}/finalize"),
                     &serde_json::json!({}),
                 ))?;
+                print_settled(&settled);
+            }
+            Self::Refund { id, node } => {
+                let settled = runtime.block_on(
+                    node.client()?
+                        .post(&format!("/v1/channels/{id}/refund"), &serde_json::json!({})),
+                )?;
                 print_settled(&settled);
             }
         }

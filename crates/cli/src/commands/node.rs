@@ -53,7 +53,7 @@ pub struct NodeCommand {
     /// Tests only: make this node misbehave (repeatable; replaces `[test] misbehave`):
     /// forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice,
     /// tamper-chunks, drop-chunk-connection=N, withhold-payment-acks=N, never-pay,
-    /// skip-ledger-open, withhold-membership, take-over-at-once.
+    /// skip-ledger-open, close-on-nothing, withhold-membership, take-over-at-once.
     #[arg(long, value_name = "ITEM")]
     misbehave: Vec<String>,
 }

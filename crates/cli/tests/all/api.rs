@@ -76,6 +76,50 @@ fn the_api_opens_only_to_the_token_and_its_own_names() {
     }
 }
 
+#[test]
+fn a_node_makes_its_settlement_key_once_and_shows_its_address_bound_to_its_peer_id() {
+    let (dir, receiver, node) = one_node();
+    let settlement = |node: &NodeProcess| {
+        let (status, body) = node.get("/v1/node");
+        assert_eq!(status, 200, "{body}");
+        let info: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let address = info["settlement"]["address"].as_str().expect("an address");
+        let binding = info["settlement"]["binding"].as_str().expect("a binding");
+        let peer = node.peer_id.parse().expect("a peer id");
+        let key = zerostate_payment_protocol::key_of(&peer).expect("an ed25519 peer id");
+        // Signed by the node key over the address: a peer can check it is the node's.
+        zerostate_chain::KeyBinding::checked(key, address, binding)
+            .unwrap_or_else(|e| panic!("the binding does not hold: {e}"));
+        (address.to_owned(), info["settlement"]["key_file"].clone())
+    };
+    let (address, file) = settlement(&node);
+    assert!(
+        address.starts_with("0x") && address.len() == 42,
+        "{address}"
+    );
+    let path = dir.path().join("edge-node/settlement.key");
+    assert_eq!(file, path.display().to_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Made once: the node restarted on its data directory has the same account.
+    crate::cluster::stop_cleanly(vec![node]);
+    let again = NodeProcess::start(
+        dir.path(),
+        "edge-node",
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &receiver.endpoint(),
+    );
+    assert_eq!(settlement(&again).0, address);
+    crate::cluster::stop_cleanly(vec![again]);
+}
+
 /// A GET of /v1/node with `name: value` set (replacing Host when it is `host`); the status.
 fn raw_request(addr: &str, name: &str, value: &str, auth: &str) -> u16 {
     use std::io::{Read, Write};

@@ -138,3 +138,42 @@ fn with_exit_the_devnet_stops_by_itself_and_runs_again_on_the_same_directory() {
         assert!(dir.path().join("devnet.json").exists());
     }
 }
+
+#[test]
+fn with_chain_anvil_the_devnets_tasks_are_paid_through_channels_locked_on_the_chain() {
+    if !zerostate_chain::anvil_for_tests() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_zerostate"))
+        .args(["devnet", "--nodes", "3", "--tasks", "2", "--exit"])
+        .args(["--chain", "anvil", "--otlp-http", "127.0.0.1:0"])
+        .args(["--ui", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .expect("the devnet runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // --exit fails unless every task succeeded and was paid.
+    assert!(output.status.success(), "{stderr}");
+    // A channel settled on chain, its trace drawn: the payee's close with its transaction.
+    assert!(stderr.contains("a channel settled on chain"), "{stderr}");
+    assert!(stderr.contains("payment.settlement"), "{stderr}");
+    assert!(stderr.contains("(tx.hash=0x"), "{stderr}");
+    let file: zerostate_cluster::devnet::DevnetFile = serde_json::from_slice(
+        &std::fs::read(dir.path().join("devnet.json")).expect("devnet.json"),
+    )
+    .expect("devnet.json parses");
+    let chain = file.chain.expect("devnet.json names the chain");
+    assert_eq!(chain.chain_id, 31337);
+    assert!(chain.url.starts_with("http://127.0.0.1:"), "{}", chain.url);
+    chain
+        .contract
+        .parse::<zerostate_chain::Address>()
+        .expect("the contract's address");
+    // Each node kept its channels on chain in its book.
+    assert!(
+        file.nodes
+            .iter()
+            .any(|n| n.data_dir.join("chain.db").exists())
+    );
+}

@@ -12,6 +12,7 @@ mod market;
 mod network;
 mod operations;
 mod receipt;
+mod settlement;
 mod task;
 mod tls;
 mod transfer;

@@ -1,6 +1,7 @@
 //! The market against peers that lie, on real `zerostate node` processes: bills that do not
 //! hold are not paid and their executors are refused; executors run only against money the
-//! ledger locked, and a requester that does not pay is served no more than its credit.
+//! ledger locked, a requester that does not pay is served no more than its credit, and a
+//! payer that closes on less than it paid is answered by the payee's watchtower.
 
 use zerostate_telemetry::testing::OtlpReceiver;
 
@@ -423,4 +424,71 @@ fn made_up_output_files_fail_the_rerun_and_the_honest_executor_is_paid() {
         .expect("base64");
     assert_eq!(file, b"real\n");
     assert_eq!(record["payment"]["status"], "paid", "{record}");
+}
+
+/// What `node` holds on the ledger.
+fn ledger_balance(node: &NodeProcess) -> u64 {
+    let (status, body) = node.get("/v1/ledger/balance");
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+    body["balance"].as_u64().expect("a balance")
+}
+
+#[test]
+fn a_payers_close_on_nothing_is_disputed_and_paid_out_by_the_payees_watchtower() {
+    let receiver = OtlpReceiver::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Watchtowers look every second; a unilateral close may be disputed for 10 s.
+    let config = CONFIG
+        .replacen("challenge_period_s = 3\n", "challenge_period_s = 10\n", 1)
+        .replacen("[payments]\n", "[payments]\nwatch_interval_s = 1\n", 1);
+    let GuildCluster {
+        coordinator,
+        members,
+        id,
+    } = guild_cluster(dir.path(), &config, 1, &receiver.endpoint());
+    let executor = members.into_iter().next().expect("executor");
+    let cheat_config = dir.path().join("cheat.toml");
+    std::fs::write(
+        &cheat_config,
+        config.replacen("[tasks]\n", "[tasks]\nexecute = false\n", 1),
+    )
+    .expect("config");
+    // A requester that, closing alone, names none of what it paid.
+    let cheat = member_with(
+        dir.path(),
+        (&coordinator, &id),
+        "cheat",
+        &cheat_config,
+        &receiver.endpoint(),
+        &["close-on-nothing"],
+    );
+    fund(&coordinator, &cheat);
+    meshed(&coordinator, &id, &[&executor, &cheat], 3);
+    let task = serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" });
+    let record = run_task(&cheat, &task);
+    assert_eq!(record["state"], "succeeded", "{record}");
+    assert_eq!(record["payment"]["status"], "paid", "{record}");
+    let owed = record["payment"]["amount"].as_u64().expect("an amount");
+    assert!(owed > 0, "{record}");
+    let channel = record["payment"]["channel"].as_str().expect("a channel");
+    let before = ledger_balance(&executor);
+
+    let (status, closing) = cheat.post(
+        &format!("/v1/channels/{channel}/close"),
+        &serde_json::json!({ "unilateral": true }),
+        &[],
+    );
+    assert_eq!(status, 200, "{closing}");
+    // Nobody acts: the executor's watchtower disputes with the state it holds, and pays
+    // the close out once the window ends, at what the cheat signed.
+    eventually("the executor to be paid out what it holds", || {
+        (ledger_balance(&executor) == before + owed).then_some(())
+    });
+    let (_, metrics) = crate::cluster::http(&executor.admin, "GET", "/metrics", None, &[]);
+    assert!(
+        metrics.contains("payment_settlements_total{result=\"dispute\"} 1"),
+        "{metrics}"
+    );
+    crate::cluster::stop_cleanly(vec![cheat, executor, coordinator]);
 }

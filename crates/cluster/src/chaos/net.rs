@@ -22,6 +22,10 @@ use crate::harness::{Guild, Launcher};
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long the guild has to form.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the members have to be in the guild: as long as a node started with
+/// `--join-guild` keeps trying (under a whole test run's load a first join was once not
+/// answered within 60 s).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The guild's heartbeats in every scenario: every 500 ms, a member silent for four of them
 /// (2 s) is marked down, and a silent coordinator succeeded: short enough for a handover
@@ -98,6 +102,8 @@ pub(super) struct Net {
     pub(super) runtime: tokio::runtime::Runtime,
     /// The namespace one executor runs in, when asked for and this machine allows it.
     pub(super) island: Option<super::island::Island>,
+    /// The chain the nodes settle on, when the plan says so: anvil, and the contract.
+    pub(super) chain: Option<(zerostate_chain::Anvil, crate::harness::ChainSpec)>,
 }
 
 /// How the network is built.
@@ -123,6 +129,29 @@ pub(super) struct Plan<'a> {
     /// Add the cheaters of [`super::cheaters`]: three lying executors (cheaper than the
     /// honest ones, which then ask 2) and a requester that never pays.
     pub(super) cheaters: bool,
+    /// Settle on a local anvil (its state in `DIR/anvil.json`) instead of the ledger node.
+    pub(super) chain: bool,
+}
+
+/// Starts anvil with its state in `DIR/anvil.json` and deploys the channel contract with
+/// its development account, which also funds the nodes.
+async fn start_chain(
+    dir: &Path,
+) -> anyhow::Result<(zerostate_chain::Anvil, crate::harness::ChainSpec)> {
+    let anvil = zerostate_chain::Anvil::start(31337, Some(&dir.join("anvil.json")))
+        .await
+        .context("starting anvil (--chain anvil)")?;
+    let faucet = anvil.dev_key();
+    let (contract, _) = zerostate_chain::Chain::deploy(anvil.url(), &faucet)
+        .await
+        .context("deploying the channel contract")?;
+    let spec = crate::harness::ChainSpec {
+        url: anvil.url().to_owned(),
+        contract,
+        faucet,
+        coins: 100,
+    };
+    Ok((anvil, spec))
 }
 
 /// How long a coordinator that runs tasks holds each answer back
@@ -230,7 +259,11 @@ impl Net {
             island_refused: None,
             island_otlp: None,
             starts: BTreeMap::new(),
+            chain: None,
         };
+        if plan.chain {
+            net.chain = Some(net.runtime.block_on(start_chain(&net.dir))?);
+        }
         if plan.island.is_some() {
             net.make_island(&otlp)?;
         }
@@ -274,9 +307,18 @@ impl Net {
     /// Writes node `name`'s settings file, with `extra` lines in `[tasks]`; returns its path.
     fn config(&self, name: &str, execute: bool, extra: &str) -> anyhow::Result<String> {
         let path = self.dir.join(format!("{name}.toml"));
+        let payments = match &self.chain {
+            Some((_, chain)) => format!(
+                "[payments]\nchain = \"{}\"\ncontract = \"{}\"\n",
+                chain.url, chain.contract
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &path,
-            format!("{GUILD_SETTINGS}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}{extra}"),
+            format!(
+                "{GUILD_SETTINGS}{payments}[tasks]\nexecute = {execute}\n{TASK_SETTINGS}{extra}"
+            ),
         )?;
         Ok(path.display().to_string())
     }
@@ -324,11 +366,15 @@ impl Net {
             boot.clone(),
             s("--config"),
             self.config("ledger", false, "")?,
-            s("--ledger"),
-            s("--ledger-faucet"),
         ]);
+        // On a chain the ledger node is a member like the others: the chain is the ledger.
+        if self.chain.is_none() {
+            args.extend([s("--ledger"), s("--ledger-faucet")]);
+        }
         self.add("ledger", args, false)?;
         let ledger = self.nodes["ledger"].peer_id.clone();
+        // On a chain nobody names the ledger node.
+        let ledger_peer = self.chain.is_none().then(|| ledger.clone());
         if plan.coordinator_executes {
             // An executor is paid through the ledger, which started after it: the
             // coordinator starts again knowing it, and resumes its guild (no member yet).
@@ -336,9 +382,10 @@ impl Net {
             // Each answer held back, so that a kill at a random moment finds a task under
             // way on it rather than one already answered.
             if let Some(slot) = self.nodes.get_mut("coordinator") {
+                if let Some(ledger) = &ledger_peer {
+                    slot.args.extend([s("--ledger-peer"), ledger.clone()]);
+                }
                 slot.args.extend([
-                    s("--ledger-peer"),
-                    ledger.clone(),
                     s("--misbehave"),
                     format!("stall-answers={COORDINATOR_STALL_MS}"),
                 ]);
@@ -401,7 +448,7 @@ impl Net {
             };
             args.extend(
                 self.runtime
-                    .block_on(guild.join_args(&boot, Some(&ledger)))?,
+                    .block_on(guild.join_args(&boot, ledger_peer.as_deref()))?,
             );
             for item in misbehave.iter().chain(plan.members_misbehave) {
                 args.extend([s("--misbehave"), (*item).to_owned()]);
@@ -409,7 +456,32 @@ impl Net {
             self.add(name, args, on_island)?;
         }
         let everyone: Vec<String> = members.into_iter().map(|(n, ..)| n).collect();
-        self.wait_members(&everyone, FORM_TIMEOUT)?;
+        self.wait_members(&everyone, JOIN_TIMEOUT)?;
+        if let Some((_, chain)) = &self.chain {
+            // Every node pays gas; the payers lock deposits.
+            let faucet = self.runtime.block_on(zerostate_chain::Chain::connect(
+                &chain.url,
+                chain.contract,
+                chain.faucet.clone(),
+                1,
+            ))?;
+            let names: Vec<String> = self.nodes.keys().cloned().collect();
+            for name in names {
+                let node = self.client(&name)?;
+                let info = self
+                    .runtime
+                    .block_on(node.get("/v1/node"))?
+                    .with_context(|| format!("{name} did not describe itself"))?;
+                let address = info["settlement"]["address"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .with_context(|| format!("{name} showed no settlement address"))?;
+                self.runtime
+                    .block_on(faucet.transfer(address, zerostate_chain::coins_to_wei(100)))
+                    .with_context(|| format!("funding {name} on the chain"))?;
+            }
+            return Ok(());
+        }
         let ledger = self.client("ledger")?;
         let payers = if cheaters {
             vec!["requester", super::scenarios::NON_PAYER]

@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{Api, ApiError, parse_peer};
+use super::{Api, ApiError, current_trace_id, parse_peer};
 use zerostate_payment_protocol::Settle;
 
 pub(super) fn routes() -> Router<Api> {
@@ -18,6 +18,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/channels/{id}/close", post(channel_close))
         .route("/v1/channels/{id}/dispute", post(channel_dispute))
         .route("/v1/channels/{id}/finalize", post(channel_finalize))
+        .route("/v1/channels/{id}/refund", post(channel_refund))
         .route("/v1/ledger/balance", get(balance))
         .route("/v1/ledger/faucet", post(faucet))
 }
@@ -100,7 +101,12 @@ async fn channel_close(
     } else {
         api.payments.close(&id).await
     };
-    Ok(Json(answer.map_err(failed)?).into_response())
+    let mut answer = answer.map_err(failed)?;
+    // The settlement's trace, to find its spans (on a chain: the transactions).
+    if let (Some(fields), Some(trace)) = (answer.as_object_mut(), current_trace_id()) {
+        fields.insert("trace_id".into(), trace.into());
+    }
+    Ok(Json(answer).into_response())
 }
 
 /// Disputes a unilateral close with this node's best state (a higher amount wins).
@@ -125,6 +131,21 @@ async fn channel_finalize(
     Ok(Json(
         api.payments
             .settle(&id, Settle::Finalize)
+            .await
+            .map_err(failed)?,
+    )
+    .into_response())
+}
+
+/// Takes back the deposit of a channel this node pays through that nobody closed by its
+/// expiry plus its challenge period.
+async fn channel_refund(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(
+        api.payments
+            .settle(&id, Settle::Refund)
             .await
             .map_err(failed)?,
     )

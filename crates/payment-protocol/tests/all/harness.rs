@@ -20,6 +20,9 @@ pub(crate) enum Fault {
     Lost,
     /// The destination handles the request, and its answer is lost.
     AnswerLost,
+    /// The destination handles the request, and a digit of its answer is changed on the
+    /// way (a signed answer's words, not its signature).
+    Tampered,
 }
 
 /// The nodes, who is a member of the guild, and the faults to come.
@@ -29,6 +32,8 @@ pub(crate) struct Net {
     members: Mutex<HashSet<PeerId>>,
     /// (destination, type, fault, how many more times).
     faults: Mutex<Vec<(PeerId, Call, Fault, usize)>>,
+    /// The ledger's challenge period, seconds (the default when `None`).
+    challenge_period_s: Mutex<Option<u64>>,
 }
 
 /// One node: its peer id and payment roles, and the directory its stores live in.
@@ -54,17 +59,34 @@ impl Net {
         member: bool,
         misbehave: Misbehaviour,
     ) -> Node {
+        let settings = PaymentSettings {
+            ledger: ledger.map(|l| l.to_string()),
+            deposit: Some(DEPOSIT),
+            challenge_period_s: *self
+                .challenge_period_s
+                .lock()
+                .expect("no test thread panicked holding the lock"),
+            ..PaymentSettings::default()
+        };
+        self.node_with(seed, &settings, runs_ledger, member, misbehave, None)
+    }
+
+    /// A node whose key is made from `seed`, on `settings`, settling on `chain` when given.
+    pub(crate) fn node_with(
+        self: &Arc<Self>,
+        seed: u8,
+        settings: &PaymentSettings,
+        runs_ledger: bool,
+        member: bool,
+        misbehave: Misbehaviour,
+        chain: Option<zerostate_chain::Chain>,
+    ) -> Node {
         let seed = [seed; 32];
         let peer = Keypair::ed25519_from_bytes(seed)
             .expect("32 bytes make an ed25519 key")
             .public()
             .to_peer_id();
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let settings = PaymentSettings {
-            ledger: ledger.map(|l| l.to_string()),
-            deposit: Some(DEPOSIT),
-            challenge_period_s: None,
-        };
         let payments = Payments::open(
             Arc::new(Wire {
                 net: self.clone(),
@@ -72,11 +94,12 @@ impl Net {
             }),
             seed,
             dir.path(),
-            &settings,
+            settings,
             runs_ledger,
             runs_ledger,
             Metrics::default(),
             misbehave,
+            chain,
         )
         .expect("the stores open");
         self.nodes
@@ -94,6 +117,14 @@ impl Net {
             payments,
             _dir: dir,
         }
+    }
+
+    /// Takes `peer` off the network: nothing reaches it from now on.
+    pub(crate) fn vanish(&self, peer: PeerId) {
+        self.nodes
+            .lock()
+            .expect("no test thread panicked holding the lock")
+            .remove(&peer);
     }
 
     /// The next `times` messages of type `call` to `to` meet `fault`.
@@ -124,8 +155,8 @@ pub(crate) const DEPOSIT: u64 = 1_000;
 /// A payer, a payee and a ledger with money for the payer: the usual cast.
 pub(crate) struct Cast {
     pub(crate) net: Arc<Net>,
-    /// Kept for its store: the ledger the others ask.
-    _ledger: Node,
+    /// The node that runs the ledger the others ask.
+    pub(crate) ledger: Node,
     pub(crate) payer: Node,
     pub(crate) payee: Node,
 }
@@ -138,7 +169,48 @@ impl Cast {
     /// The cast with the payer and the payee told to misbehave so, and the payer a member
     /// of the payee's guild or not.
     pub(crate) fn with(payer: Misbehaviour, payee: Misbehaviour, payer_is_member: bool) -> Cast {
+        Self::made(Net::new(), payer, payee, payer_is_member)
+    }
+
+    /// The usual cast, on a ledger whose challenge period is `seconds`.
+    pub(crate) fn with_challenge_period(seconds: u64) -> Cast {
         let net = Net::new();
+        *net.challenge_period_s
+            .lock()
+            .expect("no test thread panicked holding the lock") = Some(seconds);
+        Self::made(net, Misbehaviour::default(), Misbehaviour::default(), true)
+    }
+
+    /// A ledger, a payer it funds with `funds` and a payee, channels locking `deposit`.
+    #[allow(dead_code, reason = "benches/settlement.rs uses it")]
+    pub(crate) fn with_deposit(deposit: u64, funds: u64) -> Cast {
+        let net = Net::new();
+        let ledger = net.node(1, None, true, true, Misbehaviour::default());
+        let settings = PaymentSettings {
+            ledger: Some(ledger.peer.to_string()),
+            deposit: Some(deposit),
+            ..PaymentSettings::default()
+        };
+        let payer = net.node_with(2, &settings, false, true, Misbehaviour::default(), None);
+        let payee = net.node_with(3, &settings, false, true, Misbehaviour::default(), None);
+        ledger
+            .payments
+            .faucet(&payer.peer, funds)
+            .expect("the ledger's faucet funds the payer");
+        Cast {
+            net,
+            ledger,
+            payer,
+            payee,
+        }
+    }
+
+    fn made(
+        net: Arc<Net>,
+        payer: Misbehaviour,
+        payee: Misbehaviour,
+        payer_is_member: bool,
+    ) -> Cast {
         let ledger = net.node(1, None, true, true, Misbehaviour::default());
         let payer = net.node(2, Some(ledger.peer), false, payer_is_member, payer);
         let payee = net.node(3, Some(ledger.peer), false, true, payee);
@@ -148,7 +220,7 @@ impl Cast {
             .expect("the ledger's faucet funds the payer");
         Cast {
             net,
-            _ledger: ledger,
+            ledger,
             payer,
             payee,
         }
@@ -162,6 +234,18 @@ impl Cast {
             .await
             .expect("the payee signed and the ledger locked the channel")
             .expect("a ledger is configured")
+    }
+
+    /// The payer pays the payee `amount` for receipt `n`.
+    pub(crate) async fn pay(
+        &self,
+        amount: u64,
+        n: u8,
+    ) -> zerostate_payment_protocol::PaymentRecord {
+        self.payer
+            .payments
+            .pay(self.payee.peer, amount, receipt(n))
+            .await
     }
 
     /// The payee's one channel from the payer: (nonce, cumulative).
@@ -209,7 +293,18 @@ impl Transport for Wire {
             if fault == Some(Fault::AnswerLost) {
                 return Err(format!("the answer to {} was lost", call.as_str()));
             }
-            answer.map_err(|why| format!("{peer} refused {}: {why}", call.as_str()))
+            let answer =
+                answer.map_err(|why| format!("{peer} refused {}: {why}", call.as_str()))?;
+            if fault == Some(Fault::Tampered) {
+                let mut signed: serde_json::Value =
+                    serde_json::from_slice(&answer).expect("a signed answer");
+                let words = signed["answer"].as_str().expect("its words").to_owned();
+                let at = words.find(|c: char| c.is_ascii_digit()).expect("a digit");
+                let digit = if &words[at..=at] == "9" { "8" } else { "9" };
+                signed["answer"] = format!("{}{digit}{}", &words[..at], &words[at + 1..]).into();
+                return Ok(signed.to_string().into_bytes());
+            }
+            Ok(answer)
         })
     }
 
@@ -221,5 +316,60 @@ impl Transport for Wire {
             .expect("no test thread panicked holding the lock")
             .contains(&peer);
         Box::pin(async move { member })
+    }
+}
+
+/// A chain (a real anvil) with the channel contract, and a payer and a payee that settle on
+/// it, each with a funded settlement key of its own.
+pub(crate) struct ChainCast {
+    pub(crate) anvil: zerostate_chain::Anvil,
+    /// The faucet's connection: reads the chain for the test.
+    pub(crate) faucet: zerostate_chain::Chain,
+    pub(crate) net: Arc<Net>,
+    pub(crate) payer: Node,
+    pub(crate) payee: Node,
+}
+
+impl ChainCast {
+    /// The cast, the payer misbehaving so, opening channels of `deposit` with a challenge
+    /// period of `period` seconds; `None` when anvil is not on `PATH` (under `CI=true`
+    /// that fails).
+    pub(crate) async fn start(payer: Misbehaviour, period: u64, deposit: u64) -> Option<Self> {
+        use zerostate_chain::{Anvil, Chain};
+        if !zerostate_chain::anvil_for_tests() {
+            return None;
+        }
+        let anvil = Anvil::start(31337, None).await.expect("anvil starts");
+        let (contract, _) = Chain::deploy(anvil.url(), &anvil.dev_key())
+            .await
+            .expect("the contract deploys");
+        let faucet = Chain::connect(anvil.url(), contract, anvil.dev_key(), 1)
+            .await
+            .expect("the faucet connects");
+        let net = Net::new();
+        let settings = PaymentSettings {
+            chain: Some(anvil.url().to_owned()),
+            contract: Some(contract.to_string()),
+            deposit: Some(deposit),
+            challenge_period_s: Some(period),
+            ..PaymentSettings::default()
+        };
+        let mut nodes = Vec::new();
+        for (seed, misbehave) in [(2, payer), (3, Misbehaviour::default())] {
+            let key = anvil.funded_key(&faucet, 10).await.expect("funded");
+            let chain = Chain::connect(anvil.url(), contract, key, 1)
+                .await
+                .expect("a node connects");
+            nodes.push(net.node_with(seed, &settings, false, true, misbehave, Some(chain)));
+        }
+        let payee = nodes.pop().expect("two nodes");
+        let payer = nodes.pop().expect("two nodes");
+        Some(ChainCast {
+            anvil,
+            faucet,
+            net,
+            payer,
+            payee,
+        })
     }
 }

@@ -2,6 +2,9 @@
 //! memory (no sockets): what a payer, a payee and the ledger say to each other, and what
 //! each keeps, when messages arrive out of order, twice, or not at all.
 
+mod chain;
 mod delivery;
 mod harness;
 mod money;
+mod opening;
+mod watch;

@@ -132,3 +132,57 @@ async fn a_cooperative_close_settles_at_exactly_the_payers_latest_state() {
         "the rest of the deposit is back with the payer"
     );
 }
+
+#[tokio::test]
+async fn the_ledger_serves_a_refund_and_refuses_it_before_it_is_due() {
+    let cast = Cast::new();
+    let channel = cast.locked(100).await;
+    let refused = cast
+        .payer
+        .payments
+        .settle(&channel, zerostate_payment_protocol::Settle::Refund)
+        .await
+        .expect_err("the channel has not expired");
+    assert!(refused.contains("can be refunded from"), "{refused}");
+    // The deposit stays locked meanwhile: nothing was paid out.
+    let balance = cast.payer.payments.balance().await.expect("a balance");
+    assert_eq!(balance, 100 * DEPOSIT - DEPOSIT);
+}
+
+#[tokio::test]
+async fn the_ledgers_answers_are_signed_and_one_changed_on_the_way_is_refused() {
+    let cast = Cast::new();
+    let channel = cast.locked(100).await;
+    let paid = cast
+        .payer
+        .payments
+        .pay(cast.payee.peer, 40, receipt(1))
+        .await;
+    assert_eq!(paid.status, "paid", "{paid:?}");
+    // The settlement's answer carries what the ledger signed: anyone with the ledger's peer
+    // id can check it.
+    let settled = cast.payer.payments.close(&channel).await.expect("settled");
+    let proof =
+        zerostate_payment_protocol::check_ledger_proof(&cast.ledger.peer, &settled["ledger_proof"])
+            .expect("signed by the ledger");
+    assert_eq!(proof.operation, "ledger_close");
+    let said: serde_json::Value = serde_json::from_slice(&proof.answer).expect("json");
+    assert_eq!(said["to_payee"], 40);
+    assert_eq!(said["to_payee"], settled["to_payee"]);
+    // Checked against another node's key, it is not the ledger's.
+    assert!(
+        zerostate_payment_protocol::check_ledger_proof(&cast.payee.peer, &settled["ledger_proof"])
+            .is_err()
+    );
+
+    // An answer changed between the ledger and the payer is refused, not believed.
+    cast.net.fail(
+        cast.ledger.peer,
+        zerostate_payment_protocol::types::Call::LedgerBalance,
+        crate::harness::Fault::Tampered,
+        1,
+    );
+    let refused = cast.payer.payments.balance().await.expect_err("tampered");
+    assert!(refused.contains("not signed by the ledger"), "{refused}");
+    assert!(cast.payer.payments.balance().await.is_ok());
+}

@@ -442,3 +442,115 @@ fn the_ledger_survives_a_restart() {
     }
     assert!(ledger.audit().expect("audit").is_conserved());
 }
+
+#[test]
+fn a_channel_keeps_the_challenge_period_it_was_opened_under() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let id = {
+        let ledger = SqliteLedger::open(&path, crate::harness::ledger_id(), 60).expect("ledger");
+        ledger
+            .fund(&payer_key().public(), amount("100"))
+            .expect("fund");
+        ledger
+            .open(&payer_key().public(), &open_request(params("10", 1)), NOW)
+            .expect("open")
+    };
+    // The operator restarts the ledger with a much longer period: the open channel keeps
+    // the one both parties opened it under, for a close and for the refund.
+    let ledger = SqliteLedger::open(&path, crate::harness::ledger_id(), 86_400).expect("reopen");
+    assert_eq!(ledger.channel(&id).expect("channel").challenge_period, 60);
+    assert!(matches!(
+        ledger.refund_expired(&payer_key().public(), &id, EXPIRY + 59),
+        Err(PaymentError::RefundNotDue { from, .. }) if from == EXPIRY + 60
+    ));
+    let ends = ledger
+        .start_close(&payer_key().public(), &id, None, NOW + 5)
+        .expect("start");
+    assert_eq!(ends, NOW + 5 + 60);
+    // A channel opened now gets the new period.
+    let newer = ledger
+        .open(&payer_key().public(), &open_request(params("10", 2)), NOW)
+        .expect("open");
+    assert_eq!(
+        ledger.channel(&newer).expect("channel").challenge_period,
+        86_400
+    );
+}
+
+#[test]
+fn a_ledger_from_before_periods_per_channel_is_brought_up_to_date() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger.db");
+    let id = {
+        let ledger = SqliteLedger::open(&path, crate::harness::ledger_id(), 60).expect("ledger");
+        ledger
+            .fund(&payer_key().public(), amount("100"))
+            .expect("fund");
+        ledger
+            .open(&payer_key().public(), &open_request(params("10", 1)), NOW)
+            .expect("open")
+    };
+    // What version 2 wrote: the same tables without the channel's period.
+    let old = rusqlite::Connection::open(&path).expect("the database");
+    old.execute_batch(
+        "ALTER TABLE channels DROP COLUMN challenge_period; PRAGMA user_version = 2;",
+    )
+    .expect("made a version 2 database");
+    drop(old);
+    let ledger = SqliteLedger::open(&path, crate::harness::ledger_id(), 60).expect("migrated");
+    let record = ledger.channel(&id).expect("the channel survives");
+    assert_eq!(record.challenge_period, 60);
+    assert_eq!(record.status, ChannelStatus::Open);
+    assert!(ledger.audit().expect("audit").is_conserved());
+    // And a version the build does not know is still refused, not misread.
+    drop(ledger);
+    let newer = rusqlite::Connection::open(&path).expect("the database");
+    newer
+        .execute_batch("PRAGMA user_version = 9;")
+        .expect("a later version");
+    drop(newer);
+    let refused = SqliteLedger::open(&path, crate::harness::ledger_id(), 60)
+        .expect_err("a later version is refused");
+    assert!(refused.to_string().contains("version 9"), "{refused}");
+}
+
+#[test]
+fn a_signed_answer_holds_only_for_its_ledger_request_and_words() {
+    let operator = Keypair::from_seed([9; 32]);
+    let request = br#"{"channel":"ab"}"#;
+    let answer = zerostate_payment::SignedAnswer::sign(
+        &operator,
+        "ledger_close",
+        request,
+        br#"{"to_payee":5,"to_payer":95}"#.to_vec(),
+    );
+    answer
+        .verify(&operator.public())
+        .expect("the operator's answer");
+    assert_eq!(answer.ledger, crate::harness::ledger_id());
+    let received = |request: &[u8], answer: &zerostate_payment::SignedAnswer| {
+        zerostate_payment::SignedAnswer::received(
+            &operator.public(),
+            &answer.operation,
+            request,
+            answer.answer.clone(),
+            answer.signature,
+        )
+    };
+    assert_eq!(received(request, &answer).expect("as sent"), answer);
+    // To another request, with other words, or under another name: refused.
+    assert!(received(b"{}", &answer).is_err());
+    let mut inflated = answer.clone();
+    inflated.answer = br#"{"to_payee":50,"to_payer":50}"#.to_vec();
+    assert!(inflated.verify(&operator.public()).is_err());
+    assert!(received(request, &inflated).is_err());
+    let mut renamed = answer.clone();
+    renamed.operation = "ledger_finalize".into();
+    assert!(renamed.verify(&operator.public()).is_err());
+    let other = Keypair::from_seed([8; 32]).public();
+    assert!(matches!(
+        answer.verify(&other),
+        Err(PaymentError::WrongLedger { .. })
+    ));
+}

@@ -6,3 +6,4 @@ mod harness;
 mod lifecycle;
 mod properties;
 mod spans;
+mod vouchers;

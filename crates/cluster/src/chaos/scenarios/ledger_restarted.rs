@@ -1,4 +1,5 @@
-//! `ledger-restarted`: the ledger node killed (SIGKILL) mid-payments and started again.
+//! `ledger-restarted`: the ledger node killed (SIGKILL) mid-payments and started again; on
+//! a chain (`--chain anvil`), anvil killed and started again on its state.
 
 use super::prelude::*;
 
@@ -31,13 +32,24 @@ fn ledger_restarted(
     third: Duration,
     row: &mut Row,
 ) -> anyhow::Result<Book> {
-    row.fault = format!("ledger SIGKILL for {:.0} s", third.as_secs_f64());
+    let what = if net.chain.is_some() {
+        "anvil"
+    } else {
+        "ledger"
+    };
+    row.fault = format!("{what} SIGKILL for {:.0} s", third.as_secs_f64());
     std::thread::sleep(third);
     let down_at = load.started.elapsed();
-    net.kill("ledger")?;
+    match &mut net.chain {
+        Some((anvil, _)) => anvil.kill(),
+        None => net.kill("ledger")?,
+    }
     std::thread::sleep(third);
     let up_at = load.started.elapsed();
-    net.restart("ledger")?;
+    match &mut net.chain {
+        Some((anvil, _)) => net.runtime.block_on(anvil.restart())?,
+        None => net.restart("ledger")?,
+    }
     let requester = net.client("requester")?;
     let back = until(RECOVERY_LIMIT, || {
         net.runtime
