@@ -152,6 +152,11 @@ pub(super) async fn run(tasks: &Tasks, request: Incoming) -> Response {
         }
         Err(publish) => {
             let answer = hand_over(tasks, &request, &span).await;
+            if let Err(why) = &answer
+                && why.starts_with(wire::DECLINED)
+            {
+                tasks.forget_hand_over(&key);
+            }
             let _ = publish.send(Some(answer.clone()));
             answer
         }
@@ -291,7 +296,8 @@ async fn prepare(
     }
     if !tasks.take_offered(&run.task_id, request.peer) {
         return Err(format!(
-            "this node made no offer for task {} that you took",
+            "{}: this node made no offer for task {} that you took",
+            wire::DECLINED,
             run.task_id
         ));
     }
@@ -314,9 +320,12 @@ async fn prepare(
         }
         why
     };
-    let slot = tasks
-        .reserve()
-        .map_err(|running| release(format!("busy: {running} tasks running already")))?;
+    let slot = tasks.reserve().map_err(|running| {
+        release(format!(
+            "{}: busy: {running} tasks running already",
+            wire::DECLINED
+        ))
+    })?;
     // Within what the requester waits for an answer at most: a requester that sends its
     // chunks slowly holds the slot no longer.
     let wait = tasks.inner.transport.request_timeout();

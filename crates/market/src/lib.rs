@@ -271,6 +271,18 @@ impl Tasks {
         Err(tx)
     }
 
+    /// Forgets the hand-over `key`: it was declined before anything ran, and a later one
+    /// to the byte is a new try, not the same one again.
+    fn forget_hand_over(&self, key: &HandOver) {
+        let mut handovers = self
+            .inner
+            .handovers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        handovers.0.remove(key);
+        handovers.1.retain(|k| k != key);
+    }
+
     /// True the first time it is asked (`drop-chunk-connection`, tests only).
     fn drop_once(&self) -> bool {
         !self

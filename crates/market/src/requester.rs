@@ -53,6 +53,14 @@ pub(crate) use bills::{bill, differences};
 /// under way (the executors may be busy with it, or waiting for its payment).
 const QUIET_ROUNDS: u32 = 2;
 
+/// Hand-overs of a task an executor may decline before running it (busy, or started again
+/// since it offered) without costing one of the task's attempts.
+const DECLINES_FORGIVEN: u32 = 10;
+
+/// How long a task waits before it is announced again after a hand-over was declined,
+/// times the declines so far (at most a second): the executor is busy for a while.
+const DECLINE_PAUSE: Duration = Duration::from_millis(100);
+
 /// Offers a task may collect, at most.
 const MAX_OFFERS: usize = 64;
 
@@ -318,6 +326,7 @@ async fn drive(
     // Each round announces the task and tries the offers it gets; a round whose offers all
     // failed announces again (those executors excluded) while attempts are left.
     let mut quiet_rounds = 0;
+    let mut declines = 0;
     loop {
         // Other tasks of this node running or being paid: executors may be busy with them,
         // or waiting for their payment before they offer again.
@@ -338,6 +347,7 @@ async fn drive(
                 format!("no executor delivered: {}", reasons.join("; "))
             });
         }
+        let mut declined_now = false;
         for (executor, offer) in collected.into_iter().take(attempts_left) {
             attempts_left -= 1;
             tried.insert(executor);
@@ -437,6 +447,14 @@ async fn drive(
                     if why.starts_with(LIE) {
                         tasks.refuse(executor, &why);
                     }
+                    if why.contains(wire::DECLINED) && declines < DECLINES_FORGIVEN {
+                        // Nothing ran: the attempt is given back, and the executor may
+                        // offer again in the next round.
+                        declines += 1;
+                        declined_now = true;
+                        attempts_left += 1;
+                        tried.remove(&executor);
+                    }
                     let attempt = (executor, offer.price, send_module);
                     reasons.push(attempt_failed(tasks, job, attempt, &span, why));
                 }
@@ -444,6 +462,9 @@ async fn drive(
         }
         if attempts_left == 0 {
             return Err(format!("no executor delivered: {}", reasons.join("; ")));
+        }
+        if declined_now {
+            tokio::time::sleep((DECLINE_PAUSE * declines).min(Duration::from_secs(1))).await;
         }
     }
 }

@@ -30,6 +30,10 @@ pub const MODULE_CHUNK_DATA: &str = "module_chunk_data";
 /// Answer to [`TASK_OFFER`], [`TASK_RUN`] or [`TASK_EVIDENCE`] refusing it; the payload is
 /// the reason (text).
 pub const ERROR: &str = zerostate_p2p::REFUSAL;
+/// How a refusal of [`TASK_RUN`] begins when the executor turned the task down before
+/// running any of it (busy, or started again since it offered): the requester asks again
+/// without counting an attempt.
+pub const DECLINED: &str = "declined before running";
 
 zerostate_p2p::request_types! {
     /// The direct requests of the market.

@@ -106,3 +106,71 @@ async fn a_hand_over_whose_answer_was_lost_is_answered_again_and_billed_once() {
     let paid = record.payment.as_ref().expect("a payment").amount;
     assert_eq!(received(&only), (1, 1, paid));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_declined_as_busy_costs_no_attempt() {
+    let (net, ledger) = Net::new();
+    let me = net.node(
+        1,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_attempts: 1,
+            ..requester()
+        },
+        Misbehaviour::default(),
+    );
+    let only = net.node(
+        2,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_running: 1,
+            ..executor(1)
+        },
+        Misbehaviour::default(),
+    );
+    // Announced at once, offered on at once by the idle executor, handed over at once: it
+    // runs one and declines the others as busy, which are asked again, each still with its
+    // one attempt.
+    let ids: Vec<String> = (0..4)
+        .map(|n| {
+            let task = crc32(&format!("zerostate {n}"), 10);
+            me.tasks.submit(task).expect("accepted").id
+        })
+        .collect();
+    let mut records = Vec::new();
+    for id in &ids {
+        let mut waited = 0;
+        let record = loop {
+            let record = me.tasks.get(id).expect("the record is kept");
+            let settled = record.payment.is_some() || record.receipt.is_none();
+            if record.state.is_final() && settled {
+                break record;
+            }
+            waited += 1;
+            assert!(waited < 6_000, "task {id} did not end: {record:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        records.push(record);
+    }
+    let summary: Vec<_> = records
+        .iter()
+        .map(|r| (r.state, r.attempts.len(), r.payment.clone()))
+        .collect();
+    for record in &records {
+        let took: Vec<&str> = record.attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(record.state, TaskState::Succeeded, "{took:#?}\n{summary:?}");
+        let ran: Vec<_> = record
+            .attempts
+            .iter()
+            .filter(|a| !a.outcome.contains(wire::DECLINED))
+            .collect();
+        assert_eq!(ran.len(), 1, "one attempt ran: {record:?}");
+    }
+    let declined = records
+        .iter()
+        .flat_map(|r| &r.attempts)
+        .filter(|a| a.outcome.contains(wire::DECLINED))
+        .count();
+    assert!(declined > 0, "no hand-over was declined: {records:?}");
+    assert_eq!(received(&only).1, 4, "four payments");
+}
