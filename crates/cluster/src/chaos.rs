@@ -126,12 +126,19 @@ struct Row {
 impl Row {
     /// Checks that every task of `book` succeeded.
     fn all_succeeded(&mut self, book: &Book, name: &str) {
-        let failed = book
-            .outcomes
-            .iter()
-            .filter(|o| o.state != "succeeded")
-            .count();
-        self.check(name, failed == 0, format!("{failed} tasks did not succeed"));
+        let mut why: BTreeMap<String, usize> = BTreeMap::new();
+        for outcome in book.outcomes.iter().filter(|o| o.state != "succeeded") {
+            let reason = outcome.reason.as_deref().unwrap_or("no reason given");
+            *why.entry(format!("{}: {}", outcome.state, reason_key(reason)))
+                .or_default() += 1;
+        }
+        let failed: usize = why.values().sum();
+        let mut detail = format!("{failed} tasks did not succeed");
+        if !why.is_empty() {
+            let each: Vec<String> = why.iter().map(|(r, n)| format!("{n} × {r}")).collect();
+            detail = format!("{detail} ({})", each.join("; "));
+        }
+        self.check(name, failed == 0, detail);
     }
 
     /// Records how long recovery took (`None`: it did not happen in time), and what it
