@@ -26,7 +26,7 @@ mod wire;
 
 pub use metrics::Metrics;
 pub use misbehave::Misbehaviour;
-use onchain::{Backend, OnChain};
+use onchain::{Aside, Backend, OnChain};
 pub use transport::{P2p, Reply, Served, Transport};
 pub use views::{ChannelHistory, ChannelView, PaymentRecord, PaymentView, Settle};
 pub use watch::Watched;

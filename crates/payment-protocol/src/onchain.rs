@@ -30,6 +30,42 @@ pub(crate) struct OnChain {
     looks: std::sync::atomic::AtomicU64,
 }
 
+/// Work begun on the runtime's blocking threads, so that it goes on while the thread that
+/// began it does its own: a voucher's signature or its check while the state it goes with
+/// is written to disk. Without a runtime the work is done when begun.
+pub(crate) struct Aside<T>(Begun<T>);
+
+enum Begun<T> {
+    Running(std::sync::mpsc::Receiver<Result<T, String>>),
+    Done(Result<T, String>),
+}
+
+impl<T: Send + 'static> Aside<T> {
+    pub(crate) fn begin(work: impl FnOnce() -> Result<T, String> + Send + 'static) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (answer, answered) = std::sync::mpsc::sync_channel(1);
+                runtime.spawn_blocking(move || {
+                    // Nobody waiting any more is no error.
+                    let _ = answer.send(work());
+                });
+                Self(Begun::Running(answered))
+            }
+            Err(_) => Self(Begun::Done(work())),
+        }
+    }
+
+    /// Waits for the work's answer.
+    pub(crate) fn wait(self) -> Result<T, String> {
+        match self.0 {
+            Begun::Running(answered) => answered
+                .recv()
+                .unwrap_or_else(|_| Err("the work begun aside ended without an answer".into())),
+            Begun::Done(answer) => answer,
+        }
+    }
+}
+
 /// Every this many looks the watchtower reads every channel from the contract, not only
 /// those the contract logged something about (a channel nearing its expiry logs nothing).
 const SWEEP_EVERY: u64 = 60;
@@ -319,6 +355,18 @@ fn settlement_span(dispute: bool, channel: &ChannelId, kind: &'static str) -> tr
 impl Payments {
     /// Where this node's channels settle: the chain when `[payments] chain` is set, else
     /// the ledger `[payments] ledger` names; none when neither is (nothing is paid).
+    /// Begins `work` on this node's side of the chain aside ([`Aside`]).
+    pub(crate) fn on_chain_aside<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&OnChain) -> Result<T, String> + Send + 'static,
+    ) -> Aside<T> {
+        let this = self.clone();
+        Aside::begin(move || match &this.inner.chain {
+            Some(on) => work(on),
+            None => Err("this node settles on no chain".into()),
+        })
+    }
+
     pub(crate) fn backend(&self) -> Option<Backend<'_>> {
         if let Some(on) = &self.inner.chain {
             return Some(Backend::Chain(on));

@@ -241,16 +241,30 @@ impl Payments {
         let result = async {
             let value = Amount::from_base_units(amount);
             let mut channel = self.channel_to(executor, backend, value).await?;
-            let mut paid = self.inner.payer.pay(&channel, value, receipt, now());
+            // On a chain the state's voucher is signed aside while the state is committed.
+            let mut voucher = None;
+            let mut pay = |channel: ChannelId| {
+                self.inner
+                    .payer
+                    .pay_then(&channel, value, receipt, now(), |signed| {
+                        if let Backend::Chain(_) = backend {
+                            let amount = signed.state.cumulative;
+                            let sign = self.on_chain_aside(move |on| on.voucher(&channel, amount));
+                            voucher = Some((signed.state.nonce, sign));
+                        }
+                    })
+            };
+            let mut paid = pay(channel);
             if let Err(PaymentError::Overdraft { .. } | PaymentError::WrongStatus { .. }) = paid {
                 // Used up or being settled since it was remembered: a new channel.
                 self.forget(&channel);
                 channel = self.channel_to(executor, backend, value).await?;
-                paid = self.inner.payer.pay(&channel, value, receipt, now());
+                paid = pay(channel);
             }
             tracing::Span::current().record("channel.id", hex::encode(channel.0).as_str());
             let state = paid.map_err(|e| e.to_string())?;
-            self.deliver(executor, &channel, state.state.nonce).await?;
+            self.deliver(executor, &channel, state.state.nonce, voucher)
+                .await?;
             self.inner.metrics.payment("out", amount);
             Ok::<_, String>(PaymentRecord {
                 status: "paid".into(),
@@ -311,6 +325,7 @@ impl Payments {
         payee: PeerId,
         channel: &ChannelId,
         upto: u64,
+        mut signed: Option<(u64, Aside<[u8; 65]>)>,
     ) -> Result<(), String> {
         let lock = self
             .inner
@@ -329,8 +344,13 @@ impl Payments {
         for state in pending.iter().take_while(|s| s.state.nonce <= upto) {
             let mut body = state.to_bytes().to_vec();
             if let Some(Backend::Chain(on)) = self.backend() {
-                // On a chain each state carries the voucher the payee settles with.
-                body.extend_from_slice(&on.voucher(channel, state.state.cumulative)?);
+                // On a chain each state carries the voucher the payee settles with: the
+                // one signed aside for it, or signed now.
+                let voucher = match signed.take_if(|(nonce, _)| *nonce == state.state.nonce) {
+                    Some((_, aside)) => aside.wait()?,
+                    None => on.voucher(channel, state.state.cumulative)?,
+                };
+                body.extend_from_slice(&voucher);
             }
             if let Err(why) = self.ask(payee, types::Call::Payment, body).await {
                 // The state with nonce `upto` is signed and kept: it goes with the next

@@ -108,19 +108,18 @@ impl Payments {
                 }
                 // On a chain the voucher is kept in the commit that keeps the state (an
                 // acknowledged payment can always be claimed on chain), once its signer is
-                // found to be the channel's payer account.
+                // found to be the channel's payer account. Its signer is recovered aside
+                // while the state is checked and written.
                 let accepted = match (chain, voucher) {
-                    (Some(on), Some(voucher)) => {
+                    (Some(_), Some(voucher)) => {
+                        let (id, amount) = (state.state.channel, state.state.cumulative);
+                        let (deposit, signed) = (local.params.deposit, voucher.to_vec());
+                        let check = self.on_chain_aside(move |on| {
+                            on.check_voucher(&id, amount, deposit, &signed)
+                        });
                         self.inner
                             .payee
-                            .accept_with_voucher(&state, voucher, now(), || {
-                                on.check_voucher(
-                                    &state.state.channel,
-                                    state.state.cumulative,
-                                    local.params.deposit,
-                                    voucher,
-                                )
-                            })
+                            .accept_with_voucher(&state, voucher, now(), || check.wait())
                     }
                     _ => self.inner.payee.accept(&state, now()),
                 };

@@ -426,7 +426,25 @@ impl PayerStore {
         receipt: [u8; 32],
         now: u64,
     ) -> Result<SignedState, PaymentError> {
-        let mut states = self.pay_many(channel, &[(value, receipt)], now)?;
+        self.pay_then(channel, value, receipt, now, |_| {})
+    }
+
+    /// [`PayerStore::pay`], handing the new state to `signed` once it is signed and before
+    /// the commit that keeps it: work that needs only the state (a voucher for its
+    /// cumulative amount) goes on while the commit is written.
+    pub fn pay_then(
+        &self,
+        channel: &ChannelId,
+        value: Amount,
+        receipt: [u8; 32],
+        now: u64,
+        signed: impl FnOnce(&SignedState),
+    ) -> Result<SignedState, PaymentError> {
+        let mut states = self.pay_many_then(channel, &[(value, receipt)], now, |states| {
+            if let Some(last) = states.last() {
+                signed(last);
+            }
+        })?;
         states.pop().ok_or(PaymentError::ZeroAmount)
     }
 
@@ -438,6 +456,16 @@ impl PayerStore {
         channel: &ChannelId,
         payments: &[(Amount, [u8; 32])],
         now: u64,
+    ) -> Result<Vec<SignedState>, PaymentError> {
+        self.pay_many_then(channel, payments, now, |_| {})
+    }
+
+    fn pay_many_then(
+        &self,
+        channel: &ChannelId,
+        payments: &[(Amount, [u8; 32])],
+        now: u64,
+        signed_all: impl FnOnce(&[SignedState]),
     ) -> Result<Vec<SignedState>, PaymentError> {
         let span = tracing::info_span!(
             span::PAYMENT_TRANSACTION,
@@ -535,6 +563,7 @@ impl PayerStore {
         if let Some(last) = signed.last() {
             save(&tx, last)?;
         }
+        signed_all(&signed);
         tx.commit()?;
         Ok(signed)
     }
