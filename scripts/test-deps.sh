@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what five tests need beyond Rust: Debian's Chromium (the collector's viewer
 # test), Debian's Prometheus (the node's scrape test), iproute2's `ip` (the chaos suite's
-# partition, in a network namespace), the official OpenTelemetry Python SDK (the
+# partition, in a network namespace), `openssl` (certificates made as users make them, for
+# the TLS tests), the official OpenTelemetry Python SDK (the
 # collector's interop test), and Debian's clang, lld, wasi-libc and compiler-rt for wasm32
 # with the official wasmtime runtime's Python package (C programs built for WASI, run by the
 # engine and by the reference runtime), and three crates.io programs built for
@@ -16,6 +17,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
 [ -d /usr/include/wasm32-wasi ] || missing+=(wasi-libc)

@@ -62,20 +62,13 @@ impl Forwarder {
             .timeout(TRY_TIMEOUT)
             .default_headers(map);
         if let Some(path) = certificate {
-            let pem = std::fs::read(path).map_err(|e| {
-                crate::tls::TlsError::from(
-                    format!("reading the forward CA {}: {e}", path.display()).as_str(),
-                )
-            })?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|r| !r.is_empty())
-                .ok_or_else(|| {
-                    crate::tls::TlsError::from(
-                        format!("{} holds no PEM certificate", path.display()).as_str(),
-                    )
-                })?;
-            builder = builder.tls_certs_only(roots);
+            // Authorities the backend's chain leads to, or its own (self-signed)
+            // certificate.
+            let trusted = zerostate_telemetry::tls::certificates("the forward CA", path)
+                .map_err(crate::tls::TlsError::from)?;
+            let tls = zerostate_telemetry::tls::client_config(trusted, None)
+                .map_err(crate::tls::TlsError::from)?;
+            builder = builder.tls_backend_preconfigured(tls);
         }
         let client = builder.build().map_err(|e| {
             crate::tls::TlsError::from(

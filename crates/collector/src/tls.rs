@@ -10,8 +10,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 
 /// Why TLS or a token could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -31,48 +30,32 @@ impl From<&str> for TlsError {
 }
 
 fn certificates(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError(format!("reading {what} {}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError(format!(
-            "{what} {} holds no PEM certificate",
-            path.display()
-        )));
-    }
-    Ok(certs)
+    zerostate_telemetry::tls::certificates(what, path).map_err(TlsError)
 }
 
 /// The server side of TLS: `cert` (PEM chain) and `key` (PEM), and, when `client_ca` is
-/// given, client certificates signed by it are required.
+/// given, client certificates signed by it, or one of its certificates itself, are
+/// required.
 pub fn acceptor(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let chain = certificates("the certificate", cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError(format!("reading the key {}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let key = zerostate_telemetry::tls::private_key("the key", key).map_err(TlsError)?;
+    let provider = zerostate_telemetry::tls::provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("TLS versions: {e}")))?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in certificates("the client CA", ca)? {
-                roots
-                    .add(c)
-                    .map_err(|e| TlsError(format!("the client CA {}: {e}", ca.display())))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| TlsError(format!("the client CA {}: {e}", ca.display())))?;
-            builder.with_client_cert_verifier(verifier)
+            // Authorities a client's certificate chains to, or clients' own certificates
+            // (self-signed ones).
+            let trusted = certificates("the client CA", ca)?;
+            let verifier = zerostate_telemetry::tls::TrustedClients::new(trusted)
+                .map_err(|e| TlsError(format!("the client CA {}: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(Arc::new(verifier))
         }
     };
     let mut config = builder

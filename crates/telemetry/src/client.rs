@@ -47,39 +47,9 @@ impl ExportClient {
         last: LastError,
     ) -> Result<Self, String> {
         let mut builder = reqwest::blocking::Client::builder().timeout(timeout);
-        if let Some(path) = &config.certificate {
-            let pem = read("the OTLP endpoint's CA certificate", path)?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!(
-                    "{} is not a PEM certificate: {}",
-                    path.display(),
-                    crate::error_chain(&e)
-                )
-            })?;
-            if roots.is_empty() {
-                return Err(format!("{} holds no PEM certificate", path.display()));
-            }
-            builder = builder.tls_certs_only(roots);
-        }
-        match (&config.client_certificate, &config.client_key) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                let cert_pem = read("the client certificate", cert)?;
-                let key_pem = read("the client key", key)?;
-                // One PEM buffer holds both: the key, then the certificate chain.
-                let mut both = key_pem;
-                both.push(b'\n');
-                both.extend_from_slice(&cert_pem);
-                let identity = reqwest::Identity::from_pem(&both).map_err(|e| {
-                    format!(
-                        "{} and {} are not a PEM certificate and its key: {}",
-                        cert.display(),
-                        key.display(),
-                        crate::error_chain(&e)
-                    )
-                })?;
-                builder = builder.identity(identity);
-            }
+        let identity = match (&config.client_certificate, &config.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
             _ => {
                 return Err(
                     "a client certificate needs its key and the key its certificate \
@@ -88,6 +58,36 @@ impl ExportClient {
                         .into(),
                 );
             }
+        };
+        if let Some(path) = &config.certificate {
+            // The certificates given: authorities, or the server's own (self-signed).
+            let trusted = crate::tls::certificates("the OTLP endpoint's certificate", path)?;
+            let identity = match identity {
+                Some((cert, key)) => Some((
+                    crate::tls::certificates("the client certificate", cert)?,
+                    crate::tls::private_key("the client key", key)?,
+                )),
+                None => None,
+            };
+            let tls = crate::tls::client_config(trusted, identity)?;
+            builder = builder.tls_backend_preconfigured(tls);
+        } else if let Some((cert, key)) = identity {
+            // The system's authorities, with the client certificate.
+            let cert_pem = read("the client certificate", cert)?;
+            let key_pem = read("the client key", key)?;
+            // One PEM buffer holds both: the key, then the certificate chain.
+            let mut both = key_pem;
+            both.push(b'\n');
+            both.extend_from_slice(&cert_pem);
+            let identity = reqwest::Identity::from_pem(&both).map_err(|e| {
+                format!(
+                    "{} and {} are not a PEM certificate and its key: {}",
+                    cert.display(),
+                    key.display(),
+                    crate::error_chain(&e)
+                )
+            })?;
+            builder = builder.identity(identity);
         }
         builder
             .build()

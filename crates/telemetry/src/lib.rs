@@ -47,6 +47,7 @@ mod setup;
 mod span_ext;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use config::{BatchConfig, ConfigError, LogFormat, Sampling, TelemetryConfig};
 pub use context::{Baggage, BaggageEntry, TraceContext, TraceState};

@@ -134,3 +134,144 @@ fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
     crate::cluster::stop_cleanly(vec![trusted, untrusted]);
     let _ = stop_all(vec![collector], Duration::from_secs(15));
 }
+
+/// A self-signed certificate for 127.0.0.1 made as users make one, with the `openssl`
+/// one-liner (which marks it `CA:TRUE`), as PEM files in `dir`: (certificate, key).
+fn openssl_self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (scripts/test-deps.sh installs it)");
+    assert!(made.status.success(), "{}", crate::text(&made.stderr));
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    // The case the WebPKI rules refuse as a server's own certificate.
+    assert!(
+        crate::text(&text.stdout).contains("CA:TRUE"),
+        "{}",
+        crate::text(&text.stdout)
+    );
+    (cert, key)
+}
+
+/// A node exports to a collector whose certificate is self-signed by `openssl req -x509`,
+/// given to the node as its trusted certificate; the collector in turn requires a client
+/// certificate and trusts the node's, self-signed the same way. A node without a client
+/// certificate is refused.
+#[test]
+fn a_node_exports_to_a_collector_with_openssl_self_signed_certificates_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server_cert, server_key) = openssl_self_signed(dir.path(), "server");
+    let (client_cert, client_key) = openssl_self_signed(dir.path(), "client");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
+    command
+        .args([
+            "collector",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--ui",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(&server_cert)
+        .arg("--tls-key")
+        .arg(&server_key)
+        .arg("--tls-client-ca")
+        .arg(&client_cert)
+        .arg("--data-dir")
+        .arg(dir.path().join("collector"));
+    let collector = Child::spawn(
+        "collector",
+        command,
+        &dir.path().join("collector.log"),
+        Duration::from_secs(60),
+    )
+    .expect("the collector starts");
+    let ready = zerostate_node::console::Ready::parse(collector.ready())
+        .expect("a ready line")
+        .collector
+        .expect("a collector's ready line");
+    let server = server_cert.to_string_lossy();
+    let with_cert = NodeProcess::start_with_env(
+        dir.path(),
+        "self-signed",
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &ready.otlp,
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &server),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                &client_cert.to_string_lossy(),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                &client_key.to_string_lossy(),
+            ),
+        ],
+    );
+    let without_cert = NodeProcess::start_with_env(
+        dir.path(),
+        "no-client-cert",
+        &["--listen", "/ip4/127.0.0.1/tcp/0"],
+        &ready.otlp,
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &server)],
+    );
+    // Read as the node reads: the collector's own certificate trusted, the client's given.
+    let tls = zerostate_telemetry::tls::client_config(
+        zerostate_telemetry::tls::certificates("server", &server_cert).expect("server"),
+        Some((
+            zerostate_telemetry::tls::certificates("client", &client_cert).expect("client"),
+            zerostate_telemetry::tls::private_key("client key", &client_key).expect("key"),
+        )),
+    )
+    .expect("a client config");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .expect("client");
+    let get = |path: &str| -> Option<String> {
+        runtime.block_on(async {
+            let answer = client
+                .get(format!("{}{path}", ready.ui))
+                .send()
+                .await
+                .ok()?;
+            answer.text().await.ok()
+        })
+    };
+    eventually("the self-signed node's spans stored", || {
+        let services = get("/api/v3/services")?;
+        services.contains("self-signed").then_some(())
+    });
+    let log = dir.path().join("no-client-cert.log");
+    eventually(
+        "the warning of the node without a client certificate",
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.contains("CertificateRequired").then_some(())
+        },
+    );
+    let services = get("/api/v3/services").expect("services");
+    assert!(!services.contains("no-client-cert"), "{services}");
+    crate::cluster::stop_cleanly(vec![with_cert, without_cert]);
+    let _ = stop_all(vec![collector], Duration::from_secs(15));
+}
