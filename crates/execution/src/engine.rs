@@ -237,6 +237,23 @@ impl Engine {
         &self.policy
     }
 
+    /// Checks that `module` (binary or text WebAssembly) is one this engine would compile:
+    /// valid, and within the policy's bounds on functions; without compiling it. A node
+    /// checks a module where it enters (an upload, a submission), so that a file that is
+    /// not WebAssembly is refused there, not by the executor it was sent to.
+    pub fn check_module(&self, module: &[u8]) -> Result<(), TaskError> {
+        if module.len() as u64 > self.policy.max_module_bytes {
+            return Err(TaskError::ModuleTooLarge(format!(
+                "{} bytes, above the node's policy of {}",
+                module.len(),
+                self.policy.max_module_bytes
+            )));
+        }
+        let binary = crate::manifest::check_compile_cost(module, &self.policy)?;
+        wasmtime::Module::validate(&self.engine, &binary)
+            .map_err(|e| TaskError::InvalidModule(format!("{e:#}")))
+    }
+
     /// The executor's peer id, as receipts name it.
     pub fn peer_id(&self) -> String {
         self.key.peer_id()

@@ -234,8 +234,17 @@ impl Tasks {
     }
 
     /// Keeps an uploaded module (`POST /v1/modules`); returns its SHA-256 (hex).
-    pub fn upload(&self, bytes: Vec<u8>) -> String {
-        self.keep(bytes)
+    pub fn upload(&self, bytes: Vec<u8>) -> Result<String, String> {
+        self.check_module(&bytes)?;
+        Ok(self.keep(bytes))
+    }
+
+    /// Whether `bytes` is a module this node's engine would compile, or why not.
+    pub fn check_module(&self, bytes: &[u8]) -> Result<(), String> {
+        self.inner
+            .engine
+            .check_module(bytes)
+            .map_err(|e| format!("the module is not one a node can run: {e}"))
     }
 
     /// Keeps a module by its hash, counting what it evicts; the hash (hex).

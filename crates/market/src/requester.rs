@@ -94,9 +94,13 @@ impl Tasks {
                 .ok_or_else(|| {
                     format!("no built-in task {name:?} (see `zerostate task builtins`)")
                 })?,
-            ModuleSource::Base64(b) => B64
-                .decode(b)
-                .map_err(|e| format!("the module is not base64: {e}"))?,
+            ModuleSource::Base64(b) => {
+                let module = B64
+                    .decode(b)
+                    .map_err(|e| format!("the module is not base64: {e}"))?;
+                self.check_module(&module)?;
+                module
+            }
             ModuleSource::Sha256(hash) => {
                 self.modules()
                     .get(hash)

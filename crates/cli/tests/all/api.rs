@@ -339,3 +339,61 @@ fn a_section_setting_comes_from_the_environment_or_set_and_a_wrong_one_is_named(
     let err = node(&[("ZEROSTATE_PAYMENTS_DEPOSIT", "lots")], &[]);
     assert!(err.contains("ZEROSTATE_PAYMENTS_DEPOSIT"), "{err}");
 }
+
+/// A file that is not WebAssembly is refused where it enters — the upload, the
+/// submission, `task submit` (exit 2) — with why, not sent to an executor to fail there.
+#[test]
+fn a_module_that_is_not_webassembly_is_refused_where_it_enters() {
+    let (dir, _receiver, node) = one_node();
+    let auth = format!("Bearer {}", node.token);
+    let headers = [("authorization", auth.as_str())];
+    let (status, body) = http(&node.api, "POST", "/v1/modules", Some("not wasm"), &headers);
+    assert_eq!(status, 400, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    let why = error["error"].as_str().expect("an error");
+    assert!(why.contains("not one a node can run"), "{why}");
+    // A valid module in text form is taken.
+    let wat = "(module (func (export \"_start\")))";
+    let (status, body) = http(&node.api, "POST", "/v1/modules", Some(wat), &headers);
+    assert_eq!(status, 201, "{body}");
+    // By its bytes in a submission.
+    let submission = serde_json::json!({
+        "guild": "g1",
+        "module": { "base64": base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            b"\0asm\x01\0\0\0\x01\xff",
+        ) },
+    });
+    let (status, body) = http(
+        &node.api,
+        "POST",
+        "/v1/tasks",
+        Some(&submission.to_string()),
+        &headers,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not one a node can run"), "{body}");
+    // And through the command line.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "these are notes, not a program\n").expect("notes");
+    let api = if node.api.starts_with("http") {
+        node.api.clone()
+    } else {
+        format!("http://{}", node.api)
+    };
+    let run = crate::zerostate(
+        &dir.path().join(&node.name),
+        &[
+            "task",
+            "submit",
+            notes.to_str().expect("utf-8"),
+            "--node",
+            &api,
+        ],
+        b"",
+    );
+    let stderr = crate::text(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not one a node can run"), "{stderr}");
+    crate::cluster::stop_cleanly(vec![node]);
+}

@@ -181,7 +181,8 @@ const MAX_TASK_BODY_BYTES: usize = 48 << 20;
 const MAX_MODULE_BYTES: usize = 16 << 20;
 
 /// `POST /v1/modules`: the body is a module (binary or text WebAssembly); answers
-/// `201 {"sha256"}`, which `POST /v1/tasks` accepts as `{"module": {"sha256": ...}}`.
+/// `201 {"sha256"}`, which `POST /v1/tasks` accepts as `{"module": {"sha256": ...}}`, or
+/// 400 with why when it is not a module this node's engine would compile.
 async fn module_upload(
     State(api): State<Api>,
     body: axum::body::Bytes,
@@ -189,7 +190,7 @@ async fn module_upload(
     if body.is_empty() {
         return Err(bad_request("the body is the module: it is empty"));
     }
-    let sha256 = api.tasks.upload(body.to_vec());
+    let sha256 = api.tasks.upload(body.to_vec()).map_err(bad_request)?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "sha256": sha256 })),
