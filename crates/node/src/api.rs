@@ -113,6 +113,55 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A JSON request body. One that cannot be read (not JSON, a missing field, the wrong
+/// content type) is refused as every other error is, `{"error": "..."}`, with axum's status
+/// (400, 415 or 422) and its words.
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(body)) => Ok(Body(body)),
+            Err(refused) => Err(ApiError(refused.status(), refused.body_text())),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::OptionalFromRequest<S>
+    for Body<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match <Json<T> as axum::extract::OptionalFromRequest<S>>::from_request(request, state).await
+        {
+            Ok(body) => Ok(body.map(|Json(body)| Body(body))),
+            Err(refused) => Err(ApiError(refused.status(), refused.body_text())),
+        }
+    }
+}
+
+/// A request's query string, refused as `{"error": "..."}` when it cannot be read.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(query)) => Ok(Params(query)),
+            Err(refused) => Err(ApiError(refused.status(), refused.body_text())),
+        }
+    }
+}
+
 impl From<NetworkError> for ApiError {
     fn from(e: NetworkError) -> Self {
         let status = match e {

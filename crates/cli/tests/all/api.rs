@@ -341,9 +341,10 @@ fn a_section_setting_comes_from_the_environment_or_set_and_a_wrong_one_is_named(
 }
 
 /// A file that is not WebAssembly is refused where it enters — the upload, the
-/// submission, `task submit` (exit 2) — with why, not sent to an executor to fail there.
+/// submission, `task submit` (exit 2) — with why, not sent to an executor to fail there;
+/// a body that is not JSON is refused as `{"error": ...}` like every other error.
 #[test]
-fn a_module_that_is_not_webassembly_is_refused_where_it_enters() {
+fn a_module_that_is_not_webassembly_or_a_body_that_is_not_json_is_refused_where_it_enters() {
     let (dir, _receiver, node) = one_node();
     let auth = format!("Bearer {}", node.token);
     let headers = [("authorization", auth.as_str())];
@@ -373,6 +374,22 @@ fn a_module_that_is_not_webassembly_is_refused_where_it_enters() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not one a node can run"), "{body}");
+    // A body that is not JSON, or not the request's shape, or a query that is not one, is
+    // refused with an error of the same shape as every other.
+    for (method, path, body, want) in [
+        ("POST", "/v1/tasks", "{not json", 400),
+        ("POST", "/v1/tasks", "{\"modul\": 1}", 422),
+        ("GET", "/v1/tasks?limit=many", "", 400),
+    ] {
+        let (status, answer) = http(&node.api, method, path, Some(body), &headers);
+        assert_eq!(status, want, "{method} {path} {body}: {answer}");
+        let error: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {answer}"));
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{answer}"
+        );
+    }
     // And through the command line.
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "these are notes, not a program\n").expect("notes");

@@ -1,14 +1,14 @@
 //! Payment channels and the ledger: listing and closing channels, a balance, the devnet
 //! faucet.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{Api, ApiError, current_trace_id, parse_peer};
+use super::{Api, ApiError, Body, Params, current_trace_id, parse_peer};
 use zerostate_payment_protocol::Settle;
 
 pub(super) fn routes() -> Router<Api> {
@@ -50,7 +50,7 @@ pub struct HistoryQuery {
 async fn channel_history(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    Params(query): Params<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_HISTORY).contains(&limit) {
@@ -93,9 +93,9 @@ pub struct CloseBody {
 async fn channel_close(
     State(api): State<Api>,
     Path(id): Path<String>,
-    body: Option<Json<CloseBody>>,
+    body: Option<Body<CloseBody>>,
 ) -> Result<Response, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body.map(|Body(b)| b).unwrap_or_default();
     let answer = if body.unilateral {
         api.payments.settle(&id, Settle::Start).await
     } else {
@@ -168,7 +168,7 @@ pub struct FaucetBody {
 /// Devnet only: credits an account on this node's ledger.
 async fn faucet(
     State(api): State<Api>,
-    Json(body): Json<FaucetBody>,
+    Body(body): Body<FaucetBody>,
 ) -> Result<Response, ApiError> {
     let peer = parse_peer("peer_id", &body.peer_id)?;
     api.payments

@@ -1,6 +1,6 @@
 //! Guilds: creating, joining, leaving, dissolving, watching, and their sealed messages.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use zerostate_guild::Invitation;
 
 use super::p2p::PublishBody;
-use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses, parse_peer};
+use super::{
+    Api, ApiError, Body, Params, bad_request, current_trace_id, parse_addresses, parse_peer,
+};
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()
@@ -54,7 +56,7 @@ pub struct CreateBody {
 
 async fn guild_create(
     State(api): State<Api>,
-    Json(body): Json<CreateBody>,
+    Body(body): Body<CreateBody>,
 ) -> Result<Response, ApiError> {
     let info = api.guilds.create(&body.name).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
@@ -75,7 +77,7 @@ pub struct JoinBody {
 async fn guild_join(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Json(body): Json<JoinBody>,
+    Body(body): Body<JoinBody>,
 ) -> Result<Response, ApiError> {
     let coordinator = parse_peer("coordinator", &body.coordinator)?;
     let addresses = parse_addresses(&body.addresses)?;
@@ -113,7 +115,7 @@ fn default_ttl_s() -> u64 {
 async fn guild_invite(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Json(body): Json<InviteBody>,
+    Body(body): Body<InviteBody>,
 ) -> Result<Response, ApiError> {
     let invitee = body
         .invitee
@@ -205,7 +207,7 @@ pub(super) struct RemoveQuery {
 async fn guild_remove(
     State(api): State<Api>,
     Path((id, peer)): Path<(String, String)>,
-    Query(query): Query<RemoveQuery>,
+    Params(query): Params<RemoveQuery>,
 ) -> Result<Response, ApiError> {
     let peer = parse_peer("peer", &peer)?;
     let reason = query
@@ -233,7 +235,7 @@ async fn guild_messages(
 async fn guild_send(
     State(api): State<Api>,
     Path(id): Path<String>,
-    Json(body): Json<PublishBody>,
+    Body(body): Body<PublishBody>,
 ) -> Result<Response, ApiError> {
     if body.topic.is_some() {
         return Err(bad_request(

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use zerostate_p2p::{Multiaddr, PeerId};
 
-use super::{Api, ApiError, bad_request, current_trace_id, parse_addresses, parse_peer};
+use super::{Api, ApiError, Body, bad_request, current_trace_id, parse_addresses, parse_peer};
 use crate::node_file::DEFAULT_TOPIC;
 
 pub(super) fn routes() -> Router<Api> {
@@ -65,7 +65,7 @@ pub struct PublishBody {
 
 async fn publish(
     State(api): State<Api>,
-    Json(body): Json<PublishBody>,
+    Body(body): Body<PublishBody>,
 ) -> Result<Response, ApiError> {
     let topic = body.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_owned());
     let id = api
@@ -86,7 +86,7 @@ pub struct DialBody {
     address: String,
 }
 
-async fn dial(State(api): State<Api>, Json(body): Json<DialBody>) -> Result<Response, ApiError> {
+async fn dial(State(api): State<Api>, Body(body): Body<DialBody>) -> Result<Response, ApiError> {
     let addr: Multiaddr = body
         .address
         .parse()
@@ -110,7 +110,7 @@ pub struct RequestBody {
 
 async fn request(
     State(api): State<Api>,
-    Json(body): Json<RequestBody>,
+    Body(body): Body<RequestBody>,
 ) -> Result<Response, ApiError> {
     let peer = parse_peer("peer id", &body.peer)?;
     let addresses = parse_addresses(&body.addresses)?;

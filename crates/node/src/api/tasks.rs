@@ -1,6 +1,6 @@
 //! Tasks: submitting one to a guild, and what became of it.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use zerostate_execution::Limits;
 
-use super::{Api, ApiError, bad_request};
+use super::{Api, ApiError, Body, Params, bad_request};
 use zerostate_market::requester::Submission;
 use zerostate_market::wire::ModuleSource;
 
@@ -97,7 +97,7 @@ fn default_max_price() -> u64 {
 /// announced, scheduled and run in the background (`GET /v1/tasks/{id}`).
 async fn task_submit(
     State(api): State<Api>,
-    Json(body): Json<SubmitBody>,
+    Body(body): Body<SubmitBody>,
 ) -> Result<Response, ApiError> {
     let module = match body.module {
         ModuleBody::Named(name) => match name.strip_prefix("builtin:") {
@@ -209,7 +209,7 @@ fn default_limit() -> usize {
     50
 }
 
-async fn task_list(State(api): State<Api>, Query(q): Query<ListQuery>) -> Response {
+async fn task_list(State(api): State<Api>, Params(q): Params<ListQuery>) -> Response {
     Json(api.tasks.list(q.limit.min(1000))).into_response()
 }
 
