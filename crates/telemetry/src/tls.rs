@@ -55,13 +55,47 @@ fn pinned(trusted: &[CertificateDer<'static>], presented: &CertificateDer<'_>) -
     trusted.iter().any(|c| c.as_ref() == presented.as_ref())
 }
 
+/// Handshake signatures, checked with the provider's algorithms whoever the peer is.
+#[derive(Debug)]
+struct Signatures(Arc<CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+}
+
 /// Checks servers against certificates given as trusted: a chain to one of them, or one of
 /// them presented as the server's own (for the name it is reached by).
 #[derive(Debug)]
 pub struct TrustedServers {
     chained: Arc<rustls::client::WebPkiServerVerifier>,
     trusted: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl TrustedServers {
@@ -77,7 +111,7 @@ impl TrustedServers {
         Ok(Self {
             chained,
             trusted,
-            provider,
+            signatures: Signatures(provider),
         })
     }
 }
@@ -116,12 +150,7 @@ impl ServerCertVerifier for TrustedServers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -130,12 +159,7 @@ impl ServerCertVerifier for TrustedServers {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -168,7 +192,7 @@ pub fn client_config(
 pub struct TrustedClients {
     chained: Arc<dyn ClientCertVerifier>,
     trusted: Vec<CertificateDer<'static>>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl TrustedClients {
@@ -184,7 +208,7 @@ impl TrustedClients {
         Ok(Self {
             chained,
             trusted,
-            provider,
+            signatures: Signatures(provider),
         })
     }
 }
@@ -216,12 +240,7 @@ impl ClientCertVerifier for TrustedClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -230,12 +249,7 @@ impl ClientCertVerifier for TrustedClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

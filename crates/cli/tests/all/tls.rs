@@ -65,12 +65,14 @@ fn stats(ui: &str, ca: &Path) -> serde_json::Value {
     serde_json::from_str(&https_get(&format!("{ui}/api/zerostate/stats"), ca)).expect("json")
 }
 
-#[test]
-fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = certificates(dir.path());
-    let token = dir.path().join("otlp.token");
-    std::fs::write(&token, "node-token-0123456789\n").expect("token");
+/// A `zerostate collector` process in `dir` serving TLS with `cert` and `key`, with the
+/// further flags `more`; it and its ready line.
+fn tls_collector(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    more: &[&std::ffi::OsStr],
+) -> (Child, zerostate_node::console::CollectorReady) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
     command
         .args([
@@ -81,17 +83,16 @@ fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
             "127.0.0.1:0",
         ])
         .arg("--tls-cert")
-        .arg(&cert)
+        .arg(cert)
         .arg("--tls-key")
-        .arg(&key)
-        .arg("--otlp-token-file")
-        .arg(&token)
+        .arg(key)
+        .args(more)
         .arg("--data-dir")
-        .arg(dir.path().join("collector"));
+        .arg(dir.join("collector"));
     let collector = Child::spawn(
         "collector",
         command,
-        &dir.path().join("collector.log"),
+        &dir.join("collector.log"),
         Duration::from_secs(60),
     )
     .expect("the collector starts");
@@ -100,6 +101,21 @@ fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
         .collector
         .expect("a collector's ready line");
     assert!(ready.otlp.starts_with("https://"), "{ready:?}");
+    (collector, ready)
+}
+
+#[test]
+fn a_node_exports_over_tls_with_the_authority_it_was_given_and_not_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = certificates(dir.path());
+    let token = dir.path().join("otlp.token");
+    std::fs::write(&token, "node-token-0123456789\n").expect("token");
+    let (collector, ready) = tls_collector(
+        dir.path(),
+        &cert,
+        &key,
+        &["--otlp-token-file".as_ref(), token.as_os_str()],
+    );
     let header = "authorization=Bearer node-token-0123456789";
     let trusted = NodeProcess::start_with_env(
         dir.path(),
@@ -178,34 +194,12 @@ fn a_node_exports_to_a_collector_with_openssl_self_signed_certificates_both_ways
     let dir = tempfile::tempdir().expect("tempdir");
     let (server_cert, server_key) = openssl_self_signed(dir.path(), "server");
     let (client_cert, client_key) = openssl_self_signed(dir.path(), "client");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
-    command
-        .args([
-            "collector",
-            "--otlp-http",
-            "127.0.0.1:0",
-            "--ui",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(&server_cert)
-        .arg("--tls-key")
-        .arg(&server_key)
-        .arg("--tls-client-ca")
-        .arg(&client_cert)
-        .arg("--data-dir")
-        .arg(dir.path().join("collector"));
-    let collector = Child::spawn(
-        "collector",
-        command,
-        &dir.path().join("collector.log"),
-        Duration::from_secs(60),
-    )
-    .expect("the collector starts");
-    let ready = zerostate_node::console::Ready::parse(collector.ready())
-        .expect("a ready line")
-        .collector
-        .expect("a collector's ready line");
+    let (collector, ready) = tls_collector(
+        dir.path(),
+        &server_cert,
+        &server_key,
+        &["--tls-client-ca".as_ref(), client_cert.as_os_str()],
+    );
     let server = server_cert.to_string_lossy();
     let with_cert = NodeProcess::start_with_env(
         dir.path(),
