@@ -353,8 +353,6 @@ fn settlement_span(dispute: bool, channel: &ChannelId, kind: &'static str) -> tr
 }
 
 impl Payments {
-    /// Where this node's channels settle: the chain when `[payments] chain` is set, else
-    /// the ledger `[payments] ledger` names; none when neither is (nothing is paid).
     /// Begins `work` on this node's side of the chain aside ([`Aside`]).
     pub(crate) fn on_chain_aside<T: Send + 'static>(
         &self,
@@ -367,6 +365,8 @@ impl Payments {
         })
     }
 
+    /// Where this node's channels settle: the chain when `[payments] chain` is set, else
+    /// the ledger `[payments] ledger` names; none when neither is (nothing is paid).
     pub(crate) fn backend(&self) -> Option<Backend<'_>> {
         if let Some(on) = &self.inner.chain {
             return Some(Backend::Chain(on));

@@ -16,7 +16,8 @@ pub(in crate::chaos) const CHEATS: [(&str, &str); 3] = [
 /// The requester that never pays.
 pub(in crate::chaos) const NON_PAYER: &str = "non-payer";
 
-/// How soon after its first failed bill a cheat must be handed no more tasks.
+/// How soon after the task of its first failed bill ended a cheat must be handed no more
+/// tasks.
 const PUT_OUT_WITHIN: Duration = Duration::from_secs(2);
 
 /// How many delivered tasks a requester may owe an executor for (the default `[tasks]
@@ -87,20 +88,21 @@ fn run(
     for (i, (what, _)) in CHEATS.iter().enumerate() {
         let name = format!("executor-{}", honest + 1 + i);
         let peer = net.peer(&name)?;
-        // Every attempt handed to it, in the order the tasks were submitted.
-        let mut outcomes: Vec<(Duration, String)> = book
+        // Every attempt handed to it, in the order the tasks were submitted, with when its
+        // task ended (by then the requester had checked the attempt's bill).
+        let mut outcomes: Vec<(Duration, String, Duration)> = book
             .outcomes
             .iter()
-            .filter_map(|o| Some((o.at, o.record.as_ref()?)))
-            .flat_map(|(at, r)| {
+            .filter_map(|o| Some((o.at, o.at + o.took, o.record.as_ref()?)))
+            .flat_map(|(at, ended, r)| {
                 r.attempts
                     .iter()
                     .filter(|a| a.executor == peer)
-                    .map(move |a| (at, a.outcome.clone()))
+                    .map(move |a| (at, a.outcome.clone(), ended))
                     .collect::<Vec<_>>()
             })
             .collect();
-        outcomes.sort_by_key(|(at, _)| *at);
+        outcomes.sort_by_key(|(at, _, _)| *at);
         // What it holds as payee, against what the requester paid it for bills that held.
         let paid = paid_to(net, &name);
         let recorded: u64 = book
@@ -112,7 +114,7 @@ fn run(
             .map(|p| p.amount)
             .sum();
         // The attempt whose bill or receipt failed the requester's checks.
-        let refused = outcomes.iter().position(|(_, outcome)| {
+        let refused = outcomes.iter().position(|(_, outcome, _)| {
             ["the bill does not hold", "spot check", "does not verify"]
                 .iter()
                 .any(|why| outcome.contains(why))
@@ -120,11 +122,12 @@ fn run(
         let out = match (what, refused) {
             // Its offers are never taken: it is never handed a task.
             (w, _) if w.contains("max_price") => outcomes.is_empty(),
-            // Refused at its first failed bill: handed no task submitted well after it (tasks
-            // under way meanwhile may still have gone to it).
+            // Refused at its first failed bill: handed no task submitted well after the task
+            // of that bill ended (tasks under way meanwhile may still have gone to it; the
+            // bill's check, a rerun, takes longer on a loaded machine).
             (_, Some(at)) => outcomes[at + 1..]
                 .iter()
-                .all(|(when, _)| *when <= outcomes[at].0 + PUT_OUT_WITHIN),
+                .all(|(when, _, _)| *when <= outcomes[at].2 + PUT_OUT_WITHIN),
             (_, None) => false,
         };
         paid_for_failed_bills += paid.saturating_sub(recorded);
