@@ -8,13 +8,16 @@ pub const DECIMALS: u32 = 9;
 /// Base units in one displayed unit (10^9).
 pub const UNIT: u64 = 1_000_000_000;
 
-/// An amount of money in base units. Arithmetic is checked: it never wraps.
+/// An amount of money in base units. Arithmetic is checked: it never wraps. It is shown
+/// in base units, as the command line, the API and the logs show every amount; parsed from
+/// the decimal form of whole units of 10^9 base units, which [`Amount::decimal`] writes.
 ///
 /// ```
 /// use zerostate_payment::Amount;
 /// let a: Amount = "1.5".parse().expect("valid");
 /// assert_eq!(a.base_units(), 1_500_000_000);
-/// assert_eq!(a.to_string(), "1.5");
+/// assert_eq!(a.to_string(), "1500000000");
+/// assert_eq!(a.decimal(), "1.5");
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Amount(u64);
@@ -49,15 +52,22 @@ impl Amount {
     }
 }
 
-impl fmt::Display for Amount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Amount {
+    /// The decimal form, in whole units of 10^9 base units: `1.5`, `0.000000044`.
+    pub fn decimal(self) -> String {
         let whole = self.0 / UNIT;
         let frac = self.0 % UNIT;
         if frac == 0 {
-            return write!(f, "{whole}");
+            return whole.to_string();
         }
         let digits = format!("{frac:09}");
-        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -75,7 +85,10 @@ pub enum AmountError {
     #[error("amount {0:?} has more than {DECIMALS} digits after the point")]
     TooPrecise(String),
     /// Larger than the largest amount.
-    #[error("amount {0:?} is too large (the largest is {max})", max = Amount(u64::MAX))]
+    #[error(
+        "amount {0:?} is too large (the largest is {max})",
+        max = Amount(u64::MAX).decimal()
+    )]
     TooLarge(String),
 }
 
@@ -135,7 +148,7 @@ mod tests {
         ] {
             let a: Amount = text.parse().expect(text);
             assert_eq!(a.base_units(), units, "{text}");
-            assert_eq!(a.to_string(), shown, "{text}");
+            assert_eq!(a.decimal(), shown, "{text}");
         }
     }
 
@@ -172,7 +185,7 @@ mod tests {
         #[test]
         fn display_round_trips(units in any::<u64>()) {
             let a = Amount::from_base_units(units);
-            prop_assert_eq!(a.to_string().parse::<Amount>(), Ok(a));
+            prop_assert_eq!(a.decimal().parse::<Amount>(), Ok(a));
         }
 
         #[test]

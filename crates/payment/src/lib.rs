@@ -43,8 +43,8 @@
 //!     &payee.sign(&state.state.close_bytes()),
 //!     1_700_000_100,
 //! )?;
-//! assert_eq!(settled.to_payee.to_string(), "0.25");
-//! assert_eq!(ledger.balance(&payer.public())?.to_string(), "9.75");
+//! assert_eq!(settled.to_payee.decimal(), "0.25");
+//! assert_eq!(ledger.balance(&payer.public())?.decimal(), "9.75");
 //! # Ok(())
 //! # }
 //! ```
