@@ -73,32 +73,35 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
     } else {
         settings.price
     };
-    if price > request.max_price {
+    let running = tasks.running();
+    let owed = tasks.inner.payments.owes(from);
+    // A member that makes no offer says why, so that a requester nobody offered to can too.
+    // (An overpricing executor offers all the same, for the requester to refuse.)
+    let declined = if price > request.max_price && !tasks.inner.misbehave.overprice {
         tracing::info!(
             "not offering: this node's price {} is above the requester's {}",
             settings.price,
             request.max_price
         );
-        return Ok(());
-    }
-    let running = tasks.running();
-    if running >= settings.max_running {
+        Some(wire::Decline::Price)
+    } else if running >= settings.max_running {
         tracing::info!("not offering: {running} tasks already running");
-        return Ok(());
-    }
-    let owed = tasks.inner.payments.owes(from);
-    if owed >= settings.credit as usize {
+        Some(wire::Decline::Busy)
+    } else if owed >= settings.credit as usize {
         tracing::info!(
             "not offering: the requester has not paid for {owed} delivered task(s) (credit {})",
             settings.credit
         );
-        return Ok(());
-    }
+        Some(wire::Decline::Unpaid)
+    } else {
+        None
+    };
     let offer = TaskOffer {
         has_module: tasks.modules().get(&request.module_sha256).is_some(),
         task_id: request.task_id.clone(),
         price,
         running,
+        declined,
     };
     // At most a few addresses, each of which must name the requester.
     let addresses: Vec<zerostate_p2p::Multiaddr> = request
@@ -118,6 +121,9 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
             serde_json::to_vec(&offer)?,
         )
         .await?;
+    if declined.is_some() {
+        return Ok(());
+    }
     if answer.kind == wire::TASK_OFFER_TAKEN {
         // Only a task this node offered on, to the requester that took the offer, runs.
         tasks.offer_taken(&request.task_id, from);

@@ -86,14 +86,16 @@ impl Tasks {
             return Err("the entry point is empty".into());
         }
         let module_bytes = match &s.module {
-            ModuleSource::Builtin(name) => builtin::manifest(name, "", Vec::new())
-                .map(|m| {
-                    entry = m.entry;
-                    m.module
-                })
-                .ok_or_else(|| {
+            ModuleSource::Builtin(name) => {
+                let m = builtin::manifest(name, "", Vec::new()).ok_or_else(|| {
                     format!("no built-in task {name:?} (see `zerostate task builtins`)")
-                })?,
+                })?;
+                if let Some(why) = builtin::input_problem(name, &s.input) {
+                    return Err(why);
+                }
+                entry = m.entry;
+                m.module
+            }
             ModuleSource::Base64(b) => {
                 let module = B64
                     .decode(b)
@@ -335,7 +337,8 @@ async fn drive(
         // Other tasks of this node running or being paid: executors may be busy with them,
         // or waiting for their payment before they offer again.
         let busy = tasks.own_work() > 0;
-        let collected = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
+        let mut round = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
+        let collected = std::mem::take(&mut round.offers);
         if collected.is_empty() && (busy || tasks.own_work() > 0) && quiet_rounds < QUIET_ROUNDS {
             // Nobody free this round: a passing state, asked again.
             quiet_rounds += 1;
@@ -343,9 +346,12 @@ async fn drive(
         }
         if collected.is_empty() {
             return Err(if reasons.is_empty() {
+                let why = round.why_nobody(job.max_price);
                 format!(
-                    "no member of guild {} offered to run it within {} ms",
-                    job.guild, tasks.inner.settings.offer_window_ms
+                    "no member of guild {} offered to run it within {} ms{}{why}",
+                    job.guild,
+                    tasks.inner.settings.offer_window_ms,
+                    if why.is_empty() { "" } else { ": " },
                 )
             } else {
                 format!("no executor delivered: {}", reasons.join("; "))
@@ -500,13 +506,64 @@ fn attempt_failed(
 /// Announces the task to the guild and collects offers (from executors not yet tried):
 /// until every other member offered, `offer_grace_ms` after the first, or the window ends.
 /// Ordered cheapest first, then least loaded.
+/// What one announcement of a task brought.
+struct Round {
+    /// The offers, cheapest first.
+    offers: Vec<(PeerId, TaskOffer)>,
+    /// The members that said why they make none.
+    declined: Vec<TaskOffer>,
+    /// The members that could answer (`usize::MAX` when the guild is not known here).
+    others: usize,
+}
+
+impl Round {
+    /// Why nobody offered, as far as the members said.
+    fn why_nobody(&self, max_price: u64) -> String {
+        if self.others == 0 {
+            return "the guild has no other member up to run it".to_owned();
+        }
+        let of = |d: wire::Decline| self.declined.iter().filter(move |o| o.declined == Some(d));
+        let mut why = Vec::new();
+        if let Some(lowest) = of(wire::Decline::Price).map(|o| o.price).min() {
+            why.push(format!(
+                "{} asked more than the task's max_price {max_price} (the lowest {lowest} \
+                 per million fuel units)",
+                members(of(wire::Decline::Price).count())
+            ));
+        }
+        let busy = of(wire::Decline::Busy).count();
+        if busy > 0 {
+            why.push(format!("{} busy", members(busy)));
+        }
+        let unpaid = of(wire::Decline::Unpaid).count();
+        if unpaid > 0 {
+            why.push(format!(
+                "{} waiting to be paid for tasks they delivered",
+                members(unpaid)
+            ));
+        }
+        let silent = self.others.saturating_sub(self.declined.len());
+        if silent > 0 && self.others != usize::MAX {
+            why.push(format!("{} did not answer", members(silent)));
+        }
+        why.join("; ")
+    }
+}
+
+fn members(n: usize) -> String {
+    match n {
+        1 => "1 member".to_owned(),
+        n => format!("{n} members"),
+    }
+}
+
 async fn announce_and_collect(
     tasks: &Tasks,
     job: &Job,
     request: &TaskRequest,
     offers: &mut mpsc::Receiver<(PeerId, TaskOffer)>,
     tried: &std::collections::HashSet<PeerId>,
-) -> Result<Vec<(PeerId, TaskOffer)>, String> {
+) -> Result<Round, String> {
     tasks.update(&job.id, |r| r.state = TaskState::Offered);
     tasks
         .inner
@@ -535,11 +592,17 @@ async fn announce_and_collect(
     let grace = Duration::from_millis(tasks.inner.settings.offer_grace_ms);
     let mut until = deadline;
     let mut collected: Vec<(PeerId, TaskOffer)> = Vec::new();
-    while collected.len() < others
+    let mut declined: Vec<TaskOffer> = Vec::new();
+    let mut answered: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
+    while answered.len() < others
         && let Ok(Some(offer)) = tokio::time::timeout_at(until, offers.recv()).await
     {
         // Each executor once: not one already tried, not twice in a round.
-        if tried.contains(&offer.0) || collected.iter().any(|(p, _)| *p == offer.0) {
+        if tried.contains(&offer.0) || !answered.insert(offer.0) {
+            continue;
+        }
+        if offer.1.declined.is_some() {
+            declined.push(offer.1);
             continue;
         }
         if collected.is_empty() {
@@ -548,9 +611,25 @@ async fn announce_and_collect(
         }
         collected.push(offer);
     }
+    // Members busy now may be free soon: when nobody offered, the next round is announced no
+    // sooner than a silent round would end. (A price above the task's maximum does not pass.)
+    if collected.is_empty()
+        && declined.iter().any(|o| {
+            matches!(
+                o.declined,
+                Some(wire::Decline::Busy | wire::Decline::Unpaid)
+            )
+        })
+    {
+        tokio::time::sleep_until(deadline).await;
+    }
     // Cheapest first, then the least loaded.
     collected.sort_by_key(|(_, o)| (o.price, o.running));
-    Ok(collected)
+    Ok(Round {
+        offers: collected,
+        declined,
+        others,
+    })
 }
 
 /// Locks money for `executor` before it is handed the task: a channel to it holding the
@@ -741,7 +820,7 @@ async fn take_offer(tasks: &Tasks, request: &Incoming) -> Result<(), String> {
             "only members of guild {guild} may offer on its tasks"
         ));
     }
-    if offer.price > max_price {
+    if offer.price > max_price && offer.declined.is_none() {
         let why = format!(
             "offered {} per million fuel units, above the task's maximum of {max_price}",
             offer.price

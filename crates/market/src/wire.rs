@@ -99,6 +99,22 @@ pub struct TaskOffer {
     /// Whether it holds the module already (the requester then sends only its hash).
     #[serde(default)]
     pub has_module: bool,
+    /// Set when this is no offer but why the executor makes none: a requester nobody
+    /// offered to says why, and stops waiting once every member has answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declined: Option<Decline>,
+}
+
+/// Why an executor makes no offer on a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decline {
+    /// Its price (the offer's `price`) is above the task's `max_price`.
+    Price,
+    /// It runs as many tasks as it takes (the offer's `running`).
+    Busy,
+    /// The requester has not paid for as many of its delivered tasks as it gives credit.
+    Unpaid,
 }
 
 /// The module of a task to run: a built-in by name, or the bytes.
@@ -309,6 +325,7 @@ mod tests {
             price: 1,
             running: 0,
             has_module: false,
+            declined: None,
         })
         .expect("json");
         let chunk = serde_json::to_vec(&ChunkRequest {

@@ -386,8 +386,12 @@ fn a_killed_executor_costs_an_attempt_and_nobody_offering_ends_failed() {
     );
     assert_eq!(record["state"], "failed", "{record}");
     assert!(record["receipt"].is_null(), "{record}");
+    // Every other member said why: its price is above the task's maximum.
     assert!(
-        record["error"].as_str().expect("error").contains("offered"),
+        record["error"]
+            .as_str()
+            .expect("error")
+            .contains("2 members asked more than the task's max_price 0 (the lowest 1 "),
         "{record}"
     );
 
