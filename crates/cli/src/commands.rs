@@ -4,6 +4,7 @@ pub mod channel;
 pub mod collector;
 pub mod guild;
 pub mod node;
+pub mod reach;
 pub mod receipt;
 pub mod submit;
 pub mod task;

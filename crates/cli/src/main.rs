@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = zerostate::Cli::parse();
+    let cli = zerostate::Cli::from_args();
     match cli.run() {
         Ok(code) => code,
         Err(e) => {

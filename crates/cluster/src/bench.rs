@@ -34,16 +34,17 @@ pub struct TasksArgs {
     /// Tasks measured per sampling setting and round (after 5 unmeasured ones).
     #[arg(long, default_value_t = 100)]
     tasks: usize,
-    /// Rounds: the settings run in turn this many times (a fresh network each time), so that
-    /// no setting always runs first; the figures pool every round.
+    /// Rounds: the settings run in turn this many times, each on a fresh network.
+    ///
+    /// So that no setting always runs first; the figures pool every round.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Where the processes keep their data and logs [default: a temporary directory].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = "data-dir", visible_alias = "data", value_name = "DIR")]
     data: Option<PathBuf>,
-    /// The requester's `[tasks] verify_share`: the share of receipts it reruns before
-    /// paying, 0 to 1 (every receipt until one matches, whatever the share but 0)
-    /// [default: 0.1].
+    /// The requester's `[tasks] verify_share`: the share of receipts it reruns, 0 to 1.
+    ///
+    /// It reruns every receipt before paying until one matches, whatever the share but 0.
     #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
     verify_share: f64,
 }

@@ -34,8 +34,9 @@ pub struct ChaosCommand {
     /// after two thirds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(6..=3600))]
     seconds: u64,
-    /// Tasks submitted per second in the fault scenarios (the load scenarios keep
-    /// `--in-flight` tasks under way instead); more than 0, at most 1000.
+    /// Tasks submitted per second in the fault scenarios; more than 0, at most 1000.
+    ///
+    /// The load scenarios keep `--in-flight` tasks under way instead.
     #[arg(long, default_value_t = 4.0, value_parser = rate)]
     rate: f64,
     /// Tasks kept under way in the load scenarios (three executors run two each at once).
@@ -49,14 +50,15 @@ pub struct ChaosCommand {
     slow_ms: u64,
     /// Where the processes keep their data and logs [default: a temporary directory,
     /// removed afterwards].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = "data-dir", visible_alias = "data", value_name = "DIR")]
     data: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Settle payments on a chain instead of the ledger node: `anvil` starts Foundry's
-    /// anvil from PATH with its state in a file; `ledger-restarted` then kills anvil and
-    /// starts it again on that state.
+    /// Settle payments on a chain instead of the ledger node: `anvil`.
+    ///
+    /// `anvil` starts Foundry's anvil from PATH with its state in a file; `ledger-restarted`
+    /// then kills anvil and starts it again on that state.
     #[arg(long, value_name = "CHAIN", value_parser = ["anvil"])]
     chain: Option<String>,
 }

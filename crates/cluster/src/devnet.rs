@@ -25,27 +25,37 @@ pub struct DevnetCommand {
     /// Nodes in all: the bootnode (which creates the guild), a relay, and N-2 edges.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..=64))]
     nodes: u16,
-    /// Tasks submitted from the last edge once the network is up (built-in tasks, in turn
-    /// primes, matmul, crc32), so that they run on other members.
+    /// Tasks submitted from the last edge once the network is up.
+    ///
+    /// Built-in tasks, in turn primes, matmul, crc32, so that they run on other members.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=1000))]
     tasks: u16,
-    /// Stop once the tasks have ended and the traces are drawn, instead of running until a
-    /// signal; the exit code is 0 only if every task succeeded and every trace was drawn.
+    /// Stop once the tasks have ended and the traces are drawn.
+    ///
+    /// Instead of running until a signal; the exit code is 0 only if every task succeeded and
+    /// every trace was drawn.
     #[arg(long)]
     exit: bool,
     /// The collector's OTLP/HTTP address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318", value_parser = zerostate_node::address::listen_addr)]
     otlp_http: SocketAddr,
     /// The viewer and query API address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:16686")]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:16686", value_parser = zerostate_node::address::listen_addr)]
     ui: SocketAddr,
-    /// Where the devnet keeps its nodes' data, logs and traces, and `devnet.json`
-    /// [default: <data dir>/devnet].
-    #[arg(long, value_name = "DIR", alias = "dir")]
+    /// Where the devnet keeps its nodes' data, logs, traces and devnet.json [default: see --help].
+    ///
+    /// <data dir>/devnet.
+    #[arg(
+        long = "data-dir",
+        visible_alias = "data",
+        alias = "dir",
+        value_name = "DIR"
+    )]
     data: Option<PathBuf>,
-    /// Settle payments on a chain instead of the bootnode's ledger: `anvil` starts
-    /// Foundry's anvil from PATH (`npm install -g @foundry-rs/anvil`), deploys the channel
-    /// contract and funds every node's settlement account.
+    /// Settle payments on a chain instead of the bootnode's ledger: `anvil`.
+    ///
+    /// `anvil` starts Foundry's anvil from PATH (`npm install -g @foundry-rs/anvil`), deploys the
+    /// channel contract and funds every node's settlement account.
     #[arg(long, value_name = "CHAIN", value_parser = ["anvil"])]
     chain: Option<String>,
 }
@@ -62,6 +72,77 @@ pub struct DevnetFile {
     /// The chain the nodes settle on (`--chain`); absent when they use the ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<DevnetChain>,
+}
+
+impl DevnetFile {
+    /// The devnet in `dir` (a directory holding `devnet.json`), which must be running;
+    /// `None` when no directory is given.
+    pub fn find_explicit(dir: Option<&Path>) -> anyhow::Result<Option<Self>> {
+        let Some(dir) = dir else { return Ok(None) };
+        let file = Self::read(dir)?;
+        anyhow::ensure!(
+            file.running(),
+            "the devnet in {} is not running (its bootnode, process {}, has ended)",
+            dir.display(),
+            file.nodes.first().map_or(0, |n| n.pid)
+        );
+        Ok(Some(file))
+    }
+
+    /// The first running devnet of `./devnet.json` and `<data dir>/devnet/devnet.json`.
+    pub fn find_running() -> Option<Self> {
+        let mut candidates = vec![PathBuf::from(".")];
+        if let Ok(dir) = data::data_dir(None) {
+            candidates.push(dir.join("devnet"));
+        }
+        candidates
+            .iter()
+            .filter(|dir| dir.join(DEVNET_FILE).exists())
+            .filter_map(|dir| Self::read(dir).ok())
+            .find(Self::running)
+    }
+
+    /// `dir/devnet.json`.
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(DEVNET_FILE);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (is {} a devnet's directory?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a devnet's description", path.display()))
+    }
+
+    /// Whether its bootnode still runs (on a system without `/proc`, assumed so).
+    pub fn running(&self) -> bool {
+        let proc = Path::new("/proc");
+        !proc.exists()
+            || self
+                .nodes
+                .first()
+                .is_some_and(|n| proc.join(n.pid.to_string()).exists())
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&DevnetNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node whose API is `base` (a base URL).
+    pub fn node_at(&self, base: &str) -> Option<&DevnetNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.api.trim_end_matches('/') == base)
+    }
+
+    /// The node commands use when none is named: the last edge, from which the devnet
+    /// submits its own tasks, so that they run on the other members.
+    pub fn default_node(&self) -> Option<&DevnetNode> {
+        self.nodes.iter().rev().find(|n| n.role == "edge")
+    }
 }
 
 /// The chain in `devnet.json`.

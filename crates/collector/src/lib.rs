@@ -47,8 +47,10 @@ use counters::Counters;
 #[serde(default, deny_unknown_fields)]
 pub struct CollectorConfig {
     /// OTLP/HTTP listen address. Default `127.0.0.1:4318`.
+    #[serde(deserialize_with = "zerostate_http::address::deserialize_listen_addr")]
     pub otlp_http: SocketAddr,
-    /// Query API (and, later, viewer) listen address. Default `127.0.0.1:16686`.
+    /// Query API and viewer listen address. Default `127.0.0.1:16686`.
+    #[serde(deserialize_with = "zerostate_http::address::deserialize_listen_addr")]
     pub ui: SocketAddr,
     /// Where the store lives. Default `./zerostate-traces`.
     pub data_dir: PathBuf,

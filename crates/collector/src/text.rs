@@ -9,7 +9,10 @@ use anyhow::Context;
 /// `GET url` on a collector's query API: the JSON answer, `None` for 404.
 pub async fn fetch(url: &str) -> anyhow::Result<Option<serde_json::Value>> {
     let response = reqwest::get(url).await.with_context(|| {
-        format!("asking the collector at {url} (is `zerostate collector` running?)")
+        format!(
+            "asking the collector at {url} (is `zerostate collector` or a devnet running? \
+             --collector or ZEROSTATE_COLLECTOR names another)"
+        )
     })?;
     if response.status() == 404 {
         return Ok(None);

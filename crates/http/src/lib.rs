@@ -15,6 +15,10 @@
 //!   one finishes the request under way (a keep-alive connection waiting for its next
 //!   request is closed at once) within [`ServeLimits::drain_timeout`], after which what is
 //!   left is cut off and counted ([`ServeStats::cut_off`]).
+//!
+//! [`address`] is the one way an address is written, for a listener and for a client.
+
+pub mod address;
 
 use std::future::Future;
 use std::io;

@@ -17,6 +17,7 @@ use crate::api::answers::{Accepted, Funded, Invitation, Published};
 pub struct NodeClient {
     base: String,
     token: String,
+    token_file: std::path::PathBuf,
     http: reqwest::Client,
 }
 
@@ -31,6 +32,7 @@ impl NodeClient {
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
+            token_file: token_file.to_owned(),
             http: reqwest::Client::new(),
         })
     }
@@ -207,11 +209,17 @@ impl NodeClient {
             .json()
             .await
             .with_context(|| format!("reading the node's answer to {path}"))?;
-        if !status.is_success() {
+        let reason = body["error"].as_str().unwrap_or("no reason given");
+        if status == reqwest::StatusCode::UNAUTHORIZED {
             anyhow::bail!(
-                "the node said {status} to {path}: {}",
-                body["error"].as_str().unwrap_or("no reason given")
+                "the node at {} refused the API token read from {} ({reason}): is that \
+                 file in this node's data directory? (--data-dir)",
+                self.base,
+                self.token_file.display()
             );
+        }
+        if !status.is_success() {
+            anyhow::bail!("the node said {status} to {path}: {reason}");
         }
         Ok(Some(body))
     }

@@ -2,6 +2,7 @@
 //! settings, its HTTP API and operations listener, and what the `zerostate` command line and
 //! the cluster harness share with it (the ready line, the API client, child processes).
 
+pub use zerostate_http::address;
 pub mod admin;
 pub mod api;
 pub mod client;

@@ -26,6 +26,7 @@ pub struct NodeFile {
     /// `relay-node` or `edge-node`.
     pub name: Option<String>,
     /// Address of the node's HTTP API. Default `127.0.0.1:8700`.
+    #[serde(deserialize_with = "crate::address::deserialize_listen")]
     pub api: Option<SocketAddr>,
     /// Names besides loopback and the bound address that the API accepts in `Host` and
     /// `Origin` (for a reverse proxy or a DNS name). Default none.
@@ -56,6 +57,7 @@ pub struct NodeFile {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     /// Its address. Default `127.0.0.1:8701`.
+    #[serde(deserialize_with = "crate::address::deserialize_listen")]
     pub listen: Option<SocketAddr>,
 }
 

@@ -476,6 +476,7 @@ async fn join_until_admitted(
         {
             Ok(info) => {
                 tracing::info!(guild.id = %info.id, count = info.members.len(), "joined guild");
+                crate::console::say(&serde_json::json!({ "event": "guild_joined", "guild": info }));
                 return true;
             }
             Err(e @ zerostate_guild::GuildError::Refused { .. }) => {

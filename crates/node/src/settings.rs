@@ -45,19 +45,26 @@ pub const DEFAULT_ADMIN: SocketAddr =
 /// The default address of a collector's viewer and query API.
 pub const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:16686";
 
-/// The node API a command on this machine talks to: `ZEROSTATE_API` (an address), else
-/// [`DEFAULT_API`].
-pub fn client_api(env: &(impl Env + ?Sized)) -> anyhow::Result<SocketAddr> {
-    Ok(parsed(env, "ZEROSTATE_API")?.unwrap_or(DEFAULT_API))
+/// The node API named by `ZEROSTATE_API` (see [`crate::address`]), as a base URL.
+pub fn env_api(env: &(impl Env + ?Sized)) -> anyhow::Result<Option<String>> {
+    env_url(env, "ZEROSTATE_API")
 }
 
-/// The collector a command on this machine reads traces from and links to: `flag`, else
-/// `ZEROSTATE_COLLECTOR`, else [`DEFAULT_COLLECTOR`]; without a trailing `/`.
-pub fn collector_url(flag: Option<String>, env: &(impl Env + ?Sized)) -> String {
-    flag.or_else(|| env.var("ZEROSTATE_COLLECTOR"))
-        .unwrap_or_else(|| DEFAULT_COLLECTOR.to_owned())
-        .trim_end_matches('/')
-        .to_owned()
+/// The collector named by `ZEROSTATE_COLLECTOR` (its viewer and query API), as a base URL.
+pub fn env_collector(env: &(impl Env + ?Sized)) -> anyhow::Result<Option<String>> {
+    env_url(env, "ZEROSTATE_COLLECTOR")
+}
+
+fn env_url(env: &(impl Env + ?Sized), name: &str) -> anyhow::Result<Option<String>> {
+    env.var(name)
+        .map(|v| crate::address::base_url(&v).map_err(|e| anyhow::anyhow!("{name}: {e}")))
+        .transpose()
+}
+
+fn env_listen(env: &(impl Env + ?Sized), name: &str) -> anyhow::Result<Option<SocketAddr>> {
+    env.var(name)
+        .map(|v| crate::address::listen_addr(&v).map_err(|e| anyhow::anyhow!("{name}: {e}")))
+        .transpose()
 }
 
 /// The value of the highest source that has one: flag, environment, file, default.
@@ -156,15 +163,17 @@ pub struct NodeFlags {
     #[arg(long)]
     pub role: Option<Role>,
     /// HTTP API address [default: 127.0.0.1:8700].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::address::listen_addr)]
     pub api: Option<SocketAddr>,
-    /// A name the API accepts in `Host` and `Origin` besides loopback and its address
-    /// (a reverse proxy's or a DNS name); repeatable, adds to the file's `api_hosts`.
+    /// A name the API accepts in `Host` and `Origin`; repeatable.
+    ///
+    /// Besides loopback and its address: a reverse proxy's or a DNS name. Adds to the file's
+    /// `api_hosts`.
     #[arg(long = "api-host", value_name = "NAME")]
     pub api_hosts: Vec<String>,
     /// Operations listener address: `/metrics`, `/healthz`, `/readyz`, no token
     /// [default: 127.0.0.1:8701].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::address::listen_addr)]
     pub admin: Option<SocketAddr>,
     /// Listen address, repeatable [default: /ip4/127.0.0.1/tcp/4001 and
     /// /ip4/127.0.0.1/udp/4001/quic-v1].
@@ -261,9 +270,12 @@ impl NodeSettings {
         Ok(Self {
             data_dir,
             name,
-            api: pick(flags.api, parsed(env, "ZEROSTATE_API")?, file.api, || {
-                DEFAULT_API
-            }),
+            api: pick(
+                flags.api,
+                env_listen(env, "ZEROSTATE_API")?,
+                file.api,
+                || DEFAULT_API,
+            ),
             api_hosts: pick_list(
                 flags.api_hosts,
                 parsed_list(env, "ZEROSTATE_API_HOSTS")?,
@@ -272,7 +284,7 @@ impl NodeSettings {
             ),
             admin: pick(
                 flags.admin,
-                parsed(env, "ZEROSTATE_ADMIN")?,
+                env_listen(env, "ZEROSTATE_ADMIN")?,
                 file.admin.listen,
                 || DEFAULT_ADMIN,
             ),

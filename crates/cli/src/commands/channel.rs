@@ -1,12 +1,9 @@
 //! `zerostate channel list|show|close|dispute|finalize`: the payment channels of a node on this machine.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
-
-use zerostate_node::client::NodeClient;
+use clap::Subcommand;
 
 /// Work with a node's payment channels.
 #[derive(Debug, Subcommand)]
@@ -64,32 +61,7 @@ pub enum ChannelCommand {
     },
 }
 
-/// Which node.
-#[derive(Debug, Args)]
-pub struct NodeArgs {
-    /// The node's API [default: http:// and $ZEROSTATE_API, else http://127.0.0.1:8700].
-    #[arg(long, value_name = "URL")]
-    node: Option<String>,
-    /// The node's data directory, where its API token is [default: $ZEROSTATE_DATA_DIR,
-    /// else ~/.local/share/zerostate].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-impl NodeArgs {
-    /// A client of the node.
-    pub fn client(&self) -> anyhow::Result<NodeClient> {
-        let node = match &self.node {
-            Some(url) => url.clone(),
-            None => format!(
-                "http://{}",
-                zerostate_node::settings::client_api(&zerostate_node::settings::ProcessEnv)?
-            ),
-        };
-        let dir = zerostate_node::data::data_dir(self.data_dir.as_deref())?;
-        NodeClient::new(&node, &dir.join(zerostate_node::data::API_TOKEN_FILE))
-    }
-}
+pub use crate::commands::reach::NodeArgs;
 
 impl ChannelCommand {
     /// Runs the subcommand.

@@ -14,10 +14,10 @@ use zerostate_node::units::{parse_duration, parse_size};
 #[derive(Debug, Args)]
 pub struct CollectorCommand {
     /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = zerostate_node::address::listen_addr)]
     otlp_http: Option<SocketAddr>,
     /// Query API listen address [default: 127.0.0.1:16686].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = zerostate_node::address::listen_addr)]
     ui: Option<SocketAddr>,
     /// How long traces are kept, for example 7d or 12h [default: 7d].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -25,16 +25,19 @@ pub struct CollectorCommand {
     /// Most disk the traces may use, for example 1GiB [default: 1GiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_bytes: Option<u64>,
-    /// Data directory; traces are kept in its `traces` folder [default:
-    /// $ZEROSTATE_DATA_DIR, else the file's data_dir, else ~/.local/share/zerostate].
+    /// Data directory; traces are kept in its `traces` folder [default: $ZEROSTATE_DATA_DIR].
+    ///
+    /// Without the flag or the variable, the file's `data_dir`, else ~/.local/share/zerostate.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Also send every stored batch to this OTLP/HTTP endpoint (Jaeger, Tempo, an
-    /// OpenTelemetry Collector; a base URL gets `/v1/traces`).
+    /// Also send every stored batch to this OTLP/HTTP endpoint.
+    ///
+    /// Jaeger, Tempo, an OpenTelemetry Collector; a base URL gets `/v1/traces`.
     #[arg(long, value_name = "URL")]
     forward: Option<String>,
-    /// Configuration file (TOML), the node's format: its `data_dir` and its
-    /// `[collector]` section are read; flags win over it.
+    /// Configuration file (TOML), the node's format; flags win over it.
+    ///
+    /// Its `data_dir` and its `[collector]` section are read.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// A header sent with every forwarded batch, KEY=VALUE (a backend's token);

@@ -2,15 +2,13 @@
 //! that node and printed for the user to pass on; `zerostate guild remove`: a member taken
 //! out of it by hand.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use zerostate_node::client::NodeClient;
+use crate::commands::reach::NodeArgs;
 
 /// Work with the guilds of a node on this machine.
 #[derive(Debug, Subcommand)]
@@ -22,32 +20,6 @@ pub enum GuildCommand {
     /// Remove a member from a guild the node coordinates: a new membership stating the
     /// reason, a new key; the peer is not admitted again. Prints the guild as it is now.
     Remove(RemoveArgs),
-}
-
-/// Which node to ask: its API address and its data directory (for the token).
-#[derive(Debug, Args)]
-pub struct NodeArgs {
-    /// The node's API address [default: $ZEROSTATE_API, else 127.0.0.1:8700].
-    #[arg(long, value_name = "ADDR")]
-    api: Option<SocketAddr>,
-    /// The node's data directory, where its API token is [default: $ZEROSTATE_DATA_DIR,
-    /// else ~/.local/share/zerostate].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-}
-
-impl NodeArgs {
-    fn client(&self) -> anyhow::Result<NodeClient> {
-        let api = match self.api {
-            Some(a) => a,
-            None => zerostate_node::settings::client_api(&zerostate_node::settings::ProcessEnv)?,
-        };
-        let dir = zerostate_node::data::data_dir(self.data_dir.as_deref())?;
-        NodeClient::new(
-            &format!("http://{api}"),
-            &dir.join(zerostate_node::data::API_TOKEN_FILE),
-        )
-    }
 }
 
 /// `guild remove`.

@@ -18,26 +18,30 @@ pub struct NodeCommand {
     /// Configuration file (TOML); flags win over it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Any field of a section of the configuration file, as `SECTION.FIELD=VALUE` (a TOML
-    /// value, else a string: `tasks.max_attempts=5`, `payments.ledger=12D3Koo...`);
-    /// repeatable; wins over `ZEROSTATE_<SECTION>_<FIELD>`, which wins over the file.
+    /// Any setting of the file, as `SECTION.FIELD=VALUE` (`tasks.max_attempts=5`); repeatable.
+    ///
+    /// The value is TOML, else a string (`payments.ledger=12D3Koo...`); it wins over
+    /// `ZEROSTATE_<SECTION>_<FIELD>`, which wins over the file.
     #[arg(long = "set", value_name = "SECTION.FIELD=VALUE")]
     sets: Vec<String>,
     #[command(flatten)]
     flags: NodeFlags,
-    /// Log lines as `pretty` text (the default) or `json` objects, or `off`
-    /// [default: $ZEROSTATE_LOG_FORMAT, else the file's `[telemetry] log_format`].
+    /// Log lines: `pretty`, `json` or `off` [default: $ZEROSTATE_LOG_FORMAT, else pretty].
+    ///
+    /// Without the flag or the variable, the file's `[telemetry] log_format`, else `pretty` text.
     #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
     log_format: Option<zerostate_telemetry::LogFormat>,
     /// Create a guild with this name on start, coordinated by this node.
     #[arg(long, value_name = "NAME")]
     create_guild: Option<String>,
-    /// Join a guild on start: GUILD_ID@COORDINATOR, the coordinator a peer id or an
-    /// address ending in /p2p/<peer id>. Retried until the coordinator answers.
+    /// Join a guild on start: GUILD_ID@COORDINATOR; retried until the coordinator answers.
+    ///
+    /// The coordinator is a peer id or an address ending in /p2p/<peer id>.
     #[arg(long, value_name = "ID@COORDINATOR")]
     join_guild: Option<GuildTarget>,
-    /// The coordinator's invitation for `--join-guild` (`zsinv1...`, from `zerostate guild
-    /// invite`), needed by a guild that admits by invitation (the default).
+    /// The coordinator's invitation for `--join-guild` (`zsinv1...`).
+    ///
+    /// From `zerostate guild invite`; needed by a guild that admits by invitation (the default).
     #[arg(long, value_name = "TOKEN", requires = "join_guild", value_parser = parse_invitation)]
     invitation: Option<zerostate_guild::Invitation>,
     /// Run the payment ledger (`<data dir>/ledger.db`) for the other nodes.
@@ -50,8 +54,9 @@ pub struct NodeCommand {
     /// The peer id of the node that runs the ledger (sets `[payments] ledger`).
     #[arg(long, value_name = "PEER_ID")]
     ledger_peer: Option<String>,
-    /// Tests only: make this node misbehave (repeatable; replaces `[test] misbehave`):
-    /// forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice,
+    /// Tests only: make this node misbehave; repeatable, replaces `[test] misbehave`.
+    ///
+    /// One of: forge-receipts, stall-answers=MS, inflate-fuel, fake-output, overprice,
     /// tamper-chunks, drop-chunk-connection=N, withhold-payment-acks=N, never-pay,
     /// skip-ledger-open, close-on-nothing, withhold-membership, take-over-at-once.
     #[arg(long, value_name = "ITEM")]

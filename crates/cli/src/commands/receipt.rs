@@ -10,12 +10,16 @@ use zerostate_execution::{Engine, EngineOptions, ExecutorKey, Manifest, Receipt,
 /// Receipts.
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
-    /// Check a receipt's signature, and the hashes of whatever files are given; with
-    /// `--rerun`, run the task again and compare its output and fuel with the receipt's.
+    /// Check a receipt's signature and the hashes of the files given; rerun it with --rerun.
     ///
-    /// Exit codes: 0 the receipt holds (and, with `--rerun`, the rerun matches it); 1 it
-    /// does not (what differs is printed); 2 the rerun is not comparable (the receipt
-    /// names another engine, or none) or the command was used wrongly.
+    /// With `--rerun`, the task runs again and its output and fuel are compared with the
+    /// receipt's.
+    #[command(
+        after_long_help = "Exit codes: 0 the receipt holds (and, with --rerun, the \
+                                 rerun matches it); 1 it does not (what differs is printed); \
+                                 2 the rerun is not comparable (the receipt names another \
+                                 engine, or none) or the command was used wrongly."
+    )]
     Verify(VerifyArgs),
 }
 
@@ -33,17 +37,20 @@ pub struct VerifyArgs {
     /// The output, to check its hash.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// An input file the task was given, as `task run` and `task submit` take it
-    /// (repeat for more): together their hash is checked.
+    /// An input file the task was given, as `task run` takes it; repeatable.
+    ///
+    /// Together their hash is checked against the receipt's.
     #[arg(long = "file", value_name = "NAME=PATH")]
     files: Vec<String>,
-    /// The directory the task's output files were written to (`--output` of `task run` or
-    /// `task submit`), to check their hash.
+    /// The directory of the task's output files, to check their hash.
+    ///
+    /// As `--output` of `task run` or `task submit` wrote them.
     #[arg(long, value_name = "DIR")]
     output_files: Option<PathBuf>,
-    /// Run the task again (needs `--module`, `--input` unless the input was empty, and the
-    /// `--file`s it was given) under the receipt's entry, arguments, environment and
-    /// limits, and compare output, output files and fuel.
+    /// Run the task again and compare output, output files and fuel with the receipt's.
+    ///
+    /// Needs `--module`, `--input` unless the input was empty, and the `--file`s it was given; it
+    /// runs under the receipt's entry, arguments, environment and limits.
     #[arg(long, requires = "module")]
     rerun: bool,
 }

@@ -14,6 +14,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use zerostate_market::{TaskRecord, TaskState};
 
+use crate::commands::reach::Reached;
+
 /// How long `task submit` waits for a task to end.
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -22,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(300);
 pub struct SubmitArgs {
     /// The module: a `.wasm` or `.wat` file, or `builtin:NAME` (see `zerostate task builtins`).
     module: String,
-    /// The task's input: a file, or `-` for this command's stdin. Default: empty.
+    /// The task's input: a file, or `-` for this command's stdin [default: empty].
     #[arg(long)]
     input: Option<String>,
     /// An argument for the program (repeat for more; may start with `-`).
@@ -63,7 +65,8 @@ pub struct SubmitArgs {
 impl SubmitArgs {
     /// Submits, waits, reports.
     pub fn run(self) -> anyhow::Result<ExitCode> {
-        let client = self.node.client()?;
+        let reached = self.node.reach()?;
+        let client = &reached.client;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -138,12 +141,14 @@ impl SubmitArgs {
         let returned = zerostate_market::wire::decode_files(&record.output_files, "output files")
             .map_err(|e| anyhow::anyhow!("the task's record: {e}"))?;
         self.files.write_output(&returned)?;
-        report(&record, self.json)
+        report(&record, self.json, &reached)
     }
 }
 
-/// Writes the output (or the record) and the summary; the exit code says how it ended.
-fn report(record: &TaskRecord, json: bool) -> anyhow::Result<ExitCode> {
+/// Writes the output (or the record) and the summary, with a link to the trace when a
+/// collector is known and executors by name when the devnet knows them; the exit code says
+/// how it ended.
+pub fn report(record: &TaskRecord, json: bool, reached: &Reached) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     if json {
         writeln!(stdout, "{}", serde_json::to_string_pretty(record)?)?;
@@ -160,9 +165,8 @@ fn report(record: &TaskRecord, json: bool) -> anyhow::Result<ExitCode> {
         let _ = err.write_all(&B64.decode(stderr).unwrap_or_default());
         let _ = err.flush();
     }
-    let viewer =
-        zerostate_node::settings::collector_url(None, &zerostate_node::settings::ProcessEnv);
-    let trace = &record.trace_id;
+    let trace =
+        crate::commands::task::trace_and_link(&record.trace_id, reached.collector.as_deref());
     let paid = match &record.payment {
         Some(p) if p.status == "paid" => format!("{} units", p.amount),
         Some(p) => format!(
@@ -173,19 +177,25 @@ fn report(record: &TaskRecord, json: bool) -> anyhow::Result<ExitCode> {
         None => "nothing".to_owned(),
     };
     eprintln!(
-        "task {}: {} on {}, fuel {}, paid {paid}, trace {trace} ({}/trace/{trace})",
+        "task {}: {} on {}, fuel {}, paid {paid}, {trace}",
         record.id,
         record.state.as_str(),
-        record.executor.as_deref().unwrap_or("no executor"),
+        record
+            .executor
+            .as_deref()
+            .map_or("no executor", |e| reached.name_of(e)),
         record.receipt.as_ref().map_or(0, |r| r.fuel_consumed),
-        viewer.trim_end_matches('/'),
     );
     if let Some(error) = &record.error {
         eprintln!("  {error}");
     }
     for a in &record.attempts {
         if a.outcome != "delivered" {
-            eprintln!("  attempt on {}: {}", a.executor, a.outcome);
+            eprintln!(
+                "  attempt on {}: {}",
+                reached.name_of(&a.executor),
+                a.outcome
+            );
         }
     }
     // A failure with a receipt happened inside the sandbox; without one, nobody delivered.

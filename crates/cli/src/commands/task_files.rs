@@ -19,14 +19,15 @@ pub struct FileArgs {
     /// An environment variable for the program, `KEY=VALUE` (repeat for more).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// An input file the program reads as `/input/NAME`, read-only (repeat for more).
-    /// PATH may be a file, a directory (its files become `/input/NAME/...`, symbolic links
-    /// inside left out) or a `.tar` archive (its files likewise); `PATH` alone names it by
-    /// its file name.
+    /// An input file the program reads as `/input/NAME`, read-only; repeatable.
+    ///
+    /// PATH may be a file, a directory (its files become `/input/NAME/...`, symbolic links inside
+    /// left out) or a `.tar` archive (its files likewise); `PATH` alone names it by its file name.
     #[arg(long = "file", value_name = "NAME=PATH")]
     pub files: Vec<String>,
-    /// Give the program a writable `/output` and write the files it leaves there into
-    /// DIR (created if missing).
+    /// Give the program a writable `/output`, its files written to DIR when it ends.
+    ///
+    /// DIR is created if missing.
     #[arg(long = "output", value_name = "DIR")]
     pub output: Option<PathBuf>,
 }

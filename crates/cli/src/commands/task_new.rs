@@ -9,8 +9,9 @@ use clap::Args;
 /// `zerostate task new`.
 #[derive(Debug, Args)]
 pub struct NewArgs {
-    /// The project's name (a crate name: letters, digits, `-` and `_`, starting with a
-    /// letter); the directory it is written to, unless `--dir` says another.
+    /// The project's name, a crate name; the directory, unless `--dir` says another.
+    ///
+    /// Letters, digits, `-` and `_`, starting with a letter.
     name: String,
     /// Where to write it [default: ./NAME].
     #[arg(long)]

@@ -12,34 +12,19 @@ use zerostate_collector::text::{duration, fetch, render};
 pub enum TraceCommand {
     /// List recent traces.
     List(ListArgs),
-    /// Draw one trace as a tree: each span with its duration and, where it ran on another
-    /// node, that node's name.
+    /// Draw one trace as a tree: each span, its duration, and the node it ran on.
+    #[command(
+        after_long_help = "Exit codes: 0 drawn; 1 the collector has no such trace; 2 \
+                                 usage, or the collector could not be reached."
+    )]
     Show(ShowArgs),
-}
-
-/// Where the collector is.
-#[derive(Debug, Args)]
-pub struct CollectorArg {
-    /// The collector's query address [default: $ZEROSTATE_COLLECTOR, else
-    /// http://127.0.0.1:16686].
-    #[arg(long, value_name = "URL")]
-    collector: Option<String>,
-}
-
-impl CollectorArg {
-    fn url(&self) -> String {
-        zerostate_node::settings::collector_url(
-            self.collector.clone(),
-            &zerostate_node::settings::ProcessEnv,
-        )
-    }
 }
 
 /// `trace list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
-    collector: CollectorArg,
+    collector: crate::commands::reach::CollectorArgs,
     /// Only traces with spans of this service.
     #[arg(long)]
     service: Option<String>,
@@ -55,7 +40,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     #[command(flatten)]
-    collector: CollectorArg,
+    collector: crate::commands::reach::CollectorArgs,
     /// The trace id (32 hex digits).
     trace_id: String,
     /// Print the trace as OTLP JSON instead of a tree.
@@ -82,7 +67,7 @@ impl TraceCommand {
 async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let mut url = format!(
         "{}/api/zerostate/traces?query.searchDepth={}",
-        a.collector.url(),
+        a.collector.url()?,
         a.limit
     );
     if let Some(s) = &a.service {
@@ -127,7 +112,7 @@ fn encode(s: &str) -> String {
 }
 
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/api/v3/traces/{}", a.collector.url(), a.trace_id);
+    let url = format!("{}/api/v3/traces/{}", a.collector.url()?, a.trace_id);
     let Some(body) = fetch(&url).await? else {
         eprintln!("trace {} not found", a.trace_id);
         return Ok(ExitCode::from(1));

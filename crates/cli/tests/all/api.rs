@@ -414,3 +414,99 @@ fn a_module_that_is_not_webassembly_or_a_body_that_is_not_json_is_refused_where_
     assert!(stderr.contains("not one a node can run"), "{stderr}");
     crate::cluster::stop_cleanly(vec![node]);
 }
+
+/// Runs `zerostate` with `args` and only the `ZEROSTATE_*` variables of `env`: its exit
+/// code, stdout and stderr.
+fn zerostate_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let home = tempfile::tempdir().expect("home");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_zerostate"));
+    command
+        .args(args)
+        .current_dir(home.path())
+        .env("HOME", home.path());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ZEROSTATE_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().expect("zerostate runs");
+    (
+        out.status.code(),
+        crate::text(&out.stdout),
+        crate::text(&out.stderr),
+    )
+}
+
+#[test]
+fn a_node_is_reached_by_its_address_in_any_form_and_a_wrong_one_says_what_is_right() {
+    let (dir, _receiver, node) = one_node();
+    let data = dir.path().join("edge-node");
+    let data = data.to_str().expect("utf-8");
+    let host = node.api.trim_start_matches("http://").to_owned();
+    for given in [
+        host.clone(),
+        format!("http://{host}"),
+        format!("http://{host}/"),
+    ] {
+        let (code, stdout, stderr) = zerostate_with(
+            &["channel", "list", "--node", &given, "--data-dir", data],
+            &[],
+        );
+        assert_eq!(code, Some(0), "{given}: {stderr}");
+        assert!(stdout.starts_with("channel "), "{given}: {stdout}");
+        // The same in ZEROSTATE_API, and with --api and --data, the aliases.
+        let (code, _, stderr) = zerostate_with(
+            &["task", "list", "--data", data],
+            &[("ZEROSTATE_API", given.as_str())],
+        );
+        assert_eq!(code, Some(0), "ZEROSTATE_API={given}: {stderr}");
+        let (code, _, stderr) =
+            zerostate_with(&["task", "list", "--api", &given, "--data-dir", data], &[]);
+        assert_eq!(code, Some(0), "--api {given}: {stderr}");
+    }
+    // Not an address, and no devnet to find a node of that name in.
+    for (given, says) in [
+        ("127.0.0.1", "give host:port or http(s)://host:port"),
+        ("ftp://127.0.0.1:21", "is not http:// or https://"),
+        ("edge-node-1", "no devnet runs to name it in"),
+    ] {
+        let (code, _, stderr) =
+            zerostate_with(&["task", "list", "--node", given, "--data-dir", data], &[]);
+        assert_eq!(code, Some(2), "{given}: {stderr}");
+        assert!(stderr.contains(says), "{given}: {stderr}");
+    }
+    let (code, _, stderr) = zerostate_with(
+        &["task", "list", "--data-dir", data],
+        &[("ZEROSTATE_API", "127.0.0.1")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ZEROSTATE_API: \"127.0.0.1\" is not an address"),
+        "{stderr}"
+    );
+    // A token from another data directory: the error names the file it read.
+    let other = tempfile::tempdir().expect("other");
+    std::fs::write(other.path().join("api.token"), "not-this-nodes-token\n").expect("token");
+    let other_dir = other.path().to_str().expect("utf-8");
+    let (code, _, stderr) = zerostate_with(
+        &["task", "list", "--node", &host, "--data-dir", other_dir],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let file = other.path().join("api.token");
+    assert!(
+        stderr.contains(&format!(
+            "refused the API token read from {}",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    // A node's own listener takes the same forms.
+    let (code, _, stderr) = zerostate_with(&["node", "--api", "localhost:8700"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("give IP:port or http://IP:port"),
+        "{stderr}"
+    );
+}

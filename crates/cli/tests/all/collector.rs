@@ -35,8 +35,11 @@ fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
         .to_owned();
     let ui = ready["collector"]["ui"].as_str().expect("ui").to_owned();
 
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "1000\n").expect("input");
     let run = Command::new(bin)
-        .args(["task", "run", "builtin:primes", "--arg", "1000"])
+        .args(["task", "run", "builtin:primes", "--input"])
+        .arg(&input)
         .env("ZEROSTATE_DATA_DIR", dir.path().join("data"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)
         .stdin(Stdio::null())

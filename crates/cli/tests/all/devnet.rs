@@ -11,7 +11,7 @@ fn start_devnet(dir: &std::path::Path) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
     command
         .args(["devnet", "--nodes", "3", "--otlp-http", "127.0.0.1:0"])
-        .args(["--ui", "127.0.0.1:0", "--data"])
+        .args(["--ui", "127.0.0.1:0", "--data-dir"])
         .arg(dir);
     Child::spawn(
         "devnet",
@@ -69,6 +69,7 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
     assert_eq!(announced.matches("\"p2p.gossip.publish\"").count(), 1);
     // Three tasks ran, each in its own trace, on a member other than the edge.
     assert_eq!(d.tasks.len(), 3, "{ready}");
+    commands_find_the_devnet(dir.path(), viewer);
 
     let pids = d.pids;
     assert_eq!(pids.len(), 4);
@@ -76,6 +77,108 @@ fn the_devnet_runs_a_guild_traces_it_and_stops_cleanly() {
     let status = exits[0].1.expect("the devnet stops on SIGTERM");
     assert!(status.success(), "{status}");
     all_gone(&pids, Duration::from_secs(5), "the devnet");
+}
+
+/// Run in the devnet's directory, or given `--devnet`, the commands need no address, data
+/// directory or collector: they talk to its last edge, name executors by node name and link
+/// to its viewer.
+fn commands_find_the_devnet(dir: &std::path::Path, viewer: &str) {
+    let home = tempfile::tempdir().expect("home");
+    let input = home.path().join("input.txt");
+    std::fs::write(&input, "hello").expect("input");
+    let run = |cwd: &std::path::Path, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zerostate"));
+        command.args(args).current_dir(cwd).env("HOME", home.path());
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ZEROSTATE_") {
+                command.env_remove(name);
+            }
+        }
+        let out = command.output().expect("zerostate runs");
+        (
+            out.status.code(),
+            crate::text(&out.stdout),
+            crate::text(&out.stderr),
+        )
+    };
+    let input = input.to_str().expect("utf-8");
+    let (code, stdout, stderr) = run(dir, &["task", "submit", "builtin:crc32", "--input", input]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "3610a686\n");
+    assert!(
+        stderr.contains("succeeded on bootnode") || stderr.contains("succeeded on relay-node"),
+        "{stderr}"
+    );
+    let trace = stderr
+        .split("trace ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("a trace id")
+        .to_owned();
+    assert!(
+        stderr.contains(&format!("({viewer}/trace/{trace})")),
+        "{stderr}"
+    );
+    let id = stderr
+        .strip_prefix("task ")
+        .and_then(|t| t.split(':').next())
+        .expect("a task id")
+        .to_owned();
+
+    // From elsewhere, with --devnet, and a node named as the devnet names it.
+    let devnet = dir.to_str().expect("utf-8");
+    let elsewhere = home.path();
+    let (code, stdout, stderr) = run(
+        elsewhere,
+        &[
+            "task",
+            "show",
+            &id,
+            "--devnet",
+            devnet,
+            "--node",
+            "edge-node-1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let record: serde_json::Value = serde_json::from_str(&stdout).expect("the record");
+    assert_eq!(record["trace_id"], trace.as_str(), "{record}");
+    let (code, stdout, stderr) = run(elsewhere, &["task", "list", "--devnet", devnet]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains(&id), "{stdout}");
+    let (code, _, stderr) = run(
+        elsewhere,
+        &["task", "list", "--devnet", devnet, "--node", "nowhere"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("its nodes: bootnode, relay-node, edge-node-1"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(
+        elsewhere,
+        &["task", "show", "0000000000000000", "--devnet", devnet],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the node has no task 0000000000000000"),
+        "{stderr}"
+    );
+
+    // trace show finds the devnet's collector (the export is batched: give it a moment).
+    let start = Instant::now();
+    loop {
+        let (code, stdout, stderr) = run(dir, &["trace", "show", &trace]);
+        if code == Some(0) && stdout.contains("execution.wasm.execute") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{code:?} {stdout}{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Waits until every process of `pids` has exited (or is a zombie), within `within`.

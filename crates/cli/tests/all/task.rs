@@ -12,7 +12,45 @@ fn a_builtin_runs_and_prints_its_result() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "25\n");
-    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // On stderr, the trace id alone: no collector is known to link it to.
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .strip_prefix("trace ")
+        .expect("the trace id")
+        .trim_end();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_builtin_says_when_its_input_is_not_what_it_takes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    for (builtin, input, says) in [
+        ("builtin:primes", &b"abc"[..], "not \"abc\""),
+        ("builtin:primes", b"", "the input is empty"),
+        ("builtin:primes", b"-3\n", "not \"-3\\n\""),
+        ("builtin:matmul", b"20000", "20000 is larger"),
+    ] {
+        let out = zerostate(
+            data.path(),
+            &["task", "run", builtin, "--input", "-"],
+            input,
+        );
+        assert_eq!(out.status.code(), Some(2), "{builtin} {input:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("takes one whole number N"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // crc32 takes any bytes.
+    let out = zerostate(
+        data.path(),
+        &["task", "run", "builtin:crc32", "--input", "-"],
+        b"abc",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -60,6 +98,13 @@ fn a_module_file_runs_with_input_file_and_arguments() {
 
 #[test]
 fn a_failed_task_exits_non_zero_with_one_line_naming_the_limit() {
+    // After the trace id's line, one line of why.
+    let why = |stderr: &[u8]| {
+        let stderr = text(stderr);
+        let (trace, why) = stderr.split_once('\n').expect("two lines");
+        assert!(trace.starts_with("trace ") && trace.len() == 38, "{stderr}");
+        why.to_owned()
+    };
     let data = tempfile::tempdir().expect("tempdir");
     let out = zerostate(
         data.path(),
@@ -76,7 +121,7 @@ fn a_failed_task_exits_non_zero_with_one_line_naming_the_limit() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        text(&out.stderr),
+        why(&out.stderr),
         "task failed: out of fuel after 1000000 units\n"
     );
     assert!(out.stdout.is_empty());
@@ -96,7 +141,7 @@ fn a_failed_task_exits_non_zero_with_one_line_naming_the_limit() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
-        text(&out.stderr),
+        why(&out.stderr),
         "task failed: memory limit of 1048576 bytes exceeded\n"
     );
 }

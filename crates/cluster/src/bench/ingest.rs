@@ -34,7 +34,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Where the collector keeps its store and log [default: a temporary directory].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = "data-dir", visible_alias = "data", value_name = "DIR")]
     data: Option<PathBuf>,
 }
 
