@@ -6,6 +6,7 @@ mod cluster;
 mod collector;
 mod convergence;
 mod devnet;
+mod docs;
 mod guild;
 mod journey;
 mod market;

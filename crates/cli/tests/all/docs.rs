@@ -1,0 +1,253 @@
+//! The shell examples of `README.md` and `docs/`, run as written: every ```` ```console ````
+//! block of a file, in order, in one bash session (so a later block sees an earlier one's
+//! variables and background nodes), with `zerostate` on `PATH`, in an empty directory with
+//! its own `HOME`, and no `ZEROSTATE_*` or `OTEL_*` variable set.
+//!
+//! The format is trycmd's: `$ command` (continued by lines starting `> `), then the output
+//! it prints (stdout and stderr together), then `? N` when it exits with N instead of 0. In
+//! the output, `[..]` stands for any text within a line and a line `...` for any number of
+//! lines: the parts that differ from run to run (ids, durations, ports). A command shown
+//! without output must print nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One command of a doc and what it must print.
+#[derive(Debug)]
+struct Step {
+    /// Where it is: `docs/tasks.md:23`.
+    place: String,
+    command: String,
+    expected: Vec<String>,
+    code: i32,
+}
+
+/// The steps of every `console` block of `markdown`.
+fn steps(name: &str, markdown: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut in_block = false;
+    for (i, line) in markdown.lines().enumerate() {
+        let fence = line.trim_start().starts_with("```");
+        if !in_block {
+            in_block = fence
+                && line
+                    .trim_start()
+                    .trim_start_matches('`')
+                    .starts_with("console");
+            continue;
+        }
+        if fence {
+            in_block = false;
+            continue;
+        }
+        if let Some(command) = line.strip_prefix("$ ") {
+            steps.push(Step {
+                place: format!("{name}:{}", i + 1),
+                command: command.to_owned(),
+                expected: Vec::new(),
+                code: 0,
+            });
+            continue;
+        }
+        let step = steps
+            .last_mut()
+            .unwrap_or_else(|| panic!("{name}:{}: output before any `$ command`", i + 1));
+        if let Some(more) = line.strip_prefix("> ")
+            && step.expected.is_empty()
+        {
+            step.command.push('\n');
+            step.command.push_str(more);
+        } else if let Some(code) = line.strip_prefix("? ") {
+            step.code = code
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}:{}: `? {code}` is not an exit code", i + 1));
+        } else {
+            step.expected.push(line.to_owned());
+        }
+    }
+    steps
+}
+
+/// Whether `line` matches `pattern`, where `[..]` stands for any text.
+fn line_matches(pattern: &str, line: &str) -> bool {
+    let pieces: Vec<&str> = pattern.split("[..]").collect();
+    if pieces.len() == 1 {
+        return pattern == line;
+    }
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    if !line.starts_with(first) || line.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &line[first.len()..];
+    for piece in &pieces[1..pieces.len() - 1] {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+/// Whether `lines` match `patterns`, where a pattern `...` stands for any lines.
+fn lines_match(patterns: &[String], lines: &[&str]) -> bool {
+    match patterns.split_first() {
+        None => lines.is_empty(),
+        Some((p, rest)) if p == "..." => {
+            (0..=lines.len()).any(|skip| lines_match(rest, &lines[skip..]))
+        }
+        Some((p, rest)) => lines
+            .split_first()
+            .is_some_and(|(line, more)| line_matches(p, line) && lines_match(rest, more)),
+    }
+}
+
+/// Runs the `console` blocks of `doc` (relative to the repository) and fails, naming each
+/// command that printed or exited other than the doc says.
+fn run_doc(doc: &str, within: Duration) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let markdown = std::fs::read_to_string(repo.join(doc)).expect("the doc");
+    let steps = steps(doc, &markdown);
+    assert!(!steps.is_empty(), "{doc} has no console block");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (work, home, out) = (
+        dir.path().join("work"),
+        dir.path().join("home"),
+        dir.path().join("out"),
+    );
+    for d in [&work, &home, &out] {
+        std::fs::create_dir_all(d).expect("dirs");
+    }
+    let mut script = String::from("set +e\n");
+    for (i, step) in steps.iter().enumerate() {
+        script.push_str(&format!(
+            "{{\n{}\n}} > {out}/{i}.out 2>&1 < /dev/null\necho $? > {out}/{i}.code\n",
+            step.command,
+            out = out.display()
+        ));
+    }
+    script.push_str("kill $(jobs -p) 2> /dev/null\nwait\n");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_zerostate"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().expect("bin dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&work)
+        .env("HOME", &home)
+        .env("PATH", path)
+        .env("ZEROSTATE_REPO", &repo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("ZEROSTATE_") || name.starts_with("OTEL_") || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+    let mut child = command.spawn().expect("bash starts");
+    let start = Instant::now();
+    let finished = loop {
+        if child.try_wait().expect("wait").is_some() {
+            break true;
+        }
+        if start.elapsed() > within {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Whatever the doc left running goes with its process group.
+    let group = i32::try_from(child.id()).expect("pid");
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.wait();
+
+    let mut failures = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let output = std::fs::read_to_string(out.join(format!("{i}.out"))).unwrap_or_default();
+        let code = std::fs::read_to_string(out.join(format!("{i}.code")));
+        let lines: Vec<&str> = output.lines().collect();
+        let problem = match code {
+            Err(_) if !finished => Some(format!("did not end within {} s", within.as_secs())),
+            Err(_) => Some("did not run".to_owned()),
+            Ok(c) if c.trim() != step.code.to_string() => {
+                Some(format!("exited {} (the doc says {})", c.trim(), step.code))
+            }
+            Ok(_) if !lines_match(&step.expected, &lines) => Some(format!(
+                "printed other than the doc says; the doc:\n{}",
+                step.expected.join("\n")
+            )),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            failures.push(format!(
+                "{}: `{}` {problem}\nit printed:\n{output}",
+                step.place, step.command
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} commands of {doc} do not do what it says:\n\n{}",
+        failures.len(),
+        steps.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn the_patterns_of_a_doc_match_what_they_stand_for() {
+    assert!(line_matches("task [..]: succeeded", "task 1f2e: succeeded"));
+    assert!(line_matches("[..]", ""));
+    assert!(line_matches("a[..]b[..]c", "a-b-b-c"));
+    assert!(!line_matches("a[..]c", "abd"));
+    assert!(!line_matches("ab[..]ba", "aba"));
+    let lines = ["one", "two", "three"];
+    let pats = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert!(lines_match(&pats(&["one", "...", "three"]), &lines));
+    assert!(lines_match(&pats(&["..."]), &lines));
+    assert!(lines_match(&pats(&["one", "t[..]", "t[..]"]), &lines));
+    assert!(!lines_match(&pats(&["one", "three"]), &lines));
+    assert!(!lines_match(&pats(&[]), &lines));
+    let doc = "```console\n$ echo a \\\n> b\na b\n$ false\n? 1\n```\n";
+    let s = steps("x.md", doc);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].command, "echo a \\\nb");
+    assert_eq!(s[0].expected, ["a b"]);
+    assert_eq!((s[1].code, s[1].place.as_str()), (1, "x.md:5"));
+}
+
+#[test]
+fn the_commands_of_docs_tasks_md_do_what_it_says() {
+    run_doc("docs/tasks.md", Duration::from_secs(120));
+}
+
+#[test]
+fn the_commands_of_the_readme_do_what_it_says() {
+    run_doc("README.md", Duration::from_secs(120));
+}
+
+#[test]
+fn the_commands_of_docs_collector_md_do_what_it_says() {
+    run_doc("docs/collector.md", Duration::from_secs(120));
+}
+
+#[test]
+fn the_commands_of_docs_guilds_md_do_what_it_says() {
+    run_doc("docs/guilds.md", Duration::from_secs(120));
+}
+
+#[test]
+fn the_commands_of_docs_network_md_do_what_it_says() {
+    run_doc("docs/network.md", Duration::from_secs(120));
+}
