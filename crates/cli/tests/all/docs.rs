@@ -106,6 +106,27 @@ fn lines_match(patterns: &[String], lines: &[&str]) -> bool {
 /// Runs the `console` blocks of `doc` (relative to the repository) and fails, naming each
 /// command that printed or exited other than the doc says.
 fn run_doc(doc: &str, within: Duration) {
+    run_doc_needing(doc, within, &[]);
+}
+
+/// [`run_doc`] for a doc whose commands need `tools` beside `zerostate`: skipped when one is
+/// missing, except under `CI=true`, where that fails (`scripts/test-deps.sh` installs them).
+fn run_doc_needing(doc: &str, within: Duration, tools: &[&str]) {
+    for tool in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "{doc} needs {tool} (scripts/test-deps.sh installs it)"
+            );
+            eprintln!("skipped {doc}: {tool} is not installed");
+            return;
+        }
+    }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let markdown = std::fs::read_to_string(repo.join(doc)).expect("the doc");
     let steps = steps(doc, &markdown);
@@ -239,7 +260,20 @@ fn the_commands_of_the_readme_do_what_it_says() {
 
 #[test]
 fn the_commands_of_docs_collector_md_do_what_it_says() {
-    run_doc("docs/collector.md", Duration::from_secs(120));
+    run_doc_needing(
+        "docs/collector.md",
+        Duration::from_secs(120),
+        &["openssl", "curl"],
+    );
+}
+
+#[test]
+fn the_commands_of_docs_operations_md_do_what_it_says() {
+    run_doc_needing(
+        "docs/operations.md",
+        Duration::from_secs(180),
+        &["prometheus", "curl"],
+    );
 }
 
 #[test]
@@ -250,4 +284,9 @@ fn the_commands_of_docs_guilds_md_do_what_it_says() {
 #[test]
 fn the_commands_of_docs_network_md_do_what_it_says() {
     run_doc("docs/network.md", Duration::from_secs(120));
+}
+
+#[test]
+fn the_commands_of_docs_execution_md_do_what_it_says() {
+    run_doc("docs/execution.md", Duration::from_secs(120));
 }
