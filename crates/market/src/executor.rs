@@ -102,6 +102,7 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
         price,
         running,
         declined,
+        name: Some(tasks.inner.name.clone()),
     };
     // At most a few addresses, each of which must name the requester.
     let addresses: Vec<zerostate_p2p::Multiaddr> = request

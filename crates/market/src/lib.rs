@@ -55,6 +55,8 @@ pub struct Tasks {
 }
 
 struct Inner {
+    /// This node's name (its `service.name`), given with its offers.
+    name: String,
     transport: Arc<dyn Transport>,
     engine: Arc<Engine>,
     payments: zerostate_payment_protocol::Payments,
@@ -118,8 +120,10 @@ const OFFERS_KEPT: usize = 4096;
 const OFFER_LIFETIME: Duration = Duration::from_secs(120);
 
 impl Tasks {
-    /// Starts listening to the guilds for tasks to offer on (when `settings.execute`).
+    /// Starts listening to the guilds for tasks to offer on (when `settings.execute`);
+    /// `name` is the node's name, given with its offers.
     pub fn start(
+        name: &str,
         transport: Arc<dyn Transport>,
         engine: Arc<Engine>,
         payments: zerostate_payment_protocol::Payments,
@@ -129,6 +133,7 @@ impl Tasks {
     ) -> Tasks {
         let tasks = Tasks {
             inner: Arc::new(Inner {
+                name: name.to_owned(),
                 transport,
                 engine,
                 payments,

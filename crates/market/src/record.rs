@@ -49,6 +49,10 @@ impl TaskState {
 pub struct Attempt {
     /// The executor's peer id.
     pub executor: String,
+    /// The name the executor gave itself in its offer (its `service.name`), for display
+    /// only: anyone can claim any name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_name: Option<String>,
     /// Its price per million fuel units.
     pub price: u64,
     /// `delivered`, or why not.
@@ -114,6 +118,9 @@ pub struct TaskRecord {
     pub trace_id: String,
     /// The executor it is with, or that delivered it.
     pub executor: Option<String>,
+    /// The name that executor gave itself (display only; see [`Attempt::executor_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_name: Option<String>,
     /// Every executor it was handed to, in order.
     pub attempts: Vec<Attempt>,
     /// The verified receipt.

@@ -137,6 +137,7 @@ impl Tasks {
             state: TaskState::Queued,
             trace_id,
             executor: None,
+            executor_name: None,
             attempts: Vec::new(),
             receipt: None,
             output: None,
@@ -370,6 +371,7 @@ async fn drive(
             tasks.update(&job.id, |r| {
                 r.state = TaskState::Running;
                 r.executor = Some(executor.to_string());
+                r.executor_name = wire::display_name(offer.name.as_deref());
             });
             // Only the hash, when the executor said it holds the module.
             let send_module = !offer.has_module || matches!(job.module, ModuleSource::Builtin(_));
@@ -434,6 +436,7 @@ async fn drive(
                     tasks.update(&job.id, |r| {
                         r.attempts.push(Attempt {
                             executor: executor.to_string(),
+                            executor_name: r.executor_name.clone(),
                             price: offer.price,
                             outcome: "delivered".into(),
                             module_sent: send_module,
@@ -494,6 +497,7 @@ fn attempt_failed(
     tasks.update(&job.id, |r| {
         r.attempts.push(Attempt {
             executor: executor.to_string(),
+            executor_name: r.executor_name.take(),
             price,
             outcome: why,
             module_sent,

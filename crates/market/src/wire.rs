@@ -103,6 +103,21 @@ pub struct TaskOffer {
     /// offered to says why, and stops waiting once every member has answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declined: Option<Decline>,
+    /// The executor's node name (its `service.name`), shown to the requester's user; a
+    /// claim nobody checks, kept only when [`display_name`] accepts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A peer's claimed name, fit to show: at most 64 characters, each a letter, a digit or
+/// one of `-_.`; `None` otherwise.
+pub fn display_name(name: Option<&str>) -> Option<String> {
+    name.filter(|n| {
+        !n.is_empty()
+            && n.chars().count() <= 64
+            && n.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c))
+    })
+    .map(str::to_owned)
 }
 
 /// Why an executor makes no offer on a task.
@@ -326,6 +341,7 @@ mod tests {
             running: 0,
             has_module: false,
             declined: None,
+            name: None,
         })
         .expect("json");
         let chunk = serde_json::to_vec(&ChunkRequest {

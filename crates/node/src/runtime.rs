@@ -214,6 +214,7 @@ pub async fn serve(plan: Plan) -> anyhow::Result<()> {
         chain,
     )?;
     let tasks = zerostate_market::Tasks::start(
+        &name,
         zerostate_market::P2p::new(network.clone(), guilds.clone()),
         engine,
         payments.clone(),

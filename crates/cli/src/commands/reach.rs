@@ -48,13 +48,22 @@ pub struct Reached {
 }
 
 impl Reached {
-    /// The name of the node whose peer id is `peer`, where the devnet knows it; else the
-    /// peer id.
-    pub fn name_of<'a>(&'a self, peer: &'a str) -> &'a str {
-        self.devnet
+    /// How to show the node whose peer id is `peer`: its name where the devnet knows it;
+    /// else the name it `claimed` with the start of its peer id beside it (a claim anyone
+    /// can make); else the peer id.
+    pub fn name_of(&self, peer: &str, claimed: Option<&str>) -> String {
+        let known = self
+            .devnet
             .as_ref()
-            .and_then(|d| d.nodes.iter().find(|n| n.peer_id == peer))
-            .map_or(peer, |n| n.name.as_str())
+            .and_then(|d| d.nodes.iter().find(|n| n.peer_id == peer));
+        match (known, claimed) {
+            (Some(n), _) => n.name.clone(),
+            (None, Some(name)) => {
+                let short: String = peer.chars().take(16).collect();
+                format!("{name} ({short}...)")
+            }
+            (None, None) => peer.to_owned(),
+        }
     }
 }
 

@@ -183,7 +183,9 @@ pub fn report(record: &TaskRecord, json: bool, reached: &Reached) -> anyhow::Res
         record
             .executor
             .as_deref()
-            .map_or("no executor", |e| reached.name_of(e)),
+            .map_or("no executor".to_owned(), |e| {
+                reached.name_of(e, record.executor_name.as_deref())
+            }),
         record.receipt.as_ref().map_or(0, |r| r.fuel_consumed),
     );
     if let Some(error) = &record.error {
@@ -191,11 +193,8 @@ pub fn report(record: &TaskRecord, json: bool, reached: &Reached) -> anyhow::Res
     }
     for a in &record.attempts {
         if a.outcome != "delivered" {
-            eprintln!(
-                "  attempt on {}: {}",
-                reached.name_of(&a.executor),
-                a.outcome
-            );
+            let on = reached.name_of(&a.executor, a.executor_name.as_deref());
+            eprintln!("  attempt on {on}: {}", a.outcome);
         }
     }
     // A failure with a receipt happened inside the sandbox; without one, nobody delivered.

@@ -212,7 +212,9 @@ impl ListArgs {
                     .map_or("-".to_owned(), |ms| format!("{ms:.1}")),
                 r.receipt.as_ref().map_or(0, |x| x.fuel_consumed),
                 r.trace_id,
-                r.executor.as_deref().map_or("-", |e| reached.name_of(e)),
+                r.executor.as_deref().map_or("-".to_owned(), |e| {
+                    reached.name_of(e, r.executor_name.as_deref())
+                }),
             )?;
         }
         Ok(ExitCode::SUCCESS)

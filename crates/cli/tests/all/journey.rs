@@ -159,6 +159,16 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
         .chain(&members)
         .find(|n| n.peer_id == executor)
         .expect("the executor is one of the nodes");
+    // The record names the executor as it named itself, for the user to read.
+    assert_eq!(
+        record["executor_name"],
+        executor_node.name.as_str(),
+        "{record}"
+    );
+    assert_eq!(
+        record["attempts"][0]["executor_name"],
+        executor_node.name.as_str()
+    );
     let (_, channels) = executor_node.get("/v1/channels");
     let channels: serde_json::Value = serde_json::from_str(&channels).expect("json");
     let held = channels

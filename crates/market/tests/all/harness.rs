@@ -134,6 +134,7 @@ impl Net {
         let engine =
             Engine::new(EngineOptions::default(), ExecutorKey::from_seed(key)).expect("an engine");
         let tasks = Tasks::start(
+            &format!("node-{}", key[0]),
             wire,
             Arc::new(engine),
             payments.clone(),
