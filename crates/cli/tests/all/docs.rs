@@ -290,3 +290,204 @@ fn the_commands_of_docs_network_md_do_what_it_says() {
 fn the_commands_of_docs_execution_md_do_what_it_says() {
     run_doc("docs/execution.md", Duration::from_secs(120));
 }
+
+/// What a `sh` block (one CI does not run: benchmarks, test commands, long runs, a task
+/// project's build) names must exist: each `zerostate` command line parses as the binary
+/// reads it, each `cargo` command names a package, bench, test target, example or test of
+/// this workspace, and each `scripts/` file is there. A renamed flag or test shows here.
+#[test]
+fn the_commands_ci_does_not_run_name_what_exists() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut docs = vec![repo.join("README.md")];
+    let mut in_docs: Vec<PathBuf> = std::fs::read_dir(repo.join("docs"))
+        .expect("docs")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    in_docs.sort();
+    docs.extend(in_docs);
+    let packages = packages(&repo);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for doc in &docs {
+        let markdown = std::fs::read_to_string(doc).expect("doc");
+        let name = doc.strip_prefix(&repo).unwrap_or(doc).display().to_string();
+        for (line, command) in sh_commands(&markdown) {
+            let place = format!("{name}:{line}");
+            let Some(words) = shlex::split(&command) else {
+                problems.push(format!("{place}: `{command}` is not shell words"));
+                continue;
+            };
+            if let Some(problem) = check_command(&repo, &packages, &words) {
+                problems.push(format!("{place}: `{command}`: {problem}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} commands found in sh blocks");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every simple command of every `sh` block: continuation lines joined, split at `;`, `&&`,
+/// `|` and `do`, comments dropped.
+fn sh_commands(markdown: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut pending: Option<(usize, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_block = !in_block && trimmed.trim_start_matches('`').starts_with("sh");
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let code = match line.find(" #") {
+            Some(at) => &line[..at],
+            None if trimmed.starts_with('#') => "",
+            None => line,
+        };
+        let (start, mut text) = pending.take().unwrap_or((i + 1, String::new()));
+        text.push_str(code.trim_end().trim_end_matches('\\'));
+        text.push(' ');
+        if code.trim_end().ends_with('\\') {
+            pending = Some((start, text));
+            continue;
+        }
+        let text = text.replace("&&", ";").replace(['|'], ";");
+        for part in text.split(';') {
+            let part = part
+                .trim()
+                .trim_start_matches("do ")
+                .trim_start_matches("time ");
+            if !part.is_empty() && !part.starts_with("for ") && part != "done" {
+                out.push((start, part.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Package name to its directory.
+fn packages(repo: &Path) -> std::collections::BTreeMap<String, PathBuf> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(repo.join("crates")).expect("crates") {
+        let dir = entry.expect("entry").path();
+        let Ok(manifest) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        if let Some(name) = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+        {
+            out.insert(name.to_owned(), dir);
+        }
+    }
+    out
+}
+
+/// Why `words` names something that is not there, if it does.
+fn check_command(
+    repo: &Path,
+    packages: &std::collections::BTreeMap<String, PathBuf>,
+    words: &[String],
+) -> Option<String> {
+    // Leading VAR=value assignments are the environment.
+    let words: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .skip_while(|w| {
+            w.split_once('=').is_some_and(|(k, _)| {
+                k.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !k.is_empty()
+            })
+        })
+        .collect();
+    let zerostate_args = match words.as_slice() {
+        ["cargo", "run", rest @ ..] if rest.windows(2).any(|w| w == ["-p", "zerostate"]) => rest
+            .iter()
+            .position(|w| *w == "--")
+            .map(|at| &rest[at + 1..]),
+        [first, rest @ ..] if first.ends_with("zerostate") => Some(rest),
+        _ => None,
+    };
+    if let Some(args) = zerostate_args {
+        // A shell variable's value is not known here: a number stands in for it.
+        let args = args.iter().map(|a| if a.contains('$') { "1" } else { a });
+        return zerostate::Cli::command_with_exit_codes()
+            .try_get_matches_from(std::iter::once("zerostate").chain(args))
+            .err()
+            .map(|e| e.to_string());
+    }
+    match words.as_slice() {
+        ["cargo", "run" | "test" | "bench" | "build", rest @ ..] => {
+            let value = |flag: &str| rest.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+            let package = value("-p")?;
+            let Some(dir) = packages.get(package) else {
+                return Some(format!("no package {package}"));
+            };
+            for (flag, folder) in [("--bench", "benches"), ("--example", "examples")] {
+                if let Some(name) = value(flag)
+                    && !dir.join(folder).join(format!("{name}.rs")).exists()
+                {
+                    return Some(format!("{package} has no {folder}/{name}.rs"));
+                }
+            }
+            if let Some(target) = value("--test") {
+                let tests = dir.join("tests").join(target);
+                if !tests.join("main.rs").exists() {
+                    return Some(format!("{package} has no test target {target}"));
+                }
+                // The filter: the first word after the target that is not a flag.
+                let mut after = rest.iter().skip_while(|w| **w != target).skip(1);
+                if let Some(filter) = after.find(|w| !w.starts_with('-')) {
+                    return test_named(&tests, filter).then_some(()).map_or(
+                        Some(format!("no test of {package} matches {filter}")),
+                        |()| None,
+                    );
+                }
+            }
+            None
+        }
+        [script, ..] if script.starts_with("scripts/") => {
+            (!repo.join(script).exists()).then(|| format!("{script} is not in the repository"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a test under `dir` has a path containing `filter` (`module::name`, or a part of
+/// either), as `cargo test`'s filter matches it.
+fn test_named(dir: &Path, filter: &str) -> bool {
+    let (module, name) = filter.rsplit_once("::").unwrap_or(("", filter));
+    let files = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"));
+    for file in files {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if module.is_empty() && stem.contains(name) {
+            return true;
+        }
+        if !module.is_empty() && stem != module {
+            continue;
+        }
+        let source = std::fs::read_to_string(&file).unwrap_or_default();
+        let named = source.lines().any(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
+            let l = l.strip_prefix("async ").unwrap_or(l);
+            l.strip_prefix("fn ").is_some_and(|f| f.contains(name))
+        });
+        if named {
+            return true;
+        }
+    }
+    false
+}
