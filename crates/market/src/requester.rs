@@ -507,9 +507,6 @@ fn attempt_failed(
     reason
 }
 
-/// Announces the task to the guild and collects offers (from executors not yet tried):
-/// until every other member offered, `offer_grace_ms` after the first, or the window ends.
-/// Ordered cheapest first, then least loaded.
 /// What one announcement of a task brought.
 struct Round {
     /// The offers, cheapest first.
@@ -561,6 +558,9 @@ fn members(n: usize) -> String {
     }
 }
 
+/// Announces the task to the guild and collects offers (from executors not yet tried) and
+/// declines: until every other member answered, `offer_grace_ms` after the first offer, or
+/// the window ends. Offers ordered cheapest first, then least loaded.
 async fn announce_and_collect(
     tasks: &Tasks,
     job: &Job,

@@ -13,7 +13,7 @@ use clap::Args;
 use zerostate_cluster::devnet::DevnetFile;
 use zerostate_node::client::NodeClient;
 use zerostate_node::data;
-use zerostate_node::settings::{DEFAULT_API, DEFAULT_COLLECTOR, ProcessEnv};
+use zerostate_node::settings::{DEFAULT_API, DEFAULT_COLLECTOR, Env, ProcessEnv};
 
 /// Which node: its address or, in a devnet, its name; its data directory; the devnet.
 #[derive(Debug, Args)]
@@ -103,18 +103,21 @@ impl NodeArgs {
             (None, _) => env_api.unwrap_or_else(|| format!("http://{DEFAULT_API}")),
         };
         // The token is in the data directory of the node reached, when the devnet knows it.
-        let dir = match (
-            &self.data_dir,
-            devnet.as_ref().and_then(|d| d.node_at(&base)),
-        ) {
+        let in_devnet = devnet.as_ref().and_then(|d| d.node_at(&base));
+        let dir = match (&self.data_dir, in_devnet) {
             (Some(flag), _) => flag.clone(),
             (None, Some(node)) => node.data_dir.clone(),
             (None, None) => data::data_dir(None)?,
         };
         let client = NodeClient::new(&base, &dir.join(data::API_TOKEN_FILE))?;
+        // The devnet's collector has the node's traces only if the node is the devnet's.
+        let devnet_collector = devnet
+            .as_ref()
+            .filter(|_| in_devnet.is_some())
+            .map(devnet_ui);
         let collector = match zerostate_node::settings::env_collector(&ProcessEnv)? {
             Some(c) if !named => Some(c),
-            env => devnet.as_ref().map(devnet_ui).or(env),
+            env => devnet_collector.or(env),
         };
         Ok(Reached {
             client,
@@ -161,10 +164,26 @@ impl CollectorArgs {
     }
 }
 
-/// The collector a one-off command's trace can be seen in, when one is known:
-/// `ZEROSTATE_COLLECTOR`, else a running devnet's (never the default, which may be
-/// nothing).
-pub fn known_collector(devnet: Option<&Path>) -> anyhow::Result<Option<String>> {
+/// The viewer of the collector this process's spans are exported to, when it is known:
+/// `ZEROSTATE_COLLECTOR`, else the running devnet whose collector's OTLP address is
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub fn collector_of_export() -> anyhow::Result<Option<String>> {
+    if let Some(c) = zerostate_node::settings::env_collector(&ProcessEnv)? {
+        return Ok(Some(c));
+    }
+    let endpoint = ProcessEnv.var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    Ok(DevnetFile::find_running()
+        .filter(|d| {
+            endpoint.as_deref().map(|e| e.trim_end_matches('/'))
+                == Some(d.collector.otlp.trim_end_matches('/'))
+        })
+        .as_ref()
+        .map(devnet_ui))
+}
+
+/// The collector a command reads traces from when none is named: `ZEROSTATE_COLLECTOR`,
+/// else a running devnet's (`devnet`, else one found); `None` when neither is known.
+fn known_collector(devnet: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Some(d) = DevnetFile::find_explicit(devnet)? {
         return Ok(Some(devnet_ui(&d)));
     }

@@ -160,6 +160,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 impl ShowArgs {
     fn run(self) -> anyhow::Result<ExitCode> {
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self.id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            anyhow::bail!(
+                "{:?} is not a task id (hex digits, as `task list` shows)",
+                self.id
+            );
+        }
         let reached = self.node.reach()?;
         let Some(record) = runtime()?.block_on(reached.client.task(&self.id))? else {
             eprintln!("error: the node has no task {}", self.id);
@@ -353,10 +362,11 @@ impl RunArgs {
         let _ = stderr.flush();
         drop(stderr);
         let _ = telemetry.shutdown();
-        // The trace: exported (and so linked) only when an OTLP endpoint is set.
+        // The trace: exported (and so linked) only when an OTLP endpoint is set, to
+        // `ZEROSTATE_COLLECTOR` or to the running devnet whose collector it was sent to.
         if let Some(trace_id) = &trace_id {
             let collector = match exporting {
-                true => crate::commands::reach::known_collector(None)?,
+                true => crate::commands::reach::collector_of_export()?,
                 false => None,
             };
             eprintln!("{}", trace_and_link(trace_id, collector.as_deref()));
