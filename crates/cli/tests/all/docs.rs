@@ -250,7 +250,11 @@ fn the_patterns_of_a_doc_match_what_they_stand_for() {
 
 #[test]
 fn the_commands_of_docs_tasks_md_do_what_it_says() {
-    run_doc("docs/tasks.md", Duration::from_secs(120));
+    run_doc_needing(
+        "docs/tasks.md",
+        Duration::from_secs(120),
+        &["curl", "python3"],
+    );
 }
 
 #[test]
@@ -278,12 +282,20 @@ fn the_commands_of_docs_operations_md_do_what_it_says() {
 
 #[test]
 fn the_commands_of_docs_guilds_md_do_what_it_says() {
-    run_doc("docs/guilds.md", Duration::from_secs(120));
+    run_doc_needing(
+        "docs/guilds.md",
+        Duration::from_secs(120),
+        &["curl", "python3"],
+    );
 }
 
 #[test]
 fn the_commands_of_docs_network_md_do_what_it_says() {
-    run_doc("docs/network.md", Duration::from_secs(120));
+    run_doc_needing(
+        "docs/network.md",
+        Duration::from_secs(120),
+        &["curl", "python3"],
+    );
 }
 
 #[test]
