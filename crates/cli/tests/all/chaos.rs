@@ -6,6 +6,7 @@ use std::process::Command;
 
 #[test]
 fn every_chaos_scenario_keeps_tasks_payments_and_spans() {
+    let _alone = crate::alone();
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_zerostate"))

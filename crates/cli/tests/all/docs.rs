@@ -131,6 +131,7 @@ fn run_doc_needing(doc: &str, within: Duration, tools: &[&str]) {
     let markdown = std::fs::read_to_string(repo.join(doc)).expect("the doc");
     let steps = steps(doc, &markdown);
     assert!(!steps.is_empty(), "{doc} has no console block");
+    let _alone = crate::alone();
     let dir = tempfile::tempdir().expect("tempdir");
     let (work, home, out) = (
         dir.path().join("work"),

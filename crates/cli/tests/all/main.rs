@@ -21,6 +21,17 @@ mod transfer;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+/// Held by the chaos suite for its whole run and by each docs session: the suite measures
+/// what survives faults under a set load, and a devnet or a few nodes started beside it by
+/// another test would add load the scenario did not set (a CI run failed `executors-killed`
+/// with tasks out of wall time while the docs' sessions ran). Other tests still run beside it.
+pub(crate) fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ALONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Runs `zerostate` with `args` and `stdin`, its data under `data`.
 pub(crate) fn zerostate(data: &Path, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_zerostate"))
