@@ -85,14 +85,16 @@ async fn offer(tasks: &Tasks, from: PeerId, body: &[u8]) -> Result<(), zerostate
         );
         Some(wire::Decline::Price)
     } else if running >= settings.max_running {
+        // Busy and unpaid pass: those stay silent, as under load a decline per announcement
+        // from every busy member is traffic the requester's next round makes up for anyway.
         tracing::info!("not offering: {running} tasks already running");
-        Some(wire::Decline::Busy)
+        return Ok(());
     } else if owed >= settings.credit as usize {
         tracing::info!(
             "not offering: the requester has not paid for {owed} delivered task(s) (credit {})",
             settings.credit
         );
-        Some(wire::Decline::Unpaid)
+        return Ok(());
     } else {
         None
     };
