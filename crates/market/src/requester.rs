@@ -49,14 +49,6 @@ mod bills;
 use bills::{LIE, check_bill, spot_check};
 pub(crate) use bills::{bill, differences};
 
-/// Rounds without a single offer a task is announced again while this node has other work
-/// under way (the executors may be busy with it, or waiting for its payment).
-const QUIET_ROUNDS: u32 = 2;
-
-/// Hand-overs of a task an executor may decline before running it (busy, or started again
-/// since it offered) without costing one of the task's attempts.
-const DECLINES_FORGIVEN: u32 = 10;
-
 /// How long a task waits before it is announced again after a hand-over was declined,
 /// times the declines so far (at most a second): the executor is busy for a while.
 const DECLINE_PAUSE: Duration = Duration::from_millis(100);
@@ -332,26 +324,30 @@ async fn drive(
     let mut attempts_left = tasks.inner.settings.max_attempts as usize;
     // Each round announces the task and tries the offers it gets; a round whose offers all
     // failed announces again (those executors excluded) while attempts are left.
-    let mut quiet_rounds = 0;
+    let mut busy = Busy::new(tasks.inner.settings.busy_wait_ms);
     let mut declines = 0;
     loop {
         // Other tasks of this node running or being paid: executors may be busy with them,
         // or waiting for their payment before they offer again.
-        let busy = tasks.own_work() > 0;
+        let others_under_way = tasks.own_work() > 0;
         let mut round = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
         let collected = std::mem::take(&mut round.offers);
-        if collected.is_empty() && (busy || tasks.own_work() > 0) && quiet_rounds < QUIET_ROUNDS {
+        if collected.is_empty()
+            && round.others > 0
+            && (others_under_way || tasks.own_work() > 0)
+            && busy.still_waiting()
+        {
             // Nobody free this round: a passing state, asked again.
-            quiet_rounds += 1;
             continue;
         }
         if collected.is_empty() {
             return Err(if reasons.is_empty() {
                 let why = round.why_nobody(job.max_price);
                 format!(
-                    "no member of guild {} offered to run it within {} ms{}{why}",
+                    "no member of guild {} offered to run it within {} ms{}{}{why}",
                     job.guild,
                     tasks.inner.settings.offer_window_ms,
+                    busy.waited(),
                     if why.is_empty() { "" } else { ": " },
                 )
             } else {
@@ -460,7 +456,7 @@ async fn drive(
                     if why.starts_with(LIE) {
                         tasks.refuse(executor, &why);
                     }
-                    if why.contains(wire::DECLINED) && declines < DECLINES_FORGIVEN {
+                    if why.contains(wire::DECLINED) && busy.still_waiting() {
                         // Nothing ran: the attempt is given back, and the executor may
                         // offer again in the next round.
                         declines += 1;
@@ -479,6 +475,37 @@ async fn drive(
         if declined_now {
             tokio::time::sleep((DECLINE_PAUSE * declines).min(Duration::from_secs(1))).await;
         }
+    }
+}
+
+/// How long a task has waited for its guild's busy executors, against how long it may.
+struct Busy {
+    since: Option<tokio::time::Instant>,
+    patience: Duration,
+}
+
+impl Busy {
+    fn new(patience_ms: u64) -> Self {
+        Self {
+            since: None,
+            patience: Duration::from_millis(patience_ms),
+        }
+    }
+
+    /// Whether the task may wait longer; the first call starts the clock.
+    fn still_waiting(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        since.elapsed() < self.patience
+    }
+
+    /// How long the task waited, for its error (empty when it did not).
+    fn waited(&self) -> String {
+        self.since.map_or_else(String::new, |since| {
+            format!(
+                " (asked again for {:.1} s while its executors were busy)",
+                since.elapsed().as_secs_f64()
+            )
+        })
     }
 }
 

@@ -19,6 +19,12 @@ pub struct TaskSettings {
     /// carrying it and the answer take time too); the network's request timeout bounds it
     /// too. Default 5000.
     pub timeout_margin_ms: u64,
+    /// How long a task waits for a free executor while the guild's executors are busy,
+    /// milliseconds: announced again while nobody offers and this node has other tasks under
+    /// way, and after a hand-over declined as busy (100 ms times the declines so far later,
+    /// at most a second), until this long after the guild was first found busy. Default
+    /// 30000: a queue of tasks several times the guild's slots drains in it.
+    pub busy_wait_ms: u64,
     /// Tasks this node runs for others at once; more are refused. Default 2.
     pub max_running: u32,
     /// This node's price per million fuel units, as an executor. Default 1.
@@ -44,6 +50,7 @@ impl Default for TaskSettings {
             offer_grace_ms: 20,
             max_attempts: 3,
             timeout_margin_ms: 5000,
+            busy_wait_ms: 30_000,
             max_running: 2,
             price: 1,
             execute: true,
@@ -79,6 +86,12 @@ impl TaskSettings {
             problems.push(format!(
                 "timeout_margin_ms = {} must be between 100 and 600000",
                 self.timeout_margin_ms
+            ));
+        }
+        if self.busy_wait_ms > 600_000 {
+            problems.push(format!(
+                "busy_wait_ms = {} must be at most 600000",
+                self.busy_wait_ms
             ));
         }
         if !(1..=256).contains(&self.max_running) {

@@ -403,15 +403,36 @@ pub(crate) fn crc32(input: &str, max_price: u64) -> Submission {
 /// (paid, or failed with a reason).
 pub(crate) async fn run(node: &Node, task: Submission) -> TaskRecord {
     let id = node.tasks.submit(task).expect("accepted").id;
-    for _ in 0..600 {
-        let record = node.tasks.get(&id).expect("the record is kept");
+    settled(node, &id, Duration::from_secs(6)).await
+}
+
+/// Waits up to `within` for task `id`'s record on `node` to be final and its payment
+/// settled (paid, or failed with a reason).
+pub(crate) async fn settled(node: &Node, id: &str, within: Duration) -> TaskRecord {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let record = node.tasks.get(id).expect("the record is kept");
         let settled = record.payment.is_some() || record.receipt.is_none();
         if record.state.is_final() && settled {
             return record;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("task {id} did not end: {:?}", node.tasks.get(&id));
+    panic!("task {id} did not end: {:?}", node.tasks.get(id));
+}
+
+/// `builtin:primes` below `below`, paying at most `max_price`: tens of milliseconds for a
+/// few million, about half a second for 30 million (within its fuel, whose bill fits a deposit).
+pub(crate) fn primes(below: u64, max_price: u64) -> Submission {
+    Submission {
+        module: ModuleSource::Builtin("primes".to_owned()),
+        input: below.to_string().into_bytes(),
+        limits: Limits {
+            fuel: 2_500_000_000,
+            ..Limits::default()
+        },
+        ..crc32("", max_price)
+    }
 }
 
 /// A requester's settings: it runs no tasks. Collecting offers ends as soon as every member

@@ -3,7 +3,9 @@
 use zerostate_market::wire;
 use zerostate_market::{Misbehaviour, TaskState};
 
-use crate::harness::{Net, crc32, executor, requester, run};
+use std::time::Duration;
+
+use crate::harness::{Net, crc32, executor, primes, requester, run, settled};
 
 /// What `node` holds as payee: (channels, payments on them, their sum).
 fn received(node: &crate::harness::Node) -> (usize, u64, u64) {
@@ -139,18 +141,7 @@ async fn a_hand_over_declined_as_busy_costs_no_attempt() {
         .collect();
     let mut records = Vec::new();
     for id in &ids {
-        let mut waited = 0;
-        let record = loop {
-            let record = me.tasks.get(id).expect("the record is kept");
-            let settled = record.payment.is_some() || record.receipt.is_none();
-            if record.state.is_final() && settled {
-                break record;
-            }
-            waited += 1;
-            assert!(waited < 6_000, "task {id} did not end: {record:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        };
-        records.push(record);
+        records.push(settled(&me, id, Duration::from_secs(60)).await);
     }
     let summary: Vec<_> = records
         .iter()
@@ -173,4 +164,88 @@ async fn a_hand_over_declined_as_busy_costs_no_attempt() {
         .count();
     assert!(declined > 0, "no hand-over was declined: {records:?}");
     assert_eq!(received(&only).1, 4, "four payments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_longer_than_the_guilds_slots_waits_for_them() {
+    let (net, ledger) = Net::new();
+    // Rounds of 100 ms: a task nobody offers on for a while is announced many times.
+    let me = net.node(
+        1,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_attempts: 1,
+            offer_window_ms: 100,
+            ..requester()
+        },
+        Misbehaviour::default(),
+    );
+    let only = net.node(
+        2,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_running: 1,
+            ..executor(1)
+        },
+        Misbehaviour::default(),
+    );
+    // Eight tasks of tens of milliseconds each at once on one slot: the last waits for
+    // seven to run (and be paid) before it, through many silent rounds.
+    let ids: Vec<String> = (0..8)
+        .map(|n| {
+            let task = primes(3_000_000 + n, 1_000);
+            me.tasks.submit(task).expect("accepted").id
+        })
+        .collect();
+    let mut records = Vec::new();
+    for id in &ids {
+        records.push(settled(&me, id, Duration::from_secs(60)).await);
+    }
+    for record in &records {
+        assert_eq!(record.state, TaskState::Succeeded, "{record:#?}");
+    }
+    assert_eq!(received(&only).1, 8, "eight payments");
+    // The queue took more announcements than tasks: the waiting was asked again.
+    let announced = net.asked(me.peer, wire::TASK_OFFER);
+    assert!(announced >= 8, "{announced} offers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_guild_is_waited_for_for_busy_wait_ms_at_most() {
+    let (net, ledger) = Net::new();
+    let me = net.node(
+        1,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_attempts: 1,
+            offer_window_ms: 100,
+            busy_wait_ms: 100,
+            ..requester()
+        },
+        Misbehaviour::default(),
+    );
+    let _only = net.node(
+        2,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_running: 1,
+            ..executor(1)
+        },
+        Misbehaviour::default(),
+    );
+    // A task of about half a second holds the only slot; the one behind it gives up after
+    // its first silent round and 100 ms more.
+    let long = me
+        .tasks
+        .submit(primes(30_000_000, 1_000))
+        .expect("accepted")
+        .id;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let short = me.tasks.submit(primes(1_000, 1_000)).expect("accepted").id;
+    let record = settled(&me, &short, Duration::from_secs(30)).await;
+    assert_eq!(record.state, TaskState::Failed, "{record:#?}");
+    let error = record.error.as_deref().unwrap_or_default();
+    assert!(error.contains("while its executors were busy"), "{error}");
+    let record = settled(&me, &long, Duration::from_secs(60)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:#?}");
 }
