@@ -116,6 +116,15 @@ struct Row {
     spans_stored: u64,
     spans_dropped: u64,
     spans_export_failed: u64,
+    /// Spans the nodes made, and of them those lost for good (dropped, failed without a
+    /// spool, deleted from a full spool).
+    spans_made: u64,
+    spans_lost: u64,
+    /// Spans still in a node's spool when it stopped (sent at its next start), less those a
+    /// node started again found in its spool.
+    spans_spooled: u64,
+    /// Spans a node started again found in its spool, left by the run before.
+    spans_spool_found: u64,
     peak_rss_mib: BTreeMap<String, f64>,
     /// Seconds from the fault's end (or the fault) to recovery, and what that means.
     recovery_s: Option<f64>,
@@ -293,6 +302,11 @@ impl ChaosCommand {
         row.spans_acknowledged = net.spans.exported;
         row.spans_dropped = net.spans.dropped;
         row.spans_export_failed = net.spans.export_failed;
+        row.spans_made = net.spans.made;
+        row.spans_lost = net.spans.lost;
+        // What a killed node had spooled, the same node started again found and sent.
+        row.spans_spooled = net.spans.spooled.saturating_sub(net.spans.found);
+        row.spans_spool_found = net.spans.found;
         row.spans_stored = stored;
         row.peak_rss_mib = net.peaks_mib();
         common_checks(&mut row, net.spans_scraped);
@@ -474,7 +488,7 @@ fn markdown(rows: &[Row]) -> String {
         "failed",
         "lost",
         "payments acked / on payer's disk / on payee's disk",
-        "spans acked / stored (dropped, failed exports)",
+        "spans made / acked / stored (lost)",
         "peak RSS per node, MiB",
         "recovery",
     ];
@@ -490,7 +504,7 @@ fn markdown(rows: &[Row]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} ({}, {}) | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} ({}) | {} | {} |",
             r.scenario,
             r.load,
             r.fault,
@@ -501,10 +515,10 @@ fn markdown(rows: &[Row]) -> String {
             r.payments_acknowledged,
             r.payments_found_payer,
             r.payments_found_payee,
+            r.spans_made,
             r.spans_acknowledged,
             r.spans_stored,
-            r.spans_dropped,
-            r.spans_export_failed,
+            r.spans_lost,
             peaks.join(", "),
             match r.recovery_s {
                 Some(s) => format!("{s:.1} s ({})", r.recovery),

@@ -5,6 +5,7 @@
 //! logs says why.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,11 +23,70 @@ pub(crate) fn take(slot: &LastError) -> Option<String> {
     slot.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
+/// What the exporter sent last, kept for the spool, and whether to send at all.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    /// While set nothing is sent: new requests wait in the spool behind older ones.
+    held: AtomicBool,
+    last: Mutex<Option<Sent>>,
+}
+
+/// One request the exporter made.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// The body as sent (protobuf, gzipped when `gzip`).
+    pub(crate) body: Bytes,
+    pub(crate) gzip: bool,
+    /// The answer's status; `None` when there was none (refused, cut off, held back).
+    pub(crate) status: Option<u16>,
+}
+
+impl Sent {
+    /// Whether the same request may succeed later: no answer, or one OTLP/HTTP says to
+    /// retry (429, 502, 503, 504). Any other answer would refuse it again.
+    pub(crate) fn may_succeed_later(&self) -> bool {
+        matches!(self.status, None | Some(429 | 502 | 503 | 504))
+    }
+}
+
+impl Outbox {
+    /// Holds new requests back (`true`) or lets them go.
+    pub(crate) fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
+    }
+
+    /// The request the exporter made last, once.
+    pub(crate) fn take(&self) -> Option<Sent> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn put(&self, sent: Sent) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    }
+
+    fn answered(&self, status: u16) {
+        if let Some(sent) = self.last.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            sent.status = Some(status);
+        }
+    }
+}
+
 /// A blocking reqwest client whose errors carry their causes as text.
 #[derive(Debug)]
 pub(crate) struct ExportClient {
     client: reqwest::blocking::Client,
     last: LastError,
+    /// For the spool, when there is one.
+    outbox: Option<Arc<Outbox>>,
+}
+
+/// Why a spooled request was not taken.
+#[derive(Debug)]
+pub(crate) enum Resent {
+    /// No answer, or one saying to retry: kept for later.
+    Later(String),
+    /// An answer refusing it: it would be refused again.
+    Refused(String),
 }
 
 /// An export error: its whole cause chain, once.
@@ -91,7 +151,11 @@ impl ExportClient {
         }
         builder
             .build()
-            .map(|client| Self { client, last })
+            .map(|client| Self {
+                client,
+                last,
+                outbox: None,
+            })
             .map_err(|e| {
                 format!(
                     "building the exporter's HTTP client: {}",
@@ -101,13 +165,80 @@ impl ExportClient {
     }
 }
 
+impl ExportClient {
+    /// Keeps each request in `outbox` and sends none while it is held.
+    pub(crate) fn with_outbox(mut self, outbox: Arc<Outbox>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Sends a spooled request `body` to `url` with `headers` (and `Content-Encoding:
+    /// gzip` when `gzip`).
+    pub(crate) fn resend(
+        &self,
+        url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> Result<(), Resent> {
+        let mut request = self
+            .client
+            .post(url)
+            .header("content-type", "application/x-protobuf");
+        if gzip {
+            request = request.header("content-encoding", "gzip");
+        }
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        let response = request
+            .body(body)
+            .send()
+            .map_err(|e| Resent::Later(crate::error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let why = format!("the backend answered {status}");
+        if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+            Err(Resent::Later(why))
+        } else {
+            Err(Resent::Refused(why))
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl HttpClient for ExportClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        self.client.send_bytes(request).await.map_err(|e| {
-            let chain = crate::error_chain(&*e);
+        let fail = |chain: String| {
             *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.clone());
             Box::new(Failed(chain)) as HttpError
-        })
+        };
+        if let Some(outbox) = &self.outbox {
+            let gzip = request
+                .headers()
+                .get("content-encoding")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+            outbox.put(Sent {
+                body: request.body().clone(),
+                gzip,
+                status: None,
+            });
+            if outbox.held.load(Ordering::Relaxed) {
+                return Err(fail(
+                    "held back behind the spooled spans, which go first".into(),
+                ));
+            }
+        }
+        let response = self
+            .client
+            .send_bytes(request)
+            .await
+            .map_err(|e| fail(crate::error_chain(&*e)))?;
+        if let Some(outbox) = &self.outbox {
+            outbox.answered(response.status().as_u16());
+        }
+        Ok(response)
     }
 }

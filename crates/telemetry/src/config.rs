@@ -69,6 +69,16 @@ pub struct TelemetryConfig {
     /// How long [`crate::TelemetryGuard::shutdown`] may take, in milliseconds, before it
     /// gives up on the exporter. Default 5000.
     pub shutdown_timeout_ms: u64,
+    /// Where spans wait that the backend did not take (it did not answer, or answered 429,
+    /// 502, 503 or 504), to be sent again oldest first once it does; they survive a
+    /// restart. Default: none (such spans are lost and counted); a node uses `spool` in its
+    /// data directory.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// The most bytes the spool holds (compressed, as sent); when full, its oldest spans are
+    /// deleted and counted as lost. `0` turns the spool off. Default 268435456 (256 MiB):
+    /// a node under the chaos suite's load spools about 8 MiB an hour of outage, so this
+    /// holds more than a day of it at that load, and a busy node's hours.
+    pub spool_bytes: u64,
     /// Which spans are exported, as `target=level` directives. Default
     /// [`DEFAULT_SPAN_FILTER`]; `ZEROSTATE_TRACES_FILTER`.
     pub span_filter: String,
@@ -97,6 +107,8 @@ impl Default for TelemetryConfig {
             sampling: Sampling::default(),
             batch: BatchConfig::default(),
             shutdown_timeout_ms: 5000,
+            spool_dir: None,
+            spool_bytes: 256 << 20,
             span_filter: DEFAULT_SPAN_FILTER.to_owned(),
             log_filter: "info".to_owned(),
             log_format: LogFormat::Pretty,

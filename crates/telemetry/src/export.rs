@@ -31,21 +31,58 @@ pub(crate) struct Counters {
     failed_requests: AtomicU64,
     /// Whether the latest export request failed.
     failing: AtomicBool,
+    spooled: AtomicU64,
+    resent: AtomicU64,
+    spool_lost: AtomicU64,
+    spool_spans: AtomicU64,
+    spool_bytes: AtomicU64,
+    spool_found: AtomicU64,
 }
 
 /// What the export pipeline has done so far.
+///
+/// Every span this process made is in exactly one of: `spans_exported` (less the
+/// `spool_found` at start, which an earlier run made), `spans_dropped`, `spans_failed`,
+/// `spans_spool_lost`, `spool_spans`, or still in the queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TelemetryStats {
-    /// Spans the exporter accepted.
+    /// Spans the backend accepted, sent at once or from the spool.
     pub spans_exported: u64,
     /// Spans dropped because the queue was full (or telemetry had shut down).
     pub spans_dropped: u64,
-    /// Spans lost in exports that failed.
+    /// Spans lost in exports that failed and were not spooled: no spool, or the backend
+    /// refused them with an answer that would not change (400, 413, ...).
     pub spans_failed: u64,
     /// Export requests that failed.
     pub failed_exports: u64,
     /// Whether the latest export request failed (the backend is down or refusing).
     pub failing: bool,
+    /// Spans written to the spool because the backend did not take them.
+    pub spans_spooled: u64,
+    /// Spans sent from the spool and accepted (also in `spans_exported`).
+    pub spans_resent: u64,
+    /// Spans deleted from a full spool, oldest first, or unreadable in it: lost.
+    pub spans_spool_lost: u64,
+    /// Spans in the spool now.
+    pub spool_spans: u64,
+    /// Bytes in the spool now.
+    pub spool_bytes: u64,
+    /// Spans found in the spool when this process started (an earlier run's).
+    pub spool_found: u64,
+}
+
+impl TelemetryStats {
+    /// Spans lost for good: dropped from a full queue, in failed exports that were not
+    /// spooled, or deleted from a full spool.
+    pub fn spans_lost(&self) -> u64 {
+        self.spans_dropped + self.spans_failed + self.spans_spool_lost
+    }
+
+    /// Spans this process made that have left its queue: exported, lost, or spooled now.
+    pub fn spans_made(&self) -> u64 {
+        (self.spans_exported + self.spans_lost() + self.spool_spans)
+            .saturating_sub(self.spool_found)
+    }
 }
 
 impl Counters {
@@ -60,6 +97,12 @@ impl Counters {
             spans_failed: self.failed.load(Ordering::Relaxed),
             failed_exports: self.failed_requests.load(Ordering::Relaxed),
             failing: self.failing.load(Ordering::Relaxed),
+            spans_spooled: self.spooled.load(Ordering::Relaxed),
+            spans_resent: self.resent.load(Ordering::Relaxed),
+            spans_spool_lost: self.spool_lost.load(Ordering::Relaxed),
+            spool_spans: self.spool_spans.load(Ordering::Relaxed),
+            spool_bytes: self.spool_bytes.load(Ordering::Relaxed),
+            spool_found: self.spool_found.load(Ordering::Relaxed),
         }
     }
 }
@@ -143,6 +186,7 @@ pub(crate) fn start<E, F>(
     pool: Arc<RecordPool>,
     destination: String,
     cause: crate::client::LastError,
+    spooling: Option<Spooling>,
 ) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
 where
     E: SpanExporter + 'static,
@@ -158,6 +202,20 @@ where
         counters: Arc::new(Counters::default()),
         log_to: std::sync::OnceLock::new(),
     });
+    if let Some(s) = &spooling {
+        // What an earlier run left goes first.
+        s.outbox.hold(!s.spool.is_empty());
+        let counters = &queue.counters;
+        counters
+            .spool_found
+            .store(s.spool.spans(), Ordering::Relaxed);
+        counters
+            .spool_spans
+            .store(s.spool.spans(), Ordering::Relaxed);
+        counters
+            .spool_bytes
+            .store(s.spool.bytes(), Ordering::Relaxed);
+    }
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let worker_queue = queue.clone();
     let handle = std::thread::Builder::new()
@@ -172,7 +230,9 @@ where
             };
             exporter.set_resource(&resource);
             let _ = ready_tx.send(Ok(()));
-            Worker::new(exporter, worker_queue, batch, pool, destination, cause).run(control_rx);
+            let mut worker = Worker::new(exporter, worker_queue, batch, pool, destination, cause);
+            worker.spooling = spooling;
+            worker.run(control_rx);
         })
         .map_err(|e| format!("could not start the export thread: {e}"))?;
     match ready_rx.recv() {
@@ -182,8 +242,50 @@ where
     }
 }
 
+/// The spool and how to send from it.
+pub(crate) struct Spooling {
+    pub(crate) spool: crate::spool::Spool,
+    /// The exporter's requests, kept for the spool; held while the spool is not empty.
+    pub(crate) outbox: Arc<crate::client::Outbox>,
+    /// Sends one spooled body (gzipped or not) to the backend.
+    pub(crate) resend: Resend,
+    /// When a resend may next be tried.
+    next_try: Instant,
+    /// How long to wait after the next failed resend.
+    backoff: Duration,
+    overflow_reported: bool,
+}
+
+/// Sends one spooled body, gzipped or not.
+pub(crate) type Resend = Box<dyn FnMut(Vec<u8>, bool) -> Result<(), crate::client::Resent> + Send>;
+
+/// The first pause before a failed resend is tried again; it doubles up to
+/// [`LONGEST_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest one round of resending goes on before new spans are seen to.
+const RESEND_ROUND: Duration = Duration::from_secs(2);
+
+impl Spooling {
+    pub(crate) fn new(
+        spool: crate::spool::Spool,
+        outbox: Arc<crate::client::Outbox>,
+        resend: Resend,
+    ) -> Self {
+        Self {
+            spool,
+            outbox,
+            resend,
+            next_try: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            overflow_reported: false,
+        }
+    }
+}
+
 struct Worker<E> {
     exporter: E,
+    spooling: Option<Spooling>,
     queue: Arc<ExportQueue>,
     batch: BatchConfig,
     pool: Arc<RecordPool>,
@@ -209,6 +311,7 @@ impl<E: SpanExporter> Worker<E> {
         Self {
             cause,
             exporter,
+            spooling: None,
             queue,
             batch,
             pool,
@@ -229,9 +332,20 @@ impl<E: SpanExporter> Worker<E> {
         }
     }
 
+    /// Until the next scheduled export, or the next resend from the spool when sooner.
+    fn next_wake(&self) -> Duration {
+        let scheduled = self.batch.scheduled_delay();
+        match &self.spooling {
+            Some(s) if !s.spool.is_empty() => scheduled
+                .min(s.next_try.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(10)),
+            _ => scheduled,
+        }
+    }
+
     fn run(mut self, control: Receiver<Control>) {
         loop {
-            match control.recv_timeout(self.batch.scheduled_delay()) {
+            match control.recv_timeout(self.next_wake()) {
                 // Failures are counted and logged by `export`; nobody waits for these.
                 Ok(Control::BatchReady) => {
                     let _ = self.drain(true);
@@ -267,6 +381,7 @@ impl<E: SpanExporter> Worker<E> {
     /// Exports what is queued: only full batches when `full_only`, else everything.
     fn drain(&mut self, full_only: bool) -> Result<(), String> {
         self.queue.notified.store(false, Ordering::Release);
+        self.resend_spooled();
         if self.anchor.is_stale() {
             self.anchor = WallAnchor::new();
         }
@@ -294,9 +409,11 @@ impl<E: SpanExporter> Worker<E> {
 
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
         let n = batch.len() as u64;
-        let counters = &self.queue.counters;
         crate::client::take(&self.cause);
-        match futures_executor::block_on(self.exporter.export(batch)) {
+        let result = futures_executor::block_on(self.exporter.export(batch));
+        let sent = self.spooling.as_ref().and_then(|s| s.outbox.take());
+        let counters = &self.queue.counters;
+        match result {
             Ok(()) => {
                 counters.exported.fetch_add(n, Ordering::Relaxed);
                 counters.failing.store(false, Ordering::Relaxed);
@@ -313,16 +430,25 @@ impl<E: SpanExporter> Worker<E> {
                 Ok(())
             }
             Err(e) => {
-                counters.failed.fetch_add(n, Ordering::Relaxed);
                 counters.failed_requests.fetch_add(1, Ordering::Relaxed);
                 counters.failing.store(true, Ordering::Relaxed);
-                let message = format!(
-                    "span export to {} failed, {n} spans lost: {e}{}",
-                    self.destination,
-                    crate::client::take(&self.cause)
-                        .map(|c| format!(" ({c})"))
-                        .unwrap_or_default()
-                );
+                let cause = crate::client::take(&self.cause)
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                let message = match self.spool(n, sent) {
+                    Ok(dir) => format!(
+                        "span export to {} failed: {e}{cause}; its spans are spooled in {dir} \
+                         and sent again, oldest first, once it answers",
+                        self.destination
+                    ),
+                    Err(why) => {
+                        self.queue.counters.failed.fetch_add(n, Ordering::Relaxed);
+                        format!(
+                            "span export to {} failed, {n} spans lost: {e}{cause}{why}",
+                            self.destination
+                        )
+                    }
+                };
                 match &mut self.failing_since {
                     Some((_, failures)) => *failures += 1,
                     None => {
@@ -335,6 +461,135 @@ impl<E: SpanExporter> Worker<E> {
                 }
                 Err(message)
             }
+        }
+    }
+
+    /// Keeps the `n` spans of the failed request `sent` in the spool, when there is one and
+    /// the request may succeed later, and holds new requests back behind them. The spool's
+    /// directory, or why they are lost (empty when there is no spool).
+    fn spool(&mut self, n: u64, sent: Option<crate::client::Sent>) -> Result<String, String> {
+        let Some(s) = &mut self.spooling else {
+            return Err(String::new());
+        };
+        let Some(sent) = sent.filter(crate::client::Sent::may_succeed_later) else {
+            return Err("; the backend refused them, so they are not kept".into());
+        };
+        let evicted = s
+            .spool
+            .push(&sent.body, n, sent.gzip)
+            .map_err(|why| format!("; {why}"))?;
+        let counters = &self.queue.counters;
+        counters.spooled.fetch_add(n, Ordering::Relaxed);
+        if evicted.spans > 0 {
+            counters
+                .spool_lost
+                .fetch_add(evicted.spans, Ordering::Relaxed);
+            if !s.overflow_reported {
+                s.overflow_reported = true;
+                let (bytes, spans) = (s.spool.bytes(), evicted.spans);
+                self.log(|| {
+                    tracing::warn!(
+                        target: "zerostate_telemetry",
+                        spool_bytes = bytes,
+                        "the span spool is full: its oldest {spans} spans are deleted (further \
+                         deletions are counted, not logged; [telemetry] spool_bytes sets its size)"
+                    )
+                });
+            }
+        }
+        let s = self.spooling.as_mut().expect("checked above");
+        if !s.spool.is_empty() {
+            s.outbox.hold(true);
+        }
+        let dir = s.spool.dir().display().to_string();
+        self.spool_gauges();
+        Ok(dir)
+    }
+
+    /// Sends what the spool holds, oldest first, when a resend is due: until it is empty,
+    /// the backend does not take one (tried again after a pause that doubles), or a round
+    /// has taken [`RESEND_ROUND`].
+    fn resend_spooled(&mut self) {
+        let Some(s) = &mut self.spooling else {
+            return;
+        };
+        if s.spool.is_empty() || Instant::now() < s.next_try {
+            return;
+        }
+        let counters = self.queue.counters.clone();
+        let started = Instant::now();
+        let mut failed = None;
+        let mut warnings = Vec::new();
+        while started.elapsed() < RESEND_ROUND {
+            let Some(oldest) = s.spool.oldest() else {
+                break;
+            };
+            let (entry, body) = oldest;
+            let outcome = match body {
+                Ok(body) => (s.resend)(body, entry.gzip),
+                Err(why) => Err(crate::client::Resent::Refused(why)),
+            };
+            match outcome {
+                Ok(()) => {
+                    counters.exported.fetch_add(entry.spans, Ordering::Relaxed);
+                    counters.resent.fetch_add(entry.spans, Ordering::Relaxed);
+                }
+                Err(crate::client::Resent::Refused(why)) => {
+                    counters
+                        .spool_lost
+                        .fetch_add(entry.spans, Ordering::Relaxed);
+                    warnings.push(format!("{} spooled spans are lost: {why}", entry.spans));
+                }
+                Err(crate::client::Resent::Later(why)) => {
+                    failed = Some(why);
+                    break;
+                }
+            }
+            if let Err(why) = s.spool.remove_oldest() {
+                warnings.push(why);
+                break;
+            }
+        }
+        for warning in warnings {
+            self.log(|| tracing::warn!(target: "zerostate_telemetry", "{warning}"));
+        }
+        let s = self.spooling.as_mut().expect("checked above");
+        match failed {
+            Some(_) => {
+                s.next_try = Instant::now() + s.backoff;
+                s.backoff = (s.backoff * 2).min(LONGEST_BACKOFF);
+            }
+            None if s.spool.is_empty() => {
+                s.outbox.hold(false);
+                s.backoff = FIRST_BACKOFF;
+                counters.failing.store(false, Ordering::Relaxed);
+                if let Some((since, failures)) = self.failing_since.take() {
+                    let resent = counters.resent.load(Ordering::Relaxed);
+                    self.log(|| {
+                        tracing::info!(
+                            target: "zerostate_telemetry",
+                            failures,
+                            resent,
+                            "span export recovered after {:.1}s; the spool is sent and empty",
+                            since.elapsed().as_secs_f64()
+                        )
+                    });
+                }
+            }
+            None => {}
+        }
+        self.spool_gauges();
+    }
+
+    fn spool_gauges(&self) {
+        if let Some(s) = &self.spooling {
+            let counters = &self.queue.counters;
+            counters
+                .spool_spans
+                .store(s.spool.spans(), Ordering::Relaxed);
+            counters
+                .spool_bytes
+                .store(s.spool.bytes(), Ordering::Relaxed);
         }
     }
 
@@ -351,14 +606,25 @@ impl<E: SpanExporter> Worker<E> {
 
     fn report_totals(&self) {
         let s = self.queue.counters.snapshot();
-        if s.spans_dropped > 0 || s.spans_failed > 0 {
+        if s.spans_lost() > 0 {
             self.log(|| {
                 tracing::warn!(
                     target: "zerostate_telemetry",
                     exported = s.spans_exported,
                     dropped = s.spans_dropped,
                     failed = s.spans_failed,
+                    spool_lost = s.spans_spool_lost,
                     "telemetry shut down with spans lost"
+                )
+            });
+        }
+        if let Some(spooling) = self.spooling.as_ref().filter(|sp| !sp.spool.is_empty()) {
+            let dir = spooling.spool.dir().display().to_string();
+            self.log(|| {
+                tracing::info!(
+                    target: "zerostate_telemetry",
+                    spooled = s.spool_spans,
+                    "telemetry shut down with spans spooled in {dir}: the next start sends them"
                 )
             });
         }

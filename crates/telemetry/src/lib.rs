@@ -45,6 +45,7 @@ pub mod names;
 pub mod propagation;
 mod setup;
 mod span_ext;
+mod spool;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

@@ -196,13 +196,43 @@ impl crate::TelemetryStats {
         )
         .counter(
             "telemetry_spans_export_failed",
-            "Spans lost in exports that failed.",
+            "Spans lost in exports that failed and were not spooled.",
             self.spans_failed,
         )
         .counter(
             "telemetry_exports_failed",
             "Export requests that failed.",
             self.failed_exports,
+        )
+        .counter(
+            "telemetry_spans_spooled",
+            "Spans written to the spool because the backend did not take them.",
+            self.spans_spooled,
+        )
+        .counter(
+            "telemetry_spans_resent",
+            "Spans sent from the spool and accepted.",
+            self.spans_resent,
+        )
+        .counter(
+            "telemetry_spans_spool_lost",
+            "Spans deleted from a full spool (oldest first) or unreadable in it.",
+            self.spans_spool_lost,
+        )
+        .gauge(
+            "telemetry_spool_spans",
+            "Spans in the spool now.",
+            self.spool_spans,
+        )
+        .gauge(
+            "telemetry_spool_bytes",
+            "Bytes in the spool now.",
+            self.spool_bytes,
+        )
+        .gauge(
+            "telemetry_spool_found_spans",
+            "Spans found in the spool at start (an earlier run's).",
+            self.spool_found,
         );
     }
 }

@@ -109,6 +109,7 @@ impl TelemetryBuilder {
                 pool,
                 destination,
                 crate::client::LastError::default(),
+                None,
             )
         }));
         self
@@ -264,7 +265,7 @@ fn keep_interest_shared() {
     WITNESS.get_or_init(|| Dispatch::new(tracing::subscriber::NoSubscriber::default()));
 }
 
-/// How a failed export is retried: a collector that answers 429 or 503 (with or without
+/// How a failed export is retried when there is no spool (with one, the spool retries): a collector that answers 429 or 503 (with or without
 /// `Retry-After`), 502, 504 or not at all is tried again after a backoff (100 ms doubling
 /// to 2 s, or what `Retry-After` asks), up to five times, all within the export timeout.
 /// Meanwhile new spans wait in the bounded queue; only when it is full are they dropped
@@ -280,16 +281,46 @@ fn retry_policy() -> opentelemetry_otlp::RetryPolicy {
 fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
     let url = config.traces_url();
     let url_for_messages = url.clone();
+    let resend_url = url.clone();
+    let resend_headers = config.headers.clone();
     let headers = config.headers.clone().into_iter().collect();
     let gzip = config.gzip;
     let timeout = config.batch.export_timeout();
     let tls = config.clone();
+    let spool = match &config.spool_dir {
+        Some(dir) if config.spool_bytes > 0 => Some((dir.clone(), config.spool_bytes)),
+        _ => None,
+    };
     Box::new(move |resource, batch, pool| {
         let cause = crate::client::LastError::default();
         let recorded = cause.clone();
+        // Spans the backend did not take wait in the spool; the spool does the retrying.
+        let spooling = match &spool {
+            Some((dir, bytes)) => {
+                let spool = crate::spool::Spool::open(dir, *bytes)?;
+                let sender = crate::client::ExportClient::new(&tls, timeout, Default::default())?;
+                let resend: export::Resend = Box::new(move |body, gzip| {
+                    sender.resend(&resend_url, &resend_headers, body, gzip)
+                });
+                Some(export::Spooling::new(
+                    spool,
+                    Arc::new(crate::client::Outbox::default()),
+                    resend,
+                ))
+            }
+            None => None,
+        };
+        let outbox = spooling.as_ref().map(|s| s.outbox.clone());
         export::start(
             move || {
-                let client = crate::client::ExportClient::new(&tls, timeout, recorded)?;
+                let mut client = crate::client::ExportClient::new(&tls, timeout, recorded)?;
+                let retries = match outbox {
+                    Some(outbox) => {
+                        client = client.with_outbox(outbox);
+                        opentelemetry_otlp::RetryPolicy::recommended().with_max_retries(0)
+                    }
+                    None => retry_policy(),
+                };
                 let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_http_client(client)
@@ -297,7 +328,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
                     .with_endpoint(url)
                     .with_timeout(timeout)
                     .with_headers(headers)
-                    .with_retry_policy(retry_policy());
+                    .with_retry_policy(retries);
                 if gzip {
                     builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
                 }
@@ -308,6 +339,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
             pool,
             url_for_messages,
             cause,
+            spooling,
         )
     })
 }

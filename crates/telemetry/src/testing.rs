@@ -72,6 +72,16 @@ impl OtlpReceiver {
     ///
     /// When no runtime or loopback port can be had: it is for tests.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("an address"))
+            .expect("a loopback port for the receiver")
+    }
+
+    /// Starts it on `addr` (a port a test chose, to come up where a node already exports).
+    ///
+    /// # Panics
+    ///
+    /// When no runtime can be had: it is for tests.
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -108,18 +118,16 @@ impl OtlpReceiver {
                 }
             }),
         );
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("a loopback port for the receiver");
-        let addr = listener.local_addr().expect("a bound address");
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+        let addr = listener.local_addr()?;
         runtime.spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
+        Ok(Self {
             addr,
             received,
             _runtime: runtime,
-        }
+        })
     }
 
     /// Its base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`.

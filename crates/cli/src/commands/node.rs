@@ -138,6 +138,9 @@ impl NodeCommand {
             telemetry.log_format = format;
         }
         telemetry.service_name = name.clone();
+        // Spans the collector did not take wait in the data directory (see the tracing
+        // guide), unless the file names another place.
+        telemetry.spool_dir.get_or_insert_with(|| dir.join("spool"));
         telemetry.instance_id = Some(peer_id.to_string());
         telemetry.node_role = Some(network.role.to_string());
         telemetry
@@ -195,9 +198,14 @@ impl NodeCommand {
         zerostate_node::console::say(&serde_json::json!({
             "event": "stopped",
             "spans": {
+                "made": spans.spans_made(),
                 "exported": spans.spans_exported,
                 "dropped": spans.spans_dropped,
                 "export_failed": spans.spans_failed,
+                "spooled": spans.spool_spans,
+                "resent": spans.spans_resent,
+                "spool_lost": spans.spans_spool_lost,
+                "spool_found": spans.spool_found,
             },
         }));
         result.map(|()| ExitCode::SUCCESS)

@@ -45,8 +45,17 @@ pub(super) struct SpanAccount {
     pub(super) exported: u64,
     /// Spans dropped because the export queue was full.
     pub(super) dropped: u64,
-    /// Spans in exports that failed.
+    /// Spans in exports that failed and were not spooled.
     pub(super) export_failed: u64,
+    /// Spans the processes made (exported, lost or still spooled; those an earlier run of
+    /// a node left in its spool counted once).
+    pub(super) made: u64,
+    /// Spans lost for good: dropped, failed unspooled, or deleted from a full spool.
+    pub(super) lost: u64,
+    /// Spans still in a spool when the process ended.
+    pub(super) spooled: u64,
+    /// Spans a process found in its spool at start (an earlier run's).
+    pub(super) found: u64,
 }
 
 impl SpanAccount {
@@ -54,6 +63,44 @@ impl SpanAccount {
         self.exported += other.exported;
         self.dropped += other.dropped;
         self.export_failed += other.export_failed;
+        self.made += other.made;
+        self.lost += other.lost;
+        self.spooled += other.spooled;
+        self.found += other.found;
+    }
+
+    /// A node's account from its metrics (`/metrics` text).
+    fn scraped(text: &str) -> Self {
+        let m = |name| metric(text, name).unwrap_or(0);
+        let exported = m("telemetry_spans_exported_total");
+        let dropped = m("telemetry_spans_dropped_total");
+        let export_failed = m("telemetry_spans_export_failed_total");
+        let lost = dropped + export_failed + m("telemetry_spans_spool_lost_total");
+        let spooled = m("telemetry_spool_spans");
+        let found = m("telemetry_spool_found_spans");
+        Self {
+            exported,
+            dropped,
+            export_failed,
+            made: (exported + lost + spooled).saturating_sub(found),
+            lost,
+            spooled,
+            found,
+        }
+    }
+
+    /// A node's account from its `stopped` event.
+    fn stopped(event: &serde_json::Value) -> Self {
+        let n = |key| event["spans"][key].as_u64().unwrap_or(0);
+        Self {
+            exported: n("exported"),
+            dropped: n("dropped"),
+            export_failed: n("export_failed"),
+            made: n("made"),
+            lost: n("dropped") + n("export_failed") + n("spool_lost"),
+            spooled: n("spooled"),
+            found: n("spool_found"),
+        }
     }
 }
 
@@ -683,11 +730,7 @@ impl Net {
         child.kill();
         slot.client = None;
         if let Some(text) = scraped {
-            self.spans.add(SpanAccount {
-                exported: metric(&text, "telemetry_spans_exported_total").unwrap_or(0),
-                dropped: metric(&text, "telemetry_spans_dropped_total").unwrap_or(0),
-                export_failed: metric(&text, "telemetry_spans_export_failed_total").unwrap_or(0),
-            });
+            self.spans.add(SpanAccount::scraped(&text));
         }
         self.spans_scraped = true;
         Ok(())
@@ -798,11 +841,7 @@ impl Net {
         let _ = signal(&pids, "TERM");
         for c in &children {
             match c.event("stopped", STOP_GRACE) {
-                Some(a) => self.spans.add(SpanAccount {
-                    exported: a["spans"]["exported"].as_u64().unwrap_or(0),
-                    dropped: a["spans"]["dropped"].as_u64().unwrap_or(0),
-                    export_failed: a["spans"]["export_failed"].as_u64().unwrap_or(0),
-                }),
+                Some(a) => self.spans.add(SpanAccount::stopped(&a)),
                 None => bail!(
                     "{} did not stop within {} s",
                     c.name(),

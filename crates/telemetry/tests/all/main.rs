@@ -9,4 +9,5 @@ mod logs;
 mod otlp;
 mod sampling;
 mod spans;
+mod spool;
 mod w3c;

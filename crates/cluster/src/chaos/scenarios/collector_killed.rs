@@ -1,4 +1,5 @@
-//! `collector-killed`: the collector killed (SIGKILL) and started again mid-load.
+//! `collector-killed`: the collector killed (SIGKILL) and started again mid-load; the nodes
+//! spool what it could not take and send it again, one of them across its own SIGKILL.
 
 use super::prelude::*;
 
@@ -23,6 +24,25 @@ impl Scenario for CollectorKilled {
     ) -> anyhow::Result<Book> {
         collector_killed(net, load, setting.third, row)
     }
+
+    fn after(&self, row: &mut Row, _: &Book) {
+        row.check(
+            "every span the nodes made is stored, none lost",
+            row.spans_lost == 0 && row.spans_spooled == 0 && row.spans_stored >= row.spans_made,
+            format!(
+                "{} made, {} lost, {} still spooled, {} stored",
+                row.spans_made, row.spans_lost, row.spans_spooled, row.spans_stored
+            ),
+        );
+        row.check(
+            "the node killed during the outage sent its spool after its restart",
+            row.spans_spool_found > 0,
+            format!(
+                "{} spans found in its spool at the restart",
+                row.spans_spool_found
+            ),
+        );
+    }
 }
 
 fn collector_killed(
@@ -31,10 +51,18 @@ fn collector_killed(
     third: Duration,
     row: &mut Row,
 ) -> anyhow::Result<Book> {
-    row.fault = format!("collector SIGKILL for {:.0} s", third.as_secs_f64());
+    row.fault = format!(
+        "collector SIGKILL for {:.0} s; meanwhile an executor SIGKILLed and started again",
+        third.as_secs_f64()
+    );
     std::thread::sleep(third);
     net.kill_collector();
-    std::thread::sleep(third);
+    // An executor killed while its spans wait in its spool sends them after its restart.
+    std::thread::sleep(third * 2 / 3);
+    let victim = net.executors()[0].clone();
+    net.kill(&victim)?;
+    net.restart(&victim)?;
+    std::thread::sleep(third / 3);
     net.restart_collector()?;
     // Export resumed when the new collector stores its first span.
     let resumed = until(RECOVERY_LIMIT, || {
