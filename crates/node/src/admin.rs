@@ -246,8 +246,8 @@ async fn ready(State(admin): State<Admin>) -> Response {
             "off".into()
         } else if t.failing {
             format!(
-                "not ready: exporting spans fails ({} failed exports; {} spans spooled to send \
-                 again, {} lost)",
+                "not ready: exporting spans fails (failed exports: {}; spans spooled to send \
+                 again: {}; spans lost: {})",
                 t.failed_exports,
                 t.spool_spans,
                 t.spans_lost()

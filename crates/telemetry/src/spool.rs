@@ -63,6 +63,7 @@ pub(crate) struct Spool {
     limit: u64,
     entries: VecDeque<Entry>,
     bytes: u64,
+    spans: u64,
     next_seq: u64,
 }
 
@@ -88,19 +89,21 @@ impl Spool {
         }
         entries.sort_by_key(|e| e.seq);
         let next_seq = entries.last().map_or(0, |e| e.seq + 1);
-        let bytes = entries.iter().map(|e| e.bytes).sum();
         Ok(Self {
             dir: dir.to_owned(),
             limit,
+            bytes: entries.iter().map(|e| e.bytes).sum(),
+            spans: entries
+                .iter()
+                .fold(0, |n: u64, e| n.saturating_add(e.spans)),
             entries: entries.into(),
-            bytes,
             next_seq,
         })
     }
 
     /// Spans spooled now.
     pub(crate) fn spans(&self) -> u64 {
-        self.entries.iter().map(|e| e.spans).sum()
+        self.spans
     }
 
     /// Bytes spooled now.
@@ -152,6 +155,7 @@ impl Spool {
         }
         self.next_seq += 1;
         self.bytes += size;
+        self.spans = self.spans.saturating_add(spans);
         self.entries.push_back(entry);
         Ok(evicted)
     }
@@ -175,6 +179,7 @@ impl Spool {
             return Ok(());
         };
         self.bytes -= entry.bytes;
+        self.spans = self.spans.saturating_sub(entry.spans);
         let path = self.dir.join(entry.file_name());
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),

@@ -635,6 +635,20 @@ impl Net {
         self.nodes.get(name)?.child.as_ref().map(Child::pid)
     }
 
+    /// What the running nodes' spools hold now: (spans, bytes), from their metrics.
+    pub(super) fn spooled(&self) -> (u64, u64) {
+        self.nodes
+            .iter()
+            .filter(|(_, s)| s.child.is_some())
+            .filter_map(|(n, _)| self.metrics(n).ok())
+            .fold((0, 0), |(spans, bytes), text| {
+                (
+                    spans + metric(&text, "telemetry_spool_spans").unwrap_or(0),
+                    bytes + metric(&text, "telemetry_spool_bytes").unwrap_or(0),
+                )
+            })
+    }
+
     /// Names of the executors.
     pub(super) fn executors(&self) -> Vec<String> {
         self.nodes

@@ -63,6 +63,12 @@ fn collector_killed(
     net.kill(&victim)?;
     net.restart(&victim)?;
     std::thread::sleep(third / 3);
+    let (spans, bytes) = net.spooled();
+    row.notes.push(format!(
+        "spooled when the collector came back: {spans} spans, {:.1} KiB ({:.0} bytes a span)",
+        bytes as f64 / 1024.0,
+        bytes as f64 / spans.max(1) as f64
+    ));
     net.restart_collector()?;
     // Export resumed when the new collector stores its first span.
     let resumed = until(RECOVERY_LIMIT, || {
