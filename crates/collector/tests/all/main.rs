@@ -6,6 +6,7 @@ mod forward;
 mod harness;
 mod ingest;
 mod python;
+mod skew;
 mod store;
 mod tls;
 mod viewer;

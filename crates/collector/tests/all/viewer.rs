@@ -19,7 +19,7 @@ fn browser() -> Option<PathBuf> {
 
 /// Chromium, or `None` (the test is skipped) when it is not installed; under `CI=true` a
 /// missing browser fails the test instead.
-fn browser_or_skip() -> Option<PathBuf> {
+pub(crate) fn browser_or_skip() -> Option<PathBuf> {
     let bin = browser();
     if bin.is_none() {
         assert!(
@@ -32,7 +32,7 @@ fn browser_or_skip() -> Option<PathBuf> {
 }
 
 /// Runs headless Chromium on `url` with `action` (`--dump-dom` or `--screenshot=FILE`).
-fn chromium(bin: &Path, profile: &Path, action: &str, url: &str) -> Vec<u8> {
+pub(crate) fn chromium(bin: &Path, profile: &Path, action: &str, url: &str) -> Vec<u8> {
     chromium_for(bin, profile, action, url, 5_000)
 }
 
