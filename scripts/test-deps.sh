@@ -3,7 +3,8 @@
 # test), Debian's Prometheus (the node's scrape test), iproute2's `ip` (the chaos suite's
 # partition, in a network namespace), `openssl` (certificates made as users make them, for
 # the TLS tests and docs/collector.md's session), `curl` (the docs' shell sessions, run as
-# written), the official OpenTelemetry Python SDK (the
+# written), libfaketime (a node whose clock is ahead, for the viewer's clock-skew test), the
+# official OpenTelemetry Python SDK (the
 # collector's interop test), and Debian's clang, lld, wasi-libc and compiler-rt for wasm32
 # with the official wasmtime runtime's Python package (C programs built for WASI, run by the
 # engine and by the reference runtime), and three crates.io programs built for
@@ -20,6 +21,7 @@ command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing+=(faketime)
 command -v clang >/dev/null 2>&1 || missing+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || missing+=(lld)
 [ -d /usr/include/wasm32-wasi ] || missing+=(wasi-libc)

@@ -24,6 +24,8 @@ mod forward;
 mod query;
 mod receiver;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod text;
 pub mod tls;
 

@@ -6,11 +6,10 @@ use std::process::{Command, Stdio};
 
 use crate::text;
 
-#[test]
-fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bin = env!("CARGO_BIN_EXE_zerostate");
-    let mut collector = Command::new(bin)
+/// A `zerostate collector` process on loopback ports, its data in `dir`: the process,
+/// its OTLP/HTTP address and its query address.
+pub(crate) fn start_collector(dir: &std::path::Path) -> (std::process::Child, String, String) {
+    let mut collector = Command::new(env!("CARGO_BIN_EXE_zerostate"))
         .args([
             "collector",
             "--otlp-http",
@@ -19,7 +18,7 @@ fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -34,6 +33,14 @@ fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
         .expect("otlp")
         .to_owned();
     let ui = ready["collector"]["ui"].as_str().expect("ui").to_owned();
+    (collector, otlp, ui)
+}
+
+#[test]
+fn a_task_trace_lands_in_the_collector_and_draws_in_the_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_zerostate");
+    let (mut collector, otlp, ui) = start_collector(dir.path());
 
     let input = dir.path().join("input.txt");
     std::fs::write(&input, "1000\n").expect("input");

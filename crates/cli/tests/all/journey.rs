@@ -37,11 +37,23 @@ pub(crate) fn run_task(node: &NodeProcess, body: &serde_json::Value) -> serde_js
 /// id) with settings file `config`, misbehaving as `misbehave` says (`--misbehave`).
 pub(crate) fn member_with(
     dir: &std::path::Path,
-    (coordinator, id): (&NodeProcess, &str),
+    guild: (&NodeProcess, &str),
     name: &str,
     config: &std::path::Path,
     otlp: &str,
     misbehave: &[&str],
+) -> NodeProcess {
+    member_with_env(dir, guild, name, (config, otlp), misbehave, &[])
+}
+
+/// [`member_with`] with extra environment variables (`env`).
+pub(crate) fn member_with_env(
+    dir: &std::path::Path,
+    (coordinator, id): (&NodeProcess, &str),
+    name: &str,
+    (config, otlp): (&std::path::Path, &str),
+    misbehave: &[&str],
+    env: &[(&str, &str)],
 ) -> NodeProcess {
     let bootstrap = coordinator.tcp_address();
     let config = config.to_string_lossy();
@@ -64,7 +76,7 @@ pub(crate) fn member_with(
     for item in misbehave {
         args.extend(["--misbehave", item]);
     }
-    NodeProcess::start(dir, name, &args, otlp)
+    NodeProcess::start_with_env(dir, name, &args, otlp, env)
 }
 
 /// Counts to 300 million (about a second of work, 1.2 billion fuel), then prints `done`.

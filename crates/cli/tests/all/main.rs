@@ -14,6 +14,7 @@ mod network;
 mod operations;
 mod receipt;
 mod settlement;
+mod skew;
 mod task;
 mod tls;
 mod transfer;

@@ -4,7 +4,7 @@
 use prost::Message;
 
 use crate::harness::{collector, post, request, span};
-use crate::viewer::{browser_or_skip, chromium};
+use zerostate_collector::testing::{browser_or_skip, chromium};
 
 /// A task's trace between a requester and an executor whose clock is `ahead_ms` ahead:
 /// the requester's announcement received by the executor, its offer received back, the
