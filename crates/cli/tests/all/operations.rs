@@ -483,5 +483,5 @@ fn the_shipped_alert_rules_are_valid_prometheus_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SUCCESS: 3 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 4 rules found"), "{text}");
 }
