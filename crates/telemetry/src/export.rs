@@ -90,6 +90,12 @@ impl Counters {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Records what `spool` holds now.
+    fn spool_now(&self, spool: &crate::spool::Spool) {
+        self.spool_spans.store(spool.spans(), Ordering::Relaxed);
+        self.spool_bytes.store(spool.bytes(), Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> TelemetryStats {
         TelemetryStats {
             spans_exported: self.exported.load(Ordering::Relaxed),
@@ -205,16 +211,11 @@ where
     if let Some(s) = &spooling {
         // What an earlier run left goes first.
         s.outbox.hold(!s.spool.is_empty());
-        let counters = &queue.counters;
-        counters
+        queue
+            .counters
             .spool_found
             .store(s.spool.spans(), Ordering::Relaxed);
-        counters
-            .spool_spans
-            .store(s.spool.spans(), Ordering::Relaxed);
-        counters
-            .spool_bytes
-            .store(s.spool.bytes(), Ordering::Relaxed);
+        queue.counters.spool_now(&s.spool);
     }
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let worker_queue = queue.clone();
@@ -583,13 +584,7 @@ impl<E: SpanExporter> Worker<E> {
 
     fn spool_gauges(&self) {
         if let Some(s) = &self.spooling {
-            let counters = &self.queue.counters;
-            counters
-                .spool_spans
-                .store(s.spool.spans(), Ordering::Relaxed);
-            counters
-                .spool_bytes
-                .store(s.spool.bytes(), Ordering::Relaxed);
+            self.queue.counters.spool_now(&s.spool);
         }
     }
 

@@ -18,6 +18,28 @@ fn received(node: &crate::harness::Node) -> (usize, u64, u64) {
     )
 }
 
+/// A requester with `settings` and the only executor, which runs one task at a time.
+fn one_slot(
+    settings: zerostate_market::TaskSettings,
+) -> (
+    std::sync::Arc<Net>,
+    crate::harness::Node,
+    crate::harness::Node,
+) {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, settings, Misbehaviour::default());
+    let only = net.node(
+        2,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_running: 1,
+            ..executor(1)
+        },
+        Misbehaviour::default(),
+    );
+    (net, me, only)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cheapest_offer_runs_the_task_and_its_receipt_is_paid_once() {
     let (net, ledger) = Net::new();
@@ -111,25 +133,10 @@ async fn a_hand_over_whose_answer_was_lost_is_answered_again_and_billed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_declined_as_busy_costs_no_attempt() {
-    let (net, ledger) = Net::new();
-    let me = net.node(
-        1,
-        ledger,
-        zerostate_market::TaskSettings {
-            max_attempts: 1,
-            ..requester()
-        },
-        Misbehaviour::default(),
-    );
-    let only = net.node(
-        2,
-        ledger,
-        zerostate_market::TaskSettings {
-            max_running: 1,
-            ..executor(1)
-        },
-        Misbehaviour::default(),
-    );
+    let (_net, me, only) = one_slot(zerostate_market::TaskSettings {
+        max_attempts: 1,
+        ..requester()
+    });
     // Announced at once, offered on at once by the idle executor, handed over at once: it
     // runs one and declines the others as busy, which are asked again, each still with its
     // one attempt.
@@ -168,27 +175,12 @@ async fn a_hand_over_declined_as_busy_costs_no_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_longer_than_the_guilds_slots_waits_for_them() {
-    let (net, ledger) = Net::new();
     // Rounds of 100 ms: a task nobody offers on for a while is announced many times.
-    let me = net.node(
-        1,
-        ledger,
-        zerostate_market::TaskSettings {
-            max_attempts: 1,
-            offer_window_ms: 100,
-            ..requester()
-        },
-        Misbehaviour::default(),
-    );
-    let only = net.node(
-        2,
-        ledger,
-        zerostate_market::TaskSettings {
-            max_running: 1,
-            ..executor(1)
-        },
-        Misbehaviour::default(),
-    );
+    let (net, me, only) = one_slot(zerostate_market::TaskSettings {
+        max_attempts: 1,
+        offer_window_ms: 100,
+        ..requester()
+    });
     // Eight tasks of tens of milliseconds each at once on one slot: the last waits for
     // seven to run (and be paid) before it, through many silent rounds.
     let ids: Vec<String> = (0..8)
@@ -212,27 +204,12 @@ async fn a_queue_longer_than_the_guilds_slots_waits_for_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_guild_is_waited_for_for_busy_wait_ms_at_most() {
-    let (net, ledger) = Net::new();
-    let me = net.node(
-        1,
-        ledger,
-        zerostate_market::TaskSettings {
-            max_attempts: 1,
-            offer_window_ms: 100,
-            busy_wait_ms: 100,
-            ..requester()
-        },
-        Misbehaviour::default(),
-    );
-    let _only = net.node(
-        2,
-        ledger,
-        zerostate_market::TaskSettings {
-            max_running: 1,
-            ..executor(1)
-        },
-        Misbehaviour::default(),
-    );
+    let (_net, me, _only) = one_slot(zerostate_market::TaskSettings {
+        max_attempts: 1,
+        offer_window_ms: 100,
+        busy_wait_ms: 100,
+        ..requester()
+    });
     // A task of about half a second holds the only slot; the one behind it gives up after
     // its first silent round and 100 ms more.
     let long = me
