@@ -41,11 +41,17 @@ pub(crate) struct Sent {
     pub(crate) status: Option<u16>,
 }
 
+/// Whether a request answered with `status` (`None`: no answer) may succeed later: no
+/// answer, or one OTLP/HTTP says to retry (429, 502, 503, 504). Any other answer would
+/// refuse it again.
+fn may_succeed_later(status: Option<u16>) -> bool {
+    matches!(status, None | Some(429 | 502 | 503 | 504))
+}
+
 impl Sent {
-    /// Whether the same request may succeed later: no answer, or one OTLP/HTTP says to
-    /// retry (429, 502, 503, 504). Any other answer would refuse it again.
+    /// Whether the same request may succeed later (see [`may_succeed_later`]).
     pub(crate) fn may_succeed_later(&self) -> bool {
-        matches!(self.status, None | Some(429 | 502 | 503 | 504))
+        may_succeed_later(self.status)
     }
 }
 
@@ -200,7 +206,7 @@ impl ExportClient {
             return Ok(());
         }
         let why = format!("the backend answered {status}");
-        if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+        if may_succeed_later(Some(status.as_u16())) {
             Err(Resent::Later(why))
         } else {
             Err(Resent::Refused(why))

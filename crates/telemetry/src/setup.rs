@@ -265,12 +265,12 @@ fn keep_interest_shared() {
     WITNESS.get_or_init(|| Dispatch::new(tracing::subscriber::NoSubscriber::default()));
 }
 
-/// How a failed export is retried when there is no spool (with one, the spool retries): a collector that answers 429 or 503 (with or without
-/// `Retry-After`), 502, 504 or not at all is tried again after a backoff (100 ms doubling
-/// to 2 s, or what `Retry-After` asks), up to five times, all within the export timeout.
-/// Meanwhile new spans wait in the bounded queue; only when it is full are they dropped
-/// and counted. Other answers (400, 413, ...) are not retried: the same batch would fail
-/// again.
+/// How a failed export is retried when there is no spool (with one, the spool retries): a
+/// collector that answers 429 or 503 (with or without `Retry-After`), 502, 504 or not at
+/// all is tried again after a backoff (100 ms doubling to 2 s, or what `Retry-After` asks),
+/// up to five times, all within the export timeout. Meanwhile new spans wait in the bounded
+/// queue; only when it is full are they dropped and counted. Other answers (400, 413, ...)
+/// are not retried: the same batch would fail again.
 fn retry_policy() -> opentelemetry_otlp::RetryPolicy {
     opentelemetry_otlp::RetryPolicy::recommended()
         .with_max_retries(5)
