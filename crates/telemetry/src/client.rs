@@ -61,6 +61,10 @@ impl Outbox {
         self.held.store(held, Ordering::Relaxed);
     }
 
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// The request the exporter made last, once.
     pub(crate) fn take(&self) -> Option<Sent> {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).take()

@@ -79,6 +79,11 @@ pub struct TelemetryConfig {
     /// a node under the chaos suite's load spools about 93 bytes a span, 9 MiB an hour of
     /// outage, so this holds about a day of it at that load and hours of a busier node's.
     pub spool_bytes: u64,
+    /// How often the export account is sent, in milliseconds: a
+    /// `telemetry.export_account` span saying what became of the spans made in the interval
+    /// (exported, spooled, dropped and why), so a backend can tell why a span is missing.
+    /// `0` turns it off. Default 10000; at most 3600000.
+    pub account_interval_ms: u64,
     /// Which spans are exported, as `target=level` directives. Default
     /// [`DEFAULT_SPAN_FILTER`]; `ZEROSTATE_TRACES_FILTER`.
     pub span_filter: String,
@@ -109,6 +114,7 @@ impl Default for TelemetryConfig {
             shutdown_timeout_ms: 5000,
             spool_dir: None,
             spool_bytes: 256 << 20,
+            account_interval_ms: 10_000,
             span_filter: DEFAULT_SPAN_FILTER.to_owned(),
             log_filter: "info".to_owned(),
             log_format: LogFormat::Pretty,
@@ -377,6 +383,9 @@ impl TelemetryConfig {
         if self.service_name.is_empty() {
             return field("service_name", "must not be empty");
         }
+        if self.account_interval_ms > 3_600_000 {
+            return field("account_interval_ms", "must be at most 3600000 (an hour)");
+        }
         let url = self.traces_url();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return field("endpoint", "must be an http:// or https:// URL");
@@ -386,6 +395,11 @@ impl TelemetryConfig {
 
     pub(crate) fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// How often the export account is sent; `None` when it is off.
+    pub(crate) fn account_interval(&self) -> Option<Duration> {
+        (self.account_interval_ms > 0).then(|| Duration::from_millis(self.account_interval_ms))
     }
 }
 

@@ -37,6 +37,7 @@ pub(crate) struct Counters {
     spool_spans: AtomicU64,
     spool_bytes: AtomicU64,
     spool_found: AtomicU64,
+    sampled_out: AtomicU64,
 }
 
 /// What the export pipeline has done so far.
@@ -69,6 +70,8 @@ pub struct TelemetryStats {
     pub spool_bytes: u64,
     /// Spans found in the spool when this process started (an earlier run's).
     pub spool_found: u64,
+    /// Spans the sampler left out: never recorded, so in none of the counts above.
+    pub spans_sampled_out: u64,
 }
 
 impl TelemetryStats {
@@ -90,6 +93,10 @@ impl Counters {
         self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn add_sampled_out(&self) {
+        self.sampled_out.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records what `spool` holds now.
     fn spool_now(&self, spool: &crate::spool::Spool) {
         self.spool_spans.store(spool.spans(), Ordering::Relaxed);
@@ -109,6 +116,7 @@ impl Counters {
             spool_spans: self.spool_spans.load(Ordering::Relaxed),
             spool_bytes: self.spool_bytes.load(Ordering::Relaxed),
             spool_found: self.spool_found.load(Ordering::Relaxed),
+            spans_sampled_out: self.sampled_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -182,14 +190,21 @@ impl ExportQueue {
     }
 }
 
+/// What every export pipeline is given, whatever its exporter.
+pub(crate) struct Pipeline {
+    pub(crate) resource: Resource,
+    pub(crate) batch: BatchConfig,
+    pub(crate) pool: Arc<RecordPool>,
+    /// How often the export account is sent, if at all.
+    pub(crate) account: Option<Duration>,
+}
+
 /// Creates the queue and starts the export thread, which builds its exporter with `make`
 /// (so an exporter that needs its own runtime, such as the blocking HTTP client, is built
 /// away from the caller's). Returns once the exporter is built, or with its build error.
 pub(crate) fn start<E, F>(
     make: F,
-    resource: Resource,
-    batch: BatchConfig,
-    pool: Arc<RecordPool>,
+    pipeline: Pipeline,
     destination: String,
     cause: crate::client::LastError,
     spooling: Option<Spooling>,
@@ -198,6 +213,12 @@ where
     E: SpanExporter + 'static,
     F: FnOnce() -> Result<E, String> + Send + 'static,
 {
+    let Pipeline {
+        resource,
+        batch,
+        pool,
+        account,
+    } = pipeline;
     let (control_tx, control_rx) = mpsc::sync_channel(4);
     let queue = Arc::new(ExportQueue {
         spans: ArrayQueue::new(batch.max_queue_size),
@@ -233,6 +254,7 @@ where
             let _ = ready_tx.send(Ok(()));
             let mut worker = Worker::new(exporter, worker_queue, batch, pool, destination, cause);
             worker.spooling = spooling;
+            worker.accounting = account.map(Accounting::new);
             worker.run(control_rx);
         })
         .map_err(|e| format!("could not start the export thread: {e}"))?;
@@ -255,6 +277,9 @@ pub(crate) struct Spooling {
     /// How long to wait after the next failed resend.
     backoff: Duration,
     overflow_reported: bool,
+    /// Whether the backend took the latest spooled request sent to it: it answers, and
+    /// what waits is the backlog.
+    answering: bool,
 }
 
 /// Sends one spooled body, gzipped or not.
@@ -280,6 +305,30 @@ impl Spooling {
             next_try: Instant::now(),
             backoff: FIRST_BACKOFF,
             overflow_reported: false,
+            answering: false,
+        }
+    }
+}
+
+/// The export account: every interval, a span saying what became of the spans made in it.
+struct Accounting {
+    every: Duration,
+    next: Instant,
+    /// Where the current interval began.
+    from: std::time::SystemTime,
+    /// The counts at that moment.
+    last: TelemetryStats,
+    scope: InstrumentationScope,
+}
+
+impl Accounting {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            next: Instant::now() + every,
+            from: std::time::SystemTime::now(),
+            last: TelemetryStats::default(),
+            scope: InstrumentationScope::builder("zerostate_telemetry").build(),
         }
     }
 }
@@ -287,6 +336,7 @@ impl Spooling {
 struct Worker<E> {
     exporter: E,
     spooling: Option<Spooling>,
+    accounting: Option<Accounting>,
     queue: Arc<ExportQueue>,
     batch: BatchConfig,
     pool: Arc<RecordPool>,
@@ -295,6 +345,8 @@ struct Worker<E> {
     scopes: HashMap<&'static str, InstrumentationScope>,
     drop_reported: bool,
     failing_since: Option<(Instant, u64)>,
+    /// Why the latest request to the backend failed, for the export account.
+    last_failure: Option<String>,
     /// Why the HTTP client's latest request failed, in full (the exporter keeps only
     /// "network error").
     cause: crate::client::LastError,
@@ -313,6 +365,7 @@ impl<E: SpanExporter> Worker<E> {
             cause,
             exporter,
             spooling: None,
+            accounting: None,
             queue,
             batch,
             pool,
@@ -321,6 +374,7 @@ impl<E: SpanExporter> Worker<E> {
             scopes: HashMap::new(),
             drop_reported: false,
             failing_since: None,
+            last_failure: None,
         }
     }
 
@@ -335,13 +389,18 @@ impl<E: SpanExporter> Worker<E> {
 
     /// Until the next scheduled export, or the next resend from the spool when sooner.
     fn next_wake(&self) -> Duration {
-        let scheduled = self.batch.scheduled_delay();
-        match &self.spooling {
-            Some(s) if !s.spool.is_empty() => scheduled
-                .min(s.next_try.saturating_duration_since(Instant::now()))
-                .max(Duration::from_millis(10)),
-            _ => scheduled,
+        let mut wake = self.batch.scheduled_delay();
+        if let Some(s) = self.spooling.as_ref().filter(|s| !s.spool.is_empty()) {
+            wake = wake.min(s.next_try.saturating_duration_since(Instant::now()));
         }
+        if let Some(a) = &self.accounting {
+            wake = wake.min(a.next.saturating_duration_since(Instant::now()));
+        }
+        wake.max(Duration::from_millis(10))
+    }
+
+    fn spool_is_empty(&self) -> bool {
+        self.spooling.as_ref().is_none_or(|s| s.spool.is_empty())
     }
 
     fn run(mut self, control: Receiver<Control>) {
@@ -350,9 +409,11 @@ impl<E: SpanExporter> Worker<E> {
                 // Failures are counted and logged by `export`; nobody waits for these.
                 Ok(Control::BatchReady) => {
                     let _ = self.drain(true);
+                    self.account_if_due();
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.drain(false);
+                    self.account_if_due();
                 }
                 Ok(Control::Flush(ack)) => {
                     let result = self.drain(false);
@@ -361,6 +422,7 @@ impl<E: SpanExporter> Worker<E> {
                 Ok(Control::Shutdown(ack)) => {
                     self.queue.close();
                     let mut result = self.drain(false);
+                    self.send_account(true);
                     if let Err(e) = self
                         .exporter
                         .shutdown_with_timeout(self.batch.export_timeout())
@@ -411,12 +473,18 @@ impl<E: SpanExporter> Worker<E> {
     fn export(&mut self, batch: Vec<SpanData>) -> Result<(), String> {
         let n = batch.len() as u64;
         crate::client::take(&self.cause);
+        let held = self.spooling.as_ref().is_some_and(|s| s.outbox.is_held());
         let result = futures_executor::block_on(self.exporter.export(batch));
         let sent = self.spooling.as_ref().and_then(|s| s.outbox.take());
         let counters = &self.queue.counters;
         match result {
             Ok(()) => {
                 counters.exported.fetch_add(n, Ordering::Relaxed);
+                if !self.spool_is_empty() {
+                    // An account sent past the spooled spans: export recovers once they
+                    // are sent.
+                    return Ok(());
+                }
                 counters.failing.store(false, Ordering::Relaxed);
                 if let Some((since, failures)) = self.failing_since.take() {
                     self.log(|| {
@@ -436,6 +504,9 @@ impl<E: SpanExporter> Worker<E> {
                 let cause = crate::client::take(&self.cause)
                     .map(|c| format!(" ({c})"))
                     .unwrap_or_default();
+                if !held {
+                    self.last_failure = Some(format!("{e}{cause}"));
+                }
                 let message = match self.spool(n, sent) {
                     Ok(dir) => format!(
                         "span export to {} failed: {e}{cause}; its spans are spooled in {dir} \
@@ -479,6 +550,7 @@ impl<E: SpanExporter> Worker<E> {
             .spool
             .push(&sent.body, n, sent.gzip)
             .map_err(|why| format!("; {why}"))?;
+        s.answering = false;
         let counters = &self.queue.counters;
         counters.spooled.fetch_add(n, Ordering::Relaxed);
         if evicted.spans > 0 {
@@ -530,6 +602,7 @@ impl<E: SpanExporter> Worker<E> {
                 Ok(body) => (s.resend)(body, entry.gzip),
                 Err(why) => Err(crate::client::Resent::Refused(why)),
             };
+            s.answering = !matches!(outcome, Err(crate::client::Resent::Later(_)));
             match outcome {
                 Ok(()) => {
                     counters.exported.fetch_add(entry.spans, Ordering::Relaxed);
@@ -553,6 +626,9 @@ impl<E: SpanExporter> Worker<E> {
         }
         for warning in warnings {
             self.log(|| tracing::warn!(target: "zerostate_telemetry", "{warning}"));
+        }
+        if let Some(why) = &failed {
+            self.last_failure = Some(why.clone());
         }
         let s = self.spooling.as_mut().expect("checked above");
         match failed {
@@ -580,6 +656,99 @@ impl<E: SpanExporter> Worker<E> {
             None => {}
         }
         self.spool_gauges();
+    }
+
+    /// Sends the export account when its interval is over.
+    fn account_if_due(&mut self) {
+        if self
+            .accounting
+            .as_ref()
+            .is_some_and(|a| Instant::now() >= a.next)
+        {
+            self.send_account(false);
+        }
+    }
+
+    /// Sends the account of the interval ending now (`last`: the final one, as telemetry
+    /// shuts down) as a span in a trace of its own. While older spans wait in the spool it
+    /// goes past them when the backend answers, so that it says they wait; when the
+    /// backend does not answer it is spooled with them.
+    fn send_account(&mut self, last: bool) {
+        let now = self.queue.counters.snapshot();
+        let failing_since = self.failing_since.map(|(since, _)| {
+            std::time::SystemTime::now()
+                .checked_sub(since.elapsed())
+                .unwrap_or(std::time::UNIX_EPOCH)
+        });
+        let error = self.last_failure.clone();
+        let Some(a) = &mut self.accounting else {
+            return;
+        };
+        let end = std::time::SystemTime::now();
+        let was = a.last;
+        let delta = |f: fn(&TelemetryStats) -> u64| f(&now).saturating_sub(f(&was)) as i64;
+        use crate::names::account as key;
+        let mut attributes = vec![
+            KeyValue::new(key::INTERVAL_MS, a.every.as_millis() as i64),
+            KeyValue::new(key::SPANS_MADE, delta(TelemetryStats::spans_made)),
+            KeyValue::new(key::SPANS_EXPORTED, delta(|s| s.spans_exported)),
+            KeyValue::new(key::SPANS_SPOOLED, delta(|s| s.spans_spooled)),
+            KeyValue::new(key::SPANS_RESENT, delta(|s| s.spans_resent)),
+            KeyValue::new(key::DROPPED_QUEUE_FULL, delta(|s| s.spans_dropped)),
+            KeyValue::new(key::DROPPED_SAMPLED_OUT, delta(|s| s.spans_sampled_out)),
+            KeyValue::new(key::DROPPED_SPOOL_OVERFLOW, delta(|s| s.spans_spool_lost)),
+            KeyValue::new(key::DROPPED_FAILED, delta(|s| s.spans_failed)),
+            KeyValue::new(key::SPOOL_SPANS, now.spool_spans as i64),
+        ];
+        if let Some(since) = failing_since {
+            let ms = since
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
+            attributes.push(KeyValue::new(key::FAILING_SINCE_MS, ms));
+            if let Some(error) = error {
+                attributes.push(KeyValue::new(key::ERROR, error));
+            }
+        }
+        if last {
+            attributes.push(KeyValue::new(key::FINAL, true));
+        }
+        let span = SpanData {
+            span_context: SpanContext::new(
+                crate::context::ids::trace_id(),
+                crate::context::ids::span_id(),
+                TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Internal,
+            name: std::borrow::Cow::Borrowed(crate::names::span::TELEMETRY_EXPORT_ACCOUNT),
+            start_time: a.from,
+            end_time: end,
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: a.scope.clone(),
+        };
+        a.last = now;
+        a.from = end;
+        a.next = Instant::now() + a.every;
+        let past_spool = self
+            .spooling
+            .as_ref()
+            .is_some_and(|s| s.answering && !s.spool.is_empty());
+        if past_spool && let Some(s) = &self.spooling {
+            s.outbox.hold(false);
+        }
+        // A failure is counted and logged by `export`, and the account spooled with the rest.
+        let _ = self.export(vec![span]);
+        if let Some(s) = &self.spooling {
+            s.outbox.hold(!s.spool.is_empty());
+        }
     }
 
     fn spool_gauges(&self) {

@@ -338,7 +338,11 @@ where
                     self.pool.give(record);
                 }
             }
-            _ => self.pool.give(record),
+            Some(queue) => {
+                queue.counters.add_sampled_out();
+                self.pool.give(record);
+            }
+            None => self.pool.give(record),
         }
     }
 }

@@ -219,6 +219,11 @@ impl crate::TelemetryStats {
             "Spans deleted from a full spool (oldest first) or unreadable in it.",
             self.spans_spool_lost,
         )
+        .counter(
+            "telemetry_spans_sampled_out",
+            "Spans the sampler left out (never recorded).",
+            self.spans_sampled_out,
+        )
         .gauge(
             "telemetry_spool_spans",
             "Spans in the spool now.",

@@ -106,6 +106,44 @@ pub mod span {
     pub const PAYMENT_SETTLEMENT: &str = "payment.settlement";
     /// Raising or answering a dispute.
     pub const PAYMENT_DISPUTE: &str = "payment.dispute";
+
+    // --- telemetry -----------------------------------------------------------------------
+    /// A process's export account for one interval: what became of the spans it made
+    /// (attributes in [`super::account`]). Alone in a trace of its own; the collector keeps
+    /// it out of trace lists and searches that do not ask for it.
+    pub const TELEMETRY_EXPORT_ACCOUNT: &str = "telemetry.export_account";
+}
+
+/// The attributes of a [`span::TELEMETRY_EXPORT_ACCOUNT`] span. The span starts and ends
+/// with the interval it accounts for; the counts are of that interval, the spool's of its end.
+pub mod account {
+    /// How often the process reports, in milliseconds.
+    pub const INTERVAL_MS: &str = "zerostate.account.interval_ms";
+    /// Spans that left the export queue (exported, lost, or spooled).
+    pub const SPANS_MADE: &str = "zerostate.account.spans_made";
+    /// Spans the backend accepted, sent at once or from the spool.
+    pub const SPANS_EXPORTED: &str = "zerostate.account.spans_exported";
+    /// Spans written to the spool because the backend did not take them.
+    pub const SPANS_SPOOLED: &str = "zerostate.account.spans_spooled";
+    /// Spans sent from the spool and accepted.
+    pub const SPANS_RESENT: &str = "zerostate.account.spans_resent";
+    /// Spans dropped because the export queue was full.
+    pub const DROPPED_QUEUE_FULL: &str = "zerostate.account.dropped.queue_full";
+    /// Spans not recorded because the sampler left them out.
+    pub const DROPPED_SAMPLED_OUT: &str = "zerostate.account.dropped.sampled_out";
+    /// Spans deleted from a full spool (or unreadable in it).
+    pub const DROPPED_SPOOL_OVERFLOW: &str = "zerostate.account.dropped.spool_overflow";
+    /// Spans the backend refused with an answer that would not change, or that failed
+    /// with no spool to keep them.
+    pub const DROPPED_FAILED: &str = "zerostate.account.dropped.failed";
+    /// Spans in the spool at the interval's end.
+    pub const SPOOL_SPANS: &str = "zerostate.account.spool_spans";
+    /// When exports began failing, in unix milliseconds; absent while they succeed.
+    pub const FAILING_SINCE_MS: &str = "zerostate.account.failing_since_ms";
+    /// Why the latest export failed; absent while they succeed.
+    pub const ERROR: &str = "zerostate.account.error";
+    /// `true` on the last account, sent as telemetry shuts down.
+    pub const FINAL: &str = "zerostate.account.final";
 }
 
 /// Attribute keys. Where OpenTelemetry's semantic conventions name a thing, theirs is used.

@@ -64,14 +64,8 @@ pub enum FlushError {
     ShutDown,
 }
 
-type SpawnExporter = Box<
-    dyn FnOnce(
-            Resource,
-            crate::BatchConfig,
-            Arc<RecordPool>,
-        ) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String>
-        + Send,
->;
+type SpawnExporter =
+    Box<dyn FnOnce(export::Pipeline) -> Result<(Arc<ExportQueue>, JoinHandle<()>), String> + Send>;
 
 /// Builds the subscriber and the export pipeline. [`crate::init`] is the short form.
 pub struct TelemetryBuilder {
@@ -101,12 +95,10 @@ impl TelemetryBuilder {
     /// Exports to `exporter` instead of OTLP/HTTP (an in-memory exporter in tests, say).
     pub fn with_exporter<E: SpanExporter + Send + 'static>(mut self, exporter: E) -> Self {
         let destination = std::any::type_name::<E>().to_owned();
-        self.exporter = Some(Box::new(move |resource, batch, pool| {
+        self.exporter = Some(Box::new(move |pipeline| {
             export::start(
                 move || Ok(exporter),
-                resource,
-                batch,
-                pool,
+                pipeline,
                 destination,
                 crate::client::LastError::default(),
                 None,
@@ -178,13 +170,16 @@ impl TelemetryBuilder {
                 Some(spawn) => spawn,
                 None => otlp_spawner(&config),
             };
-            let (queue, handle) =
-                spawn(resource, config.batch, pool.clone()).map_err(|reason| {
-                    InitError::Exporter {
-                        endpoint: config.traces_url(),
-                        reason,
-                    }
-                })?;
+            let (queue, handle) = spawn(export::Pipeline {
+                resource,
+                batch: config.batch,
+                pool: pool.clone(),
+                account: config.account_interval(),
+            })
+            .map_err(|reason| InitError::Exporter {
+                endpoint: config.traces_url(),
+                reason,
+            })?;
             Some((queue, handle))
         } else {
             None
@@ -291,7 +286,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
         Some(dir) if config.spool_bytes > 0 => Some((dir.clone(), config.spool_bytes)),
         _ => None,
     };
-    Box::new(move |resource, batch, pool| {
+    Box::new(move |pipeline| {
         let cause = crate::client::LastError::default();
         let recorded = cause.clone();
         // Spans the backend did not take wait in the spool; the spool does the retrying.
@@ -334,9 +329,7 @@ fn otlp_spawner(config: &TelemetryConfig) -> SpawnExporter {
                 }
                 builder.build().map_err(|e| e.to_string())
             },
-            resource,
-            batch,
-            pool,
+            pipeline,
             url_for_messages,
             cause,
             spooling,

@@ -7,10 +7,12 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use tracing::Dispatch;
 use zerostate_telemetry::{LogFormat, TelemetryBuilder, TelemetryConfig, TelemetryGuard};
 
-/// A config for tests: fast batches, no logs.
+/// A config for tests: fast batches, no logs, no export account (tests count spans; the
+/// account's own tests turn it on).
 pub(crate) fn test_config() -> TelemetryConfig {
     let mut c = TelemetryConfig::default();
     c.service_name = "test-node".into();
+    c.account_interval_ms = 0;
     c.batch.scheduled_delay_ms = 50;
     c.log_format = LogFormat::Off;
     c

@@ -1,5 +1,6 @@
 //! Integration tests of the telemetry crate: one binary, one module per topic.
 
+mod account;
 mod backpressure;
 mod catalog;
 mod dead_collector;
