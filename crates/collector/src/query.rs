@@ -61,6 +61,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/api/zerostate/stats", get(stats))
         .route("/api/zerostate/map", get(map))
         .route("/api/zerostate/operations", get(operation_stats))
+        .route("/api/zerostate/accounts", get(accounts))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/login", get(login))
@@ -335,6 +336,64 @@ async fn summaries(
         })
         .collect();
     Ok(Json(serde_json::json!({ "traces": list })).into_response())
+}
+
+/// Every node's export accounts of intervals starting between `start` and `end` (RFC 3339
+/// or unix nanoseconds; default the last hour), with its latest ones: `{"nodes": [{service,
+/// instance, accounts: [{startNs, endNs, <attribute without "zerostate.account.">: value}]}]}`.
+async fn accounts(
+    State(api): State<Api>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let time = |key: &str| {
+        params
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_time(v).map_err(bad))
+            .transpose()
+    };
+    let now = crate::now_ns();
+    let start = time("start")?.unwrap_or(now.saturating_sub(3_600_000_000_000));
+    let end = time("end")?.unwrap_or(now);
+    if start > end {
+        return Err(bad("start is after end"));
+    }
+    let list = with_store(&api, move |s| s.accounts(start, end)).await?;
+    let mut nodes: Vec<serde_json::Value> = Vec::new();
+    let mut current: Option<(String, String, Vec<serde_json::Value>)> = None;
+    let mut close = |node: Option<(String, String, Vec<serde_json::Value>)>| {
+        if let Some((service, instance, accounts)) = node {
+            nodes.push(serde_json::json!({
+                "service": service,
+                "instance": instance,
+                "accounts": accounts,
+            }));
+        }
+    };
+    for a in list {
+        if current
+            .as_ref()
+            .is_none_or(|(s, i, _)| *s != a.service || *i != a.instance)
+        {
+            close(current.take());
+            current = Some((a.service.clone(), a.instance.clone(), Vec::new()));
+        }
+        let mut entry = serde_json::Map::new();
+        entry.insert("startNs".into(), a.start_ns.into());
+        entry.insert("endNs".into(), a.end_ns.into());
+        for (k, v) in a.attributes {
+            let key = k
+                .strip_prefix("zerostate.account.")
+                .unwrap_or(&k)
+                .to_owned();
+            entry.insert(key, v.into());
+        }
+        if let Some((_, _, accounts)) = current.as_mut() {
+            accounts.push(entry.into());
+        }
+    }
+    close(current.take());
+    Ok(Json(serde_json::json!({ "nodes": nodes })).into_response())
 }
 
 /// The window a figure covers: `lookback` (a duration, default 1h) back from now.

@@ -14,12 +14,14 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+mod accounts;
 mod analytics;
 mod migrate;
 mod read;
 mod retention;
 mod write;
 
+pub use accounts::{ACCOUNT, Account};
 use write::*;
 
 /// Most traces one search returns.

@@ -206,6 +206,7 @@ impl NodeCommand {
                 "resent": spans.spans_resent,
                 "spool_lost": spans.spans_spool_lost,
                 "spool_found": spans.spool_found,
+                "sampled_out": spans.spans_sampled_out,
             },
         }));
         result.map(|()| ExitCode::SUCCESS)

@@ -163,6 +163,10 @@ impl Store {
                         continue;
                     }
                     let span = Span::decode(&bytes[..])?;
+                    // Export accounts are found only by their name.
+                    if span.name == ACCOUNT && q.operation.as_deref() != Some(ACCOUNT) {
+                        continue;
+                    }
                     if self.span_matches(&span, q)? {
                         hit = true;
                         if q.caller_service.is_none() {

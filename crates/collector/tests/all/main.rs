@@ -4,6 +4,7 @@
 mod bounds;
 mod forward;
 mod harness;
+mod incomplete;
 mod ingest;
 mod python;
 mod skew;
