@@ -128,7 +128,11 @@ fn run(
             (_, Some(at)) => outcomes[at + 1..]
                 .iter()
                 .all(|(when, _, _)| *when <= outcomes[at].2 + PUT_OUT_WITHIN),
-            (_, None) => false,
+            // Never delivered this requester a task (removed on the non-payer's evidence
+            // while its attempts here failed otherwise): nothing of it was taken.
+            (_, None) => outcomes
+                .iter()
+                .all(|(_, outcome, _)| outcome != "delivered"),
         };
         paid_for_failed_bills += paid.saturating_sub(recorded);
         put_out.push(out);
@@ -139,6 +143,13 @@ fn run(
             match refused {
                 Some(at) => format!("at its task {} ({})", at + 1, outcomes[at].1),
                 None if outcomes.is_empty() => "before any task (its offers refused)".to_owned(),
+                None if out => format!(
+                    "before delivering any task (its attempts: {:?})",
+                    outcomes
+                        .iter()
+                        .map(|(_, o, _)| o.as_str())
+                        .collect::<Vec<_>>()
+                ),
                 None => "never".to_owned(),
             }
         ));
