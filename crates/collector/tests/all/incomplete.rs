@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Dispatch;
+use zerostate_collector::Collector;
 use zerostate_collector::testing::{browser_or_skip, chromium};
 use zerostate_telemetry::{
     LogFormat, Sampling, SpanExt, TelemetryBuilder, TelemetryConfig, TelemetryGuard, TraceContext,
@@ -72,6 +73,36 @@ impl Node {
     }
 }
 
+type Tune = fn(&mut TelemetryConfig);
+
+/// A collector in a temporary directory.
+async fn start() -> (tempfile::TempDir, Collector) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(&dir.path().join("traces"), |_| {}).await;
+    (dir, c)
+}
+
+/// Three nodes exporting to `c`: `edge-node-0`, `edge-node-1` (tuned by `middle`, and
+/// exporting to `through` when given) and `edge-node-2` (tuned by `last`).
+async fn three(
+    c: &Collector,
+    through: Option<SocketAddr>,
+    middle: Tune,
+    last: Tune,
+) -> (Node, Node, Node) {
+    let endpoint = format!("http://{}", c.otlp_addr);
+    let middle_endpoint = format!("http://{}", through.unwrap_or(c.otlp_addr));
+    tokio::task::spawn_blocking(move || {
+        (
+            node("edge-node-0", endpoint.clone(), |_| {}),
+            node("edge-node-1", middle_endpoint, middle),
+            node("edge-node-2", endpoint, last),
+        )
+    })
+    .await
+    .expect("the nodes start")
+}
+
 /// The DOM of the trace's page once its scripts ran.
 fn page(addr: SocketAddr, dir: &std::path::Path, cx: &TraceContext) -> String {
     let bin = browser_or_skip().expect("checked by the caller");
@@ -81,7 +112,7 @@ fn page(addr: SocketAddr, dir: &std::path::Path, cx: &TraceContext) -> String {
 }
 
 /// Waits until the collector holds at least `spans` spans of the trace.
-async fn stored(c: &zerostate_collector::Collector, cx: &TraceContext, spans: u64) {
+async fn stored(c: &Collector, cx: &TraceContext, spans: u64) {
     let path = format!("/api/v3/traces/{}", cx.trace_id);
     eventually("the trace stored", || async {
         let (status, body) = get(c, &path).await;
@@ -91,7 +122,7 @@ async fn stored(c: &zerostate_collector::Collector, cx: &TraceContext, spans: u6
 }
 
 /// Waits until the collector holds an account of `node` in which `key` is above 0.
-async fn reported(c: &zerostate_collector::Collector, node: &str, key: &str) {
+async fn reported(c: &Collector, node: &str, key: &str) {
     eventually(&format!("{node}'s account with {key}"), || async {
         let body = get_ok(c, "/api/zerostate/accounts").await;
         let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
@@ -125,25 +156,27 @@ async fn a_span_whose_parent_node_sampled_it_out_says_so() {
     if browser_or_skip().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = collector(&dir.path().join("traces"), |_| {}).await;
-    let endpoint = format!("http://{}", c.otlp_addr);
-    let (cx, nodes) = tokio::task::spawn_blocking(move || {
-        let requester = node("edge-node-0", endpoint.clone(), |_| {});
-        // The middle node samples nothing; the last keeps everything whatever its caller
-        // decided (it does not follow the parent).
-        let middle = node("edge-node-1", endpoint.clone(), |c| {
+    let (dir, c) = start().await;
+    // The middle node samples nothing; the last keeps everything whatever its caller
+    // decided (it does not follow the parent).
+    let (requester, middle, last) = three(
+        &c,
+        None,
+        |c| {
             c.sampling = Sampling {
                 parent_based: false,
                 ratio: 0.0,
             }
-        });
-        let last = node("edge-node-2", endpoint, |c| {
+        },
+        |c| {
             c.sampling = Sampling {
                 parent_based: false,
                 ratio: 1.0,
             }
-        });
+        },
+    )
+    .await;
+    let (cx, nodes) = tokio::task::spawn_blocking(move || {
         let root = requester.span("task.submit", None, None);
         let forwarded = middle.span("guild.receive_message", Some(&root), Some(&requester));
         last.span("task.offer", Some(&forwarded), Some(&middle));
@@ -195,21 +228,18 @@ async fn a_span_whose_parent_node_dropped_it_from_a_full_queue_says_so() {
     if browser_or_skip().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = collector(&dir.path().join("traces"), |_| {}).await;
-    let endpoint = format!("http://{}", c.otlp_addr);
-    let nodes = tokio::task::spawn_blocking(move || {
-        let requester = node("edge-node-0", endpoint.clone(), |_| {});
-        // A queue of eight spans, sending when it holds eight: a burst overflows it.
-        let middle = node("edge-node-1", endpoint.clone(), |c| {
+    let (dir, c) = start().await;
+    // A queue of eight spans, sending when it holds eight: a burst overflows it.
+    let nodes = three(
+        &c,
+        None,
+        |c| {
             c.batch.max_queue_size = 8;
             c.batch.max_export_batch_size = 8;
-        });
-        let last = node("edge-node-2", endpoint, |_| {});
-        (requester, middle, last)
-    })
-    .await
-    .expect("the nodes start");
+        },
+        |_| {},
+    )
+    .await;
     let nodes = Arc::new(nodes);
     // Which span a full queue drops is a race; a trace whose parent got through is made
     // again, a few times at most.
@@ -326,21 +356,9 @@ async fn a_span_whose_parent_node_is_cut_off_says_since_when_it_reported_nothing
     if browser_or_skip().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = collector(&dir.path().join("traces"), |_| {}).await;
-    let endpoint = format!("http://{}", c.otlp_addr);
+    let (dir, c) = start().await;
     let relay = Relay::start(c.otlp_addr);
-    let (requester, middle, last) = tokio::task::spawn_blocking({
-        let through = format!("http://{}", relay.addr);
-        move || {
-            let requester = node("edge-node-0", endpoint.clone(), |_| {});
-            let middle = node("edge-node-1", through, |_| {});
-            let last = node("edge-node-2", endpoint, |_| {});
-            (requester, middle, last)
-        }
-    })
-    .await
-    .expect("the nodes start");
+    let (requester, middle, last) = three(&c, Some(relay.addr), |_| {}, |_| {}).await;
     // The middle node reports through the relay, then the relay is cut.
     reported(&c, "edge-node-1", "interval_ms").await;
     relay.cut();

@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
 
 use zerostate_telemetry::names::{account, span};
 use zerostate_telemetry::testing::{OtlpReceiver, ReceivedSpan};
 use zerostate_telemetry::{SpanExt, TelemetryBuilder, TelemetryConfig, propagation};
 
-use crate::harness::test_config;
+use crate::harness::{test_config, until};
 
 fn config(endpoint: String) -> TelemetryConfig {
     let mut c = test_config();
@@ -40,17 +39,6 @@ fn sum(accounts: &[ReceivedSpan], key: &str) -> u64 {
                 .expect("a count")
         })
         .sum()
-}
-
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "waited for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Spans continuing a remote trace whose caller sampled it out.

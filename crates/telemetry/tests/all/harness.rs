@@ -95,3 +95,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 }
 
 pub(crate) use zerostate_telemetry::testing::OtlpReceiver;
+
+/// Waits up to 20 s for `done`; panics naming `what` after that.
+pub(crate) fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "waited for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -2,12 +2,11 @@
 //! once it answers, within a bound, across a restart.
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
 
 use zerostate_telemetry::testing::OtlpReceiver;
 use zerostate_telemetry::{LogFormat, TelemetryBuilder, TelemetryConfig, TelemetryGuard};
 
-use crate::harness::{LogBuffer, test_config};
+use crate::harness::{LogBuffer, test_config, until};
 
 /// A loopback address nothing listens on (until a test starts a receiver there).
 fn free_addr() -> SocketAddr {
@@ -33,18 +32,6 @@ fn spans(dispatch: &tracing::Dispatch, name: &'static str, n: usize) {
             tracing::info_span!("work", kind = name, n = i).in_scope(|| {});
         }
     });
-}
-
-/// Waits up to 20 s for `done`.
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "waited for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn kinds(receiver: &OtlpReceiver) -> Vec<String> {
