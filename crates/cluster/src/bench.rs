@@ -1,6 +1,8 @@
 //! `zerostate bench tasks`: tasks across three node processes on loopback — a ledger node,
 //! a requester and an executor — timed from submission to paid, with tracing off, at 10 %
-//! and at 100 % sampling, in one run; prints a table. `zerostate bench ingest`: see
+//! and at 100 % sampling, interleaved over rounds in one run; prints the pooled figures,
+//! each round's median and spread, whether tracing's cost stands out of that spread, and
+//! where a task's time goes (from its spans at 100 %). `zerostate bench ingest`: see
 //! [`ingest`].
 
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 mod ingest;
+mod phases;
 
 use zerostate_market::{TaskRecord, TaskState};
 use zerostate_node::client::NodeClient;
@@ -36,8 +39,9 @@ pub struct TasksArgs {
     tasks: usize,
     /// Rounds: the settings run in turn this many times, each on a fresh network.
     ///
-    /// So that no setting always runs first; the figures pool every round.
-    #[arg(long, default_value_t = 2)]
+    /// So that no setting always runs first; the table pools every round, and the spread
+    /// between rounds says whether tracing's cost can be told from the machine's noise.
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Where the processes keep their data and logs [default: a temporary directory].
     #[arg(long = "data-dir", visible_alias = "data", value_name = "DIR")]
@@ -59,11 +63,15 @@ impl BenchCommand {
     }
 }
 
-/// One sampling setting's measurements, pooled over rounds.
+/// One sampling setting's measurements, pooled over rounds, and each round's.
 struct Figures {
     label: &'static str,
     latencies_ms: Vec<f64>,
     elapsed: Duration,
+    /// Each round's tasks per second and p50 (ms).
+    rounds: Vec<(f64, f64)>,
+    /// Each measured task's phases (at 100 % sampling).
+    phases: Vec<phases::Phases>,
 }
 
 impl Figures {
@@ -74,6 +82,20 @@ impl Figures {
     fn quantile(&self, q: f64) -> f64 {
         quantile(&mut self.latencies_ms.clone(), q)
     }
+
+    /// The median, least and most of a figure over the rounds.
+    fn spread(&self, figure: impl Fn(&(f64, f64)) -> f64) -> (f64, f64, f64) {
+        let mut v: Vec<f64> = self.rounds.iter().map(figure).collect();
+        let median = quantile(&mut v, 0.5);
+        (median, v[0], v[v.len() - 1])
+    }
+}
+
+/// One round of one setting.
+struct Round {
+    latencies_ms: Vec<f64>,
+    elapsed: Duration,
+    phases: Vec<phases::Phases>,
 }
 
 /// The `q` quantile (0 to 1) of `values`, nearest rank; 0 for none. Sorts `values`.
@@ -109,14 +131,21 @@ impl TasksArgs {
                 label,
                 latencies_ms: Vec::new(),
                 elapsed: Duration::ZERO,
+                rounds: Vec::new(),
+                phases: Vec::new(),
             })
             .collect();
         for round in 0..self.rounds.max(1) {
             for (i, (label, sampler)) in settings.iter().enumerate() {
                 let dir = base.join(format!("{}-{round}", label.replace([' ', '%'], "")));
-                let (latencies, elapsed) = measure(&dir, *sampler, self.tasks, self.verify_share)?;
-                rows[i].latencies_ms.extend(latencies);
-                rows[i].elapsed += elapsed;
+                let mut round = measure(&dir, *sampler, self.tasks, self.verify_share)?;
+                let row = &mut rows[i];
+                let per_second = round.latencies_ms.len() as f64 / round.elapsed.as_secs_f64();
+                row.rounds
+                    .push((per_second, quantile(&mut round.latencies_ms, 0.5)));
+                row.latencies_ms.extend(round.latencies_ms);
+                row.elapsed += round.elapsed;
+                row.phases.extend(round.phases);
             }
         }
         let off = rows[0].per_second();
@@ -135,10 +164,82 @@ impl TasksArgs {
                 (r.per_second() / off - 1.0) * 100.0
             );
         }
+        print_rounds(&rows);
+        print_phases(&rows[rows.len() - 1]);
         if self.data.is_none() {
             let _ = std::fs::remove_dir_all(&base);
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Each setting's median over the rounds with the least and most, and whether 100 %
+/// sampling differs from tracing off by more than the rounds disagree: the settings run
+/// side by side in each round, so each round gives one ratio, and a difference the bench
+/// can tell is one of the same sign in every round.
+fn print_rounds(rows: &[Figures]) {
+    println!();
+    println!(
+        "{:<15} {:>26} {:>26}",
+        "per round", "tasks/s median [min–max]", "p50 ms median [min–max]"
+    );
+    for r in rows {
+        let (t, t_lo, t_hi) = r.spread(|x| x.0);
+        let (p, p_lo, p_hi) = r.spread(|x| x.1);
+        println!(
+            "{:<15} {:>26} {:>26}",
+            r.label,
+            format!("{t:.1} [{t_lo:.1}–{t_hi:.1}]"),
+            format!("{p:.2} [{p_lo:.2}–{p_hi:.2}]")
+        );
+    }
+    let (off, full) = (&rows[0], &rows[rows.len() - 1]);
+    let mut ratios: Vec<f64> = off
+        .rounds
+        .iter()
+        .zip(&full.rounds)
+        .map(|(o, f)| (f.0 / o.0 - 1.0) * 100.0)
+        .collect();
+    let median = quantile(&mut ratios, 0.5);
+    let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
+    let verdict = if ratios.len() < 3 {
+        "too few rounds to tell (--rounds 3 at least)".to_owned()
+    } else if lo > 0.0 || hi < 0.0 {
+        format!(
+            "the difference is larger than the spread: {} in every one of {} rounds",
+            if hi < 0.0 { "slower" } else { "faster" },
+            ratios.len()
+        )
+    } else {
+        "the bench cannot tell them apart: the rounds disagree in sign, so the cost of \
+         tracing is within this machine's noise between rounds"
+            .to_owned()
+    };
+    println!(
+        "{} vs {}: {median:+.1} % tasks/s (median of the rounds' ratios, {lo:+.1} % to \
+         {hi:+.1} %); {verdict}",
+        full.label, off.label
+    );
+}
+
+/// Where a task's time goes, from the requester's spans of each measured task at 100 %
+/// sampling: each phase's median and 95th percentile.
+fn print_phases(full: &Figures) {
+    if full.phases.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "where a task's time goes ({}, the requester's spans of {} tasks):",
+        full.label,
+        full.phases.len()
+    );
+    println!("{:<15} {:>9} {:>9}", "phase", "p50 ms", "p95 ms");
+    let names = phases::PHASES.iter().chain(&["submit → paid"]);
+    for (i, name) in names.enumerate() {
+        let mut v: Vec<f64> = full.phases.iter().map(|p| p[i]).collect();
+        let (p50, p95) = (quantile(&mut v, 0.5), quantile(&mut v, 0.95));
+        println!("{name:<15} {p50:>9.2} {p95:>9.2}");
     }
 }
 
@@ -149,7 +250,7 @@ fn measure(
     sampler: Option<&str>,
     count: usize,
     verify_share: f64,
-) -> anyhow::Result<(Vec<f64>, Duration)> {
+) -> anyhow::Result<Round> {
     let _ = std::fs::remove_dir_all(dir);
     let s = |v: &str| v.to_owned();
     let launcher = Launcher::this_binary(dir)?;
@@ -199,24 +300,37 @@ fn measure(
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut latencies = Vec::new();
         let mut measured = Duration::ZERO;
-        for i in 0..count + 5 {
+        for i in 0..count + WARM_UP {
             let started = Instant::now();
             let record = run_one(&requester).await?;
             let paid = record.payment.as_ref().is_some_and(|p| p.status == "paid");
             if record.state != TaskState::Succeeded || !paid {
                 bail!("a task was not run and paid: {record:?}");
             }
-            if i >= 5 {
+            if i >= WARM_UP {
                 measured += started.elapsed();
                 latencies.push(record.duration_ms.unwrap_or(0.0));
             }
         }
         Ok((latencies, measured))
     });
+    // Stopped, the nodes have sent every span; the phases come from the collector.
     cluster.stop(STOP_GRACE);
+    let phases = match (&collector, sampler) {
+        (Some(c), Some("1.0")) => runtime.block_on(phases::read(&c.ui, "requester", WARM_UP)),
+        _ => Ok(Vec::new()),
+    };
     stop_all(collector.into_iter().map(|c| c.child).collect(), STOP_GRACE);
-    result
+    let (latencies_ms, elapsed) = result?;
+    Ok(Round {
+        latencies_ms,
+        elapsed,
+        phases: phases.context("reading the tasks' traces back from the collector")?,
+    })
 }
+
+/// Tasks run first in each round and not measured.
+const WARM_UP: usize = 5;
 
 /// How long the processes have to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
