@@ -14,6 +14,7 @@ use zerostate_collector::Collector;
 use zerostate_collector::testing::{browser_or_skip, chromium};
 use zerostate_telemetry::{
     LogFormat, Sampling, SpanExt, TelemetryBuilder, TelemetryConfig, TelemetryGuard, TraceContext,
+    propagation,
 };
 
 use crate::harness::{collector, eventually, get, get_ok};
@@ -47,8 +48,16 @@ fn node(name: &str, endpoint: String, tune: impl FnOnce(&mut TelemetryConfig)) -
     }
 }
 
+/// `cx` as a process receiving it in `traceparent` reads it: a remote parent.
+fn over_the_wire(cx: &TraceContext) -> TraceContext {
+    let mut headers = std::collections::HashMap::new();
+    propagation::inject(cx, &mut headers);
+    propagation::extract(&headers).expect("a traceparent")
+}
+
 impl Node {
-    /// A span named `name` under `parent` (a message from `from`, when given); its context.
+    /// A span named `name` under `parent`: received in a message from `from` (the context
+    /// carried over the wire), or local without one; its context.
     fn span(
         &self,
         name: &'static str,
@@ -61,8 +70,10 @@ impl Node {
             if let Some(from) = from {
                 span.record_peer_id(&from.instance);
             }
-            if let Some(parent) = parent {
-                span.set_parent(parent);
+            match (parent, from) {
+                (Some(parent), Some(_)) => span.set_parent(&over_the_wire(parent)),
+                (Some(parent), None) => span.set_parent(parent),
+                _ => {}
             }
             span.context().expect("a recorded span")
         })
@@ -251,7 +262,7 @@ async fn a_span_whose_parent_node_dropped_it_from_a_full_queue_says_so() {
             let root = requester.span("task.submit", None, None);
             let parent = tracing::dispatcher::with_default(&middle.dispatch, || {
                 let span = tracing::info_span!("task.offer");
-                span.set_parent(&root);
+                span.set_parent(&over_the_wire(&root));
                 let _in = span.enter();
                 // Spans of other traces, closing before the parent does.
                 for _ in 0..5000 {
