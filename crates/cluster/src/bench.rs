@@ -3,7 +3,7 @@
 //! and at 100 % sampling, interleaved over rounds in one run; prints the pooled figures,
 //! each round's median and spread, whether tracing's cost stands out of that spread, and
 //! where a task's time goes (from its spans at 100 %). `zerostate bench ingest`: see
-//! [`ingest`].
+//! [`ingest`]; `zerostate bench idle`: see [`idle`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
+mod idle;
 mod ingest;
 mod phases;
 
@@ -29,6 +30,8 @@ pub enum BenchCommand {
     /// Spans per second a collector process takes over OTLP/HTTP, with random ids, and the
     /// bytes it stores per span.
     Ingest(ingest::IngestArgs),
+    /// The CPU idle nodes spend, as a share of a core, in a guild of many on loopback.
+    Idle(idle::IdleArgs),
 }
 
 /// `bench tasks`.
@@ -59,6 +62,7 @@ impl BenchCommand {
         match self {
             Self::Tasks(args) => args.run(),
             Self::Ingest(args) => args.run(),
+            Self::Idle(args) => args.run(),
         }
     }
 }
