@@ -63,8 +63,8 @@ pub(super) struct Book {
     /// Ended tasks.
     pub(super) outcomes: Vec<Outcome>,
     /// Submitted, not ended, by submission number: the executor running it, while one
-    /// does.
-    pub(super) in_flight: std::collections::HashMap<u64, Option<String>>,
+    /// does, and when the harness first saw it running there.
+    pub(super) in_flight: std::collections::HashMap<u64, Option<(String, Instant)>>,
     /// Submitted so far.
     pub(super) submitted: usize,
 }
@@ -142,13 +142,20 @@ impl Load {
 
     /// Who is running each task under way now.
     pub(super) fn running_on(&self) -> Vec<String> {
+        self.running_since(Duration::MAX)
+    }
+
+    /// Who began running a task under way at most `fresh` ago (as the harness, polling,
+    /// saw it): a fault aimed at it then lands while the task still has its time to run.
+    pub(super) fn running_since(&self, fresh: Duration) -> Vec<String> {
         self.book
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .in_flight
             .values()
             .flatten()
-            .cloned()
+            .filter(|(_, since)| since.elapsed() <= fresh)
+            .map(|(peer, _)| peer.clone())
             .collect()
     }
 }
@@ -211,7 +218,13 @@ async fn one(requester: NodeClient, book: Arc<Mutex<Book>>, started: Instant, n:
                     .flatten();
                 let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(running) = b.in_flight.get_mut(&n) {
-                    *running = executor;
+                    // The time it was first seen on this executor is kept while it runs
+                    // there.
+                    let same =
+                        matches!((&*running, &executor), (Some((was, _)), Some(now)) if was == now);
+                    if !same {
+                        *running = executor.map(|peer| (peer, Instant::now()));
+                    }
                 }
             }
         }

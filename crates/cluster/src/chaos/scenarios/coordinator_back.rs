@@ -42,8 +42,14 @@ fn coordinator_back(
     );
     std::thread::sleep(third);
     let old = net.peer("coordinator")?;
-    // Killed while it runs a task (waited for, up to 3 s).
-    let mid_task = until(Duration::from_secs(3), || load.running_on().contains(&old)).is_some();
+    // Killed while it runs a task (waited for, up to 5 s): one it began at most 400 ms
+    // ago, so the kill lands well inside the 1.5 s it holds the answer, not as the answer
+    // leaves.
+    let fresh = Duration::from_millis(400);
+    let mid_task = until(Duration::from_secs(5), || {
+        load.running_since(fresh).contains(&old)
+    })
+    .is_some();
     let lost_at = load.started.elapsed();
     net.kill("coordinator")?;
     let handover = successor_takes_over(net, &old, row);
