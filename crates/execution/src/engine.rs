@@ -2,7 +2,6 @@
 //! under its limits, measures it, and signs a receipt, whatever the outcome.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -102,15 +101,95 @@ impl Cache {
     }
 }
 
-/// Advances the engine's epoch so running tasks notice their wall-time deadline.
+/// Advances the engine's epoch so running tasks notice their wall-time deadline, every
+/// [`EPOCH_TICK`] while at least one task runs; between tasks its thread sleeps until one
+/// starts (an idle node does not wake for it). Deadlines count ticks from when their task
+/// starts, so a clock that stood still meanwhile shortens none.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    clock: Arc<Clock>,
     handle: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Clock {
+    state: Mutex<ClockState>,
+    wake: std::sync::Condvar,
+    /// Ticks so far.
+    ticks: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct ClockState {
+    running: usize,
+    stop: bool,
+}
+
+impl Clock {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ticker thread: waits for a running task, then ticks while any runs.
+    fn run(&self, engine: &wasmtime::Engine) {
+        loop {
+            {
+                let mut state = self.lock();
+                while state.running == 0 && !state.stop {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                if state.stop {
+                    return;
+                }
+            }
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            self.ticks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Ticker {
+    fn start(engine: &wasmtime::Engine) -> Result<Self, TaskError> {
+        let clock = Arc::new(Clock::default());
+        let handle = {
+            let (engine, clock) = (engine.clone(), clock.clone());
+            std::thread::Builder::new()
+                .name("zerostate-epoch".into())
+                .spawn(move || clock.run(&engine))
+                .map_err(|e| TaskError::Host(format!("cannot start the wall-time clock: {e}")))?
+        };
+        Ok(Self {
+            clock,
+            handle: Some(handle),
+        })
+    }
+
+    /// Keeps the clock ticking until the returned guard is dropped.
+    fn ticking(&self) -> Ticking<'_> {
+        let mut state = self.clock.lock();
+        state.running += 1;
+        if state.running == 1 {
+            self.clock.wake.notify_one();
+        }
+        Ticking(&self.clock)
+    }
+}
+
+/// A task that needs the clock ([`Ticker::ticking`]).
+struct Ticking<'a>(&'a Clock);
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.running = state.running.saturating_sub(1);
+    }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.clock.lock().stop = true;
+        self.clock.wake.notify_one();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -142,7 +221,7 @@ pub struct Engine {
     disk: Option<DiskCache>,
     policy: Policy,
     key: ExecutorKey,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 impl std::fmt::Debug for Engine {
@@ -204,19 +283,7 @@ impl Engine {
         };
         let mut linker = Linker::new(&engine);
         wasi::add_to_linker(&mut linker)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let handle = {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("zerostate-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| TaskError::Host(format!("cannot start the wall-time clock: {e}")))?
-        };
+        let ticker = Ticker::start(&engine)?;
         Ok(Self {
             engine,
             id: engine_id(MAX_STACK_BYTES),
@@ -225,10 +292,7 @@ impl Engine {
             disk,
             policy,
             key,
-            _ticker: Ticker {
-                stop,
-                handle: Some(handle),
-            },
+            ticker,
         })
     }
 
@@ -424,6 +488,7 @@ impl Engine {
         let ticks = (limits.wall_time_ms + BACKSTOP.as_millis() as u64)
             .div_ceil(EPOCH_TICK.as_millis() as u64)
             + 1;
+        let _ticking = self.ticker.ticking();
         store.set_epoch_deadline(ticks);
 
         let started = Instant::now();
@@ -627,5 +692,61 @@ fn classify(e: wasmtime::Error, state: &mut TaskState, manifest: &Manifest) -> T
         Some(Trap::StackOverflow) => TaskError::StackOverflow,
         Some(trap) => TaskError::Trap(trap.to_string()),
         None => TaskError::Trap(format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    fn ticks(t: &Ticker) -> u64 {
+        t.clock.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to 5 s for `ready`.
+    fn eventually(mut ready: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if ready() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn the_clock_ticks_only_while_a_task_runs() {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let ticker = Ticker::start(&engine).unwrap();
+        std::thread::sleep(EPOCH_TICK * 10);
+        assert_eq!(ticks(&ticker), 0, "no task ran, yet the clock ticked");
+        let running = ticker.ticking();
+        let second = ticker.ticking();
+        assert!(
+            eventually(|| ticks(&ticker) >= 3),
+            "a task runs, the clock stands"
+        );
+        drop(running);
+        let before = ticks(&ticker);
+        assert!(
+            eventually(|| ticks(&ticker) >= before + 3),
+            "one of two tasks ended and the clock stopped"
+        );
+        drop(second);
+        // Settled: no tick for twice a tick's length.
+        let mut last = ticks(&ticker);
+        assert!(eventually(|| {
+            std::thread::sleep(EPOCH_TICK * 2);
+            let now = ticks(&ticker);
+            std::mem::replace(&mut last, now) == now
+        }));
+        std::thread::sleep(EPOCH_TICK * 10);
+        assert_eq!(ticks(&ticker), last, "no task runs, yet the clock ticks");
+        drop(ticker);
     }
 }
