@@ -222,7 +222,7 @@ impl Driver {
                 },
                 event = self.swarm.select_next_some() => self.swarm_event(event),
                 _ = decay.tick() => self.decay_scores(),
-                _ = redial.tick() => self.redial_due(),
+                _ = redial.tick(), if self.redial.waiting() => self.redial_due(),
                 () = &mut listen_deadline, if ready.is_some() => {
                     if let Some(r) = ready.take() {
                         let _ = r.send(Err("no listen address came up within 5 s".into()));

@@ -29,6 +29,12 @@ impl Redial {
             .or_insert((address, now + FIRST, FIRST));
     }
 
+    /// Whether any bootstrap node waits to be dialled again (the driver's redial timer
+    /// runs only then: an idle node does not wake for it).
+    pub(super) fn waiting(&self) -> bool {
+        !self.due.is_empty()
+    }
+
     /// `peer` is connected again: no more dials.
     pub(super) fn back(&mut self, peer: &PeerId) {
         self.due.remove(peer);
@@ -87,7 +93,9 @@ mod tests {
         let peer = PeerId::random();
         let address: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().expect("address");
         let t = Instant::now();
+        assert!(!r.waiting());
         r.lost(peer, address.clone(), t);
+        assert!(r.waiting());
         assert!(r.due(t).is_empty());
         assert_eq!(r.due(t + FIRST), vec![address.clone()]);
         assert!(r.due(t + FIRST).is_empty(), "then after 2 s");
@@ -99,6 +107,7 @@ mod tests {
         assert_eq!(wait, LONGEST);
         assert!(next > t);
         r.back(&peer);
+        assert!(!r.waiting());
         assert!(r.due(t + FIRST * 1000).is_empty());
     }
 }
