@@ -29,6 +29,15 @@ pub struct IdleArgs {
     /// Where the processes keep their data and logs [default: a temporary directory].
     #[arg(long = "data-dir", visible_alias = "data", value_name = "DIR")]
     data: Option<PathBuf>,
+    /// A node config file every node reads, to measure what its settings cost.
+    ///
+    /// For instance `[guild] heartbeat_interval_ms = 10000`, `[network] gossip_heartbeat_ms`,
+    /// or `[telemetry] enabled = false`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Nodes export no spans (no collector is started).
+    #[arg(long)]
+    no_tracing: bool,
 }
 
 /// A process's CPU time so far (user and system, every thread), in clock ticks.
@@ -87,14 +96,27 @@ impl IdleArgs {
 
     fn measure(&self, dir: &Path) -> anyhow::Result<()> {
         let launcher = Launcher::this_binary(dir)?;
-        let collector = launcher.collector("127.0.0.1:0", "127.0.0.1:0", &[])?;
-        let launcher = launcher.env("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&collector.otlp));
+        let (collector, launcher) = if self.no_tracing {
+            (None, launcher.env("OTEL_EXPORTER_OTLP_ENDPOINT", None))
+        } else {
+            let collector = launcher.collector("127.0.0.1:0", "127.0.0.1:0", &[])?;
+            let launcher = launcher.env("OTEL_EXPORTER_OTLP_ENDPOINT", Some(&collector.otlp));
+            (Some(collector), launcher)
+        };
+        let args: Vec<String> = match &self.config {
+            Some(file) => {
+                let file = std::path::absolute(file)
+                    .with_context(|| format!("the config file {}", file.display()))?;
+                vec!["--config".to_owned(), file.display().to_string()]
+            }
+            None => Vec::new(),
+        };
         let spec = Spec {
             guild: "idle".to_owned(),
-            coordinator: Member::new("node-0", &[]),
+            coordinator: Member::new("node-0", &args),
             ledger: false,
             members: (1..self.nodes)
-                .map(|i| Member::new(&format!("node-{i}"), &[]))
+                .map(|i| Member::new(&format!("node-{i}"), &args))
                 .collect(),
             faucet: None,
             chain: None,
@@ -105,7 +127,7 @@ impl IdleArgs {
         let cluster = match Cluster::start(&launcher, &spec, &runtime) {
             Ok(c) => c,
             Err(e) => {
-                stop_all(vec![collector.child], STOP_GRACE);
+                stop_all(collector.into_iter().map(|c| c.child).collect(), STOP_GRACE);
                 return Err(e);
             }
         };
@@ -115,7 +137,9 @@ impl IdleArgs {
             .iter()
             .map(|n| (n.name().to_owned(), n.child.pid()))
             .collect();
-        pids.push(("collector".to_owned(), collector.child.pid()));
+        if let Some(c) = &collector {
+            pids.push(("collector".to_owned(), c.child.pid()));
+        }
         let read =
             || -> anyhow::Result<Vec<u64>> { pids.iter().map(|(_, p)| cpu_ticks(*p)).collect() };
         let before = read();
@@ -124,7 +148,8 @@ impl IdleArgs {
         let after = read();
         let window = started.elapsed().as_secs_f64();
         cluster.stop(STOP_GRACE);
-        stop_all(vec![collector.child], STOP_GRACE);
+        let collector_share = collector.is_some();
+        stop_all(collector.into_iter().map(|c| c.child).collect(), STOP_GRACE);
         let (before, after) = (before?, after?);
         let per_second = ticks_per_second();
         let shares: Vec<f64> = before
@@ -133,23 +158,33 @@ impl IdleArgs {
             .map(|(b, a)| a.saturating_sub(*b) as f64 / per_second / window * 100.0)
             .collect();
         println!(
-            "{} idle nodes in one guild on loopback, exporting to a collector; CPU over {window:.1} s, \
-             after {} s to settle:",
-            self.nodes, self.settle
+            "{} idle nodes in one guild on loopback, {}; CPU over {window:.1} s, after {} s to \
+             settle:",
+            self.nodes,
+            if self.no_tracing {
+                "exporting no spans"
+            } else {
+                "exporting to a collector"
+            },
+            self.settle
         );
         println!("{:<12} {:>12}", "process", "% of a core");
         for ((name, _), share) in pids.iter().zip(&shares) {
             println!("{name:<12} {share:>12.2}");
         }
-        let mut nodes = shares[..shares.len() - 1].to_vec();
+        let mut nodes = shares[..self.nodes].to_vec();
         let sum: f64 = nodes.iter().sum();
         let median = super::quantile(&mut nodes, 0.5);
         let most = nodes.last().copied().unwrap_or(0.0);
+        let collector = if collector_share {
+            format!("; the collector {:.2} %", shares[self.nodes])
+        } else {
+            String::new()
+        };
         println!(
             "an idle node: median {median:.2} %, most {most:.2} % of a core; all {} nodes \
-             {sum:.1} %; the collector {:.2} % (one tick is {:.2} % over this window)",
+             {sum:.1} %{collector} (one tick is {:.2} % over this window)",
             self.nodes,
-            shares[shares.len() - 1],
             100.0 / per_second / window
         );
         Ok(())
