@@ -215,6 +215,13 @@ impl LocalSpan {
 
     /// Sets an attribute on the span.
     pub fn with_attribute(self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.set_attribute(key, value);
+        self
+    }
+
+    /// Sets an attribute on the open span, once what it says is known. Each call adds one:
+    /// set a key once.
+    pub fn set_attribute(&self, key: &'static str, value: impl Into<Value>) {
         if self.index != NOT_RECORDED {
             let kv = KeyValue::new(Key::from_static_str(key), value.into());
             COLLECTING.with(|c| {
@@ -226,7 +233,6 @@ impl LocalSpan {
                 }
             });
         }
-        self
     }
 }
 
