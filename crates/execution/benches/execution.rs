@@ -6,11 +6,18 @@
 //!
 //! Rows: compiling a module cold; loading it from the disk cache into a fresh engine;
 //! instantiating it from the in-memory cache (on-demand and pooling allocator); a whole
-//! cached trivial task (validate, instantiate, execute, signed receipt), and the same with
-//! 100 input files and an output directory; signing and verifying a receipt. The table at the end gives the median of the samples.
+//! cached trivial task (validate, instantiate, execute, signed receipt), the same traced
+//! (every span sampled and exported to a sink), and the same with 100 input files and an
+//! output directory; signing and verifying a receipt. The table at the end gives the median of the samples.
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use zerostate_telemetry::{LogFormat, TelemetryBuilder, TelemetryConfig};
 
 use criterion::{BatchSize, Criterion};
 use zerostate_execution::{Engine, EngineOptions, ExecutorKey, Manifest, builtin};
@@ -19,6 +26,17 @@ const TRIVIAL: &str = r#"(module (memory (export "memory") 1) (func (export "_st
 
 fn engine(options: EngineOptions) -> Engine {
     Engine::new(options, ExecutorKey::from_seed([7; 32])).expect("engine")
+}
+
+/// Counts spans and discards them.
+#[derive(Debug, Clone, Default)]
+struct Sink(Arc<AtomicU64>);
+
+impl SpanExporter for Sink {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -127,6 +145,39 @@ fn main() {
         "whole cached trivial task (validate, instantiate, execute, receipt), us",
         median(samples),
     ));
+
+    // The same task traced as an executor traces it: every span sampled (the task span and
+    // its six phases) and exported, by the export thread, to a sink.
+    let sink = Sink::default();
+    let mut config = TelemetryConfig::default();
+    config.service_name = "bench".into();
+    config.log_format = LogFormat::Off;
+    let (dispatch, guard) = TelemetryBuilder::new(config)
+        .with_exporter(sink.clone())
+        .build()
+        .expect("telemetry builds");
+    let mut samples = Vec::new();
+    tracing::dispatcher::with_default(&dispatch, || {
+        c.bench_function("whole cached trivial task, traced (pooling)", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(e.run(&trivial)).result.expect("runs");
+                }
+                let elapsed = start.elapsed();
+                samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
+                elapsed
+            })
+        });
+    });
+    guard.force_flush().expect("flush");
+    let exported = sink.0.load(Ordering::Relaxed);
+    assert!(exported > 0, "the traced rows exported no span");
+    table.push((
+        "whole cached trivial task, traced (every span sampled and exported), us",
+        median(samples),
+    ));
+    drop(guard);
 
     // The same task carrying 100 input files of 10 KiB (1 MiB) and an output directory:
     // what the file trees add to a run (building them, hashing both for the receipt).
