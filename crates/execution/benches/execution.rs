@@ -39,6 +39,17 @@ impl SpanExporter for Sink {
     }
 }
 
+/// Times `iters` calls of `once`, keeping their mean in µs as a sample.
+fn timed(iters: u64, samples: &mut Vec<f64>, mut once: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        once();
+    }
+    let elapsed = start.elapsed();
+    samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
+    elapsed
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -132,13 +143,9 @@ fn main() {
     let mut samples = Vec::new();
     c.bench_function("whole cached trivial task (pooling)", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
+            timed(iters, &mut samples, || {
                 black_box(e.run(&trivial)).result.expect("runs");
-            }
-            let elapsed = start.elapsed();
-            samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
-            elapsed
+            })
         })
     });
     table.push((
@@ -160,13 +167,9 @@ fn main() {
     tracing::dispatcher::with_default(&dispatch, || {
         c.bench_function("whole cached trivial task, traced (pooling)", |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
+                timed(iters, &mut samples, || {
                     black_box(e.run(&trivial)).result.expect("runs");
-                }
-                let elapsed = start.elapsed();
-                samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
-                elapsed
+                })
             })
         });
     });
@@ -192,13 +195,9 @@ fn main() {
         "whole cached trivial task, 100 input files (pooling)",
         |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
+                timed(iters, &mut samples, || {
                     black_box(e.run(&with_files)).result.expect("runs");
-                }
-                let elapsed = start.elapsed();
-                samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
-                elapsed
+                })
             })
         },
     );
@@ -212,14 +211,9 @@ fn main() {
     let mut samples = Vec::new();
     c.bench_function("receipt sign and verify", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                let r = receipt.clone().sign(&key);
-                r.verify().expect("valid");
-            }
-            let elapsed = start.elapsed();
-            samples.push(elapsed.as_secs_f64() * 1e6 / iters as f64);
-            elapsed
+            timed(iters, &mut samples, || {
+                receipt.clone().sign(&key).verify().expect("valid");
+            })
         })
     });
     table.push(("receipt sign and verify, us", median(samples)));
