@@ -40,9 +40,37 @@ use zerostate_http as serve;
 use zerostate_telemetry::error_chain;
 
 pub use counters::CollectorStats;
-pub use store::{Edge, OperationStats, Store, StoreError, TraceQuery};
+pub use store::{
+    Checkpointer, Edge, OperationStats, Prepared, Preparer, Store, StoreError, TraceQuery,
+};
 
 use counters::Counters;
+
+/// Most requests the store's writer commits in one transaction.
+const GROUP_COMMIT: usize = 16;
+/// How often the checkpointer copies the write-ahead log into the store.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Starts the thread that checkpoints the store in `dir` every [`CHECKPOINT_EVERY`]
+/// until `writing` is closed.
+fn checkpoints(
+    dir: &std::path::Path,
+    writing: std::sync::mpsc::Receiver<()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let checkpointer = Checkpointer::open(dir)?;
+    std::thread::Builder::new()
+        .name("zerostate-collector-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                writing.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = checkpointer.checkpoint() {
+                    tracing::warn!("checkpointing the store: {}", error_chain(&e));
+                }
+            }
+        })?;
+    Ok(())
+}
 
 /// How the collector runs. Every field says its default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,6 +264,9 @@ impl Collector {
             .map(tls::token)
             .transpose()?;
         let mut writer_store = Store::open(&config.data_dir)?;
+        let preparer = writer_store
+            .preparer()
+            .expect("a store opened for writing prepares");
         let readers = (0..config.query_readers.max(1))
             .map(|_| Store::reader(&config.data_dir))
             .collect::<Result<Vec<_>, _>>()?;
@@ -243,6 +274,7 @@ impl Collector {
         let (queue, rx) =
             std::sync::mpsc::sync_channel::<receiver::Job>(config.queue_requests.max(1));
         let retention = Duration::from_secs(config.retention_secs);
+        let data_dir = config.data_dir.clone();
         let max_bytes = config.max_bytes;
         let wc = counters.clone();
         let writer = std::thread::Builder::new()
@@ -258,23 +290,51 @@ impl Collector {
                     Err(e) => tracing::error!("enforcing retention: {}", error_chain(&e)),
                 };
                 enforce(&mut writer_store);
+                // Checkpoints beside the writer, until the writer ends (nothing is ever
+                // sent: the channel closes with the writer).
+                let (_writing, written) = std::sync::mpsc::sync_channel::<()>(1);
+                if let Err(e) = checkpoints(&data_dir, written) {
+                    tracing::warn!(
+                        "the store's writer will checkpoint itself: {}",
+                        error_chain(&*e)
+                    );
+                }
                 loop {
                     match rx.recv_timeout(Duration::from_secs(1)) {
                         Ok(job) => {
-                            let result = writer_store.ingest(&job.request);
-                            match &result {
+                            // A group commit: the requests that wait are written together.
+                            let mut jobs = vec![job];
+                            while jobs.len() < GROUP_COMMIT {
+                                match rx.try_recv() {
+                                    Ok(job) => jobs.push(job),
+                                    Err(_) => break,
+                                }
+                            }
+                            let (prepared, answers): (Vec<_>, Vec<_>) = jobs
+                                .into_iter()
+                                .map(|j| (j.prepared, (j.done, j._reservation)))
+                                .unzip();
+                            let result = writer_store.write(prepared);
+                            // Each request's answer waits for this; its reservation of the
+                            // decode budget ends with its job.
+                            match result {
                                 Ok(done) => {
-                                    wc.spans_stored.add(done.stored);
-                                    wc.spans_duplicate.add(done.duplicates);
+                                    for (d, (answer, _reservation)) in done.into_iter().zip(answers)
+                                    {
+                                        wc.spans_stored.add(d.stored);
+                                        wc.spans_duplicate.add(d.duplicates);
+                                        let _ = answer.send(Ok(d));
+                                    }
                                 }
                                 Err(e) => {
                                     wc.store_errors.inc();
-                                    tracing::error!("storing spans: {}", error_chain(e));
+                                    let e = error_chain(&e);
+                                    tracing::error!("storing spans: {e}");
+                                    for (answer, _reservation) in answers {
+                                        let _ = answer.send(Err(e.clone()));
+                                    }
                                 }
                             }
-                            // The request's answer waits for this; its reservation of the
-                            // decode budget ends with the job.
-                            let _ = job.done.send(result.map_err(|e| error_chain(&e)));
                         }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
@@ -320,6 +380,7 @@ impl Collector {
             }
         };
         let mut receiver = receiver::router(receiver::Receiver {
+            preparer,
             forward,
             queue: queue.clone(),
             counters: counters.clone(),

@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use crate::counters::Counters;
 use crate::estimate;
-use crate::store::{Ingested, valid_ids};
+use crate::store::{Ingested, Prepared, Preparer, valid_ids};
 
 /// `google.rpc.Status`, the body of an OTLP error response.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -104,7 +104,7 @@ impl Drop for Reservation {
 
 /// A decoded request on its way to the store; `done` hears how storing went.
 pub(crate) struct Job {
-    pub(crate) request: ExportTraceServiceRequest,
+    pub(crate) prepared: Prepared,
     pub(crate) done: tokio::sync::oneshot::Sender<Result<Ingested, String>>,
     pub(crate) _reservation: Reservation,
 }
@@ -112,6 +112,8 @@ pub(crate) struct Job {
 #[derive(Clone)]
 pub(crate) struct Receiver {
     pub(crate) queue: SyncSender<Job>,
+    /// Groups and compresses a request's spans here, before the store's writer.
+    pub(crate) preparer: Arc<Preparer>,
     /// Where stored batches are also sent, if anywhere.
     pub(crate) forward: Option<crate::forward::Forwarder>,
     pub(crate) counters: Arc<Counters>,
@@ -322,12 +324,22 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
     let (received, rejected) = drop_invalid(&mut request);
     r.counters.spans_received.add(received);
     r.counters.spans_rejected.add(rejected);
-    drop(slot);
     if received > rejected {
         let forwarded = r.forward.as_ref().map(|_| request.encode_to_vec());
+        let prepared = match r.preparer.prepare(request) {
+            Ok(p) => p,
+            Err(e) => {
+                return retry_later(
+                    &r,
+                    format,
+                    format!("the spans could not be stored: {}", crate::error_chain(&e)),
+                );
+            }
+        };
+        drop(slot);
         let (done, stored) = tokio::sync::oneshot::channel();
         let job = Job {
-            request,
+            prepared,
             done,
             _reservation: reservation,
         };

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -17,11 +18,14 @@ use sha2::{Digest, Sha256};
 mod accounts;
 mod analytics;
 mod migrate;
+mod prepare;
 mod read;
 mod retention;
 mod write;
 
 pub use accounts::{ACCOUNT, Account};
+use prepare::{Dictionary, compress, split_chunk};
+pub use prepare::{Prepared, Preparer};
 use write::*;
 
 /// Most traces one search returns.
@@ -45,6 +49,9 @@ pub enum StoreError {
     /// Every reader was taken (not expected: readers are handed out by a semaphore).
     #[error("trace store: no reader free")]
     Busy,
+    /// A reader was asked to write.
+    #[error("trace store: opened for reading only")]
+    ReadOnly,
     /// SQLite said no.
     #[error("trace store")]
     Sqlite(#[from] rusqlite::Error),
@@ -57,6 +64,12 @@ pub enum StoreError {
     /// A stored chunk does not say its size, or says one larger than any chunk written.
     #[error("trace store: a stored chunk has no usable size")]
     ChunkSize,
+    /// A stored chunk's spans and their times do not match.
+    #[error("trace store: a stored chunk's spans and times do not match")]
+    ChunkTimes,
+    /// A stored chunk names a compression dictionary the store does not have.
+    #[error("trace store: a stored chunk's compression dictionary {0} is missing")]
+    Dictionary(i64),
 }
 
 /// What one ingest did.
@@ -179,6 +192,11 @@ CREATE TABLE IF NOT EXISTS chunks (
     terms BLOB NOT NULL,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dictionaries (
+    id INTEGER PRIMARY KEY,
+    last_chunk INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS chunks_by_trace ON chunks (trace_id);
 CREATE INDEX IF NOT EXISTS chunks_by_last ON chunks (last_ns);
 CREATE TABLE IF NOT EXISTS terms (
@@ -205,6 +223,14 @@ const STATUS_ERROR: i32 = 2;
 /// zstd level of stored chunks: fast to write, and most of a span's bytes are random ids
 /// that no level compresses.
 const COMPRESSION_LEVEL: i32 = 3;
+/// Size of a compression dictionary. A chunk is small (a trace's spans of one request),
+/// so the names, keys and values its spans share with other traces' would be spelled
+/// out in every chunk; a dictionary trained on the store's own chunks holds them once.
+const DICTIONARY_BYTES: usize = 4096;
+/// Raw chunks gathered before a dictionary is trained.
+const DICTIONARY_SAMPLES: usize = 500;
+/// Spans stored with one dictionary before the next is trained on newer chunks.
+const DICTIONARY_SPANS: u64 = 1_000_000;
 /// Most spans in one chunk; a larger share of one trace in one write is split.
 const CHUNK_SPANS: u64 = 10_000;
 /// Largest decompressed chunk read back (a chunk of [`CHUNK_SPANS`] spans is far smaller).
@@ -219,11 +245,18 @@ const MAX_PARENT_TRACES: usize = 10_000;
 const MAX_CACHED: usize = 10_000;
 
 /// The spans of one trace written together, compressed as one row. Spans are kept as
-/// their OTLP encoding, grouped by resource and scope (ids into those tables).
+/// their OTLP encoding, grouped by resource and scope (ids into those tables). In a
+/// `lean` chunk (every chunk written since 2026-12-07) a span's encoding lacks its trace
+/// id (the row's) and its times, which its group keeps beside it relative to `base_ns`.
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredChunk {
     #[prost(message, repeated, tag = "1")]
     groups: Vec<StoredGroup>,
+    /// The earliest start of the chunk's spans, unix nanoseconds.
+    #[prost(uint64, tag = "2")]
+    base_ns: u64,
+    #[prost(bool, tag = "3")]
+    lean: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -234,6 +267,40 @@ struct StoredGroup {
     scope: i64,
     #[prost(bytes = "vec", repeated, tag = "3")]
     spans: Vec<Vec<u8>>,
+    /// Lean: each span's start after the chunk's `base_ns`.
+    #[prost(uint64, repeated, tag = "4")]
+    starts: Vec<u64>,
+    /// Lean: each span's end minus its start (negative when a sender's end is earlier).
+    #[prost(sint64, repeated, tag = "5")]
+    ends: Vec<i64>,
+}
+
+impl StoredChunk {
+    /// Whether a lean chunk has the times of every span.
+    fn check(&self) -> Result<(), StoreError> {
+        let whole = !self.lean
+            || self
+                .groups
+                .iter()
+                .all(|g| g.starts.len() == g.spans.len() && g.ends.len() == g.spans.len());
+        if whole {
+            Ok(())
+        } else {
+            Err(StoreError::ChunkTimes)
+        }
+    }
+
+    /// The `i`-th span of group `g` decoded, whole again: a lean chunk's trace id and
+    /// times put back.
+    fn span(&self, g: &StoredGroup, i: usize, trace_id: &[u8]) -> Result<Span, StoreError> {
+        let mut span = Span::decode(&g.spans[i][..])?;
+        if self.lean {
+            span.trace_id = trace_id.to_vec();
+            span.start_time_unix_nano = self.base_ns.wrapping_add(g.starts[i]);
+            span.end_time_unix_nano = span.start_time_unix_nano.wrapping_add(g.ends[i] as u64);
+        }
+        Ok(span)
+    }
 }
 
 /// A span read back, with the ids of its resource and scope.
@@ -241,6 +308,43 @@ struct StoredSpan {
     resource: i64,
     scope: i64,
     span: Span,
+}
+
+/// Pages of write-ahead log after which the writer checkpoints itself.
+const WAL_BACKSTOP_PAGES: i64 = 16_384;
+
+/// Copies what the writer committed from the write-ahead log into the database, on a
+/// connection of its own, so that the writer does not stop to do it: a passive
+/// checkpoint never waits for the writer, and once it has caught up the writer's next
+/// transaction starts the log from its beginning again.
+pub struct Checkpointer {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer").finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// Opens a connection to the store in `dir` (opened by [`Store::open`] first).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(dir.join("traces.db"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+
+    /// One passive checkpoint: returns the log's pages and how many of them are now in the
+    /// database.
+    pub fn checkpoint(&self) -> Result<(i64, i64), StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
 }
 
 /// The trace store.
@@ -253,6 +357,8 @@ struct StoredSpan {
 /// B-tree entries per span.
 pub struct Store {
     conn: Connection,
+    /// Shared with the threads that receive spans (writers only).
+    preparer: Option<Arc<Preparer>>,
     writer: WriterState,
     reader: std::cell::RefCell<ReaderState>,
 }
@@ -267,9 +373,15 @@ impl std::fmt::Debug for Store {
 struct WriterState {
     /// service → (its term, span name → (its term, kinds recorded)).
     terms: HashMap<String, (i64, HashMap<String, NameTerm>)>,
-    recent: HashSet<[u8; 24]>,
-    recent_order: std::collections::VecDeque<[u8; 24]>,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Fingerprints of the spans stored last (see [`Preparer::fingerprint`]).
+    recent: HashSet<u64, Fingerprints>,
+    recent_order: std::collections::VecDeque<u64>,
+    /// Resource and scope ids known to be in the database.
+    written: HashSet<(bool, i64)>,
+    /// Raw chunks gathered to train the next dictionary on.
+    samples: Vec<Vec<u8>>,
+    /// Spans stored since the current dictionary was made.
+    since_dictionary: u64,
 }
 
 /// A span name's term, and the span kinds recorded for it.
@@ -280,7 +392,8 @@ type NameTerm = (i64, Vec<i32>);
 struct ReaderState {
     resources: HashMap<i64, (String, Resource)>,
     scopes: HashMap<i64, InstrumentationScope>,
-    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    /// A decompression context and the dictionary (id, 0 for none) it holds.
+    decompressor: Option<(i64, zstd::bulk::Decompressor<'static>)>,
 }
 
 fn digest(bytes: &[u8]) -> Vec<u8> {
@@ -333,11 +446,20 @@ impl Store {
         let conn = Connection::open(dir.join("traces.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints are a [`Checkpointer`]'s work, beside the writer; the writer does one
+        // itself only when the log has grown this far (the checkpointer is behind).
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         let mut store = Self::with(conn);
         store.convert_span_rows()?;
+        store.preparer = Some(Arc::new(Preparer::load(&store.conn)?));
         Ok(store)
+    }
+
+    /// What the threads that receive spans prepare them with (`None` for a reader).
+    pub fn preparer(&self) -> Option<Arc<Preparer>> {
+        self.preparer.clone()
     }
 
     /// A second handle on the same database, for readers.
@@ -353,6 +475,7 @@ impl Store {
     fn with(conn: Connection) -> Self {
         Self {
             conn,
+            preparer: None,
             writer: WriterState::new(),
             reader: std::cell::RefCell::new(ReaderState {
                 resources: HashMap::new(),
@@ -366,73 +489,47 @@ impl Store {
     /// skipped (the receiver has already counted them). A span whose trace and span id
     /// were stored in the last [`RECENT_SPANS`] spans (or earlier in the request) is a
     /// duplicate and is not stored again; one that comes back later is stored again and
-    /// shown once, as reads drop repeated span ids.
+    /// shown once, as reads drop repeated span ids. (The collector prepares each request
+    /// on the thread that received it and writes several at once: [`Store::write`].)
     pub fn ingest(&mut self, request: &ExportTraceServiceRequest) -> Result<Ingested, StoreError> {
-        // Immediate: take the write lock up front (waiting for it), rather than fail when a
-        // read turns into a write.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Ingested::default();
-        let latest = latest_start();
-        let mut batch = Batch::default();
-        let mut keys = Vec::new();
-        let mut in_request = HashSet::new();
-        for rs in &request.resource_spans {
-            let resource = rs.resource.clone().unwrap_or_default();
-            let service = service_of(Some(&resource));
-            let resource_id = intern(&tx, Table::Resources, &resource.encode_to_vec(), &service)?;
-            for ss in &rs.scope_spans {
-                let scope = ss.scope.clone().unwrap_or_default();
-                let scope_id = intern(&tx, Table::Scopes, &scope.encode_to_vec(), "")?;
-                for span in ss.spans.iter().filter(|s| valid_ids(s)) {
-                    let mut key = [0u8; 24];
-                    key[..16].copy_from_slice(&span.trace_id);
-                    key[16..].copy_from_slice(&span.span_id);
-                    if self.writer.seen_recently(&key) || !in_request.insert(key) {
-                        out.duplicates += 1;
-                        continue;
-                    }
-                    let terms = self.writer.terms_of(&tx, &service, &span.name, span.kind)?;
-                    let mut trace_id = [0u8; 16];
-                    trace_id.copy_from_slice(&span.trace_id);
-                    batch.add(
-                        trace_id,
-                        resource_id,
-                        scope_id,
-                        indexed_start(span, latest),
-                        span.encode_to_vec(),
-                        terms,
-                    );
-                    keys.push(key);
-                    out.stored += 1;
-                }
-            }
-        }
-        self.writer.write(&tx, batch)?;
-        tx.commit()?;
-        self.writer.remember(keys);
-        Ok(out)
+        let preparer = self.preparer.clone().ok_or(StoreError::ReadOnly)?;
+        let prepared = preparer.prepare(request.clone())?;
+        let mut done = self.write(vec![prepared])?;
+        Ok(done.pop().unwrap_or_default())
     }
 
     /// Decompresses and decodes a chunk.
     fn chunk(&self, data: &[u8]) -> Result<StoredChunk, StoreError> {
-        let size = zstd::zstd_safe::get_frame_content_size(data)
+        let (dictionary, frame) = split_chunk(data)?;
+        let size = zstd::zstd_safe::get_frame_content_size(frame)
             .ok()
             .flatten()
             .filter(|&n| n <= MAX_CHUNK_BYTES)
             .ok_or(StoreError::ChunkSize)?;
-        let mut reader = self.reader.borrow_mut();
-        let d = match &mut reader.decompressor {
-            Some(d) => d,
-            None => reader
-                .decompressor
-                .insert(zstd::bulk::Decompressor::new().map_err(StoreError::Compression)?),
-        };
-        let raw = d
-            .decompress(data, size as usize)
+        let held = self.reader.borrow().decompressor.as_ref().map(|d| d.0);
+        if held != Some(dictionary) {
+            let d = if dictionary == 0 {
+                zstd::bulk::Decompressor::new()
+            } else {
+                let bytes: Vec<u8> = self
+                    .conn
+                    .prepare_cached("SELECT data FROM dictionaries WHERE id = ?1")?
+                    .query_row(params![dictionary], |r| r.get(0))
+                    .optional()?
+                    .ok_or(StoreError::Dictionary(dictionary))?;
+                zstd::bulk::Decompressor::with_dictionary(&bytes)
+            }
             .map_err(StoreError::Compression)?;
-        Ok(StoredChunk::decode(&raw[..])?)
+            self.reader.borrow_mut().decompressor = Some((dictionary, d));
+        }
+        let mut reader = self.reader.borrow_mut();
+        let (_, d) = reader.decompressor.as_mut().expect("just set");
+        let raw = d
+            .decompress(frame, size as usize)
+            .map_err(StoreError::Compression)?;
+        let chunk = StoredChunk::decode(&raw[..])?;
+        chunk.check()?;
+        Ok(chunk)
     }
 
     /// Every span of a trace, each once, earliest first (then by span id).
@@ -446,12 +543,12 @@ impl Store {
         while let Some(row) = rows.next()? {
             chunks += 1;
             let chunk = self.chunk(blob(row, 0)?)?;
-            for g in chunk.groups {
-                for bytes in g.spans {
+            for g in &chunk.groups {
+                for i in 0..g.spans.len() {
                     out.push(StoredSpan {
                         resource: g.resource,
                         scope: g.scope,
-                        span: Span::decode(&bytes[..])?,
+                        span: chunk.span(g, i, trace_id)?,
                     });
                 }
             }
@@ -509,38 +606,6 @@ impl Store {
 
 /// A scope's id, the scope, and its spans.
 type ScopeGroup = (i64, InstrumentationScope, Vec<Span>);
-
-#[derive(Clone, Copy)]
-enum Table {
-    Resources,
-    Scopes,
-}
-
-/// The id of a resource or scope, stored once by content. Ids are never reused (rows are
-/// kept when their spans age out), so readers may keep them decoded.
-fn intern(conn: &Connection, table: Table, data: &[u8], service: &str) -> Result<i64, StoreError> {
-    let d = digest(data);
-    let select = match table {
-        Table::Resources => "SELECT id FROM resources WHERE digest = ?1",
-        Table::Scopes => "SELECT id FROM scopes WHERE digest = ?1",
-    };
-    if let Some(id) = conn
-        .prepare_cached(select)?
-        .query_row(params![d], |r| r.get(0))
-        .optional()?
-    {
-        return Ok(id);
-    }
-    match table {
-        Table::Resources => conn
-            .prepare_cached("INSERT INTO resources (digest, service, data) VALUES (?1, ?2, ?3)")?
-            .execute(params![d, service, data])?,
-        Table::Scopes => conn
-            .prepare_cached("INSERT INTO scopes (digest, data) VALUES (?1, ?2)")?
-            .execute(params![d, data])?,
-    };
-    Ok(conn.last_insert_rowid())
-}
 
 /// The byte strings of which a span whose attribute shows as `value` (see
 /// [`value_string`]) holds at least one in its encoding, to skip other spans before

@@ -66,9 +66,10 @@ impl Store {
             else {
                 continue;
             };
-            for g in self.chunk(&chunk)?.groups {
-                for bytes in g.spans {
-                    each(&trace_id, g.resource, Span::decode(&bytes[..])?)?;
+            let chunk = self.chunk(&chunk)?;
+            for g in &chunk.groups {
+                for i in 0..g.spans.len() {
+                    each(&trace_id, g.resource, chunk.span(g, i, &trace_id)?)?;
                 }
             }
         }

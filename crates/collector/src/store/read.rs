@@ -154,7 +154,7 @@ impl Store {
                 {
                     continue;
                 }
-                for bytes in &g.spans {
+                for (i, bytes) in g.spans.iter().enumerate() {
                     if !needles.iter().all(|alternatives| {
                         alternatives
                             .iter()
@@ -162,7 +162,7 @@ impl Store {
                     }) {
                         continue;
                     }
-                    let span = Span::decode(&bytes[..])?;
+                    let span = chunk.span(g, i, &trace_id)?;
                     // Export accounts are found only by their name.
                     if span.name == ACCOUNT && q.operation.as_deref() != Some(ACCOUNT) {
                         continue;

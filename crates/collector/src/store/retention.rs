@@ -51,6 +51,12 @@ impl Store {
             )?;
         }
         if deleted > 0 {
+            // Dictionaries no chunk uses any more; the newest stays, for what comes next.
+            self.conn.execute(
+                "DELETE FROM dictionaries WHERE id < (SELECT MAX(id) FROM dictionaries) \
+                 AND last_chunk < COALESCE((SELECT MIN(id) FROM chunks), 9223372036854775807)",
+                [],
+            )?;
             let gone = self.conn.execute(
                 "DELETE FROM terms WHERE NOT EXISTS \
                  (SELECT 1 FROM postings p WHERE p.term_id = terms.id)",

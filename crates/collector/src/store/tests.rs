@@ -216,3 +216,198 @@ fn spans_of_one_trace_written_apart_are_read_together_once_each() {
     assert!(store.services().expect("services").is_empty());
     assert!(store.operations("a").expect("operations").is_empty());
 }
+
+/// Every span of the trace as read back, by span id.
+fn read_back(store: &Store, trace: &[u8]) -> Vec<Span> {
+    let (data, _) = store.trace(trace).expect("read").expect("found");
+    let mut spans: Vec<Span> = data
+        .resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect();
+    spans.sort_by(|a, b| a.span_id.cmp(&b.span_id));
+    spans
+}
+
+#[test]
+fn a_lean_chunk_gives_back_every_span_as_sent_whatever_its_times() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(dir.path()).expect("open");
+    let mut sent = Vec::new();
+    for (id, start, end) in [
+        (1u8, 5_000u64, 9_000u64),
+        // An end before the start, a start of zero, the largest times there are.
+        (2, 8_000, 3_000),
+        (3, 0, 1),
+        (4, u64::MAX - 1, u64::MAX),
+        (5, u64::MAX, 0),
+    ] {
+        let mut s = span(21, id, Some(1), "timed");
+        s.start_time_unix_nano = start;
+        s.end_time_unix_nano = end;
+        sent.push(s);
+    }
+    // Two resources in one trace, one request.
+    let mut req = request("first", sent[..2].to_vec());
+    req.resource_spans
+        .extend(request("second", sent[2..].to_vec()).resource_spans);
+    assert_eq!(store.ingest(&req).expect("ingest").stored, 5);
+    let stored: Vec<u8> = store
+        .conn
+        .query_row("SELECT data FROM chunks", [], |r| r.get(0))
+        .expect("one chunk");
+    assert!(store.chunk(&stored).expect("decodes").lean);
+    assert_eq!(read_back(&store, &[21; 16]), sent);
+}
+
+/// A request of `traces` traces of ten spans each, spans and trace ids from `seed`.
+fn traces(seed: u32, traces: u32) -> ExportTraceServiceRequest {
+    let mut spans = Vec::new();
+    for t in 0..traces {
+        let mut trace_id = [0u8; 16];
+        trace_id[..4].copy_from_slice(&seed.to_be_bytes());
+        trace_id[4..8].copy_from_slice(&t.to_be_bytes());
+        trace_id[15] = 1;
+        for i in 0..10u32 {
+            let mut span_id = [1u8; 8];
+            span_id[..4].copy_from_slice(&(t * 10 + i).to_be_bytes());
+            spans.push(Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                name: format!("stage.{}", i % 4),
+                start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(seed * 1000 + i),
+                end_time_unix_nano: 1_700_000_000_000_250_000 + u64::from(i),
+                attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                    key: "task.id".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("{seed}-{t}"))),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+    }
+    request("many", spans)
+}
+
+fn dictionaries(store: &Store) -> Vec<(i64, i64)> {
+    store
+        .conn
+        .prepare("SELECT id, last_chunk FROM dictionaries ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn a_dictionary_is_trained_on_the_stores_chunks_and_chunks_made_with_it_read_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(dir.path()).expect("open");
+    let mut seed = 0;
+    while dictionaries(&store).is_empty() {
+        seed += 1;
+        assert!(seed < 100, "no dictionary after {seed} requests");
+        store.ingest(&traces(seed, 20)).expect("ingest");
+    }
+    // Chunks made from now on use it, and say so.
+    seed += 1;
+    store.ingest(&traces(seed, 20)).expect("ingest");
+    let last: Vec<u8> = store
+        .conn
+        .query_row("SELECT data FROM chunks ORDER BY id DESC", [], |r| r.get(0))
+        .expect("a chunk");
+    assert_eq!(last[0], prepare::DICTIONARY_MARK);
+    let (id, last_chunk) = dictionaries(&store)[0];
+    let newest: i64 = store
+        .conn
+        .query_row("SELECT MAX(id) FROM chunks", [], |r| r.get(0))
+        .expect("max");
+    assert_eq!((id, last_chunk), (1, newest));
+    // A reader (another connection, as the query API has) decodes both kinds.
+    drop(store);
+    let reader = Store::reader(dir.path()).expect("reader");
+    let mut first = [0u8; 16];
+    first[..4].copy_from_slice(&1u32.to_be_bytes());
+    first[15] = 1;
+    let mut later = first;
+    later[..4].copy_from_slice(&seed.to_be_bytes());
+    for trace in [first, later] {
+        let spans = read_back(&reader, &trace);
+        assert_eq!(spans.len(), 10);
+        assert!(spans.iter().all(|s| s.trace_id == trace));
+    }
+    let found = reader
+        .search(&TraceQuery {
+            service: Some("many".into()),
+            operation: Some("stage.3".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .expect("search");
+    assert_eq!(found.len(), seed as usize * 20);
+}
+
+#[test]
+fn a_span_sent_twice_within_one_group_commit_is_stored_once_and_its_neighbours_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(dir.path()).expect("open");
+    let preparer = store.preparer().expect("writer");
+    let a = request(
+        "a",
+        vec![span(31, 1, None, "root"), span(31, 2, Some(1), "one")],
+    );
+    let b = request(
+        "a",
+        vec![span(31, 2, Some(1), "one"), span(31, 3, Some(1), "two")],
+    );
+    let done = store
+        .write(vec![
+            preparer.prepare(a.clone()).expect("prepare"),
+            preparer.prepare(b).expect("prepare"),
+        ])
+        .expect("write");
+    assert_eq!(
+        done.iter()
+            .map(|d| (d.stored, d.duplicates))
+            .collect::<Vec<_>>(),
+        [(2, 0), (1, 1)]
+    );
+    let names: Vec<String> = read_back(&store, &[31; 16])
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["root", "one", "two"]);
+    assert_eq!(store.span_count().expect("count"), 3);
+}
+
+#[test]
+fn a_dictionary_retention_deleted_comes_back_with_a_chunk_made_with_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(dir.path()).expect("open");
+    let preparer = store.preparer().expect("writer");
+    let mut seed = 0;
+    while dictionaries(&store).is_empty() {
+        seed += 1;
+        store.ingest(&traces(seed, 20)).expect("ingest");
+    }
+    // A request prepared with the first dictionary, still on its way...
+    let late = preparer.prepare(traces(500, 2)).expect("prepare");
+    // ...while a second is made and retention deletes every chunk and the first.
+    let second = store.add_dictionary(vec![0; 64]).expect("second");
+    preparer.set_dictionary(second);
+    let gone = store
+        .enforce_limits(u64::MAX / 2, Duration::from_secs(1), u64::MAX)
+        .expect("retention");
+    assert!(gone > 0);
+    assert_eq!(dictionaries(&store), [(2, 0)]);
+    assert_eq!(store.write(vec![late]).expect("write")[0].stored, 20);
+    assert_eq!(dictionaries(&store).len(), 2, "the first is back");
+    let mut trace = [0u8; 16];
+    trace[..4].copy_from_slice(&500u32.to_be_bytes());
+    trace[15] = 1;
+    assert_eq!(read_back(&store, &trace).len(), 10);
+}

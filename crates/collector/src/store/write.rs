@@ -1,6 +1,7 @@
 //! Writing: a write's spans gathered per trace into chunks, and what the writer remembers
 //! between writes (terms, recent span ids).
 
+use super::prepare::{self, PreparedChunk};
 use super::*;
 
 /// The spans of one trace gathered for one chunk.
@@ -43,7 +44,7 @@ impl Pending {
                 self.groups.push(StoredGroup {
                     resource,
                     scope,
-                    spans: Vec::new(),
+                    ..Default::default()
                 });
                 self.groups.last_mut().expect("just pushed")
             }
@@ -126,13 +127,42 @@ pub(super) fn unpack_terms(mut bytes: &[u8]) -> Vec<i64> {
     out
 }
 
+/// Hashes a span fingerprint to itself: it is a keyed hash already.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Fingerprints;
+
+impl std::hash::BuildHasher for Fingerprints {
+    type Hasher = Fingerprint;
+    fn build_hasher(&self) -> Fingerprint {
+        Fingerprint(0)
+    }
+}
+
+pub(super) struct Fingerprint(u64);
+
+impl std::hash::Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 impl WriterState {
     pub(super) fn new() -> Self {
         Self {
             terms: HashMap::new(),
-            recent: HashSet::new(),
+            recent: HashSet::with_hasher(Fingerprints),
             recent_order: std::collections::VecDeque::new(),
-            compressor: None,
+            written: HashSet::new(),
+            samples: Vec::new(),
+            since_dictionary: 0,
         }
     }
 
@@ -171,16 +201,26 @@ impl WriterState {
         Ok([*service_term, *name_term])
     }
 
-    pub(super) fn seen_recently(&self, key: &[u8; 24]) -> bool {
-        self.recent.contains(key)
+    /// Records a fingerprint as stored; false when it was stored recently.
+    fn remember(&mut self, key: u64) -> bool {
+        if !self.recent.insert(key) {
+            return false;
+        }
+        self.recent_order.push_back(key);
+        true
     }
 
-    pub(super) fn remember(&mut self, keys: Vec<[u8; 24]>) {
+    /// Forgets fingerprints recorded by a write that did not commit.
+    fn forget(&mut self, keys: &[u64]) {
         for k in keys {
-            if self.recent.insert(k) {
-                self.recent_order.push_back(k);
-            }
+            self.recent.remove(k);
         }
+        let keep = self.recent_order.len().saturating_sub(keys.len());
+        self.recent_order.truncate(keep);
+    }
+
+    /// Forgets the oldest fingerprints beyond [`RECENT_SPANS`].
+    fn trim(&mut self) {
         while self.recent_order.len() > RECENT_SPANS {
             if let Some(old) = self.recent_order.pop_front() {
                 self.recent.remove(&old);
@@ -188,40 +228,220 @@ impl WriterState {
         }
     }
 
-    /// Writes the chunks of a batch.
+    /// Writes the chunks of a batch (the conversion of an earlier layout).
     pub(super) fn write(&mut self, conn: &Connection, batch: Batch) -> Result<(), StoreError> {
         let mut pending = batch.pending;
         // Neighbouring trace ids go into the trace index together.
         pending.sort_unstable_by_key(|p| p.trace_id);
-        let compressor = match &mut self.compressor {
-            Some(c) => c,
-            None => self.compressor.insert(
-                zstd::bulk::Compressor::new(COMPRESSION_LEVEL).map_err(StoreError::Compression)?,
-            ),
-        };
-        let mut insert = conn.prepare_cached(
-            "INSERT INTO chunks (trace_id, start_ns, last_ns, spans, terms, data) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut post = conn
-            .prepare_cached("INSERT OR IGNORE INTO postings (term_id, chunk_id) VALUES (?1, ?2)")?;
         for p in pending {
-            let raw = StoredChunk { groups: p.groups }.encode_to_vec();
-            let data = compressor.compress(&raw).map_err(StoreError::Compression)?;
-            insert.execute(params![
-                &p.trace_id[..],
-                p.start,
-                p.last,
-                p.spans as i64,
-                pack_terms(&p.terms),
-                data
-            ])?;
-            let id = conn.last_insert_rowid();
-            for t in p.terms {
-                post.execute(params![t, id])?;
+            let raw = StoredChunk {
+                groups: p.groups,
+                ..Default::default()
             }
+            .encode_to_vec();
+            let data = compress(None, &raw)?;
+            insert_chunk(conn, &p.trace_id, p.start, p.last, p.spans, &p.terms, &data)?;
         }
         Ok(())
+    }
+}
+
+/// Inserts a chunk and its postings; returns its id.
+fn insert_chunk(
+    conn: &Connection,
+    trace_id: &[u8],
+    start: i64,
+    last: i64,
+    spans: u64,
+    terms: &[i64],
+    data: &[u8],
+) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO chunks (trace_id, start_ns, last_ns, spans, terms, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        trace_id,
+        start,
+        last,
+        spans as i64,
+        pack_terms(terms),
+        data
+    ])?;
+    let id = conn.last_insert_rowid();
+    let mut post =
+        conn.prepare_cached("INSERT OR IGNORE INTO postings (term_id, chunk_id) VALUES (?1, ?2)")?;
+    for &t in terms {
+        post.execute(params![t, id])?;
+    }
+    Ok(id)
+}
+
+impl Store {
+    /// Stores prepared requests in one transaction (a group commit), each span once: one
+    /// whose trace and span id were stored in the last [`RECENT_SPANS`] spans, or earlier
+    /// in this write, is a duplicate. Returns what each request did; on an error nothing
+    /// of any is stored.
+    pub fn write(&mut self, jobs: Vec<Prepared>) -> Result<Vec<Ingested>, StoreError> {
+        let mut keys = Vec::new();
+        let result = self.write_all(&jobs, &mut keys);
+        match result {
+            Ok(done) => {
+                self.writer.trim();
+                self.writer.since_dictionary += keys.len() as u64;
+                for job in jobs {
+                    self.writer.samples.extend(job.samples);
+                }
+                self.train_when_ready();
+                Ok(done)
+            }
+            Err(e) => {
+                self.writer.forget(&keys);
+                // What was recorded as written may have been rolled back.
+                self.writer.written.clear();
+                self.writer.terms.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn write_all(
+        &mut self,
+        jobs: &[Prepared],
+        keys: &mut Vec<u64>,
+    ) -> Result<Vec<Ingested>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let latest = latest_start();
+        let mut done = Vec::with_capacity(jobs.len());
+        // Per dictionary, the last chunk written with it.
+        let mut used: Vec<(&Arc<Dictionary>, i64)> = Vec::new();
+        for job in jobs {
+            let mut out = Ingested {
+                stored: 0,
+                duplicates: job.duplicates,
+            };
+            for (resource, rows) in [(true, &job.resources), (false, &job.scopes)] {
+                for row in rows {
+                    if self.writer.written.contains(&(resource, row.id)) {
+                        continue;
+                    }
+                    let sql = if resource {
+                        "INSERT OR IGNORE INTO resources (id, digest, service, data) \
+                         VALUES (?1, ?2, ?3, ?4)"
+                    } else {
+                        "INSERT OR IGNORE INTO scopes (id, digest, data) VALUES (?1, ?2, ?4)"
+                    };
+                    tx.prepare_cached(sql)?.execute(params![
+                        row.id,
+                        row.digest,
+                        row.service,
+                        row.data
+                    ])?;
+                    self.writer.written.insert((resource, row.id));
+                }
+            }
+            let mut op_terms = Vec::with_capacity(job.ops.len());
+            for (service, name, kind) in &job.ops {
+                op_terms.push(self.writer.terms_of(&tx, service, name, *kind)?);
+            }
+            for chunk in &job.chunks {
+                let before = keys.len();
+                let mut repeated = Vec::new();
+                for (i, &k) in chunk.keys.iter().enumerate() {
+                    if self.writer.remember(k) {
+                        keys.push(k);
+                    } else {
+                        repeated.push(i);
+                    }
+                }
+                let mut terms: Vec<i64> = Vec::new();
+                for &op in &chunk.ops {
+                    for t in op_terms.get(op as usize).copied().unwrap_or_default() {
+                        if !terms.contains(&t) {
+                            terms.push(t);
+                        }
+                    }
+                }
+                let stored = (keys.len() - before) as u64;
+                out.duplicates += repeated.len() as u64;
+                if stored == 0 {
+                    continue;
+                }
+                let id = if repeated.is_empty() {
+                    insert_chunk(
+                        &tx,
+                        &chunk.trace_id,
+                        chunk.start,
+                        chunk.last,
+                        stored,
+                        &terms,
+                        &chunk.data,
+                    )?
+                } else {
+                    let (data, start, last) =
+                        without(job.dictionary.as_deref(), chunk, &repeated, latest)?;
+                    insert_chunk(&tx, &chunk.trace_id, start, last, stored, &terms, &data)?
+                };
+                out.stored += stored;
+                if let Some(d) = &job.dictionary {
+                    match used.iter_mut().find(|(u, _)| u.id == d.id) {
+                        Some(u) => u.1 = id,
+                        None => used.push((d, id)),
+                    }
+                }
+            }
+            done.push(out);
+        }
+        for (d, last) in used {
+            // A dictionary deleted by retention while this request was on its way comes back.
+            tx.prepare_cached(
+                "INSERT INTO dictionaries (id, last_chunk, data) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET last_chunk = MAX(last_chunk, excluded.last_chunk)",
+            )?
+            .execute(params![d.id, last, d.bytes])?;
+        }
+        tx.commit()?;
+        Ok(done)
+    }
+
+    /// Trains a dictionary once enough raw chunks are gathered, and asks for samples again
+    /// once the current one has served [`DICTIONARY_SPANS`] spans.
+    fn train_when_ready(&mut self) {
+        let Some(preparer) = self.preparer.clone() else {
+            return;
+        };
+        if self.writer.samples.len() >= DICTIONARY_SAMPLES {
+            // Whether or not the samples make a dictionary, the next try is after
+            // DICTIONARY_SPANS more spans.
+            preparer.want_samples(false);
+            self.writer.since_dictionary = 0;
+            let samples = std::mem::take(&mut self.writer.samples);
+            if let Some(bytes) = prepare::train(&samples) {
+                match self.add_dictionary(bytes) {
+                    Ok(d) => {
+                        tracing::debug!(id = d.id, "a new compression dictionary for chunks");
+                        preparer.set_dictionary(d);
+                    }
+                    Err(e) => tracing::warn!("storing a compression dictionary: {e}"),
+                }
+            }
+        } else if self.writer.since_dictionary >= DICTIONARY_SPANS {
+            self.writer.since_dictionary = 0;
+            preparer.want_samples(true);
+        }
+    }
+
+    pub(super) fn add_dictionary(&mut self, bytes: Vec<u8>) -> Result<Arc<Dictionary>, StoreError> {
+        self.conn.execute(
+            "INSERT INTO dictionaries (last_chunk, data) VALUES (0, ?1)",
+            params![bytes],
+        )?;
+        Ok(Arc::new(Dictionary {
+            id: self.conn.last_insert_rowid(),
+            bytes,
+        }))
     }
 }
 
@@ -237,4 +457,47 @@ pub(super) fn term(conn: &Connection, service: &str, name: &str) -> Result<i64, 
     conn.prepare_cached("INSERT INTO terms (service, name) VALUES (?1, ?2)")?
         .execute(params![service, name])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// A prepared chunk again without the spans at `repeated` (positions in its order):
+/// its bytes and indexed first and last start.
+fn without(
+    dictionary: Option<&Dictionary>,
+    chunk: &PreparedChunk,
+    repeated: &[usize],
+    latest: u64,
+) -> Result<(Vec<u8>, i64, i64), StoreError> {
+    let (_, frame) = split_chunk(&chunk.data)?;
+    let mut d = match dictionary {
+        Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes),
+        None => zstd::bulk::Decompressor::new(),
+    }
+    .map_err(StoreError::Compression)?;
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= MAX_CHUNK_BYTES)
+        .ok_or(StoreError::ChunkSize)?;
+    let raw = d
+        .decompress(frame, size as usize)
+        .map_err(StoreError::Compression)?;
+    let stored = StoredChunk::decode(&raw[..])?;
+    stored.check()?;
+    let mut groups = Vec::new();
+    let mut position = 0;
+    for g in &stored.groups {
+        let mut spans = Vec::new();
+        for i in 0..g.spans.len() {
+            if !repeated.contains(&position) {
+                spans.push(stored.span(g, i, &chunk.trace_id)?);
+            }
+            position += 1;
+        }
+        if !spans.is_empty() {
+            let n = spans.len();
+            groups.push((g.resource, g.scope, spans, vec![0; n]));
+        }
+    }
+    let (lean, _, start, last) = prepare::lean_chunk(groups, latest);
+    Ok((compress(dictionary, &lean.encode_to_vec())?, start, last))
 }
