@@ -205,10 +205,11 @@ CREATE TABLE IF NOT EXISTS terms (
     name TEXT NOT NULL,
     UNIQUE (service, name)
 );
-CREATE TABLE IF NOT EXISTS postings (
+CREATE TABLE IF NOT EXISTS runs (
     term_id INTEGER NOT NULL,
-    chunk_id INTEGER NOT NULL,
-    PRIMARY KEY (term_id, chunk_id)
+    last_chunk INTEGER NOT NULL,
+    first_chunk INTEGER NOT NULL,
+    PRIMARY KEY (term_id, last_chunk)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS operations (
     service TEXT NOT NULL,
@@ -351,10 +352,12 @@ impl Checkpointer {
 ///
 /// Layout: each write groups its spans by trace; the spans of one trace become one row
 /// of `chunks` (append-ordered, zstd-compressed protobuf), found by trace id through a
-/// small index of one entry per chunk. Searches find chunks through `postings`: for each
-/// service, and each service and span name, the chunks holding such spans, newest last.
-/// Random trace ids therefore cost one index entry per trace per write instead of four
-/// B-tree entries per span.
+/// small index of one entry per chunk. Searches find chunks through `runs`: for each
+/// service, and each service and span name, the ranges of chunk ids written together
+/// (one transaction) among which are all chunks holding such spans; each chunk lists its
+/// terms, so a search skips the others of a range without decompressing them. Random
+/// trace ids therefore cost one index entry per trace per write instead of four B-tree
+/// entries per span, and a term one entry per write instead of one per chunk.
 pub struct Store {
     conn: Connection,
     /// Shared with the threads that receive spans (writers only).
@@ -453,6 +456,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         let mut store = Self::with(conn);
         store.convert_span_rows()?;
+        store.convert_postings()?;
         store.preparer = Some(Arc::new(Preparer::load(&store.conn)?));
         Ok(store)
     }

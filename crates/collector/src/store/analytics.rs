@@ -8,7 +8,7 @@ impl Store {
     pub fn services(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT service FROM terms t WHERE name = '' \
-             AND EXISTS (SELECT 1 FROM postings p WHERE p.term_id = t.id) ORDER BY service",
+             AND EXISTS (SELECT 1 FROM runs p WHERE p.term_id = t.id) ORDER BY service",
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -19,7 +19,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.name, o.kind FROM operations o JOIN terms t \
              ON t.service = o.service AND t.name = o.name WHERE o.service = ?1 \
-             AND EXISTS (SELECT 1 FROM postings p WHERE p.term_id = t.id) ORDER BY o.name, o.kind",
+             AND EXISTS (SELECT 1 FROM runs p WHERE p.term_id = t.id) ORDER BY o.name, o.kind",
         )?;
         let rows = stmt.query_map(params![service], |r| {
             Ok(Operation {

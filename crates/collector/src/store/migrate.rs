@@ -1,4 +1,5 @@
-//! Converting a store of the earlier layout (one row per span) in place, on first open.
+//! Converting a store of an earlier layout in place, on first open: one row per span
+//! (before 2026-12-01), and one posting per chunk and term (before 2026-12-07).
 
 use super::*;
 
@@ -54,6 +55,31 @@ impl Store {
             spans = moved,
             "converted the trace store to compressed chunks"
         );
+        Ok(())
+    }
+
+    /// Turns each posting of the earlier `postings` table (one per chunk and term) into a
+    /// run of one chunk, in one transaction, and drops that table.
+    pub(super) fn convert_postings(&mut self) -> Result<(), StoreError> {
+        let old: bool = self.conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'postings'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if !old {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let moved = tx.execute(
+            "INSERT OR IGNORE INTO runs (term_id, last_chunk, first_chunk) \
+             SELECT term_id, chunk_id, chunk_id FROM postings",
+            [],
+        )?;
+        tx.execute_batch("DROP TABLE postings")?;
+        tx.commit()?;
+        tracing::info!(runs = moved, "converted the trace store's postings to runs");
         Ok(())
     }
 }

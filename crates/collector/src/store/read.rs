@@ -96,7 +96,7 @@ impl Store {
     /// Trace ids matching a query, the trace written last first.
     ///
     /// With a service (and an operation) only the chunks holding such spans are read,
-    /// through `postings`; otherwise every chunk, newest first. At most
+    /// through `runs`; otherwise every chunk, newest first. At most
     /// [`MAX_SEARCH_SCAN`] spans are examined.
     pub fn search(&self, q: &TraceQuery) -> Result<Vec<Vec<u8>>, StoreError> {
         let limit = if q.limit == 0 { 20 } else { q.limit }.min(MAX_SEARCH_LIMIT);
@@ -116,13 +116,14 @@ impl Store {
             None => None,
         };
         let mut stmt = match term {
+            // Runs of one term never overlap, so the newest run's chunks come first.
             Some(_) => self.conn.prepare_cached(
-                "SELECT c.trace_id, c.start_ns, c.last_ns, c.spans, c.data FROM postings p \
-                 JOIN chunks c ON c.id = p.chunk_id WHERE p.term_id = ?1 \
-                 ORDER BY p.chunk_id DESC",
+                "SELECT c.trace_id, c.start_ns, c.last_ns, c.spans, c.data, c.terms FROM runs r \
+                 JOIN chunks c ON c.id BETWEEN r.first_chunk AND r.last_chunk \
+                 WHERE r.term_id = ?1 ORDER BY r.last_chunk DESC, c.id DESC",
             )?,
             None => self.conn.prepare_cached(
-                "SELECT trace_id, start_ns, last_ns, spans, data FROM chunks \
+                "SELECT trace_id, start_ns, last_ns, spans, data, terms FROM chunks \
                  WHERE ?1 IS NULL ORDER BY id DESC",
             )?,
         };
@@ -134,6 +135,12 @@ impl Store {
         let mut out = Vec::new();
         let mut scanned = 0usize;
         while let Some(row) = rows.next()? {
+            // A chunk of the run without the term.
+            if let Some(t) = term
+                && !unpack_terms(blob(row, 5)?).contains(&t)
+            {
+                continue;
+            }
             let trace_id: Vec<u8> = row.get(0)?;
             if seen.contains(&trace_id) {
                 continue;

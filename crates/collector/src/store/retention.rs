@@ -59,7 +59,7 @@ impl Store {
             )?;
             let gone = self.conn.execute(
                 "DELETE FROM terms WHERE NOT EXISTS \
-                 (SELECT 1 FROM postings p WHERE p.term_id = terms.id)",
+                 (SELECT 1 FROM runs p WHERE p.term_id = terms.id)",
                 [],
             )?;
             if gone > 0 {
@@ -74,8 +74,8 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Deletes the chunks `select` (id, spans, terms; one parameter) names, with their
-    /// postings, in one transaction. Returns their spans.
+    /// Deletes the chunks `select` (id, spans, terms; one parameter) names, and the runs
+    /// left without a chunk, in one transaction. Returns their spans.
     pub(super) fn delete_chunks(&mut self, select: &str, arg: i64) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
         let doomed: Vec<(i64, i64, Vec<u8>)> = tx
@@ -84,15 +84,23 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let mut spans = 0u64;
         {
-            let mut post =
-                tx.prepare_cached("DELETE FROM postings WHERE term_id = ?1 AND chunk_id = ?2")?;
             let mut chunk = tx.prepare_cached("DELETE FROM chunks WHERE id = ?1")?;
-            for (id, n, terms) in &doomed {
-                for t in unpack_terms(terms) {
-                    post.execute(params![t, id])?;
-                }
+            for (id, n, _) in &doomed {
                 chunk.execute(params![id])?;
                 spans += (*n).max(0) as u64;
+            }
+            // The run of each term of each chunk deleted (runs of a term never overlap: the
+            // first ending at or after the chunk), when no chunk of it is left.
+            let mut run = tx.prepare_cached(
+                "DELETE FROM runs WHERE term_id = ?1 AND last_chunk = \
+                 (SELECT MIN(last_chunk) FROM runs WHERE term_id = ?1 AND last_chunk >= ?2) \
+                 AND first_chunk <= ?2 AND NOT EXISTS \
+                 (SELECT 1 FROM chunks c WHERE c.id BETWEEN runs.first_chunk AND runs.last_chunk)",
+            )?;
+            for (id, _, terms) in &doomed {
+                for t in unpack_terms(terms) {
+                    run.execute(params![t, id])?;
+                }
             }
         }
         tx.commit()?;

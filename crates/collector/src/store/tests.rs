@@ -411,3 +411,74 @@ fn a_dictionary_retention_deleted_comes_back_with_a_chunk_made_with_it() {
     trace[15] = 1;
     assert_eq!(read_back(&store, &trace).len(), 10);
 }
+
+#[test]
+fn a_store_with_one_posting_per_chunk_is_converted_to_runs() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let mut store = Store::open(dir.path()).expect("open");
+        store.ingest(&traces(1, 5)).expect("ingest");
+        store
+            .ingest(&request("other", vec![span(41, 1, None, "lone")]))
+            .expect("ingest");
+        // The layout before runs: a posting per chunk and term.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TABLE postings (term_id INTEGER NOT NULL, chunk_id INTEGER NOT NULL, \
+                 PRIMARY KEY (term_id, chunk_id)) WITHOUT ROWID;
+                 INSERT INTO postings SELECT r.term_id, c.id FROM runs r \
+                 JOIN chunks c ON c.id BETWEEN r.first_chunk AND r.last_chunk;
+                 DELETE FROM runs;",
+            )
+            .expect("old layout");
+    }
+    let store = Store::open(dir.path()).expect("converts");
+    let runs: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .expect("runs");
+    assert!(runs > 0);
+    let search = |service: &str, operation: &str| {
+        store
+            .search(&TraceQuery {
+                service: Some(service.into()),
+                operation: Some(operation.into()),
+                ..Default::default()
+            })
+            .expect("search")
+    };
+    assert_eq!(search("many", "stage.2").len(), 5);
+    assert_eq!(search("other", "lone"), [vec![41u8; 16]]);
+    assert!(search("other", "stage.2").is_empty());
+    assert_eq!(store.services().expect("services"), ["many", "other"]);
+}
+
+#[test]
+fn a_run_goes_with_the_last_of_its_chunks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut store = Store::open(dir.path()).expect("open");
+    store.ingest(&traces(1, 5)).expect("ingest");
+    let runs = |store: &Store| -> i64 {
+        store
+            .conn
+            .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+            .expect("runs")
+    };
+    let before = runs(&store);
+    let found = |store: &Store| {
+        store
+            .search(&TraceQuery {
+                service: Some("many".into()),
+                ..Default::default()
+            })
+            .expect("search")
+            .len()
+    };
+    assert_eq!(found(&store), 5);
+    let oldest = "SELECT id, spans, terms FROM chunks ORDER BY id LIMIT ?1";
+    assert_eq!(store.delete_chunks(oldest, 2).expect("delete"), 20);
+    assert_eq!((runs(&store), found(&store)), (before, 3));
+    assert_eq!(store.delete_chunks(oldest, 3).expect("delete"), 30);
+    assert_eq!((runs(&store), found(&store)), (0, 0));
+}

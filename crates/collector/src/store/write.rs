@@ -233,6 +233,7 @@ impl WriterState {
         let mut pending = batch.pending;
         // Neighbouring trace ids go into the trace index together.
         pending.sort_unstable_by_key(|p| p.trace_id);
+        let mut runs = Runs::default();
         for p in pending {
             let raw = StoredChunk {
                 groups: p.groups,
@@ -240,13 +241,14 @@ impl WriterState {
             }
             .encode_to_vec();
             let data = compress(None, &raw)?;
-            insert_chunk(conn, &p.trace_id, p.start, p.last, p.spans, &p.terms, &data)?;
+            let id = insert_chunk(conn, &p.trace_id, p.start, p.last, p.spans, &p.terms, &data)?;
+            runs.add(&p.terms, id);
         }
-        Ok(())
+        runs.insert(conn)
     }
 }
 
-/// Inserts a chunk and its postings; returns its id.
+/// Inserts a chunk; returns its id.
 fn insert_chunk(
     conn: &Connection,
     trace_id: &[u8],
@@ -268,13 +270,32 @@ fn insert_chunk(
         pack_terms(terms),
         data
     ])?;
-    let id = conn.last_insert_rowid();
-    let mut post =
-        conn.prepare_cached("INSERT OR IGNORE INTO postings (term_id, chunk_id) VALUES (?1, ?2)")?;
-    for &t in terms {
-        post.execute(params![t, id])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Per term, the first and last chunk a transaction wrote with it.
+#[derive(Default)]
+pub(super) struct Runs(HashMap<i64, (i64, i64)>);
+
+impl Runs {
+    pub(super) fn add(&mut self, terms: &[i64], chunk: i64) {
+        for &t in terms {
+            let run = self.0.entry(t).or_insert((chunk, chunk));
+            run.0 = run.0.min(chunk);
+            run.1 = run.1.max(chunk);
+        }
     }
-    Ok(id)
+
+    /// Records the runs, in the transaction that wrote their chunks.
+    pub(super) fn insert(self, conn: &Connection) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "INSERT OR REPLACE INTO runs (term_id, last_chunk, first_chunk) VALUES (?1, ?2, ?3)",
+        )?;
+        for (t, (first, last)) in self.0 {
+            stmt.execute(params![t, last, first])?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -317,6 +338,7 @@ impl Store {
         let mut done = Vec::with_capacity(jobs.len());
         // Per dictionary, the last chunk written with it.
         let mut used: Vec<(&Arc<Dictionary>, i64)> = Vec::new();
+        let mut runs = Runs::default();
         for job in jobs {
             let mut out = Ingested {
                 stored: 0,
@@ -385,6 +407,7 @@ impl Store {
                     insert_chunk(&tx, &chunk.trace_id, start, last, stored, &terms, &data)?
                 };
                 out.stored += stored;
+                runs.add(&terms, id);
                 if let Some(d) = &job.dictionary {
                     match used.iter_mut().find(|(u, _)| u.id == d.id) {
                         Some(u) => u.1 = id,
@@ -394,6 +417,7 @@ impl Store {
             }
             done.push(out);
         }
+        runs.insert(&tx)?;
         for (d, last) in used {
             // A dictionary deleted by retention while this request was on its way comes back.
             tx.prepare_cached(
