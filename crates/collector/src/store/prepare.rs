@@ -193,10 +193,11 @@ impl Preparer {
             duplicates: 0,
             samples: Vec::new(),
         };
-        let mut ops: HashMap<(String, String, i32), u32> = HashMap::new();
+        // service → span name → (kind, index into out.ops): looked up without allocating.
+        let mut ops: HashMap<String, HashMap<String, Vec<(i32, u32)>>> = HashMap::new();
         let mut gathers: Vec<Gather> = Vec::new();
         let mut open: HashMap<[u8; 16], usize> = HashMap::new();
-        let mut in_request: HashSet<u64> = HashSet::new();
+        let mut in_request: HashSet<u64, Fingerprints> = HashSet::with_hasher(Fingerprints);
         for rs in request.resource_spans {
             let resource = rs.resource.unwrap_or_default();
             let service = service_of(Some(&resource));
@@ -206,6 +207,7 @@ impl Preparer {
                 &service,
                 &mut out.resources,
             );
+            let names = ops.entry(service.clone()).or_default();
             for ss in rs.scope_spans {
                 let scope = ss.scope.unwrap_or_default();
                 let scope_id = self.id_of(false, &scope.encode_to_vec(), "", &mut out.scopes);
@@ -215,9 +217,22 @@ impl Preparer {
                         out.duplicates += 1;
                         continue;
                     }
-                    let op = (service.clone(), span.name.clone(), span.kind);
-                    let next = ops.len() as u32;
-                    let op = *ops.entry(op).or_insert(next);
+                    let known = names
+                        .get(span.name.as_str())
+                        .and_then(|kinds| kinds.iter().find(|k| k.0 == span.kind).map(|k| k.1));
+                    let op = match known {
+                        Some(op) => op,
+                        None => {
+                            let op = out.ops.len() as u32;
+                            out.ops
+                                .push((service.clone(), span.name.clone(), span.kind));
+                            names
+                                .entry(span.name.clone())
+                                .or_default()
+                                .push((span.kind, op));
+                            op
+                        }
+                    };
                     let mut trace_id = [0u8; 16];
                     trace_id.copy_from_slice(&span.trace_id);
                     let i = match open.get(&trace_id) {
@@ -255,10 +270,6 @@ impl Preparer {
                 }
             }
         }
-        out.ops = vec![Default::default(); ops.len()];
-        for (op, i) in ops {
-            out.ops[i as usize] = op;
-        }
         let sampling = self.samples_wanted.load(Ordering::Relaxed);
         let latest = latest_start();
         // Neighbouring trace ids go into the trace index together.
@@ -283,12 +294,40 @@ impl Preparer {
     }
 }
 
+/// A lean chunk as written: the spans kept as messages, which are encoded exactly as
+/// [`StoredChunk`]'s bytes are read (a length-delimited field either way), so that each
+/// span is encoded once, in place.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct LeanChunk {
+    #[prost(message, repeated, tag = "1")]
+    groups: Vec<LeanGroup>,
+    #[prost(uint64, tag = "2")]
+    base_ns: u64,
+    #[prost(bool, tag = "3")]
+    lean: bool,
+}
+
+/// A [`StoredGroup`] as written.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LeanGroup {
+    #[prost(int64, tag = "1")]
+    resource: i64,
+    #[prost(int64, tag = "2")]
+    scope: i64,
+    #[prost(message, repeated, tag = "3")]
+    spans: Vec<Span>,
+    #[prost(uint64, repeated, tag = "4")]
+    starts: Vec<u64>,
+    #[prost(sint64, repeated, tag = "5")]
+    ends: Vec<i64>,
+}
+
 /// A chunk of the lean layout from spans grouped by (resource, scope), with their
 /// fingerprints in the chunk's order and its indexed first and last start.
 pub(super) fn lean_chunk(
     groups: Vec<(i64, i64, Vec<Span>, Vec<u64>)>,
     latest: u64,
-) -> (StoredChunk, Vec<u64>, i64, i64) {
+) -> (LeanChunk, Vec<u64>, i64, i64) {
     let base = groups
         .iter()
         .flat_map(|g| &g.2)
@@ -298,16 +337,16 @@ pub(super) fn lean_chunk(
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut keys = Vec::new();
     let mut stored = Vec::with_capacity(groups.len());
-    for (resource, scope, spans, fingerprints) in groups {
-        let mut group = StoredGroup {
+    for (resource, scope, mut spans, fingerprints) in groups {
+        let mut group = LeanGroup {
             resource,
             scope,
-            spans: Vec::with_capacity(spans.len()),
             starts: Vec::with_capacity(spans.len()),
             ends: Vec::with_capacity(spans.len()),
+            spans: Vec::new(),
         };
-        for mut span in spans {
-            let indexed = indexed_start(&span, latest);
+        for span in &mut spans {
+            let indexed = indexed_start(span, latest);
             first = first.min(indexed);
             last = last.max(indexed);
             group.starts.push(span.start_time_unix_nano - base);
@@ -318,12 +357,12 @@ pub(super) fn lean_chunk(
             span.trace_id = Vec::new();
             span.start_time_unix_nano = 0;
             span.end_time_unix_nano = 0;
-            group.spans.push(span.encode_to_vec());
         }
+        group.spans = spans;
         keys.extend(fingerprints);
         stored.push(group);
     }
-    let chunk = StoredChunk {
+    let chunk = LeanChunk {
         groups: stored,
         base_ns: base,
         lean: true,
