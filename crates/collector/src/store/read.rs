@@ -128,7 +128,18 @@ impl Store {
             )?,
         };
         let mut rows = stmt.query(params![term])?;
-        let needles: Vec<Vec<Vec<u8>>> = q.attributes.values().filter_map(|v| needles(v)).collect();
+        // Each searcher built once, not once per span.
+        let needles: Vec<Vec<memchr::memmem::Finder<'static>>> = q
+            .attributes
+            .values()
+            .filter_map(|v| needles(v))
+            .map(|alternatives| {
+                alternatives
+                    .iter()
+                    .map(|n| memchr::memmem::Finder::new(n).into_owned())
+                    .collect()
+            })
+            .collect();
         let start_min = q.start_min_ns.map(to_i64);
         let start_max = q.start_max_ns.map(to_i64);
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
@@ -162,11 +173,10 @@ impl Store {
                     continue;
                 }
                 for (i, bytes) in g.spans.iter().enumerate() {
-                    if !needles.iter().all(|alternatives| {
-                        alternatives
-                            .iter()
-                            .any(|n| memchr::memmem::find(bytes, n).is_some())
-                    }) {
+                    if !needles
+                        .iter()
+                        .all(|alternatives| alternatives.iter().any(|n| n.find(bytes).is_some()))
+                    {
                         continue;
                     }
                     let span = chunk.span(g, i, &trace_id)?;
