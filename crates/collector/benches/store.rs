@@ -6,10 +6,11 @@
 //! ```
 //!
 //! Ingest writes requests of 1,000 spans (100 traces of 10 spans, five services, three
-//! attributes each, trace and span ids spread like random ones) through `Store::ingest`, the writer thread's path, on one thread, to a
-//! store on the real disk, until it holds 1,000,000 spans. Then it looks up 1,000 random
-//! traces by id, and runs 100 searches of each kind (service and operation; an attribute).
-//! Prints a table.
+//! attributes each, trace and span ids spread like random ones) through `Store::ingest`
+//! (what the collector's receiving threads and its writer thread do, here on one thread)
+//! to a store on the real disk, until it holds 1,000,000 spans. Then it looks up 1,000
+//! random traces by id, and runs 100 searches of each kind (service and operation; an
+//! attribute). Prints a table.
 
 use std::time::{Duration, Instant};
 
