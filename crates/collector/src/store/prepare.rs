@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::*;
@@ -20,6 +20,20 @@ pub(super) const DICTIONARY_MARK: u8 = 0xdc;
 pub(crate) struct Dictionary {
     pub(super) id: i64,
     pub(super) bytes: Vec<u8>,
+    /// Unique in the process: what a thread's compression context is known to hold (ids
+    /// are per store, and a thread may prepare for several stores).
+    token: u64,
+}
+
+impl Dictionary {
+    pub(super) fn new(id: i64, bytes: Vec<u8>) -> Self {
+        static TOKENS: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id,
+            bytes,
+            token: TOKENS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 /// A resource or scope row a request refers to, by the id the store gave its content.
@@ -113,12 +127,7 @@ impl Preparer {
             .query_row(
                 "SELECT id, data FROM dictionaries ORDER BY id DESC LIMIT 1",
                 [],
-                |r| {
-                    Ok(Dictionary {
-                        id: r.get(0)?,
-                        bytes: r.get(1)?,
-                    })
-                },
+                |r| Ok(Dictionary::new(r.get(0)?, r.get(1)?)),
             )
             .optional()?
             .map(Arc::new);
@@ -371,8 +380,8 @@ pub(super) fn lean_chunk(
 }
 
 thread_local! {
-    /// This thread's compression context, with the dictionary (id) it holds.
-    static COMPRESSOR: RefCell<Option<(i64, zstd::bulk::Compressor<'static>)>> =
+    /// This thread's compression context, with the dictionary (token, 0 for none) it holds.
+    static COMPRESSOR: RefCell<Option<(u64, zstd::bulk::Compressor<'static>)>> =
         const { RefCell::new(None) };
 }
 
@@ -380,9 +389,10 @@ thread_local! {
 /// compressed with one.
 pub(super) fn compress(dictionary: Option<&Dictionary>, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
     let id = dictionary.map_or(0, |d| d.id);
+    let token = dictionary.map_or(0, |d| d.token);
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|(held, _)| *held != id) {
+        if cell.as_ref().is_none_or(|(held, _)| *held != token) {
             let c = match dictionary {
                 Some(d) => {
                     let mut c =
@@ -396,7 +406,7 @@ pub(super) fn compress(dictionary: Option<&Dictionary>, raw: &[u8]) -> Result<Ve
                 None => zstd::bulk::Compressor::new(COMPRESSION_LEVEL)
                     .map_err(StoreError::Compression)?,
             };
-            *cell = Some((id, c));
+            *cell = Some((token, c));
         }
         let (_, c) = cell.as_mut().expect("just set");
         let frame = c.compress(raw).map_err(StoreError::Compression)?;

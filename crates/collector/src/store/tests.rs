@@ -482,3 +482,41 @@ fn a_run_goes_with_the_last_of_its_chunks() {
     assert_eq!(store.delete_chunks(oldest, 3).expect("delete"), 30);
     assert_eq!((runs(&store), found(&store)), (0, 0));
 }
+
+#[test]
+fn two_stores_on_one_thread_each_compress_with_their_own_dictionary() {
+    let dirs = [
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    ];
+    let mut stores = dirs
+        .each_ref()
+        .map(|d| Store::open(d.path()).expect("open"));
+    // Each trains its dictionary 1 on different spans.
+    for (n, store) in stores.iter_mut().enumerate() {
+        let mut seed = n as u32 * 1000;
+        while dictionaries(store).is_empty() {
+            seed += 1;
+            let mut req = traces(seed, 20);
+            for s in req.resource_spans[0].scope_spans[0].spans.iter_mut() {
+                s.name = format!("store{n}.{}", s.name);
+            }
+            store.ingest(&req).expect("ingest");
+        }
+    }
+    // Alternately, on this one thread.
+    for round in 0..3u32 {
+        for (n, store) in stores.iter_mut().enumerate() {
+            let seed = 5000 + round * 10 + n as u32;
+            store.ingest(&traces(seed, 2)).expect("ingest");
+            let mut trace = [0u8; 16];
+            trace[..4].copy_from_slice(&seed.to_be_bytes());
+            trace[15] = 1;
+            assert_eq!(
+                read_back(store, &trace).len(),
+                10,
+                "store {n}, round {round}"
+            );
+        }
+    }
+}

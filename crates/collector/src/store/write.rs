@@ -462,10 +462,10 @@ impl Store {
             "INSERT INTO dictionaries (last_chunk, data) VALUES (0, ?1)",
             params![bytes],
         )?;
-        Ok(Arc::new(Dictionary {
-            id: self.conn.last_insert_rowid(),
+        Ok(Arc::new(Dictionary::new(
+            self.conn.last_insert_rowid(),
             bytes,
-        }))
+        )))
     }
 }
 
