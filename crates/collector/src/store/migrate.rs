@@ -7,12 +7,7 @@ impl Store {
     /// Moves the spans of an earlier version's `spans` table (one row per span) into
     /// chunks, in one transaction, and drops that table.
     pub(super) fn convert_span_rows(&mut self) -> Result<(), StoreError> {
-        let old: bool = self.conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'spans'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
-        if !old {
+        if !self.has_table("spans")? {
             return Ok(());
         }
         let tx = self
@@ -61,12 +56,7 @@ impl Store {
     /// Turns each posting of the earlier `postings` table (one per chunk and term) into a
     /// run of one chunk, in one transaction, and drops that table.
     pub(super) fn convert_postings(&mut self) -> Result<(), StoreError> {
-        let old: bool = self.conn.query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'postings'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
-        if !old {
+        if !self.has_table("postings")? {
             return Ok(());
         }
         let tx = self
@@ -81,5 +71,14 @@ impl Store {
         tx.commit()?;
         tracing::info!(runs = moved, "converted the trace store's postings to runs");
         Ok(())
+    }
+
+    /// Whether the database has a table of this name.
+    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            params![name],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
     }
 }
