@@ -505,11 +505,6 @@ impl Store {
     /// Decompresses and decodes a chunk.
     fn chunk(&self, data: &[u8]) -> Result<StoredChunk, StoreError> {
         let (dictionary, frame) = split_chunk(data)?;
-        let size = zstd::zstd_safe::get_frame_content_size(frame)
-            .ok()
-            .flatten()
-            .filter(|&n| n <= MAX_CHUNK_BYTES)
-            .ok_or(StoreError::ChunkSize)?;
         let held = self.reader.borrow().decompressor.as_ref().map(|d| d.0);
         if held != Some(dictionary) {
             let d = if dictionary == 0 {
@@ -528,12 +523,7 @@ impl Store {
         }
         let mut reader = self.reader.borrow_mut();
         let (_, d) = reader.decompressor.as_mut().expect("just set");
-        let raw = d
-            .decompress(frame, size as usize)
-            .map_err(StoreError::Compression)?;
-        let chunk = StoredChunk::decode(&raw[..])?;
-        chunk.check()?;
-        Ok(chunk)
+        decode_chunk(d, frame)
     }
 
     /// Every span of a trace, each once, earliest first (then by span id).
@@ -629,6 +619,24 @@ fn needles(value: &str) -> Option<Vec<Vec<u8>>> {
         out.push(raw);
     }
     Some(out)
+}
+
+/// A chunk's zstd frame decompressed (at most [`MAX_CHUNK_BYTES`]), decoded and checked.
+fn decode_chunk(
+    d: &mut zstd::bulk::Decompressor<'_>,
+    frame: &[u8],
+) -> Result<StoredChunk, StoreError> {
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= MAX_CHUNK_BYTES)
+        .ok_or(StoreError::ChunkSize)?;
+    let raw = d
+        .decompress(frame, size as usize)
+        .map_err(StoreError::Compression)?;
+    let chunk = StoredChunk::decode(&raw[..])?;
+    chunk.check()?;
+    Ok(chunk)
 }
 
 /// Column `i` of `row` as bytes.

@@ -497,16 +497,7 @@ fn without(
         None => zstd::bulk::Decompressor::new(),
     }
     .map_err(StoreError::Compression)?;
-    let size = zstd::zstd_safe::get_frame_content_size(frame)
-        .ok()
-        .flatten()
-        .filter(|&n| n <= MAX_CHUNK_BYTES)
-        .ok_or(StoreError::ChunkSize)?;
-    let raw = d
-        .decompress(frame, size as usize)
-        .map_err(StoreError::Compression)?;
-    let stored = StoredChunk::decode(&raw[..])?;
-    stored.check()?;
+    let stored = decode_chunk(&mut d, frame)?;
     let mut groups = Vec::new();
     let mut position = 0;
     for g in &stored.groups {
