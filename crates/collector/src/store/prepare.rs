@@ -108,6 +108,9 @@ struct Gather {
 
 /// Raw chunks a request offers for training, at most.
 const SAMPLES_PER_REQUEST: usize = 16;
+/// Largest raw chunk offered for training: what senders choose does not size what the
+/// writer holds (at most [`DICTIONARY_SAMPLES`] of these).
+const MAX_SAMPLE_BYTES: usize = 64 << 10;
 
 impl Preparer {
     /// Reads the ids given so far and the newest dictionary.
@@ -287,7 +290,8 @@ impl Preparer {
             let (chunk, keys, start, last) = lean_chunk(g.groups, latest);
             let raw = chunk.encode_to_vec();
             let data = compress(out.dictionary.as_deref(), &raw)?;
-            if sampling && out.samples.len() < SAMPLES_PER_REQUEST {
+            if sampling && out.samples.len() < SAMPLES_PER_REQUEST && raw.len() <= MAX_SAMPLE_BYTES
+            {
                 out.samples.push(raw);
             }
             out.chunks.push(PreparedChunk {

@@ -311,7 +311,10 @@ impl Store {
                 self.writer.trim();
                 self.writer.since_dictionary += keys.len() as u64;
                 for job in jobs {
-                    self.writer.samples.extend(job.samples);
+                    let room = DICTIONARY_SAMPLES.saturating_sub(self.writer.samples.len());
+                    self.writer
+                        .samples
+                        .extend(job.samples.into_iter().take(room));
                 }
                 self.train_when_ready();
                 Ok(done)
