@@ -211,6 +211,21 @@ async fn send(
     ui: &str,
     connections: usize,
 ) -> anyhow::Result<Run> {
+    // Counted before the clock starts: decoding a million spans here takes a while.
+    let expected = bodies
+        .iter()
+        .map(|b| {
+            ExportTraceServiceRequest::decode(&b[..])
+                .map(|r| {
+                    r.resource_spans
+                        .iter()
+                        .flat_map(|rs| &rs.scope_spans)
+                        .map(|s| s.spans.len() as u64)
+                        .sum::<u64>()
+                })
+                .unwrap_or(0)
+        })
+        .sum::<u64>();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -252,20 +267,6 @@ async fn send(
     }
     let acknowledged = started.elapsed();
     let client = reqwest::Client::new();
-    let expected = bodies
-        .iter()
-        .map(|b| {
-            ExportTraceServiceRequest::decode(&b[..])
-                .map(|r| {
-                    r.resource_spans
-                        .iter()
-                        .flat_map(|rs| &rs.scope_spans)
-                        .map(|s| s.spans.len() as u64)
-                        .sum::<u64>()
-                })
-                .unwrap_or(0)
-        })
-        .sum::<u64>();
     let (stored, stored_spans) = loop {
         let stats: serde_json::Value = client
             .get(format!("{ui}/api/zerostate/stats"))
