@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Ingest writes requests of 1,000 spans (100 traces of 10 spans, five services, three
-//! attributes each, trace and span ids spread like random ones) through `Store::ingest`
-//! (what the collector's receiving threads and its writer thread do, here on one thread)
+//! attributes each, trace and span ids spread like random ones), encoded as an exporter
+//! sends them, through `Store::ingest_export` (what the collector's receiving threads and
+//! its writer thread do, here on one thread)
 //! to a store on the real disk, until it holds 1,000,000 spans. Then it looks up 1,000
 //! random traces by id, and runs 100 searches of each kind (service and operation; an
 //! attribute). Prints a table.
@@ -18,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 use zerostate_collector::{Store, TraceQuery};
 
 const SPANS: u64 = 1_000_000;
@@ -115,11 +117,11 @@ fn main() {
     let dir = tempfile::tempdir_in(".").expect("tempdir");
     let mut store = Store::open(dir.path()).expect("store");
     let requests: Vec<_> = (0..SPANS / PER_REQUEST)
-        .map(|r| request(r * PER_REQUEST))
+        .map(|r| request(r * PER_REQUEST).encode_to_vec())
         .collect();
     let start = Instant::now();
     for r in &requests {
-        store.ingest(r).expect("ingest");
+        store.ingest_export(r).expect("ingest");
     }
     let ingest = SPANS as f64 / start.elapsed().as_secs_f64();
     drop(requests);

@@ -220,7 +220,13 @@ pub fn decode_export(
     json: bool,
     max_decoded_bytes: u64,
 ) -> Result<(ExportTraceServiceRequest, u64, u64), String> {
-    let needed = receiver::decoded_size(body, json)?;
+    let needed = if json {
+        estimate::json(body)
+    } else {
+        estimate::protobuf(body)
+            .map_err(receiver::not_otlp)?
+            .decoded
+    };
     if needed > max_decoded_bytes {
         return Err(format!(
             "the request would take {needed} bytes once decoded, more than {max_decoded_bytes}"

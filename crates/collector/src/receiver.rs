@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 
 use crate::counters::Counters;
 use crate::estimate;
-use crate::store::{Ingested, Prepared, Preparer, valid_ids};
+use crate::store::{Ingested, Prepared, Preparer, StoreError, valid_ids};
 
 /// `google.rpc.Status`, the body of an OTLP error response.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -136,25 +136,34 @@ enum Format {
     Json,
 }
 
-/// The memory an uncompressed export body will take once decoded (protobuf is walked
-/// along the OTLP schema without decoding; JSON is bounded by its size).
-pub(crate) fn decoded_size(body: &[u8], json: bool) -> Result<u64, String> {
+/// Says that a body is not an export request, and why.
+pub(crate) fn not_otlp(e: impl std::fmt::Display) -> String {
+    format!("the body is not an OTLP ExportTraceServiceRequest: {e}")
+}
+
+/// Decodes an uncompressed export body into structs.
+pub(crate) fn decode(body: &[u8], json: bool) -> Result<ExportTraceServiceRequest, String> {
     if json {
-        Ok(estimate::json(body))
+        serde_json::from_slice(body).map_err(not_otlp)
     } else {
-        estimate::protobuf(body)
-            .map_err(|e| format!("the body is not an OTLP ExportTraceServiceRequest: {e}"))
+        ExportTraceServiceRequest::decode(body).map_err(not_otlp)
     }
 }
 
-/// Decodes an uncompressed export body.
-pub(crate) fn decode(body: &[u8], json: bool) -> Result<ExportTraceServiceRequest, String> {
-    let decoded = if json {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
-    } else {
-        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
-    };
-    decoded.map_err(|e| format!("the body is not an OTLP ExportTraceServiceRequest: {e}"))
+/// What is forwarded of a stored request: as received, or without the spans with unusable
+/// ids when it had some.
+fn forwardable(bytes: &[u8], rejected: u64) -> Vec<u8> {
+    if rejected == 0 {
+        return bytes.to_vec();
+    }
+    match decode(bytes, false) {
+        Ok(mut request) => {
+            drop_invalid(&mut request);
+            request.encode_to_vec()
+        }
+        // Not reached: the bytes passed the check the decoder agrees with.
+        Err(_) => bytes.to_vec(),
+    }
 }
 
 /// Drops the spans whose ids are unusable; returns (spans received, spans dropped).
@@ -294,10 +303,18 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
     } else {
         body
     };
-    let needed = match decoded_size(&bytes, format == Format::Json) {
-        Ok(n) => n,
-        Err(e) => return bad_request(&r, format, e),
+    let json = format == Format::Json;
+    // Protobuf is checked along the schema and then read in place; JSON is decoded into
+    // structs and encoded as protobuf, to take the same path from there.
+    let checked = if json {
+        None
+    } else {
+        match estimate::protobuf(&bytes) {
+            Ok(c) => Some(c),
+            Err(e) => return bad_request(&r, format, not_otlp(e)),
+        }
     };
+    let needed = checked.map_or_else(|| estimate::json(&bytes), |c| c.decoded);
     if needed > r.budget.limit {
         return too_large(
             &r,
@@ -317,25 +334,39 @@ async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Body) -> Re
             "the collector is decoding as much as it can hold: retry after a second".into(),
         );
     };
-    let mut request = match decode(&bytes, format == Format::Json) {
-        Ok(req) => req,
-        Err(e) => return bad_request(&r, format, e),
+    let encoded;
+    let checked = match checked {
+        Some(c) => c,
+        None => {
+            encoded = match decode(&bytes, true) {
+                Ok(request) => request.encode_to_vec(),
+                Err(e) => return bad_request(&r, format, e),
+            };
+            match estimate::protobuf(&encoded) {
+                Ok(c) => c,
+                Err(e) => return bad_request(&r, format, not_otlp(e)),
+            }
+        }
     };
-    let (received, rejected) = drop_invalid(&mut request);
+    let prepared = match r.preparer.prepare(checked) {
+        Ok(p) => p,
+        Err(StoreError::Malformed(e)) => return bad_request(&r, format, not_otlp(e)),
+        Err(e) => {
+            return retry_later(
+                &r,
+                format,
+                format!("the spans could not be stored: {}", crate::error_chain(&e)),
+            );
+        }
+    };
+    let (received, rejected) = prepared.counts();
     r.counters.spans_received.add(received);
     r.counters.spans_rejected.add(rejected);
-    if received > rejected {
-        let forwarded = r.forward.as_ref().map(|_| request.encode_to_vec());
-        let prepared = match r.preparer.prepare(request) {
-            Ok(p) => p,
-            Err(e) => {
-                return retry_later(
-                    &r,
-                    format,
-                    format!("the spans could not be stored: {}", crate::error_chain(&e)),
-                );
-            }
-        };
+    if !prepared.is_empty() {
+        let forwarded = r
+            .forward
+            .as_ref()
+            .map(|_| forwardable(checked.bytes, rejected));
         drop(slot);
         let (done, stored) = tokio::sync::oneshot::channel();
         let job = Job {

@@ -67,6 +67,10 @@ pub enum StoreError {
     /// A stored chunk's spans and their times do not match.
     #[error("trace store: a stored chunk's spans and times do not match")]
     ChunkTimes,
+    /// A request did not read as the OTLP schema says (the receiver checks it first, so
+    /// this is not expected).
+    #[error("trace store: the request is not well-formed OTLP protobuf: {0}")]
+    Malformed(String),
     /// A stored chunk names a compression dictionary the store does not have.
     #[error("trace store: a stored chunk's compression dictionary {0} is missing")]
     Dictionary(i64),
@@ -297,10 +301,15 @@ impl StoredChunk {
         let mut span = Span::decode(&g.spans[i][..])?;
         if self.lean {
             span.trace_id = trace_id.to_vec();
-            span.start_time_unix_nano = self.base_ns.wrapping_add(g.starts[i]);
-            span.end_time_unix_nano = span.start_time_unix_nano.wrapping_add(g.ends[i] as u64);
+            (span.start_time_unix_nano, span.end_time_unix_nano) = self.times(g, i);
         }
         Ok(span)
+    }
+
+    /// A lean chunk's start and end of the `i`-th span of group `g`.
+    fn times(&self, g: &StoredGroup, i: usize) -> (u64, u64) {
+        let start = self.base_ns.wrapping_add(g.starts[i]);
+        (start, start.wrapping_add(g.ends[i] as u64))
     }
 }
 
@@ -429,11 +438,15 @@ pub fn value_string(v: &AnyValue) -> String {
 /// Whether a span's ids are usable: a 16-byte trace id and an 8-byte span id, neither all
 /// zero, and a parent id that is empty or 8 bytes.
 pub fn valid_ids(span: &Span) -> bool {
-    span.trace_id.len() == 16
-        && span.span_id.len() == 8
-        && span.trace_id.iter().any(|&b| b != 0)
-        && span.span_id.iter().any(|&b| b != 0)
-        && (span.parent_span_id.is_empty() || span.parent_span_id.len() == 8)
+    usable_ids(&span.trace_id, &span.span_id, &span.parent_span_id)
+}
+
+fn usable_ids(trace_id: &[u8], span_id: &[u8], parent: &[u8]) -> bool {
+    trace_id.len() == 16
+        && span_id.len() == 8
+        && trace_id.iter().any(|&b| b != 0)
+        && span_id.iter().any(|&b| b != 0)
+        && (parent.is_empty() || parent.len() == 8)
 }
 
 impl Store {
@@ -496,8 +509,15 @@ impl Store {
     /// shown once, as reads drop repeated span ids. (The collector prepares each request
     /// on the thread that received it and writes several at once: [`Store::write`].)
     pub fn ingest(&mut self, request: &ExportTraceServiceRequest) -> Result<Ingested, StoreError> {
+        self.ingest_export(&request.encode_to_vec())
+    }
+
+    /// [`Store::ingest`] for a protobuf `ExportTraceServiceRequest` as received, read as
+    /// the collector reads it: checked along the OTLP schema, then in place.
+    pub fn ingest_export(&mut self, body: &[u8]) -> Result<Ingested, StoreError> {
         let preparer = self.preparer.clone().ok_or(StoreError::ReadOnly)?;
-        let prepared = preparer.prepare(request.clone())?;
+        let checked = crate::estimate::protobuf(body).map_err(StoreError::Malformed)?;
+        let prepared = preparer.prepare(checked)?;
         let mut done = self.write(vec![prepared])?;
         Ok(done.pop().unwrap_or_default())
     }

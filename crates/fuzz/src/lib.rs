@@ -102,11 +102,9 @@ fn store(json: bool) -> &'static Mutex<Option<zerostate_collector::Store>> {
 }
 
 /// An OTLP/HTTP body through the receiver's path into the store, and the traces it wrote
-/// read back.
+/// read back. A protobuf body is stored as the collector stores it, read in place: it
+/// must be taken exactly when the protobuf decoder takes it.
 fn otlp(data: &[u8], json: bool) {
-    let Ok((request, _, _)) = zerostate_collector::decode_export(data, json, MAX_DECODED) else {
-        return;
-    };
     let name = if json { "otlp_json" } else { "otlp_protobuf" };
     let mut guard = store(json).lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
@@ -114,7 +112,27 @@ fn otlp(data: &[u8], json: bool) {
         *guard = Some(zerostate_collector::Store::open(&dir).expect("the store opens"));
     }
     let Some(s) = guard.as_mut() else { return };
-    let done = s.ingest(&request).expect("a decoded request is stored");
+    let decoded = zerostate_collector::decode_export(data, json, MAX_DECODED);
+    let done = if json {
+        let Ok((request, _, _)) = &decoded else {
+            return;
+        };
+        s.ingest(request).expect("a decoded request is stored")
+    } else {
+        let in_place = s.ingest_export(data);
+        let decodes =
+            decoded.is_ok() || zerostate_collector::decode_export(data, json, u64::MAX).is_ok();
+        assert_eq!(
+            in_place.is_ok(),
+            decodes,
+            "the store and the decoder disagree: {in_place:?}"
+        );
+        match in_place {
+            Ok(done) if decoded.is_ok() => done,
+            _ => return,
+        }
+    };
+    let Ok((request, _, _)) = decoded else { return };
     // A span sent again soon is not written again; its first copy may have been trimmed.
     let check = done.duplicates == 0;
     for rs in request.resource_spans.iter().filter(|_| check) {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::*;
+use crate::estimate::{Checked, Field, Fields, Value};
 
 /// First byte of a chunk compressed with a dictionary: `[DICTIONARY_MARK][varint id]`
 /// before the zstd frame. A chunk without one is a bare zstd frame, whose first byte is
@@ -84,6 +85,21 @@ pub struct Prepared {
     pub(super) duplicates: u64,
     /// Raw chunks offered for training a dictionary, when the writer asked for them.
     pub(super) samples: Vec<Vec<u8>>,
+    /// Spans in the request, and of them those with unusable ids (left out).
+    received: u64,
+    rejected: u64,
+}
+
+impl Prepared {
+    /// Spans in the request, and of them those with unusable ids (left out).
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.received, self.rejected)
+    }
+
+    /// Whether there is anything to store.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
 }
 
 /// The spans of one trace of a request, compressed as one chunk.
@@ -99,10 +115,10 @@ pub(super) struct PreparedChunk {
 }
 
 /// The spans of one trace being gathered, per resource and scope.
-struct Gather {
+struct Gather<'a> {
     trace_id: [u8; 16],
     spans: u64,
-    groups: Vec<(i64, i64, Vec<Span>, Vec<u64>)>,
+    groups: Vec<SpanGroup<'a>>,
     ops: Vec<u32>,
 }
 
@@ -193,9 +209,11 @@ impl Preparer {
         id
     }
 
-    /// Groups the valid spans of a request per trace (at most [`CHUNK_SPANS`] a chunk) and
-    /// compresses each group; a span repeated within the request is kept once.
-    pub fn prepare(&self, request: ExportTraceServiceRequest) -> Result<Prepared, StoreError> {
+    /// Groups the spans of an export request with usable ids per trace (at most
+    /// [`CHUNK_SPANS`] a chunk) and compresses each group; a span repeated within the
+    /// request is kept once. The request is read in place: a span's encoding goes into its
+    /// chunk as sent, less its trace id and times.
+    pub(crate) fn prepare(&self, request: Checked<'_>) -> Result<Prepared, StoreError> {
         let mut out = Prepared {
             chunks: Vec::new(),
             resources: Vec::new(),
@@ -204,14 +222,20 @@ impl Preparer {
             dictionary: self.dictionary(),
             duplicates: 0,
             samples: Vec::new(),
+            received: 0,
+            rejected: 0,
         };
         // service → span name → (kind, index into out.ops): looked up without allocating.
         let mut ops: HashMap<String, HashMap<String, Vec<(i32, u32)>>> = HashMap::new();
-        let mut gathers: Vec<Gather> = Vec::new();
+        let mut gathers: Vec<Gather<'_>> = Vec::new();
         let mut open: HashMap<[u8; 16], usize> = HashMap::new();
         let mut in_request: HashSet<u64, Fingerprints> = HashSet::with_hasher(Fingerprints);
-        for rs in request.resource_spans {
-            let resource = rs.resource.unwrap_or_default();
+        for rs in messages(request.bytes, 1) {
+            let rs = rs?;
+            let mut resource = Resource::default();
+            for r in messages(rs, 1) {
+                resource.merge(r?).map_err(malformed)?;
+            }
             let service = service_of(Some(&resource));
             let resource_id = self.id_of(
                 true,
@@ -220,33 +244,44 @@ impl Preparer {
                 &mut out.resources,
             );
             let names = ops.entry(service.clone()).or_default();
-            for ss in rs.scope_spans {
-                let scope = ss.scope.unwrap_or_default();
+            for ss in messages(rs, 2) {
+                let ss = ss?;
+                let mut scope = InstrumentationScope::default();
+                for s in messages(ss, 1) {
+                    scope.merge(s?).map_err(malformed)?;
+                }
                 let scope_id = self.id_of(false, &scope.encode_to_vec(), "", &mut out.scopes);
-                for span in ss.spans.into_iter().filter(valid_ids) {
-                    let key = self.fingerprint(&span.trace_id, &span.span_id);
+                for raw in messages(ss, 2) {
+                    let raw = raw?;
+                    out.received += 1;
+                    let span = read_span(raw)?;
+                    if !usable_ids(span.trace_id, span.span_id, span.parent) {
+                        out.rejected += 1;
+                        continue;
+                    }
+                    let key = self.fingerprint(span.trace_id, span.span_id);
                     if !in_request.insert(key) {
                         out.duplicates += 1;
                         continue;
                     }
                     let known = names
-                        .get(span.name.as_str())
+                        .get(span.name)
                         .and_then(|kinds| kinds.iter().find(|k| k.0 == span.kind).map(|k| k.1));
                     let op = match known {
                         Some(op) => op,
                         None => {
                             let op = out.ops.len() as u32;
                             out.ops
-                                .push((service.clone(), span.name.clone(), span.kind));
+                                .push((service.clone(), span.name.to_owned(), span.kind));
                             names
-                                .entry(span.name.clone())
+                                .entry(span.name.to_owned())
                                 .or_default()
                                 .push((span.kind, op));
                             op
                         }
                     };
                     let mut trace_id = [0u8; 16];
-                    trace_id.copy_from_slice(&span.trace_id);
+                    trace_id.copy_from_slice(span.trace_id);
                     let i = match open.get(&trace_id) {
                         Some(&i) if gathers[i].spans < CHUNK_SPANS => i,
                         _ => {
@@ -268,17 +303,26 @@ impl Preparer {
                     let group = match g
                         .groups
                         .iter()
-                        .rposition(|x| x.0 == resource_id && x.1 == scope_id)
+                        .rposition(|x| x.resource == resource_id && x.scope == scope_id)
                     {
                         Some(i) => &mut g.groups[i],
                         None => {
-                            g.groups
-                                .push((resource_id, scope_id, Vec::new(), Vec::new()));
+                            g.groups.push(SpanGroup {
+                                resource: resource_id,
+                                scope: scope_id,
+                                spans: Vec::new(),
+                                keys: Vec::new(),
+                            });
                             g.groups.last_mut().expect("just pushed")
                         }
                     };
-                    group.2.push(span);
-                    group.3.push(key);
+                    group.spans.push(LeanSpan {
+                        raw,
+                        kept: span.kept,
+                        start: span.start,
+                        end: span.end,
+                    });
+                    group.keys.push(key);
                 }
             }
         }
@@ -286,19 +330,20 @@ impl Preparer {
         let latest = latest_start();
         // Neighbouring trace ids go into the trace index together.
         gathers.sort_unstable_by_key(|g| g.trace_id);
+        let mut raw = Vec::new();
         for g in gathers {
-            let (chunk, keys, start, last) = lean_chunk(g.groups, latest);
-            let raw = chunk.encode_to_vec();
+            raw.clear();
+            let (start, last) = encode_lean(&g.groups, latest, &mut raw)?;
             let data = compress(out.dictionary.as_deref(), &raw)?;
             if sampling && out.samples.len() < SAMPLES_PER_REQUEST && raw.len() <= MAX_SAMPLE_BYTES
             {
-                out.samples.push(raw);
+                out.samples.push(raw.clone());
             }
             out.chunks.push(PreparedChunk {
                 trace_id: g.trace_id,
                 start,
                 last,
-                keys,
+                keys: g.groups.into_iter().flat_map(|x| x.keys).collect(),
                 ops: g.ops,
                 data,
             });
@@ -307,80 +352,178 @@ impl Preparer {
     }
 }
 
-/// A lean chunk as written: the spans kept as messages, which are encoded exactly as
-/// [`StoredChunk`]'s bytes are read (a length-delimited field either way), so that each
-/// span is encoded once, in place.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct LeanChunk {
-    #[prost(message, repeated, tag = "1")]
-    groups: Vec<LeanGroup>,
-    #[prost(uint64, tag = "2")]
-    base_ns: u64,
-    #[prost(bool, tag = "3")]
-    lean: bool,
+fn malformed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(e.to_string())
 }
 
-/// A [`StoredGroup`] as written.
-#[derive(Clone, PartialEq, prost::Message)]
-struct LeanGroup {
-    #[prost(int64, tag = "1")]
-    resource: i64,
-    #[prost(int64, tag = "2")]
-    scope: i64,
-    #[prost(message, repeated, tag = "3")]
-    spans: Vec<Span>,
-    #[prost(uint64, repeated, tag = "4")]
-    starts: Vec<u64>,
-    #[prost(sint64, repeated, tag = "5")]
-    ends: Vec<i64>,
+/// The embedded messages (or strings, or bytes) of field `number` of a message, in order.
+fn messages(bytes: &[u8], number: u64) -> impl Iterator<Item = Result<&[u8], StoreError>> + '_ {
+    Fields::new(bytes).filter_map(move |f| match f {
+        Ok(Field {
+            number: n,
+            value: Value::Bytes(b),
+            ..
+        }) if n == number => Some(Ok(b)),
+        Ok(Field { number: n, .. }) if n == number => Some(Err(malformed(format!(
+            "field {number} is sent with the wrong wire type"
+        )))),
+        Ok(_) => None,
+        Err(e) => Some(Err(malformed(e))),
+    })
 }
 
-/// A chunk of the lean layout from spans grouped by (resource, scope), with their
-/// fingerprints in the chunk's order and its indexed first and last start.
-pub(super) fn lean_chunk(
-    groups: Vec<(i64, i64, Vec<Span>, Vec<u64>)>,
+/// What the store reads of a span's encoding without decoding it.
+pub(super) struct SpanFields<'a> {
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+    parent: &'a [u8],
+    name: &'a str,
+    kind: i32,
+    pub(super) start: u64,
+    pub(super) end: u64,
+    /// Bytes of the encoding a chunk keeps: all but the trace id and the times.
+    pub(super) kept: usize,
+}
+
+/// Span fields a lean chunk leaves out of a span's encoding: trace id, start and end
+/// (kept beside it), and fields the OTLP schema does not have (the decoder skips them).
+fn left_out(number: u64) -> bool {
+    matches!(number, 1 | 7 | 8) || number > 16
+}
+
+/// Reads a span's encoding; of a field sent twice, the last counts, as in decoding.
+pub(super) fn read_span(raw: &[u8]) -> Result<SpanFields<'_>, StoreError> {
+    let mut span = SpanFields {
+        trace_id: &[],
+        span_id: &[],
+        parent: &[],
+        name: "",
+        kind: 0,
+        start: 0,
+        end: 0,
+        kept: raw.len(),
+    };
+    for field in Fields::new(raw) {
+        let field = field.map_err(malformed)?;
+        if left_out(field.number) {
+            span.kept -= field.raw.len();
+        }
+        match (field.number, field.value) {
+            (1, Value::Bytes(b)) => span.trace_id = b,
+            (2, Value::Bytes(b)) => span.span_id = b,
+            (4, Value::Bytes(b)) => span.parent = b,
+            (5, Value::Bytes(b)) => span.name = std::str::from_utf8(b).map_err(malformed)?,
+            (6, Value::Varint(v)) => span.kind = v as i32,
+            (7, Value::Fixed64(v)) => span.start = v,
+            (8, Value::Fixed64(v)) => span.end = v,
+            (1 | 2 | 4 | 5 | 6 | 7 | 8, _) => {
+                return Err(malformed(format!(
+                    "span field {} is sent with the wrong wire type",
+                    field.number
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(span)
+}
+
+/// A span on its way into a lean chunk.
+#[derive(Clone, Copy)]
+pub(super) struct LeanSpan<'a> {
+    /// Its encoding as sent (or as stored in a lean chunk, without trace id and times).
+    pub(super) raw: &'a [u8],
+    /// Bytes of `raw` the chunk keeps (see [`SpanFields::kept`]).
+    pub(super) kept: usize,
+    pub(super) start: u64,
+    pub(super) end: u64,
+}
+
+/// The spans of one resource and scope in a chunk, with their fingerprints.
+pub(super) struct SpanGroup<'a> {
+    pub(super) resource: i64,
+    pub(super) scope: i64,
+    pub(super) spans: Vec<LeanSpan<'a>>,
+    pub(super) keys: Vec<u64>,
+}
+
+/// Encodes a lean chunk ([`StoredChunk`]'s layout) of `groups` into `out`: each span's
+/// encoding less its trace id and times, which go beside it, its start after the chunk's
+/// earliest and its end less its start. Returns the chunk's indexed first and last start.
+pub(super) fn encode_lean(
+    groups: &[SpanGroup<'_>],
     latest: u64,
-) -> (LeanChunk, Vec<u64>, i64, i64) {
+    out: &mut Vec<u8>,
+) -> Result<(i64, i64), StoreError> {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let zigzag = |s: &LeanSpan<'_>| {
+        let d = s.end.wrapping_sub(s.start) as i64;
+        ((d << 1) ^ (d >> 63)) as u64
+    };
+    let field_len = |len: usize| 1 + encoded_len_varint(len as u64) + len;
     let base = groups
         .iter()
-        .flat_map(|g| &g.2)
-        .map(|s| s.start_time_unix_nano)
+        .flat_map(|g| &g.spans)
+        .map(|s| s.start)
         .min()
         .unwrap_or(0);
     let (mut first, mut last) = (i64::MAX, i64::MIN);
-    let mut keys = Vec::new();
-    let mut stored = Vec::with_capacity(groups.len());
-    for (resource, scope, mut spans, fingerprints) in groups {
-        let mut group = LeanGroup {
-            resource,
-            scope,
-            starts: Vec::with_capacity(spans.len()),
-            ends: Vec::with_capacity(spans.len()),
-            spans: Vec::new(),
-        };
-        for span in &mut spans {
-            let indexed = indexed_start(span, latest);
+    for g in groups.iter().filter(|g| !g.spans.is_empty()) {
+        let starts: usize = g
+            .spans
+            .iter()
+            .map(|s| encoded_len_varint(s.start - base))
+            .sum();
+        let ends: usize = g.spans.iter().map(|s| encoded_len_varint(zigzag(s))).sum();
+        let mut len = field_len(starts) + field_len(ends);
+        len += g.spans.iter().map(|s| field_len(s.kept)).sum::<usize>();
+        for id in [g.resource, g.scope].into_iter().filter(|&id| id != 0) {
+            len += 1 + encoded_len_varint(id as u64);
+        }
+        out.push(0x0a);
+        encode_varint(len as u64, out);
+        let at = out.len();
+        for (key, id) in [(0x08, g.resource), (0x10, g.scope)] {
+            if id != 0 {
+                out.push(key);
+                encode_varint(id as u64, out);
+            }
+        }
+        for s in &g.spans {
+            out.push(0x1a);
+            encode_varint(s.kept as u64, out);
+            let from = out.len();
+            for field in Fields::new(s.raw) {
+                let field = field.map_err(malformed)?;
+                if !left_out(field.number) {
+                    out.extend_from_slice(field.raw);
+                }
+            }
+            if out.len() - from != s.kept {
+                return Err(malformed("a span's encoding changed while it was stored"));
+            }
+            let indexed = to_i64(s.start.min(latest));
             first = first.min(indexed);
             last = last.max(indexed);
-            group.starts.push(span.start_time_unix_nano - base);
-            group.ends.push(
-                span.end_time_unix_nano
-                    .wrapping_sub(span.start_time_unix_nano) as i64,
-            );
-            span.trace_id = Vec::new();
-            span.start_time_unix_nano = 0;
-            span.end_time_unix_nano = 0;
         }
-        group.spans = spans;
-        keys.extend(fingerprints);
-        stored.push(group);
+        out.push(0x22);
+        encode_varint(starts as u64, out);
+        for s in &g.spans {
+            encode_varint(s.start - base, out);
+        }
+        out.push(0x2a);
+        encode_varint(ends as u64, out);
+        for s in &g.spans {
+            encode_varint(zigzag(s), out);
+        }
+        debug_assert_eq!(out.len() - at, len);
     }
-    let chunk = LeanChunk {
-        groups: stored,
-        base_ns: base,
-        lean: true,
-    };
-    (chunk, keys, first, last)
+    if base != 0 {
+        out.push(0x10);
+        encode_varint(base, out);
+    }
+    out.extend_from_slice(&[0x18, 0x01]);
+    Ok((first, last))
 }
 
 thread_local! {

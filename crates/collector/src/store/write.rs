@@ -505,17 +505,33 @@ fn without(
     let mut position = 0;
     for g in &stored.groups {
         let mut spans = Vec::new();
-        for i in 0..g.spans.len() {
+        for (i, raw) in g.spans.iter().enumerate() {
             if !repeated.contains(&position) {
-                spans.push(stored.span(g, i, &chunk.trace_id)?);
+                let span = prepare::read_span(raw)?;
+                let (start, end) = if stored.lean {
+                    stored.times(g, i)
+                } else {
+                    (span.start, span.end)
+                };
+                spans.push(prepare::LeanSpan {
+                    raw,
+                    kept: span.kept,
+                    start,
+                    end,
+                });
             }
             position += 1;
         }
         if !spans.is_empty() {
-            let n = spans.len();
-            groups.push((g.resource, g.scope, spans, vec![0; n]));
+            groups.push(prepare::SpanGroup {
+                resource: g.resource,
+                scope: g.scope,
+                spans,
+                keys: Vec::new(),
+            });
         }
     }
-    let (lean, _, start, last) = prepare::lean_chunk(groups, latest);
-    Ok((compress(dictionary, &lean.encode_to_vec())?, start, last))
+    let mut raw = Vec::new();
+    let (start, last) = prepare::encode_lean(&groups, latest, &mut raw)?;
+    Ok((compress(dictionary, &raw)?, start, last))
 }
