@@ -289,6 +289,18 @@ fn walk(bytes: &[u8], kind: Kind, depth: usize) -> Result<u64, String> {
     Ok(total)
 }
 
+/// A fixed pseudo-random sequence (xorshift) from a non-zero seed, for tests that change
+/// bytes the same way every run.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -446,14 +458,8 @@ mod tests {
             }],
         };
         let body = request.encode_to_vec();
-        // A fixed xorshift sequence: the same mangled bodies every run.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        // The same mangled bodies every run.
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut taken, mut refused) = (0, 0);
         for _ in 0..20_000 {
             let mut b = body.clone();

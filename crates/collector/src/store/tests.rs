@@ -602,14 +602,8 @@ fn a_body_that_does_not_decode_is_refused_and_nothing_is_stored() {
 #[test]
 fn a_mangled_body_the_check_takes_is_stored_as_the_decoder_reads_it() {
     let body = traces(7, 2).encode_to_vec();
-    // A fixed xorshift sequence: the same mangled bodies every run.
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    // The same mangled bodies every run.
+    let mut next = crate::estimate::xorshift(0x2545_f491_4f6c_dd1d);
     let mut stored = 0;
     for _ in 0..400 {
         let mut b = body.clone();
