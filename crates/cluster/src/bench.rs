@@ -54,6 +54,18 @@ pub struct TasksArgs {
     /// It reruns every receipt before paying until one matches, whatever the share but 0.
     #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
     verify_share: f64,
+    /// Executors in the guild, each its own process.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    executors: usize,
+    /// Tasks the requester has under way at once: each one ended starts the next.
+    #[arg(long = "in-flight", value_name = "N", default_value_t = 1)]
+    in_flight: usize,
+    /// How long an executor's standing offer stands (0: an offer round per task).
+    ///
+    /// The executors' `[tasks] standing_offer_ms`: a delivered task's answer carries an
+    /// offer for the requester's next task, taken without announcing it.
+    #[arg(long = "standing-offer-ms", value_name = "MS", default_value_t = 1000)]
+    standing_offer_ms: u64,
 }
 
 impl BenchCommand {
@@ -119,6 +131,28 @@ impl TasksArgs {
                 self.verify_share
             );
         }
+        if !(1..=16).contains(&self.executors) {
+            anyhow::bail!("--executors {} must be between 1 and 16", self.executors);
+        }
+        if !(1..=64).contains(&self.in_flight) {
+            anyhow::bail!("--in-flight {} must be between 1 and 64", self.in_flight);
+        }
+        if self.standing_offer_ms > 60_000 {
+            anyhow::bail!(
+                "--standing-offer-ms {} must be at most 60000",
+                self.standing_offer_ms
+            );
+        }
+        println!(
+            "one requester, {} executor(s), {} task(s) in flight, standing offers {}",
+            self.executors,
+            self.in_flight,
+            if self.standing_offer_ms == 0 {
+                "off".to_owned()
+            } else {
+                format!("for {} ms", self.standing_offer_ms)
+            }
+        );
         let base = match &self.data {
             Some(d) => d.clone(),
             None => std::env::temp_dir().join(format!("zerostate-bench-{}", std::process::id())),
@@ -142,7 +176,7 @@ impl TasksArgs {
         for round in 0..self.rounds.max(1) {
             for (i, (label, sampler)) in settings.iter().enumerate() {
                 let dir = base.join(format!("{}-{round}", label.replace([' ', '%'], "")));
-                let mut round = measure(&dir, *sampler, self.tasks, self.verify_share)?;
+                let mut round = measure(&dir, *sampler, &self)?;
                 let row = &mut rows[i];
                 let per_second = round.latencies_ms.len() as f64 / round.elapsed.as_secs_f64();
                 row.rounds
@@ -233,28 +267,28 @@ fn print_phases(full: &Figures) {
         return;
     }
     println!();
+    let standing = full.phases.iter().filter(|p| !p.announced).count();
     println!(
-        "where a task's time goes ({}, the requester's spans of {} tasks):",
+        "where a task's time goes ({}, the requester's spans of {} tasks, {standing} of them \
+         handed over on a standing offer, unannounced):",
         full.label,
         full.phases.len()
     );
     println!("{:<15} {:>9} {:>9}", "phase", "p50 ms", "p95 ms");
-    let names = phases::PHASES.iter().chain(&["submit → paid"]);
+    let names = phases::PHASES
+        .iter()
+        .chain(&["submit → checked", "submit → paid"]);
     for (i, name) in names.enumerate() {
-        let mut v: Vec<f64> = full.phases.iter().map(|p| p[i]).collect();
+        let mut v: Vec<f64> = full.phases.iter().map(|p| p.ms[i]).collect();
         let (p50, p95) = (quantile(&mut v, 0.5), quantile(&mut v, 0.95));
         println!("{name:<15} {p50:>9.2} {p95:>9.2}");
     }
 }
 
-/// One round of one setting: a ledger node (the coordinator, running no tasks), an
-/// executor and a requester, then `count` tasks (after five to warm up) one after another.
-fn measure(
-    dir: &Path,
-    sampler: Option<&str>,
-    count: usize,
-    verify_share: f64,
-) -> anyhow::Result<Round> {
+/// One round of one setting: a ledger node (the coordinator, running no tasks), the
+/// executors and a requester, then five tasks one after another to warm up, then
+/// `args.tasks`, `args.in_flight` at a time.
+fn measure(dir: &Path, sampler: Option<&str>, args: &TasksArgs) -> anyhow::Result<Round> {
     let _ = std::fs::remove_dir_all(dir);
     let s = |v: &str| v.to_owned();
     let launcher = Launcher::this_binary(dir)?;
@@ -274,7 +308,10 @@ fn measure(
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
-        format!("[tasks]\noffer_grace_ms = 0\nverify_share = {verify_share:?}\n"),
+        format!(
+            "[tasks]\noffer_grace_ms = 0\nverify_share = {:?}\nstanding_offer_ms = {}\n",
+            args.verify_share, args.standing_offer_ms
+        ),
     )?;
     let ledger_config = dir.join("ledger.toml");
     std::fs::write(&ledger_config, "[tasks]\nexecute = false\n")?;
@@ -291,7 +328,10 @@ fn measure(
             ],
         ),
         ledger: true,
-        members: vec![member("executor"), member("requester")],
+        members: (1..=args.executors)
+            .map(|n| member(&format!("executor-{n}")))
+            .chain([member("requester")])
+            .collect(),
         faucet: Some(1_000_000_000),
         chain: None,
     };
@@ -302,21 +342,28 @@ fn measure(
     let requester = cluster.node("requester")?.api.clone();
     let result = runtime.block_on(async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut latencies = Vec::new();
-        let mut measured = Duration::ZERO;
-        for i in 0..count + WARM_UP {
-            let started = Instant::now();
-            let record = run_one(&requester).await?;
-            let paid = record.payment.as_ref().is_some_and(|p| p.status == "paid");
-            if record.state != TaskState::Succeeded || !paid {
-                bail!("a task was not run and paid: {record:?}");
-            }
-            if i >= WARM_UP {
-                measured += started.elapsed();
-                latencies.push(record.duration_ms.unwrap_or(0.0));
-            }
+        for _ in 0..WARM_UP {
+            run_paid(&requester).await?;
         }
-        Ok((latencies, measured))
+        // Each worker runs tasks one after another until `args.tasks` were started.
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let clock = Instant::now();
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..args.in_flight {
+            let (started, requester, count) = (started.clone(), requester.clone(), args.tasks);
+            workers.spawn(async move {
+                let mut latencies = Vec::new();
+                while started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    latencies.push(run_paid(&requester).await?);
+                }
+                anyhow::Ok(latencies)
+            });
+        }
+        let mut latencies = Vec::new();
+        while let Some(worker) = workers.join_next().await {
+            latencies.extend(worker??);
+        }
+        anyhow::Ok((latencies, clock.elapsed()))
     });
     // Stopped, the nodes have sent every span; the phases come from the collector.
     cluster.stop(STOP_GRACE);
@@ -338,6 +385,16 @@ const WARM_UP: usize = 5;
 
 /// How long the processes have to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs one task and checks that it succeeded and was paid; its duration, milliseconds.
+async fn run_paid(node: &NodeClient) -> anyhow::Result<f64> {
+    let record = run_one(node).await?;
+    let paid = record.payment.as_ref().is_some_and(|p| p.status == "paid");
+    if record.state != TaskState::Succeeded || !paid {
+        bail!("a task was not run and paid: {record:?}");
+    }
+    Ok(record.duration_ms.unwrap_or(0.0))
+}
 
 /// Submits a tiny built-in task and waits for its final record.
 async fn run_one(node: &NodeClient) -> anyhow::Result<TaskRecord> {

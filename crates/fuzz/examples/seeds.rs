@@ -131,6 +131,10 @@ fn main() {
         files: [("out.txt".to_owned(), "aGk=".to_owned())]
             .into_iter()
             .collect(),
+        standing: Some(zerostate_market::wire::StandingOffer {
+            price: 1,
+            valid_ms: 1000,
+        }),
     };
     write(
         "task_wire",

@@ -219,6 +219,7 @@ async fn hand_over(
                         exit_code: execution.exit_code,
                         stderr: B64.encode(&execution.stderr),
                         files: wire::encode_files(&files),
+                        standing: None,
                     }
                 })
             })
@@ -230,7 +231,11 @@ async fn hand_over(
             drop(slot);
             let ran = ran
                 .map_err(|e| format!("the task's thread ended: {e}"))
-                .and_then(|result| fits(tasks, result));
+                .and_then(|result| fits(tasks, result))
+                .map(|mut result| {
+                    result.standing = tasks.stand_for(request.peer);
+                    result
+                });
             if let Some(reservation) = reservation {
                 let payments = &tasks.inner.payments;
                 match &ran {
@@ -303,16 +308,28 @@ async fn prepare(
             run.limits.wall_time_ms
         ));
     }
-    if !tasks.take_offered(&run.task_id, request.peer) {
+    let offered = tasks.take_offered(&run.task_id, request.peer);
+    let standing = !offered && tasks.take_standing(request.peer);
+    if !offered && !standing {
         return Err(format!(
-            "{}: this node made no offer for task {} that you took",
+            "{}: this node made no offer for task {} that you took, and no standing offer \
+             of it to you stands",
             wire::DECLINED,
             run.task_id
         ));
     }
     // The money first: a payer owing its credit is held a moment for a payment on its way
     // (see the payment protocol), and a slot taken before would turn others away meanwhile.
+    // An offer made in a round was made while the requester owed less than its credit, and
+    // the task it was for may run while it owes one more; a standing offer was given
+    // before the task it came with was paid for, so its hand-over is held to the credit
+    // itself, and turned down as the round would be: the requester then makes one.
     let settings = &tasks.inner.settings;
+    let credit = if standing {
+        settings.credit
+    } else {
+        settings.credit.saturating_add(1)
+    };
     let reservation = tasks
         .inner
         .payments
@@ -320,9 +337,16 @@ async fn prepare(
             request.peer,
             run.channel.as_deref(),
             super::requester::bill(run.limits.fuel, settings.price),
-            settings.credit.saturating_add(1),
+            credit,
         )
-        .await?;
+        .await
+        .map_err(|why| {
+            if standing {
+                format!("{}: {why}", wire::DECLINED)
+            } else {
+                why
+            }
+        })?;
     let release = |why: String| {
         if let Some(r) = reservation {
             tasks.inner.payments.release(r);
@@ -422,7 +446,16 @@ fn manifest_of(tasks: &Tasks, run: TaskRun) -> Result<Manifest, String> {
             m.input = input;
             m
         }
-        ModuleSource::Sha256(hash) | ModuleSource::Chunked(wire::Chunked { sha256: hash, .. }) => {
+        ModuleSource::Sha256(hash) => {
+            // Held when the requester was told so, and evicted since: nothing ran, and the
+            // requester asks again, sending the module this time.
+            let module =
+                held(tasks, &hash, "module").map_err(|why| format!("{}: {why}", wire::DECLINED))?;
+            let mut m = Manifest::new(run.task_id, module);
+            m.input = input;
+            m
+        }
+        ModuleSource::Chunked(wire::Chunked { sha256: hash, .. }) => {
             let module = held(tasks, &hash, "module")?;
             let mut m = Manifest::new(run.task_id, module);
             m.input = input;

@@ -23,6 +23,7 @@ mod misbehave;
 mod record;
 pub mod requester;
 mod settings;
+mod standing;
 mod transfer;
 mod transport;
 pub mod wire;
@@ -73,6 +74,10 @@ struct Inner {
     /// Offers this node made and had taken, by task id: the requester that took each and
     /// when. Only such a task is run (at most [`OFFERS_KEPT`], each for [`OFFER_LIFETIME`]).
     offered: Mutex<HashMap<String, (PeerId, std::time::Instant)>>,
+    /// Standing offers this node gave requesters, as an executor ([`standing`]).
+    given: Mutex<standing::Given>,
+    /// Standing offers this node holds from executors, as a requester.
+    held: Mutex<standing::Held>,
     /// Tasks this node runs for others now.
     running: AtomicU32,
     /// Told when the last of them ends (what a drain waits for).
@@ -143,6 +148,8 @@ impl Tasks {
                 refused: Mutex::default(),
                 vouched: Mutex::default(),
                 offered: Mutex::default(),
+                given: Mutex::default(),
+                held: Mutex::default(),
                 running: AtomicU32::new(0),
                 idle: tokio::sync::Notify::new(),
                 judging: tokio::sync::Semaphore::new(1),
@@ -566,7 +573,28 @@ impl Tasks {
         }
     }
 
-    /// The longest a task may run here so that the requester's network request outlives it.
+    /// A standing offer for `requester`'s next task, when this node gives them (see
+    /// [`standing`]).
+    fn stand_for(&self, requester: PeerId) -> Option<wire::StandingOffer> {
+        let settings = &self.inner.settings;
+        if settings.standing_offer_ms == 0 || !settings.execute || self.stopping() {
+            return None;
+        }
+        let valid = Duration::from_millis(settings.standing_offer_ms);
+        Some(lock(&self.inner.given).give(requester, settings.price, valid))
+    }
+
+    /// Whether `requester` hands this node a task on a standing offer that still stands
+    /// (used up by it).
+    fn take_standing(&self, requester: PeerId) -> bool {
+        lock(&self.inner.given).take(requester)
+    }
+
+    /// The standing offers this node holds, as a requester.
+    fn held(&self) -> std::sync::MutexGuard<'_, standing::Held> {
+        lock(&self.inner.held)
+    }
+
     /// The longest wall time a task of this node may have: the network's request timeout
     /// less a second, so that the answer can arrive.
     fn wall_time_cap(&self) -> Duration {
@@ -597,7 +625,6 @@ impl Drop for Slot {
     }
 }
 
-/// Unix milliseconds now.
 /// A payment reported failed that a later delivery carried: paid, and the reason says how.
 fn mark_paid_late(p: &mut zerostate_payment_protocol::PaymentRecord) {
     p.status = "paid".into();
@@ -607,6 +634,14 @@ fn mark_paid_late(p: &mut zerostate_payment_protocol::PaymentRecord) {
     ));
 }
 
+/// The value behind `mutex`, even when a thread panicked holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Unix milliseconds now.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

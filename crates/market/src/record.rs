@@ -59,6 +59,10 @@ pub struct Attempt {
     pub outcome: String,
     /// Whether the module was sent (`false`: the executor held it, only its hash went).
     pub module_sent: bool,
+    /// Whether it was handed over on the executor's standing offer, without an offer
+    /// round (absent when not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standing_offer: bool,
 }
 
 /// Modules this node holds by SHA-256: uploaded to it, or run by it for others. Bounded

@@ -326,34 +326,42 @@ async fn drive(
     // failed announces again (those executors excluded) while attempts are left.
     let mut busy = Busy::new(tasks.inner.settings.busy_wait_ms);
     let mut declines = 0;
+    // The first try goes to a standing offer, when this node holds one (see `standing`).
+    let mut standing = standing_offer(tasks, job).await;
     loop {
-        // Other tasks of this node running or being paid: executors may be busy with them,
-        // or waiting for their payment before they offer again.
-        let others_under_way = tasks.own_work() > 0;
-        let mut round = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
-        let collected = std::mem::take(&mut round.offers);
-        if collected.is_empty()
-            && round.others > 0
-            && (others_under_way || tasks.own_work() > 0)
-            && busy.still_waiting()
-        {
-            // Nobody free this round: a passing state, asked again.
-            continue;
-        }
-        if collected.is_empty() {
-            return Err(if reasons.is_empty() {
-                let why = round.why_nobody(job.max_price);
-                format!(
-                    "no member of guild {} offered to run it within {} ms{}{}{why}",
-                    job.guild,
-                    tasks.inner.settings.offer_window_ms,
-                    busy.waited(),
-                    if why.is_empty() { "" } else { ": " },
-                )
-            } else {
-                format!("no executor delivered: {}", reasons.join("; "))
-            });
-        }
+        let on_standing = standing.is_some();
+        let collected = if let Some(offer) = standing.take() {
+            vec![offer]
+        } else {
+            // Other tasks of this node running or being paid: executors may be busy with
+            // them, or waiting for their payment before they offer again.
+            let others_under_way = tasks.own_work() > 0;
+            let mut round = announce_and_collect(tasks, job, &request, &mut offers, &tried).await?;
+            let collected = std::mem::take(&mut round.offers);
+            if collected.is_empty()
+                && round.others > 0
+                && (others_under_way || tasks.own_work() > 0)
+                && busy.still_waiting()
+            {
+                // Nobody free this round: a passing state, asked again.
+                continue;
+            }
+            if collected.is_empty() {
+                return Err(if reasons.is_empty() {
+                    let why = round.why_nobody(job.max_price);
+                    format!(
+                        "no member of guild {} offered to run it within {} ms{}{}{why}",
+                        job.guild,
+                        tasks.inner.settings.offer_window_ms,
+                        busy.waited(),
+                        if why.is_empty() { "" } else { ": " },
+                    )
+                } else {
+                    format!("no executor delivered: {}", reasons.join("; "))
+                });
+            }
+            collected
+        };
         let mut declined_now = false;
         for (executor, offer) in collected.into_iter().take(attempts_left) {
             attempts_left -= 1;
@@ -363,6 +371,7 @@ async fn drive(
                 task.id = job.id.as_str(),
                 peer.id = %executor,
                 price = offer.price,
+                offer.standing = on_standing,
             );
             tasks.update(&job.id, |r| {
                 r.state = TaskState::Running;
@@ -417,11 +426,19 @@ async fn drive(
                             }
                             // Not paid, and not asked again while this node runs.
                             tasks.refuse(executor, &why);
-                            let attempt = (executor, offer.price, send_module);
+                            let attempt = (executor, offer.price, send_module, on_standing);
                             reasons.push(attempt_failed(tasks, job, attempt, &span, why));
                             continue;
                         }
                     };
+                    if let Some(next) = delivered.standing {
+                        // Held: the module of the task it just ran (a built-in's is no
+                        // module it needs sent).
+                        let module = (!matches!(job.module, ModuleSource::Builtin(_)))
+                            .then(|| job.module_sha256.clone());
+                        let name = wire::display_name(offer.name.as_deref());
+                        tasks.held().keep(&job.guild, executor, next, name, module);
+                    }
                     let receipt_hash = sha256(&receipt.signing_bytes());
                     let paid = tasks
                         .inner
@@ -436,6 +453,7 @@ async fn drive(
                             price: offer.price,
                             outcome: "delivered".into(),
                             module_sent: send_module,
+                            standing_offer: on_standing,
                         });
                         r.error = delivered.receipt.error.clone();
                         r.output = Some(B64.encode(&delivered.output));
@@ -456,6 +474,18 @@ async fn drive(
                     if why.starts_with(LIE) {
                         tasks.refuse(executor, &why);
                     }
+                    if on_standing && why.contains(wire::DECLINED) {
+                        // Nothing ran and no round was made: no attempt, no pause; the
+                        // task is announced now.
+                        span.record_error(&zerostate_p2p::Reason(why));
+                        attempts_left += 1;
+                        tried.remove(&executor);
+                        tasks.update(&job.id, |r| {
+                            r.executor = None;
+                            r.executor_name = None;
+                        });
+                        continue;
+                    }
                     if why.contains(wire::DECLINED) && busy.still_waiting() {
                         // Nothing ran: the attempt is given back, and the executor may
                         // offer again in the next round.
@@ -464,7 +494,7 @@ async fn drive(
                         attempts_left += 1;
                         tried.remove(&executor);
                     }
-                    let attempt = (executor, offer.price, send_module);
+                    let attempt = (executor, offer.price, send_module, on_standing);
                     reasons.push(attempt_failed(tasks, job, attempt, &span, why));
                 }
             }
@@ -509,13 +539,26 @@ impl Busy {
     }
 }
 
-/// Ends an attempt (its executor, price and whether the module was sent) that delivered
-/// nothing to pay for: its span an error with `why`, the reason in the task's record; the
-/// reason for the task's error.
+/// The standing offer this node holds for `job`, if any: from an executor that is a
+/// member of the task's guild and not refused, at most the task's price (see `standing`).
+async fn standing_offer(tasks: &Tasks, job: &Job) -> Option<(PeerId, TaskOffer)> {
+    let taken = tasks.held().take(
+        &job.guild,
+        &job.id,
+        job.max_price,
+        &job.module_sha256,
+        |executor| tasks.refused(executor).is_none(),
+    )?;
+    tasks.is_member(&job.guild, taken.0).await.then_some(taken)
+}
+
+/// Ends an attempt (its executor, price, whether the module was sent and whether on a
+/// standing offer) that delivered nothing to pay for: its span an error with `why`, the
+/// reason in the task's record; the reason for the task's error.
 fn attempt_failed(
     tasks: &Tasks,
     job: &Job,
-    (executor, price, module_sent): (PeerId, u64, bool),
+    (executor, price, module_sent, standing_offer): (PeerId, u64, bool, bool),
     span: &Span,
     why: String,
 ) -> String {
@@ -528,6 +571,7 @@ fn attempt_failed(
             price,
             outcome: why,
             module_sent,
+            standing_offer,
         });
         r.executor = None;
     });
@@ -596,6 +640,7 @@ async fn announce_and_collect(
     tried: &std::collections::HashSet<PeerId>,
 ) -> Result<Round, String> {
     tasks.update(&job.id, |r| r.state = TaskState::Offered);
+    tasks.held().round_made(&job.guild);
     tasks
         .inner
         .transport
@@ -693,6 +738,8 @@ async fn lock_money(
 /// the output files and the program's exit code.
 struct Delivered {
     receipt: Receipt,
+    /// The executor's standing offer for the next task, if it made one.
+    standing: Option<wire::StandingOffer>,
     output: Vec<u8>,
     files: BTreeMap<String, Vec<u8>>,
     exit_code: i32,
@@ -813,6 +860,7 @@ async fn attempt(
     }
     Ok(Delivered {
         receipt,
+        standing: result.standing,
         output,
         files,
         exit_code: result.exit_code,

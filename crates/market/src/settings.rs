@@ -41,6 +41,10 @@ pub struct TaskSettings {
     /// more offers (a task already offered on still runs while it owes one more). Default
     /// 1.
     pub credit: u32,
+    /// As an executor: how long the standing offer it gives with each task it delivers
+    /// stands, milliseconds: the requester may hand it its next task in that guild without
+    /// an offer round (0: it gives none). Default 1000.
+    pub standing_offer_ms: u64,
 }
 
 impl Default for TaskSettings {
@@ -56,6 +60,7 @@ impl Default for TaskSettings {
             execute: true,
             verify_share: 0.1,
             credit: 1,
+            standing_offer_ms: 1000,
         }
     }
 }
@@ -104,6 +109,12 @@ impl TaskSettings {
             problems.push(format!(
                 "credit = {} must be between 1 and 1000",
                 self.credit
+            ));
+        }
+        if self.standing_offer_ms > 60_000 {
+            problems.push(format!(
+                "standing_offer_ms = {} must be at most 60000",
+                self.standing_offer_ms
             ));
         }
         if !(0.0..=1.0).contains(&self.verify_share) {

@@ -309,6 +309,22 @@ pub struct TaskResult {
     /// The files it left in `/output`; absent when none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: Files,
+    /// The executor's standing offer for the requester's next task, when it makes one:
+    /// absent when it makes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standing: Option<StandingOffer>,
+}
+
+/// An executor's offer to take the requester's next task without an offer round: at this
+/// price, handed over within this long. A promise the executor keeps for itself: it
+/// remembers what it gave, and a hand-over on it is checked as one on an offer taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandingOffer {
+    /// Its price per million fuel units.
+    pub price: u64,
+    /// How long it stands from the answer that carries it, milliseconds.
+    pub valid_ms: u64,
 }
 
 /// Evidence against an executor: its signed receipt, and the module and input it names, so

@@ -5,14 +5,21 @@ use std::collections::HashMap;
 
 /// The phases, in order: from `task.submit` to the end of the sealed request's
 /// `guild.send_message` (announce); from there to the last `task.attempt` (the offer
-/// round); from that attempt's start to the end of its `p2p.message.task_run` request
+/// round; for a task handed over on a standing offer, which is not announced, announce is
+/// 0 and this runs from `task.submit`); from that attempt's start to the end of its `p2p.message.task_run` request
 /// (locking the bill on the channel, the hand-over, the run on the executor, the receipt
 /// back); from there to `payment.flow` (the bill and receipt checks, a rerun when one is
 /// due); `payment.flow` (signing, the payee's acknowledgement, both commits).
 pub(super) const PHASES: [&str; 5] = ["announce", "offers", "run", "receipt check", "payment"];
 
-/// One task's phases, in milliseconds, and their sum.
-pub(super) type Phases = [f64; PHASES.len() + 1];
+/// One task's phases.
+pub(super) struct Phases {
+    /// Each phase in milliseconds; from submission to the receipt checked (all but the
+    /// payment); and their sum.
+    pub(super) ms: [f64; PHASES.len() + 2],
+    /// Whether the task was announced (not handed over on a standing offer at once).
+    pub(super) announced: bool,
+}
 
 /// A span as the query API answers it (OTLP JSON).
 struct Span {
@@ -53,22 +60,27 @@ pub(super) fn of_trace(answer: &serde_json::Value, service: &str) -> Option<Phas
     let first = |name: &str| by_name.get(name)?.iter().min_by_key(|s| s.start);
     let last = |name: &str| by_name.get(name)?.iter().max_by_key(|s| s.start);
     let submit = first("task.submit")?;
-    let announce = first("guild.send_message")?;
+    let announce = first("guild.send_message");
+    let announced = announce.map_or(submit.start, |a| a.end);
     let attempt = last("task.attempt")?;
     let run = last("p2p.message.task_run")?;
     let payment = last("payment.flow")?;
     let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e6;
     let phases = [
-        ms(submit.start, announce.end),
-        ms(announce.end, attempt.start),
+        ms(submit.start, announced),
+        ms(announced, attempt.start),
         ms(attempt.start, run.end),
         ms(run.end, payment.start),
         ms(payment.start, payment.end),
     ];
-    let mut out = [0.0; PHASES.len() + 1];
+    let mut out = [0.0; PHASES.len() + 2];
     out[..PHASES.len()].copy_from_slice(&phases);
-    out[PHASES.len()] = ms(submit.start, payment.end);
-    Some(out)
+    out[PHASES.len()] = ms(submit.start, payment.start);
+    out[PHASES.len() + 1] = ms(submit.start, payment.end);
+    Some(Phases {
+        ms: out,
+        announced: announce.is_some(),
+    })
 }
 
 /// Reads every trace rooted at `service`'s `task.submit` from the collector at `ui`, the
@@ -142,14 +154,26 @@ mod tests {
                 span("payment.flow", 109, 111),
             ],
         );
-        assert_eq!(
-            of_trace(&t, "requester"),
-            Some([2.0, 3.0, 3.0, 1.0, 2.0, 11.0])
-        );
+        let cut = of_trace(&t, "requester").expect("cut");
+        assert_eq!(cut.ms, [2.0, 3.0, 3.0, 1.0, 2.0, 9.0, 11.0]);
+        assert!(cut.announced);
         // Another node's spans are not the requester's.
-        assert_eq!(of_trace(&t, "executor"), None);
+        assert!(of_trace(&t, "executor").is_none());
         // Without a payment there is nothing to cut.
         let unpaid = trace("requester", vec![span("task.submit", 1, 2)]);
-        assert_eq!(of_trace(&unpaid, "requester"), None);
+        assert!(of_trace(&unpaid, "requester").is_none());
+        // Handed over on a standing offer: no announcement, the offer phase from submission.
+        let standing = trace(
+            "requester",
+            vec![
+                span("task.submit", 100, 101),
+                span("task.attempt", 101, 106),
+                span("p2p.message.task_run", 101, 103),
+                span("payment.flow", 104, 106),
+            ],
+        );
+        let cut = of_trace(&standing, "requester").expect("cut");
+        assert_eq!(cut.ms, [0.0, 1.0, 2.0, 1.0, 2.0, 4.0, 6.0]);
+        assert!(!cut.announced);
     }
 }

@@ -169,7 +169,8 @@ pub(super) struct Plan<'a> {
     /// made, [`Net::island`] stays `None` and the reason is in [`Net::island_refused`].
     pub(super) island: Option<&'static str>,
     /// Whether the coordinator runs tasks too; it then holds each answer back
-    /// [`COORDINATOR_STALL_MS`] (`--misbehave stall-answers`).
+    /// [`COORDINATOR_STALL_MS`] (`--misbehave stall-answers`), and the executors ask 2, the
+    /// coordinator 1.
     pub(super) coordinator_executes: bool,
     /// Misbehaviours (`--misbehave` items) of every member that joins the guild.
     pub(super) members_misbehave: &'static [&'static str],
@@ -461,8 +462,15 @@ impl Net {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        // Name, runs tasks, extra `[tasks]` lines, misbehaviour.
-        let honest_price = if cheaters { "price = 2\n" } else { "" };
+        // Name, runs tasks, extra `[tasks]` lines, misbehaviour. A coordinator that runs
+        // tasks asks less than the executors: it wins every round while it has a free slot,
+        // so that a kill finds it working (tasks otherwise stay on the standing offers of
+        // whichever executor delivered last).
+        let honest_price = if cheaters || plan.coordinator_executes {
+            "price = 2\n"
+        } else {
+            ""
+        };
         let mut members: Vec<(String, bool, &str, Option<&str>)> =
             vec![(s("requester"), false, "", None)];
         members

@@ -226,3 +226,84 @@ async fn a_busy_guild_is_waited_for_for_busy_wait_ms_at_most() {
     let record = settled(&me, &long, Duration::from_secs(60)).await;
     assert_eq!(record.state, TaskState::Succeeded, "{record:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_task_goes_on_a_standing_offer_and_a_declined_one_falls_back_to_a_round() {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, requester(), Misbehaviour::default());
+    // The cheap executor runs one task at a time, and its standing offers stand long
+    // enough for this test on a loaded machine.
+    let cheap = net.node(
+        2,
+        ledger,
+        zerostate_market::TaskSettings {
+            max_running: 1,
+            standing_offer_ms: 30_000,
+            ..executor(1)
+        },
+        Misbehaviour::default(),
+    );
+    let dear = net.node(3, ledger, executor(2), Misbehaviour::default());
+    let first = run(&me, crc32("first", 10)).await;
+    assert_eq!(first.executor, Some(cheap.peer.to_string()), "{first:?}");
+    assert!(!first.attempts[0].standing_offer, "{first:?}");
+    assert_eq!(net.asked(me.peer, wire::TASK_OFFER), 2, "both offered");
+
+    // The next task goes straight to the executor that delivered: no offer round.
+    let second = run(&me, crc32("second", 10)).await;
+    assert_eq!(second.state, TaskState::Succeeded, "{second:?}");
+    assert_eq!(second.attempts.len(), 1, "{second:?}");
+    assert!(second.attempts[0].standing_offer, "{second:?}");
+    assert_eq!(second.executor, Some(cheap.peer.to_string()));
+    assert_eq!(
+        second.payment.as_ref().map(|p| p.status.as_str()),
+        Some("paid")
+    );
+    assert_eq!(
+        net.asked(me.peer, wire::TASK_OFFER),
+        2,
+        "no offers asked for"
+    );
+    assert_eq!(received(&cheap).1, 2, "two payments");
+
+    // Another requester's long task holds the cheap executor's only slot: the standing
+    // offer is declined, costing no attempt, and the task is announced and runs on the
+    // other executor.
+    let other = net.node(4, ledger, requester(), Misbehaviour::default());
+    let long = other
+        .tasks
+        .submit(primes(30_000_000, 10))
+        .expect("accepted")
+        .id;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while net.asked(cheap.peer, wire::TASK_RUN) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the long task never went"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Handed over: its slot is taken a moment later (the money checked first), and held
+    // for about half a second.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        other.tasks.get(&long).and_then(|r| r.executor),
+        Some(cheap.peer.to_string())
+    );
+    let third = run(&me, crc32("third", 10)).await;
+    assert_eq!(third.state, TaskState::Succeeded, "{third:?}");
+    assert_eq!(third.executor, Some(dear.peer.to_string()), "{third:?}");
+    assert_eq!(
+        third.attempts.len(),
+        1,
+        "the declined one is no attempt: {third:?}"
+    );
+    assert!(!third.attempts[0].standing_offer, "{third:?}");
+    assert_eq!(
+        net.asked(cheap.peer, wire::TASK_RUN),
+        4,
+        "three of mine, one of other's"
+    );
+    let long = settled(&other, &long, Duration::from_secs(60)).await;
+    assert_eq!(long.state, TaskState::Succeeded, "{long:?}");
+}
