@@ -581,7 +581,7 @@ impl Tasks {
             return None;
         }
         let valid = Duration::from_millis(settings.standing_offer_ms);
-        Some(lock(&self.inner.given).give(requester, settings.price, valid))
+        lock(&self.inner.given).give(requester, settings.price, valid)
     }
 
     /// Whether `requester` hands this node a task on a standing offer that still stands

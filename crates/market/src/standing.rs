@@ -35,19 +35,26 @@ pub(crate) struct Given {
 }
 
 impl Given {
-    /// Gives `requester` a standing offer at `price` for `valid`.
-    pub(crate) fn give(&mut self, requester: PeerId, price: u64, valid: Duration) -> StandingOffer {
+    /// Gives `requester` a standing offer at `price` for `valid`; none while this node
+    /// keeps as many as it keeps for others.
+    pub(crate) fn give(
+        &mut self,
+        requester: PeerId,
+        price: u64,
+        valid: Duration,
+    ) -> Option<StandingOffer> {
         let now = Instant::now();
         if self.until.len() >= KEPT {
             self.until.retain(|_, until| *until > now);
         }
-        if self.until.len() < KEPT || self.until.contains_key(&requester) {
-            self.until.insert(requester, now + valid);
+        if self.until.len() >= KEPT && !self.until.contains_key(&requester) {
+            return None;
         }
-        StandingOffer {
+        self.until.insert(requester, now + valid);
+        Some(StandingOffer {
             price,
             valid_ms: u64::try_from(valid.as_millis()).unwrap_or(u64::MAX),
-        }
+        })
     }
 
     /// Whether `requester` holds a standing offer of this node that still stands (used up
@@ -182,12 +189,20 @@ mod tests {
     fn an_executor_takes_a_hand_over_on_its_standing_offer_once() {
         let mut given = Given::default();
         let (a, b) = (peer(1), peer(2));
-        given.give(a, 3, Duration::from_secs(1));
+        let offer = given.give(a, 3, Duration::from_secs(1)).expect("given");
+        assert_eq!((offer.price, offer.valid_ms), (3, 1000));
         assert!(!given.take(b), "b was given none");
         assert!(given.take(a));
         assert!(!given.take(a), "used up");
         given.give(a, 3, Duration::ZERO);
         assert!(!given.take(a), "lapsed");
+        // Full: none for a newcomer, until some lapse.
+        let mut full = Given::default();
+        for _ in 0..KEPT {
+            let key = zerostate_p2p::identity::Keypair::generate_ed25519();
+            full.give(key.public().to_peer_id(), 1, Duration::from_secs(60));
+        }
+        assert!(full.give(b, 1, Duration::from_secs(1)).is_none());
     }
 
     #[test]
