@@ -400,7 +400,6 @@ async fn run_paid(node: &NodeClient) -> anyhow::Result<f64> {
 async fn run_one(node: &NodeClient) -> anyhow::Result<TaskRecord> {
     node.run_task(
         &serde_json::json!({ "module": "builtin:crc32", "input": "zerostate" }),
-        Duration::from_micros(500),
         Duration::from_secs(30),
     )
     .await

@@ -420,7 +420,6 @@ async fn run_tasks(node: &NodeClient, count: u16) -> anyhow::Result<Vec<TaskReco
         let record = node
             .run_task(
                 &serde_json::json!({ "module": module, "input": input }),
-                Duration::from_millis(50),
                 TASK_TIMEOUT,
             )
             .await

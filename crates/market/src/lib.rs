@@ -63,6 +63,9 @@ struct Inner {
     payments: zerostate_payment_protocol::Payments,
     settings: TaskSettings,
     records: Mutex<Records>,
+    /// Told whenever one of this node's tasks reaches its final state (what
+    /// [`Tasks::wait_final`] waits for).
+    ended: tokio::sync::Notify,
     /// Offers for tasks collecting them, by task id.
     offers: Mutex<HashMap<String, requester::OfferSink>>,
     /// Executors whose bills or receipts did not hold, and why: their offers are refused
@@ -144,6 +147,7 @@ impl Tasks {
                 payments,
                 settings,
                 records: Mutex::default(),
+                ended: tokio::sync::Notify::new(),
                 offers: Mutex::default(),
                 refused: Mutex::default(),
                 vouched: Mutex::default(),
@@ -239,7 +243,9 @@ impl Tasks {
                 cut += 1;
             }
         }
+        drop(records);
         if cut > 0 {
+            self.inner.ended.notify_waiters();
             tracing::warn!(tasks = cut, "{why}");
         }
         cut
@@ -322,6 +328,25 @@ impl Tasks {
     /// One task record.
     pub fn get(&self, id: &str) -> Option<TaskRecord> {
         self.records().0.get(id).cloned()
+    }
+
+    /// Task `id`'s record once it is final (succeeded or failed, its payment settled), or
+    /// as it is when `within` has passed; `None` when this node holds no such record.
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Option<TaskRecord> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            // Listening before looking, so that an end between the two is not missed.
+            let ended = self.inner.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let record = self.get(id)?;
+            if record.state.is_final() {
+                return Some(record);
+            }
+            if tokio::time::timeout_at(until, ended).await.is_err() {
+                return self.get(id);
+            }
+        }
     }
 
     /// The most recent task records, newest first.

@@ -244,6 +244,7 @@ impl Tasks {
                         }
                     }
                 });
+                tasks.inner.ended.notify_waiters();
             }
             .instrument(drive_span),
         );

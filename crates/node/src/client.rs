@@ -62,28 +62,29 @@ impl NodeClient {
         self.get_as(&format!("/v1/tasks/{id}")).await
     }
 
-    /// Submits a task (`POST /v1/tasks` with `body`) and waits for its final record,
-    /// polling every `poll`, for at most `within`.
+    /// Submits a task (`POST /v1/tasks` with `body`) and waits for its final record, for
+    /// at most `within`: the node answers each ask once the task is final
+    /// (`GET /v1/tasks/{id}?wait_ms=`), or after 10 s, when it is asked again.
     pub async fn run_task(
         &self,
         body: &serde_json::Value,
-        poll: std::time::Duration,
         within: std::time::Duration,
     ) -> anyhow::Result<TaskRecord> {
         let id = self.submit(body).await?.task_id;
         let start = std::time::Instant::now();
         loop {
+            let left = within.saturating_sub(start.elapsed());
+            let wait_ms = left.as_millis().clamp(1, 10_000);
             let record = self
-                .task(&id)
+                .get_as::<TaskRecord>(&format!("/v1/tasks/{id}?wait_ms={wait_ms}"))
                 .await?
                 .with_context(|| format!("the node forgot task {id}"))?;
             if record.state.is_final() {
                 return Ok(record);
             }
-            if start.elapsed() > within {
+            if start.elapsed() >= within {
                 anyhow::bail!("task {id} did not end within {} s", within.as_secs());
             }
-            tokio::time::sleep(poll).await;
         }
     }
 

@@ -137,7 +137,7 @@ impl SubmitArgs {
         if let Some(guild) = &self.guild {
             body["guild"] = serde_json::Value::from(guild.as_str());
         }
-        let record = runtime.block_on(client.run_task(&body, Duration::from_millis(50), WAIT))?;
+        let record = runtime.block_on(client.run_task(&body, WAIT))?;
         let returned = zerostate_market::wire::decode_files(&record.output_files, "output files")
             .map_err(|e| anyhow::anyhow!("the task's record: {e}"))?;
         self.files.write_output(&returned)?;

@@ -158,6 +158,21 @@ fn a_task_submitted_on_one_node_runs_on_another_in_one_trace() {
     assert_eq!(receipt["trace_id"], record["trace_id"]);
     assert!(receipt["fuel_consumed"].as_u64() > Some(0));
     assert_eq!(record["guild"], id.as_str());
+    // Asked with a wait, a final record is answered at once; a wait longer than a request
+    // may last is refused, saying so.
+    let task = record["id"].as_str().expect("id");
+    let asked = std::time::Instant::now();
+    let (status, waited) = requester.get(&format!("/v1/tasks/{task}?wait_ms=20000"));
+    assert_eq!(status, 200, "{waited}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "it waited"
+    );
+    let waited: serde_json::Value = serde_json::from_str(&waited).expect("json");
+    assert_eq!(waited["state"], "succeeded", "{waited}");
+    let (status, refused) = requester.get(&format!("/v1/tasks/{task}?wait_ms=30001"));
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.contains("wait_ms = 30001"), "{refused}");
 
     // Paid for the fuel the receipt states, at the executor's price (1 per million).
     let fuel = receipt["fuel_consumed"].as_u64().expect("fuel");

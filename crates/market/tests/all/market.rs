@@ -307,3 +307,28 @@ async fn the_next_task_goes_on_a_standing_offer_and_a_declined_one_falls_back_to
     let long = settled(&other, &long, Duration::from_secs(60)).await;
     assert_eq!(long.state, TaskState::Succeeded, "{long:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_answered_when_its_task_ends_or_its_wait_does() {
+    let (net, ledger) = Net::new();
+    let me = net.node(1, ledger, requester(), Misbehaviour::default());
+    let _only = net.node(2, ledger, executor(1), Misbehaviour::default());
+    let none = me
+        .tasks
+        .wait_final("no-such-task", Duration::from_millis(10));
+    assert!(none.await.is_none());
+    // About half a second of work: a wait of 10 ms is answered with the record as it is.
+    let id = me
+        .tasks
+        .submit(primes(30_000_000, 10))
+        .expect("accepted")
+        .id;
+    let early = me.tasks.wait_final(&id, Duration::from_millis(10)).await;
+    let early = early.expect("the record is kept");
+    assert!(!early.state.is_final(), "{early:?}");
+    let record = me.tasks.wait_final(&id, Duration::from_secs(60)).await;
+    let record = record.expect("the record is kept");
+    assert_eq!(record.state, TaskState::Succeeded, "{record:?}");
+    let paid = record.payment.as_ref().map(|p| p.status.as_str());
+    assert_eq!(paid, Some("paid"), "{record:?}");
+}

@@ -213,9 +213,36 @@ async fn task_list(State(api): State<Api>, Params(q): Params<ListQuery>) -> Resp
     Json(api.tasks.list(q.limit.min(1000))).into_response()
 }
 
-async fn task_get(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    api.tasks
-        .get(&id)
+/// The query of `GET /v1/tasks/{id}`.
+#[derive(Deserialize)]
+struct GetQuery {
+    /// Wait up to this long for the task to be final before answering, milliseconds.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// The longest `GET /v1/tasks/{id}?wait_ms=` waits: well within the request time every
+/// listener allows.
+const MAX_WAIT_MS: u64 = 30_000;
+
+async fn task_get(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Params(q): Params<GetQuery>,
+) -> Result<Response, ApiError> {
+    if q.wait_ms > MAX_WAIT_MS {
+        return Err(bad_request(format!(
+            "wait_ms = {} is more than a request waits ({MAX_WAIT_MS} at most)",
+            q.wait_ms
+        )));
+    }
+    let record = if q.wait_ms == 0 {
+        api.tasks.get(&id)
+    } else {
+        let within = std::time::Duration::from_millis(q.wait_ms);
+        api.tasks.wait_final(&id, within).await
+    };
+    record
         .map(|r| Json(r).into_response())
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no task {id} on this node")))
 }
