@@ -267,6 +267,11 @@ impl Service {
                 from,
                 answer,
             } => self.finish_sync(&guild, from, answer),
+            Command::Beaten {
+                guild,
+                coordinator,
+                beat,
+            } => self.heartbeat_answered(&guild, coordinator, beat),
             Command::Leave { guild, reply } => {
                 let _ = reply.send(self.leave(&guild).await);
             }
@@ -348,6 +353,7 @@ impl Service {
             types::Call::Sync => (types::JOIN_REPLY, self.sync_request(&r)),
             types::Call::Leave => (types::ACK, self.leave_request(&r).await),
             types::Call::Key => self.key_request(&r),
+            types::Call::Heartbeat => self.heartbeat_request(&r),
         };
         if let Err(e) = self.network.respond(r, reply_type, reply).await {
             tracing::debug!("answering a guild request: {}", error_chain(&e));

@@ -38,6 +38,8 @@ pub(crate) mod types {
             Leave = LEAVE,
             /// The coordinator delivers a key.
             Key = KEY,
+            /// A member's heartbeat to its coordinator, answered with the coordinator's.
+            Heartbeat = HEARTBEAT,
         }
     }
 }
@@ -201,7 +203,8 @@ pub struct Plain {
     pub baggage: String,
 }
 
-/// A member's sign of life.
+/// A node's sign of life: the coordinator's on the topic and in answer to a member's, a
+/// member's sent straight to the coordinator (on the topic while the coordinator is silent).
 #[derive(Clone, PartialEq, Message)]
 pub struct Heartbeat {
     /// The guild's id.

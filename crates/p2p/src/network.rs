@@ -460,7 +460,8 @@ impl Network {
 
     /// Sends a request to `peer` and waits for its response (at most the configured
     /// request timeout). `addresses` are extra ways to reach it (a relay circuit, say).
-    /// Records `p2p.message.<type>` (client); the responder's span is its child.
+    /// Records `p2p.message.<type>` (client), unless the type is quiet; the responder's span
+    /// is its child.
     pub async fn request(
         &self,
         peer: PeerId,
@@ -469,14 +470,18 @@ impl Network {
         payload: Vec<u8>,
     ) -> Result<Envelope, NetworkError> {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            "p2p.message",
-            otel.name = p2p_message(message_type),
-            otel.kind = "client",
-            message.type = message_type,
-            peer.id = %peer,
-            size.bytes = tracing::field::Empty,
-        );
+        let span = if self.quiet.iter().any(|q| q == message_type) {
+            Span::none()
+        } else {
+            tracing::info_span!(
+                "p2p.message",
+                otel.name = p2p_message(message_type),
+                otel.kind = "client",
+                message.type = message_type,
+                peer.id = %peer,
+                size.bytes = tracing::field::Empty,
+            )
+        };
         let result = async {
             let bytes = self.envelope(message_type, payload, &span)?;
             span.record("size.bytes", bytes.len());

@@ -48,6 +48,14 @@ pub enum GuildError {
         /// How long the dial was given.
         within: std::time::Duration,
     },
+    /// The coordinator did not take a member's heartbeat.
+    #[error("guild {guild}: the coordinator did not take this member's heartbeat: {reason}")]
+    BeatRefused {
+        /// The guild.
+        guild: String,
+        /// The coordinator's reason.
+        reason: String,
+    },
     /// An invitation cannot be made as asked.
     #[error("invitation: {0}")]
     InvalidInvitation(String),

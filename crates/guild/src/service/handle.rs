@@ -62,6 +62,13 @@ pub(super) enum Command {
         from: PeerId,
         answer: Result<JoinReply, GuildError>,
     },
+    /// What became of this member's heartbeat to its coordinator (from the beat's helper
+    /// task).
+    Beaten {
+        guild: String,
+        coordinator: PeerId,
+        beat: super::heartbeats::Beat,
+    },
     Leave {
         guild: String,
         reply: Reply<()>,

@@ -245,6 +245,8 @@ pub(super) struct Guild {
     /// so rotation traffic stays bounded however fast members come and go.
     pub(super) deliveries: Vec<tokio::task::AbortHandle>,
     pub(super) heartbeat_seq: u64,
+    /// Whether this member's last heartbeat to its coordinator is still unanswered.
+    pub(super) beat_in_flight: bool,
     /// Members removed because they fell silent (coordinator only), and when: each was
     /// admitted once and removed by no one's decision, so it may come back without a new
     /// invitation within [`RETURN_WINDOW`]. At most [`RETURNING_KEPT`], the oldest go first.
@@ -405,6 +407,7 @@ impl Guild {
             probes: Probes::default(),
             removals: VecDeque::new(),
             heartbeat_seq: 0,
+            beat_in_flight: false,
         }
     }
 

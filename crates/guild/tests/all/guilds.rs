@@ -107,6 +107,64 @@ async fn members_read_each_other_outsiders_and_leavers_do_not() {
     assert!(read.iter().all(|m| m.body != "after the leave"));
 }
 
+/// Members send their heartbeats to the coordinator, not to the whole guild: what a member
+/// receives while the guild is idle is the coordinator's beat, whatever the guild's size,
+/// and every member still counts every other as up on the coordinator's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_beat_to_the_coordinator_and_hear_only_its_beat() {
+    let _turn = crate::harness::exclusive().await;
+    let coordinator = node(None, guild_config()).await;
+    let guild = coordinator.guilds.create("quiet").await.expect("create");
+    let mut members = Vec::new();
+    for _ in 0..4 {
+        let m = node(Some(&coordinator.addr), guild_config()).await;
+        join(&m, &coordinator, &guild.id).await;
+        members.push(m);
+    }
+    eventually("every member sees five members", || async {
+        let mut all = true;
+        for m in &members {
+            all &= m.guilds.info(&guild.id).await.expect("info").members.len() == 5;
+        }
+        all.then_some(())
+    })
+    .await;
+    for m in &members {
+        meshed(&m.network, &guild.id).await;
+    }
+    // Twelve heartbeat intervals of an idle guild.
+    let intervals: u64 = 12;
+    let window = std::time::Duration::from_millis(
+        guild_config()
+            .heartbeat_interval_ms
+            .saturating_mul(intervals),
+    );
+    let heard: Vec<u64> = members
+        .iter()
+        .map(|m| m.network.stats().gossip_received)
+        .collect();
+    let asked = coordinator.network.stats().requests_received;
+    tokio::time::sleep(window).await;
+    for (m, before) in members.iter().zip(heard) {
+        let got = m.network.stats().gossip_received - before;
+        // One beat an interval from the coordinator (and one more for a round that fell
+        // across an edge of the window); four members beating on the topic would be 60.
+        assert!(
+            got <= intervals + 2,
+            "a member received {got} gossip messages in {intervals} idle heartbeat intervals"
+        );
+        let info = m.guilds.info(&guild.id).await.expect("info");
+        assert!(info.members.iter().all(|x| x.up), "{info:?}");
+    }
+    let beats = coordinator.network.stats().requests_received - asked;
+    assert!(
+        beats >= intervals.saturating_mul(4) / 2,
+        "the coordinator was asked {beats} times in {intervals} intervals by four members"
+    );
+    let seen = coordinator.guilds.info(&guild.id).await.expect("info");
+    assert!(seen.members.iter().all(|x| x.up), "{seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_removed_and_a_lost_coordinator_is_succeeded() {
     let _turn = crate::harness::exclusive().await;

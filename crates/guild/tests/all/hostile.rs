@@ -2,7 +2,7 @@
 //! rejected, counted, and the guild carries on.
 
 use prost::Message;
-use zerostate_guild::wire::{JoinRequest, Membership, Sealed};
+use zerostate_guild::wire::{Heartbeat, JoinRequest, Membership, Sealed};
 use zerostate_guild::{Admission, GuildConfig, TOPIC_PREFIX};
 use zerostate_p2p::identity::Keypair;
 
@@ -129,6 +129,66 @@ async fn hostile_guild_traffic_is_rejected_and_counted() {
         (member.guilds.stats().rejected_stale >= 1).then_some(())
     })
     .await;
+
+    // Heartbeats sent straight to the coordinator by a node outside the guild: garbage is
+    // refused and counted, a beat for a guild it is not in refused, and a well-formed one
+    // answered with the coordinator's beat (public on the topic anyway) without making the
+    // sender a member.
+    let to = coordinator.network.peer_id();
+    let malformed_before = coordinator.guilds.stats().rejected_malformed;
+    let garbage = spy
+        .request(to, vec![], "guild_heartbeat", vec![0xff; 7])
+        .await
+        .expect("an answer");
+    assert_eq!(garbage.message_type, "guild_refused");
+    assert_eq!(
+        String::from_utf8_lossy(&garbage.payload),
+        "malformed heartbeat"
+    );
+    assert!(coordinator.guilds.stats().rejected_malformed > malformed_before);
+    let beat = |guild_id: &str| {
+        Heartbeat {
+            guild_id: guild_id.to_owned(),
+            seq: 1,
+            version: 1,
+            key_epoch: 1,
+            term: 0,
+        }
+        .encode_to_vec()
+    };
+    let elsewhere = spy
+        .request(to, vec![], "guild_heartbeat", beat("no-such-guild"))
+        .await
+        .expect("an answer");
+    assert_eq!(elsewhere.message_type, "guild_refused");
+    let members_before = coordinator
+        .guilds
+        .info(&guild.id)
+        .await
+        .expect("info")
+        .members;
+    let answer = spy
+        .request(to, vec![], "guild_heartbeat", beat(&guild.id))
+        .await
+        .expect("an answer");
+    assert_eq!(answer.message_type, "guild_heartbeat");
+    let theirs = Heartbeat::decode(&answer.payload[..]).expect("the coordinator's beat");
+    assert_eq!(
+        (theirs.guild_id.as_str(), theirs.term),
+        (guild.id.as_str(), 0)
+    );
+    let members_after = coordinator
+        .guilds
+        .info(&guild.id)
+        .await
+        .expect("info")
+        .members;
+    assert_eq!(members_after.len(), members_before.len());
+    assert!(
+        members_after
+            .iter()
+            .all(|m| m.peer_id != spy.peer_id().to_string())
+    );
 
     // A flood of joins from many nodes: the coordinator admits its rate and refuses the rest.
     let mut flooders = Vec::new();
