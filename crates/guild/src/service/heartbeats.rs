@@ -1,12 +1,14 @@
-//! Heartbeats. The coordinator publishes one on the guild's topic every interval; each
-//! member sends its own straight to the coordinator (a `guild_heartbeat` request), which
-//! answers with its beat. A member therefore handles one beat an interval whatever the
-//! guild's size, and takes the coordinator's as word that the members it lists are alive
-//! (the coordinator removes those that fall silent). A member whose coordinator went
-//! silent publishes its beats on the topic instead, as do the others, so that each hears
-//! for itself who is left before a successor takes over (see `succession`); so does a
-//! member whose direct beat failed. One silent past the missed-heartbeat window is marked
-//! down, and then removed (by the coordinator) or, when it is the coordinator, succeeded.
+//! Heartbeats. Each member sends its beat straight to the coordinator (a `guild_heartbeat`
+//! request), which answers with its own. A member therefore handles one beat an interval
+//! whatever the guild's size, and takes the coordinator's as word that the members it lists
+//! are alive (the coordinator removes those that fall silent). A member whose coordinator
+//! went silent publishes its beats on the topic instead, as do the others, so that each
+//! hears for itself who is left before a successor takes over (see `succession`); so does a
+//! member whose direct beat failed. The coordinator publishes its beat on the topic once a
+//! missed-heartbeat window, so that a node that missed a succession learns the later term,
+//! and every interval while some member's beats come on the topic. One silent past the
+//! missed-heartbeat window is marked down, and then removed (by the coordinator) or, when it
+//! is the coordinator, succeeded.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -90,6 +92,17 @@ impl Guild {
             && !self.beat_in_flight
             && self.members.get(&self.coordinator).is_some_and(|m| m.up)
     }
+
+    /// Whether the coordinator publishes its beat on the topic this round (round `seq`): once
+    /// every `every` rounds, and every round while a member's beats came on the topic within
+    /// `down_after` (that member may not reach the coordinator directly, and hears it only
+    /// there).
+    fn beats_on_topic(&self, seq: u64, every: u32, now: Instant, down_after: Duration) -> bool {
+        seq.is_multiple_of(u64::from(every.max(1)))
+            || self
+                .topic_beat_heard
+                .is_some_and(|at| now.saturating_duration_since(at) <= down_after)
+    }
 }
 
 impl Service {
@@ -112,6 +125,15 @@ impl Service {
             if guild.beats_directly() {
                 guild.beat_in_flight = true;
                 self.beat_to(&id, coordinator, topic, beat);
+            } else if coordinating
+                && !guild.beats_on_topic(
+                    guild.heartbeat_seq,
+                    self.config.missed_heartbeats,
+                    now,
+                    down_after,
+                )
+            {
+                // The members have this beat in the answers to theirs.
             } else {
                 // A beat is background traffic: counted, not traced (its message type is
                 // quiet in the network's settings), unless it fails.
@@ -223,7 +245,10 @@ impl Service {
             g.beat_in_flight = false;
         }
         match beat {
-            Beat::Answered(payload) => self.heartbeat_seen(id, coordinator, &payload),
+            Beat::Answered(payload) => match Heartbeat::decode(&payload[..]) {
+                Ok(theirs) => self.beat_seen(id, coordinator, &theirs),
+                Err(_) => bump(&self.counters.rejected_malformed),
+            },
             Beat::OnTopic(why) => tracing::debug!(
                 guild.id = id,
                 peer.id = %coordinator,
@@ -272,6 +297,12 @@ impl Service {
             bump(&self.counters.rejected_malformed);
             return;
         };
+        if let Some(g) = self.guilds.get_mut(id)
+            && source != g.coordinator
+            && g.members.contains_key(&source)
+        {
+            g.topic_beat_heard = Some(Instant::now());
+        }
         self.beat_seen(id, source, &beat);
     }
 
@@ -358,5 +389,24 @@ mod tests {
         c.mark_overdue(me, later, window);
         c.heard(other, later);
         assert!(c.members[&other].up && !c.members[&stranger].up);
+    }
+
+    #[test]
+    fn the_coordinator_beats_on_the_topic_once_a_window_unless_a_member_beats_there() {
+        let mut c = test_guild(Status::Coordinator);
+        let now = Instant::now();
+        let window = Duration::from_secs(6);
+        let rounds: Vec<bool> = (1..=6)
+            .map(|seq| c.beats_on_topic(seq, 3, now, window))
+            .collect();
+        assert_eq!(rounds, [false, false, true, false, false, true]);
+        // A member's beat on the topic: every round, until a window passed without one.
+        c.topic_beat_heard = Some(now);
+        assert!(c.beats_on_topic(1, 3, now + window, window));
+        assert!(!c.beats_on_topic(1, 3, now + window + Duration::from_millis(1), window));
+        assert!(
+            c.beats_on_topic(7, 1, now, window),
+            "every round when one beat is missed"
+        );
     }
 }

@@ -247,6 +247,8 @@ pub(super) struct Guild {
     pub(super) heartbeat_seq: u64,
     /// Whether this member's last heartbeat to its coordinator is still unanswered.
     pub(super) beat_in_flight: bool,
+    /// When a member's beat last came on the topic rather than straight to this node.
+    pub(super) topic_beat_heard: Option<Instant>,
     /// Members removed because they fell silent (coordinator only), and when: each was
     /// admitted once and removed by no one's decision, so it may come back without a new
     /// invitation within [`RETURN_WINDOW`]. At most [`RETURNING_KEPT`], the oldest go first.
@@ -408,6 +410,7 @@ impl Guild {
             removals: VecDeque::new(),
             heartbeat_seq: 0,
             beat_in_flight: false,
+            topic_beat_heard: None,
         }
     }
 
