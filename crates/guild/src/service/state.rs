@@ -19,10 +19,12 @@ use crate::wire::{Claim, Membership};
 pub struct MemberInfo {
     /// Its peer id.
     pub peer_id: String,
-    /// Whether it has sent a heartbeat within the window.
+    /// Whether it was heard from within the missed-heartbeat window: by its own heartbeat
+    /// or message, or, on a member, by the coordinator's heartbeat (the coordinator's word
+    /// for every member it has not removed).
     pub up: bool,
-    /// Milliseconds since this node last heard from it (a heartbeat or a message); 0 for
-    /// this node itself.
+    /// Milliseconds since this node last heard from it, or (on a member) last had the
+    /// coordinator's word for it; 0 for this node itself.
     pub last_heard_ms: u64,
 }
 
