@@ -246,6 +246,11 @@ impl Network {
         }
     }
 
+    /// Whether messages of this type are sent without spans (`quiet_message_types`).
+    fn is_quiet(&self, message_type: &str) -> bool {
+        self.quiet.iter().any(|q| q == message_type)
+    }
+
     /// What the network counted so far.
     pub fn stats(&self) -> NetworkStats {
         self.counters.snapshot()
@@ -412,7 +417,7 @@ impl Network {
         carry_context: bool,
     ) -> Result<String, NetworkError> {
         let started = Instant::now();
-        let quiet = self.quiet.iter().any(|q| q == message_type);
+        let quiet = self.is_quiet(message_type);
         let message = if quiet {
             Span::none()
         } else {
@@ -470,7 +475,7 @@ impl Network {
         payload: Vec<u8>,
     ) -> Result<Envelope, NetworkError> {
         let started = Instant::now();
-        let span = if self.quiet.iter().any(|q| q == message_type) {
+        let span = if self.is_quiet(message_type) {
             Span::none()
         } else {
             tracing::info_span!(
