@@ -66,6 +66,8 @@ struct Inner {
     /// Told whenever one of this node's tasks reaches its final state (what
     /// [`Tasks::wait_final`] waits for).
     ended: tokio::sync::Notify,
+    /// Offer rounds of this node's tasks waiting for one of its own tasks to end.
+    freed: Freed,
     /// Offers for tasks collecting them, by task id.
     offers: Mutex<HashMap<String, requester::OfferSink>>,
     /// Executors whose bills or receipts did not hold, and why: their offers are refused
@@ -148,6 +150,7 @@ impl Tasks {
                 settings,
                 records: Mutex::default(),
                 ended: tokio::sync::Notify::new(),
+                freed: Freed::default(),
                 offers: Mutex::default(),
                 refused: Mutex::default(),
                 vouched: Mutex::default(),
@@ -636,6 +639,34 @@ struct Working(Arc<AtomicU32>);
 impl Drop for Working {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Offer rounds of this node's tasks that nobody offered on yet, oldest first, each waiting
+/// for one of this node's own tasks to end: that end freed the slot the task held on an
+/// executor (and paid what this node owed it), room for one more task, so it wakes one
+/// round, the one that waited longest.
+#[derive(Default)]
+struct Freed(Mutex<std::collections::VecDeque<tokio::sync::oneshot::Sender<()>>>);
+
+impl Freed {
+    /// A place in the queue; dropping the receiver gives it up.
+    fn wait(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut queue = lock(&self.0);
+        queue.retain(|waiting| !waiting.is_closed());
+        queue.push_back(tx);
+        rx
+    }
+
+    /// Wakes the round that waited longest and still waits, if any.
+    fn wake_one(&self) {
+        let mut queue = lock(&self.0);
+        while let Some(waiting) = queue.pop_front() {
+            if waiting.send(()).is_ok() {
+                return;
+            }
+        }
     }
 }
 

@@ -245,6 +245,7 @@ impl Tasks {
                     }
                 });
                 tasks.inner.ended.notify_waiters();
+                tasks.inner.freed.wake_one();
             }
             .instrument(drive_span),
         );
@@ -328,7 +329,7 @@ async fn drive(
     let mut busy = Busy::new(tasks.inner.settings.busy_wait_ms);
     let mut declines = 0;
     // The first try goes to a standing offer, when this node holds one (see `standing`).
-    let mut standing = standing_offer(tasks, job).await;
+    let mut standing = standing_offer(tasks, job, &tried).await;
     loop {
         let on_standing = standing.is_some();
         let collected = if let Some(offer) = standing.take() {
@@ -344,7 +345,9 @@ async fn drive(
                 && (others_under_way || tasks.own_work() > 0)
                 && busy.still_waiting()
             {
-                // Nobody free this round: a passing state, asked again.
+                // Nobody free this round: a passing state, asked again; first on a standing
+                // offer one of this node's tasks may have brought meanwhile.
+                standing = standing_offer(tasks, job, &tried).await;
                 continue;
             }
             if collected.is_empty() {
@@ -542,13 +545,17 @@ impl Busy {
 
 /// The standing offer this node holds for `job`, if any: from an executor that is a
 /// member of the task's guild and not refused, at most the task's price (see `standing`).
-async fn standing_offer(tasks: &Tasks, job: &Job) -> Option<(PeerId, TaskOffer)> {
+async fn standing_offer(
+    tasks: &Tasks,
+    job: &Job,
+    tried: &std::collections::HashSet<PeerId>,
+) -> Option<(PeerId, TaskOffer)> {
     let taken = tasks.held().take(
         &job.guild,
         &job.id,
         job.max_price,
         &job.module_sha256,
-        |executor| tasks.refused(executor).is_none(),
+        |executor| tasks.refused(executor).is_none() && !tried.contains(&executor),
     )?;
     tasks.is_member(&job.guild, taken.0).await.then_some(taken)
 }
@@ -671,9 +678,34 @@ async fn announce_and_collect(
     let mut collected: Vec<(PeerId, TaskOffer)> = Vec::new();
     let mut declined: Vec<TaskOffer> = Vec::new();
     let mut answered: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
-    while answered.len() < others
-        && let Ok(Some(offer)) = tokio::time::timeout_at(until, offers.recv()).await
-    {
+    // Busy members, and those this node owes, stay silent. While nobody offered, the end of
+    // one of this node's own tasks may end the round (see `Freed`): it freed the slot it held
+    // on an executor and paid what this node owed it, so the next round may find an offer,
+    // or the task a standing offer, at once rather than when this round's window closes.
+    let mut freed = (tasks.own_work() > 0).then(|| tasks.inner.freed.wait());
+    while answered.len() < others {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(until, offers.recv()) => Some(next),
+            woken = async {
+                match freed.as_mut() {
+                    Some(place) => place.await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if woken {
+                    break;
+                }
+                None
+            }
+        };
+        let Some(next) = next else {
+            // The queue went away without waking it: wait out the window.
+            freed = None;
+            continue;
+        };
+        let Ok(Some(offer)) = next else {
+            break;
+        };
         // Each executor once: not one already tried, not twice in a round.
         if tried.contains(&offer.0) || !answered.insert(offer.0) {
             continue;
@@ -683,8 +715,10 @@ async fn announce_and_collect(
             continue;
         }
         if collected.is_empty() {
-            // A cheaper offer may still come, but not for long.
+            // A cheaper offer may still come, but not for long; another round may have the
+            // next freed slot.
             until = until.min(tokio::time::Instant::now() + grace);
+            freed = None;
         }
         collected.push(offer);
     }

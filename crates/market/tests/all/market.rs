@@ -203,6 +203,38 @@ async fn a_queue_longer_than_the_guilds_slots_waits_for_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_on_this_nodes_own_work_goes_when_that_ends_not_when_its_round_does() {
+    // Rounds of 20 s: a round nobody offers on would end long after the work ahead of it.
+    let (_net, me, only) = one_slot(zerostate_market::TaskSettings {
+        offer_window_ms: 20_000,
+        ..requester()
+    });
+    // A task of about half a second holds the only slot; the one behind it is announced,
+    // meets silence, and goes as soon as the first has ended and been paid: on the standing
+    // offer that first task brought.
+    let long = me
+        .tasks
+        .submit(primes(30_000_000, 1_000))
+        .expect("accepted")
+        .id;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let short = me.tasks.submit(primes(1_000, 1_000)).expect("accepted").id;
+    let long = settled(&me, &long, Duration::from_secs(60)).await;
+    assert_eq!(long.state, TaskState::Succeeded, "{long:#?}");
+    let record = settled(&me, &short, Duration::from_secs(60)).await;
+    assert_eq!(record.state, TaskState::Succeeded, "{record:#?}");
+    let waited = record.duration_ms.unwrap_or(f64::MAX);
+    assert!(
+        waited < 15_000.0,
+        "the task waited {waited:.0} ms: its silent round ran out (the long one took {:?} ms)",
+        long.duration_ms
+    );
+    assert_eq!(record.attempts.len(), 1, "{record:#?}");
+    assert!(record.attempts[0].standing_offer, "{record:#?}");
+    assert_eq!(received(&only).1, 2, "two payments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_guild_is_waited_for_for_busy_wait_ms_at_most() {
     let (_net, me, _only) = one_slot(zerostate_market::TaskSettings {
         max_attempts: 1,
