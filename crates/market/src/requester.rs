@@ -678,19 +678,26 @@ async fn announce_and_collect(
     let mut collected: Vec<(PeerId, TaskOffer)> = Vec::new();
     let mut declined: Vec<TaskOffer> = Vec::new();
     let mut answered: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
-    // Busy members, and those this node owes, stay silent. While nobody offered, the end of
-    // one of this node's own tasks may end the round (see `Freed`): it freed the slot it held
-    // on an executor and paid what this node owed it, so the next round may find an offer,
-    // or the task a standing offer, at once rather than when this round's window closes.
-    let mut freed = (tasks.own_work() > 0).then(|| tasks.inner.freed.wait());
+    // Busy members, and those this node owes, stay silent. Once a round has gone without
+    // an answer for twice as long as answers lately took, the end of one of this node's own
+    // tasks may end it (see `Freed`): that end freed the slot the task held on an executor
+    // and paid what this node owed it, so the next round may find an offer, or the task a
+    // standing offer, at once rather than when this round's window closes.
+    let started = tokio::time::Instant::now();
+    let silent_at = (tasks.own_work() > 0)
+        .then(|| tasks.held().silent_after(&job.guild))
+        .flatten()
+        .map(|after| started + after);
+    let mut freed: Option<tokio::sync::oneshot::Receiver<()>> = None;
     while answered.len() < others {
         let next = tokio::select! {
             next = tokio::time::timeout_at(until, offers.recv()) => Some(next),
             woken = async {
-                match freed.as_mut() {
-                    Some(place) => place.await.is_ok(),
-                    None => std::future::pending().await,
-                }
+                let Some(at) = silent_at.filter(|_| answered.is_empty()) else {
+                    return std::future::pending().await;
+                };
+                tokio::time::sleep_until(at).await;
+                freed.get_or_insert_with(|| tasks.inner.freed.wait()).await.is_ok()
             } => {
                 if woken {
                     break;
@@ -699,13 +706,19 @@ async fn announce_and_collect(
             }
         };
         let Some(next) = next else {
-            // The queue went away without waking it: wait out the window.
+            // The queue went away without waking it: a place is taken again.
             freed = None;
             continue;
         };
         let Ok(Some(offer)) = next else {
             break;
         };
+        if answered.is_empty() {
+            tasks.held().first_answer(&job.guild, started.elapsed());
+            // An answer came: the round is not silent, and another round may have the
+            // next freed slot.
+            freed = None;
+        }
         // Each executor once: not one already tried, not twice in a round.
         if tried.contains(&offer.0) || !answered.insert(offer.0) {
             continue;
@@ -715,10 +728,8 @@ async fn announce_and_collect(
             continue;
         }
         if collected.is_empty() {
-            // A cheaper offer may still come, but not for long; another round may have the
-            // next freed slot.
+            // A cheaper offer may still come, but not for long.
             until = until.min(tokio::time::Instant::now() + grace);
-            freed = None;
         }
         collected.push(offer);
     }

@@ -82,6 +82,8 @@ struct Offer {
 pub(crate) struct Held {
     offers: HashMap<(String, PeerId), Offer>,
     rounds: HashMap<String, Instant>,
+    /// How long the first answer to the last answered offer round in each guild took.
+    answers: HashMap<String, Duration>,
 }
 
 impl Held {
@@ -127,6 +129,23 @@ impl Held {
         if self.rounds.len() < KEPT || self.rounds.contains_key(guild) {
             self.rounds.insert(guild.to_owned(), Instant::now());
         }
+    }
+
+    /// Notes that the first answer to an offer round in `guild` came `took` after it was
+    /// announced.
+    pub(crate) fn first_answer(&mut self, guild: &str, took: Duration) {
+        if self.answers.len() < KEPT || self.answers.contains_key(guild) {
+            self.answers.insert(guild.to_owned(), took);
+        }
+    }
+
+    /// How long an offer round in `guild` goes without an answer before it counts as
+    /// silent (every member busy, or owed): twice as long as the first answer to the last
+    /// answered round there took, at least a millisecond; `None` before any was answered.
+    pub(crate) fn silent_after(&self, guild: &str) -> Option<Duration> {
+        self.answers
+            .get(guild)
+            .map(|took| took.saturating_mul(2).max(Duration::from_millis(1)))
     }
 
     /// Takes the cheapest standing offer for task `task_id` in `guild` (at most
@@ -242,5 +261,24 @@ mod tests {
         held.keep("g", peer(1), standing(1, u64::MAX), None, None);
         let kept = held.offers.values().next().expect("kept").until;
         assert!(kept <= Instant::now() + LONGEST);
+    }
+
+    #[test]
+    fn a_round_is_silent_after_twice_the_last_first_answer_in_its_guild() {
+        let mut held = Held::default();
+        assert_eq!(held.silent_after("g"), None, "nothing to go by");
+        held.first_answer("g", Duration::from_micros(700));
+        assert_eq!(held.silent_after("g"), Some(Duration::from_micros(1400)));
+        held.first_answer("g", Duration::from_micros(100));
+        assert_eq!(
+            held.silent_after("g"),
+            Some(Duration::from_millis(1)),
+            "at least a millisecond"
+        );
+        assert_eq!(held.silent_after("h"), None, "per guild");
+        for n in 0..KEPT * 2 {
+            held.first_answer(&format!("g{n}"), Duration::from_millis(1));
+        }
+        assert!(held.answers.len() <= KEPT);
     }
 }
