@@ -202,16 +202,9 @@ async fn a_queue_longer_than_the_guilds_slots_waits_for_them() {
     assert!(announced >= 8, "{announced} offers");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_waiting_on_this_nodes_own_work_goes_when_that_ends_not_when_its_round_does() {
-    // Rounds of 20 s: a round nobody offers on would end long after the work ahead of it.
-    let (_net, me, only) = one_slot(zerostate_market::TaskSettings {
-        offer_window_ms: 20_000,
-        ..requester()
-    });
-    // A task of about half a second holds the only slot; the one behind it is announced,
-    // meets silence, and goes as soon as the first has ended and been paid: on the standing
-    // offer that first task brought.
+/// Submits a task of about half a second, which takes the only slot, and a short one behind
+/// it; their ids.
+async fn long_then_short(me: &crate::harness::Node) -> (String, String) {
     let long = me
         .tasks
         .submit(primes(30_000_000, 1_000))
@@ -219,6 +212,19 @@ async fn a_task_waiting_on_this_nodes_own_work_goes_when_that_ends_not_when_its_
         .id;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let short = me.tasks.submit(primes(1_000, 1_000)).expect("accepted").id;
+    (long, short)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_on_this_nodes_own_work_goes_when_that_ends_not_when_its_round_does() {
+    // Rounds of 20 s: a round nobody offers on would end long after the work ahead of it.
+    let (_net, me, only) = one_slot(zerostate_market::TaskSettings {
+        offer_window_ms: 20_000,
+        ..requester()
+    });
+    // The one behind the long task is announced, meets silence, and goes as soon as the
+    // first has ended and been paid: on the standing offer that first task brought.
+    let (long, short) = long_then_short(&me).await;
     let long = settled(&me, &long, Duration::from_secs(60)).await;
     assert_eq!(long.state, TaskState::Succeeded, "{long:#?}");
     let record = settled(&me, &short, Duration::from_secs(60)).await;
@@ -242,15 +248,8 @@ async fn a_busy_guild_is_waited_for_for_busy_wait_ms_at_most() {
         busy_wait_ms: 100,
         ..requester()
     });
-    // A task of about half a second holds the only slot; the one behind it gives up after
-    // its first silent round and 100 ms more.
-    let long = me
-        .tasks
-        .submit(primes(30_000_000, 1_000))
-        .expect("accepted")
-        .id;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let short = me.tasks.submit(primes(1_000, 1_000)).expect("accepted").id;
+    // The one behind the long task gives up after its first silent round and 100 ms more.
+    let (long, short) = long_then_short(&me).await;
     let record = settled(&me, &short, Duration::from_secs(30)).await;
     assert_eq!(record.state, TaskState::Failed, "{record:#?}");
     let error = record.error.as_deref().unwrap_or_default();
