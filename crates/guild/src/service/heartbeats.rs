@@ -287,7 +287,7 @@ impl Service {
         else {
             return refused("this node is not in that guild");
         };
-        self.beat_seen(&beat.guild_id.clone(), r.peer, &beat);
+        self.beat_seen(&beat.guild_id, r.peer, &beat);
         (types::HEARTBEAT, answer)
     }
 
